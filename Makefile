@@ -1,0 +1,45 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel: installing it first keeps pip from pulling GBs of CUDA packages.
+TORCH_SPEC ?= torch==2.13.0
+XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
+
+.PHONY: setup system-deps demo test lint format bench model clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[testing]"
+	touch $@
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: setup
+	$(BIN)/napari-metastasis predict --sample --out demo-output
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: system-deps setup lint
+	$(XVFB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/bench_reader.py --out resources/bench_reader.json
+	$(BIN)/python benchmarks/bench_predict.py --out resources/bench_predict.json
+
+model: setup
+	$(BIN)/python -m napari_metastasis.training.bundled_recipe
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache

@@ -1,0 +1,39 @@
+"""Errors a pathologist can read.
+
+Library errors (OpenSlide, torch, XML parsers) are translated into these at the module boundary, so the
+CLI and the viewer can show one clear sentence naming the file and the reason instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MetastasisError(Exception):
+    """Base class: its message is shown to the user as it is."""
+
+
+class SlideError(MetastasisError):
+    """A slide that cannot be opened or read."""
+
+
+class UnsupportedSlideError(SlideError):
+    """A file that is not a whole-slide image OpenSlide knows (another reader may try it)."""
+
+
+class ResolutionError(SlideError):
+    """A slide whose µm per pixel is missing or implausible where one is required."""
+
+
+class ModelError(MetastasisError):
+    """A model folder that is missing, malformed or does not match its config."""
+
+
+class AnnotationError(MetastasisError):
+    """An annotation file that cannot be parsed or holds invalid geometry."""
+
+
+class DatasetError(MetastasisError):
+    """A patch dataset (or slide/annotation pairing) that is missing, corrupt or inconsistent."""
+
+
+class CancelledError(MetastasisError):
+    """A long run stopped on the user's request; what finished is kept."""

@@ -1,0 +1,328 @@
+"""One way to read pixels from a whole-slide image, whatever its format.
+
+Everything else in the package (the napari pyramid, the inference engine, patch extraction) reads
+through :class:`Slide`, so OpenSlide's quirks are handled once: DICOM folders, RGBA with transparent
+borders, implausible resolutions, and library exceptions that no pathologist should see.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openslide
+from PIL import Image, ImageCms
+
+from .errors import ResolutionError, SlideError, UnsupportedSlideError
+
+#: Extensions of the formats OpenSlide reads (DICOM may also be given as a folder).
+SLIDE_EXTENSIONS = (
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".vms",
+    ".vmu",
+    ".scn",
+    ".mrxs",
+    ".svslide",
+    ".bif",
+    ".dcm",
+)
+
+#: µm per pixel outside this range is taken as a bogus resolution tag (e.g. 96 dpi = 264.6 µm/px);
+#: real scans range from ~0.1 µm/px (100x) to a few µm/px (1.25x).
+PLAUSIBLE_MPP_RANGE = (0.02, 20.0)
+
+#: A 20x objective on common scanners gives about 0.5 µm/px: mpp ≈ 10 / objective power.
+MICRONS_PER_PIXEL_TIMES_POWER = 10.0
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """µm per pixel on level 0 and where the number came from."""
+
+    mpp_x: float
+    mpp_y: float
+    source: str  # "metadata", "user" or "objective power"
+
+    @property
+    def mpp(self) -> float:
+        return (self.mpp_x + self.mpp_y) / 2
+
+
+def is_plausible_mpp(value: float | None) -> bool:
+    """Whether a µm/px value could come from a microscope scan."""
+    return (
+        value is not None
+        and math.isfinite(value)
+        and PLAUSIBLE_MPP_RANGE[0] <= value <= PLAUSIBLE_MPP_RANGE[1]
+    )
+
+
+def resolve_slide_path(path: str | Path) -> Path:
+    """Return the file OpenSlide should open for ``path``.
+
+    OpenSlide refuses a DICOM folder but opens any instance of a series and finds the rest, so for a
+    folder we pick its largest ``.dcm`` file (the full-resolution volume).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        instances = [p for p in path.iterdir() if p.suffix.lower() == ".dcm" and p.is_file()]
+        if not instances:
+            raise UnsupportedSlideError(f"{path}: folder holds no DICOM (.dcm) slide files")
+        return max(instances, key=lambda p: p.stat().st_size)
+    return path
+
+
+def looks_like_slide(path: str | Path) -> bool:
+    """Cheap check (no decoding) for the napari reader: an OpenSlide extension or a DICOM folder."""
+    path = Path(path)
+    if path.is_dir():
+        return any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+    return path.suffix.lower() in SLIDE_EXTENSIONS
+
+
+def _float_property(properties: Mapping[str, str], key: str) -> float | None:
+    try:
+        value = float(properties[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class Slide:
+    """A whole-slide image opened with OpenSlide.
+
+    Parameters
+    ----------
+    path:
+        A slide file, or a DICOM WSI folder.
+    mpp:
+        µm per pixel to use instead of the file's (for slides with none, or a bogus one).
+    to_srgb:
+        Convert pixels from the slide's embedded ICC profile to sRGB, so colours match what the
+        scanner vendor's viewer shows.
+    """
+
+    def __init__(self, path: str | Path, *, mpp: float | None = None, to_srgb: bool = False):
+        self.requested_path = Path(path)
+        self.path = resolve_slide_path(path)
+        if not self.path.exists():
+            raise SlideError(f"{self.path}: no such file")
+        try:
+            fmt = openslide.OpenSlide.detect_format(str(self.path))
+        except Exception as exc:  # detect_format raises on unreadable files
+            raise SlideError(f"{self.path}: cannot read file ({exc})") from exc
+        if fmt is None:
+            raise UnsupportedSlideError(
+                f"{self.path}: not a whole-slide image format OpenSlide reads"
+            )
+        try:
+            self._osr = openslide.OpenSlide(str(self.path))
+        except openslide.OpenSlideError as exc:
+            raise SlideError(f"{self.path.name}: cannot open {fmt} slide ({exc})") from exc
+        if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
+            raise ResolutionError(
+                f"{self.path.name}: µm per pixel must be a positive number, got {mpp}"
+            )
+        self._user_mpp = mpp
+        self._srgb_transform = self._make_srgb_transform() if to_srgb else None
+
+    # --- metadata -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.requested_path.stem if self.requested_path.is_dir() else self.path.stem
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self._osr.properties
+
+    @property
+    def vendor(self) -> str | None:
+        return self._osr.properties.get(openslide.PROPERTY_NAME_VENDOR)
+
+    @property
+    def level_count(self) -> int:
+        return self._osr.level_count
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """(width, height) of level 0."""
+        return self._osr.dimensions
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._osr.level_dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self._osr.level_downsamples)
+
+    @property
+    def objective_power(self) -> float | None:
+        return _float_property(self.properties, openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+
+    @property
+    def raw_mpp(self) -> tuple[float | None, float | None]:
+        """µm/px (x, y) as the file states it, plausible or not."""
+        return (
+            _float_property(self.properties, openslide.PROPERTY_NAME_MPP_X),
+            _float_property(self.properties, openslide.PROPERTY_NAME_MPP_Y),
+        )
+
+    @property
+    def resolution(self) -> Resolution | None:
+        """The usable level-0 resolution (user value, else plausible metadata), or None."""
+        if self._user_mpp is not None:
+            return Resolution(self._user_mpp, self._user_mpp, "user")
+        mpp_x, mpp_y = self.raw_mpp
+        if is_plausible_mpp(mpp_x) and is_plausible_mpp(mpp_y):
+            return Resolution(mpp_x, mpp_y, "metadata")
+        return None
+
+    @property
+    def mpp(self) -> float | None:
+        """Mean level-0 µm per pixel, or None when the slide has no usable resolution."""
+        res = self.resolution
+        return res.mpp if res else None
+
+    def require_resolution(self, *, allow_objective_power: bool = True) -> Resolution:
+        """The resolution to measure with; falls back on the objective power, else refuses."""
+        res = self.resolution
+        if res is not None:
+            return res
+        power = self.objective_power
+        if allow_objective_power and power and power > 0:
+            mpp = MICRONS_PER_PIXEL_TIMES_POWER / power
+            return Resolution(mpp, mpp, "objective power")
+        stated = self.raw_mpp[0]
+        detail = f"its stated {stated:g} µm/px is implausible" if stated else "it states none"
+        raise ResolutionError(
+            f"{self.path.name}: no usable resolution ({detail}); pass --mpp with the slide's "
+            "µm per pixel at full resolution"
+        )
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return tuple(self._osr.associated_images.keys())
+
+    def associated_image(self, name: str) -> np.ndarray:
+        """Label, macro or thumbnail image as RGB uint8."""
+        try:
+            image = self._osr.associated_images[name]
+        except KeyError:
+            raise SlideError(f"{self.path.name}: no associated image named {name!r}") from None
+        return self._to_rgb(image)
+
+    def tile_size(self, level: int) -> tuple[int, int] | None:
+        """The file's tile (width, height) at ``level``, when the format states it."""
+        w = self.properties.get(f"openslide.level[{level}].tile-width")
+        h = self.properties.get(f"openslide.level[{level}].tile-height")
+        try:
+            return (int(w), int(h)) if w and h else None
+        except ValueError:
+            return None
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The finest level that is at most ``downsample`` coarser than level 0."""
+        best = 0
+        for level, ds in enumerate(self.level_downsamples):
+            if ds <= downsample * (1 + 1e-6):
+                best = level
+        return best
+
+    def metadata(self) -> dict:
+        """Plain-data summary for napari layer metadata and the CLI."""
+        res = self.resolution
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "vendor": self.vendor,
+            "mpp": [res.mpp_y, res.mpp_x] if res else None,
+            "mpp_source": res.source if res else None,
+            "stated_mpp": list(self.raw_mpp),
+            "objective_power": self.objective_power,
+            "dimensions": list(self.dimensions),
+            "level_dimensions": [list(d) for d in self.level_dimensions],
+            "level_downsamples": list(self.level_downsamples),
+            "associated_images": list(self.associated_image_names),
+        }
+
+    def check_readable(self) -> None:
+        """Decode one small block of the coarsest level, so a corrupt file fails at open time."""
+        level = self.level_count - 1
+        w, h = self.level_dimensions[level]
+        self.read_level_region(level, 0, 0, min(w, 64), min(h, 64))
+
+    # --- pixels ---------------------------------------------------------------------------
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB uint8 (height, width, 3) at ``level``; (x, y) is the top-left in level-0 pixels.
+
+        This is OpenSlide's convention. Areas outside the slide and transparent pixels are white.
+        """
+        if not 0 <= level < self.level_count:
+            raise SlideError(f"{self.path.name}: no level {level} (slide has {self.level_count})")
+        if width <= 0 or height <= 0:
+            return np.full((max(height, 0), max(width, 0), 3), 255, np.uint8)
+        try:
+            image = self._osr.read_region((int(x), int(y)), level, (int(width), int(height)))
+        except openslide.OpenSlideError as exc:
+            raise SlideError(f"{self.path.name}: cannot read pixels ({exc})") from exc
+        return self._to_rgb(image)
+
+    def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Like :meth:`read_region` but (x, y) is in ``level``'s own pixel grid (for pyramids)."""
+        ds = self.level_downsamples[level]
+        return self.read_region(level, round(x * ds), round(y * ds), width, height)
+
+    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
+        """Whole-slide RGB image whose longer side is at most ``max_size`` pixels."""
+        w, h = self.dimensions
+        scale = max(w, h) / max_size
+        level = self.best_level_for_downsample(max(scale, 1.0))
+        lw, lh = self.level_dimensions[level]
+        image = Image.fromarray(self.read_region(level, 0, 0, lw, lh))
+        image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+        return np.asarray(image)
+
+    def _to_rgb(self, image: Image.Image) -> np.ndarray:
+        """RGBA (not premultiplied) -> RGB over white, then optionally ICC -> sRGB."""
+        rgba = np.asarray(image.convert("RGBA"))
+        rgb = rgba[..., :3]
+        alpha = rgba[..., 3:4]
+        if alpha.min() < 255:
+            a = alpha.astype(np.float32) / 255.0
+            rgb = np.rint(rgb * a + 255.0 * (1.0 - a)).astype(np.uint8)
+        else:
+            rgb = np.ascontiguousarray(rgb)
+        if self._srgb_transform is not None:
+            converted = ImageCms.applyTransform(Image.fromarray(rgb), self._srgb_transform)
+            rgb = np.asarray(converted)
+        return rgb
+
+    def _make_srgb_transform(self):
+        profile = getattr(self._osr, "color_profile", None)
+        if profile is None:
+            return None
+        return ImageCms.buildTransform(
+            profile, ImageCms.createProfile("sRGB"), "RGB", "RGB", ImageCms.Intent.PERCEPTUAL
+        )
+
+    # --- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._osr.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Slide({str(self.path)!r}, {self.dimensions[0]}x{self.dimensions[1]}, mpp={self.mpp})"
+        )

@@ -1,0 +1,34 @@
+"""Shared fixtures: paths into ../shared/data and the rule that GUI tests never skip in CI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA = PROJECT_ROOT.parent / "shared" / "data"
+SLIDES = DATA / "slides"
+SVS = SLIDES / "aperio_svs" / "CMU-1-Small-Region.svs"
+DICOM_DIR = SLIDES / "dicom_wsi" / "CMU-1-Small-Region"
+DICOM_VOLUME = DICOM_DIR / "1.2.826.0.1.3680043.8.498.58740178995208579534253317996600852419.dcm"
+TIFF_6_LEVELS = SLIDES / "generic_tiff" / "CropBreastSlide.tiff"
+FIXTURES = SLIDES / "synthetic_format_fixtures"
+ANNOTATIONS = DATA / "annotations"
+PATCHES = DATA / "patches"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fail early, not skip, when CI lacks the shared data or a display for the GUI tests."""
+    if not DATA.is_dir():
+        raise pytest.UsageError(f"shared test data not found at {DATA}")
+    if os.environ.get("CI", "").lower() == "true" and not os.environ.get("DISPLAY"):
+        raise pytest.UsageError(
+            "CI=true but no DISPLAY: GUI tests must run (use `make test`, which starts Xvfb)"
+        )
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
