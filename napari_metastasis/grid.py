@@ -1,0 +1,160 @@
+"""The patch grid: the one place that converts between level-0 pixels, µm and patch cells.
+
+A grid is anchored at the slide's top-left corner and depends only on the slide's size and
+resolution and on the model's patch size and spacing. Every analysis of the same slide with the same
+model therefore lands on the same cells, which is what lets the viewer reuse earlier results when a
+new region overlaps an old one, and lets probability maps from different runs be merged cell by cell.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Square patches of ``patch_px`` pixels at ``spacing_um`` µm/px, every ``stride_um`` µm.
+
+    ``mpp_x``/``mpp_y`` are the slide's level-0 µm per pixel (1.0 for an uncalibrated slide, whose
+    "µm" are then pixels). Cell (row, col) covers level-0 box ``cell_box(row, col)``.
+    """
+
+    width: int  # slide level-0 width, px
+    height: int  # slide level-0 height, px
+    mpp_x: float
+    mpp_y: float
+    patch_px: int
+    spacing_um: float
+    stride_um: float | None = None  # None: patches tile the slide without overlap
+
+    def __post_init__(self) -> None:
+        if self.patch_px <= 0 or self.spacing_um <= 0 or self.mpp_x <= 0 or self.mpp_y <= 0:
+            raise ValueError(f"invalid grid parameters: {self}")
+        if self.stride_um is not None and self.stride_um <= 0:
+            raise ValueError(f"stride must be positive, got {self.stride_um}")
+
+    # --- sizes ----------------------------------------------------------------------------
+    @property
+    def patch_um(self) -> float:
+        """Side of one patch in µm."""
+        return self.patch_px * self.spacing_um
+
+    @property
+    def step_um(self) -> float:
+        """Distance between neighbouring patch origins in µm."""
+        return self.stride_um if self.stride_um is not None else self.patch_um
+
+    @property
+    def patch_level0(self) -> tuple[float, float]:
+        """(width, height) of one patch in level-0 pixels (not necessarily whole numbers)."""
+        return self.patch_um / self.mpp_x, self.patch_um / self.mpp_y
+
+    @property
+    def step_level0(self) -> tuple[float, float]:
+        return self.step_um / self.mpp_x, self.step_um / self.mpp_y
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols): every cell whose patch starts inside the slide."""
+        sx, sy = self.step_level0
+        return max(1, math.ceil(self.height / sy)), max(1, math.ceil(self.width / sx))
+
+    @property
+    def read_downsample(self) -> float:
+        """How much coarser than level 0 the model sees: pick a pyramid level at most this coarse."""
+        return self.spacing_um / max(self.mpp_x, self.mpp_y)
+
+    # --- cells <-> level-0 pixels -----------------------------------------------------------
+    def cell_box(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """Level-0 (x, y, width, height) of a cell's patch, rounded to whole pixels."""
+        sx, sy = self.step_level0
+        pw, ph = self.patch_level0
+        x0 = round(col * sx)
+        y0 = round(row * sy)
+        return x0, y0, round(col * sx + pw) - x0, round(row * sy + ph) - y0
+
+    def cell_boxes(self, cells: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`cell_box` for an (N, 2) array of (row, col): (N, 4) int64."""
+        cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+        sx, sy = self.step_level0
+        pw, ph = self.patch_level0
+        x0 = np.rint(cells[:, 1] * sx)
+        y0 = np.rint(cells[:, 0] * sy)
+        w = np.rint(cells[:, 1] * sx + pw) - x0
+        h = np.rint(cells[:, 0] * sy + ph) - y0
+        return np.stack([x0, y0, w, h], axis=1).astype(np.int64)
+
+    def cell_centres_level0(self, cells: np.ndarray) -> np.ndarray:
+        """(N, 2) level-0 (x, y) of the centres of the given cells."""
+        cells = np.asarray(cells, dtype=np.float64).reshape(-1, 2)
+        sx, sy = self.step_level0
+        pw, ph = self.patch_level0
+        return np.stack([cells[:, 1] * sx + pw / 2, cells[:, 0] * sy + ph / 2], axis=1)
+
+    def all_cells(self) -> np.ndarray:
+        rows, cols = self.shape
+        rr, cc = np.mgrid[0:rows, 0:cols]
+        return np.stack([rr.ravel(), cc.ravel()], axis=1)
+
+    def cells_in_rect(self, x: float, y: float, width: float, height: float) -> np.ndarray:
+        """Cells whose patch overlaps the level-0 rectangle (clipped to the slide), row-major."""
+        x1 = min(x + width, self.width)
+        y1 = min(y + height, self.height)
+        x, y = max(x, 0.0), max(y, 0.0)
+        if x1 <= x or y1 <= y:
+            return np.empty((0, 2), np.int64)
+        sx, sy = self.step_level0
+        pw, ph = self.patch_level0
+        rows, cols = self.shape
+        c0 = max(0, math.floor((x - pw) / sx) + 1)
+        r0 = max(0, math.floor((y - ph) / sy) + 1)
+        c1 = min(cols, math.ceil(x1 / sx))
+        r1 = min(rows, math.ceil(y1 / sy))
+        if c1 <= c0 or r1 <= r0:
+            return np.empty((0, 2), np.int64)
+        rr, cc = np.mgrid[r0:r1, c0:c1]
+        return np.stack([rr.ravel(), cc.ravel()], axis=1).astype(np.int64)
+
+    def cells_in_geometry(self, geometry: BaseGeometry) -> np.ndarray:
+        """Cells whose patch centre lies inside a level-0 polygon (holes respected)."""
+        if geometry.is_empty:
+            return np.empty((0, 2), np.int64)
+        minx, miny, maxx, maxy = geometry.bounds
+        candidates = self.cells_in_rect(minx, miny, maxx - minx, maxy - miny)
+        if len(candidates) == 0:
+            return candidates
+        centres = self.cell_centres_level0(candidates)
+        inside = shapely.contains_xy(geometry, centres[:, 0], centres[:, 1])
+        return candidates[inside]
+
+    # --- µm <-> level-0 pixels (layers are in µm, files in level-0 px) ------------------------
+    def level0_to_um(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) level-0 (x, y) -> (N, 2) µm (x, y)."""
+        return np.asarray(xy, dtype=np.float64) * (self.mpp_x, self.mpp_y)
+
+    def um_to_level0(self, xy_um: np.ndarray) -> np.ndarray:
+        """(N, 2) µm (x, y) -> (N, 2) level-0 (x, y)."""
+        return np.asarray(xy_um, dtype=np.float64) / (self.mpp_x, self.mpp_y)
+
+    # --- the probability image in napari ----------------------------------------------------
+    @property
+    def layer_scale(self) -> tuple[float, float]:
+        """(y, x) µm per probability-map pixel."""
+        return self.step_um, self.step_um
+
+    @property
+    def layer_translate(self) -> tuple[float, float]:
+        """(y, x) µm of the centre of cell (0, 0): napari puts pixel centres at translate + i*scale."""
+        return self.patch_um / 2, self.patch_um / 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PatchGrid:
+        return cls(**data)
