@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..errors import DatasetError
 from ..grid import PatchGrid
 from ..slide import Slide
-from .labels import LabelRule, geometry_mask, label_from_mask
+from .labels import CENTRE_RULE, LabelRule, geometry_mask, label_from_mask
 from .patchset import PatchSet
 
 
@@ -54,7 +54,7 @@ def check_geometry_on_slide(geometry: BaseGeometry | None, slide: Slide) -> None
     if geometry is None or geometry.is_empty:
         return
     w, h = slide.dimensions
-    minx, miny, maxx, maxy = geometry.bounds
+    _minx, _miny, maxx, maxy = geometry.bounds
     if not geometry.intersects(shapely_box(0, 0, w, h)) or maxx > w * 1.01 or maxy > h * 1.01:
         raise DatasetError(
             f"{slide.path.name}: the annotations do not match this slide: they extend to "
@@ -69,7 +69,7 @@ def extract_from_slide(
     spacing_um: float = 0.5,
     patch_size: int = 96,
     stride_um: float | None = None,
-    rule: LabelRule = LabelRule(),
+    rule: LabelRule = CENTRE_RULE,
     min_tissue: float = 0.25,
     max_negatives: int | None = None,
     mpp: float | None = None,

@@ -22,7 +22,7 @@ from PIL import Image
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import DatasetError
-from .labels import LabelRule, geometry_mask, label_from_mask
+from .labels import HALF_RULE, LabelRule, geometry_mask, label_from_mask
 from .patchset import PatchSet, read_rgb
 
 #: PatchCamelyon patches are 96 px at 10x: 0.972 µm/px (Veeling et al. 2018).
@@ -45,7 +45,7 @@ def resample_patch(rgb: np.ndarray, source_mpp: float, spacing_um: float, size: 
             f"a {w}x{h} px patch at {source_mpp:g} µm/px covers {min(h, w) * source_mpp:.0f} µm, "
             f"less than the requested {size} px at {spacing_um:g} µm/px ({side_um:.0f} µm)"
         )
-    crop = min(min(h, w), int(round(side_um / source_mpp)))
+    crop = min(min(h, w), round(side_um / source_mpp))
     top, left = (h - crop) // 2, (w - crop) // 2
     region = rgb[top : top + crop, left : left + crop]
     if crop == size:
@@ -71,7 +71,7 @@ def ingest_labelled_folder(
     source_mpp: float,
     labels_csv: str | Path | None = None,
     geometries: Mapping[str, BaseGeometry] | None = None,
-    rule: LabelRule = LabelRule("fraction", 0.5),
+    rule: LabelRule = HALF_RULE,
 ) -> PatchSet:
     """Folder of labelled patches plus a CSV with at least ``file`` and ``label`` columns.
 

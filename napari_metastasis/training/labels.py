@@ -39,15 +39,21 @@ class LabelRule:
         return f"positive if tumour covers at least {self.threshold:.0%} of the patch"
 
 
+#: PCam's rule, the default for extraction from slides.
+CENTRE_RULE = LabelRule("centre")
+#: Half the patch under tumour: the rule for patch folders whose patches are mostly one tissue.
+HALF_RULE = LabelRule("fraction", 0.5)
+
+
 def centre_window(size: int) -> slice:
     """The centre third of a patch side (32..64 of 96), as PCam defines its label region."""
     third = size / 3.0
-    start = int(round(third))
-    stop = int(round(2 * third))
+    start = round(third)
+    stop = round(2 * third)
     return slice(start, max(stop, start + 1))
 
 
-def label_from_mask(mask: np.ndarray, rule: LabelRule = LabelRule()) -> int:
+def label_from_mask(mask: np.ndarray, rule: LabelRule = CENTRE_RULE) -> int:
     """0/1 label of one (H, W) boolean tumour mask under ``rule``."""
     mask = np.asarray(mask, dtype=bool)
     if rule.name == "centre":
