@@ -96,9 +96,17 @@ def repair(geom: BaseGeometry, where: str) -> BaseGeometry:
     reason = shapely.is_valid_reason(geom)
     # "structure" keeps everything a ring encloses (a loop drawn twice stays tumour), unlike the
     # default "linework" method's even-odd result; collapsed parts (lines, points) are dropped.
-    fixed = polygonal_part(shapely.make_valid(geom, method="structure", keep_collapsed=False))
+    fixed = geom
+    for _ in range(3):  # GEOS occasionally needs a second pass to reach a valid result
+        fixed = polygonal_part(shapely.make_valid(fixed, method="structure", keep_collapsed=False))
+        if fixed.is_valid:
+            break
+    else:
+        fixed = polygonal_part(fixed.buffer(0))
     if fixed.is_empty or fixed.area == 0:
         raise AnnotationError(f"{where}: polygon has no area ({reason})")
+    if not fixed.is_valid:
+        raise AnnotationError(f"{where}: invalid polygon that could not be repaired ({reason})")
     warnings.warn(
         f"{where}: invalid polygon ({reason}) repaired; area {geom.area:.6g} -> {fixed.area:.6g} px²",
         AnnotationRepairWarning,
