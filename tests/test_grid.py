@@ -1,0 +1,87 @@
+"""PatchGrid: the single place where cells, level-0 pixels and µm meet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from shapely.geometry import Polygon, box
+
+from napari_metastasis.grid import PatchGrid
+
+
+def make_grid(**kwargs) -> PatchGrid:
+    params = {"width": 1000, "height": 600, "mpp_x": 0.25, "mpp_y": 0.25, "patch_px": 50}
+    params.update(kwargs)
+    params.setdefault("spacing_um", 1.0)
+    return PatchGrid(**params)
+
+
+def test_patch_size_in_level0_follows_resolution_ratio():
+    grid = make_grid()  # 50 px at 1 µm/px = 50 µm = 200 level-0 px at 0.25 µm/px
+    assert grid.patch_um == 50
+    assert grid.patch_level0 == (200, 200)
+    assert grid.shape == (3, 5)
+    assert grid.cell_box(2, 4) == (800, 400, 200, 200)
+    assert grid.read_downsample == pytest.approx(4.0)
+
+
+def test_cells_tile_the_slide_without_gaps_for_fractional_patch_sizes():
+    grid = make_grid(mpp_x=0.3, mpp_y=0.3, patch_px=37, spacing_um=0.77)
+    boxes = grid.cell_boxes(np.array([[0, c] for c in range(grid.shape[1])]))
+    # each patch starts where the previous one ended: no gap, no overlap, after rounding
+    assert np.all(boxes[1:, 0] == boxes[:-1, 0] + boxes[:-1, 2])
+    assert boxes[-1, 0] < grid.width <= boxes[-1, 0] + boxes[-1, 2]
+    single = [grid.cell_box(0, c) for c in range(grid.shape[1])]
+    assert np.array_equal(boxes, np.array(single))
+
+
+def test_overlapping_stride():
+    grid = make_grid(stride_um=25)
+    assert grid.step_level0 == (100, 100)
+    assert grid.shape == (6, 10)
+    assert grid.cell_box(1, 1) == (100, 100, 200, 200)
+
+
+def test_cells_in_rect_are_exactly_the_overlapping_patches():
+    grid = make_grid()
+    cells = grid.cells_in_rect(150, 50, 100, 100)  # x 150-250 spans cols 0 and 1; y in row 0
+    assert cells.tolist() == [[0, 0], [0, 1]]
+    assert grid.cells_in_rect(-500, -500, 10, 10).shape == (0, 2)
+    everything = grid.cells_in_rect(-10, -10, 5000, 5000)
+    assert len(everything) == 15
+
+
+def test_cells_in_geometry_uses_patch_centres_and_holes():
+    grid = make_grid()  # cell centres at x = 100, 300, ... and y = 100, 300, 500
+    hole_around_cell_1_1 = box(250, 250, 350, 350)
+    with_hole = Polygon(
+        box(0, 0, 1000, 600).exterior.coords, [hole_around_cell_1_1.exterior.coords]
+    )
+    cells = grid.cells_in_geometry(with_hole).tolist()
+    assert [1, 1] not in cells
+    assert len(cells) == 14
+    between_centres = box(320, 120, 480, 280)
+    assert grid.cells_in_geometry(between_centres).shape == (0, 2)
+
+
+def test_um_level0_round_trip_is_exact_with_anisotropic_pixels():
+    grid = make_grid(mpp_x=0.25, mpp_y=0.5)
+    xy = np.array([[0.0, 0.0], [123.5, 77.25], [999.0, 599.0]])
+    assert np.allclose(grid.um_to_level0(grid.level0_to_um(xy)), xy, atol=1e-12)
+    assert grid.level0_to_um(xy)[1].tolist() == [123.5 * 0.25, 77.25 * 0.5]
+
+
+def test_layer_geometry_centres_pixels_on_patches():
+    grid = make_grid()
+    assert grid.layer_scale == (50, 50)
+    assert grid.layer_translate == (25, 25)
+    # cell (row 2, col 3) centre in µm = translate + index * scale = level-0 centre * mpp
+    centre_um = np.array(grid.layer_translate) + np.array([2, 3]) * grid.layer_scale
+    centre_px = grid.cell_centres_level0(np.array([[2, 3]]))[0]
+    assert np.allclose(centre_um[::-1], grid.level0_to_um(centre_px))
+
+
+@pytest.mark.parametrize("bad", [{"patch_px": 0}, {"spacing_um": -1}, {"stride_um": 0}])
+def test_invalid_parameters_are_refused(bad):
+    with pytest.raises(ValueError):
+        make_grid(**bad)
