@@ -1,6 +1,6 @@
 """Build a patch dataset from a slide and its reference annotations.
 
-Steps: a tissue mask on a low-resolution level, a :class:`PatchGrid` at the chosen µm/px, the cells
+Steps: the tissue mask of :mod:`napari_metastasis.tissue` (low-resolution level), a :class:`PatchGrid` at the chosen µm/px, the cells
 whose patch holds enough tissue (plus every cell touching tumour), each patch read at the model's
 spacing, its exact tumour mask rasterised from the polygons, and its label by the stated rule.
 A slide with no tumour geometry yields normal patches only, which is how the bundled recipe mines
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..errors import DatasetError
 from ..grid import PatchGrid
 from ..slide import Slide
+from ..tissue import tissue_mask
 from .labels import CENTRE_RULE, LabelRule, geometry_mask, label_from_mask
 from .patchset import PatchSet
 
@@ -34,19 +35,6 @@ def tissue_fraction(rgb: np.ndarray) -> float:
     saturation = (mx - mn) / np.maximum(mx, 1.0)
     tissue = ((saturation > 0.07) | (mx < 200)) & (mx > 30)
     return float(tissue.mean())
-
-
-def _low_res_tissue(slide: Slide, max_size: int = 2048) -> tuple[np.ndarray, float, float]:
-    """Boolean tissue mask of a thumbnail and its level-0 px per mask px (x, y)."""
-    from scipy.ndimage import binary_dilation
-
-    thumb = slide.thumbnail(max_size)
-    rgb = thumb.astype(np.float32)
-    mx, mn = rgb.max(axis=2), rgb.min(axis=2)
-    mask = (((mx - mn) / np.maximum(mx, 1.0)) > 0.07) | (mx < 200)
-    mask = binary_dilation(mask, iterations=2)
-    w, h = slide.dimensions
-    return mask, w / thumb.shape[1], h / thumb.shape[0]
 
 
 def check_geometry_on_slide(geometry: BaseGeometry | None, slide: Slide) -> None:
@@ -88,12 +76,10 @@ def extract_from_slide(
         check_geometry_on_slide(geometry, slide)
         w, h = slide.dimensions
         grid = PatchGrid(w, h, res.mpp_x, res.mpp_y, patch_size, spacing_um, stride_um)
-        tissue, fx, fy = _low_res_tissue(slide)
+        tissue = tissue_mask(slide, mpp=res.mpp)
         cells = grid.all_cells()
-        centres = grid.cell_centres_level0(cells)
-        ix = np.clip((centres[:, 0] / fx).astype(int), 0, tissue.shape[1] - 1)
-        iy = np.clip((centres[:, 1] / fy).astype(int), 0, tissue.shape[0] - 1)
-        candidate = tissue[iy, ix]
+        # a generous pre-selection on the coarse mask; the exact per-patch rule comes after reading
+        candidate = tissue.tissue_fraction(grid, cells) >= min(min_tissue, 0.05)
         if geometry is not None and not geometry.is_empty:
             touching = grid.cells_in_geometry(geometry.buffer(max(grid.patch_level0)))
             if len(touching):

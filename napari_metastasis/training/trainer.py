@@ -133,12 +133,14 @@ def train_model(
     resume: bool = False,
     progress: bool = True,
     cancel=None,
+    on_epoch=None,
 ) -> TrainResult:
     """Train one network; returns the best epoch's weights (by validation AUC, else the last).
 
     ``sample_weights`` multiplies the balancing strategy's per-patch draw probabilities (e.g. to
     mix sources); ``checkpoint`` is written after every epoch and, with ``resume``, continued from.
-    ``cancel`` is an optional callable returning True to stop (raises CancelledError).
+    ``cancel`` is an optional callable returning True to stop (raises CancelledError);
+    ``on_epoch(epoch, model)`` is called after each epoch (e.g. to score held-out slides).
     """
     if len(train) == 0:
         raise DatasetError("the training set is empty")
@@ -223,7 +225,7 @@ def train_model(
             loss.backward()
             optimiser.step()
             scheduler.step()
-            running += float(loss)
+            running += loss.item()
         record = {"epoch": epoch, "train_loss": running / config.steps_per_epoch}
         if val is not None and len(val):
             auc, val_loss = _evaluate(model, val, config)
@@ -235,6 +237,9 @@ def train_model(
                 patience_left -= 1
         else:
             best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+            model.train()
         history.append(record)
         bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"})
         if ckpt:
