@@ -10,7 +10,9 @@
 * Each detection is a point (level-0 x, y) with a probability. Inside a lesion it is a hit, and only
   the highest-probability hit per lesion counts; outside every lesion it is a false positive. On a
   slide without tumour every detection is a false positive.
-* FROC: for each threshold (every distinct probability but the lowest, as the official code), the
+* FROC: for each threshold (every distinct positive probability; the official code drops the lowest
+  distinct value, which is the 0 of a missed lesion whenever one is missed, and otherwise wrongly
+  drops a real detection), the
   average false positives per slide and the fraction of lesions hit; the score is the sensitivity
   averaged at 1/4, 1/2, 1, 2, 4 and 8 false positives per slide (linear interpolation).
 """
@@ -170,7 +172,8 @@ def froc(hits: list[SlideHits]) -> FrocResult:
     fp = np.concatenate([h.fp_probs for h in hits]) if hits else np.zeros(0)
     tp = np.concatenate([h.tp_probs for h in hits]) if hits else np.zeros(0)
     n_lesions = len(tp)
-    thresholds = np.unique(np.concatenate([fp, tp]))[1:]
+    probs = np.unique(np.concatenate([fp, tp]))
+    thresholds = probs[probs > 0]
     total_fp = [float((fp >= t).sum()) for t in thresholds] + [0.0]
     total_tp = [float((tp >= t).sum()) for t in thresholds] + [0.0]
     fps_per_slide = np.asarray(total_fp) / n_slides
