@@ -37,3 +37,13 @@ def test_remedies_balance_the_classes():
     p = sampling_weights(LABELS, "oversample")
     assert p[LABELS == 1].sum() == pytest.approx(0.5)
     np.testing.assert_allclose(sampling_weights(LABELS, "none"), 0.1)
+
+
+def test_within_class_weights_keep_class_shares():
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    within = np.array([3.0, 1.0, 0.0, 0.0, 1.0, 1.0])  # e.g. favour one normal source
+    p = sampling_weights(labels, "oversample", within)
+    assert p[labels == 1].sum() == pytest.approx(0.5)
+    np.testing.assert_allclose(p[:4], [0.375, 0.125, 0, 0])
+    p_none = sampling_weights(labels, "none", within)
+    assert p_none[labels == 1].sum() == pytest.approx(2 / 6)

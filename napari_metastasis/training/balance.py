@@ -83,19 +83,27 @@ def oversample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.sort(np.concatenate([large, small, extra]))
 
 
-def sampling_weights(labels: np.ndarray, strategy: str) -> np.ndarray:
+def sampling_weights(
+    labels: np.ndarray, strategy: str, within_class: np.ndarray | None = None
+) -> np.ndarray:
     """Per-patch probabilities for drawing training batches under ``strategy``.
 
     ``oversample`` and ``undersample`` both draw each class half of the time (with replacement, the
-    stochastic equivalent of the index lists above); ``none`` and ``weights`` draw uniformly.
+    stochastic equivalent of the index lists above); ``none`` and ``weights`` keep the dataset's
+    class shares. ``within_class`` re-weights patches inside their class only (e.g. to mix sources
+    of normal tissue) without changing the class shares.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown balancing {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     labels = np.asarray(labels)
-    weights = np.ones(len(labels), dtype=np.float64)
-    if strategy in ("oversample", "undersample"):
-        for c in (0, 1):
-            n = (labels == c).sum()
-            if n:
-                weights[labels == c] = 0.5 / n
+    within = np.ones(len(labels)) if within_class is None else np.asarray(within_class, np.float64)
+    if within.shape != labels.shape or (within < 0).any():
+        raise ValueError("within-class weights must be one non-negative number per patch")
+    present = [c for c in (0, 1) if (labels == c).any()]
+    weights = np.zeros(len(labels), dtype=np.float64)
+    for c in present:
+        sel = labels == c
+        share = 1 / len(present) if strategy in ("oversample", "undersample") else sel.mean()
+        total = within[sel].sum()
+        weights[sel] = share * (within[sel] / total if total > 0 else 1 / sel.sum())
     return weights / weights.sum()

@@ -134,13 +134,15 @@ def train_model(
     progress: bool = True,
     cancel=None,
     on_epoch=None,
+    stop_after_epoch: int | None = None,
 ) -> TrainResult:
     """Train one network; returns the best epoch's weights (by validation AUC, else the last).
 
-    ``sample_weights`` multiplies the balancing strategy's per-patch draw probabilities (e.g. to
-    mix sources); ``checkpoint`` is written after every epoch and, with ``resume``, continued from.
+    ``sample_weights`` re-weights patches within their class (e.g. to mix sources of normal
+    tissue), keeping the class shares of the balancing strategy; ``checkpoint`` is written after every epoch and, with ``resume``, continued from.
     ``cancel`` is an optional callable returning True to stop (raises CancelledError);
-    ``on_epoch(epoch, model)`` is called after each epoch (e.g. to score held-out slides).
+    ``on_epoch(epoch, model)`` is called after each epoch (e.g. to score held-out slides);
+    ``stop_after_epoch`` ends training after that epoch (the schedule still spans ``epochs``).
     """
     if len(train) == 0:
         raise DatasetError("the training set is empty")
@@ -160,10 +162,7 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.lr, total_steps=total_steps, pct_start=0.15
     )
-    draw = sampling_weights(train.labels, config.balance)
-    if sample_weights is not None:
-        draw = draw * np.asarray(sample_weights, dtype=np.float64)
-        draw = draw / draw.sum()
+    draw = sampling_weights(train.labels, config.balance, sample_weights)
     loss_weight = torch.tensor(
         class_weights(train.labels) if config.balance == "weights" else np.ones(2),
         dtype=torch.float32,
@@ -263,6 +262,8 @@ def train_model(
                     tmp,
                 )
         if val is not None and patience_left <= 0:
+            break
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     bar.close()
     if best_state is not None:
