@@ -191,3 +191,31 @@ def test_panel_reports_errors_and_keeps_going(viewer_with_slide, qtbot, tmp_path
     assert any("broken.geojson: feature 1: polygon has 2 distinct point(s)" in m for m in errors)
     assert any("No Shapes or Points layer to export" in m for m in errors)
     assert any("polyline.xml: annotation 1 ('polyline'): ASAP XML cannot hold" in m for m in errors)
+
+
+def test_buttons_ask_for_a_path_then_call_the_handlers(
+    viewer_with_slide, qtbot, geojson_file, tmp_path, monkeypatch
+):
+    """The button wiring, with the file dialogs answered by the test (no modal dialog opens)."""
+    from napari_metastasis.widgets import annotation_io
+
+    dialog = annotation_io.QFileDialog
+    monkeypatch.setattr(dialog, "getOpenFileName", lambda *a, **k: (str(geojson_file), ""))
+    monkeypatch.setattr(dialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "saved"), ""))
+    monkeypatch.setattr(dialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "crops"))
+    panel = AnnotationIOWidget(viewer_with_slide)
+    qtbot.addWidget(panel)
+    panel.import_button.click()
+    assert [layer.name for layer in viewer_with_slide.layers][1:] == ["regions", "regions points"]
+    panel.asap_button.click()
+    assert (tmp_path / "saved.xml").is_file()  # the format's extension is added
+    panel.geojson_button.click()
+    assert len(read_annotations(tmp_path / "saved.geojson")) == 2
+    panel.csv_button.click()
+    assert (tmp_path / "saved.csv").read_text().startswith("id,class,")
+    panel.crops_button.click()
+    assert len(list((tmp_path / "crops").glob("*.png"))) == 2
+    # cancelling a dialog does nothing
+    monkeypatch.setattr(dialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    panel.import_button.click()
+    assert len(viewer_with_slide.layers) == 3
