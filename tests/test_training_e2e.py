@@ -88,7 +88,7 @@ def test_extract_train_evaluate_cli(tmp_path, capsys):
     assert config["transform"] == [{"name": "ToTensor", "arguments": {}}]
     card = json.loads((model_dir / "model_card.json").read_text())
     assert 0 <= card["threshold"] <= 1 and "tumor_064" in card["validation"]["scheme"]
-    assert "Model card" in (model_dir / "model_card.md").read_text()
+    assert "Model card" in (model_dir / "README.md").read_text()
     model = load_model(model_dir, device="cpu")  # the engine's loader accepts our contract
     assert model.positive_class == "tumor"
 

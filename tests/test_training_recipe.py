@@ -26,7 +26,7 @@ def test_quick_recipe_writes_contract_and_card(tmp_path):
     assert 0 < card["threshold"] < 1
     results = card["validation"]["results"]
     assert results["Camelyon16 patches, out of fold"]["patches (tumour)"] == "57 (28)"
-    assert "Leave one slide out" in (out / "model_card.md").read_text()
+    assert "Leave one slide out" in (out / "README.md").read_text()
     # quick runs never touch the README; the marker replacement itself:
     assert bundled_recipe.update_readme(readme, "# Model card: x\n\n## Data\n")
     text = readme.read_text()

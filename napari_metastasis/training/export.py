@@ -5,7 +5,7 @@ The contract (shared with the inference engine and WSInfer-style model zoos)::
     MODEL_DIR/torchscript_model.pt   (N, 3, P, P) float in [0, 1] -> (N, num_classes) logits
     MODEL_DIR/config.json            spec_version, architecture, num_classes, class_names,
                                      patch_size_pixels, spacing_um_px, transform
-    MODEL_DIR/model_card.md          what it was trained on, how it was validated, its numbers
+    MODEL_DIR/README.md              the model card: what it was trained on, how it was validated
     MODEL_DIR/model_card.json        the same numbers for programs (incl. the chosen threshold)
 
 Normalisation lives inside the TorchScript module, so the transform list is just ``ToTensor``.
@@ -68,7 +68,7 @@ def export_model(
     write_bytes_atomic(out_dir / "torchscript_model.pt", buf.getvalue())
     config = contract_config(architecture, patch_px, spacing_um)
     write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
-    write_text_atomic(out_dir / "model_card.md", card_markdown)
+    write_text_atomic(out_dir / "README.md", card_markdown)
     write_text_atomic(
         out_dir / "model_card.json", json.dumps(card_data, indent=2, default=float) + "\n"
     )

@@ -1,0 +1,170 @@
+"""``napari-metastasis predict SLIDE ... --out DIR``: classify slides headless and write, per slide:
+
+* ``<stem>.csv``: one row per patch, WSInfer's columns ``minx,miny,width,height,prob_<class>`` in
+  level-0 pixels, so WSInfer/QuPath tooling reads it;
+* ``<stem>.geojson``: the regions at ``--threshold``, as QuPath annotations (level-0 pixels);
+* ``<stem>.heatmap.png``: a thumbnail with the probability map over it;
+* ``<stem>.prob.tiff``: the probability grid with its geometry, which the viewer reloads.
+
+Every file is written atomically. A slide that fails gets one line on stderr naming it and the
+reason; the other slides are still processed, and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..batch import PredictOptions, predict_many
+from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
+from ..errors import MetastasisError
+from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify slides with a model; write CSV, GeoJSON, heatmap and probability grid",
+        description=__doc__.split("\n\n", 1)[0].split(": ", 1)[-1],
+    )
+    parser.add_argument(
+        "slides", nargs="*", type=Path, metavar="SLIDE", help="slide files or DICOM folders"
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="DIR|NAME",
+        help="model folder or name (see `models`)",
+    )
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N")
+    parser.add_argument(
+        "--threshold", type=_probability, default=0.5, help="probability for regions (default 0.5)"
+    )
+    parser.add_argument(
+        "--region", type=_region, metavar="X,Y,W,H", help="only this level-0 pixel rectangle"
+    )
+    parser.add_argument(
+        "--mpp",
+        type=_positive_float,
+        metavar="UM",
+        help="level-0 µm per pixel (overrides the file's)",
+    )
+    parser.add_argument(
+        "--sample", action="store_true", help="also run on the bundled sample slide"
+    )
+    parser.add_argument(
+        "--tissue-min-fraction",
+        type=_fraction,
+        default=DEFAULT_TISSUE_MIN_FRACTION,
+        metavar="F",
+        help="skip patches with less tissue than this (0 classifies every patch)",
+    )
+    parser.add_argument("--positive-class", metavar="NAME", help="class shown in the heatmap")
+    parser.add_argument(
+        "--min-area", type=float, default=0.0, metavar="UM2", help="smallest region (µm²)"
+    )
+    parser.add_argument("--workers", type=_positive_int, metavar="N", help="reader threads")
+    parser.add_argument(
+        "--dask",
+        metavar="local[:N]|ADDRESS",
+        help="spread slides over dask.distributed: a local cluster of N worker processes, or a "
+        "running scheduler's address (tcp://host:8786)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    slides = list(args.slides)
+    if args.sample:
+        from .._sample_data import SAMPLE_SLIDE
+
+        slides.append(SAMPLE_SLIDE)
+    if not slides:
+        raise MetastasisError("no slide given: pass one or more SLIDE paths, or --sample")
+    options = PredictOptions(
+        model=str(args.model),
+        device=args.device,
+        positive_class=args.positive_class,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        region=args.region,
+        mpp=args.mpp,
+        tissue_min_fraction=args.tissue_min_fraction,
+        min_area_um2=args.min_area,
+        reader_threads=args.workers,
+    )
+    if args.dask is None:
+        model = load_model(args.model, device=args.device, positive_class=args.positive_class)
+        print(
+            f"model {model.name} ({model.folder}): {model.config.patch_size_pixels} px at "
+            f"{model.config.spacing_um_px:g} µm/px on {model.device}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"scaling out on dask.distributed ({args.dask})", file=sys.stderr)
+    failures = 0
+    for outcome in predict_many(slides, options, args.out, scheduler=args.dask):
+        if outcome.ok:
+            print(outcome.message)
+        else:
+            failures += 1
+            print(f"napari-metastasis predict: error: {outcome.message}", file=sys.stderr)
+    if failures:
+        print(
+            f"napari-metastasis predict: {failures} of {len(slides)} slides failed", file=sys.stderr
+        )
+    return 1 if failures else 0
+
+
+# --- argument types ---------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _fraction(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("threshold must be greater than 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _region(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    try:
+        x, y, w, h = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected X,Y,W,H in level-0 pixels, got {text!r}"
+        ) from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return x, y, w, h
