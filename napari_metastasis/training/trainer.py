@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
@@ -43,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 8  # epochs without a better validation AUC before stopping
     balance: str = "oversample"  # none | undersample | oversample | weights
+    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     threads: int | None = None
 
@@ -155,6 +157,17 @@ def train_model(
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = build_network(config.architecture, width=config.width, dropout=config.dropout)
+    # With tiny datasets the weights wander from step to step; an average of recent weights gives
+    # steadier predictions (the "eval" network below is what is validated, saved and returned).
+    averaged = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+        if config.ema > 0
+        else None
+    )
+
+    def evaluated() -> torch.nn.Module:
+        return averaged.module if averaged is not None else model
+
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -189,6 +202,8 @@ def train_model(
                 f"{ckpt}: checkpoint was made with different settings; cannot resume"
             )
         model.load_state_dict(state["model"])
+        if averaged is not None:
+            averaged.load_state_dict(state["averaged"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         best_state, best_key, best_epoch = (
@@ -224,20 +239,22 @@ def train_model(
             loss.backward()
             optimiser.step()
             scheduler.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             running += loss.item()
         record = {"epoch": epoch, "train_loss": running / config.steps_per_epoch}
         if val is not None and len(val):
-            auc, val_loss = _evaluate(model, val, config)
+            auc, val_loss = _evaluate(evaluated(), val, config)
             record.update(val_auc=auc, val_loss=val_loss)
             if _better(auc, val_loss, best_key):
                 best_key, best_epoch, patience_left = (auc, val_loss), epoch, config.patience
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(evaluated().state_dict())
             else:
                 patience_left -= 1
         else:
-            best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
+            best_state, best_epoch = copy.deepcopy(evaluated().state_dict()), epoch
         if on_epoch is not None:
-            on_epoch(epoch, model)
+            on_epoch(epoch, evaluated())
             model.train()
         history.append(record)
         bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"})
@@ -248,6 +265,7 @@ def train_model(
                         "config": config.to_dict(),
                         "epoch": epoch,
                         "model": model.state_dict(),
+                        "averaged": averaged.state_dict() if averaged is not None else None,
                         "optimiser": optimiser.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "best_state": best_state,
@@ -266,11 +284,12 @@ def train_model(
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     bar.close()
+    final = evaluated()
     if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+        final.load_state_dict(best_state)
+    final.eval()
     return TrainResult(
-        model=model,
+        model=final,
         history=history,
         best_epoch=best_epoch,
         best_val_auc=None if best_key is None else best_key[0],
