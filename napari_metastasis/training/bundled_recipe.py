@@ -84,6 +84,7 @@ def recipe_config(quick: bool = False) -> TrainConfig:
         lr=3e-3,
         weight_decay=1e-4,
         balance="oversample",
+        ema=0.98,
         augment=AugmentConfig(),
         threads=int(os.environ.get("NAPARI_METASTASIS_THREADS", "2")),
     )
@@ -225,7 +226,8 @@ def build_card(
     cam_sel = is_camelyon
     card = base_card(
         "default",
-        f"SmallCNN(width={config.width}) x{len(members)} seeds, averaged",
+        f"SmallCNN(width={config.width}) x{len(members)} seeds "
+        f"({count_parameters(members[0]):,} parameters each), probabilities averaged",
         count_parameters(Ensemble(members)),
         CROP_PX,
         MODEL_SPACING,
@@ -261,7 +263,8 @@ def build_card(
         "(density ×U(0.5, 1.5), shift ±0.015), brightness/contrast/saturation, 15 % greyscale",
         f"batches: half tumour, half normal (normal: {CAMELYON_NORMAL_SHARE:.0%} Camelyon16 lymph node, "
         f"rest mined tiles); {config.batch_size} per step, {config.steps_per_epoch} steps per epoch, "
-        f"AdamW lr {config.lr} one-cycle, weight decay {config.weight_decay}",
+        f"AdamW lr {config.lr} one-cycle, weight decay {config.weight_decay}; the network kept is an "
+        f"exponential moving average of the weights (decay {config.ema} per step)",
         f"epochs: {stop_epoch + 1} of {config.epochs}, chosen on pooled leave-one-slide-out ROC AUC "
         f"(per epoch: {', '.join(f'{a:.3f}' for a in aucs)})",
         f"seeds {', '.join(map(str, SEEDS))}, averaged in one TorchScript module; "
