@@ -384,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         members,
         elapsed,
     )
-    card["history"] = {"oof_auc_per_epoch": aucs}
+    card["history"] = {
+        "oof_auc_per_epoch": aucs,
+        "oof_camelyon_auc_per_epoch": [
+            roc_auc(data.labels[is_camelyon], oof[e][is_camelyon]) for e in range(len(oof))
+        ],
+    }
     markdown = render_card(card)
     export_model(
         members,
