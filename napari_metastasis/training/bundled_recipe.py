@@ -65,7 +65,7 @@ FOLDS = (
     ("tumor_064", None),
 )
 #: Share of the normal draws that come from the Camelyon16 lymph-node patches (rest: mined tiles).
-CAMELYON_NORMAL_SHARE = 0.5
+CAMELYON_NORMAL_SHARE = 0.3
 
 README_START = "<!-- bundled-model-card:start -->"
 README_END = "<!-- bundled-model-card:end -->"
