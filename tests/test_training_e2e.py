@@ -153,7 +153,9 @@ def small_set():
 
 
 def _config(**kw):
-    base = dict(TINY, crop_px=16, spacing_um=2.0, epochs=2, seed=3, ema=0.9, augment=AugmentConfig())
+    base = dict(
+        TINY, crop_px=16, spacing_um=2.0, epochs=2, seed=3, ema=0.9, augment=AugmentConfig()
+    )
     base.update(kw)
     return TrainConfig(**base)
 
