@@ -47,3 +47,10 @@ def test_within_class_weights_keep_class_shares():
     np.testing.assert_allclose(p[:4], [0.375, 0.125, 0, 0])
     p_none = sampling_weights(labels, "none", within)
     assert p_none[labels == 1].sum() == pytest.approx(2 / 6)
+
+
+def test_positive_share_sets_the_tumour_share_of_draws():
+    labels = np.array([0] * 90 + [1] * 10)
+    p = sampling_weights(labels, "oversample", positive_share=0.25)
+    assert p[labels == 1].sum() == pytest.approx(0.25)
+    assert p[labels == 0].sum() == pytest.approx(0.75)

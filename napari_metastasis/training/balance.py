@@ -84,14 +84,18 @@ def oversample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def sampling_weights(
-    labels: np.ndarray, strategy: str, within_class: np.ndarray | None = None
+    labels: np.ndarray,
+    strategy: str,
+    within_class: np.ndarray | None = None,
+    positive_share: float = 0.5,
 ) -> np.ndarray:
     """Per-patch probabilities for drawing training batches under ``strategy``.
 
     ``oversample`` and ``undersample`` both draw each class half of the time (with replacement, the
     stochastic equivalent of the index lists above); ``none`` and ``weights`` keep the dataset's
     class shares. ``within_class`` re-weights patches inside their class only (e.g. to mix sources
-    of normal tissue) without changing the class shares.
+    of normal tissue) without changing the class shares. ``positive_share`` is the tumour share of
+    the draws under over/undersampling (0.5: balanced).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown balancing {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -103,7 +107,10 @@ def sampling_weights(
     weights = np.zeros(len(labels), dtype=np.float64)
     for c in present:
         sel = labels == c
-        share = 1 / len(present) if strategy in ("oversample", "undersample") else sel.mean()
+        if strategy in ("oversample", "undersample") and len(present) == 2:
+            share = positive_share if c == 1 else 1 - positive_share
+        else:
+            share = sel.mean()
         total = within[sel].sum()
         weights[sel] = share * (within[sel] / total if total > 0 else 1 / sel.sum())
     return weights / weights.sum()

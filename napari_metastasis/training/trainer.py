@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 8  # epochs without a better validation AUC before stopping
     balance: str = "oversample"  # none | undersample | oversample | weights
+    positive_share: float = 0.5  # tumour share of the draws when over/undersampling
     ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     threads: int | None = None
@@ -136,15 +137,13 @@ def train_model(
     progress: bool = True,
     cancel=None,
     on_epoch=None,
-    stop_after_epoch: int | None = None,
 ) -> TrainResult:
     """Train one network; returns the best epoch's weights (by validation AUC, else the last).
 
     ``sample_weights`` re-weights patches within their class (e.g. to mix sources of normal
     tissue), keeping the class shares of the balancing strategy; ``checkpoint`` is written after every epoch and, with ``resume``, continued from.
     ``cancel`` is an optional callable returning True to stop (raises CancelledError);
-    ``on_epoch(epoch, model)`` is called after each epoch (e.g. to score held-out slides);
-    ``stop_after_epoch`` ends training after that epoch (the schedule still spans ``epochs``).
+    ``on_epoch(epoch, model)`` is called after each epoch (e.g. to score held-out slides).
     """
     if len(train) == 0:
         raise DatasetError("the training set is empty")
@@ -175,7 +174,7 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.lr, total_steps=total_steps, pct_start=0.15
     )
-    draw = sampling_weights(train.labels, config.balance, sample_weights)
+    draw = sampling_weights(train.labels, config.balance, sample_weights, config.positive_share)
     loss_weight = torch.tensor(
         class_weights(train.labels) if config.balance == "weights" else np.ones(2),
         dtype=torch.float32,
@@ -280,8 +279,6 @@ def train_model(
                     tmp,
                 )
         if val is not None and patience_left <= 0:
-            break
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     bar.close()
     final = evaluated()
