@@ -1,0 +1,75 @@
+"""Synthetic slides and a tiny model whose answers are known, for the engine, tissue and CLI tests.
+
+* :func:`write_pyramid_tiff` writes a tiled, lossless, multi-level TIFF that OpenSlide opens as a
+  "generic-tiff" slide with a real µm/px (from the TIFF resolution tags).
+* :func:`write_darkness_model` writes a model folder in the project's contract whose tumour
+  probability is the mean darkness of the patch (1 - mean of the RGB values in [0, 1]), so every
+  prediction can be checked against the pixels that were drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+
+def write_pyramid_tiff(
+    path: Path, image: np.ndarray, mpp: float, *, levels: int = 3, tile: int = 128
+) -> Path:
+    """``image`` (H, W, 3) uint8 as level 0, then 2x, 4x ... reductions (nearest, exact pixels)."""
+    level = image
+    with tifffile.TiffWriter(path) as tw:
+        for i in range(levels):
+            px_per_cm = 1e4 / (mpp * 2**i)
+            tw.write(
+                np.ascontiguousarray(level),
+                tile=(tile, tile),
+                photometric="rgb",
+                compression="zlib",
+                resolution=(px_per_cm, px_per_cm),
+                resolutionunit="CENTIMETER",
+                subfiletype=1 if i else 0,
+                metadata=None,
+            )
+            level = level[::2, ::2]
+    return path
+
+
+class DarknessModel(torch.nn.Module):
+    """(N, 3, P, P) normalised with mean=std=0.5 -> logits whose softmax is [1 - d, d]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = x * 0.5 + 0.5  # undo Normalize(0.5, 0.5): back to [0, 1]
+        darkness = (1.0 - pixels.mean(dim=(1, 2, 3))).clamp(1e-6, 1 - 1e-6)
+        return torch.stack([torch.log1p(-darkness), torch.log(darkness)], dim=1)
+
+
+def darkness_config(patch_size: int = 32, spacing: float = 1.0, **overrides) -> dict:
+    config = {
+        "spec_version": "1.0",
+        "architecture": "darkness-test-model",
+        "num_classes": 2,
+        "class_names": ["normal", "tumor"],
+        "patch_size_pixels": patch_size,
+        "spacing_um_px": spacing,
+        "transform": [
+            {"name": "Resize", "arguments": {"size": patch_size}},
+            {"name": "ToTensor"},
+            {"name": "Normalize", "arguments": {"mean": [0.5] * 3, "std": [0.5] * 3}},
+        ],
+    }
+    config.update(overrides)
+    return config
+
+
+def write_darkness_model(folder: Path, patch_size: int = 32, spacing: float = 1.0, **overrides):
+    """A model folder (torchscript_model.pt + config.json) for :class:`DarknessModel`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(DarknessModel()).save(str(folder / "torchscript_model.pt"))
+    config = darkness_config(patch_size, spacing, **overrides)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
