@@ -24,6 +24,7 @@ class SlideFrame:
     height: int
     scale_yx: tuple[float, float] = (1.0, 1.0)  # world units per level-0 px
     translate_yx: tuple[float, float] = (0.0, 0.0)
+    units: tuple[str, str] | None = None  # the slide layer's units (µm when calibrated)
 
     @classmethod
     def from_layer(cls, layer) -> SlideFrame:
@@ -32,12 +33,18 @@ class SlideFrame:
         height, width = data.shape[:2]
         scale = tuple(float(s) for s in layer.scale[-2:])
         translate = tuple(float(t) for t in layer.translate[-2:])
-        return cls(int(width), int(height), scale, translate)
+        units = getattr(layer, "units", None)
+        units = tuple(str(u) for u in units[-2:]) if units is not None else None
+        return cls(int(width), int(height), scale, translate, units)
 
     @classmethod
     def from_grid(cls, grid: PatchGrid) -> SlideFrame:
         """The frame the reader gives a calibrated slide: world = µm of the grid."""
-        return cls(grid.width, grid.height, (grid.mpp_y, grid.mpp_x))
+        return cls(grid.width, grid.height, (grid.mpp_y, grid.mpp_x), units=("µm", "µm"))
+
+    def layer_kwargs(self) -> dict:
+        """Units for layers drawn over the slide (napari wants them consistent across layers)."""
+        return {"units": self.units} if self.units else {}
 
     # --- points --------------------------------------------------------------------------------
     def to_world(self, xy_px: np.ndarray) -> np.ndarray:

@@ -49,7 +49,9 @@ class ProbabilityOverlay:
     :meth:`refresh` then adds it again rather than failing.
     """
 
-    def __init__(self, viewer, prob_map: ProbabilityMap, name: str, frame: SlideFrame | None = None):
+    def __init__(
+        self, viewer, prob_map: ProbabilityMap, name: str, frame: SlideFrame | None = None
+    ):
         self.viewer = viewer
         self.prob_map = prob_map
         self.frame = frame or SlideFrame.from_grid(prob_map.grid)
@@ -74,6 +76,7 @@ class ProbabilityOverlay:
                 interpolation2d="nearest",
                 metadata={"probability_map": True},
                 **self.frame.overlay_kwargs(self.prob_map.grid),
+                **self.frame.layer_kwargs(),
             )
         return self._layer
 

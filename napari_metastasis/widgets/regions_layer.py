@@ -9,6 +9,7 @@ whole-slide zoom and fat at cell level.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -55,7 +56,7 @@ def shape_to_polygon(vertices: np.ndarray, frame: SlideFrame) -> Polygon:
     if len(at_start) == 1:
         return Polygon(xy)
     bounds = [*at_start.tolist(), len(xy)]
-    holes = [xy[a + 1 : b] for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
+    holes = [xy[a + 1 : b] for a, b in pairwise(bounds[1:])]
     return Polygon(xy[: at_start[1]], [h for h in holes if len(h) >= 4])
 
 
@@ -95,6 +96,7 @@ class RegionsLayer:
                 features=regions_features([], []),
                 visible=self.visible,
                 metadata={"metastasis_regions": True},
+                **self.frame.layer_kwargs(),
             )
             self._connect_zoom()
         return self._layer
