@@ -3,10 +3,15 @@
 Geometry is a shapely object in **level-0 pixel** coordinates (what GeoJSON, ASAP XML and NCRF JSON
 files hold). Conversion to the µm coordinates of napari layers happens in one place
 (:mod:`napari_metastasis.annotations.layers`), never in the format modules.
+
+Geometry kinds: ``Polygon`` / ``MultiPolygon`` (regions, holes allowed), ``LineString`` /
+``MultiLineString`` (open paths) and ``Point`` / ``MultiPoint``. Readers never produce anything else.
 """
 
 from __future__ import annotations
 
+import colorsys
+import hashlib
 from dataclasses import dataclass, field
 
 from shapely.geometry.base import BaseGeometry
@@ -15,6 +20,66 @@ from shapely.geometry.base import BaseGeometry
 TUMOUR_CLASSES = frozenset({"tumor", "tumour", "metastasis", "_0", "_1"})
 #: Class names that cut holes out of tumour regions (Camelyon16's _2 exclusion group).
 EXCLUSION_CLASSES = frozenset({"exclusion", "_2", "normal"})
+
+#: Class we give tumour regions we create (NCRF "positive", contours); QuPath's own name for it.
+TUMOUR_CLASS = "Tumor"
+#: Class we give exclusion regions we create (NCRF "negative"); ASAP XML writes it as group ``_2``.
+EXCLUSION_CLASS = "Exclusion"
+
+#: Display colours of well-known classes (QuPath's defaults where it has one).
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "tumor": (200, 0, 0),
+    "tumour": (200, 0, 0),
+    "metastasis": (200, 0, 0),
+    "_0": (200, 0, 0),
+    "_1": (200, 0, 0),
+    "exclusion": (0, 90, 200),
+    "_2": (0, 90, 200),
+    "normal": (0, 90, 200),
+    "stroma": (150, 200, 150),
+    "immune cells": (160, 90, 160),
+    "necrosis": (50, 50, 50),
+    "other": (255, 200, 0),
+}
+#: Colour of unclassified annotations when one must be shown (ASAP's default yellow).
+UNCLASSIFIED_COLOR = (244, 250, 88)
+
+POLYGONAL = ("Polygon", "MultiPolygon")
+LINEAR = ("LineString", "MultiLineString")
+PUNCTUAL = ("Point", "MultiPoint")
+
+
+def class_color(classification: str | None) -> tuple[int, int, int]:
+    """A stable colour for a class: the well-known table, else one derived from the name's hash.
+
+    QuPath refuses a classification without a colour, so every class we write needs one, and the
+    same class must get the same colour in every file and layer.
+    """
+    if not classification:
+        return UNCLASSIFIED_COLOR
+    key = classification.strip().lower()
+    if key in CLASS_COLORS:
+        return CLASS_COLORS[key]
+    hue = int(hashlib.sha1(key.encode()).hexdigest()[:6], 16) / 0xFFFFFF
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.8, 0.9)
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
+def color_to_hex(color: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def hex_to_color(text: str) -> tuple[int, int, int] | None:
+    """``#rrggbb`` (or ``#aarrggbb`` / ``rrggbb``) -> (r, g, b); None when not a colour."""
+    value = (text or "").strip().lstrip("#")
+    if len(value) == 8:
+        value = value[2:]
+    if len(value) != 6:
+        return None
+    try:
+        return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -27,6 +92,8 @@ class Annotation:
     color: tuple[int, int, int] | None = None
     object_type: str = "annotation"
     measurements: dict[str, float] = field(default_factory=dict)
+    #: Identifier kept across formats where they can hold one (GeoJSON feature id, CSV id, layers).
+    id: str | None = None
 
     @property
     def is_tumour(self) -> bool:
@@ -35,3 +102,20 @@ class Annotation:
     @property
     def is_exclusion(self) -> bool:
         return (self.classification or "").strip().lower() in EXCLUSION_CLASSES
+
+    @property
+    def kind(self) -> str:
+        """ "polygon", "line" or "point": which napari layer (Shapes or Points) it belongs in."""
+        gtype = self.geometry.geom_type
+        if gtype in POLYGONAL:
+            return "polygon"
+        if gtype in LINEAR:
+            return "line"
+        if gtype in PUNCTUAL:
+            return "point"
+        raise ValueError(f"unsupported geometry type {gtype}")
+
+    @property
+    def display_color(self) -> tuple[int, int, int]:
+        """The colour to draw it in: its own, else its class's."""
+        return self.color if self.color is not None else class_color(self.classification)

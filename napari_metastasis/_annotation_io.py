@@ -1,0 +1,179 @@
+"""npe2 glue for annotation files: a reader for GeoJSON / ASAP XML / NCRF JSON, and writers.
+
+Units. Files hold level-0 pixels and layers hold µm, so reading needs the slide's µm per pixel,
+which an annotation file does not carry. The reader takes it from the slide open in the current
+viewer: the selected layer if it is a slide, else the top-most slide layer (a slide layer is an
+Image layer whose metadata has ``"slide"``, as :mod:`napari_metastasis._reader` makes; its ``scale``
+is ``(mpp_y, mpp_x)``). With no slide open it uses 1 (layers in pixels) and says so; open the slide
+first, or import through the dock widget, which uses the slide layer chosen there.
+
+Writers take each layer's own ``metadata["mpp"]`` (set by the reader and by the contour code),
+else the viewer's slide, else 1. µm measurements (``area_um2``, the CSV summary) are only written
+when the µm per pixel is known; a CSV of an uncalibrated layer is refused rather than mislabelled.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .annotations import AnnotationRepairWarning, read_annotations, write_annotations
+from .annotations.io import READ_EXTENSIONS
+from .annotations.layers import (
+    annotations_to_layer_data,
+    points_to_annotations,
+    shapes_to_annotations,
+)
+from .annotations.model import Annotation
+
+LayerData = tuple
+SNIFF_BYTES = 4096
+
+
+# --- the slide in the viewer -------------------------------------------------------------------
+def is_slide_layer(layer: Any) -> bool:
+    return type(layer).__name__ == "Image" and "slide" in (getattr(layer, "metadata", None) or {})
+
+
+def find_slide_layer(viewer: Any) -> Any | None:
+    """The selected slide layer, else the top-most one, else None."""
+    if viewer is None:
+        return None
+    active = viewer.layers.selection.active
+    if is_slide_layer(active):
+        return active
+    slides = [layer for layer in viewer.layers if is_slide_layer(layer)]
+    return slides[-1] if slides else None
+
+
+def slide_calibration(slide_layer: Any | None) -> tuple[tuple[float, float], bool]:
+    """``((mpp_y, mpp_x), calibrated)`` of a slide layer; ``((1, 1), False)`` without one."""
+    if slide_layer is None:
+        return (1.0, 1.0), False
+    scale = tuple(float(s) for s in slide_layer.scale[-2:])
+    calibrated = bool(slide_layer.metadata["slide"].get("calibrated", scale != (1.0, 1.0)))
+    return (scale[0], scale[1]), calibrated
+
+
+def _current_viewer() -> Any | None:
+    try:
+        import napari
+
+        return napari.current_viewer()
+    except Exception:  # no Qt app / no viewer: the reader still works, in pixels
+        return None
+
+
+# --- reader ------------------------------------------------------------------------------------
+def get_annotation_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
+    """Claim .geojson/.json/.xml files that look like annotations; decline others."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    path = Path(path)
+    if path.suffix.lower() not in READ_EXTENSIONS or not path.is_file():
+        return None
+    if not _sniff(path):
+        return None
+    return read_annotation_layers
+
+
+def _sniff(path: Path) -> bool:
+    try:
+        head = path.open("rb").read(SNIFF_BYTES)
+    except OSError:
+        return False
+    if path.suffix.lower() == ".xml":
+        return b"<ASAP_Annotations" in head
+    if path.suffix.lower() == ".geojson":
+        return True
+    text = head.decode("utf-8", errors="ignore")
+    return any(k in text for k in ('"Feature', '"positive"', '"negative"', '"coordinates"'))
+
+
+def read_annotation_layers(
+    path: str, slide_layer: Any | None = None, *, use_viewer: bool = True
+) -> list[LayerData]:
+    """Shapes (regions, lines) and Points layer data in µm for an annotation file.
+
+    ``slide_layer`` gives the µm per pixel; by default the current viewer's slide is used.
+    """
+    if slide_layer is None and use_viewer:
+        slide_layer = find_slide_layer(_current_viewer())
+    mpp, calibrated = slide_calibration(slide_layer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AnnotationRepairWarning)
+        annotations = read_annotations(path)
+    for warning in caught:
+        _notify(str(warning.message))
+    if slide_layer is None:
+        _notify(
+            f"{Path(path).name}: no slide is open, so the annotations are shown in pixels; open the "
+            "slide first to place them on it in µm."
+        )
+    layers = annotations_to_layer_data(annotations, mpp, name=Path(path).stem)
+    for _, kwargs, _ in layers:
+        kwargs["metadata"].update(
+            {
+                "annotation_source": str(path),
+                "calibrated": calibrated,
+                "slide_layer": getattr(slide_layer, "name", None),
+            }
+        )
+    return layers
+
+
+def _notify(message: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
+
+
+# --- writers -----------------------------------------------------------------------------------
+def layer_data_to_annotations(
+    layer_data: Sequence[LayerData], viewer: Any | None = None
+) -> tuple[list[Annotation], tuple[float, float] | None]:
+    """Annotations from Shapes/Points layer data tuples, and the µm/px if it is known."""
+    fallback = None
+    annotations: list[Annotation] = []
+    known_mpp = None
+    for data, attributes, layer_type in layer_data:
+        metadata = attributes.get("metadata") or {}
+        if "mpp" in metadata:
+            mpp = tuple(metadata["mpp"])
+            calibrated = bool(metadata.get("calibrated", True))
+        else:
+            if fallback is None:
+                fallback = slide_calibration(find_slide_layer(viewer or _current_viewer()))
+            mpp, calibrated = fallback
+        if calibrated:
+            known_mpp = mpp
+        if layer_type == "shapes":
+            annotations += shapes_to_annotations(
+                data, attributes["shape_type"], attributes.get("features"), mpp, metadata=metadata
+            )
+        elif layer_type == "points":
+            annotations += points_to_annotations(
+                data, attributes.get("features"), mpp, metadata=metadata
+            )
+    return annotations, known_mpp
+
+
+def _write(path: str, layer_data: list[LayerData], fmt: str) -> list[str]:
+    annotations, mpp = layer_data_to_annotations(layer_data)
+    return [str(write_annotations(path, annotations, fmt, mpp=mpp))]
+
+
+def write_geojson(path: str, layer_data: list[LayerData]) -> list[str]:
+    return _write(path, layer_data, "geojson")
+
+
+def write_asap_xml(path: str, layer_data: list[LayerData]) -> list[str]:
+    return _write(path, layer_data, "asap")
+
+
+def write_csv_summary(path: str, layer_data: list[LayerData]) -> list[str]:
+    return _write(path, layer_data, "csv")

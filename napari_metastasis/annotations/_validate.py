@@ -1,0 +1,135 @@
+"""Turn raw coordinate lists from any format into checked shapely geometry, or a readable error.
+
+Every reader goes through here, so the rules are the same for GeoJSON, ASAP XML and NCRF JSON:
+numbers only, finite, polygons with at least 3 distinct vertices, lines with at least 2 points.
+Self-intersecting polygons are repaired with shapely's ``make_valid`` (structure method, polygons only)
+and reported as an :class:`AnnotationRepairWarning`, because silently changing a pathologist's outline
+is as bad as refusing it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from numbers import Real
+
+import numpy as np
+import shapely
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from ..errors import AnnotationError
+
+
+class AnnotationRepairWarning(UserWarning):
+    """An annotation was changed (repaired) or skipped while reading; the message says which."""
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise AnnotationError(f"{where}: coordinate {value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise AnnotationError(f"{where}: coordinate is {value!r} (NaN or infinite)")
+    return number
+
+
+def position(value: object, where: str) -> tuple[float, float]:
+    """One (x, y) position; a third (z) value, which GeoJSON allows, is ignored."""
+    if not isinstance(value, (list, tuple)) or len(value) not in (2, 3):
+        raise AnnotationError(f"{where}: a position must be [x, y], got {_short(value)}")
+    return (_number(value[0], where), _number(value[1], where))
+
+
+def positions(values: object, where: str) -> np.ndarray:
+    """A list of positions -> (N, 2) float64 array of (x, y)."""
+    if not isinstance(values, (list, tuple)):
+        raise AnnotationError(f"{where}: expected a list of [x, y] positions, got {_short(values)}")
+    out = np.empty((len(values), 2), dtype=np.float64)
+    for i, value in enumerate(values):
+        out[i] = position(value, where)
+    return out
+
+
+def ring(coords: np.ndarray, where: str) -> np.ndarray:
+    """Check a polygon ring (closed or not) has at least 3 distinct vertices; return it unclosed."""
+    if len(coords) > 1 and np.array_equal(coords[0], coords[-1]):
+        coords = coords[:-1]
+    distinct = len(np.unique(coords, axis=0)) if len(coords) else 0
+    if len(coords) < 3 or distinct < 3:
+        raise AnnotationError(
+            f"{where}: polygon has {distinct} distinct point(s); a polygon needs at least 3"
+        )
+    return coords
+
+
+def polygon(shell: np.ndarray, holes: Sequence[np.ndarray], where: str) -> BaseGeometry:
+    """A polygon with holes from checked rings; repaired if invalid."""
+    shell = ring(shell, where)
+    holes = [ring(h, f"{where} (hole {k + 1})") for k, h in enumerate(holes)]
+    return repair(Polygon(shell, holes), where)
+
+
+def multipolygon(parts: Sequence[BaseGeometry], where: str) -> BaseGeometry:
+    polys: list[Polygon] = []
+    for part in parts:
+        polys.extend(part.geoms if isinstance(part, MultiPolygon) else [part])
+    geom = MultiPolygon(polys)
+    return repair(geom, where)
+
+
+def line(coords: np.ndarray, where: str) -> LineString:
+    if len(coords) < 2:
+        raise AnnotationError(f"{where}: a line needs at least 2 points, got {len(coords)}")
+    return LineString(coords)
+
+
+def point(coords: np.ndarray, where: str) -> Point:
+    return Point(coords)
+
+
+def repair(geom: BaseGeometry, where: str) -> BaseGeometry:
+    """Return ``geom`` if valid; else its ``make_valid`` polygonal part, with a warning."""
+    if geom.is_valid:
+        return geom
+    reason = shapely.is_valid_reason(geom)
+    # "structure" keeps everything a ring encloses (a loop drawn twice stays tumour), unlike the
+    # default "linework" method's even-odd result; collapsed parts (lines, points) are dropped.
+    fixed = geom
+    for _ in range(3):  # GEOS occasionally needs a second pass to reach a valid result
+        fixed = polygonal_part(shapely.make_valid(fixed, method="structure", keep_collapsed=False))
+        if fixed.is_valid:
+            break
+    else:
+        fixed = polygonal_part(fixed.buffer(0))
+    if fixed.is_empty or fixed.area == 0:
+        raise AnnotationError(f"{where}: polygon has no area ({reason})")
+    if not fixed.is_valid:
+        raise AnnotationError(f"{where}: invalid polygon that could not be repaired ({reason})")
+    warnings.warn(
+        f"{where}: invalid polygon ({reason}) repaired; area {geom.area:.6g} -> {fixed.area:.6g} px²",
+        AnnotationRepairWarning,
+        stacklevel=2,
+    )
+    return fixed
+
+
+def polygonal_part(geom: BaseGeometry) -> BaseGeometry:
+    """The polygons in ``geom`` (dropping lines/points ``make_valid`` may leave), as one geometry."""
+    if isinstance(geom, (Polygon, MultiPolygon)):
+        return geom
+    polys: list[Polygon] = []
+    for part in getattr(geom, "geoms", []):
+        if isinstance(part, Polygon):
+            polys.append(part)
+        elif isinstance(part, MultiPolygon):
+            polys.extend(part.geoms)
+    if not polys:
+        return Polygon()
+    return polys[0] if len(polys) == 1 else MultiPolygon(polys)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,237 @@
+"""ASAP XML (the Camelyon16 annotation format) in and out.
+
+Layout: ``ASAP_Annotations/Annotations/Annotation[@Name @Type @PartOfGroup @Color]/Coordinates/
+Coordinate[@Order @X @Y]`` plus ``ASAP_Annotations/AnnotationGroups/Group[@Name @PartOfGroup
+@Color]``. Facts from ASAP's own ``XmlRepository``: coordinates are placed by their ``Order``
+attribute (not document order); a ``PartOfGroup`` naming an undeclared group makes ASAP drop the whole
+file, so we declare every group we use; ``"None"`` means no group.
+
+Types: Polygon, Rectangle and Spline become polygons (a spline's control points are its vertices,
+as Camelyon16's own evaluation code treats them), Dot a point, PointSet a multipoint, Measurement
+a two-point line. ASAP has no holes and no open polylines: on writing, a tumour polygon's holes become
+separate polygons in Camelyon16's exclusion group ``_2`` (so :func:`~.geometry.tumour_geometry` of
+the re-read file is the same region), and lines longer than two points are refused.
+
+XML is parsed with defusedxml (no entity expansion, no external entities).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import defusedxml.ElementTree as SafeET
+import numpy as np
+from defusedxml import DefusedXmlException
+from shapely.geometry import (
+    LineString,
+    MultiLineString,
+    MultiPoint,
+    MultiPolygon,
+    Point,
+    Polygon,
+)
+
+from ..atomic import write_bytes_atomic
+from ..errors import AnnotationError
+from . import _validate as v
+from ._files import read_bytes
+from .model import (
+    EXCLUSION_CLASSES,
+    TUMOUR_CLASSES,
+    Annotation,
+    class_color,
+    color_to_hex,
+    hex_to_color,
+)
+
+POLYGON_TYPES = ("Polygon", "Rectangle", "Spline")
+#: Group names Camelyon16's tools recognise as tumour; other tumour class names are written as Tumor.
+CAMELYON_TUMOUR_GROUPS = ("Tumor", "_0", "_1")
+EXCLUSION_GROUP = "_2"
+NO_GROUP = "None"
+
+
+# --- reading ----------------------------------------------------------------------------------
+def read_asap(path: str | Path) -> list[Annotation]:
+    path = Path(path)
+    root = _parse(path)
+    if root.tag != "ASAP_Annotations":
+        raise AnnotationError(f"{path.name}: not an ASAP annotation file (root is <{root.tag}>)")
+    group_colors = {}
+    for group in root.iterfind("AnnotationGroups/Group"):
+        color = hex_to_color(group.get("Color", ""))
+        if color:
+            group_colors[group.get("Name", "")] = color
+    annotations = []
+    for index, node in enumerate(root.iterfind("Annotations/Annotation")):
+        name = node.get("Name") or None
+        where = f"{path.name}: annotation {index + 1}" + (f" ({name!r})" if name else "")
+        group = node.get("PartOfGroup", NO_GROUP)
+        classification = None if group in ("", NO_GROUP) else group
+        color = hex_to_color(node.get("Color", "")) or group_colors.get(group)
+        annotations.append(
+            Annotation(
+                geometry=_geometry(node, where),
+                classification=classification,
+                name=name,
+                color=color,
+            )
+        )
+    return annotations
+
+
+def _parse(path: Path) -> ET.Element:
+    raw = read_bytes(path)
+    try:
+        return SafeET.fromstring(raw)
+    except DefusedXmlException as exc:
+        raise AnnotationError(
+            f"{path.name}: XML uses entities or DTDs, which annotation files never need ({exc})"
+        ) from exc
+    except ET.ParseError as exc:
+        raise AnnotationError(f"{path.name}: not valid XML ({exc})") from exc
+
+
+def _geometry(node: ET.Element, where: str):
+    kind = node.get("Type", "")
+    coords = _coordinates(node, where)
+    if kind in POLYGON_TYPES:
+        return v.polygon(coords, [], where)
+    if kind == "Dot":
+        if len(coords) != 1:
+            raise AnnotationError(f"{where}: a Dot needs exactly 1 coordinate, got {len(coords)}")
+        return Point(coords[0])
+    if kind == "PointSet":
+        if not len(coords):
+            raise AnnotationError(f"{where}: PointSet has no coordinates")
+        return MultiPoint(coords)
+    if kind == "Measurement":
+        return v.line(coords, where)
+    raise AnnotationError(f"{where}: unsupported annotation type {kind!r}")
+
+
+def _coordinates(node: ET.Element, where: str) -> np.ndarray:
+    items = []
+    for k, coord in enumerate(node.iterfind("Coordinates/Coordinate")):
+        order_text = coord.get("Order")
+        try:
+            order = int(order_text) if order_text is not None else k
+        except ValueError:
+            raise AnnotationError(f"{where}: Order {order_text!r} is not an integer") from None
+        items.append((order, _float(coord.get("X"), where), _float(coord.get("Y"), where)))
+    orders = [o for o, _, _ in items]
+    if len(set(orders)) != len(orders):
+        raise AnnotationError(f"{where}: two coordinates share the same Order")
+    items.sort(key=lambda item: item[0])
+    return np.array([(x, y) for _, x, y in items], dtype=np.float64).reshape(-1, 2)
+
+
+def _float(text: str | None, where: str) -> float:
+    if text is None:
+        raise AnnotationError(f"{where}: a Coordinate lacks its X or Y attribute")
+    cleaned = text.strip()
+    if "," in cleaned and "." not in cleaned:  # ASAP on a comma-decimal locale
+        cleaned = cleaned.replace(",", ".")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise AnnotationError(f"{where}: coordinate {text!r} is not a number") from None
+    return v.position([value, 0.0], where)[0]  # rejects NaN and infinity with the same message
+
+
+# --- writing ----------------------------------------------------------------------------------
+def asap_group(classification: str | None) -> str:
+    """The ASAP group an annotation of this class goes in (Camelyon16 conventions)."""
+    if not classification:
+        return NO_GROUP
+    key = classification.strip().lower()
+    if key in EXCLUSION_CLASSES:
+        return EXCLUSION_GROUP
+    if key in TUMOUR_CLASSES:
+        return classification if classification in CAMELYON_TUMOUR_GROUPS else "Tumor"
+    return classification
+
+
+def to_asap_xml(annotations: Sequence[Annotation]) -> bytes:
+    root = ET.Element("ASAP_Annotations")
+    nodes = ET.SubElement(root, "Annotations")
+    groups: dict[str, tuple[int, int, int]] = {}
+    for index, annotation in enumerate(annotations):
+        name = annotation.name or f"Annotation {index}"
+        where = f"annotation {index + 1} ({name!r})"
+        group = asap_group(annotation.classification)
+        color = annotation.display_color
+        for part_name, kind, part_group, coords in _parts(annotation, name, group, where):
+            node = ET.SubElement(
+                nodes,
+                "Annotation",
+                Name=part_name,
+                Type=kind,
+                PartOfGroup=part_group,
+                Color=color_to_hex(color).upper(),
+            )
+            if part_group != NO_GROUP:
+                groups.setdefault(part_group, class_color(part_group))
+            coords_node = ET.SubElement(node, "Coordinates")
+            for order, (x, y) in enumerate(coords):
+                ET.SubElement(
+                    coords_node, "Coordinate", Order=str(order), X=repr(float(x)), Y=repr(float(y))
+                )
+    group_nodes = ET.SubElement(root, "AnnotationGroups")
+    for group, color in groups.items():
+        node = ET.SubElement(
+            group_nodes,
+            "Group",
+            Name=group,
+            PartOfGroup=NO_GROUP,
+            Color=color_to_hex(color).upper(),
+        )
+        ET.SubElement(node, "Attributes")
+    ET.indent(root, space="\t")
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def write_asap(path: str | Path, annotations: Sequence[Annotation]) -> None:
+    write_bytes_atomic(path, to_asap_xml(annotations))
+
+
+def _parts(annotation: Annotation, name: str, group: str, where: str):
+    """(name, ASAP type, group, coordinates) for each ASAP annotation one of ours becomes."""
+    geom = annotation.geometry
+    if isinstance(geom, Point):
+        return [(name, "Dot", group, [geom.coords[0]])]
+    if isinstance(geom, MultiPoint):
+        return [(name, "PointSet", group, [p.coords[0] for p in geom.geoms])]
+    if isinstance(geom, (LineString, MultiLineString)):
+        lines = [geom] if isinstance(geom, LineString) else list(geom.geoms)
+        if any(len(line.coords) != 2 for line in lines):
+            raise AnnotationError(
+                f"{where}: ASAP XML cannot hold a line of more than 2 points; export it as GeoJSON"
+            )
+        return [
+            (_part_name(name, k, len(lines)), "Measurement", group, line.coords)
+            for k, line in enumerate(lines)
+        ]
+    if isinstance(geom, (Polygon, MultiPolygon)):
+        polys = [geom] if isinstance(geom, Polygon) else list(geom.geoms)
+        out = []
+        for k, poly in enumerate(polys):
+            part_name = _part_name(name, k, len(polys))
+            out.append((part_name, "Polygon", group, poly.exterior.coords[:-1]))
+            if poly.interiors and not annotation.is_tumour:
+                raise AnnotationError(
+                    f"{where}: ASAP XML can only hold holes in tumour regions (as Camelyon16's "
+                    "_2 group); export it as GeoJSON"
+                )
+            for h, hole in enumerate(poly.interiors):
+                out.append(
+                    (f"{part_name} hole {h + 1}", "Polygon", EXCLUSION_GROUP, hole.coords[:-1])
+                )
+        return out
+    raise AnnotationError(f"{where}: cannot write {geom.geom_type} geometry to ASAP XML")
+
+
+def _part_name(name: str, k: int, count: int) -> str:
+    return name if count == 1 else f"{name} part {k + 1}"

@@ -1,0 +1,71 @@
+"""``napari-metastasis convert IN OUT``: annotations between GeoJSON, ASAP XML, NCRF JSON and CSV.
+
+The input format is found from the extension and content (NCRF JSON by its positive/negative
+lists); the output format from OUT's extension (.geojson/.json -> QuPath GeoJSON, .xml -> ASAP XML,
+.csv -> summary) or ``--to``. Prints one line: what was read and written, features by type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from ..annotations import AnnotationRepairWarning
+from ..annotations.io import (
+    FORMAT_NAMES,
+    output_format,
+    read_annotations_with_format,
+    summarize,
+    write_annotations,
+)
+from ..errors import AnnotationError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert annotations between QuPath GeoJSON, ASAP XML, NCRF JSON and a CSV summary",
+        description=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("input", type=Path, help="annotation file (.geojson, .json, .xml)")
+    parser.add_argument("output", type=Path, help="file to write (.geojson, .json, .xml, .csv)")
+    parser.add_argument(
+        "--to", choices=sorted(FORMAT_NAMES), help="output format (default: by OUT's extension)"
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--mpp", type=float, help="µm per pixel, for areas in µm² (CSV needs it)")
+    size.add_argument("--slide", type=Path, help="take µm per pixel from this slide")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.input.resolve() == args.output.resolve():
+        raise AnnotationError(f"{args.output.name}: output would overwrite the input")
+    out_kind = output_format(args.output, args.to)  # fail on a bad extension before reading
+    mpp = _mpp(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AnnotationRepairWarning)
+        annotations, in_kind = read_annotations_with_format(args.input)
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
+    write_annotations(args.output, annotations, out_kind, mpp=mpp)
+    print(
+        f"{args.input.name} ({FORMAT_NAMES[in_kind]}) -> {args.output.name} "
+        f"({FORMAT_NAMES[out_kind]}): {summarize(annotations)}"
+    )
+    return 0
+
+
+def _mpp(args: argparse.Namespace):
+    if args.mpp is not None:
+        if not args.mpp > 0:
+            raise AnnotationError(f"--mpp must be a positive number, got {args.mpp}")
+        return args.mpp
+    if args.slide is not None:
+        from ..slide import Slide
+
+        with Slide(args.slide) as slide:
+            return slide.require_resolution()
+    return None
