@@ -38,16 +38,24 @@ class Region:
 
 
 def cell_squares(prob_map: ProbabilityMap, cells: np.ndarray) -> np.ndarray:
-    """Shapely boxes (level-0 px) of one grid step centred on each cell's patch centre."""
+    """Shapely boxes (level-0 px) of one grid step centred on each cell's patch centre.
+
+    Neighbouring squares share their edge exactly (the same float from the same index), which is
+    what lets :func:`shapely.coverage_union_all` merge them without slivers.
+    """
     grid = prob_map.grid
-    centres = grid.cell_centres_level0(cells)
-    half_x, half_y = (s / 2 for s in grid.step_level0)
-    return shapely.box(
-        centres[:, 0] - half_x,
-        centres[:, 1] - half_y,
-        centres[:, 0] + half_x,
-        centres[:, 1] + half_y,
-    )
+    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+    step_x, step_y = grid.step_level0
+    patch_x, patch_y = grid.patch_level0
+
+    def edge_x(col):
+        return (col - 0.5) * step_x + patch_x / 2
+
+    def edge_y(row):
+        return (row - 0.5) * step_y + patch_y / 2
+
+    rows, cols = cells[:, 0], cells[:, 1]
+    return shapely.box(edge_x(cols), edge_y(rows), edge_x(cols + 1), edge_y(rows + 1))
 
 
 def probability_contours(

@@ -49,12 +49,14 @@ from ..grid import PatchGrid
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, available_models
 from ..probability import ProbabilityMap
 from . import selection
+from .annotation_io import AnnotationIOWidget
 from .frame import SlideFrame
 from .jobs import Batch, JobRequest, Planned, Resources, RunClock, Stage, format_duration, run_job
 from .navigator import RegionEdits, RegionNavigator, centre_camera_on
 from .overlay import COLORMAPS, DEFAULT_OPACITY, ProbabilityOverlay
 from .regions_layer import RegionsLayer
-from .session import AnalysisStore, check_matches_slide, remembered_for, slide_key
+from .session import SUFFIX, AnalysisStore, check_matches_slide, remembered_for, slide_key
+from .session import _safe as _safe_name
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,7 @@ class MetastasisWidget(QWidget):
         layout.addWidget(self._build_run_box())
         layout.addWidget(self._build_overlay_box())
         layout.addWidget(self._build_regions_box())
+        layout.addWidget(self._build_annotations_box())
         layout.addWidget(self._build_files_box())
         layout.addStretch(1)
         scroll = QScrollArea()
@@ -359,20 +362,22 @@ class MetastasisWidget(QWidget):
         self.remember_check.setChecked(True)
         self.remember_check.toggled.connect(lambda on: setattr(self, "remember", bool(on)))
         layout.addWidget(self.remember_check)
-        try:  # the annotation import/export buttons, where that module is installed
-            from .annotation_io import AnnotationIOWidget
-        except ImportError:  # pragma: no cover - shipped together
-            AnnotationIOWidget = None
-        if AnnotationIOWidget is not None:
-            self.annotation_io = AnnotationIOWidget(self.viewer)
-            layout.addWidget(self.annotation_io)
+        return box
+
+    def _build_annotations_box(self) -> QGroupBox:
+        """The annotation panel (import, export GeoJSON / ASAP XML / CSV, crops), on our slide."""
+        box = QGroupBox("Annotations")
+        layout = QVBoxLayout(box)
+        self.annotation_io = AnnotationIOWidget(self.viewer)
+        self.annotation_io.slide_layer_provider = lambda: self.slide_layer
+        layout.addWidget(self.annotation_io)
         return box
 
     # ====================================================================== viewer connections
     def _connect_viewer(self) -> None:
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
-        events.removed.connect(self._on_layers_changed)
+        events.removed.connect(self._on_layer_removed)
         events.reordered.connect(self._on_layers_changed)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
         self.destroyed.connect(self._disconnect_viewer)
@@ -388,6 +393,12 @@ class MetastasisWidget(QWidget):
         if is_slide_layer(layer):
             self.select_slide_layer(layer)
             self._schedule_restore(layer)
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if is_slide_layer(layer):  # reopening it later shows its analyses again
+            self._restored.discard(slide_key(layer.metadata.get("slide_path", "")))
+        self._refresh_layer_choices()
 
     def _on_layers_changed(self, event=None) -> None:
         self._refresh_layer_choices()
@@ -544,7 +555,8 @@ class MetastasisWidget(QWidget):
         if rect is None:
             self.status.setText("That click was outside the slide.")
             return None
-        return self.submit(self._make_request(rect, f"{size:g} µm field"))
+        request = self._make_request(rect, f"{size:g} µm field")
+        return self.submit(request) if request is not None else None
 
     def _request_for_mode(self) -> JobRequest | None:
         frame = self._frame()
@@ -576,7 +588,10 @@ class MetastasisWidget(QWidget):
             return self._make_request(geometry, f"{n} drawn shape{'s' * (n != 1)}")
         return self._make_request(None, "whole slide")
 
-    def _make_request(self, region, description: str) -> JobRequest:
+    def _make_request(self, region, description: str) -> JobRequest | None:
+        if not self.model_ref:
+            show_warning("No model: choose a model folder (config.json + torchscript_model.pt).")
+            return None
         return JobRequest(
             slide_path=self.slide_path,
             model_ref=self.model_ref,
@@ -774,6 +789,7 @@ class MetastasisWidget(QWidget):
             self.viewer, frame, f"{slide_name} · {prob_map.model_name} regions"
         )
         regions_layer.visible = self.show_contours_check.isChecked()
+        regions_layer.on_user_delete = lambda ids, key=key: self._on_layer_deleted(key, ids)
         analysis = Analysis(slide_path, slide_name, prob_map, overlay, regions_layer)
         self.analyses[key] = analysis
         overlay.refresh()
@@ -804,6 +820,8 @@ class MetastasisWidget(QWidget):
         analysis.regions, analysis.labels = analysis.edits.apply(regions)
         analysis.regions_layer.show(analysis.regions, analysis.labels)
         self._sync_navigator()
+        self.annotation_io._refresh_layers()
+        self.annotation_io.layer_combo.setCurrentText(analysis.regions_layer.name)
 
     def _sync_navigator(self) -> None:
         """Show the current analysis's regions in the navigator (never adds layers)."""
@@ -822,9 +840,9 @@ class MetastasisWidget(QWidget):
         minx, miny, maxx, maxy = region.polygon.bounds
         (y0, x0), (y1, x1) = analysis.regions_layer.frame.to_world([[minx, miny], [maxx, maxy]])
         centre_camera_on(self.viewer, (y0, x0, y1, x1))
-        layer = analysis.regions_layer.layer
-        if index < layer.nshapes:
-            layer.selected_data = {index}
+        rows = analysis.regions_layer.rows_of(region.id)
+        if rows:
+            analysis.regions_layer.layer.selected_data = set(rows)
 
     def delete_regions(self, indices: list[int]) -> None:
         analysis = self.current_analysis
@@ -834,6 +852,17 @@ class MetastasisWidget(QWidget):
             if 0 <= i < len(analysis.regions):
                 analysis.edits.delete(analysis.regions[i])
         self.update_contours()
+
+    def _on_layer_deleted(self, key, ids: set[str]) -> None:
+        """Regions removed with napari's own tools count as deleted in the navigator too."""
+        analysis = self.analyses.get(key)
+        if analysis is None:
+            return
+        for region in analysis.regions:
+            if str(region.id) in ids:
+                analysis.edits.delete(region)
+        if analysis is self.current_analysis:
+            self._contour_timer.start()  # redraw (drops orphaned holes) once napari is done
 
     def relabel_regions(self, indices: list[int], label: str) -> None:
         analysis = self.current_analysis
@@ -866,24 +895,35 @@ class MetastasisWidget(QWidget):
 
     def _restore_pending(self) -> None:
         pending, self._pending_restore = self._pending_restore, []
-        if self.remember:
-            for layer in pending:
-                self.restore_remembered(layer)
+        for layer in pending:
+            self.restore_remembered(layer)
 
     def restore_remembered(self, layer) -> int:
-        """Show the remembered analyses of a slide layer (once per slide); returns how many."""
+        """Show the analyses of a slide layer: those still in memory, then those remembered on
+        disk (once per opening of the slide); returns how many were shown."""
         path = layer.metadata.get("slide_path")
         if not path or layer not in self.viewer.layers or slide_key(path) in self._restored:
             return 0
-        self._restored.add(slide_key(path))
+        key = slide_key(path)
+        self._restored.add(key)
         restored = 0
-        for file in remembered_for(path):
+        in_memory = {model for (slide, model) in self.analyses if slide == key}
+        for model in in_memory:
+            analysis = self.analyses[(key, model)]
+            analysis.overlay.refresh()  # adds the layer again if it was closed
+            restored += 1
+        files = remembered_for(path) if self.remember else []
+        for file in files:
+            if any(file.name.endswith(f"--{_safe_name(m)}{SUFFIX}") for m in in_memory):
+                continue
             try:
                 self.load_analysis(file, layer, quiet=True)
                 restored += 1
             except MetastasisError as exc:
                 show_warning(f"Could not restore {file.name}: {exc}")
         if restored:
+            self.select_slide_layer(layer)
+            self.update_contours()
             show_info(f"{layer.name}: restored {restored} earlier analysis(es) without re-running.")
         return restored
 

@@ -28,7 +28,7 @@ from shapely.geometry import Point
 from .regions_layer import DEFAULT_CLASSIFICATION
 
 #: Labels offered for relabelling (the combo box is editable for anything else).
-LABELS = ("Tumor", "Suspicious", "Normal")
+LABELS = ("Tumor", "Suspicious", "Other")
 
 #: The camera never zooms in so far that less than this many µm fill the canvas.
 MIN_VIEW_UM = 150.0

@@ -1,76 +1,66 @@
-"""Detected regions as a napari Shapes layer: one outlined polygon per region, holes kept.
+"""Detected regions as a napari Shapes layer that the annotation exporters understand.
 
-Contours are recomputed whenever the threshold moves, so the layer is refilled in place (the user's
-colour or visibility settings survive) rather than replaced. Outlines are kept a constant width on
-screen: napari measures edge width in world units (µm), which would make them invisible at
-whole-slide zoom and fat at cell level.
+The layer follows :mod:`napari_metastasis.annotations.layers`' convention, so the annotation panel
+exports it as it is: every ring is a closed ``path`` (edges only, and fast to redraw while the
+threshold slider moves), the features table groups rings by region ``id`` with a ``role``
+(``exterior`` or ``hole``), and carries ``classification``, ``area_um2``, ``max_prob`` and
+``mean_prob`` per region. The layer is refilled in place when the threshold moves, so the user's
+settings on it survive. Outlines keep a constant width on screen: napari measures edge width in
+world units (µm), which would make them vanish at whole-slide zoom and fatten at cell level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import pairwise
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from shapely.geometry import Polygon
-from shapely.geometry.polygon import orient
 
+from ..annotations.layers import EXTERIOR, HOLE, SHAPES_COLUMNS, shapes_layer_data
+from ..annotations.model import TUMOUR_CLASS, Annotation, class_color
 from .frame import SlideFrame
 
-#: Columns of the layer's features table (one row per region).
-FEATURE_COLUMNS = ("id", "classification", "area_um2", "max_prob", "mean_prob")
-DEFAULT_CLASSIFICATION = "Tumor"
+#: Measurement columns of each region, after the convention's own columns.
+MEASUREMENTS = ("area_um2", "max_prob", "mean_prob")
+DEFAULT_CLASSIFICATION = TUMOUR_CLASS
 #: Outline width in screen pixels, whatever the zoom.
 EDGE_SCREEN_PX = 2.0
-#: Outline colour per classification; anything else is drawn white.
-CLASS_COLORS = {
-    "Tumor": "#00ff66",
-    "Suspicious": "#ffd400",
-    "Normal": "#4da6ff",
-}
+#: Outline colours on screen. Tumour is bright green, not the class's export red, so it stands out
+#: on both pink tissue and the red end of the heatmap; other classes use their export colour.
+DISPLAY_COLORS = {TUMOUR_CLASS.lower(): "#00ff66"}
 
 
-def polygon_to_shape(polygon: Polygon, frame: SlideFrame) -> np.ndarray:
-    """(N, 2) world (row, col) vertices of a level-0 polygon, holes encoded the way napari reads them.
-
-    napari (≥ 0.5) draws a polygon with holes from one vertex list: the exterior ring, then for each
-    hole a jump from the exterior's first vertex to the hole, the hole ring (closed, wound the other
-    way) and, before the next hole, a jump back. napari drops edges visited twice (the jumps; the
-    last jump back is the implicit closing edge) from both the fill and the outline, so only the
-    rings are drawn: ``E0..En-1, E0, H0..Hm-1, H0, E0, K0..K0``.
-    """
-    polygon = orient(polygon, sign=1.0)  # exterior counter-clockwise, holes clockwise
-    exterior = np.asarray(polygon.exterior.coords)[:-1]
-    pieces = [exterior]
-    for interior in polygon.interiors:
-        pieces.append(exterior[:1])
-        pieces.append(np.asarray(interior.coords))
-    return frame.to_world(np.concatenate(pieces))
+def display_color(classification: str) -> str:
+    key = (classification or "").strip().lower()
+    if key in DISPLAY_COLORS:
+        return DISPLAY_COLORS[key]
+    return "#{:02x}{:02x}{:02x}".format(*class_color(classification or None))
 
 
-def shape_to_polygon(vertices: np.ndarray, frame: SlideFrame) -> Polygon:
-    """Inverse of :func:`polygon_to_shape`: split at the repeats of the first vertex."""
-    xy = frame.to_level0(vertices)
-    at_start = np.flatnonzero(np.all(xy == xy[0], axis=1))
-    if len(at_start) == 1:
-        return Polygon(xy)
-    bounds = [*at_start.tolist(), len(xy)]
-    holes = [xy[a + 1 : b] for a, b in pairwise(bounds[1:])]
-    return Polygon(xy[: at_start[1]], [h for h in holes if len(h) >= 4])
+def region_annotations(regions: Sequence, labels: Sequence[str]) -> list[Annotation]:
+    """Annotations (level-0 px) for regions from :func:`napari_metastasis.contours.probability_contours`."""
+    return [
+        Annotation(
+            geometry=region.polygon,
+            classification=label,
+            name=f"Region {region.id}",
+            measurements={
+                "area_um2": float(region.area_um2),
+                "max_prob": float(region.max_prob),
+                "mean_prob": float(region.mean_prob),
+            },
+            id=str(region.id),
+        )
+        for region, label in zip(regions, labels, strict=True)
+    ]
 
 
-def regions_features(regions: Sequence, labels: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "id": np.array([r.id for r in regions], dtype=np.int64),
-            "classification": pd.Series(list(labels), dtype=object),
-            "area_um2": np.array([r.area_um2 for r in regions], dtype=np.float64),
-            "max_prob": np.array([r.max_prob for r in regions], dtype=np.float64),
-            "mean_prob": np.array([r.mean_prob for r in regions], dtype=np.float64),
-        },
-        columns=list(FEATURE_COLUMNS),
-    )
+def empty_features() -> pd.DataFrame:
+    table = pd.DataFrame({c: pd.Series(dtype=object) for c in SHAPES_COLUMNS})
+    table["part"] = table["part"].astype(int)
+    for column in MEASUREMENTS:
+        table[column] = pd.Series(dtype=float)
+    return table
 
 
 class RegionsLayer:
@@ -81,23 +71,39 @@ class RegionsLayer:
         self.frame = frame
         self.name = name
         self.visible = True
+        #: called with the ids (str) of regions the user deleted in the layer itself
+        self.on_user_delete: Callable[[set[str]], None] | None = None
         self._layer = None
+        self._shown_ids: set[str] = set()
+        self._updating = False
         self._zoom_connected = False
 
     @property
+    def mpp(self) -> tuple[float, float]:
+        """What the annotation convention calls mpp: world units per level-0 px, (y, x)."""
+        return self.frame.scale_yx
+
+    @property
     def layer(self):
+        """The Shapes layer, added to the viewer if it is not there (any more)."""
         if self._layer is None or self._layer not in self.viewer.layers:
             self._layer = self.viewer.add_shapes(
                 name=self.name,
                 ndim=2,
                 face_color="transparent",
-                edge_color=CLASS_COLORS[DEFAULT_CLASSIFICATION],
+                edge_color=display_color(DEFAULT_CLASSIFICATION),
                 edge_width=self._edge_width(),
-                features=regions_features([], []),
+                features=empty_features(),
                 visible=self.visible,
-                metadata={"metastasis_regions": True},
+                translate=self.frame.translate_yx,
+                metadata={
+                    "metastasis_regions": True,
+                    "mpp": list(self.mpp),
+                    "calibrated": self.frame.units is not None,
+                },
                 **self.frame.layer_kwargs(),
             )
+            self._layer.events.data.connect(self._on_data_changed)
             self._connect_zoom()
         return self._layer
 
@@ -105,30 +111,41 @@ class RegionsLayer:
         return self._layer is not None and self._layer in self.viewer.layers
 
     def show(self, regions: Sequence, labels: Sequence[str]) -> None:
-        """Replace the layer's shapes and features with ``regions`` (labels: one per region)."""
+        """Replace the layer's shapes and features with ``regions`` (one label per region)."""
         layer = self.layer
-        shapes = [polygon_to_shape(r.polygon, self.frame) for r in regions]
-        features = regions_features(regions, labels)
-        with layer.events.data.blocker():
+        built = shapes_layer_data(region_annotations(regions, labels), self.mpp, name=self.name)
+        self._updating = True
+        try:
             layer.selected_data = set()
             layer.data = []
-            if shapes:
-                layer.add_polygons(shapes)
-        layer.features = features
-        layer.face_color = "transparent"
-        if shapes:
-            layer.edge_color = [CLASS_COLORS.get(lab, "#ffffff") for lab in labels]
-            layer.edge_width = self._edge_width()
-        layer.refresh()
+            if built is None:
+                layer.features = empty_features()
+            else:
+                data, kwargs, _ = built
+                colors = [display_color(c) for c in kwargs["features"]["classification"]]
+                layer.add(
+                    data,
+                    shape_type=kwargs["shape_type"],
+                    edge_width=self._edge_width(),
+                    edge_color=colors,
+                    face_color="transparent",
+                )
+                layer.features = kwargs["features"]
+                layer.feature_defaults = kwargs["feature_defaults"]
+                layer.metadata.update(kwargs["metadata"])
+        finally:
+            self._updating = False
+        self._shown_ids = {str(r.id) for r in regions}
 
-    def relabel(self, index: int, label: str) -> None:
-        layer = self.layer
-        layer.features.loc[index, "classification"] = label
-        colors = np.array(layer.edge_color)
-        from napari.utils.colormaps.standardize_color import transform_color
+    def rows_of(self, region_id) -> list[int]:
+        """Shape indices (exterior and holes) of one region."""
+        if not self.is_shown() or "id" not in self._layer.features:
+            return []
+        ids = self._layer.features["id"].astype(str).to_numpy()
+        return np.flatnonzero(ids == str(region_id)).tolist()
 
-        colors[index] = transform_color(CLASS_COLORS.get(label, "#ffffff"))[0]
-        layer.edge_color = colors
+    def roles(self) -> list[str]:
+        return list(self._layer.features["role"]) if self.is_shown() else []
 
     def set_visible(self, visible: bool) -> None:
         self.visible = bool(visible)
@@ -140,6 +157,23 @@ class RegionsLayer:
         if self.is_shown():
             self.viewer.layers.remove(self._layer)
         self._layer = None
+
+    # --- regions deleted with napari's own tools ---------------------------------------------
+    def _on_data_changed(self, event=None) -> None:
+        if self._updating or self.on_user_delete is None or not self.is_shown():
+            return
+        action = str(getattr(event, "action", ""))
+        if "remov" not in action.lower():
+            return
+        features = self._layer.features
+        present = set()
+        if len(features):
+            exterior = features["role"].astype(str).isin([EXTERIOR, HOLE])
+            present = set(features.loc[exterior, "id"].astype(str))
+        gone = self._shown_ids - present
+        if gone:
+            self._shown_ids -= gone
+            self.on_user_delete(gone)
 
     # --- constant on-screen outline width ---------------------------------------------------
     def _camera(self):
