@@ -51,7 +51,17 @@ from ..probability import ProbabilityMap
 from . import selection
 from .annotation_io import AnnotationIOWidget
 from .frame import SlideFrame
-from .jobs import Batch, JobRequest, Planned, Resources, RunClock, Stage, format_duration, run_job
+from .jobs import (
+    Batch,
+    Failed,
+    JobRequest,
+    Planned,
+    Resources,
+    RunClock,
+    Stage,
+    format_duration,
+    run_job,
+)
 from .navigator import RegionEdits, RegionNavigator, centre_camera_on
 from .overlay import COLORMAPS, DEFAULT_OPACITY, ProbabilityOverlay
 from .regions_layer import RegionsLayer
@@ -662,6 +672,8 @@ class MetastasisWidget(QWidget):
             self.status.setText(event.message)
         elif isinstance(event, Planned):
             self._on_planned(event)
+        elif isinstance(event, Failed):
+            self._on_errored(event.error)
         elif isinstance(event, Batch):
             event.prob_map.update(event.cells, event.probabilities)
             self.progress.setValue(event.done)

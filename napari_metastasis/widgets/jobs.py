@@ -60,6 +60,13 @@ class Planned:
 
 
 @dataclass
+class Failed:
+    """The run stopped on an error (the batches before it stand)."""
+
+    error: Exception
+
+
+@dataclass
 class Batch:
     """One classified batch: write ``probabilities`` into the map's ``cells``."""
 
@@ -113,10 +120,20 @@ def run_job(
     map_for: MapFor,
     resources: Resources,
     cancel: threading.Event,
-) -> Iterator[Stage | Planned | Batch]:
+) -> Iterator[Stage | Planned | Batch | Failed]:
     """The generator a napari thread worker runs. ``map_for(slide, model, grid, class)`` gives the
     shared :class:`ProbabilityMap` of this slide and model, so cells analysed earlier are skipped.
+
+    Errors are yielded as :class:`Failed`, never raised: the thread worker silently drops a
+    RuntimeError (it takes it for a deleted Qt object), and CUDA's out-of-memory error is one.
     """
+    try:
+        yield from _run_job(request, map_for, resources, cancel)
+    except Exception as exc:
+        yield Failed(exc)
+
+
+def _run_job(request, map_for, resources, cancel):
     yield Stage(f"Loading model {request.model_name}…")
     model = resources.model(request.model_ref, request.device)
     if cancel.is_set():
