@@ -10,15 +10,10 @@ to compute, and it never blocks the GUI thread on slide reading or the model.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari.layers import Image, Shapes
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -45,30 +40,23 @@ from superqt import QLabeledDoubleSlider
 from .. import engine
 from ..contours import probability_contours
 from ..errors import MetastasisError
-from ..grid import PatchGrid
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, available_models
 from ..probability import ProbabilityMap
 from . import selection
 from .annotation_io import AnnotationIOWidget
 from .frame import SlideFrame
-from .jobs import (
-    Batch,
-    Failed,
-    JobRequest,
-    Planned,
-    Resources,
-    RunClock,
-    Stage,
-    format_duration,
-    run_job,
-)
+from .jobs import JobRequest, Planned, Resources, format_duration
 from .navigator import RegionEdits, RegionNavigator, centre_camera_on
 from .overlay import COLORMAPS, DEFAULT_OPACITY, ProbabilityOverlay
 from .regions_layer import RegionsLayer
-from .session import SUFFIX, AnalysisStore, check_matches_slide, remembered_for, slide_key
-from .session import _safe as _safe_name
-
-log = logging.getLogger(__name__)
+from .runner import AnalysisRunner, Progress, RunSummary
+from .session import (
+    AnalysisStore,
+    check_matches_slide,
+    is_remembered_model,
+    remembered_for,
+    slide_key,
+)
 
 MODES = ("Visible region", "Click", "Drawn shapes", "Whole slide")
 VISIBLE, CLICK, SHAPES, WHOLE = MODES
@@ -104,19 +92,6 @@ def is_slide_layer(layer) -> bool:
     return isinstance(layer, Image) and "slide" in (layer.metadata or {})
 
 
-def _oom_message(exc: BaseException, batch_size: int) -> str | None:
-    """A readable message if ``exc`` is the device running out of memory, else None."""
-    text = str(exc).lower()
-    name = type(exc).__name__
-    if "OutOfMemory" in name or "out of memory" in text:
-        smaller = max(1, batch_size // 2)
-        return (
-            f"Out of GPU memory with batch size {batch_size}: try a smaller batch size "
-            f"(e.g. {smaller}) or the CPU device."
-        )
-    return None
-
-
 class MetastasisWidget(QWidget):
     """Plugins > napari-metastasis > Metastasis detection."""
 
@@ -127,16 +102,13 @@ class MetastasisWidget(QWidget):
         self.resources = Resources()
         self.analyses: dict[tuple[str, str], Analysis] = {}
         self.remember = True
-        self._queue: deque[JobRequest] = deque()
-        self._worker = None
-        self._cancel: threading.Event | None = None
-        self._clock: RunClock | None = None
-        self._current_job: JobRequest | None = None
+        self.runner = AnalysisRunner(self.store, self.resources, parent=self)
+        self.runner.stage.connect(lambda message: self.status.setText(message))
+        self.runner.planned.connect(self._on_planned)
+        self.runner.progressed.connect(self._on_progress)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.finished.connect(self._on_run_finished)
         self._run_analysis: Analysis | None = None
-        self._run_reused = 0
-        self._run_total = 0
-        self._run_cancelled = False
-        self._run_error: str | None = None
         self._restored: set[str] = set()
         self._press: tuple | None = None
 
@@ -475,7 +447,7 @@ class MetastasisWidget(QWidget):
 
     @property
     def is_running(self) -> bool:
-        return self._worker is not None
+        return self.runner.is_running
 
     @property
     def current_analysis(self) -> Analysis | None:
@@ -615,87 +587,28 @@ class MetastasisWidget(QWidget):
 
     def submit(self, request: JobRequest) -> JobRequest:
         """Run ``request`` now, or after the runs already queued (clicks can pile up)."""
-        self._queue.append(request)
-        if self.is_running:
+        was_running = self.runner.is_running
+        self.runner.submit(request)
+        if was_running:
             self.status.setText(
-                self.status.text().split(" (+")[0] + f" (+{len(self._queue)} queued)"
+                self.status.text().split(" (+")[0] + f" (+{len(self.runner.queue)} queued)"
             )
         else:
-            self._start_next()
+            self.progress.setRange(0, 0)  # busy until the plan is known
+            self.status.setText(f"Starting: {request.description}…")
+            self.cancel_button.setEnabled(True)
         return request
-
-    def _start_next(self) -> None:
-        if not self._queue:
-            return
-        request = self._queue.popleft()
-        self._current_job = request
-        self._run_analysis = None
-        self._run_cancelled = False
-        self._run_error = None
-        self._run_total = 0
-        self._clock = None
-        self._cancel = threading.Event()
-        self.progress.setRange(0, 0)  # busy until the plan is known
-        self.status.setText(f"Starting: {request.description}…")
-        self.cancel_button.setEnabled(True)
-        worker = create_worker(
-            run_job,
-            request,
-            self._map_for,
-            self.resources,
-            self._cancel,
-            _start_thread=False,
-        )
-        worker.yielded.connect(self._on_yielded)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        worker.start()
 
     def cancel(self) -> None:
         """Stop the current run after its current batch (finished patches are kept), drop the queue."""
-        self._queue.clear()
-        if self._worker is None:
-            return
-        self._run_cancelled = True
-        self._cancel.set()
-        self._worker.quit()
-        self.cancel_button.setEnabled(False)
-        self.status.setText("Cancelling after the current batch…")
-
-    def _map_for(self, slide_path: str, model_name: str, grid: PatchGrid, class_name: str):
-        """Called on the worker thread: the shared map of this slide and model."""
-        return self.store.get_or_create(slide_path, model_name, grid, class_name)
-
-    def _on_yielded(self, event) -> None:
-        if isinstance(event, Stage):
-            self.status.setText(event.message)
-        elif isinstance(event, Planned):
-            self._on_planned(event)
-        elif isinstance(event, Failed):
-            self._on_errored(event.error)
-        elif isinstance(event, Batch):
-            event.prob_map.update(event.cells, event.probabilities)
-            self.progress.setValue(event.done)
-            clock = self._clock
-            rate = clock.rate(event.done) if clock else 0.0
-            left = clock.remaining_s(event.done) if clock else None
-            queued = f" (+{len(self._queue)} queued)" if self._queue else ""
-            self.status.setText(
-                f"{self._current_job.description}: {event.done} / {event.total} patches, "
-                f"{rate:.1f} patches/s, {format_duration(left)} left{queued}"
-            )
-            if not self._refresh_timer.isActive():
-                self._refresh_timer.start()
+        if self.runner.cancel():
+            self.cancel_button.setEnabled(False)
+            self.status.setText("Cancelling after the current batch…")
 
     def _on_planned(self, event: Planned) -> None:
         slide_layer = self._layer_for_path(event.request.slide_path)
         analysis = self._ensure_analysis(event.request.slide_path, event.prob_map, slide_layer)
         self._run_analysis = analysis
-        self._run_reused = event.reused
-        self._run_total = event.total
-        self._clock = RunClock(event.total)
-        self._clock.start()
         self.progress.setRange(0, max(1, event.total))
         self.progress.setValue(0 if event.total else 1)
         parts = [f"{event.request.description}: {event.total} patches to classify"]
@@ -708,6 +621,16 @@ class MetastasisWidget(QWidget):
         if self.current_analysis is analysis:
             self._sync_navigator()
 
+    def _on_progress(self, p: Progress) -> None:
+        self.progress.setValue(p.done)
+        queued = f" (+{p.queued} queued)" if p.queued else ""
+        self.status.setText(
+            f"{p.request.description}: {p.done} / {p.total} patches, {p.rate:.1f} patches/s, "
+            f"{format_duration(p.remaining_s)} left{queued}"
+        )
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start()
+
     def _refresh_current_run(self) -> None:
         analysis = self._run_analysis
         if analysis is None:
@@ -716,57 +639,40 @@ class MetastasisWidget(QWidget):
         if analysis is self.current_analysis:
             self.update_contours()
 
-    def _on_errored(self, exc: BaseException) -> None:
-        request = self._current_job
-        oom = _oom_message(exc, request.batch_size if request else 0)
-        if oom:
-            message = oom
-        elif isinstance(exc, MetastasisError):
-            message = str(exc)
-        else:
-            log.error("analysis failed", exc_info=(type(exc), exc, exc.__traceback__))
-            message = f"Analysis failed: {type(exc).__name__}: {exc}"
-        if request is not None and isinstance(exc, MetastasisError):
-            self.resources.forget_model(request.model_ref)
-        self._queue.clear()  # later requests would most likely fail the same way
-        self._run_error = message
+    def _on_failed(self, message: str) -> None:
         self.status.setText(message)
         show_error(message)
 
-    def _on_finished(self) -> None:
-        analysis, request, clock = self._run_analysis, self._current_job, self._clock
-        self._worker = None
-        self._cancel = None
-        self._current_job = None
+    def _on_run_finished(self, summary: RunSummary) -> None:
+        analysis = self._run_analysis
         self._run_analysis = None
-        self.cancel_button.setEnabled(False)
         self._refresh_timer.stop()
+        self.cancel_button.setEnabled(self.runner.is_running)
         if self.progress.maximum() == 0:  # stopped before the plan was known
             self.progress.setRange(0, 1)
-        done, total = self.progress.value(), self.progress.maximum()
         if analysis is not None:
             analysis.overlay.refresh()
             if analysis is self.current_analysis:
                 self.update_contours()
             self._remember(analysis)
-        if self._run_error is not None:
+        if summary.error is not None:
             pass  # the error message stays in the status line
-        elif self._run_cancelled:
+        elif summary.cancelled:
             self.status.setText(
-                f"Cancelled: {done} of {total} patches classified (kept in the overlay)."
-                if analysis is not None
+                f"Cancelled: {summary.done} of {summary.total} patches classified "
+                "(kept in the overlay)."
+                if summary.prob_map is not None
                 else "Cancelled."
             )
-        elif request is not None:
-            self.progress.setValue(total)
-            seconds = time.perf_counter() - clock.started if clock else None
-            reused = f", {self._run_reused} reused" if self._run_reused else ""
+        else:
+            self.progress.setValue(self.progress.maximum())
+            reused = f", {summary.reused} reused" if summary.reused else ""
             self.status.setText(
-                f"Done: {request.description}, {self._run_total} patches classified"
-                f"{reused} in {format_duration(seconds)}."
+                f"Done: {summary.request.description}, {summary.total} patches classified"
+                f"{reused} in {format_duration(summary.seconds)}."
             )
-        if self._queue:
-            self._start_next()
+        if self.runner.is_running:  # the next queued request started
+            self.progress.setRange(0, 0)
 
     # ============================================================================ analyses
     def _layer_for_path(self, slide_path: str):
@@ -926,7 +832,7 @@ class MetastasisWidget(QWidget):
             restored += 1
         files = remembered_for(path) if self.remember else []
         for file in files:
-            if any(file.name.endswith(f"--{_safe_name(m)}{SUFFIX}") for m in in_memory):
+            if any(is_remembered_model(file, m) for m in in_memory):
                 continue
             try:
                 self.load_analysis(file, layer, quiet=True)

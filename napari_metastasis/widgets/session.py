@@ -60,6 +60,11 @@ def remembered_for(slide_path: str | Path, folder: Path | None = None) -> list[P
     return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
+def is_remembered_model(path: Path, model_name: str) -> bool:
+    """Whether a file from :func:`remembered_for` holds the analysis by ``model_name``."""
+    return Path(path).name.endswith(f"--{_safe(model_name)}{SUFFIX}")
+
+
 def check_matches_slide(prob_map: ProbabilityMap, width: int, height: int, source: str) -> None:
     """Refuse a map computed on a slide of another size (it cannot be the same slide)."""
     if (prob_map.grid.width, prob_map.grid.height) != (width, height):
