@@ -7,9 +7,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import (os.umask can only be read by setting it, which is not thread-safe later).
+_UMASK = _read_umask()
+
+
+def _final_mode(target: Path) -> int:
+    """The mode the file would have had if written directly: the old file's, else 0o666 - umask.
+
+    mkstemp creates 0600 files, which would leave results unreadable to colleagues.
+    """
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -26,6 +48,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, _final_mode(target))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

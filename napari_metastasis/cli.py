@@ -16,7 +16,7 @@ from . import __version__
 from .errors import MetastasisError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("info", "convert", "view")
+COMMAND_MODULES = ("info", "view", "predict", "models", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,11 +1,11 @@
-"""Threshold a probability map into regions: one polygon (holes kept) per connected region.
+"""Regions of a probability map above a threshold, as level-0 polygons with their measurements.
 
-Each analysed grid cell stands for the square of one grid step around its patch centre: exactly the
-pixel the overlay draws for it. A region is the union of the squares of 4-connected cells at or above
-the threshold, so its outline follows what the pathologist sees in the heatmap, its area is the area
-those cells cover, and a ring of positive cells around a negative one gives a polygon with a hole.
-Cells never analysed (NaN) are never part of a region. Polygons are in level-0 pixels, clipped to the
-slide, ready for the annotation writers; areas are in µm².
+Each grid cell stands for the square of one grid step centred on its patch (the patch itself when
+patches do not overlap). Cells at or above the threshold are grouped into 4-connected components
+(scikit-image), and each component's squares are merged exactly (shapely), so a region's outline
+follows the cells the model flagged, holes included, and its area is the flagged area, not an
+interpolated guess. Polygons are clipped to the slide and are in level-0 pixels, like every file the
+package writes; areas are in µm².
 """
 
 from __future__ import annotations
@@ -14,83 +14,89 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from scipy import ndimage
-from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
+from skimage import measure
 
 from .probability import ProbabilityMap
 
 
-@dataclass(frozen=True)
+@dataclass
 class Region:
     """One connected region above the threshold."""
 
-    id: int  # 1 = highest max_prob (ties: larger area first)
-    polygon: Polygon  # level-0 px, holes as interiors
+    id: int  # 1-based, by decreasing max probability
+    polygon: BaseGeometry  # level-0 px; a Polygon (holes kept), clipped to the slide
     area_um2: float
     max_prob: float
-    mean_prob: float  # over the region's cells
+    mean_prob: float
     n_cells: int
 
     @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """Level-0 (minx, miny, maxx, maxy)."""
-        return self.polygon.bounds
+    def area_mm2(self) -> float:
+        return self.area_um2 / 1e6
+
+    @property
+    def centroid(self) -> tuple[float, float]:
+        """Level-0 (x, y) of the region's centroid."""
+        c = self.polygon.centroid
+        return float(c.x), float(c.y)
 
 
-def cell_squares(prob_map: ProbabilityMap, cells: np.ndarray) -> np.ndarray:
-    """Shapely boxes (level-0 px) of one grid step centred on each cell's patch centre.
+def cell_footprints(prob_map: ProbabilityMap, cells: np.ndarray) -> np.ndarray:
+    """(N, 4) level-0 (minx, miny, maxx, maxy) of the step-sized squares centred on the patches.
 
-    Neighbouring squares share their edge exactly (the same float from the same index), which is
-    what lets :func:`shapely.coverage_union_all` merge them without slivers.
+    Edges come from one formula of the integer edge index, so neighbouring squares share exactly the
+    same coordinate and their union has no hairline gaps.
     """
     grid = prob_map.grid
-    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
-    step_x, step_y = grid.step_level0
-    patch_x, patch_y = grid.patch_level0
-
-    def edge_x(col):
-        return (col - 0.5) * step_x + patch_x / 2
-
-    def edge_y(row):
-        return (row - 0.5) * step_y + patch_y / 2
-
+    cells = np.asarray(cells, dtype=np.float64).reshape(-1, 2)
+    sx, sy = grid.step_level0
+    pw, ph = grid.patch_level0
+    ox, oy = (pw - sx) / 2, (ph - sy) / 2
     rows, cols = cells[:, 0], cells[:, 1]
-    return shapely.box(edge_x(cols), edge_y(rows), edge_x(cols + 1), edge_y(rows + 1))
+    return np.column_stack(
+        [cols * sx + ox, rows * sy + oy, (cols + 1) * sx + ox, (rows + 1) * sy + oy]
+    )
 
 
 def probability_contours(
     prob_map: ProbabilityMap, threshold: float, min_area_um2: float = 0.0
 ) -> list[Region]:
-    """Regions where the probability is >= ``threshold``, at least ``min_area_um2`` large.
-
-    Sorted by maximum probability, then area (largest first); ids follow that order.
-    """
+    """Regions whose cells have probability >= ``threshold`` (unanalysed cells never count)."""
     values = prob_map.values
-    with np.errstate(invalid="ignore"):
-        mask = np.nan_to_num(values, nan=-np.inf) >= threshold
-    labels, n = ndimage.label(mask)  # 4-connectivity: squares touching at a corner stay apart
-    if n == 0:
+    above = np.zeros(values.shape, bool)
+    np.greater_equal(values, threshold, out=above, where=~np.isnan(values))
+    if not above.any():
         return []
+    labels = measure.label(above, connectivity=1)
     grid = prob_map.grid
-    um2_per_px = grid.mpp_x * grid.mpp_y
     slide_box = box(0, 0, grid.width, grid.height)
-    index = np.arange(1, n + 1)
-    maxima = ndimage.maximum(values, labels, index)
-    means = ndimage.mean(values, labels, index)
-    found: list[tuple[Polygon, float, float, int]] = []
-    for k, window in enumerate(ndimage.find_objects(labels)):
-        rows, cols = np.nonzero(labels[window] == k + 1)
-        cells = np.stack([rows + window[0].start, cols + window[1].start], axis=1)
-        shape = shapely.coverage_union_all(cell_squares(prob_map, cells))
-        shape = shapely.simplify(shape.intersection(slide_box), 0)  # drop collinear vertices
-        parts = shape.geoms if isinstance(shape, MultiPolygon) else [shape]
-        for part in parts:
-            if isinstance(part, Polygon) and not part.is_empty:
-                found.append((part, float(maxima[k]), float(means[k]), len(cells)))
-    found.sort(key=lambda f: (-f[1], -f[0].area))
-    regions = []
-    for polygon, max_prob, mean_prob, n_cells in found:
-        area = polygon.area * um2_per_px
-        if area >= min_area_um2:
-            regions.append(Region(len(regions) + 1, polygon, area, max_prob, mean_prob, n_cells))
+    um2_per_px2 = grid.mpp_x * grid.mpp_y
+    regions: list[Region] = []
+    for props in measure.regionprops(labels):
+        cells = props.coords  # (n, 2) row, col
+        squares = shapely.box(*cell_footprints(prob_map, cells).T)
+        polygon = shapely.union_all(squares).intersection(slide_box).simplify(0)
+        if polygon.is_empty:
+            continue
+        polygon = _largest_polygon(polygon)
+        area = polygon.area * um2_per_px2
+        if area < min_area_um2:
+            continue
+        probs = values[cells[:, 0], cells[:, 1]]
+        regions.append(
+            Region(0, polygon, float(area), float(probs.max()), float(probs.mean()), len(cells))
+        )
+    regions.sort(key=lambda r: (-r.max_prob, -r.area_um2))
+    for i, region in enumerate(regions, start=1):
+        region.id = i
     return regions
+
+
+def _largest_polygon(geometry: BaseGeometry) -> BaseGeometry:
+    """A 4-connected union is one polygon; clipping or float noise may leave slivers: keep the body."""
+    if isinstance(geometry, Polygon):
+        return geometry
+    polygons = [g for g in getattr(geometry, "geoms", []) if isinstance(g, Polygon)]
+    return max(polygons, key=lambda g: g.area) if polygons else geometry

@@ -259,8 +259,9 @@ class PatchReader:
                 batch = torch.empty(
                     (stop - start, h, w, 3), dtype=torch.uint8, pin_memory=self.pin_memory
                 )
+                view = batch.numpy()  # shares the (pinned) memory: patches are copied once
                 for i in range(stop - start):
-                    batch[i] = torch.from_numpy(pending.popleft().result())
+                    view[i] = pending.popleft().result()
                 yield slice(start, stop), batch
         finally:
             for future in pending:

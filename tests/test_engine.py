@@ -1,0 +1,219 @@
+"""The engine on synthetic slides whose truth is known pixel by pixel, with the darkness model.
+
+The darkness model's tumour probability is the mean darkness of the patch it sees, so for black
+shapes on white glass each patch's probability must equal the black fraction of its level-0 box.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import shapely
+from conftest import FIXTURES, SVS
+from engine_helpers import write_darkness_model, write_pyramid_tiff
+
+from napari_metastasis.engine import (
+    CancelToken,
+    PatchReader,
+    make_grid,
+    plan_cells,
+    predict_slide,
+    run_inference,
+    write_patch_csv,
+)
+from napari_metastasis.errors import SlideError
+from napari_metastasis.models import load_model
+from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.slide import Slide
+from napari_metastasis.tissue import tissue_mask
+
+
+def _shapes_image() -> np.ndarray:
+    """White 1300 x 1000 px with a big black square, a black bar and a small dot."""
+    image = np.full((1000, 1300, 3), 255, np.uint8)
+    image[200:600, 300:752] = 0  # edges on multiples of 4: exact on every pyramid level
+    image[800:860, 100:1200] = 0
+    image[100:120, 1000:1020] = 0
+    return image
+
+
+@pytest.fixture(scope="module")
+def darkness(tmp_path_factory):
+    folder = write_darkness_model(tmp_path_factory.mktemp("m") / "darkness", 32, spacing=1.0)
+    return load_model(folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return _shapes_image()
+
+
+def _expected(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Black fraction of each level-0 box (outside the image counts as white)."""
+    dark = (image[..., 0] == 0).astype(np.float64)
+    out = []
+    for x, y, w, h in boxes:
+        out.append(dark[y : y + h, x : x + w].sum() / (w * h))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("mpp", "level", "atol"), [(0.25, 2, 2e-3), (0.3, 1, 0.04)])
+def test_probabilities_match_shapes_at_their_coordinates(
+    tmp_path, darkness, shapes, mpp, level, atol
+):
+    # The model works at 1 µm/px; the slide is 0.25 (exact 4x: level 2 is read as is) or 0.3 µm/px
+    # (3.33x: level 1 is read and resized), so both paths of the resolution handling are checked.
+    path = write_pyramid_tiff(tmp_path / "shapes.tiff", shapes, mpp=mpp, levels=3)
+    with Slide(path) as slide:
+        grid = make_grid(slide, darkness)
+        assert grid.patch_level0 == pytest.approx((32 / mpp, 32 / mpp))
+        assert PatchReader(slide, grid, darkness.input_size).level == level
+        result = predict_slide(slide, darkness, tissue=False, batch_size=16)
+    table = result.table
+    assert not result.cancelled and len(table) == grid.shape[0] * grid.shape[1]
+    boxes = table[["minx", "miny", "width", "height"]].to_numpy()
+    np.testing.assert_allclose(table["prob_tumor"], _expected(shapes, boxes), atol=atol)
+    np.testing.assert_allclose(table["prob_tumor"] + table["prob_normal"], 1.0, atol=1e-5)
+    # Geometry maps back exactly: each row's box is its cell's, and the map holds its probability.
+    cells = table[["row", "col"]].to_numpy()
+    np.testing.assert_array_equal(grid.cell_boxes(cells), boxes)
+    np.testing.assert_array_equal(
+        result.prob_map.values[cells[:, 0], cells[:, 1]], table["prob_tumor"]
+    )
+    # Inside the big square the patch is all black; far from the shapes all white.
+    centre = grid.cells_in_rect(500, 380, 1, 1)[0]
+    assert result.prob_map.values[tuple(centre)] > 0.99
+    assert result.prob_map.values[0, 0] < 0.01
+
+
+def test_prob_map_file_round_trip_and_csv(tmp_path, darkness, shapes):
+    path = write_pyramid_tiff(tmp_path / "shapes.tiff", shapes, mpp=0.3)
+    with Slide(path) as slide:
+        result = predict_slide(slide, darkness, tissue=False)
+    saved = ProbabilityMap.load(result.prob_map.save(tmp_path / "shapes.prob.tiff"))
+    assert saved.grid == result.grid
+    np.testing.assert_array_equal(saved.values, result.prob_map.values)
+    csv = write_patch_csv(result.table, tmp_path / "shapes.csv")
+    header = csv.read_text().splitlines()[0]
+    assert header == "minx,miny,width,height,prob_normal,prob_tumor"
+
+
+def test_regions_rectangle_polygon_and_microns(tmp_path, darkness, shapes):
+    path = write_pyramid_tiff(tmp_path / "shapes.tiff", shapes, mpp=0.25)
+    with Slide(path) as slide:
+        grid = make_grid(slide, darkness)  # patches of 128 level-0 px
+        rect = plan_cells(slide, grid, (130, 130, 200, 100), tissue=False)
+        # x 130-330 overlaps columns 1-2; y 130-230 overlaps rows 1.
+        assert rect.tolist() == [[1, 1], [1, 2]]
+        same_in_um = plan_cells(slide, grid, (32.5, 32.5, 50, 25), region_units="um", tissue=False)
+        assert same_in_um.tolist() == rect.tolist()
+        triangle = shapely.Polygon([(0, 0), (640, 0), (0, 640)])
+        tri = plan_cells(slide, grid, triangle, tissue=False)
+        centres = grid.cell_centres_level0(tri)
+        assert len(tri) > 0 and np.all(centres.sum(axis=1) < 640)
+        result = predict_slide(slide, darkness, region=triangle, tissue=False)
+    assert set(map(tuple, result.table[["row", "col"]].to_numpy())) == set(map(tuple, tri))
+    assert result.prob_map.n_analysed == len(tri)
+
+
+def test_tissue_filter_skips_glass(tmp_path, darkness):
+    image = np.full((1000, 1300, 3), 245, np.uint8)
+    rng = np.random.default_rng(1)
+    image[256:768, 256:640] = rng.normal((190, 110, 170), 12, (512, 384, 3)).clip(0, 255)
+    # At 0.5 µm/px the block is 256 x 192 µm, above the smallest tissue piece kept.
+    path = write_pyramid_tiff(tmp_path / "tissue.tiff", image, mpp=0.5)
+    with Slide(path) as slide:
+        grid = make_grid(slide, darkness)  # patches of 64 level-0 px
+        mask = tissue_mask(slide)
+        cells = plan_cells(slide, grid, tissue=mask, tissue_min_fraction=0.5)
+        assert plan_cells(slide, grid, tissue=True, tissue_min_fraction=0.5).tolist() == (
+            cells.tolist()
+        )
+    boxes = grid.cell_boxes(cells)
+    # Exactly the 6 x 8 cells of the tissue block (it is aligned on the 64-px grid).
+    assert len(cells) == 48
+    assert boxes[:, 0].min() == 256 and (boxes[:, 0] + boxes[:, 2]).max() == 640
+    assert boxes[:, 1].min() == 256 and (boxes[:, 1] + boxes[:, 3]).max() == 768
+
+
+def test_cancel_keeps_finished_batches_and_resume_fills_the_rest(tmp_path, darkness, shapes):
+    path = write_pyramid_tiff(tmp_path / "shapes.tiff", shapes, mpp=0.25)
+    token = CancelToken()
+    calls = []
+
+    def progress(done, total):
+        calls.append((done, total))
+        if done >= 16:
+            token.cancel()
+
+    with Slide(path) as slide:
+        first = predict_slide(
+            slide, darkness, tissue=False, batch_size=8, progress=progress, cancel=token
+        )
+        assert first.cancelled and first.n_done == 16 and first.n_planned == 88
+        assert first.prob_map.n_analysed == 16
+        assert calls[0] == (0, 88) and calls[-1] == (16, 88)
+        kept = first.prob_map.values.copy()
+        # Resuming on the same map classifies only what is missing.
+        second = predict_slide(slide, darkness, tissue=False, prob_map=first.prob_map)
+    assert not second.cancelled and second.n_done == 88 - 16
+    assert second.prob_map.n_analysed == 88
+    analysed_first = ~np.isnan(kept)
+    np.testing.assert_array_equal(second.prob_map.values[analysed_first], kept[analysed_first])
+    boxes = second.grid.cell_boxes(second.grid.all_cells())
+    np.testing.assert_allclose(second.prob_map.values.ravel(), _expected(shapes, boxes), atol=2e-3)
+
+
+def test_threading_event_cancels_before_any_batch(tmp_path, darkness, shapes):
+    path = write_pyramid_tiff(tmp_path / "shapes.tiff", shapes, mpp=0.25)
+    event = threading.Event()
+    event.set()
+    with Slide(path) as slide:
+        grid = make_grid(slide, darkness)
+        batches = list(run_inference(slide, darkness, grid.all_cells(), grid, cancel=event))
+    assert batches == []
+
+
+def test_streaming_reads_ahead_boundedly_and_stops_readers(tmp_path, darkness, shapes):
+    path = write_pyramid_tiff(tmp_path / "shapes.tiff", shapes, mpp=0.25)
+    with Slide(path) as slide:
+        grid = make_grid(slide, darkness)
+        reads = []
+        original = slide.read_region
+        slide.read_region = lambda *a: reads.append(a) or original(*a)
+        stream = run_inference(
+            slide, darkness, grid.all_cells(), grid, batch_size=4, prefetch_batches=2, num_workers=2
+        )
+        first = next(stream)
+        assert first.done == 4 and first.total == 88 and len(first.cells) == 4
+        threading.Event().wait(0.2)  # give the readers time to run ahead if they were unbounded
+        assert len(reads) <= 4 * 2 + 4
+        stream.close()
+        assert not any(t.name.startswith("patch-reader") for t in threading.enumerate())
+
+
+def test_bad_slide_reports_slide_error(tmp_path, darkness):
+    with (
+        pytest.raises(SlideError, match=r"unreadable\.svs"),
+        Slide(FIXTURES / "unreadable.svs") as s,
+    ):
+        s.check_readable()
+        predict_slide(s, darkness, tissue=False)
+
+
+def test_empty_plan_yields_nothing(darkness):
+    with Slide(SVS) as slide:
+        grid = make_grid(slide, darkness)
+        result = predict_slide(slide, darkness, region=(-500, -500, 100, 100), tissue=False)
+        assert grid == result.grid
+    assert result.n_planned == 0 and result.n_done == 0 and not result.cancelled
+    assert list(result.table.columns[:6]) == [
+        "minx",
+        "miny",
+        "width",
+        "height",
+        "prob_normal",
+        "prob_tumor",
+    ]

@@ -1,0 +1,230 @@
+"""``predict`` and ``models`` from the command line, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from conftest import FIXTURES, PROJECT_ROOT, TIFF_6_LEVELS
+from engine_helpers import write_darkness_model, write_pyramid_tiff
+from PIL import Image
+from shapely.geometry import shape
+
+from napari_metastasis.cli import main
+from napari_metastasis.models import BUNDLED_DIR
+from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.slide import Slide
+
+
+@pytest.fixture(scope="module")
+def darkness_dir(tmp_path_factory):
+    return write_darkness_model(tmp_path_factory.mktemp("m") / "darkness", 32, spacing=1.0)
+
+
+@pytest.fixture(scope="module")
+def shapes_slide(tmp_path_factory):
+    """0.3 µm/px (the model wants 1 µm/px): a black 480 x 400 px block on white glass."""
+    image = np.full((1000, 1300, 3), 255, np.uint8)
+    image[200:600, 320:800] = 0
+    return write_pyramid_tiff(tmp_path_factory.mktemp("s") / "shapes.tiff", image, mpp=0.3)
+
+
+def _no_partial_files(folder):
+    return not [p for p in folder.iterdir() if p.name.endswith(".part")]
+
+
+def test_sample_end_to_end_with_the_bundled_model(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_metastasis.cli", "predict", "--sample", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "CMU-1-Small-Region" in proc.stdout
+    assert "patch" in proc.stderr  # the tqdm bar went to stderr
+    stem = out / "CMU-1-Small-Region"
+    table = pd.read_csv(f"{stem}.csv")
+    assert list(table.columns) == ["minx", "miny", "width", "height", "prob_normal", "prob_tumor"]
+    prob = ProbabilityMap.load(f"{stem}.prob.tiff")
+    assert prob.model_name == "default" and prob.grid.mpp_x == pytest.approx(0.499)
+    # Tissue only: fewer patches than the grid has, and each CSV row is its cell in the map.
+    assert 50 < len(table) < 0.8 * prob.grid.shape[0] * prob.grid.shape[1]
+    assert prob.n_analysed == len(table)
+    sx, sy = prob.grid.step_level0
+    rows = np.rint(table["miny"] / sy).astype(int)
+    cols = np.rint(table["minx"] / sx).astype(int)
+    np.testing.assert_array_equal(
+        prob.grid.cell_boxes(np.column_stack([rows, cols])),
+        table[["minx", "miny", "width", "height"]].to_numpy(),
+    )
+    np.testing.assert_allclose(prob.values[rows, cols], table["prob_tumor"], atol=1e-6)
+    collection = json.loads((out / "CMU-1-Small-Region.geojson").read_text())
+    assert collection["type"] == "FeatureCollection"
+    for feature in collection["features"]:
+        assert feature["properties"]["objectType"] == "annotation"
+        assert feature["properties"]["classification"]["name"] == "Tumor"
+        assert feature["properties"]["measurements"]["Max probability"] >= 0.5
+        assert shape(feature["geometry"]).within(shapely.box(0, 0, 2220, 2967))
+    heatmap = Image.open(f"{stem}.heatmap.png")
+    assert max(heatmap.size) == 1024 and heatmap.mode == "RGB"
+    assert _no_partial_files(out)
+    # Atomic writes go through a 0600 temporary file; the result has the usual permissions.
+    assert (out / "CMU-1-Small-Region.csv").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_csv_and_geojson_match_the_drawn_shapes(tmp_path, capsys, darkness_dir, shapes_slide):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "predict",
+            str(shapes_slide),
+            "--out",
+            str(out),
+            "--model",
+            str(darkness_dir),
+            "--tissue-min-fraction",
+            "0",
+            "--threshold",
+            "0.9",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(out / "shapes.csv")
+    prob = ProbabilityMap.load(out / "shapes.prob.tiff")
+    assert prob.grid.patch_level0 == pytest.approx((32 / 0.3, 32 / 0.3))
+    dark = np.zeros((1000, 1300))
+    dark[200:600, 320:800] = 1
+    for minx, miny, w, h, p in table[["minx", "miny", "width", "height", "prob_tumor"]].itertuples(
+        index=False
+    ):
+        assert p == pytest.approx(dark[miny : miny + h, minx : minx + w].sum() / (w * h), abs=0.04)
+    # One region: the cells lying wholly inside the block (>= 0.9 dark), within the block.
+    features = json.loads((out / "shapes.geojson").read_text())["features"]
+    assert len(features) == 1
+    region = shape(features[0]["geometry"])
+    block = shapely.box(320, 200, 800, 600)
+    assert region.within(block.buffer(1e-6))
+    assert region.area >= 0.35 * block.area
+    assert features[0]["properties"]["measurements"]["Area µm^2"] == pytest.approx(
+        region.area * 0.09, rel=1e-6
+    )
+
+
+def test_region_limits_the_patches(tmp_path, capsys, darkness_dir, shapes_slide):
+    out = tmp_path / "out"
+    args = ["predict", str(shapes_slide), "--out", str(out), "--model", str(darkness_dir)]
+    assert main([*args, "--region", "0,0,200,150", "--tissue-min-fraction", "0"]) == 0
+    table = pd.read_csv(out / "shapes.csv")
+    # Cells of 106.7 px: the rectangle overlaps columns 0-1 and rows 0-1.
+    assert sorted(zip(table.minx, table.miny, strict=True)) == [
+        (0, 0),
+        (0, 107),
+        (107, 0),
+        (107, 107),
+    ]
+
+
+def test_bad_slides_are_reported_and_the_others_processed(
+    tmp_path, capsys, darkness_dir, shapes_slide
+):
+    out = tmp_path / "out"
+    bad = [FIXTURES / "unreadable.svs", FIXTURES / "boxes.png", tmp_path / "missing.svs"]
+    code = main(
+        [
+            "predict",
+            *map(str, bad),
+            str(shapes_slide),
+            "--out",
+            str(out),
+            "--model",
+            str(darkness_dir),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 3
+    for path, line in zip(bad, errors, strict=True):
+        assert path.name in line
+    assert "Traceback" not in err
+    assert (out / "shapes.csv").is_file() and (out / "shapes.prob.tiff").is_file()
+    assert not (out / "unreadable.csv").exists()
+    assert _no_partial_files(out)
+
+
+def test_slide_without_resolution_is_refused_unless_mpp_given(tmp_path, capsys, darkness_dir):
+    out = tmp_path / "out"
+    args = ["predict", str(TIFF_6_LEVELS), "--out", str(out), "--model", str(darkness_dir)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "CropBreastSlide.tiff: no usable resolution" in err and "pass --mpp" in err
+    assert main([*args, "--mpp", "0.5"]) == 0
+    prob = ProbabilityMap.load(out / "CropBreastSlide.prob.tiff")
+    assert prob.grid.mpp_x == 0.5 and prob.extra["resolution_source"] == "user"
+
+
+def test_objective_power_fallback_warns(tmp_path, capsys, monkeypatch, darkness_dir, shapes_slide):
+    monkeypatch.setattr(Slide, "resolution", property(lambda self: None))
+    monkeypatch.setattr(Slide, "objective_power", property(lambda self: 40.0))
+    out = tmp_path / "out"
+    code = main(["predict", str(shapes_slide), "--out", str(out), "--model", str(darkness_dir)])
+    assert code == 0
+    assert "assuming 0.25 µm/px from its 40x objective (pass --mpp" in capsys.readouterr().err
+    assert ProbabilityMap.load(out / "shapes.prob.tiff").grid.mpp_x == 0.25
+
+
+def test_failed_write_leaves_no_partial_file(
+    tmp_path, capsys, monkeypatch, darkness_dir, shapes_slide
+):
+    from napari_metastasis.commands import predict
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(predict, "render_heatmap", broken)
+    out = tmp_path / "out"
+    code = main(["predict", str(shapes_slide), "--out", str(out), "--model", str(darkness_dir)])
+    assert code == 1
+    assert "shapes.tiff: OSError: disk full" in capsys.readouterr().err
+    assert _no_partial_files(out) and not (out / "shapes.heatmap.png").exists()
+
+
+def test_bad_model_and_bad_arguments(tmp_path, capsys, shapes_slide):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"spec_version": "1.0"}))
+    code = main(["predict", str(shapes_slide), "--out", str(tmp_path), "--model", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 1 and "missing required field 'architecture'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["predict", "--out", str(tmp_path)]) == 1
+    assert "pass one or more SLIDE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(shapes_slide), "--out", str(tmp_path), "--region", "1,2,3"])
+    assert exit_info.value.code == 2
+    assert "expected X,Y,W,H" in capsys.readouterr().err
+
+
+def test_models_lists_the_bundled_default(capsys, monkeypatch, darkness_dir):
+    monkeypatch.setenv("NAPARI_METASTASIS_MODELS", str(darkness_dir.parent))
+    assert main(["models"]) == 0
+    lines = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["default"].startswith(str(BUNDLED_DIR / "default"))
+    assert lines["darkness"].startswith(str(darkness_dir))
+    assert "32 px at 1 µm/px" in lines["darkness"]
