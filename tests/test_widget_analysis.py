@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from widget_helpers import (
+    PATCH_PX,
     Gate,
     add_sample_slide,
     analysed_cells,
     write_test_model,
 )
 
+from napari_metastasis.models.transforms import resize_patch
+from napari_metastasis.slide import Slide
 from napari_metastasis.widgets import selection
 from napari_metastasis.widgets.detection import CLICK, VISIBLE, WHOLE, MetastasisWidget
 from napari_metastasis.widgets.frame import SlideFrame
@@ -123,7 +126,7 @@ def test_drag_in_click_mode_pans_without_analysing(env, qtbot):
 
 
 def test_whole_slide_fills_the_map_and_the_overlay_is_aligned(env, qtbot):
-    _viewer, widget, _layer = env
+    _viewer, widget, layer = env
     widget.set_mode(WHOLE)
     analysis = run_and_wait(qtbot, widget)
     prob_map = analysis.prob_map
@@ -135,8 +138,15 @@ def test_whole_slide_fills_the_map_and_the_overlay_is_aligned(env, qtbot):
     np.testing.assert_allclose(overlay.scale, prob_map.grid.layer_scale)
     np.testing.assert_allclose(overlay.translate, prob_map.grid.layer_translate)
     assert tuple(overlay.contrast_limits) == (0.0, 1.0)
-    # darker tissue scores higher than the white glass around it (the model's known answer)
-    assert np.nanmax(prob_map.values) > 0.5 > np.nanmin(prob_map.values)
+    # each value is the model's known answer: the darkness of that cell's patch
+    grid = prob_map.grid
+    with Slide(layer.metadata["slide_path"]) as slide:
+        for cell in [(0, 0), (5, 4), (11, 8)]:
+            x, y, w, h = grid.cell_box(*cell)
+            patch = resize_patch(slide.read_region(0, x, y, w, h), (PATCH_PX, PATCH_PX))
+            expected = 1.0 - patch.mean() / 255.0
+            assert prob_map.values[cell] == pytest.approx(expected, abs=2e-3)
+    assert prob_map.values[5, 4] > prob_map.values[0, 0]  # tissue darker than the glass
 
 
 def test_screenshot_with_overlay_differs_from_without(env, qtbot):

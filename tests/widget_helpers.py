@@ -1,18 +1,17 @@
 """Support for the viewer tests: a tiny TorchScript model, a gate to pause it, a slide in a viewer.
 
-The model answers from the pixels (darker patch -> higher tumour probability), so a run's result is
-known without any training, and it is fast enough that a whole-slide run of the sample takes well
-under a second on a CPU.
+The model is the engine tests' darkness model (tumour probability = 1 - mean intensity of the patch),
+so a run's result is known from the pixels without any training, and a whole-slide run of the
+sample takes well under a second on a CPU.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import numpy as np
-import torch
+from engine_helpers import write_darkness_model
 
 from napari_metastasis._reader import slide_layer_data
 from napari_metastasis._sample_data import SAMPLE_SLIDE
@@ -23,34 +22,9 @@ PATCH_PX = 64
 SPACING_UM = 2.0
 
 
-class DarknessNet(torch.nn.Module):
-    """logits = (0, 12 * (darkness - 0.2)), darkness = 1 - mean intensity of the patch."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        darkness = 1.0 - x.mean(dim=(1, 2, 3))
-        positive = 12.0 * (darkness - 0.2)
-        return torch.stack([torch.zeros_like(positive), positive], dim=1)
-
-
 def write_test_model(folder: Path, name: str = "darkness") -> Path:
-    """A valid model folder (config.json + TorchScript) named ``name`` under ``folder``."""
-    model_dir = Path(folder) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(DarknessNet()).save(str(model_dir / "torchscript_model.pt"))
-    config = {
-        "spec_version": "1.0",
-        "architecture": "darkness",
-        "num_classes": 2,
-        "class_names": ["notumor", "tumor"],
-        "patch_size_pixels": PATCH_PX,
-        "spacing_um_px": SPACING_UM,
-        "transform": [
-            {"name": "Resize", "arguments": {"size": PATCH_PX}},
-            {"name": "ToTensor"},
-        ],
-    }
-    (model_dir / "config.json").write_text(json.dumps(config))
-    return model_dir
+    """The engine tests' darkness model (probability = 1 - mean intensity) as ``folder/name``."""
+    return write_darkness_model(Path(folder) / name, patch_size=PATCH_PX, spacing=SPACING_UM)
 
 
 class Gate:
