@@ -107,3 +107,15 @@ def test_region_outlines_keep_their_screen_width_when_zooming(make_napari_viewer
     assert layer.features["area_um2"][0] == pytest.approx(9 * 2500.0)
     regions_layer.show([], [])
     assert layer.nshapes == 0 and len(layer.features) == 0
+
+
+def test_a_map_on_a_new_grid_reuses_the_layer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    coarse = PatchGrid(400, 400, 0.5, 0.5, patch_px=100, spacing_um=0.5)
+    fine = PatchGrid(400, 400, 0.5, 0.5, patch_px=50, spacing_um=0.5)
+    overlay = ProbabilityOverlay(viewer, ProbabilityMap.empty(coarse), "probability")
+    layer = overlay.layer
+    overlay.set_map(ProbabilityMap.empty(fine))
+    assert overlay.layer is layer and layer.data.shape == fine.shape
+    np.testing.assert_allclose(layer.scale, fine.layer_scale)
+    np.testing.assert_allclose(layer.translate, fine.layer_translate)

@@ -226,3 +226,35 @@ def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, m
     run_and_wait(qtbot, widget)
     assert prob_map.n_analysed == total
     assert f"{kept} reused" in widget.status.text()
+
+
+def test_the_plugin_menu_entry_opens_the_widget_on_the_sample(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-metastasis", "CMU-1-Small-Region")
+    _dock, widget = viewer.window.add_plugin_dock_widget(
+        "napari-metastasis", "Metastasis detection"
+    )
+    assert isinstance(widget, MetastasisWidget)
+    assert widget.slide_layer is viewer.layers[0]
+    assert widget.run_button.isEnabled()
+
+
+def test_clicks_during_a_run_are_queued_and_all_analysed(env, qtbot):
+    _viewer, widget, _layer = env
+    widget.set_mode(CLICK)
+    widget.field_spin.setValue(200.0)
+    points = [(200.0, 200.0), (700.0, 800.0), (1300.0, 300.0)]
+    for point in points:
+        widget.analyse_field_at(point)
+    assert widget.is_running and len(widget.runner.queue) == 2
+    wait_done(qtbot, widget)
+    prob_map = widget.current_analysis.prob_map
+    grid = prob_map.grid
+    expected = set()
+    for y, x in points:
+        half = 100.0 / grid.mpp_x
+        cells = grid.cells_in_rect(x / grid.mpp_x - half, y / grid.mpp_y - half, 2 * half, 2 * half)
+        expected |= {tuple(c) for c in cells.tolist()}
+    assert analysed_cells(prob_map) == expected
+    assert widget.analyse_field_at((-500.0, -500.0)) is None  # beside the slide: nothing
+    assert not widget.is_running and "outside the slide" in widget.status.text()

@@ -315,3 +315,16 @@ def test_remember_off_does_not_restore_from_disk(env, make_napari_viewer, qtbot)
     qtbot.wait(100)
     assert widget2.current_analysis is None
     assert not [lyr for lyr in viewer2.layers if lyr.metadata.get("probability_map")]
+
+
+def test_a_deleted_regions_layer_does_not_come_back_on_slider_moves(env, qtbot):
+    viewer, widget, _layer, _prob, saved = env
+    widget.load_analysis(saved)
+    shapes = regions_layer(widget)
+    viewer.layers.remove(shapes)
+    assert widget.navigator.table.rowCount() == 0  # the navigator follows the layer
+    widget.threshold_slider.setValue(0.3)
+    widget.update_contours()
+    assert shapes not in viewer.layers
+    assert not [lyr for lyr in viewer.layers if lyr.metadata.get("metastasis_regions")]
+    assert widget.navigator.table.rowCount() == 0

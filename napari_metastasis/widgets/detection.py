@@ -515,6 +515,10 @@ class MetastasisWidget(QWidget):
             analysis.overlay.set_opacity(self.opacity_slider.value())
             analysis.overlay.set_colormap(self.colormap_combo.currentText())
             analysis.regions_layer.set_visible(self.show_contours_check.isChecked())
+        current = self.current_analysis
+        wanted = self.show_contours_check.isChecked()
+        if current is not None and wanted and current.regions_layer.was_removed:
+            self.update_contours(recreate=True)
 
     # ============================================================================ running
     def run(self) -> None:
@@ -619,7 +623,7 @@ class MetastasisWidget(QWidget):
         self.status.setText(", ".join(parts) + ".")
         analysis.overlay.refresh()
         if self.current_analysis is analysis:
-            self._sync_navigator()
+            self.update_contours(recreate=True)
 
     def _on_progress(self, p: Progress) -> None:
         self.progress.setValue(p.done)
@@ -689,8 +693,12 @@ class MetastasisWidget(QWidget):
         if analysis is not None and analysis.prob_map is prob_map:
             return analysis
         if analysis is not None:  # the map was replaced (e.g. a model with another grid)
-            analysis.overlay.remove()
-            analysis.regions_layer.remove()
+            # reuse the layers: napari (0.9, software GL) can crash drawing after a Shapes layer
+            # is removed and another added, so layers are never churned needlessly
+            analysis.prob_map = prob_map
+            analysis.overlay.set_map(prob_map)
+            analysis.edits.clear()
+            return analysis
         frame = (
             SlideFrame.from_layer(slide_layer)
             if slide_layer is not None
@@ -721,11 +729,15 @@ class MetastasisWidget(QWidget):
     def threshold(self) -> float:
         return float(self.threshold_slider.value())
 
-    def update_contours(self) -> None:
-        """Recompute the regions of the current analysis at the current threshold and min area."""
+    def update_contours(self, recreate: bool = False) -> None:
+        """Recompute the regions of the current analysis at the current threshold and min area.
+
+        A regions layer the user deleted comes back only on an explicit action (``recreate``: a
+        new run, ticking Contours, reopening the slide), not on every slider move.
+        """
         self._contour_timer.stop()
         analysis = self.current_analysis
-        if analysis is None:
+        if analysis is None or (analysis.regions_layer.was_removed and not recreate):
             self._sync_navigator()
             return
         try:
@@ -841,7 +853,7 @@ class MetastasisWidget(QWidget):
                 show_warning(f"Could not restore {file.name}: {exc}")
         if restored:
             self.select_slide_layer(layer)
-            self.update_contours()
+            self.update_contours(recreate=True)
             show_info(f"{layer.name}: restored {restored} earlier analysis(es) without re-running.")
         return restored
 
@@ -862,7 +874,7 @@ class MetastasisWidget(QWidget):
         analysis.overlay.refresh()
         self.select_slide_layer(layer)
         self.model_combo.setCurrentIndex(self.model_combo.findText(prob_map.model_name))
-        self.update_contours()
+        self.update_contours(recreate=True)
         if not quiet:
             show_info(f"Loaded {file.name}: {prob_map.n_analysed} patches.")
         return analysis

@@ -90,6 +90,15 @@ class ProbabilityOverlay:
         if tuple(layer.contrast_limits) != (0.0, 1.0):
             layer.contrast_limits = (0.0, 1.0)
 
+    def set_map(self, prob_map: ProbabilityMap) -> None:
+        """Show another map (e.g. on a new grid) in the same layer."""
+        self.prob_map = prob_map
+        if self.is_shown():
+            placement = self.frame.overlay_kwargs(prob_map.grid)
+            self._layer.data = prob_map.values.copy()
+            self._layer.scale = placement["scale"]
+            self._layer.translate = placement["translate"]
+
     def set_colormap(self, name: str) -> None:
         self.colormap = name
         if self.is_shown():

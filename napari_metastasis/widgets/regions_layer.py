@@ -110,6 +110,11 @@ class RegionsLayer:
     def is_shown(self) -> bool:
         return self._layer is not None and self._layer in self.viewer.layers
 
+    @property
+    def was_removed(self) -> bool:
+        """The layer existed and the user deleted it."""
+        return self._layer is not None and self._layer not in self.viewer.layers
+
     def show(self, regions: Sequence, labels: Sequence[str]) -> None:
         """Replace the layer's shapes and features with ``regions`` (one label per region)."""
         layer = self.layer
