@@ -10,6 +10,7 @@ package writes; areas are in µm².
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 from skimage import measure
 
+from .annotations.model import TUMOUR_CLASS, Annotation
 from .probability import ProbabilityMap
 
 
@@ -100,3 +102,28 @@ def _largest_polygon(geometry: BaseGeometry) -> BaseGeometry:
         return geometry
     polygons = [g for g in getattr(geometry, "geoms", []) if isinstance(g, Polygon)]
     return max(polygons, key=lambda g: g.area) if polygons else geometry
+
+
+def regions_to_annotations(
+    regions: list[Region], classification: str = TUMOUR_CLASS, threshold: float | None = None
+) -> list[Annotation]:
+    """The regions as :class:`Annotation` objects, ready for any of the annotation writers."""
+    out = []
+    for region in regions:
+        measurements = {
+            "max_probability": region.max_prob,
+            "mean_probability": region.mean_prob,
+            "patches": float(region.n_cells),
+        }
+        if threshold is not None:
+            measurements["threshold"] = float(threshold)
+        out.append(
+            Annotation(
+                region.polygon,
+                classification=classification,
+                name=f"Region {region.id}",
+                measurements=measurements,
+                id=str(uuid.uuid4()),
+            )
+        )
+    return out

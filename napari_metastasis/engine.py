@@ -324,19 +324,34 @@ def run_inference(
         pin_memory=model.device.type == "cuda",
     )
     batches = reader.batches(boxes, batch_size, cancel)
-    done = 0
+    # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
+    # the GPU busy while this thread assembles and copies the next batch.
+    lag = 1 if model.device.type == "cuda" else 0
+    in_flight: deque[tuple[slice, torch.Tensor]] = deque()
+
+    def collect() -> BatchResult:
+        part, probs = in_flight.popleft()
+        result = BatchResult(
+            cells[part],
+            boxes[part],
+            probs.cpu().numpy(),
+            model.positive_class_index,
+            part.stop,
+            total,
+        )
+        if progress:
+            progress(part.stop, total)
+        return result
+
     try:
         for part, pixels in batches:
             if _is_cancelled(cancel):
-                return
-            probabilities = model.predict(pixels)
-            done = part.stop
-            result = BatchResult(
-                cells[part], boxes[part], probabilities, model.positive_class_index, done, total
-            )
-            if progress:
-                progress(done, total)
-            yield result
+                break
+            in_flight.append((part, model.forward(model.prepare(pixels))))
+            while len(in_flight) > lag:
+                yield collect()
+        while in_flight:  # launched before a cancel: finished work is kept
+            yield collect()
     finally:
         batches.close()
 

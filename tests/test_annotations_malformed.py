@@ -331,3 +331,17 @@ def test_unknown_output_format(tmp_path):
         write_annotations(tmp_path / "a.txt", [])
     with pytest.raises(AnnotationError, match="unknown annotation format 'shp'"):
         write_annotations(tmp_path / "a.json", [], "shp")
+
+
+def test_empty_or_unsupported_geometry_is_refused(tmp_path):
+    from shapely.geometry import GeometryCollection, Point
+
+    with pytest.raises(AnnotationError, match=r"e\.geojson: annotation 2 has no geometry"):
+        write_annotations(tmp_path / "e.geojson", [Annotation(Point(1, 2)), Annotation(Polygon())])
+    odd = GeometryCollection([Point(1, 2)])
+    with pytest.raises(
+        AnnotationError,
+        match=r"e\.geojson: annotation 1: unsupported geometry type GeometryCollection",
+    ):
+        write_annotations(tmp_path / "e.geojson", [Annotation(odd)])
+    assert not (tmp_path / "e.geojson").exists()

@@ -1,100 +1,85 @@
-"""probability_contours on maps whose regions are known cell by cell."""
+"""Regions above a threshold: exact cell outlines, holes, clipping, measurements in µm²."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from shapely.geometry import box
+import shapely
 
-from napari_metastasis.contours import probability_contours
+from napari_metastasis.annotations.geojson import parse_geojson, to_geojson
+from napari_metastasis.contours import probability_contours, regions_to_annotations
 from napari_metastasis.grid import PatchGrid
 from napari_metastasis.probability import ProbabilityMap
 
-#: 100 level-0 px per cell at 0.5 µm/px: a cell is 50 × 50 µm = 2500 µm².
-GRID = PatchGrid(2000, 1500, 0.5, 0.5, patch_px=100, spacing_um=0.5)
-CELL_UM2 = 2500.0
 
-
-def make_map(grid: PatchGrid = GRID, fill: float = 0.0) -> ProbabilityMap:
+def _map(stride_um=None) -> ProbabilityMap:
+    # 0.3 µm/px slide, 32 µm patches: 106.67 level-0 px per cell (not a whole number).
+    grid = PatchGrid(1000, 800, 0.3, 0.3, patch_px=32, spacing_um=1.0, stride_um=stride_um)
     prob = ProbabilityMap.empty(grid)
-    prob.values[:] = fill
+    prob.values[:] = 0.1
     return prob
 
 
-def test_ring_of_cells_gives_one_polygon_with_a_hole():
-    prob = make_map()
-    prob.values[2:7, 2:7] = 0.9
-    prob.values[4, 4] = 0.1
-    (region,) = probability_contours(prob, 0.5)
-    assert region.polygon.equals(box(200, 200, 700, 700).difference(box(400, 400, 500, 500)))
-    assert len(region.polygon.interiors) == 1
-    assert region.area_um2 == pytest.approx(24 * CELL_UM2)
-    assert region.n_cells == 24 and region.max_prob == pytest.approx(0.9)
-
-
-def test_threshold_splits_and_shrinks_regions():
-    prob = make_map()
-    prob.values[1:4, 1:4] = 0.6
-    prob.values[2, 2] = 0.95
-    prob.values[8:10, 8:12] = 0.8
-    low = probability_contours(prob, 0.5)
-    high = probability_contours(prob, 0.7)
-    top = probability_contours(prob, 0.9)
-    assert [r.n_cells for r in low] == [9, 8]  # highest max_prob first
-    assert [r.n_cells for r in high] == [1, 8]
-    assert [r.n_cells for r in top] == [1]
-    assert [r.id for r in low] == [1, 2]
-    assert low[0].mean_prob == pytest.approx((8 * 0.6 + 0.95) / 9, rel=1e-6)
-
-
-def test_cells_touching_only_at_a_corner_are_separate_regions():
-    prob = make_map()
-    prob.values[3, 3] = prob.values[4, 4] = 0.9
+def test_ring_keeps_its_hole_and_measures_exactly():
+    prob = _map()
+    prob.values[1:6, 1:6] = 0.9
+    prob.values[3, 3] = 0.2  # a hole in the middle
+    prob.values[0, 8] = 0.7  # a separate small region
     regions = probability_contours(prob, 0.5)
-    assert len(regions) == 2
-    assert all(r.polygon.geom_type == "Polygon" and r.polygon.is_valid for r in regions)
+    assert [r.n_cells for r in regions] == [24, 1]
+    ring = regions[0]
+    assert ring.id == 1 and ring.max_prob == pytest.approx(0.9)
+    assert ring.polygon.geom_type == "Polygon" and len(ring.polygon.interiors) == 1
+    assert ring.area_um2 == pytest.approx(24 * 32 * 32)
+    step = 32 / 0.3
+    assert ring.polygon.bounds == pytest.approx((step, step, 6 * step, 6 * step))
+    hole = shapely.Polygon(ring.polygon.interiors[0])
+    assert hole.area == pytest.approx(step * step)
+    # The hole cell's centre is outside the region; its neighbours' centres inside.
+    centres = prob.grid.cell_centres_level0(np.array([[3, 3], [3, 2]]))
+    assert not ring.polygon.contains(shapely.Point(centres[0]))
+    assert ring.polygon.contains(shapely.Point(centres[1]))
 
 
-def test_unanalysed_cells_are_never_part_of_a_region():
-    prob = make_map(fill=np.nan)
-    assert probability_contours(prob, 0.0) == []
-    prob.values[5, 5:8] = 0.3
-    (region,) = probability_contours(prob, 0.0)
-    assert region.n_cells == 3
+def test_regions_are_clipped_to_the_slide_and_filtered_by_area():
+    prob = _map()
+    rows, cols = prob.grid.shape
+    prob.values[rows - 1, cols - 1] = 0.95  # the corner cell sticks out of the slide
+    regions = probability_contours(prob, 0.5)
+    assert len(regions) == 1
+    assert regions[0].polygon.within(shapely.box(0, 0, 1000, 800))
+    step = 32 / 0.3
+    x0, y0 = (cols - 1) * step, (rows - 1) * step
+    assert regions[0].area_um2 == pytest.approx((1000 - x0) * (800 - y0) * 0.09)
+    assert probability_contours(prob, 0.5, min_area_um2=regions[0].area_um2 + 1) == []
 
 
-def test_min_area_filters_small_regions():
-    prob = make_map()
-    prob.values[1, 1] = 0.9
-    prob.values[5:8, 5:8] = 0.8
+def test_unanalysed_cells_never_count_and_diagonals_do_not_join():
+    prob = _map()
+    prob.values[:] = np.nan
+    prob.values[2, 2] = prob.values[3, 3] = 0.8  # touching at a corner only: two regions
     assert len(probability_contours(prob, 0.5)) == 2
-    (big,) = probability_contours(prob, 0.5, min_area_um2=2 * CELL_UM2)
-    assert big.n_cells == 9 and big.id == 1
-    assert probability_contours(prob, 0.5, min_area_um2=10 * CELL_UM2) == []
+    assert probability_contours(prob, 0.85) == []
 
 
-def test_regions_are_clipped_to_the_slide():
-    grid = PatchGrid(1050, 1000, 0.5, 0.5, patch_px=100, spacing_um=0.5)  # last column sticks out
-    prob = make_map(grid)
-    prob.values[:, -1] = 0.9
+def test_overlapping_patches_use_step_squares():
+    prob = _map(stride_um=16.0)  # patches overlap by half
+    prob.values[4:6, 4:6] = 0.9
     (region,) = probability_contours(prob, 0.5)
-    assert region.polygon.bounds == pytest.approx((1000, 0, 1050, 1000))
-    assert region.area_um2 == pytest.approx(50 * 1000 * 0.25)
+    assert region.area_um2 == pytest.approx(4 * 16 * 16)
+    cx, cy = region.centroid
+    centres = prob.grid.cell_centres_level0(np.array([[4, 4], [5, 5]]))
+    assert (cx, cy) == pytest.approx(tuple(centres.mean(axis=0)))
 
 
-def test_non_integer_steps_still_merge_into_one_polygon():
-    grid = PatchGrid(3000, 3000, 0.499, 0.499, patch_px=64, spacing_um=2.0)  # 256.5 px cells
-    prob = make_map(grid)
-    prob.values[2:6, 3:8] = 0.9
-    (region,) = probability_contours(prob, 0.5)
-    assert region.polygon.geom_type == "Polygon" and len(region.polygon.exterior.coords) == 5
-    assert region.area_um2 == pytest.approx(20 * grid.step_um**2)
-
-
-def test_overlapping_patches_use_the_step_square_around_each_centre():
-    grid = PatchGrid(2000, 2000, 0.5, 0.5, patch_px=100, spacing_um=0.5, stride_um=25.0)
-    prob = make_map(grid)
-    prob.values[4, 4] = 0.9
-    (region,) = probability_contours(prob, 0.5)
-    (cx, cy) = grid.cell_centres_level0([[4, 4]])[0]
-    assert region.polygon.equals(box(cx - 25, cy - 25, cx + 25, cy + 25))
+def test_regions_become_annotations_that_round_trip_geojson():
+    prob = _map()
+    prob.values[1:3, 1:4] = 0.9
+    annotations = regions_to_annotations(probability_contours(prob, 0.5), threshold=0.5)
+    collection = to_geojson(annotations, mpp=0.3)
+    props = collection["features"][0]["properties"]
+    assert props["classification"]["name"] == "Tumor"
+    assert props["measurements"]["area_um2"] == pytest.approx(6 * 32 * 32)
+    assert props["measurements"]["max_probability"] == pytest.approx(0.9)
+    (back,) = parse_geojson(collection, "test")
+    assert back.geometry.equals(annotations[0].geometry)

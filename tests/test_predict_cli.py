@@ -73,7 +73,7 @@ def test_sample_end_to_end_with_the_bundled_model(tmp_path):
     for feature in collection["features"]:
         assert feature["properties"]["objectType"] == "annotation"
         assert feature["properties"]["classification"]["name"] == "Tumor"
-        assert feature["properties"]["measurements"]["Max probability"] >= 0.5
+        assert feature["properties"]["measurements"]["max_probability"] >= 0.5
         assert shape(feature["geometry"]).within(shapely.box(0, 0, 2220, 2967))
     heatmap = Image.open(f"{stem}.heatmap.png")
     assert max(heatmap.size) == 1024 and heatmap.mode == "RGB"
@@ -121,7 +121,7 @@ def test_csv_and_geojson_match_the_drawn_shapes(tmp_path, capsys, darkness_dir, 
     block = shapely.box(320, 200, 800, 600)
     assert region.within(block.buffer(1e-6))
     assert region.area >= 0.35 * block.area
-    assert features[0]["properties"]["measurements"]["Area µm^2"] == pytest.approx(
+    assert features[0]["properties"]["measurements"]["area_um2"] == pytest.approx(
         region.area * 0.09, rel=1e-6
     )
 

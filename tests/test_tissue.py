@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SVS, TIFF_6_LEVELS
+from conftest import DICOM_DIR, SVS, TIFF_6_LEVELS
 from engine_helpers import write_pyramid_tiff
 
 from napari_metastasis import tissue as tissue_module
@@ -105,3 +105,12 @@ def test_pen_kept_when_asked(tmp_path):
 def test_bad_method_is_refused():
     with Slide(SVS) as slide, pytest.raises(ValueError, match="unknown tissue method"):
         tissue_mask(slide, method="magic")
+
+
+def test_dicom_copy_of_the_sample_gives_the_same_mask(svs_mask):
+    _, from_svs = svs_mask
+    with Slide(DICOM_DIR) as slide:
+        from_dicom = tissue_mask(slide)
+    assert from_dicom.mask.shape == from_svs.mask.shape
+    # Same tissue, re-encoded JPEG tiles: the masks agree almost everywhere.
+    assert (from_dicom.mask == from_svs.mask).mean() > 0.98

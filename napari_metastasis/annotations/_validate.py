@@ -46,6 +46,20 @@ def positions(values: object, where: str) -> np.ndarray:
     """A list of positions -> (N, 2) float64 array of (x, y)."""
     if not isinstance(values, (list, tuple)):
         raise AnnotationError(f"{where}: expected a list of [x, y] positions, got {_short(values)}")
+    if values:  # fast path for well-formed numeric lists; anything odd takes the checked loop
+        try:
+            array = np.array(values)
+        except ValueError:  # ragged
+            array = None
+        if (
+            array is not None
+            and array.dtype.kind in "iuf"
+            and array.ndim == 2
+            and array.shape[1] in (2, 3)
+            and np.isfinite(array).all()
+            and not any(type(c) is bool for p in values for c in p)  # numpy takes true as 1
+        ):
+            return np.ascontiguousarray(array[:, :2], dtype=np.float64)
     out = np.empty((len(values), 2), dtype=np.float64)
     for i, value in enumerate(values):
         out[i] = position(value, where)

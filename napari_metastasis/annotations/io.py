@@ -92,6 +92,13 @@ def write_annotations(
     """
     path = Path(path)
     kind = output_format(path, fmt)
+    for index, annotation in enumerate(annotations):
+        if annotation.geometry is None or annotation.geometry.is_empty:
+            raise AnnotationError(f"{path.name}: annotation {index + 1} has no geometry")
+        try:
+            annotation.kind  # noqa: B018 - raises for geometry types no format holds
+        except AnnotationError as exc:
+            raise AnnotationError(f"{path.name}: annotation {index + 1}: {exc}") from exc
     if kind == "csv" and mpp is None:
         raise AnnotationError(
             f"{path.name}: a CSV summary gives sizes in µm and needs the slide's µm per pixel"

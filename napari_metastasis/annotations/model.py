@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from shapely.geometry.base import BaseGeometry
 
+from ..errors import AnnotationError
+
 #: Class names that mean "metastasis" in the formats we read (Camelyon16 uses Tumor, _0 and _1).
 TUMOUR_CLASSES = frozenset({"tumor", "tumour", "metastasis", "_0", "_1"})
 #: Class names that cut holes out of tumour regions (Camelyon16's _2 exclusion group).
@@ -113,7 +115,7 @@ class Annotation:
             return "line"
         if gtype in PUNCTUAL:
             return "point"
-        raise ValueError(f"unsupported geometry type {gtype}")
+        raise AnnotationError(f"unsupported geometry type {gtype}")
 
     @property
     def display_color(self) -> tuple[int, int, int]:

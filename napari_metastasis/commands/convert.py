@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         raise AnnotationError(f"{args.output.name}: output would overwrite the input")
     out_kind = output_format(args.output, args.to)  # fail on a bad extension before reading
     mpp = _mpp(args)
+    if out_kind == "csv" and mpp is None:
+        raise AnnotationError(
+            f"{args.output.name}: a CSV summary gives sizes in µm and needs the slide's µm per "
+            "pixel; give --mpp or --slide"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnnotationRepairWarning)
         annotations, in_kind = read_annotations_with_format(args.input)

@@ -13,23 +13,19 @@ reason; the other slides are still processed, and the exit code is 1.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import uuid
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import write_text_atomic
-from ..contours import Region, probability_contours
+from ..annotations.geojson import write_geojson
+from ..annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
+from ..contours import probability_contours, regions_to_annotations
 from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide, write_patch_csv
 from ..errors import MetastasisError
 from ..heatmap import render_heatmap, save_heatmap
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, LoadedModel, load_model
 from ..slide import Slide
-
-#: QuPath's colour for the "Tumor" class (packed RGB as a list, as QuPath writes it).
-TUMOR_COLOR = [200, 0, 0]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -157,9 +153,13 @@ def predict_one(path: Path, model: LoadedModel, args: argparse.Namespace, used: 
         )
         out: Path = args.out
         write_patch_csv(result.table, out / f"{stem}.csv")
-        write_text_atomic(
+        classification = (
+            TUMOUR_CLASS if model.positive_class.lower() in TUMOUR_CLASSES else model.positive_class
+        )
+        write_geojson(
             out / f"{stem}.geojson",
-            json.dumps(regions_feature_collection(regions, model, args.threshold)),
+            regions_to_annotations(regions, classification, args.threshold),
+            mpp=resolution,
         )
         save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
         result.prob_map.save(out / f"{stem}.prob.tiff")
@@ -168,36 +168,6 @@ def predict_one(path: Path, model: LoadedModel, args: argparse.Namespace, used: 
         f"{slide.name}: {result.n_done} patches, max {model.positive_class} probability "
         f"{top:.3f}, {len(regions)} regions >= {args.threshold:g} -> {out / stem}.*"
     )
-
-
-def regions_feature_collection(regions: list[Region], model: LoadedModel, threshold: float) -> dict:
-    """QuPath-readable GeoJSON FeatureCollection of the regions (level-0 pixels)."""
-    from shapely.geometry import mapping
-
-    name = "Tumor" if model.positive_class.lower() in ("tumor", "tumour") else model.positive_class
-    features = []
-    for region in regions:
-        features.append(
-            {
-                "type": "Feature",
-                "id": str(uuid.uuid4()),
-                "geometry": mapping(region.polygon),
-                "properties": {
-                    "objectType": "annotation",
-                    "name": f"Region {region.id}",
-                    "classification": {"name": name, "color": TUMOR_COLOR},
-                    "isLocked": False,
-                    "measurements": {
-                        "Area µm^2": round(region.area_um2, 3),
-                        "Max probability": round(region.max_prob, 6),
-                        "Mean probability": round(region.mean_prob, 6),
-                        "Patches": region.n_cells,
-                        "Threshold": threshold,
-                    },
-                },
-            }
-        )
-    return {"type": "FeatureCollection", "features": features}
 
 
 def _unique_stem(name: str, used: set[str]) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ModelError
 from .contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
-from .transforms import resize_patch, to_model_input
+from .transforms import normalisation_constants, resize_patch, to_model_input
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -77,11 +77,19 @@ class LoadedModel:
         self.config = config
         self.folder = folder
         self.name = name or (folder.name if folder else config.architecture)
-        self.device = device
         self.positive_class_index = config.positive_class_index(positive_class)
-        self.amp = amp and device.type == "cuda"
-        self.channels_last = device.type == "cuda"
         self._lock = threading.Lock()  # one forward pass at a time per loaded model
+        self._amp_requested = amp
+        self._set_device(device)
+
+    def _set_device(self, device: torch.device) -> None:
+        self.device = device
+        self.amp = self._amp_requested and device.type == "cuda"
+        # Channels-last helps cuDNN and oneDNN (CPU); MPS support for it is patchy.
+        self.channels_last = device.type in ("cuda", "cpu")
+        mean_std = self.config.normalize
+        mean, std = mean_std if mean_std else (None, None)
+        self._scale, self._shift = normalisation_constants(mean, std, device)
 
     # --- description --------------------------------------------------------------------------
     @property
@@ -111,9 +119,7 @@ class LoadedModel:
         elif batch.shape[1:3] != self.input_size:
             return self.prepare(batch.cpu().numpy())
         batch = batch.to(self.device, non_blocking=True)
-        mean_std = self.config.normalize
-        mean, std = mean_std if mean_std else (None, None)
-        return to_model_input(batch, mean, std, channels_last=self.channels_last)
+        return to_model_input(batch, self._scale, self._shift, channels_last=self.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Prepared float input -> probabilities on the device (float32)."""
@@ -131,10 +137,9 @@ class LoadedModel:
 
     def to(self, device: str | torch.device) -> LoadedModel:
         """Move to another device (returns self)."""
-        self.device = select_device(device)
-        self.module = self.module.to(self.device)
-        self.amp = self.amp and self.device.type == "cuda"
-        self.channels_last = self.device.type == "cuda"
+        target = select_device(device)
+        self.module = self.module.to(target)
+        self._set_device(target)
         return self
 
     def _autocast(self):
@@ -166,7 +171,7 @@ def load_model(
             f"{folder.name}/{WEIGHTS_FILE}: not a loadable TorchScript model ({_first_line(exc)})"
         ) from exc
     module.eval()
-    if torch_device.type == "cuda":
+    if torch_device.type in ("cuda", "cpu"):
         with contextlib.suppress(Exception):  # not every scripted module accepts memory_format
             module = module.to(memory_format=torch.channels_last)
     model = LoadedModel(
