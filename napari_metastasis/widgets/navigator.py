@@ -31,7 +31,7 @@ from .regions_layer import DEFAULT_CLASSIFICATION
 LABELS = ("Tumor", "Suspicious", "Other")
 
 #: The camera never zooms in so far that less than this many µm fill the canvas.
-MIN_VIEW_UM = 150.0
+MIN_VIEW_UM = 300.0
 
 
 @dataclass
@@ -70,7 +70,7 @@ class RegionEdits:
         return kept, labels
 
 
-def centre_camera_on(viewer, bounds_yx_um: tuple[float, float, float, float], margin=1.4) -> None:
+def centre_camera_on(viewer, bounds_yx_um: tuple[float, float, float, float], margin=2.0) -> None:
     """Centre the camera on a (y0, x0, y1, x1) µm box and zoom so it fills most of the canvas."""
     from .selection import _camera, canvas_size
 
@@ -109,12 +109,21 @@ class RegionNavigator(QWidget):
     #: forget every deletion and relabel
     restore_requested = Signal()
 
-    COLUMNS = ("#", "Label", "Max prob", "Mean prob", "Area (mm²)")
+    COLUMNS = ("#", "Label", "Max", "Mean", "mm²")
+    TIPS = (
+        "Region id",
+        "Label used on export",
+        "Highest probability in the region",
+        "Mean probability over its patches",
+        "Area in mm²",
+    )
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        for col, tip in enumerate(self.TIPS):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)

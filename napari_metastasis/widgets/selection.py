@@ -102,6 +102,16 @@ def field_around(point_yx_um, size_um: float, frame: SlideFrame) -> Rect | None:
 
 
 # --- drawn shapes ----------------------------------------------------------------------------
+def ellipse_outline(corners: np.ndarray, n: int = 64) -> np.ndarray:
+    """An n-gon on the ellipse napari stores as the 4 corners of its (maybe rotated) box."""
+    corners = np.asarray(corners, dtype=np.float64)
+    centre = corners.mean(axis=0)
+    half_1 = (corners[1] + corners[2]) / 2 - centre
+    half_2 = (corners[2] + corners[3]) / 2 - centre
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)[:, None]
+    return centre + np.cos(t) * half_1 + np.sin(t) * half_2
+
+
 def shapes_geometry(layer, frame: SlideFrame, selected_only: bool = False) -> BaseGeometry:
     """The union, in level-0 px, of the area shapes (rectangles, polygons, ellipses) of a layer.
 
@@ -116,7 +126,9 @@ def shapes_geometry(layer, frame: SlideFrame, selected_only: bool = False) -> Ba
     for i in indices:
         if layer.shape_type[i] not in AREA_SHAPE_TYPES:
             continue
-        vertices = np.asarray(layer.data[i], dtype=np.float64)
+        vertices = np.asarray(layer.data[i], dtype=np.float64)[:, -2:]
+        if layer.shape_type[i] == "ellipse":
+            vertices = ellipse_outline(vertices)
         yx = np.array([layer.data_to_world(v)[-2:] for v in vertices])
         xy_px = frame.to_level0(yx)
         if len(xy_px) >= 3:
