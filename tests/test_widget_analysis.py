@@ -191,7 +191,7 @@ def test_overlapping_analyses_reuse_earlier_patches(env, qtbot):
 
 
 def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, monkeypatch):
-    _viewer, widget, _layer = env
+    viewer, widget, _layer = env
     widget.batch_spin.setValue(4)
     real_model = widget.resources.model
     gates: list[Gate] = []
@@ -210,6 +210,19 @@ def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, m
     gate.release(2)
     qtbot.waitUntil(lambda: widget.progress.value() >= 8, timeout=RUN_TIMEOUT_MS)
     assert widget.is_running and widget.cancel_button.isEnabled()
+    # mid-run, with the model busy: the overlay already shows the finished batches, the status
+    # line counts them, and the viewer still pans and zooms
+    overlay = widget.current_analysis.overlay
+
+    def shown():
+        return int(np.count_nonzero(~np.isnan(overlay.layer.data)))
+
+    qtbot.waitUntil(lambda: shown() >= 8, timeout=RUN_TIMEOUT_MS)
+    assert "8 / " in widget.status.text() and "patches/s" in widget.status.text()
+    viewer.scene.camera.zoom = 3.0
+    viewer.scene.camera.center = (500.0, 500.0)
+    qtbot.wait(50)
+    assert widget.is_running and viewer.scene.camera.zoom == 3.0
     widget.cancel()
     gate.restore()
     wait_done(qtbot, widget)

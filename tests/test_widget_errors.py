@@ -12,7 +12,7 @@ import pytest
 import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from shapely.geometry import Polygon, box
-from widget_helpers import add_sample_slide, analysed_cells, write_test_model
+from widget_helpers import add_sample_slide, analysed_cells, fail_inference, write_test_model
 
 from napari_metastasis import engine
 from napari_metastasis._sample_data import SAMPLE_SLIDE
@@ -129,16 +129,12 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(env, qtbot, monkeypatch):
     add_sample_slide(viewer)
     widget.batch_spin.setValue(64)
     real_model = widget.resources.model
-    patched = []
+    undo = []
 
     def exhausted(ref, device):
         model = real_model(ref, device)
-
-        def predict(batch):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-        model.predict = predict
-        patched.append(model)
+        oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        undo.append(fail_inference(model, oom))
         return model
 
     monkeypatch.setattr(widget.resources, "model", exhausted)
@@ -149,8 +145,8 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(env, qtbot, monkeypatch):
     assert len(errors) == 1
     assert "Out of GPU memory with batch size 64" in errors[0] and "32" in errors[0]
     monkeypatch.setattr(widget.resources, "model", real_model)
-    for model in patched:
-        del model.predict
+    for step in undo:
+        step()
     assert_usable(qtbot, viewer, widget)
 
 

@@ -28,33 +28,47 @@ def write_test_model(folder: Path, name: str = "darkness") -> Path:
 
 
 class Gate:
-    """Makes a loaded model's ``predict`` wait for a permit, so the test decides the pace.
+    """Makes a loaded model's network wait for a permit per batch, so the test sets the pace.
 
-    It patches the instance (the engine checks the model's type, so a wrapper would not do);
-    :meth:`restore` puts the model back as it was.
+    It wraps the model's TorchScript module, which every inference path of the engine calls;
+    :meth:`restore` puts the real module back and lets waiting batches through.
     """
 
     def __init__(self, model):
         self.model = model
+        self.real_module = model.module
         self.permits = threading.Semaphore(0)
         self.calls = 0
-        real_predict = model.predict
+        model.module = self
 
-        def predict(batch):
-            if not self.permits.acquire(timeout=30):
-                raise TimeoutError("test gate never opened")
-            self.calls += 1
-            return real_predict(batch)
-
-        model.predict = predict
+    def __call__(self, x):
+        if not self.permits.acquire(timeout=30):
+            raise TimeoutError("test gate never opened")
+        self.calls += 1
+        return self.real_module(x)
 
     def release(self, n: int = 1) -> None:
         for _ in range(n):
             self.permits.release()
 
     def restore(self) -> None:
-        del self.model.predict
+        self.model.module = self.real_module
         self.release(10_000)
+
+
+def fail_inference(model, error: Exception):
+    """Make every batch of ``model`` raise ``error`` (e.g. CUDA out of memory); returns an undo."""
+    real_module = model.module
+
+    def broken(x):
+        raise error
+
+    model.module = broken
+
+    def undo():
+        model.module = real_module
+
+    return undo
 
 
 def add_sample_slide(viewer, path: Path = SAMPLE_SLIDE):

@@ -10,6 +10,7 @@ to compute, and it never blocks the GUI thread on slide reading or the model.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,8 @@ DEFAULT_THRESHOLD = 0.5
 REFRESH_MS = 250
 #: Wait this long after the threshold or min-area last moved before recomputing contours (ms).
 CONTOUR_DEBOUNCE_MS = 60
+#: While a run streams in, contours are redrawn at most this often (s).
+CONTOUR_RUN_S = 1.0
 #: A press and release closer than this (screen px) is a click, farther is a pan.
 CLICK_TOLERANCE_PX = 5
 
@@ -109,6 +112,7 @@ class MetastasisWidget(QWidget):
         self.runner.failed.connect(self._on_failed)
         self.runner.finished.connect(self._on_run_finished)
         self._run_analysis: Analysis | None = None
+        self._next_contours_at = 0.0
         self._restored: set[str] = set()
         self._press: tuple | None = None
 
@@ -502,7 +506,11 @@ class MetastasisWidget(QWidget):
         self.model_combo.setCurrentIndex(index)
 
     def _new_shapes_layer(self) -> None:
-        layer = self.viewer.add_shapes(name="Regions to analyse", ndim=2, edge_color="cyan")
+        frame = self._frame()
+        units = frame.layer_kwargs() if frame is not None else {}
+        layer = self.viewer.add_shapes(
+            name="Regions to analyse", ndim=2, edge_color="cyan", **units
+        )
         layer.face_color = "transparent"
         layer.mode = "add_rectangle"
         index = self.shapes_combo.findText(layer.name)
@@ -636,12 +644,21 @@ class MetastasisWidget(QWidget):
             self._refresh_timer.start()
 
     def _refresh_current_run(self) -> None:
+        """Redraw while a run streams in: the overlay every time, the contours less often.
+
+        Contours of a large map can take a noticeable fraction of a second on the GUI thread, so
+        during a run they are redrawn at most every CONTOUR_RUN_S, or 5× their own cost if more
+        (the final redraw when the run ends is always made).
+        """
         analysis = self._run_analysis
         if analysis is None:
             return
         analysis.overlay.refresh()
-        if analysis is self.current_analysis:
+        now = time.perf_counter()
+        if analysis is self.current_analysis and now >= self._next_contours_at:
             self.update_contours()
+            cost = time.perf_counter() - now
+            self._next_contours_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * cost)
 
     def _on_failed(self, message: str) -> None:
         self.status.setText(message)
