@@ -192,12 +192,12 @@ def test_objective_power_fallback_warns(tmp_path, capsys, monkeypatch, darkness_
 def test_failed_write_leaves_no_partial_file(
     tmp_path, capsys, monkeypatch, darkness_dir, shapes_slide
 ):
-    from napari_metastasis.commands import predict
+    from napari_metastasis import batch
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(predict, "render_heatmap", broken)
+    monkeypatch.setattr(batch, "render_heatmap", broken)
     out = tmp_path / "out"
     code = main(["predict", str(shapes_slide), "--out", str(out), "--model", str(darkness_dir)])
     assert code == 1
@@ -228,3 +228,20 @@ def test_models_lists_the_bundled_default(capsys, monkeypatch, darkness_dir):
     assert lines["default"].startswith(str(BUNDLED_DIR / "default"))
     assert lines["darkness"].startswith(str(darkness_dir))
     assert "32 px at 1 µm/px" in lines["darkness"]
+
+
+def test_dask_distributed_batch_matches_local_run(tmp_path, capsys, darkness_dir, shapes_slide):
+    """Slides spread over a dask.distributed LocalCluster give the same files as a local run."""
+    bad = tmp_path / "broken.svs"
+    bad.write_bytes(b"not a slide at all")
+    local, spread = tmp_path / "local", tmp_path / "spread"
+    args = ["--model", str(darkness_dir)]
+    assert main(["predict", str(shapes_slide), "--out", str(local), *args]) == 0
+    code = main(
+        ["predict", str(shapes_slide), str(bad), "--out", str(spread), "--dask", "local:2", *args]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "broken.svs" in err and "1 of 2 slides failed" in err
+    assert (spread / "shapes.csv").read_text() == (local / "shapes.csv").read_text()
+    assert (spread / "shapes.geojson").read_text() == (local / "shapes.geojson").read_text()

@@ -16,16 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from ..annotations.geojson import write_geojson
-from ..annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
-from ..contours import probability_contours, regions_to_annotations
-from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide, write_patch_csv
+from ..batch import PredictOptions, predict_many
+from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import MetastasisError
-from ..heatmap import render_heatmap, save_heatmap
-from ..models import DEFAULT_MODEL, DEVICE_CHOICES, LoadedModel, load_model
-from ..slide import Slide
+from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-area", type=float, default=0.0, metavar="UM2", help="smallest region (µm²)"
     )
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="reader threads")
+    parser.add_argument(
+        "--dask",
+        metavar="local[:N]|ADDRESS",
+        help="spread slides over dask.distributed: a local cluster of N worker processes, or a "
+        "running scheduler's address (tcp://host:8786)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -84,98 +84,39 @@ def run(args: argparse.Namespace) -> int:
         slides.append(SAMPLE_SLIDE)
     if not slides:
         raise MetastasisError("no slide given: pass one or more SLIDE paths, or --sample")
-    model = load_model(args.model, device=args.device, positive_class=args.positive_class)
-    print(
-        f"model {model.name} ({model.folder}): {model.config.patch_size_pixels} px at "
-        f"{model.config.spacing_um_px:g} µm/px on {model.device}",
-        file=sys.stderr,
+    options = PredictOptions(
+        model=str(args.model),
+        device=args.device,
+        positive_class=args.positive_class,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        region=args.region,
+        mpp=args.mpp,
+        tissue_min_fraction=args.tissue_min_fraction,
+        min_area_um2=args.min_area,
+        reader_threads=args.workers,
     )
+    if args.dask is None:
+        model = load_model(args.model, device=args.device, positive_class=args.positive_class)
+        print(
+            f"model {model.name} ({model.folder}): {model.config.patch_size_pixels} px at "
+            f"{model.config.spacing_um_px:g} µm/px on {model.device}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"scaling out on dask.distributed ({args.dask})", file=sys.stderr)
     failures = 0
-    used_stems: set[str] = set()
-    for path in slides:
-        try:
-            outputs = predict_one(path, model, args, used_stems)
-        except MetastasisError as exc:
-            failures += 1
-            print(f"napari-metastasis predict: error: {exc}", file=sys.stderr)
-        except Exception as exc:  # a bad file must not stop the other slides
-            failures += 1
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            print(
-                f"napari-metastasis predict: error: {path}: {type(exc).__name__}: {detail}",
-                file=sys.stderr,
-            )
+    for outcome in predict_many(slides, options, args.out, scheduler=args.dask):
+        if outcome.ok:
+            print(outcome.message)
         else:
-            print(outputs)
+            failures += 1
+            print(f"napari-metastasis predict: error: {outcome.message}", file=sys.stderr)
     if failures:
         print(
             f"napari-metastasis predict: {failures} of {len(slides)} slides failed", file=sys.stderr
         )
     return 1 if failures else 0
-
-
-def predict_one(path: Path, model: LoadedModel, args: argparse.Namespace, used: set[str]) -> str:
-    """Classify one slide and write its four outputs; returns a one-line summary."""
-    with Slide(path, mpp=args.mpp) as slide:
-        slide.check_readable()
-        resolution = slide.require_resolution()
-        if resolution.source == "objective power":
-            print(
-                f"napari-metastasis predict: warning: {slide.path.name}: no usable µm/px in the "
-                f"file; assuming {resolution.mpp:g} µm/px from its {slide.objective_power:g}x "
-                "objective (pass --mpp to set it)",
-                file=sys.stderr,
-            )
-        stem = _unique_stem(slide.name, used)
-        with tqdm(
-            desc=slide.name, unit="patch", file=sys.stderr, mininterval=0.5, delay=0.5
-        ) as bar:
-
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            result = predict_slide(
-                slide,
-                model,
-                region=args.region,
-                tissue_min_fraction=args.tissue_min_fraction,
-                resolution=resolution,
-                batch_size=args.batch_size,
-                num_workers=args.workers,
-                progress=progress,
-            )
-        regions = probability_contours(result.prob_map, args.threshold, args.min_area)
-        result.prob_map.extra.update(
-            resolution_source=resolution.source,
-            threshold=args.threshold,
-            model_folder=str(model.folder),
-        )
-        out: Path = args.out
-        write_patch_csv(result.table, out / f"{stem}.csv")
-        classification = (
-            TUMOUR_CLASS if model.positive_class.lower() in TUMOUR_CLASSES else model.positive_class
-        )
-        write_geojson(
-            out / f"{stem}.geojson",
-            regions_to_annotations(regions, classification, args.threshold),
-            mpp=resolution,
-        )
-        save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
-        result.prob_map.save(out / f"{stem}.prob.tiff")
-    top = result.prob_map.max_probability()
-    return (
-        f"{slide.name}: {result.n_done} patches, max {model.positive_class} probability "
-        f"{top:.3f}, {len(regions)} regions >= {args.threshold:g} -> {out / stem}.*"
-    )
-
-
-def _unique_stem(name: str, used: set[str]) -> str:
-    stem, n = name, 2
-    while stem in used:
-        stem, n = f"{name}_{n}", n + 1
-    used.add(stem)
-    return stem
 
 
 # --- argument types ---------------------------------------------------------------------------
