@@ -1,11 +1,11 @@
 """The "Metastasis detection" dock widget: analyse, look at the heatmap, review regions, save.
 
 It is the glue between napari and the package: it reads the controls, turns the viewer's state
-into a region (:mod:`.selection`), runs :func:`.jobs.run_job` in a napari thread worker, writes each
-batch into the slide's :class:`ProbabilityMap` (:mod:`.session`), redraws the overlay
-(:mod:`.overlay`) and the contours (:mod:`.regions_layer`) at most a few times a second, and lists
-the regions (:mod:`.navigator`). It never computes anything the engine or contours module knows how
-to compute, and it never blocks the GUI thread on slide reading or the model.
+into a region (:mod:`.selection`), hands requests to the :class:`.runner.AnalysisRunner` (a napari
+thread worker that fills the slide's shared :class:`ProbabilityMap`, see :mod:`.session`), redraws
+the overlay (:mod:`.overlay`) and the contours (:mod:`.regions_layer`) a few times a second while a
+run streams in, and lists the regions (:mod:`.navigator`). It never computes anything the engine or
+the contours module knows how to compute, and never blocks the GUI thread on the slide or the model.
 """
 
 from __future__ import annotations
@@ -114,7 +114,6 @@ class MetastasisWidget(QWidget):
         self._run_analysis: Analysis | None = None
         self._next_contours_at = 0.0
         self._restored: set[str] = set()
-        self._press: tuple | None = None
 
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
