@@ -21,8 +21,10 @@ import numpy as np
 from .errors import SlideError
 from .slide import EXACT_SHIFT, Slide, read_shift
 
-#: Blocks are a whole number of file tiles, grown to at least this many pixels a side.
-MIN_CHUNK = 512
+#: Blocks are the whole number of file tiles closest to this many pixels a side. Measured with
+#: benchmarks/bench_reader.py: smaller blocks cost per-read overhead, larger ones make napari read
+#: more pixels outside the view (a view touches partial blocks on every side).
+TARGET_CHUNK = 512
 #: Slides without tiles (or with huge strips) are read in blocks of this many pixels a side.
 DEFAULT_CHUNK = 1024
 
@@ -67,7 +69,7 @@ class LevelArray:
 
     def _read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
         try:
-            return self.slide.read_level_region(self.level, x, y, width, height, contiguous=False)
+            return self.slide.read_level_region(self.level, x, y, width, height)
         except SlideError as exc:
             if self.on_error is None:
                 raise
@@ -91,12 +93,12 @@ def _as_range(index, length: int) -> tuple[tuple[int, int, int], bool]:
 
 
 def chunk_target(slide: Slide, level: int) -> tuple[int, int]:
-    """(rows, cols) per block: whole tiles, at least MIN_CHUNK, DEFAULT_CHUNK without tiles."""
+    """(rows, cols) per block: the whole number of tiles closest to TARGET_CHUNK px."""
     tile = slide.tile_size(level)
     if tile is None or min(tile) <= 0 or max(tile) > 4 * DEFAULT_CHUNK:
         return (DEFAULT_CHUNK, DEFAULT_CHUNK)
     tw, th = tile
-    return (th * max(1, -(-MIN_CHUNK // th)), tw * max(1, -(-MIN_CHUNK // tw)))
+    return (th * max(1, round(TARGET_CHUNK / th)), tw * max(1, round(TARGET_CHUNK / tw)))
 
 
 def axis_chunks(length: int, downsample: float, target: int) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ from conftest import DICOM_DIR, DICOM_VOLUME, FIXTURES, SLIDES, SVS, TIFF_6_LEVE
 from PIL import Image
 from synthetic_slides import swapped_primaries_icc, write_tiled_tiff
 
+from napari_metastasis import slide as slide_module
 from napari_metastasis.errors import ResolutionError, SlideError, UnsupportedSlideError
 from napari_metastasis.slide import EXACT_SHIFT, Slide, detect_format, read_shift
 
@@ -20,6 +21,15 @@ EXPECTED_FAILURES = {
     "unopenable.tiff": (SlideError, "Unsupported TIFF compression"),
     "unreadable.svs": (SlideError, "cannot be decoded"),
 }
+
+
+@pytest.fixture(params=["raw-buffer", "public-api"])
+def read_path(request, monkeypatch):
+    """Run a test through both pixel paths: the raw ARGB buffer and openslide-python's PIL one."""
+    assert slide_module._RAW_READ_REGION is not None  # the fast path exists on this machine
+    if request.param == "public-api":
+        monkeypatch.setattr(slide_module, "_RAW_READ_REGION", None)
+    return request.param
 
 
 def _shared_slide_paths():
@@ -140,7 +150,7 @@ def test_missing_file_and_empty_folder(tmp_path):
     assert detect_format(DICOM_DIR) == "dicom"
 
 
-def test_outside_the_slide_is_white():
+def test_outside_the_slide_is_white(read_path):
     with Slide(SVS) as slide:
         w, h = slide.dimensions
         block = slide.read_region(0, w - 10, h - 10, 20, 20)
@@ -164,7 +174,7 @@ def test_alpha_is_composited_over_white():
     assert (rgb[0, 0] == 255).all()  # fully transparent -> white, not black
 
 
-def test_read_region_matches_openslide():
+def test_read_region_matches_openslide(read_path):
     osr = openslide.OpenSlide(str(TIFF_6_LEVELS))
     with Slide(TIFF_6_LEVELS) as slide:
         for level in range(slide.level_count):
@@ -212,7 +222,7 @@ def test_best_level_for_downsample():
         assert slide.best_level_for_downsample(1000) == 5
 
 
-def test_to_srgb_applies_the_embedded_profile(tmp_path):
+def test_to_srgb_applies_the_embedded_profile(tmp_path, read_path):
     path = write_tiled_tiff(
         tmp_path / "icc.tif",
         [(512, 512), (256, 256)],
@@ -235,7 +245,7 @@ def test_to_srgb_on_an_srgb_profile_changes_little():
         assert no_profile.metadata()["srgb"] is False
 
 
-def test_concurrent_reads_agree_with_serial_reads():
+def test_concurrent_reads_agree_with_serial_reads(read_path):
     """One Slide shared by threads (napari's dask pool, the engine's prefetch) reads correctly."""
     with Slide(DICOM_VOLUME, to_srgb=True) as slide:
         positions = [(x, y) for x in range(0, 1900, 300) for y in range(0, 2600, 400)]
@@ -259,7 +269,7 @@ def test_concurrent_reads_agree_with_serial_reads():
         np.testing.assert_array_equal(results[p], serial[p])
 
 
-def test_one_corrupt_tile_costs_one_block_not_the_slide(tmp_path):
+def test_one_corrupt_tile_costs_one_block_not_the_slide(tmp_path, read_path):
     """OpenSlide's errors are sticky; Slide reopens so later reads still work."""
     path = write_tiled_tiff(
         tmp_path / "corrupt.tif", [(1024, 1024), (512, 512)], corrupt_tiles={0: {5}}
