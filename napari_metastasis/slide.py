@@ -8,11 +8,12 @@ exceptions that no pathologist should see.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,8 +186,15 @@ class Slide:
                 f"{self.path}: not a whole-slide image format OpenSlide reads"
             )
         self._osr = self._open_handle(fmt)
+        # Metadata is read once: after a failed read OpenSlide answers nothing on that handle.
+        osr = self._osr
+        self._properties = dict(osr.properties)
+        self._level_dimensions = tuple(tuple(d) for d in osr.level_dimensions)
+        self._level_downsamples = tuple(float(d) for d in osr.level_downsamples)
+        self._associated_names = tuple(osr.associated_images.keys())
         self._generation = 0  # bumped each time a fresh handle replaces one in error state
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # guards the handle, _active and _closed
+        self._active = 0  # reads running now; close() waits for them
         self._closed = False
         self.format = fmt
         self._user_mpp = mpp
@@ -203,28 +211,28 @@ class Slide:
 
     @property
     def properties(self) -> Mapping[str, str]:
-        return self._osr.properties
+        return self._properties
 
     @property
     def vendor(self) -> str | None:
-        return self._osr.properties.get(openslide.PROPERTY_NAME_VENDOR)
+        return self.properties.get(openslide.PROPERTY_NAME_VENDOR)
 
     @property
     def level_count(self) -> int:
-        return self._osr.level_count
+        return len(self._level_dimensions)
 
     @property
     def dimensions(self) -> tuple[int, int]:
         """(width, height) of level 0."""
-        return self._osr.dimensions
+        return self._level_dimensions[0]
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._osr.level_dimensions
+        return self._level_dimensions
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
-        return tuple(float(d) for d in self._osr.level_downsamples)
+        return self._level_downsamples
 
     @property
     def objective_power(self) -> float | None:
@@ -277,16 +285,13 @@ class Slide:
 
     @property
     def associated_image_names(self) -> tuple[str, ...]:
-        return tuple(self._osr.associated_images.keys())
+        return self._associated_names
 
     def associated_image(self, name: str) -> np.ndarray:
         """Label, macro or thumbnail image as RGB uint8."""
-        try:
-            image = self._osr.associated_images[name]
-        except KeyError:
-            raise SlideError(f"{self.path.name}: no associated image named {name!r}") from None
-        except openslide.OpenSlideError as exc:
-            raise SlideError(f"{self.path.name}: cannot read {name} image ({exc})") from exc
+        if name not in self._associated_names:
+            raise SlideError(f"{self.path.name}: no associated image named {name!r}")
+        image = self._with_recovery(lambda osr, *_: osr.associated_images[name], 0, 0, 0, 0, 0)
         return np.ascontiguousarray(self._to_rgb(image))
 
     def tile_size(self, level: int) -> tuple[int, int] | None:
@@ -361,27 +366,47 @@ class Slide:
         return np.ascontiguousarray(rgb)
 
     def _with_recovery(self, read, level: int, x: int, y: int, width: int, height: int):
-        """Run ``read(osr, ...)`` surviving OpenSlide's sticky errors.
+        """Run ``read(osr, level, x, y, width, height)`` surviving OpenSlide's sticky errors.
 
-        After any failed read OpenSlide refuses every later call on that handle. So a failure is
-        retried once on a fresh handle (the block may only have hit the error state another read
-        left behind), and a block that fails again leaves a fresh handle for the reads after it:
-        one corrupt tile costs one block, not the slide.
+        After any failed read OpenSlide refuses every later call on that handle, including reads
+        of good tiles running in other threads at that moment. So a failed read swaps a fresh
+        handle in for everyone, and is retried alone on a private handle: only a block that fails
+        there too is reported, so one corrupt tile costs one block, not the slide or its
+        neighbours. Reads are counted so that :meth:`close` never frees a handle under a running
+        read (OpenSlide would abort).
         """
-        for attempt in range(2):
-            osr, generation = self._osr, self._generation
+        with self._reading() as (osr, generation):
             try:
                 return read(osr, level, x, y, width, height)
+            except (openslide.OpenSlideError, ctypes.ArgumentError, ValueError):
+                pass
+        self._replace_handle(generation)
+        with self._reading():
+            private = self._open_handle()
+            try:
+                return read(private, level, x, y, width, height)
             except (openslide.OpenSlideError, ctypes.ArgumentError, ValueError) as exc:
-                if self._closed:
-                    raise SlideError(f"{self.path.name}: slide is closed") from exc
-                self._replace_handle(generation)
-                if attempt == 1:
-                    raise SlideError(
-                        f"{self.path.name}: cannot decode pixels at level {level}, "
-                        f"({x}, {y}) + {width}x{height} ({exc})"
-                    ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise SlideError(
+                    f"{self.path.name}: cannot decode pixels at level {level}, "
+                    f"({x}, {y}) + {width}x{height} ({exc})"
+                ) from exc
+            finally:
+                private.close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[tuple[openslide.OpenSlide, int]]:
+        """The shared handle and its generation, counted as in use until the block exits."""
+        with self._lock:
+            if self._closed:
+                raise SlideError(f"{self.path.name}: slide is closed")
+            self._active += 1
+            handle = (self._osr, self._generation)
+        try:
+            yield handle
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._lock.notify_all()
 
     @staticmethod
     def _read_image(
@@ -506,11 +531,13 @@ class Slide:
         return self._closed
 
     def close(self) -> None:
-        """Release the file. Reads must have finished: OpenSlide frees the handle at once."""
+        """Release the file once running reads finish; later reads raise SlideError."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._osr.close()
+            if self._closed:
+                return
+            self._closed = True
+            self._lock.wait_for(lambda: self._active == 0)
+            self._osr.close()
 
     def __enter__(self) -> Slide:
         return self

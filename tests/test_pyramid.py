@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import dask
 import numpy as np
@@ -180,6 +182,44 @@ def test_corrupt_tile_is_drawn_white_and_reported(tmp_path):
         assert len(reports) == 1 and "corrupt.tif" in str(reports[0])
         with pytest.raises(SlideError, match="cannot decode pixels"):
             np.asarray(build_pyramid(slide).levels[0][:300, :300])
+
+
+def test_concurrent_failures_blame_only_the_corrupt_blocks(tmp_path):
+    """A failed read poisons OpenSlide's handle for reads running beside it; those must not be
+    reported or drawn white. Repeated because the interleaving differs from run to run."""
+    path = write_tiled_tiff(
+        tmp_path / "corrupt.tif", [(2048, 2048), (512, 512)], corrupt_tiles={0: {0, 1, 20, 63}}
+    )
+    expected_white = np.zeros((2048, 2048), bool)
+    for x, y in [(0, 0), (1024, 512), (1536, 1536)]:  # the blocks holding tiles 0+1, 20, 63
+        expected_white[y : y + 512, x : x + 512] = True
+    for _ in range(20):
+        with Slide(path) as slide:
+            reports = []
+            pixels = np.asarray(build_pyramid(slide, on_error=reports.append).levels[0])
+        np.testing.assert_array_equal((pixels == 255).all(axis=2), expected_white)
+        assert len(reports) == 3
+
+
+def test_close_waits_for_running_reads():
+    slide = Slide(TIFF_6_LEVELS)
+    outcomes = []
+
+    def keep_reading():
+        try:
+            while True:
+                slide.read_region(0, 0, 0, 1024, 1024)
+        except SlideError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=keep_reading) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    slide.close()  # OpenSlide aborts the process if a handle is freed under a read
+    for t in threads:
+        t.join(timeout=10)
+    assert outcomes == ["CropBreastSlide.tiff: slide is closed"] * 3
 
 
 @pytest.fixture(scope="module")
