@@ -1,0 +1,133 @@
+"""``napari-metastasis evaluate``: score a model on patches, and probability maps on slides.
+
+Patches: ``--model M --dataset D``: accuracy, ROC AUC, sensitivity/specificity at the threshold,
+confusion matrix, calibration; ``roc.png``, ``calibration.png``, ``predictions.csv``.
+Slides: ``--maps a.tif b.tif --annotations a.xml none``: pixel Dice/IoU at the threshold, slide AUC
+from the maximum probability, Camelyon16 lesion-level FROC; ``froc.png``.
+Everything goes to ``--out`` as ``metrics.json`` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from ..errors import DatasetError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="patch metrics (AUC, ...) and slide metrics (FROC, Dice)"
+    )
+    p.add_argument("--model", help="model folder or name (patch evaluation)")
+    p.add_argument("--dataset", nargs="+", type=Path, default=[], help="dataset folder(s)")
+    p.add_argument("--maps", nargs="+", type=Path, default=[], help="probability maps (.tif)")
+    p.add_argument(
+        "--annotations", nargs="+", default=[], help="one per map; 'none' = normal slide"
+    )
+    p.add_argument(
+        "--threshold", type=float, help="decision threshold (default: model card's or 0.5)"
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+def _model_threshold(model) -> float | None:
+    card = (model.folder / "model_card.json") if model.folder else None
+    if card and card.is_file():
+        try:
+            return float(json.loads(card.read_text())["threshold"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    return None
+
+
+def evaluate_patches(args, results: dict) -> None:
+    from ..evaluation.metrics import calibration, patch_metrics, roc_curve
+    from ..evaluation.patches import predict_dataset
+    from ..evaluation.plots import plot_calibration, plot_roc
+    from ..models import load_model
+    from ..training.patchset import PatchSet, load_patchset
+
+    model = load_model(args.model, device=args.device)
+    data = PatchSet.concat([load_patchset(d) for d in args.dataset])
+    probs = predict_dataset(model, data)
+    threshold = args.threshold if args.threshold is not None else (_model_threshold(model) or 0.5)
+    metrics = patch_metrics(data.labels, probs, threshold)
+    print(metrics.format())
+    fpr, tpr, _ = roc_curve(data.labels, probs)
+    plot_roc(fpr, tpr, metrics.roc_auc, args.out / "roc.png", title=f"{model.name}: patch ROC")
+    cal = calibration(data.labels, probs)
+    plot_calibration(cal, args.out / "calibration.png")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["slide", "x_level0", "y_level0", "label", "probability"])
+    for i in range(len(data)):
+        w.writerow([data.slides[i], data.x[i], data.y[i], data.labels[i], f"{probs[i]:.5f}"])
+    write_text_atomic(args.out / "predictions.csv", buf.getvalue())
+    results["patches"] = {**metrics.to_dict(), "model": model.name, "calibration": cal.__dict__}
+
+
+def evaluate_slides(args, results: dict) -> None:
+    import numpy as np
+
+    from ..evaluation.froc import froc
+    from ..evaluation.metrics import roc_auc
+    from ..evaluation.plots import plot_froc
+    from ..evaluation.slides import overlap, slide_hits
+    from ..probability import ProbabilityMap
+    from ..training.annotations_source import load_tumour_geometry
+
+    if len(args.annotations) != len(args.maps):
+        raise DatasetError(
+            f"{len(args.maps)} maps but {len(args.annotations)} annotations: give one per map "
+            "('none' for a slide without tumour)"
+        )
+    threshold = 0.5 if args.threshold is None else args.threshold
+    per_slide, hits, scores, labels = [], [], [], []
+    for map_path, ann in zip(args.maps, args.annotations, strict=True):
+        pmap = ProbabilityMap.load(map_path)
+        geometry = load_tumour_geometry(ann)
+        ov = overlap(pmap, geometry, threshold)
+        hits.append(slide_hits(pmap, geometry, threshold))
+        tumour = geometry is not None and not geometry.is_empty
+        scores.append(pmap.max_probability())
+        labels.append(int(tumour))
+        per_slide.append(
+            {"map": str(map_path), "tumour": tumour, "max_probability": scores[-1], **ov.to_dict()}
+        )
+        print(f"{map_path.name}: max p {scores[-1]:.3f}  Dice {ov.dice:.3f}  IoU {ov.iou:.3f}")
+    result = froc(hits)
+    plot_froc(result, args.out / "froc.png")
+    slide_auc = roc_auc(np.array(labels), np.nan_to_num(np.array(scores)))
+    print(
+        f"slide AUC (max probability) {slide_auc:.3f}  FROC {result.score:.3f} ({result.n_lesions} lesions)"
+    )
+    results["slides"] = {
+        "threshold": threshold,
+        "slide_auc": slide_auc,
+        "per_slide": per_slide,
+        "froc": result.to_dict(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.model and args.dataset) and not args.maps:
+        raise DatasetError(
+            "nothing to evaluate: give --model with --dataset, and/or --maps with --annotations"
+        )
+    results: dict = {}
+    if args.model and args.dataset:
+        evaluate_patches(args, results)
+    if args.maps:
+        evaluate_slides(args, results)
+    write_text_atomic(
+        args.out / "metrics.json", json.dumps(results, indent=2, default=float) + "\n"
+    )
+    print(f"results written to {args.out}")
+    return 0

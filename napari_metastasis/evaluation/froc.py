@@ -1,0 +1,190 @@
+"""Camelyon16's lesion-level FROC, following the challenge's evaluation code (Evaluation_FROC.py).
+
+* Lesions: the reference mask at "level 5" (32x coarser than level 0), dilated by the 75 µm
+  boundary the challenge allows (as in the official code: every pixel closer than 75/2 µm to tumour,
+  i.e. 75 µm added across a lesion), holes filled, 8-connected components.
+* Isolated tumour cells: lesions whose major axis (of the dilated region) is under 275 µm. A
+  detection inside one is neither a hit nor a false positive, and they are not counted as lesions.
+  (The official script compares the axis in level-5 pixels with a threshold in level-0 pixels; we
+  compare µm with µm, which is what the challenge's rules state.)
+* Each detection is a point (level-0 x, y) with a probability. Inside a lesion it is a hit, and only
+  the highest-probability hit per lesion counts; outside every lesion it is a false positive. On a
+  slide without tumour every detection is a false positive.
+* FROC: for each threshold (every distinct positive probability; the official code drops the lowest
+  distinct value, which is the 0 of a missed lesion whenever one is missed, and otherwise wrongly
+  drops a real detection), the
+  average false positives per slide and the fraction of lesions hit; the score is the sensitivity
+  averaged at 1/4, 1/2, 1, 2, 4 and 8 false positives per slide (linear interpolation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from shapely.geometry.base import BaseGeometry
+from skimage import draw, measure
+
+from ..probability import ProbabilityMap
+
+FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+LEVEL5_DOWNSAMPLE = 32.0
+
+
+def rasterize(
+    geometry: BaseGeometry | None, shape: tuple[int, int], downsample: float
+) -> np.ndarray:
+    """Boolean (rows, cols) mask of a level-0 geometry on a grid ``downsample`` x coarser.
+
+    Pixel (r, c) covers level-0 [c*ds, (c+1)*ds) x [r*ds, (r+1)*ds); it is set when its centre lies
+    inside (scikit-image's polygon fill), holes cleared.
+    """
+    mask = np.zeros(shape, dtype=bool)
+    if geometry is None or geometry.is_empty:
+        return mask
+    polygons = getattr(geometry, "geoms", [geometry])
+    for poly in polygons:
+        if poly.geom_type != "Polygon" or poly.is_empty:
+            continue
+        ext = np.asarray(poly.exterior.coords) / downsample - 0.5
+        rr, cc = draw.polygon(ext[:, 1], ext[:, 0], shape)
+        mask[rr, cc] = True
+        for ring in poly.interiors:
+            hole = np.asarray(ring.coords) / downsample - 0.5
+            rr, cc = draw.polygon(hole[:, 1], hole[:, 0], shape)
+            mask[rr, cc] = False
+    return mask
+
+
+@dataclass
+class LesionMask:
+    """Labelled lesions of one slide (0 = background) and which labels are isolated tumour cells."""
+
+    labels: np.ndarray
+    itc: set[int]
+    downsample: float  # level-0 px per mask px
+
+    @property
+    def n_lesions(self) -> int:
+        """Lesions that count (isolated tumour cells excluded)."""
+        return int(self.labels.max()) - len(self.itc) if self.labels.size else 0
+
+
+def lesion_mask(
+    geometry: BaseGeometry | None,
+    slide_dimensions: tuple[int, int],
+    mpp: float,
+    *,
+    downsample: float = LEVEL5_DOWNSAMPLE,
+    dilation_um: float = 75.0,
+    itc_um: float = 275.0,
+) -> LesionMask:
+    """The challenge's evaluation mask for one slide (see module doc)."""
+    w, h = slide_dimensions
+    shape = (max(1, int(np.ceil(h / downsample))), max(1, int(np.ceil(w / downsample))))
+    tumour = rasterize(geometry, shape, downsample)
+    if not tumour.any():
+        return LesionMask(np.zeros(shape, np.int32), set(), downsample)
+    px_um = mpp * downsample
+    distance = ndimage.distance_transform_edt(~tumour)
+    grown = distance < dilation_um / (2 * px_um)
+    filled = ndimage.binary_fill_holes(grown)
+    labels = measure.label(filled, connectivity=2).astype(np.int32)
+    itc = {
+        int(region.label)
+        for region in measure.regionprops(labels)
+        if region.axis_major_length * px_um < itc_um
+    }
+    return LesionMask(labels, itc, downsample)
+
+
+def detections_from_map(pmap: ProbabilityMap, threshold: float = 0.5) -> np.ndarray:
+    """(K, 3) level-0 (x, y, probability): one point per 8-connected region of cells >= threshold,
+    at the region's most probable cell."""
+    values = np.nan_to_num(pmap.values, nan=0.0)
+    regions = measure.label(values >= threshold, connectivity=2)
+    out = []
+    for region in measure.regionprops(regions, intensity_image=values):
+        coords = region.coords
+        best = coords[np.argmax(values[coords[:, 0], coords[:, 1]])]
+        x, y = pmap.grid.cell_centres_level0(best[None])[0]
+        out.append((x, y, float(values[best[0], best[1]])))
+    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
+
+
+@dataclass
+class SlideHits:
+    """One slide's false-positive probabilities and per-lesion best hit (0 = missed)."""
+
+    fp_probs: np.ndarray
+    tp_probs: np.ndarray  # one per counted lesion
+
+
+def score_detections(detections: np.ndarray, lesions: LesionMask | None) -> SlideHits:
+    """Split a slide's detections into hits (best per lesion) and false positives."""
+    detections = np.asarray(detections, dtype=np.float64).reshape(-1, 3)
+    if lesions is None or lesions.labels.max() == 0:
+        return SlideHits(detections[:, 2].copy(), np.zeros(0))
+    n_labels = int(lesions.labels.max())
+    best = np.zeros(n_labels + 1)
+    fps = []
+    rows, cols = lesions.labels.shape
+    for x, y, p in detections:
+        r = min(max(int(y / lesions.downsample), 0), rows - 1)
+        c = min(max(int(x / lesions.downsample), 0), cols - 1)
+        hit = int(lesions.labels[r, c])
+        if hit == 0:
+            fps.append(p)
+        elif hit not in lesions.itc:
+            best[hit] = max(best[hit], p)
+    counted = [k for k in range(1, n_labels + 1) if k not in lesions.itc]
+    return SlideHits(np.asarray(fps), best[counted])
+
+
+@dataclass
+class FrocResult:
+    score: float
+    fps_per_slide: np.ndarray  # x of the curve
+    sensitivity: np.ndarray  # y of the curve
+    sensitivity_at: dict[float, float] = field(default_factory=dict)
+    n_slides: int = 0
+    n_lesions: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "froc_score": self.score,
+            "sensitivity_at_fps_per_slide": {str(k): v for k, v in self.sensitivity_at.items()},
+            "n_slides": self.n_slides,
+            "n_lesions": self.n_lesions,
+            "curve": {
+                "fps_per_slide": self.fps_per_slide.tolist(),
+                "sensitivity": self.sensitivity.tolist(),
+            },
+        }
+
+
+def froc(hits: list[SlideHits]) -> FrocResult:
+    """The FROC curve and score over slides (see module doc)."""
+    n_slides = len(hits)
+    if n_slides == 0:
+        raise ValueError("FROC needs at least one slide")
+    fp = np.concatenate([h.fp_probs for h in hits]) if hits else np.zeros(0)
+    tp = np.concatenate([h.tp_probs for h in hits]) if hits else np.zeros(0)
+    n_lesions = len(tp)
+    probs = np.unique(np.concatenate([fp, tp]))
+    thresholds = probs[probs > 0]
+    total_fp = [float((fp >= t).sum()) for t in thresholds] + [0.0]
+    total_tp = [float((tp >= t).sum()) for t in thresholds] + [0.0]
+    fps_per_slide = np.asarray(total_fp) / n_slides
+    sensitivity = np.asarray(total_tp) / n_lesions if n_lesions else np.full(len(total_tp), np.nan)
+    # fps_per_slide falls as the threshold rises; interp needs it increasing
+    at = np.interp(FP_RATES, fps_per_slide[::-1], sensitivity[::-1])
+    return FrocResult(
+        score=float(np.mean(at)),
+        fps_per_slide=fps_per_slide,
+        sensitivity=sensitivity,
+        sensitivity_at={r: float(s) for r, s in zip(FP_RATES, at, strict=True)},
+        n_slides=n_slides,
+        n_lesions=n_lesions,
+    )

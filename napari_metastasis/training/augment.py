@@ -1,0 +1,163 @@
+"""Augmentation for H&E patches, in plain torch on whole batches.
+
+Lymph-node slides from other hospitals differ from ours mostly in stain colour and intensity and a
+little in scale, never in orientation. So a batch gets, per patch:
+
+* geometry, in one ``grid_sample`` (image and tumour mask together): a random crop position, any of
+  the 8 flips/90° rotations, and a small scale jitter (which also maps the dataset's µm/px onto the
+  model's);
+* colour: strong HED jitter (each stain's optical density scaled by up to ±50 % and shifted), mild
+  brightness/contrast/saturation jitter, and random greyscale, so the network cannot lean on hue.
+
+The stain matrices are scikit-image's (Ruifrok & Johnston), so ``rgb2hed`` gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.color import hed_from_rgb, rgb_from_hed
+
+_HED_FROM_RGB = torch.tensor(hed_from_rgb, dtype=torch.float32)
+_RGB_FROM_HED = torch.tensor(rgb_from_hed, dtype=torch.float32)
+_LOG_ADJUST = math.log(1e-6)  # skimage's optical-density scaling
+_GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of each augmentation (0 switches one off)."""
+
+    flips: bool = True  # flips and 90-degree rotations (the dihedral group)
+    scale_jitter: float = 0.1  # zoom factor drawn in [1 - s, 1 + s]
+    shift: bool = True  # random crop position inside the source patch
+    hed_scale: float = 0.5  # each stain's density x U(1 - h, 1 + h)
+    hed_shift: float = 0.015  # plus U(-d, d) optical density
+    brightness: float = 0.1
+    contrast: float = 0.15
+    saturation: float = 0.2
+    greyscale_p: float = 0.15
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+NO_AUGMENT = AugmentConfig(
+    flips=False,
+    scale_jitter=0.0,
+    shift=False,
+    hed_scale=0.0,
+    hed_shift=0.0,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    greyscale_p=0.0,
+)
+
+
+def _dihedral(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 2, 2) random rotations by multiples of 90° combined with an optional flip."""
+    k = torch.randint(0, 4, (n,), generator=generator)
+    flip = torch.randint(0, 2, (n,), generator=generator).float() * 2 - 1
+    angle = k.float() * (math.pi / 2)
+    cos, sin = torch.cos(angle).round(), torch.sin(angle).round()
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    rot[:, :, 0] = rot[:, :, 0] * flip[:, None]
+    return rot
+
+
+def sample_crops(
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    crop_px: int,
+    zoom: float,
+    config: AugmentConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Crop ``crop_px`` patches from (N, 3, S, S) sources (and (N, 1, S, S) masks).
+
+    ``zoom`` is output µm per px over source µm per px (model spacing / dataset spacing): 1.0 takes
+    pixels as they are. The crop covers ``crop_px * zoom`` source pixels, jittered in scale, moved
+    at random within the source, and turned/flipped.
+    """
+    n, _, size, _ = images.shape
+    ratio = crop_px * zoom / size  # crop side as a fraction of the source side
+    theta = torch.zeros(n, 2, 3)
+    scale = torch.full((n,), ratio)
+    if config.scale_jitter > 0:
+        scale = scale * (1 + (torch.rand(n, generator=generator) * 2 - 1) * config.scale_jitter)
+    linear = torch.eye(2).expand(n, 2, 2).clone()
+    if config.flips:
+        linear = _dihedral(n, generator)
+    theta[:, :, :2] = linear * scale[:, None, None]
+    if config.shift:
+        room = (1 - scale).clamp(min=0)
+        theta[:, :, 2] = (torch.rand(n, 2, generator=generator) * 2 - 1) * room[:, None]
+    grid = F.affine_grid(theta, (n, 3, crop_px, crop_px), align_corners=False)
+    out = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    out_masks = None
+    if masks is not None:
+        out_masks = F.grid_sample(
+            masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+    return out, out_masks
+
+
+def rgb_to_hed(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> stain densities, as skimage.color.rgb2hed."""
+    rgb = rgb.clamp(min=1e-6)
+    od = torch.log(rgb) / _LOG_ADJUST
+    return torch.einsum("nchw,cd->ndhw", od, _HED_FROM_RGB).clamp(min=0)
+
+
+def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hed`, as skimage.color.hed2rgb."""
+    log_rgb = -(hed * -_LOG_ADJUST)
+    log_rgb = torch.einsum("nchw,cd->ndhw", log_rgb, _RGB_FROM_HED)
+    return torch.exp(log_rgb).clamp(0, 1)
+
+
+def colour_jitter(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Stain (HED), brightness/contrast/saturation jitter and random greyscale on (N, 3, H, W)."""
+    n = images.shape[0]
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, *shape, generator=generator)
+
+    out = images
+    if config.hed_scale > 0 or config.hed_shift > 0:
+        hed = rgb_to_hed(out)
+        alpha = uniform(1 - config.hed_scale, 1 + config.hed_scale, 3, 1, 1)
+        beta = uniform(-config.hed_shift, config.hed_shift, 3, 1, 1)
+        out = hed_to_rgb(hed * alpha + beta)
+    if config.brightness > 0:
+        out = out * uniform(1 - config.brightness, 1 + config.brightness, 1, 1, 1)
+    if config.contrast > 0:
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = (out - mean) * uniform(1 - config.contrast, 1 + config.contrast, 1, 1, 1) + mean
+    grey = (out * _GREY).sum(1, keepdim=True)
+    if config.saturation > 0:
+        sat = uniform(1 - config.saturation, 1 + config.saturation, 1, 1, 1)
+        out = (out - grey) * sat + grey
+    if config.greyscale_p > 0:
+        pick = (torch.rand(n, generator=generator) < config.greyscale_p).view(n, 1, 1, 1)
+        out = torch.where(pick, grey.expand_as(out), out)
+    return out.clamp(0, 1)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1] (what the contract's ToTensor gives)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def centre_crops(images: np.ndarray, crop_px: int, zoom: float) -> torch.Tensor:
+    """Deterministic centre crops at the model's spacing (for validation and evaluation)."""
+    return sample_crops(to_tensor(images), None, crop_px, zoom, NO_AUGMENT, torch.Generator())[0]

@@ -1,0 +1,95 @@
+"""Model cards: what a model was trained on, how it was checked, and what its numbers mean.
+
+The card is built as plain data (saved as ``model_card.json``) and rendered to Markdown (saved as
+the model folder's ``README.md`` and pasted into the project README for the bundled model), so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+
+from .. import __version__
+
+
+def base_card(
+    name: str, architecture: str, parameters: int, patch_px: int, spacing_um: float
+) -> dict:
+    return {
+        "name": name,
+        "date": _dt.date.today().isoformat(),
+        "package_version": __version__,
+        "architecture": architecture,
+        "parameters": int(parameters),
+        "input": {
+            "patch_size_pixels": patch_px,
+            "spacing_um_px": spacing_um,
+            "field_of_view_um": patch_px * spacing_um,
+            "transform": "ToTensor (RGB in [0, 1]); normalisation is inside the TorchScript module",
+        },
+        "classes": ["normal", "tumor"],
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _table(rows: list[tuple[str, object]]) -> list[str]:
+    out = ["| | |", "|---|---|"]
+    out += [f"| {k} | {_fmt(v)} |" for k, v in rows]
+    return out
+
+
+def render_card(card: dict, heading: str = "#") -> str:
+    """Markdown for a card dict (sections appear when their keys are present)."""
+    h2 = heading + "#"
+    lines = [f"{heading} Model card: {card['name']}", ""]
+    inp = card["input"]
+    lines += _table(
+        [
+            ("architecture", card["architecture"]),
+            ("parameters", f"{card['parameters']:,}"),
+            (
+                "input",
+                f"{inp['patch_size_pixels']} px at {inp['spacing_um_px']:g} µm/px ({inp['field_of_view_um']:g} µm)",
+            ),
+            ("output", "(N, 2) logits for (normal, tumor); softmax gives the tumour probability"),
+            ("decision threshold", card.get("threshold", 0.5)),
+            ("threshold chosen by", card.get("threshold_rule", "default 0.5")),
+            ("trained", f"{card['date']} with napari-metastasis {card['package_version']}"),
+        ]
+    )
+    if "intended_use" in card:
+        lines += ["", f"{h2} Intended use", "", card["intended_use"]]
+    if "data" in card:
+        lines += ["", f"{h2} Training data", ""]
+        lines += [f"- {item}" for item in card["data"]]
+    if "training" in card:
+        lines += ["", f"{h2} Training", ""]
+        lines += [f"- {item}" for item in card["training"]]
+    if "validation" in card:
+        val = card["validation"]
+        lines += ["", f"{h2} Validation", "", val.get("scheme", "")]
+        for title, metrics in val.get("results", {}).items():
+            lines += ["", f"**{title}**", ""]
+            lines += _table(list(metrics.items()))
+    if "calibration" in card:
+        cal = card["calibration"]
+        lines += ["", f"{h2} Calibration", "", cal.get("note", ""), ""]
+        lines += ["| predicted | patches | mean predicted | observed tumour |", "|---|---|---|---|"]
+        edges = cal["bin_edges"]
+        for i, n in enumerate(cal["bin_count"]):
+            if n:
+                lines.append(
+                    f"| {edges[i]:.1f}-{edges[i + 1]:.1f} | {n} | "
+                    f"{cal['bin_mean_probability'][i]:.2f} | {cal['bin_fraction_positive'][i]:.2f} |"
+                )
+    if "limitations" in card:
+        lines += ["", f"{h2} Limitations", ""]
+        lines += [f"- {item}" for item in card["limitations"]]
+    if "reproduce" in card:
+        lines += ["", f"{h2} Reproduce", "", "```bash", card["reproduce"], "```"]
+    return "\n".join(lines) + "\n"

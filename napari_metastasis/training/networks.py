@@ -1,0 +1,91 @@
+"""Small CNNs defined in the package (no downloaded weights exist where this runs).
+
+With a few dozen annotated patches, a network of ~0.3 M parameters is plenty: width mattered little
+in our trials, augmentation and negative mining mattered a lot. Input normalisation lives inside the
+network, so the model contract's transform is just ``ToTensor`` (pixels in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Mean/std of RGB in [0, 1] over typical H&E tissue (fixed, so exported models are self-contained).
+HE_MEAN = (0.70, 0.55, 0.70)
+HE_STD = (0.18, 0.20, 0.15)
+
+
+def _conv(c_in: int, c_out: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class SmallCNN(nn.Module):
+    """VGG-like: four stages (two 3x3 convs, then one), max-pooling, global average, one logit.
+
+    ``forward`` returns (N, 2) logits ``[0, z]``, so a softmax gives (1 - p, p) with p = sigmoid(z),
+    matching the contract's (N, num_classes) logits while training uses one binary logit.
+    """
+
+    def __init__(self, width: int = 24, dropout: float = 0.2):
+        super().__init__()
+        w = (width, 2 * width, 4 * width, int(5.33 * width))
+        layers: list[nn.Module] = []
+        layers += [*_conv(3, w[0]), *_conv(w[0], w[0]), nn.MaxPool2d(2)]
+        layers += [*_conv(w[0], w[1]), *_conv(w[1], w[1]), nn.MaxPool2d(2)]
+        layers += [*_conv(w[1], w[2]), *_conv(w[2], w[2]), nn.MaxPool2d(2)]
+        layers += [*_conv(w[2], w[3])]
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(w[3], 1)
+        self.register_buffer("mean", torch.tensor(HE_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(HE_STD).view(1, 3, 1, 1))
+
+    def logit(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) tumour logit of (N, 3, H, W) RGB in [0, 1]."""
+        x = (x - self.mean) / self.std
+        x = self.features(x)
+        x = torch.flatten(torch.mean(x, dim=(2, 3)), 1)
+        return self.head(self.dropout(x)).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.logit(x)
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+class Ensemble(nn.Module):
+    """Averages the tumour probabilities of several networks (e.g. seeds) in one TorchScript module.
+
+    Returns logits ``[0, logit(mean p)]`` so the contract's softmax gives back the mean probability.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for member in self.members:
+            total = total + torch.sigmoid(member.logit(x))
+        p = (total / len(self.members)).clamp(1e-6, 1 - 1e-6)
+        z = torch.log(p) - torch.log1p(-p)
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+ARCHITECTURES = {"smallcnn": SmallCNN}
+
+
+def build_network(name: str = "smallcnn", **kwargs) -> nn.Module:
+    try:
+        return ARCHITECTURES[name](**kwargs)
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}"
+        ) from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
