@@ -1,66 +1,145 @@
-"""npe2 reader: a whole-slide image becomes one lazy multiscale RGB Image layer in µm."""
+"""npe2 reader: a whole-slide image becomes one lazy multiscale RGB Image layer in µm.
+
+Errors never reach napari as exceptions: napari would wrap them in a generic "Tried opening with
+napari-metastasis, but failed" notification (or a reader-choice dialog) with a traceback button.
+Instead the reader shows the project's one-sentence message as a napari error notification and
+returns npe2's "read, but no layers" value ``[(None,)]``, so the viewer carries on unchanged.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import UnsupportedSlideError
+from .errors import MetastasisError, SlideError
 from .pyramid import build_pyramid
-from .slide import Slide, looks_like_slide
+from .slide import WSI_ONLY_EXTENSIONS, Slide, detect_format, looks_like_slide
 
 LayerData = tuple
+#: npe2's value for "the reader handled the path and made no layers" (napari adds nothing).
+NO_LAYERS: list[LayerData] = [(None,)]
+
+logger = logging.getLogger(__name__)
 
 
 def get_slide_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
-    """Claim paths that look like slides; decline anything else so other readers can try."""
-    if isinstance(path, list):
+    """Claim paths that are slides; decline anything else so other readers can try.
+
+    ``.tif``/``.tiff``/``.dcm`` files are declined unless OpenSlide recognises them (plain TIFFs,
+    CT or MR DICOM images belong to other readers); a file with a slide-only extension (``.svs``,
+    ``.ndpi``…) is claimed even when broken, so the user learns why it does not open.
+    """
+    if isinstance(path, list | tuple):
         if len(path) != 1:
             return None
         path = path[0]
+    path = str(path)
     if not looks_like_slide(path):
         return None
-    return read_slide
+    if detect_format(path) is None and Path(path).suffix.lower() not in WSI_ONLY_EXTENSIONS:
+        return None
+    return read_slide_layers
 
 
-def slide_layer_data(slide: Slide) -> LayerData:
-    """The (data, kwargs, "image") tuple for ``slide``: multiscale, RGB, scaled in µm."""
-    pyramid = build_pyramid(slide)
+def read_slide_layers(path: str | list[str]) -> list[LayerData]:
+    """The npe2 reader function: layers for ``path``, or a notification saying why not."""
+    if isinstance(path, list | tuple):
+        path = path[0]
+    try:
+        return read_slide(path)
+    except MetastasisError as exc:
+        notify("error", str(exc))
+    except Exception as exc:  # a library failure we did not foresee: still no traceback dump
+        logger.exception("opening %s failed", path)
+        notify("error", f"{Path(path).name}: cannot open slide ({type(exc).__name__}: {exc})")
+    return NO_LAYERS
+
+
+def read_slide(
+    path: str | Path, *, mpp: float | None = None, to_srgb: bool = False
+) -> list[LayerData]:
+    """Open ``path`` lazily as layer data; raises the project's readable errors for broken slides."""
+    slide = Slide(Path(path), mpp=mpp, to_srgb=to_srgb)
+    try:
+        slide.check_readable()
+    except SlideError:
+        slide.close()
+        raise
+    return [slide_layer_data(slide)]
+
+
+def slide_layer_data(slide: Slide, *, warn_uncalibrated: bool = True) -> LayerData:
+    """The (data, kwargs, "image") tuple for ``slide``: multiscale, RGB, scaled in µm.
+
+    Uncalibrated slides get scale 1 and, unless ``warn_uncalibrated`` is False, a warning
+    notification that measurements on them are in pixels. Blocks that fail to decode later are
+    drawn white and reported once, so one corrupt tile does not break the viewer.
+    """
+    pyramid = build_pyramid(slide, on_error=_report_once(slide))
     metadata = slide.metadata()
     metadata["calibrated"] = pyramid.calibrated
+    metadata["pyramid_levels"] = pyramid.slide_levels
     kwargs = {
         "name": slide.name,
         "rgb": True,
         "multiscale": True,
         "scale": pyramid.scale,
+        "contrast_limits": (0, 255),
         "metadata": {"slide": metadata, "slide_path": str(slide.requested_path)},
     }
     if pyramid.calibrated:
         kwargs["units"] = "µm"
+    elif warn_uncalibrated:
+        notify(
+            "warning",
+            f"{slide.name}: no usable resolution ({slide.resolution_problem()}); the layer is "
+            "in pixels, so lengths and areas measured on it are in pixels, not µm.",
+        )
     return (pyramid.levels, kwargs, "image")
 
 
-def read_slide(path: str) -> list[LayerData]:
-    """Open ``path`` lazily. Raises the project's readable errors for broken slides."""
-    slide = Slide(Path(path))
-    slide.check_readable()
-    if not slide.resolution:
-        _warn_uncalibrated(slide)
-    return [slide_layer_data(slide)]
+def _report_once(slide: Slide) -> Callable[[SlideError], None]:
+    lock = threading.Lock()
+    reported = []
+
+    def on_error(exc: SlideError) -> None:
+        logger.warning("%s", exc)
+        with lock:
+            if reported:
+                return
+            reported.append(exc)
+        notify("warning", f"{exc}; the unreadable area of {slide.name} is shown white.")
+
+    return on_error
 
 
-def _warn_uncalibrated(slide: Slide) -> None:
-    stated = slide.raw_mpp[0]
-    why = f"its stated {stated:g} µm/px is implausible" if stated else "it has no resolution"
-    message = f"{slide.name}: {why}; the layer is in pixels, so measurements are in pixels, not µm."
+def notify(severity: str, message: str) -> None:
+    """Show ``message`` as a napari notification ("info", "warning" or "error"), from any thread.
+
+    napari draws notifications with Qt widgets, which only the main thread may create; block reads
+    run in dask's threads, so their reports are handed to the main thread.
+    """
+    logger.debug("%s: %s", severity, message)  # napari echoes notifications to the console
     try:
-        from napari.utils.notifications import show_warning
-
-        show_warning(message)
+        from napari.utils.notifications import Notification, notification_manager
     except ImportError:  # pragma: no cover - napari is a dependency
-        import warnings
+        return
+    notification = Notification(message, severity=severity)
+    if threading.current_thread() is threading.main_thread():
+        notification_manager.dispatch(notification)
+        return
+    try:
+        from qtpy.QtCore import QCoreApplication
+        from superqt.utils import ensure_main_thread
 
-        warnings.warn(message, stacklevel=2)
+        if QCoreApplication.instance() is not None:
+            ensure_main_thread(notification_manager.dispatch)(notification)
+            return
+    except ImportError:  # pragma: no cover - no Qt: nothing to draw on
+        pass
+    notification_manager.dispatch(notification)
 
 
-__all__ = ["UnsupportedSlideError", "get_slide_reader", "read_slide", "slide_layer_data"]
+__all__ = ["get_slide_reader", "read_slide", "read_slide_layers", "slide_layer_data"]

@@ -2,13 +2,18 @@
 
 Everything else in the package (the napari pyramid, the inference engine, patch extraction) reads
 through :class:`Slide`, so OpenSlide's quirks are handled once: DICOM folders, RGBA with transparent
-borders, implausible resolutions, and library exceptions that no pathologist should see.
+borders, implausible resolutions, sub-pixel resampling at non-integer downsamples, and library
+exceptions that no pathologist should see.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
-from collections.abc import Mapping
+import sys
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +38,32 @@ SLIDE_EXTENSIONS = (
     ".dcm",
 )
 
+#: Extensions no other kind of image uses: a file with one of these is meant as a slide, so when
+#: OpenSlide cannot read it the user should hear why, rather than have the reader decline it.
+WSI_ONLY_EXTENSIONS = frozenset(SLIDE_EXTENSIONS) - {".tif", ".tiff", ".dcm"}
+
 #: µm per pixel outside this range is taken as a bogus resolution tag (e.g. 96 dpi = 264.6 µm/px);
 #: real scans range from ~0.1 µm/px (100x) to a few µm/px (1.25x).
 PLAUSIBLE_MPP_RANGE = (0.02, 20.0)
 
 #: A 20x objective on common scanners gives about 0.5 µm/px: mpp ≈ 10 / objective power.
 MICRONS_PER_PIXEL_TIMES_POWER = 10.0
+
+#: OpenSlide maps a level-0 x to the level's grid as x / downsample and, when that is not a whole
+#: number, resamples the tiles bilinearly by the fraction (cairo/pixman, 7-bit weights: a shift
+#: under 1/256 px leaves pixels unchanged, measured). Below this shift a read is exact.
+EXACT_SHIFT = 1 / 512
+
+#: OpenSlide splits reads larger than this (level px a side) into pieces, each with its own shift.
+OPENSLIDE_MAX_PIECE = 4096
+
+#: openslide-python's ctypes binding of ``openslide_read_region``: filling a numpy buffer directly
+#: skips the public path's un-premultiply pass, PIL image and copy (about 20% of a read). Its
+#: buffer holds native-endian premultiplied ARGB words, so the fast path needs a little-endian
+#: machine; anything else (or a binding without it) uses the public ``read_region``.
+_RAW_READ_REGION = (
+    getattr(openslide.lowlevel, "_read_region", None) if sys.byteorder == "little" else None
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +107,37 @@ def looks_like_slide(path: str | Path) -> bool:
     """Cheap check (no decoding) for the napari reader: an OpenSlide extension or a DICOM folder."""
     path = Path(path)
     if path.is_dir():
-        return any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+        try:
+            return any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+        except OSError:
+            return False
     return path.suffix.lower() in SLIDE_EXTENSIONS
+
+
+def detect_format(path: str | Path) -> str | None:
+    """OpenSlide's name for the format of ``path`` (a file or DICOM folder), None if not a slide.
+
+    Reads only the file header, so the napari reader can decline plain TIFFs and DICOM images
+    that are not slides and leave them to other readers.
+    """
+    try:
+        return openslide.OpenSlide.detect_format(str(resolve_slide_path(path)))
+    except (OSError, SlideError, openslide.OpenSlideError):
+        return None
+
+
+def level0_offset(downsample: float, position: int | np.ndarray) -> int | np.ndarray:
+    """Level-0 pixel that OpenSlide maps closest to ``position`` on a level with ``downsample``."""
+    return np.rint(np.asarray(position) * downsample).astype(np.int64)
+
+
+def read_shift(downsample: float, position: int | np.ndarray) -> float | np.ndarray:
+    """Sub-pixel shift (level px) OpenSlide resamples by when reading a level from ``position``.
+
+    Zero where ``position * downsample`` is a whole number (always, for integer downsamples).
+    """
+    position = np.asarray(position)
+    return np.abs(level0_offset(downsample, position) / downsample - position)
 
 
 def _float_property(properties: Mapping[str, str], key: str) -> float | None:
@@ -97,6 +151,9 @@ def _float_property(properties: Mapping[str, str], key: str) -> float | None:
 class Slide:
     """A whole-slide image opened with OpenSlide.
 
+    OpenSlide is thread-safe, so one Slide may serve concurrent reads (napari's dask threads, the
+    engine's prefetch pool); only :meth:`close` must not race with reads.
+
     Parameters
     ----------
     path:
@@ -105,14 +162,21 @@ class Slide:
         µm per pixel to use instead of the file's (for slides with none, or a bogus one).
     to_srgb:
         Convert pixels from the slide's embedded ICC profile to sRGB, so colours match what the
-        scanner vendor's viewer shows.
+        scanner vendor's viewer shows. Slides without a profile are left as they are.
     """
 
     def __init__(self, path: str | Path, *, mpp: float | None = None, to_srgb: bool = False):
         self.requested_path = Path(path)
         self.path = resolve_slide_path(path)
+        self._closed = True
+        if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
+            raise ResolutionError(
+                f"{self.path.name}: µm per pixel must be a positive number, got {mpp}"
+            )
         if not self.path.exists():
             raise SlideError(f"{self.path}: no such file")
+        if not self.path.is_file():
+            raise UnsupportedSlideError(f"{self.path}: not a slide file")
         try:
             fmt = openslide.OpenSlide.detect_format(str(self.path))
         except Exception as exc:  # detect_format raises on unreadable files
@@ -121,16 +185,24 @@ class Slide:
             raise UnsupportedSlideError(
                 f"{self.path}: not a whole-slide image format OpenSlide reads"
             )
-        try:
-            self._osr = openslide.OpenSlide(str(self.path))
-        except openslide.OpenSlideError as exc:
-            raise SlideError(f"{self.path.name}: cannot open {fmt} slide ({exc})") from exc
-        if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
-            raise ResolutionError(
-                f"{self.path.name}: µm per pixel must be a positive number, got {mpp}"
-            )
+        self._osr = self._open_handle(fmt)
+        # Metadata is read once: after a failed read OpenSlide answers nothing on that handle.
+        osr = self._osr
+        self._properties = dict(osr.properties)
+        self._level_dimensions = tuple(tuple(d) for d in osr.level_dimensions)
+        self._level_downsamples = tuple(float(d) for d in osr.level_downsamples)
+        self._associated_names = tuple(osr.associated_images.keys())
+        self._generation = 0  # bumped each time a fresh handle replaces one in error state
+        self._lock = threading.Condition()  # guards the handle, _active and _closed
+        self._active = 0  # reads running now; close() waits for them
+        self._closed = False
+        self.format = fmt
         self._user_mpp = mpp
-        self._srgb_transform = self._make_srgb_transform() if to_srgb else None
+        try:
+            self._srgb_transform = self._make_srgb_transform() if to_srgb else None
+        except SlideError:
+            self.close()
+            raise
 
     # --- metadata -------------------------------------------------------------------------
     @property
@@ -139,28 +211,28 @@ class Slide:
 
     @property
     def properties(self) -> Mapping[str, str]:
-        return self._osr.properties
+        return self._properties
 
     @property
     def vendor(self) -> str | None:
-        return self._osr.properties.get(openslide.PROPERTY_NAME_VENDOR)
+        return self.properties.get(openslide.PROPERTY_NAME_VENDOR)
 
     @property
     def level_count(self) -> int:
-        return self._osr.level_count
+        return len(self._level_dimensions)
 
     @property
     def dimensions(self) -> tuple[int, int]:
         """(width, height) of level 0."""
-        return self._osr.dimensions
+        return self._level_dimensions[0]
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._osr.level_dimensions
+        return self._level_dimensions
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
-        return tuple(float(d) for d in self._osr.level_downsamples)
+        return self._level_downsamples
 
     @property
     def objective_power(self) -> float | None:
@@ -199,24 +271,28 @@ class Slide:
         if allow_objective_power and power and power > 0:
             mpp = MICRONS_PER_PIXEL_TIMES_POWER / power
             return Resolution(mpp, mpp, "objective power")
-        stated = self.raw_mpp[0]
-        detail = f"its stated {stated:g} µm/px is implausible" if stated else "it states none"
         raise ResolutionError(
-            f"{self.path.name}: no usable resolution ({detail}); pass --mpp with the slide's "
-            "µm per pixel at full resolution"
+            f"{self.path.name}: no usable resolution ({self.resolution_problem()}); pass --mpp "
+            "with the slide's µm per pixel at full resolution"
         )
+
+    def resolution_problem(self) -> str:
+        """Why the file's own resolution is unusable, in words (empty when it is usable)."""
+        if self.resolution is not None:
+            return ""
+        stated = self.raw_mpp[0]
+        return f"its stated {stated:g} µm/px is implausible" if stated else "it states none"
 
     @property
     def associated_image_names(self) -> tuple[str, ...]:
-        return tuple(self._osr.associated_images.keys())
+        return self._associated_names
 
     def associated_image(self, name: str) -> np.ndarray:
         """Label, macro or thumbnail image as RGB uint8."""
-        try:
-            image = self._osr.associated_images[name]
-        except KeyError:
-            raise SlideError(f"{self.path.name}: no associated image named {name!r}") from None
-        return self._to_rgb(image)
+        if name not in self._associated_names:
+            raise SlideError(f"{self.path.name}: no associated image named {name!r}")
+        image = self._with_recovery(lambda osr, *_: osr.associated_images[name], 0, 0, 0, 0, 0)
+        return np.ascontiguousarray(self._to_rgb(image))
 
     def tile_size(self, level: int) -> tuple[int, int] | None:
         """The file's tile (width, height) at ``level``, when the format states it."""
@@ -241,6 +317,7 @@ class Slide:
         return {
             "path": str(self.path),
             "name": self.name,
+            "format": self.format,
             "vendor": self.vendor,
             "mpp": [res.mpp_y, res.mpp_x] if res else None,
             "mpp_source": res.source if res else None,
@@ -249,35 +326,151 @@ class Slide:
             "dimensions": list(self.dimensions),
             "level_dimensions": [list(d) for d in self.level_dimensions],
             "level_downsamples": list(self.level_downsamples),
+            "tile_sizes": [self.tile_size(level) for level in range(self.level_count)],
             "associated_images": list(self.associated_image_names),
+            "srgb": self._srgb_transform is not None,
         }
 
     def check_readable(self) -> None:
         """Decode one small block of the coarsest level, so a corrupt file fails at open time."""
         level = self.level_count - 1
         w, h = self.level_dimensions[level]
-        self.read_level_region(level, 0, 0, min(w, 64), min(h, 64))
+        try:
+            self.read_level_region(level, 0, 0, min(w, 64), min(h, 64))
+        except SlideError as exc:
+            cause = exc.__cause__ or exc
+            raise SlideError(
+                f"{self.path.name}: opens, but its pixels cannot be decoded; the file is probably "
+                f"damaged ({cause})"
+            ) from exc
 
     # --- pixels ---------------------------------------------------------------------------
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """RGB uint8 (height, width, 3) at ``level``; (x, y) is the top-left in level-0 pixels.
-
-        This is OpenSlide's convention. Areas outside the slide and transparent pixels are white.
+        """RGB uint8 (height, width, 3), C-contiguous, at ``level``; (x, y) is the top-left in
+        level-0 pixels (OpenSlide's convention). Areas outside the slide and transparent pixels
+        are white. Safe to call from many threads at once.
         """
+        if self._closed:
+            raise SlideError(f"{self.path.name}: slide is closed")
         if not 0 <= level < self.level_count:
             raise SlideError(f"{self.path.name}: no level {level} (slide has {self.level_count})")
         if width <= 0 or height <= 0:
             return np.full((max(height, 0), max(width, 0), 3), 255, np.uint8)
+        x, y, width, height = int(x), int(y), int(width), int(height)
+        if _RAW_READ_REGION is not None:
+            rgb = self._with_recovery(self._read_raw_rgb, level, x, y, width, height)
+            if self._srgb_transform is not None:
+                rgb = self._apply_srgb(rgb)
+            return rgb
+        rgb = self._to_rgb(self._with_recovery(self._read_image, level, x, y, width, height))
+        return np.ascontiguousarray(rgb)
+
+    def _with_recovery(self, read, level: int, x: int, y: int, width: int, height: int):
+        """Run ``read(osr, level, x, y, width, height)`` surviving OpenSlide's sticky errors.
+
+        After any failed read OpenSlide refuses every later call on that handle, including reads
+        of good tiles running in other threads at that moment. So a failed read swaps a fresh
+        handle in for everyone, and is retried alone on a private handle: only a block that fails
+        there too is reported, so one corrupt tile costs one block, not the slide or its
+        neighbours. Reads are counted so that :meth:`close` never frees a handle under a running
+        read (OpenSlide would abort).
+        """
+        with self._reading() as (osr, generation):
+            try:
+                return read(osr, level, x, y, width, height)
+            except (openslide.OpenSlideError, ctypes.ArgumentError, ValueError):
+                pass
+        self._replace_handle(generation)
+        with self._reading():
+            private = self._open_handle()
+            try:
+                return read(private, level, x, y, width, height)
+            except (openslide.OpenSlideError, ctypes.ArgumentError, ValueError) as exc:
+                raise SlideError(
+                    f"{self.path.name}: cannot decode pixels at level {level}, "
+                    f"({x}, {y}) + {width}x{height} ({exc})"
+                ) from exc
+            finally:
+                private.close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[tuple[openslide.OpenSlide, int]]:
+        """The shared handle and its generation, counted as in use until the block exits."""
+        with self._lock:
+            if self._closed:
+                raise SlideError(f"{self.path.name}: slide is closed")
+            self._active += 1
+            handle = (self._osr, self._generation)
         try:
-            image = self._osr.read_region((int(x), int(y)), level, (int(width), int(height)))
-        except openslide.OpenSlideError as exc:
-            raise SlideError(f"{self.path.name}: cannot read pixels ({exc})") from exc
-        return self._to_rgb(image)
+            yield handle
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._lock.notify_all()
+
+    @staticmethod
+    def _read_image(
+        osr: openslide.OpenSlide, level: int, x: int, y: int, width: int, height: int
+    ) -> Image.Image:
+        return osr.read_region((x, y), level, (width, height))
+
+    @staticmethod
+    def _read_raw_rgb(
+        osr: openslide.OpenSlide, level: int, x: int, y: int, width: int, height: int
+    ) -> np.ndarray:
+        """Contiguous RGB over white straight from OpenSlide's premultiplied ARGB buffer."""
+        argb = np.empty((height, width), np.uint32)
+        _RAW_READ_REGION(
+            osr._osr,
+            argb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
+            x,
+            y,
+            level,
+            width,
+            height,
+        )
+        bgra = argb.view(np.uint8).reshape(height, width, 4)  # little-endian ARGB words
+        rgb = np.empty((height, width, 3), np.uint8)
+        rgb[..., 0] = bgra[..., 2]
+        rgb[..., 1] = bgra[..., 1]
+        rgb[..., 2] = bgra[..., 0]
+        if argb.min() < 0xFF000000:  # some alpha below 255
+            # Premultiplied colour over white is exactly c + (255 - alpha), never above 255.
+            rgb += (255 - bgra[..., 3])[..., None]
+        return rgb
+
+    def _open_handle(self, fmt: str | None = None) -> openslide.OpenSlide:
+        try:
+            return openslide.OpenSlide(str(self.path))
+        except (openslide.OpenSlideError, OSError) as exc:
+            raise SlideError(f"{self.path.name}: cannot open {fmt or 'the'} slide ({exc})") from exc
+
+    def _replace_handle(self, generation: int) -> None:
+        """Swap in a fresh handle unless another thread already did since ``generation``.
+
+        The old handle is not closed here: reads still running on it in other threads keep it
+        alive, and it closes when the last of them lets go of it.
+        """
+        with self._lock:
+            if self._generation == generation and not self._closed:
+                self._osr = self._open_handle()
+                self._generation += 1
 
     def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """Like :meth:`read_region` but (x, y) is in ``level``'s own pixel grid (for pyramids)."""
+        """Like :meth:`read_region` but (x, y) is in ``level``'s own pixel grid (for pyramids).
+
+        OpenSlide only takes level-0 positions; where ``x * downsample`` is not whole it resamples
+        the level by the remainder (see :func:`read_shift`). Reading from the nearest level-0
+        pixel keeps that shift below ``0.5 / downsample`` level px, and at zero where it can be.
+        """
         ds = self.level_downsamples[level]
-        return self.read_region(level, round(x * ds), round(y * ds), width, height)
+        return self.read_region(
+            level,
+            int(level0_offset(ds, x)),
+            int(level0_offset(ds, y)),
+            width,
+            height,
+        )
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """Whole-slide RGB image whose longer side is at most ``max_size`` pixels."""
@@ -290,31 +483,61 @@ class Slide:
         return np.asarray(image)
 
     def _to_rgb(self, image: Image.Image) -> np.ndarray:
-        """RGBA (not premultiplied) -> RGB over white, then optionally ICC -> sRGB."""
-        rgba = np.asarray(image.convert("RGBA"))
+        """PIL RGBA (straight alpha, as openslide-python returns it) -> RGB over white, then
+        optionally ICC -> sRGB. Opaque images come back as a view, without arithmetic."""
+        if image.mode != "RGBA":
+            image = image.convert("RGBA")
+        rgba = np.asarray(image)
         rgb = rgba[..., :3]
-        alpha = rgba[..., 3:4]
+        alpha = rgba[..., 3]
         if alpha.min() < 255:
-            a = alpha.astype(np.float32) / 255.0
-            rgb = np.rint(rgb * a + 255.0 * (1.0 - a)).astype(np.uint8)
-        else:
-            rgb = np.ascontiguousarray(rgb)
+            # Exact integer "over white": c * a / 255 + 255 * (255 - a) / 255, rounded.
+            a = alpha[..., None].astype(np.uint16)
+            rgb = ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
         if self._srgb_transform is not None:
-            converted = ImageCms.applyTransform(Image.fromarray(rgb), self._srgb_transform)
-            rgb = np.asarray(converted)
+            rgb = self._apply_srgb(rgb)
         return rgb
 
-    def _make_srgb_transform(self):
+    def _apply_srgb(self, rgb: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(np.ascontiguousarray(rgb))
+        return np.asarray(ImageCms.applyTransform(image, self._srgb_transform))
+
+    def _make_srgb_transform(self) -> ImageCms.ImageCmsTransform | None:
         profile = getattr(self._osr, "color_profile", None)
         if profile is None:
             return None
-        return ImageCms.buildTransform(
-            profile, ImageCms.createProfile("sRGB"), "RGB", "RGB", ImageCms.Intent.PERCEPTUAL
-        )
+        try:
+            intent = ImageCms.Intent(profile.profile.rendering_intent)
+        except (ValueError, AttributeError):
+            intent = ImageCms.Intent.PERCEPTUAL
+        try:
+            # NOCACHE: lcms' one-pixel cache is not thread-safe, and reads run in many threads.
+            return ImageCms.buildTransform(
+                profile,
+                ImageCms.createProfile("sRGB"),
+                "RGB",
+                "RGB",
+                renderingIntent=intent,
+                flags=ImageCms.Flags.NOCACHE,
+            )
+        except ImageCms.PyCMSError as exc:
+            raise SlideError(
+                f"{self.path.name}: cannot convert colours to sRGB (broken ICC profile: {exc})"
+            ) from exc
 
     # --- lifetime -------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        self._osr.close()
+        """Release the file once running reads finish; later reads raise SlideError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._lock.wait_for(lambda: self._active == 0)
+            self._osr.close()
 
     def __enter__(self) -> Slide:
         return self
@@ -323,6 +546,8 @@ class Slide:
         self.close()
 
     def __repr__(self) -> str:
+        if self._closed:
+            return f"Slide({str(self.path)!r}, closed)"
         return (
             f"Slide({str(self.path)!r}, {self.dimensions[0]}x{self.dimensions[1]}, mpp={self.mpp})"
         )

@@ -115,6 +115,8 @@ class LoadedModel:
                 raise ValueError(f"expected a (N, H, W, 3) uint8 batch, got shape {batch.shape}")
             if batch.shape[1:3] != self.input_size:
                 batch = np.stack([resize_patch(p, self.input_size) for p in batch])
+            if not batch.flags.writeable:  # torch warns on read-only arrays (e.g. from PIL)
+                batch = batch.copy()
             batch = torch.from_numpy(np.ascontiguousarray(batch))
         elif batch.shape[1:3] != self.input_size:
             return self.prepare(batch.cpu().numpy())

@@ -1,0 +1,1 @@
+"""Qt widgets for napari: the metastasis detection dock widget and its parts."""

@@ -1,0 +1,194 @@
+"""One analysis run as a generator for napari's thread worker: load, plan, classify, stream.
+
+Everything slow (loading the model, opening the slide, detecting tissue, reading and classifying
+patches) happens here, off the GUI thread. The generator yields small event objects; the widget
+applies them on the GUI thread, so the probability map is only ever written there and the overlay
+can be redrawn between batches while the viewer keeps panning and zooming.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from shapely.geometry.base import BaseGeometry
+
+from .. import engine
+from ..grid import PatchGrid
+from ..models import LoadedModel, load_model
+from ..probability import ProbabilityMap
+from ..slide import Slide
+from ..tissue import TissueMask, tissue_mask
+from .selection import Rect
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What to analyse and how; built on the GUI thread from the widget's controls."""
+
+    slide_path: str
+    model_ref: str  # a registered model name or a model folder
+    model_name: str
+    description: str  # "visible region", "1000 µm field", "2 drawn shapes", "whole slide"
+    region: Rect | BaseGeometry | None  # level-0 px; None = the whole slide
+    device: str = "auto"
+    batch_size: int = engine.DEFAULT_BATCH_SIZE
+    tissue_min_fraction: float = engine.DEFAULT_TISSUE_MIN_FRACTION
+
+
+# --- events the worker yields ------------------------------------------------------------------
+@dataclass
+class Stage:
+    """A step before patches flow (loading the model, finding tissue): a status message."""
+
+    message: str
+
+
+@dataclass
+class Planned:
+    """The cells to classify are known; ``prob_map`` is the map they will be written into."""
+
+    request: JobRequest
+    prob_map: ProbabilityMap
+    total: int  # patches to classify in this run
+    reused: int  # patches of the region already analysed earlier (not classified again)
+    background: int  # patches of the region left out as background
+
+
+@dataclass
+class Failed:
+    """The run stopped on an error (the batches before it stand)."""
+
+    error: Exception
+
+
+@dataclass
+class Batch:
+    """One classified batch: write ``probabilities`` into the map's ``cells``."""
+
+    prob_map: ProbabilityMap
+    cells: np.ndarray
+    probabilities: np.ndarray
+    done: int
+    total: int
+
+
+# --- caches shared by runs ---------------------------------------------------------------------
+class Resources:
+    """Models and tissue masks kept between runs: a click should not reload the model."""
+
+    def __init__(self):
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._tissue: dict[str, TissueMask] = {}
+        self._lock = threading.Lock()
+
+    def model(self, ref: str, device: str) -> LoadedModel:
+        key = (ref, device)
+        with self._lock:
+            model = self._models.get(key)
+        if model is None:
+            model = load_model(ref, device=device)
+            with self._lock:
+                self._models[key] = model
+        return model
+
+    def tissue(self, slide: Slide, grid: PatchGrid) -> TissueMask:
+        key = str(slide.path)
+        with self._lock:
+            mask = self._tissue.get(key)
+        if mask is None:
+            mask = tissue_mask(slide, mpp=None if slide.resolution else grid.mpp_x)
+            with self._lock:
+                self._tissue[key] = mask
+        return mask
+
+    def forget_model(self, ref: str) -> None:
+        with self._lock:
+            for key in [k for k in self._models if k[0] == ref]:
+                del self._models[key]
+
+
+MapFor = Callable[[str, str, PatchGrid, str], ProbabilityMap]
+
+
+def run_job(
+    request: JobRequest,
+    map_for: MapFor,
+    resources: Resources,
+    cancel: threading.Event,
+) -> Iterator[Stage | Planned | Batch | Failed]:
+    """The generator a napari thread worker runs. ``map_for(slide, model, grid, class)`` gives the
+    shared :class:`ProbabilityMap` of this slide and model, so cells analysed earlier are skipped.
+
+    Errors are yielded as :class:`Failed`, never raised: the thread worker silently drops a
+    RuntimeError (it takes it for a deleted Qt object), and CUDA's out-of-memory error is one.
+    """
+    try:
+        yield from _run_job(request, map_for, resources, cancel)
+    except Exception as exc:
+        yield Failed(exc)
+
+
+def _run_job(request, map_for, resources, cancel):
+    yield Stage(f"Loading model {request.model_name}…")
+    model = resources.model(request.model_ref, request.device)
+    if cancel.is_set():
+        return
+    yield Stage(f"Opening {Path(request.slide_path).name}…")
+    with Slide(request.slide_path) as slide:
+        grid = engine.make_grid(slide, model)
+        prob_map = map_for(request.slide_path, model.name, grid, model.positive_class)
+        region = request.region.as_tuple() if isinstance(request.region, Rect) else request.region
+        in_region = engine.plan_cells(slide, grid, region, tissue=False)
+        todo = prob_map.missing(in_region)
+        reused = len(in_region) - len(todo)
+        if len(todo) and request.tissue_min_fraction > 0:
+            yield Stage("Finding tissue…")
+            mask = resources.tissue(slide, grid)
+            cells = mask.cells_with_tissue(grid, todo, request.tissue_min_fraction)
+        else:
+            cells = todo
+        yield Planned(request, prob_map, len(cells), reused, len(todo) - len(cells))
+        for result in engine.run_inference(
+            slide, model, cells, grid, batch_size=request.batch_size, cancel=cancel
+        ):
+            yield Batch(prob_map, result.cells, result.positive, result.done, result.total)
+            if cancel.is_set():
+                return
+
+
+@dataclass
+class RunClock:
+    """Patches per second and time left, measured from the first classified batch."""
+
+    total: int
+    started: float = 0.0
+    done_at_start: int = 0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def rate(self, done: int) -> float:
+        elapsed = time.perf_counter() - self.started
+        return (done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
+
+    def remaining_s(self, done: int) -> float | None:
+        rate = self.rate(done)
+        return (self.total - done) / rate if rate > 0 else None
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

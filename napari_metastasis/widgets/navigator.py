@@ -1,0 +1,230 @@
+"""The region navigator: detected regions in a sortable table; a click takes the camera there.
+
+Deleting or relabelling a region is an edit the pathologist makes before export, so it must outlive
+the next threshold change: edits are remembered by a point inside the region
+(:class:`RegionEdits`) and re-applied to whatever regions the new threshold produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from shapely.geometry import Point
+
+from .regions_layer import DEFAULT_CLASSIFICATION
+
+#: Labels offered for relabelling (the combo box is editable for anything else).
+LABELS = ("Tumor", "Suspicious", "Other")
+
+#: The camera never zooms in so far that less than this many µm fill the canvas.
+MIN_VIEW_UM = 300.0
+
+
+@dataclass
+class RegionEdits:
+    """Deletions and relabels keyed by a point inside each edited region."""
+
+    deleted: list[Point] = field(default_factory=list)
+    labelled: list[tuple[Point, str]] = field(default_factory=list)
+
+    def delete(self, region) -> None:
+        self.deleted.append(region.polygon.representative_point())
+
+    def relabel(self, region, label: str) -> None:
+        self.labelled.append((region.polygon.representative_point(), label))
+
+    def clear(self) -> None:
+        self.deleted.clear()
+        self.labelled.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self.deleted or self.labelled)
+
+    def apply(self, regions: Sequence) -> tuple[list, list[str]]:
+        """The regions not deleted, and each one's label (the latest relabel inside it wins)."""
+        kept, labels = [], []
+        for region in regions:
+            polygon = region.polygon
+            if any(polygon.intersects(p) for p in self.deleted):
+                continue
+            label = DEFAULT_CLASSIFICATION
+            for point, new_label in self.labelled:
+                if polygon.intersects(point):
+                    label = new_label
+            kept.append(region)
+            labels.append(label)
+        return kept, labels
+
+
+def centre_camera_on(viewer, bounds_yx_um: tuple[float, float, float, float], margin=2.0) -> None:
+    """Centre the camera on a (y0, x0, y1, x1) µm box and zoom so it fills most of the canvas."""
+    from .selection import _camera, canvas_size
+
+    y0, x0, y1, x1 = bounds_yx_um
+    height, width = canvas_size(viewer)
+    extent_y = max((y1 - y0) * margin, MIN_VIEW_UM)
+    extent_x = max((x1 - x0) * margin, MIN_VIEW_UM)
+    camera = _camera(viewer)
+    centre = ((y0 + y1) / 2, (x0 + x1) / 2)
+    camera.center = (*tuple(camera.center)[:-2], *centre)
+    camera.zoom = min(height / extent_y, width / extent_x)
+
+
+class _NumericItem(QTableWidgetItem):
+    """A table cell that shows formatted text and sorts by its number."""
+
+    def __init__(self, value: float, text: str):
+        super().__init__(text)
+        self.value = float(value)
+
+    def __lt__(self, other):  # Qt calls this when sorting
+        if isinstance(other, _NumericItem):
+            return self.value < other.value
+        return super().__lt__(other)
+
+
+class RegionNavigator(QWidget):
+    """Table of regions (max probability first). Emits region indices, never touches layers."""
+
+    #: a region (index into the list given to :meth:`set_regions`) was clicked
+    activated = Signal(int)
+    #: delete these regions
+    delete_requested = Signal(list)
+    #: give these regions this label
+    relabel_requested = Signal(list, str)
+    #: forget every deletion and relabel
+    restore_requested = Signal()
+
+    COLUMNS = ("#", "Label", "Max", "Mean", "mm²")
+    TIPS = (
+        "Region id",
+        "Label used on export",
+        "Highest probability in the region",
+        "Mean probability over its patches",
+        "Area in mm²",
+    )
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        for col, tip in enumerate(self.TIPS):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setSortingEnabled(True)
+        self.table.setMinimumHeight(160)
+        self.table.itemClicked.connect(self._on_clicked)
+        self.table.itemActivated.connect(self._on_clicked)
+        self.table.setToolTip("Click a region to centre the view on it")
+
+        self.summary = QLabel("No regions yet: run an analysis.")
+        self.summary.setWordWrap(True)
+
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setToolTip("Remove the selected regions before export")
+        self.delete_button.clicked.connect(self._on_delete)
+        self.label_combo = QComboBox()
+        self.label_combo.setEditable(True)
+        self.label_combo.addItems(LABELS)
+        self.label_combo.setToolTip("Label to give the selected regions")
+        self.relabel_button = QPushButton("Relabel")
+        self.relabel_button.clicked.connect(self._on_relabel)
+        self.restore_button = QPushButton("Restore all")
+        self.restore_button.setToolTip("Undo every deletion and relabel")
+        self.restore_button.clicked.connect(self.restore_requested.emit)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.delete_button)
+        buttons.addWidget(self.label_combo, 1)
+        buttons.addWidget(self.relabel_button)
+        buttons.addWidget(self.restore_button)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table)
+        layout.addLayout(buttons)
+        self.set_regions([], [])
+
+    # --- content ----------------------------------------------------------------------------
+    def set_regions(self, regions: Sequence, labels: Sequence[str], edited: bool = False) -> None:
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(regions))
+        for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
+            items = (
+                _NumericItem(region.id, str(region.id)),
+                QTableWidgetItem(label),
+                _NumericItem(region.max_prob, f"{region.max_prob:.3f}"),
+                _NumericItem(region.mean_prob, f"{region.mean_prob:.3f}"),
+                _NumericItem(region.area_um2, f"{region.area_um2 / 1e6:.4f}"),
+            )
+            for col, item in enumerate(items):
+                item.setData(Qt.ItemDataRole.UserRole, row)
+                self.table.setItem(row, col, item)
+        self.table.setSortingEnabled(True)
+        self.table.sortItems(2, Qt.SortOrder.DescendingOrder)
+        has = bool(len(regions))
+        self.delete_button.setEnabled(has)
+        self.relabel_button.setEnabled(has)
+        self.restore_button.setEnabled(edited)
+        if has:
+            total = sum(r.area_um2 for r in regions) / 1e6
+            top = max(r.max_prob for r in regions)
+            self.summary.setText(
+                f"{len(regions)} region{'s' * (len(regions) != 1)}, {total:.3f} mm² in all, "
+                f"highest probability {top:.3f}."
+            )
+        else:
+            self.summary.setText("No region above the threshold.")
+
+    def row_of_index(self, index: int) -> int:
+        """The table row (after sorting) showing region ``index``."""
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == index:
+                return row
+        raise KeyError(index)
+
+    def index_at_row(self, row: int) -> int:
+        return int(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+
+    def selected_indices(self) -> list[int]:
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        return sorted(self.index_at_row(r) for r in rows)
+
+    # --- user actions -----------------------------------------------------------------------
+    def _on_clicked(self, item: QTableWidgetItem) -> None:
+        self.activated.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def _on_delete(self) -> None:
+        indices = self.selected_indices()
+        if indices:
+            self.delete_requested.emit(indices)
+
+    def _on_relabel(self) -> None:
+        indices = self.selected_indices()
+        label = self.label_combo.currentText().strip()
+        if indices and label:
+            self.relabel_requested.emit(indices, label)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            self._on_delete()
+            return
+        super().keyPressEvent(event)

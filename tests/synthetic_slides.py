@@ -1,0 +1,99 @@
+"""Tiled pyramidal TIFFs that OpenSlide opens as "generic-tiff", written by the tests themselves.
+
+Constant levels are written from one pre-compressed tile repeated, so a 65536 px square level
+costs a few MB of disk and milliseconds; levels given as arrays hold real pixels (uncompressed),
+for exact comparisons. Also: corrupt tiles, and an ICC profile.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+#: Pixels per centimetre for a µm/px value (TIFF resolution unit 3 = centimetre).
+MICRONS_PER_CM = 10_000.0
+
+
+def write_tiled_tiff(
+    path: Path,
+    levels: Sequence[tuple[int, int] | np.ndarray],
+    *,
+    tile: int = 256,
+    mpp: float | None = None,
+    color: tuple[int, int, int] = (200, 120, 180),
+    corrupt_tiles: dict[int, set[int]] | None = None,
+    iccprofile: bytes | None = None,
+) -> Path:
+    """Write a pyramid: each level is (width, height) of constant ``color`` or an RGB array.
+
+    ``corrupt_tiles`` maps a level to the indices (row-major) of tiles written as garbage.
+    """
+    corrupt_tiles = corrupt_tiles or {}
+    resolution = {}
+    if mpp is not None:
+        ppcm = MICRONS_PER_CM / mpp
+        resolution = {"resolution": (ppcm, ppcm), "resolutionunit": 3}
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for index, level in enumerate(levels):
+            options = {
+                "tile": (tile, tile),
+                "photometric": "rgb",
+                "subfiletype": 0 if index == 0 else 1,
+                "metadata": None,
+                **resolution,
+            }
+            if index == 0 and iccprofile is not None:
+                options["iccprofile"] = iccprofile
+            if isinstance(level, np.ndarray):
+                if corrupt_tiles.get(index):
+                    raise ValueError("corrupt tiles are only supported on constant levels")
+                tw.write(level, compression=None, **options)
+                continue
+            width, height = level
+            tiles = _constant_tiles(width, height, tile, color, corrupt_tiles.get(index, set()))
+            tw.write(tiles, shape=(height, width, 3), dtype=np.uint8, compression="zlib", **options)
+    return path
+
+
+def _constant_tiles(
+    width: int, height: int, tile: int, color: tuple[int, int, int], corrupt: set[int]
+) -> Iterator[bytes]:
+    encoded = zlib.compress(np.full((tile, tile, 3), color, np.uint8).tobytes(), 9)
+    count = -(-width // tile) * -(-height // tile)
+    for i in range(count):
+        yield b"not a deflate stream" * 4 if i in corrupt else encoded
+
+
+def halving_sizes(width: int, height: int, smallest: int = 512) -> list[tuple[int, int]]:
+    """Level sizes halving (floor) from (width, height) until the longer side is <= smallest."""
+    sizes = [(width, height)]
+    while max(sizes[-1]) > smallest:
+        w, h = sizes[-1]
+        sizes.append((max(1, w // 2), max(1, h // 2)))
+    return sizes
+
+
+def swapped_primaries_icc() -> bytes:
+    """An RGB ICC profile whose red and blue primaries are swapped relative to sRGB.
+
+    Converting from it to sRGB turns pure red into (about) pure blue, which proves a transform
+    really ran. Built from PIL's sRGB profile by exchanging the rXYZ and bXYZ tag entries.
+    """
+    from PIL import ImageCms
+
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    count = int.from_bytes(data[128:132], "big")
+    entries = {}
+    for i in range(count):
+        start = 132 + 12 * i
+        entries[bytes(data[start : start + 4])] = start
+    red, blue = entries[b"rXYZ"], entries[b"bXYZ"]
+    data[red + 4 : red + 12], data[blue + 4 : blue + 12] = (
+        data[blue + 4 : blue + 12],
+        data[red + 4 : red + 12],
+    )
+    return bytes(data)

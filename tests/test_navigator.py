@@ -1,0 +1,97 @@
+"""The region navigator table and the edits that outlive a threshold change."""
+
+from __future__ import annotations
+
+import pytest
+from qtpy.QtCore import Qt
+from shapely.geometry import box
+
+from napari_metastasis.contours import Region
+from napari_metastasis.widgets import selection
+from napari_metastasis.widgets.navigator import (
+    MIN_VIEW_UM,
+    RegionEdits,
+    RegionNavigator,
+    centre_camera_on,
+)
+
+pytestmark = pytest.mark.gui
+
+
+def region(i, x0, y0, x1, y1, max_prob, mean_prob=None):
+    polygon = box(x0, y0, x1, y1)
+    return Region(i, polygon, polygon.area * 0.25, max_prob, mean_prob or max_prob, 1)
+
+
+REGIONS = [
+    region(1, 0, 0, 100, 100, 0.7),
+    region(2, 500, 500, 900, 900, 0.95),
+    region(3, 200, 0, 300, 50, 0.8),
+]
+
+
+def test_edits_follow_regions_through_a_new_threshold():
+    edits = RegionEdits()
+    edits.delete(REGIONS[0])
+    edits.relabel(REGIONS[1], "Suspicious")
+    assert edits
+    # the new threshold gives slightly different polygons in the same places
+    grown = [
+        region(1, -10, -10, 120, 120, 0.7),
+        region(2, 450, 450, 950, 950, 0.95),
+        region(3, 200, 0, 310, 60, 0.8),
+        region(4, 1500, 1500, 1600, 1600, 0.6),
+    ]
+    kept, labels = edits.apply(grown)
+    assert [r.id for r in kept] == [2, 3, 4]
+    assert labels == ["Suspicious", "Tumor", "Tumor"]
+    edits.relabel(grown[1], "Other")  # the latest relabel wins
+    assert edits.apply(grown)[1][0] == "Other"
+    edits.clear()
+    assert not edits and len(edits.apply(grown)[0]) == 4
+
+
+def test_table_lists_regions_by_max_probability_and_sorts_numerically(qtbot):
+    navigator = RegionNavigator()
+    qtbot.addWidget(navigator)
+    navigator.set_regions(REGIONS, ["Tumor"] * 3)
+    table = navigator.table
+    assert [table.item(r, 0).text() for r in range(3)] == ["2", "3", "1"]
+    assert "3 regions" in navigator.summary.text()
+    table.sortItems(4, Qt.SortOrder.AscendingOrder)  # by area: numeric, not text, order
+    areas = [float(table.item(r, 4).text()) for r in range(3)]
+    assert areas == sorted(areas)
+    assert [navigator.index_at_row(r) for r in range(3)] == [2, 0, 1]
+    navigator.set_regions([], [])
+    assert table.rowCount() == 0 and not navigator.delete_button.isEnabled()
+
+
+def test_clicks_delete_and_relabel_emit_region_indices(qtbot):
+    navigator = RegionNavigator()
+    qtbot.addWidget(navigator)
+    navigator.set_regions(REGIONS, ["Tumor"] * 3)
+    with qtbot.waitSignal(navigator.activated) as activated:
+        navigator.table.itemClicked.emit(navigator.table.item(0, 1))
+    assert activated.args == [1]  # row 0 shows region index 1 (max prob 0.95)
+    navigator.table.selectRow(2)
+    with qtbot.waitSignal(navigator.delete_requested) as deleted:
+        navigator.delete_button.click()
+    assert deleted.args == [[0]]
+    navigator.label_combo.setCurrentText("Suspicious")
+    with qtbot.waitSignal(navigator.relabel_requested) as relabelled:
+        navigator.relabel_button.click()
+    assert relabelled.args == [[0], "Suspicious"]
+    with qtbot.waitSignal(navigator.delete_requested):
+        qtbot.keyClick(navigator, Qt.Key.Key_Delete)
+
+
+def test_centre_camera_on_a_box_and_never_closer_than_the_minimum(make_napari_viewer):
+    viewer = make_napari_viewer()
+    centre_camera_on(viewer, (1000.0, 2000.0, 1400.0, 2600.0))
+    assert tuple(viewer.scene.camera.center[-2:]) == pytest.approx((1200.0, 2300.0))
+    y0, x0, y1, x1 = selection.visible_world_rect(viewer)
+    assert y0 <= 1000 and y1 >= 1400 and x0 <= 2000 and x1 >= 2600
+    assert min(y1 - y0, x1 - x0) < 2 * 600 * 2.0  # and zoomed in to fit, not far out
+    centre_camera_on(viewer, (10.0, 10.0, 11.0, 11.0))  # one µm: clamp the zoom
+    y0, x0, y1, x1 = selection.visible_world_rect(viewer)
+    assert min(y1 - y0, x1 - x0) == pytest.approx(MIN_VIEW_UM, rel=1e-6)

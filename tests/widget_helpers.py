@@ -1,0 +1,82 @@
+"""Support for the viewer tests: a tiny TorchScript model, a gate to pause it, a slide in a viewer.
+
+The model is the engine tests' darkness model (tumour probability = 1 - mean intensity of the patch),
+so a run's result is known from the pixels without any training, and a whole-slide run of the
+sample takes well under a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from engine_helpers import write_darkness_model
+
+from napari_metastasis._reader import slide_layer_data
+from napari_metastasis._sample_data import SAMPLE_SLIDE
+from napari_metastasis.slide import Slide
+
+#: 64 px at 2 µm/px: 128 µm patches, a 9 × 12 grid on the sample slide.
+PATCH_PX = 64
+SPACING_UM = 2.0
+
+
+def write_test_model(folder: Path, name: str = "darkness") -> Path:
+    """The engine tests' darkness model (probability = 1 - mean intensity) as ``folder/name``."""
+    return write_darkness_model(Path(folder) / name, patch_size=PATCH_PX, spacing=SPACING_UM)
+
+
+class Gate:
+    """Makes a loaded model's network wait for a permit per batch, so the test sets the pace.
+
+    It wraps the model's TorchScript module, which every inference path of the engine calls;
+    :meth:`restore` puts the real module back and lets waiting batches through.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.real_module = model.module
+        self.permits = threading.Semaphore(0)
+        self.calls = 0
+        model.module = self
+
+    def __call__(self, x):
+        if not self.permits.acquire(timeout=30):
+            raise TimeoutError("test gate never opened")
+        self.calls += 1
+        return self.real_module(x)
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.permits.release()
+
+    def restore(self) -> None:
+        self.model.module = self.real_module
+        self.release(10_000)
+
+
+def fail_inference(model, error: Exception):
+    """Make every batch of ``model`` raise ``error`` (e.g. CUDA out of memory); returns an undo."""
+    real_module = model.module
+
+    def broken(x):
+        raise error
+
+    model.module = broken
+
+    def undo():
+        model.module = real_module
+
+    return undo
+
+
+def add_sample_slide(viewer, path: Path = SAMPLE_SLIDE):
+    """Add the sample slide layer exactly as the reader makes it; returns the layer."""
+    data, kwargs, _ = slide_layer_data(Slide(path))
+    return viewer.add_image(data, **kwargs)
+
+
+def analysed_cells(prob_map) -> set[tuple[int, int]]:
+    rows, cols = np.nonzero(~np.isnan(prob_map.values))
+    return set(zip(rows.tolist(), cols.tolist(), strict=True))
