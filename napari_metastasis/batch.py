@@ -37,7 +37,7 @@ class PredictOptions:
     device: str = "auto"
     positive_class: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the model card's threshold, else 0.5
     region: tuple[float, float, float, float] | None = None
     mpp: float | None = None
     tissue_min_fraction: float = DEFAULT_TISSUE_MIN_FRACTION
@@ -97,10 +97,11 @@ def predict_to_files(
                 num_workers=options.reader_threads,
                 progress=progress,
             )
-        regions = probability_contours(result.prob_map, options.threshold, options.min_area_um2)
+        threshold = options.threshold or model.recommended_threshold or 0.5
+        regions = probability_contours(result.prob_map, threshold, options.min_area_um2)
         result.prob_map.extra.update(
             resolution_source=resolution.source,
-            threshold=options.threshold,
+            threshold=threshold,
             model_folder=str(model.folder),
         )
         write_patch_csv(result.table, out / f"{stem}.csv")
@@ -108,7 +109,7 @@ def predict_to_files(
         classification = TUMOUR_CLASS if positive.lower() in TUMOUR_CLASSES else positive
         write_geojson(
             out / f"{stem}.geojson",
-            regions_to_annotations(regions, classification, options.threshold),
+            regions_to_annotations(regions, classification, threshold),
             mpp=resolution,
         )
         save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
@@ -116,7 +117,7 @@ def predict_to_files(
     top = result.prob_map.max_probability()
     return (
         f"{slide.name}: {result.n_done} patches, max {positive} probability {top:.3f}, "
-        f"{len(regions)} regions >= {options.threshold:g} -> {out / stem}.*"
+        f"{len(regions)} regions >= {threshold:g} -> {out / stem}.*"
     )
 
 

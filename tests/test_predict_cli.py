@@ -245,3 +245,20 @@ def test_dask_distributed_batch_matches_local_run(tmp_path, capsys, darkness_dir
     assert "broken.svs" in err and "1 of 2 slides failed" in err
     assert (spread / "shapes.csv").read_text() == (local / "shapes.csv").read_text()
     assert (spread / "shapes.geojson").read_text() == (local / "shapes.geojson").read_text()
+
+
+def test_threshold_defaults_to_the_model_cards(tmp_path, capsys, darkness_dir, shapes_slide):
+    """Without --threshold, regions use the card's threshold; an explicit one wins."""
+    import shutil
+
+    model = tmp_path / "carded"
+    shutil.copytree(darkness_dir, model)
+    (model / "model_card.json").write_text(json.dumps({"threshold": 0.8}))
+    args = [str(shapes_slide), "--model", str(model), "--tissue-min-fraction", "0"]
+    assert main(["predict", *args, "--out", str(tmp_path / "card")]) == 0
+    assert "regions >= 0.8 " in capsys.readouterr().out
+    assert main(["predict", *args, "--out", str(tmp_path / "own"), "--threshold", "0.3"]) == 0
+    assert "regions >= 0.3 " in capsys.readouterr().out
+    saved = json.loads((tmp_path / "card" / "shapes.geojson").read_text())
+    assert saved["features"]
+    assert all(f["properties"]["measurements"]["max_probability"] >= 0.8 for f in saved["features"])

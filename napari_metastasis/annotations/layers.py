@@ -424,17 +424,17 @@ def _to_px(yx: np.ndarray, mpp: Mpp, exact: Mapping[str, np.ndarray], shape_type
     if cached is not None:
         return np.array(cached, dtype=np.float64)
     if shape_type == "ellipse":
-        yx = _ellipse_polygon(yx)
+        yx = ellipse_outline(yx)
     return um_to_px(yx, mpp)
 
 
-def _ellipse_polygon(corners: np.ndarray) -> np.ndarray:
-    """napari stores an ellipse as the 4 corners of its (possibly rotated) bounding box."""
+def ellipse_outline(corners: np.ndarray, n: int = ELLIPSE_VERTICES) -> np.ndarray:
+    """An n-gon on the ellipse napari stores as the 4 corners of its (possibly rotated) box."""
     corners = np.asarray(corners, dtype=np.float64)
     center = corners.mean(axis=0)
     u = (corners[1] + corners[2]) / 2 - center
     w = (corners[2] + corners[3]) / 2 - center
-    t = np.linspace(0, 2 * np.pi, ELLIPSE_VERTICES, endpoint=False)[:, None]
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)[:, None]
     return center + np.cos(t) * u + np.sin(t) * w
 
 

@@ -37,16 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _model_threshold(model) -> float | None:
-    card = (model.folder / "model_card.json") if model.folder else None
-    if card and card.is_file():
-        try:
-            return float(json.loads(card.read_text())["threshold"])
-        except (ValueError, KeyError, TypeError):
-            return None
-    return None
-
-
 def evaluate_patches(args, results: dict) -> None:
     from ..evaluation.metrics import calibration, patch_metrics, roc_curve
     from ..evaluation.patches import predict_dataset
@@ -57,7 +47,9 @@ def evaluate_patches(args, results: dict) -> None:
     model = load_model(args.model, device=args.device)
     data = PatchSet.concat([load_patchset(d) for d in args.dataset])
     probs = predict_dataset(model, data)
-    threshold = args.threshold if args.threshold is not None else (_model_threshold(model) or 0.5)
+    threshold = (
+        args.threshold if args.threshold is not None else (model.recommended_threshold or 0.5)
+    )
     metrics = patch_metrics(data.labels, probs, threshold)
     print(metrics.format())
     fpr, tpr, _ = roc_curve(data.labels, probs)

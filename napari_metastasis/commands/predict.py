@@ -41,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N")
     parser.add_argument(
-        "--threshold", type=_probability, default=0.5, help="probability for regions (default 0.5)"
+        "--threshold",
+        type=_probability,
+        help="probability for regions (default: the model card's threshold, else 0.5)",
     )
     parser.add_argument(
         "--region", type=_region, metavar="X,Y,W,H", help="only this level-0 pixel rectangle"
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         positive_class=args.positive_class,
         batch_size=args.batch_size,
-        threshold=args.threshold,
+        threshold=args.threshold,  # None: the model's recommended threshold
         region=args.region,
         mpp=args.mpp,
         tissue_min_fraction=args.tissue_min_fraction,

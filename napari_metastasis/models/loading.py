@@ -12,6 +12,7 @@ not halfway through a slide.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from pathlib import Path
 
@@ -95,6 +96,18 @@ class LoadedModel:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.config.class_names
+
+    @property
+    def recommended_threshold(self) -> float | None:
+        """Decision threshold the model's card recommends (``model_card.json``), if any."""
+        card = self.folder / "model_card.json" if self.folder else None
+        if not card or not card.is_file():
+            return None
+        try:
+            value = float(json.loads(card.read_text(encoding="utf-8"))["threshold"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return value if 0 < value < 1 else None
 
     @property
     def positive_class(self) -> str:

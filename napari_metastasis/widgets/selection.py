@@ -15,6 +15,7 @@ import shapely
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from ..annotations.layers import ellipse_outline
 from .frame import SlideFrame
 
 #: Shape types of a napari Shapes layer that enclose an area (lines and paths do not).
@@ -102,16 +103,6 @@ def field_around(point_yx_um, size_um: float, frame: SlideFrame) -> Rect | None:
 
 
 # --- drawn shapes ----------------------------------------------------------------------------
-def ellipse_outline(corners: np.ndarray, n: int = 64) -> np.ndarray:
-    """An n-gon on the ellipse napari stores as the 4 corners of its (maybe rotated) box."""
-    corners = np.asarray(corners, dtype=np.float64)
-    centre = corners.mean(axis=0)
-    half_1 = (corners[1] + corners[2]) / 2 - centre
-    half_2 = (corners[2] + corners[3]) / 2 - centre
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)[:, None]
-    return centre + np.cos(t) * half_1 + np.sin(t) * half_2
-
-
 def shapes_geometry(layer, frame: SlideFrame, selected_only: bool = False) -> BaseGeometry:
     """The union, in level-0 px, of the area shapes (rectangles, polygons, ellipses) of a layer.
 
