@@ -20,7 +20,14 @@ from tqdm import tqdm
 from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
 from .contours import probability_contours, regions_to_annotations
-from .engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide, write_patch_csv
+from .engine import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TISSUE_MIN_FRACTION,
+    check_analysable,
+    make_grid,
+    predict_slide,
+    write_patch_csv,
+)
 from .errors import MetastasisError
 from .heatmap import render_heatmap, save_heatmap
 from .models import DEFAULT_MODEL, LoadedModel, load_model
@@ -74,6 +81,7 @@ def predict_to_files(
                 f"from its {slide.objective_power:g}x objective (pass --mpp to set it)"
             )
         stem = stem or slide.name
+        check_analysable(slide, make_grid(slide, model, resolution=resolution), options.region)
         with tqdm(
             desc=slide.name,
             unit="patch",
@@ -115,8 +123,15 @@ def predict_to_files(
         save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
         result.prob_map.save(out / f"{stem}.prob.tiff")
     top = result.prob_map.max_probability()
+    top_text = f"{top:.3f}" if result.n_done else "n/a"
+    why = ""
+    if result.n_done == 0:
+        why = (
+            f" (no patch has {options.tissue_min_fraction:g} of its area in tissue; "
+            "--tissue-min-fraction 0 classifies every patch)"
+        )
     return (
-        f"{slide.name}: {result.n_done} patches, max {positive} probability {top:.3f}, "
+        f"{slide.name}: {result.n_done} patches{why}, max {positive} probability {top_text}, "
         f"{len(regions)} regions >= {threshold:g} -> {out / stem}.*"
     )
 

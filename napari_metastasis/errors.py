@@ -37,3 +37,11 @@ class DatasetError(MetastasisError):
 
 class CancelledError(MetastasisError):
     """A long run stopped on the user's request; what finished is kept."""
+
+
+class UnsafeModelError(ModelError):
+    """A model whose code could do more than compute on tensors (read files, print, ...)."""
+
+
+class UntrustedModelError(ModelError):
+    """A model from outside the package that the user has not yet said they trust."""

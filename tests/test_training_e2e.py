@@ -94,6 +94,21 @@ def test_extract_train_evaluate_cli(tmp_path, capsys):
 
     assert (
         main(["evaluate", "--model", str(model_dir), "--dataset", str(ds), "--out", str(eval_dir)])
+        == 1  # the user's own trained model is a program too: trusted once, explicitly
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model_dir),
+                "--dataset",
+                str(ds),
+                "--out",
+                str(eval_dir),
+                "--trust-model",
+            ]
+        )
         == 0
     )
     metrics = json.loads((eval_dir / "metrics.json").read_text())["patches"]

@@ -20,6 +20,7 @@ from ..batch import PredictOptions, predict_many
 from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import MetastasisError
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
+from ..models.trust import require_trust
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_MODEL,
         metavar="DIR|NAME",
         help="model folder or name (see `models`)",
+    )
+    parser.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="trust a model from outside the package (a TorchScript model is a program); "
+        "remembered for that file",
     )
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N")
@@ -98,14 +105,22 @@ def run(args: argparse.Namespace) -> int:
         min_area_um2=args.min_area,
         reader_threads=args.workers,
     )
+    trusted = require_trust(args.model, trust=args.trust_model)
     if args.dask is None:
-        model = load_model(args.model, device=args.device, positive_class=args.positive_class)
+        model = load_model(
+            args.model,
+            device=args.device,
+            positive_class=args.positive_class,
+            sha256=trusted.sha256,
+        )
+        trusted.confirm()
         print(
             f"model {model.name} ({model.folder}): {model.config.patch_size_pixels} px at "
             f"{model.config.spacing_um_px:g} µm/px on {model.device}",
             file=sys.stderr,
         )
     else:
+        trusted.confirm()  # each worker's loader still checks the operators
         print(f"scaling out on dask.distributed ({args.dask})", file=sys.stderr)
     failures = 0
     for outcome in predict_many(slides, options, args.out, scheduler=args.dask):
