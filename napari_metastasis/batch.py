@@ -82,6 +82,7 @@ def predict_to_files(
             )
         stem = stem or slide.name
         check_analysable(slide, make_grid(slide, model, resolution=resolution), options.region)
+        slide.overview_level(max(slide.dimensions) / 1024, "the heatmap")  # before, not after
         with tqdm(
             desc=slide.name,
             unit="patch",
@@ -194,7 +195,7 @@ def _predict_distributed(
     else:
         try:
             client = Client(scheduler, timeout="10s")
-        except OSError as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise MetastasisError(
                 f"cannot reach the dask scheduler at {scheduler} ({exc})"
             ) from exc

@@ -45,3 +45,10 @@ class UnsafeModelError(ModelError):
 
 class UntrustedModelError(ModelError):
     """A model from outside the package that the user has not yet said they trust."""
+
+
+class OutputError(MetastasisError, OSError):
+    """Results that cannot be written: the message names the real target and the OS's reason.
+
+    Also an OSError, so code that handled the file system's errors still does.
+    """

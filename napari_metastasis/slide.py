@@ -21,6 +21,7 @@ import numpy as np
 import openslide
 from PIL import Image, ImageCms
 
+from .error_policy import os_error_reason
 from .errors import ResolutionError, SlideError, UnsupportedSlideError
 
 #: Extensions of the formats OpenSlide reads (DICOM may also be given as a folder).
@@ -56,6 +57,14 @@ EXACT_SHIFT = 1 / 512
 
 #: OpenSlide splits reads larger than this (level px a side) into pieces, each with its own shift.
 OPENSLIDE_MAX_PIECE = 4096
+
+#: An overview (thumbnail, tissue mask, heatmap) reads at most this many pixels of one level: about
+#: a minute of decoding. A slide whose coarsest level is larger (no pyramid, or a file that claims
+#: 10⁶ x 10⁶ px) is refused with the reason instead of reading for hours or exhausting memory.
+MAX_OVERVIEW_PIXELS = 2**30
+
+#: Overviews are read in blocks of this many level pixels a side (bounded memory).
+OVERVIEW_READ_BLOCK = 2048
 
 #: openslide-python's ctypes binding of ``openslide_read_region``: filling a numpy buffer directly
 #: skips the public path's un-premultiply pass, PIL image and copy (about 20% of a read). Its
@@ -140,6 +149,25 @@ def read_shift(downsample: float, position: int | np.ndarray) -> float | np.ndar
     return np.abs(level0_offset(downsample, position) / downsample - position)
 
 
+def _probe_readable(path: Path) -> None:
+    """Open ``path`` and read a byte; raises the OS's error (permission denied, I/O error)."""
+    with open(path, "rb") as f:
+        f.read(1)
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor``×``factor`` blocks; a partial last block averages the pixels it has."""
+    if factor == 1:
+        return image
+    h, w = image.shape[:2]
+    ph, pw = -h % factor, -w % factor
+    if ph or pw:
+        image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    hh, ww = image.shape[0] // factor, image.shape[1] // factor
+    blocks = image.reshape(hh, factor, ww, factor, 3).astype(np.float32)
+    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
 def _float_property(properties: Mapping[str, str], key: str) -> float | None:
     try:
         value = float(properties[key])
@@ -177,6 +205,10 @@ class Slide:
             raise SlideError(f"{self.path}: no such file")
         if not self.path.is_file():
             raise UnsupportedSlideError(f"{self.path}: not a slide file")
+        try:  # OpenSlide reports an unreadable file as "not a slide format"; say the real reason
+            _probe_readable(self.path)
+        except OSError as exc:
+            raise SlideError(f"{self.path}: cannot read the file ({os_error_reason(exc)})") from exc
         try:
             fmt = openslide.OpenSlide.detect_format(str(self.path))
         except Exception as exc:  # detect_format raises on unreadable files
@@ -472,13 +504,48 @@ class Slide:
             height,
         )
 
+    def overview_level(self, downsample: float, purpose: str = "an overview") -> int:
+        """The level to read for a whole-slide overview at ``downsample``, if it is small enough.
+
+        Raises :class:`SlideError` when even that level holds more than
+        :data:`MAX_OVERVIEW_PIXELS` (a slide without a pyramid, or one that only claims a huge
+        size): reading it would take minutes to hours, so the reason is said instead.
+        """
+        level = self.best_level_for_downsample(max(downsample, 1.0))
+        lw, lh = self.level_dimensions[level]
+        if lw * lh > MAX_OVERVIEW_PIXELS:
+            raise SlideError(
+                f"{self.path.name}: no pyramid level is small enough for {purpose}: the level to "
+                f"read is {lw} x {lh} px ({lw * lh / 1e9:.3g} gigapixels, limit "
+                f"{MAX_OVERVIEW_PIXELS / 1e9:.3g}); a whole-slide image needs reduced levels "
+                "(convert it to a pyramidal TIFF, e.g. with vips tiffsave --tile --pyramid)"
+            )
+        return level
+
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """Whole-slide RGB image whose longer side is at most ``max_size`` pixels."""
+        """Whole-slide RGB image whose longer side is at most ``max_size`` pixels.
+
+        Read block by block and averaged down on the way, so memory stays near the thumbnail's
+        size whatever the level read; a slide with no small enough level raises SlideError.
+        """
+        if max_size <= 0:
+            raise ValueError(f"thumbnail size must be positive, got {max_size}")
         w, h = self.dimensions
         scale = max(w, h) / max_size
-        level = self.best_level_for_downsample(max(scale, 1.0))
+        level = self.overview_level(scale, "a thumbnail")
         lw, lh = self.level_dimensions[level]
-        image = Image.fromarray(self.read_region(level, 0, 0, lw, lh))
+        factor = max(1, int(max(lw, lh) / max_size) // 2)  # leave LANCZOS the last 2x or less
+        out = np.empty((-(-lh // factor), -(-lw // factor), 3), np.uint8)
+        block = factor * max(1, OVERVIEW_READ_BLOCK // factor)
+        for y in range(0, lh, block):
+            for x in range(0, lw, block):
+                bw, bh = min(block, lw - x), min(block, lh - y)
+                small = _block_mean(self.read_level_region(level, x, y, bw, bh), factor)
+                out[
+                    y // factor : y // factor + small.shape[0],
+                    x // factor : x // factor + small.shape[1],
+                ] = small
+        image = Image.fromarray(out)
         image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
         return np.asarray(image)
 

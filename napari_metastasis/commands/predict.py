@@ -13,6 +13,7 @@ reason; the other slides are still processed, and the exit code is 1.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="reader threads")
     parser.add_argument(
         "--dask",
+        type=_dask_scheduler,
         metavar="local[:N]|ADDRESS",
         help="spread slides over dask.distributed: a local cluster of N worker processes, or a "
         "running scheduler's address (tcp://host:8786)",
@@ -185,3 +187,26 @@ def _region(text: str) -> tuple[float, float, float, float]:
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
     return x, y, w, h
+
+
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss)://)?\[?[A-Za-z0-9_.:-]+?\]?:(\d{1,5})$")
+
+
+def _dask_scheduler(text: str) -> str:
+    """``local``, ``local:N`` or a scheduler address with a port (``tcp://host:8786``)."""
+    if text == "local":
+        return text
+    if text.startswith("local:"):
+        n = text.partition(":")[2]
+        if not n.isdigit() or int(n) < 1 or int(n) > 1024:
+            raise argparse.ArgumentTypeError(
+                f"expected local:N with N a number of worker processes (1-1024), got {text!r}"
+            )
+        return text
+    match = _ADDRESS.match(text)
+    if not match or not 0 < int(match.group(1)) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"expected 'local', 'local:N' or a scheduler address with its port "
+            f"(tcp://host:8786), got {text!r}"
+        )
+    return text

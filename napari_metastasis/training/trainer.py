@@ -20,6 +20,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
+from ..error_policy import exception_reason
 from ..errors import CancelledError, DatasetError
 from ..evaluation.metrics import roc_auc
 from .augment import AugmentConfig, centre_crops, colour_jitter, sample_crops
@@ -195,7 +196,7 @@ def train_model(
     )
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and resume and ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
+        state = _load_checkpoint(ckpt)
         if state["config"] != config.to_dict():
             raise DatasetError(
                 f"{ckpt}: checkpoint was made with different settings; cannot resume"
@@ -292,3 +293,37 @@ def train_model(
         best_val_auc=None if best_key is None else best_key[0],
         config=config,
     )
+
+
+#: What a checkpoint written by :func:`train_model` holds.
+_CHECKPOINT_KEYS = (
+    "config",
+    "model",
+    "optimiser",
+    "scheduler",
+    "best_state",
+    "best_key",
+    "best_epoch",
+    "history",
+    "patience_left",
+    "epoch",
+    "np_rng",
+)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint to resume from; a damaged or foreign file is a DatasetError naming it."""
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:  # zip, unpickling and tensor errors alike
+        raise DatasetError(
+            f"{path}: the checkpoint is damaged or not a training checkpoint "
+            f"({exception_reason(exc)}); delete it, or train without --resume"
+        ) from exc
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DatasetError(
+            f"{path}: not a checkpoint of this trainer (missing {', '.join(missing[:3])}); "
+            "delete it, or train without --resume"
+        )
+    return state
