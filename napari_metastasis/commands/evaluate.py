@@ -4,7 +4,10 @@ Patches: ``--model M --dataset D``: accuracy, ROC AUC, sensitivity/specificity a
 confusion matrix, calibration; ``roc.png``, ``calibration.png``, ``predictions.csv``.
 Slides: ``--maps a.tif b.tif --annotations a.xml none``: pixel Dice/IoU at the threshold, slide AUC
 from the maximum probability, Camelyon16 lesion-level FROC; ``froc.png``.
-Everything goes to ``--out`` as ``metrics.json`` too.
+Stages: ``--stages REFERENCE PREDICTED`` (Camelyon17 stages files, e.g. ``predict``'s
+``stages.csv``): Camelyon17's quadratic-weighted kappa over the five pN stages, and the slide-category
+confusion matrix and accuracy.
+Everything goes to ``--out`` as ``metrics.json`` too (optional for ``--stages`` alone).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from ..errors import DatasetError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="patch metrics (AUC, ...) and slide metrics (FROC, Dice)"
+        "evaluate",
+        help="patch metrics (AUC, ...), slide metrics (FROC, Dice), pN stages (kappa)",
     )
     p.add_argument("--model", help="model folder or name (patch evaluation)")
     p.add_argument("--dataset", nargs="+", type=Path, default=[], help="dataset folder(s)")
@@ -32,7 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threshold", type=float, help="decision threshold (default: model card's or 0.5)"
     )
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--stages",
+        nargs=2,
+        type=Path,
+        metavar=("REFERENCE", "PREDICTED"),
+        help="two Camelyon17 stages files: quadratic-weighted kappa, slide confusion matrix",
+    )
+    p.add_argument("--out", type=Path, help="folder for metrics.json and plots")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
 
@@ -108,18 +119,38 @@ def evaluate_slides(args, results: dict) -> None:
     }
 
 
+def evaluate_stages(args, results: dict) -> None:
+    from ..clinical import read_stages
+    from ..evaluation.stages import compare_stages
+
+    reference, predicted = args.stages
+    comparison = compare_stages(read_stages(reference), read_stages(predicted))
+    print(comparison.format())
+    results["stages"] = {
+        "reference": str(reference),
+        "predicted": str(predicted),
+        **comparison.to_dict(),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    if not (args.model and args.dataset) and not args.maps:
+    if not (args.model and args.dataset) and not args.maps and not args.stages:
         raise DatasetError(
-            "nothing to evaluate: give --model with --dataset, and/or --maps with --annotations"
+            "nothing to evaluate: give --model with --dataset, --maps with --annotations, "
+            "or --stages REFERENCE PREDICTED"
         )
+    if args.out is None and ((args.model and args.dataset) or args.maps):
+        raise DatasetError("--out is needed for patch and slide evaluation (plots go there)")
     results: dict = {}
     if args.model and args.dataset:
         evaluate_patches(args, results)
     if args.maps:
         evaluate_slides(args, results)
-    write_text_atomic(
-        args.out / "metrics.json", json.dumps(results, indent=2, default=float) + "\n"
-    )
-    print(f"results written to {args.out}")
+    if args.stages:
+        evaluate_stages(args, results)
+    if args.out is not None:
+        write_text_atomic(
+            args.out / "metrics.json", json.dumps(results, indent=2, default=float) + "\n"
+        )
+        print(f"results written to {args.out}")
     return 0
