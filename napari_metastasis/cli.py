@@ -16,7 +16,17 @@ from . import __version__
 from .errors import MetastasisError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("info", "view", "predict", "models", "convert", "extract", "train", "evaluate")
+COMMAND_MODULES = (
+    "info",
+    "view",
+    "predict",
+    "report",
+    "models",
+    "convert",
+    "extract",
+    "train",
+    "evaluate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

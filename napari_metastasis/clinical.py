@@ -344,6 +344,11 @@ class StagesFile:
 
     patients: dict[str, str]  # patient (without .zip) -> pN stage
     slides: dict[str, str]  # slide file name -> category
+    members: dict[str, list[str]]  # patient -> the slide rows that follow its row
+
+    def cases(self) -> dict[str, str]:
+        """{slide key: patient}, the grouping this file records (for :func:`group_patients`)."""
+        return {slide_key(s): p for p, slides in self.members.items() for s in slides}
 
 
 def read_stages(path: str | Path) -> StagesFile:
@@ -355,6 +360,8 @@ def read_stages(path: str | Path) -> StagesFile:
         raise StagingError(f"{path.name}: cannot read the stages file ({exc.strerror})") from exc
     patients: dict[str, str] = {}
     slides: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    current: str | None = None
     stage_names = {s.lower(): s for s in PN_STAGES}
     for number, row in enumerate(csv.reader(text.splitlines()), start=1):
         cells = [c.strip() for c in row]
@@ -372,12 +379,16 @@ def read_stages(path: str | Path) -> StagesFile:
                     f"{path.name}, line {number}: unknown pN stage {value!r} "
                     f"(expected one of {', '.join(PN_STAGES)})"
                 )
-            patients[name[:-4]] = stage
+            current = name[:-4]
+            patients[current] = stage
+            members.setdefault(current, [])
         else:
             try:
                 slides[name] = _checked_category(value)
             except StagingError as exc:
                 raise StagingError(f"{path.name}, line {number}: {exc}") from None
+            if current is not None:
+                members[current].append(name)
     if not patients and not slides:
         raise StagingError(f"{path.name}: no stages in the file")
-    return StagesFile(patients, slides)
+    return StagesFile(patients, slides, members)

@@ -230,6 +230,15 @@ def test_stages_csv_round_trip(tmp_path):
     read = read_stages(path)
     assert read.patients == {"patient_004": "pN1", "other": "pN0(i+)"}
     assert read.slides["patient_004_node_4.tif"] == "macro"
+    assert read.members == {
+        "patient_004": ["patient_004_node_0.tif", "patient_004_node_4.tif"],
+        "other": ["other.svs"],
+    }
+    assert read.cases() == {
+        "patient_004_node_0": "patient_004",
+        "patient_004_node_4": "patient_004",
+        "other": "other",
+    }
     path.write_text("patient,stage\np.zip,pN3\n")
     with pytest.raises(StagingError, match=r"line 2: unknown pN stage 'pN3'"):
         read_stages(path)
