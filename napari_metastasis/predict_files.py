@@ -1,7 +1,8 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
-The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its four
-outputs atomically (the patch CSV, the regions as GeoJSON, the heatmap, the probability grid). :func:`predict_many` runs it over many slides, either in
+The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
+outputs atomically (the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
+clinical summary: verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
 this process or scaled out on dask.distributed (one task per slide, each worker loading the model
 once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide that
 fails is reported and the others go on.
@@ -27,6 +28,7 @@ from .errors import MetastasisError
 from .heatmap import render_heatmap, save_heatmap
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .slide import Slide
+from .summary import summarise_regions, write_summary
 
 Warn = Callable[[str], None]
 
@@ -43,6 +45,7 @@ class PredictOptions:
     region: tuple[float, float, float, float] | None = None
     mpp: float | None = None
     tissue_min_fraction: float = DEFAULT_TISSUE_MIN_FRACTION
+    stride_um: float | None = None  # grid step; None: the patch size (no overlap)
     min_area_um2: float = 0.0
     reader_threads: int | None = None
     progress: bool = True
@@ -65,7 +68,8 @@ def predict_to_files(
     stem: str | None = None,
     warn: Warn | None = None,
 ) -> str:
-    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff`` into ``out``."""
+    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.summary.json``
+    into ``out``."""
     warn = warn or _stderr_warning
     with Slide(path, mpp=options.mpp) as slide:
         slide.check_readable()
@@ -95,6 +99,7 @@ def predict_to_files(
                 region=options.region,
                 tissue_min_fraction=options.tissue_min_fraction,
                 resolution=resolution,
+                stride_um=options.stride_um,
                 batch_size=options.batch_size,
                 num_workers=options.reader_threads,
                 progress=progress,
@@ -116,10 +121,20 @@ def predict_to_files(
         )
         save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
         result.prob_map.save(out / f"{stem}.prob.tiff")
+        summary = summarise_regions(
+            regions,
+            result.prob_map,
+            slide=slide.requested_path.name,
+            stem=stem,
+            threshold=threshold,
+            model=model.name,
+            slide_path=str(slide.path),
+        )
+        write_summary(out, summary)
     top = result.prob_map.max_probability()
     return (
         f"{slide.name}: {result.n_done} patches, max {positive} probability {top:.3f}, "
-        f"{len(regions)} regions >= {threshold:g} -> {out / stem}.*"
+        f"{len(regions)} regions >= {threshold:g}; {summary.verdict.sentence()} -> {out / stem}.*"
     )
 
 

@@ -179,6 +179,34 @@ def patient_stages(
     ]
 
 
+def stage_run(
+    slides: Sequence[str | Path],
+    stems: Sequence[str],
+    failed: Iterable[str | Path],
+    folder: str | Path,
+    *,
+    case: str | None = None,
+    cases: Mapping[str, str] | None = None,
+) -> tuple[list[PatientStage], list[str]]:
+    """The patients of a run (slides and their output ``stems``, summaries in ``folder``), and one
+    line for each patient left unstaged because one of its slides failed: a stage from some of the
+    nodes could understate it."""
+    stem_of = {str(path): stem for path, stem in zip(slides, stems, strict=True)}
+    failed_set = {str(p) for p in failed}
+    staged, unstaged = [], []
+    for patient, paths in group_patients(list(slides), case=case, cases=cases).items():
+        bad = [Path(p).name for p in paths if str(p) in failed_set]
+        if bad:
+            unstaged.append(f"{patient}: not staged, {', '.join(bad)} could not be analysed")
+            continue
+        rows = []
+        for path in paths:
+            summary = read_summary(Path(folder) / f"{stem_of[str(path)]}{SUMMARY_SUFFIX}")
+            rows.append((summary.slide, summary.verdict.category))
+        staged.append(PatientStage.from_slides(patient, rows))
+    return staged, unstaged
+
+
 def write_stages(folder: str | Path, patients: Iterable[PatientStage]) -> Path:
     path = Path(folder) / STAGES_FILE
     write_text_atomic(path, stages_csv(patients))
