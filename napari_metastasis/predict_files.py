@@ -134,7 +134,7 @@ def predict_to_files(
     top = result.prob_map.max_probability()
     return (
         f"{slide.name}: {result.n_done} patches, max {positive} probability {top:.3f}, "
-        f"{len(regions)} regions >= {threshold:g}; {summary.verdict.sentence()} -> {out / stem}.*"
+        f"{len(regions)} regions >= {threshold:g} ({summary.verdict.sentence()}) -> {out / stem}.*"
     )
 
 
