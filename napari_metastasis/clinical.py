@@ -59,7 +59,7 @@ CATEGORY_LABELS = {
 #: Colours for the categories (RGB hex), shared by the report and the widget.
 CATEGORY_COLOURS = {
     "negative": "#4d9a4d",
-    "itc": "#d9b626",
+    "itc": "#b89400",
     "micro": "#e07b1f",
     "macro": "#c8283c",
 }

@@ -259,9 +259,10 @@ def _draw_thumbnail(ax, heatmap: Path, summary: SlideSummary) -> None:
             color="white",
             bbox={"boxstyle": "circle,pad=0.2", "fc": CATEGORY_COLOURS[d.category], "ec": "white"},
         )
-    # A scale bar: 1 mm (or 0.1 mm on small slides) along the bottom-left.
+    # A scale bar along the bottom-left: the longest round length under a quarter of the width.
     mm_px = 1000.0 / summary.mpp[0] * sx
-    bar_mm = 1.0 if mm_px < image.shape[1] / 3 else 0.1
+    lengths = [b for b in (10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05) if b * mm_px <= image.shape[1] / 4]
+    bar_mm = lengths[0] if lengths else 0.05
     bar = bar_mm * mm_px
     y = image.shape[0] * 0.96
     x0 = image.shape[1] * 0.03
