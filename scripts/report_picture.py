@@ -16,7 +16,9 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("resources/report_slide_page.png"))
-    parser.add_argument("--page", type=int, default=1, help="0: the summary page, 1: the slide page")
+    parser.add_argument(
+        "--page", type=int, default=1, help="0: the summary page, 1: the slide page"
+    )
     parser.add_argument("--scale", type=float, default=1.25, help="pixels per PDF point")
     args = parser.parse_args(argv)
 
