@@ -26,7 +26,7 @@ from .contours import probability_contours, regions_to_annotations
 from .engine import BOX_COLUMNS, DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide
 from .errors import MetastasisError
 from .heatmap import render_heatmap, save_heatmap
-from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
 from .slide import Slide
 from .summary import summarise_regions, write_summary
 
@@ -104,7 +104,7 @@ def predict_to_files(
                 num_workers=options.reader_threads,
                 progress=progress,
             )
-        threshold = options.threshold or model.recommended_threshold or 0.5
+        threshold = resolve_threshold(options.threshold, model).value
         regions = probability_contours(result.prob_map, threshold, options.min_area_um2)
         result.prob_map.extra.update(
             resolution_source=resolution.source,
