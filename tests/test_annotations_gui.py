@@ -157,7 +157,7 @@ def test_panel_buttons_import_export_and_crops(viewer_with_slide, qtbot, geojson
 
     xml = panel.export(tmp_path / "out.xml")
     assert xml is not None and [a.classification for a in read_annotations(xml)] == [
-        "Tumor",
+        "_0",
         "_2",
         "Stroma",
     ]

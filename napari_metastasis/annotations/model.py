@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 
 from shapely.geometry.base import BaseGeometry
@@ -54,6 +55,11 @@ UNCLASSIFIED_COLOR = (244, 250, 88)
 POLYGONAL = ("Polygon", "MultiPolygon")
 LINEAR = ("LineString", "MultiLineString")
 PUNCTUAL = ("Point", "MultiPoint")
+
+
+def new_id() -> str:
+    """A fresh object id: a random UUID, as QuPath gives every object it creates."""
+    return str(uuid.uuid4())
 
 
 def is_tumour_class(classification: str | None) -> bool:

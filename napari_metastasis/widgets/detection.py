@@ -764,7 +764,7 @@ class MetastasisWidget(QWidget):
             show_error(str(exc))
             return
         analysis.regions, analysis.labels = analysis.edits.apply(regions)
-        analysis.regions_layer.show(analysis.regions, analysis.labels)
+        analysis.regions_layer.show(analysis.regions, analysis.labels, self.threshold)
         self._sync_navigator()
         self.annotation_io._refresh_layers()
         self.annotation_io.layer_combo.setCurrentText(analysis.regions_layer.name)
@@ -786,7 +786,7 @@ class MetastasisWidget(QWidget):
         minx, miny, maxx, maxy = region.polygon.bounds
         (y0, x0), (y1, x1) = analysis.regions_layer.frame.to_world([[minx, miny], [maxx, maxy]])
         centre_camera_on(self.viewer, (y0, x0, y1, x1))
-        rows = analysis.regions_layer.rows_of(region.id)
+        rows = analysis.regions_layer.rows_of(region.uid)
         if rows:
             analysis.regions_layer.layer.selected_data = set(rows)
 
@@ -805,7 +805,7 @@ class MetastasisWidget(QWidget):
         if analysis is None:
             return
         for region in analysis.regions:
-            if str(region.id) in ids:
+            if str(region.uid) in ids:
                 analysis.edits.delete(region)
         if analysis is self.current_analysis:
             self._contour_timer.start()  # redraw (drops orphaned holes) once napari is done
