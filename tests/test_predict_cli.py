@@ -192,12 +192,12 @@ def test_objective_power_fallback_warns(tmp_path, capsys, monkeypatch, darkness_
 def test_failed_write_leaves_no_partial_file(
     tmp_path, capsys, monkeypatch, darkness_dir, shapes_slide
 ):
-    from napari_metastasis import batch
+    from napari_metastasis import predict_files
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(batch, "render_heatmap", broken)
+    monkeypatch.setattr(predict_files, "render_heatmap", broken)
     out = tmp_path / "out"
     code = main(["predict", str(shapes_slide), "--out", str(out), "--model", str(darkness_dir)])
     assert code == 1

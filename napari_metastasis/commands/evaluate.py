@@ -30,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--annotations", nargs="+", default=[], help="one per map; 'none' = normal slide"
     )
     p.add_argument(
-        "--threshold", type=float, help="decision threshold (default: model card's or 0.5)"
+        "--threshold",
+        type=float,
+        help="decision threshold (default: the model card's, of --model or of the model that made "
+        "the maps, else 0.5)",
     )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="auto")
@@ -41,15 +44,13 @@ def evaluate_patches(args, results: dict) -> None:
     from ..evaluation.metrics import calibration, patch_metrics, roc_curve
     from ..evaluation.patches import predict_dataset
     from ..evaluation.plots import plot_calibration, plot_roc
-    from ..models import load_model
+    from ..models import load_model, resolve_threshold
     from ..training.patchset import PatchSet, load_patchset
 
     model = load_model(args.model, device=args.device)
     data = PatchSet.concat([load_patchset(d) for d in args.dataset])
     probs = predict_dataset(model, data)
-    threshold = (
-        args.threshold if args.threshold is not None else (model.recommended_threshold or 0.5)
-    )
+    threshold = resolve_threshold(args.threshold, model).value
     metrics = patch_metrics(data.labels, probs, threshold)
     print(metrics.format())
     fpr, tpr, _ = roc_curve(data.labels, probs)
@@ -72,6 +73,7 @@ def evaluate_slides(args, results: dict) -> None:
     from ..evaluation.metrics import roc_auc
     from ..evaluation.plots import plot_froc
     from ..evaluation.slides import overlap, slide_hits
+    from ..models import resolve_threshold
     from ..probability import ProbabilityMap
     from ..training.annotations_source import load_tumour_geometry
 
@@ -80,10 +82,11 @@ def evaluate_slides(args, results: dict) -> None:
             f"{len(args.maps)} maps but {len(args.annotations)} annotations: give one per map "
             "('none' for a slide without tumour)"
         )
-    threshold = 0.5 if args.threshold is None else args.threshold
+    maps = [ProbabilityMap.load(path) for path in args.maps]
+    # the model card of --model, else of the model that made the maps, else 0.5
+    threshold = resolve_threshold(args.threshold, args.model or maps[0].model_name or None).value
     per_slide, hits, scores, labels = [], [], [], []
-    for map_path, ann in zip(args.maps, args.annotations, strict=True):
-        pmap = ProbabilityMap.load(map_path)
+    for map_path, pmap, ann in zip(args.maps, maps, args.annotations, strict=True):
         geometry = load_tumour_geometry(ann)
         ov = overlap(pmap, geometry, threshold)
         hits.append(slide_hits(pmap, geometry, threshold))

@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..batch import PredictOptions, predict_many
 from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import MetastasisError
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
+from ..predict_files import PredictOptions, predict_many
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         min_area_um2=args.min_area,
         reader_threads=args.workers,
     )
+    model = None
     if args.dask is None:
         model = load_model(args.model, device=args.device, positive_class=args.positive_class)
         print(
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"scaling out on dask.distributed ({args.dask})", file=sys.stderr)
     failures = 0
-    for outcome in predict_many(slides, options, args.out, scheduler=args.dask):
+    for outcome in predict_many(slides, options, args.out, scheduler=args.dask, model=model):
         if outcome.ok:
             print(outcome.message)
         else:

@@ -12,7 +12,6 @@ not halfway through a slide.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 
 from ..errors import ModelError
 from .contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
+from .threshold import card_threshold
 from .transforms import normalisation_constants, resize_patch, to_model_input
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -100,14 +100,7 @@ class LoadedModel:
     @property
     def recommended_threshold(self) -> float | None:
         """Decision threshold the model's card recommends (``model_card.json``), if any."""
-        card = self.folder / "model_card.json" if self.folder else None
-        if not card or not card.is_file():
-            return None
-        try:
-            value = float(json.loads(card.read_text(encoding="utf-8"))["threshold"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return value if 0 < value < 1 else None
+        return card_threshold(self.folder)
 
     @property
     def positive_class(self) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_bytes_atomic, write_text_atomic
+from ..models.threshold import MODEL_CARD_FILE
 from .networks import Ensemble
 
 CLASS_NAMES = ("normal", "tumor")
@@ -70,6 +71,6 @@ def export_model(
     write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
     write_text_atomic(out_dir / "README.md", card_markdown)
     write_text_atomic(
-        out_dir / "model_card.json", json.dumps(card_data, indent=2, default=float) + "\n"
+        out_dir / MODEL_CARD_FILE, json.dumps(card_data, indent=2, default=float) + "\n"
     )
     return out_dir

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from .._napari.helpers import LazyLayer, camera
 from ..annotations.layers import EXTERIOR, HOLE, SHAPES_COLUMNS, shapes_layer_data
 from ..annotations.model import TUMOUR_CLASS, Annotation, class_color
 from ..contours import REGION_MEASUREMENTS, region_annotation
@@ -57,14 +58,12 @@ def empty_features() -> pd.DataFrame:
     return table
 
 
-class RegionsLayer:
+class RegionsLayer(LazyLayer):
     """Keeps a Shapes layer showing a list of regions (objects with ``polygon``, ``id``, ...)."""
 
     def __init__(self, viewer, frame: SlideFrame, name: str):
-        self.viewer = viewer
+        super().__init__(viewer, name)
         self.frame = frame
-        self.name = name
-        self.visible = True
         #: called with the ids (str) of regions the user deleted in the layer itself
         self.on_user_delete: Callable[[set[str]], None] | None = None
         self._layer = None
@@ -77,37 +76,26 @@ class RegionsLayer:
         """What the annotation convention calls mpp: world units per level-0 px, (y, x)."""
         return self.frame.scale_yx
 
-    @property
-    def layer(self):
-        """The Shapes layer, added to the viewer if it is not there (any more)."""
-        if self._layer is None or self._layer not in self.viewer.layers:
-            self._layer = self.viewer.add_shapes(
-                name=self.name,
-                ndim=2,
-                face_color="transparent",
-                edge_color=display_color(DEFAULT_CLASSIFICATION),
-                edge_width=self._edge_width(),
-                features=empty_features(),
-                visible=self.visible,
-                translate=self.frame.translate_yx,
-                metadata={
-                    "metastasis_regions": True,
-                    "mpp": list(self.mpp),
-                    "calibrated": self.frame.units is not None,
-                },
-                **self.frame.layer_kwargs(),
-            )
-            self._layer.events.data.connect(self._on_data_changed)
-            self._connect_zoom()
-        return self._layer
-
-    def is_shown(self) -> bool:
-        return self._layer is not None and self._layer in self.viewer.layers
-
-    @property
-    def was_removed(self) -> bool:
-        """The layer existed and the user deleted it."""
-        return self._layer is not None and self._layer not in self.viewer.layers
+    def _create(self):
+        layer = self.viewer.add_shapes(
+            name=self.name,
+            ndim=2,
+            face_color="transparent",
+            edge_color=display_color(DEFAULT_CLASSIFICATION),
+            edge_width=self._edge_width(),
+            features=empty_features(),
+            visible=self.visible,
+            translate=self.frame.translate_yx,
+            metadata={
+                "metastasis_regions": True,
+                "mpp": list(self.mpp),
+                "calibrated": self.frame.units is not None,
+            },
+            **self.frame.layer_kwargs(),
+        )
+        layer.events.data.connect(self._on_data_changed)
+        self._connect_zoom()
+        return layer
 
     def show(
         self, regions: Sequence, labels: Sequence[str], threshold: float | None = None
@@ -147,19 +135,18 @@ class RegionsLayer:
         ids = self._layer.features["id"].astype(str).to_numpy()
         return np.flatnonzero(ids == str(region_id)).tolist()
 
+    def highlight(self, region_id) -> None:
+        """Make one region stand out (its shapes selected)."""
+        rows = self.rows_of(region_id)
+        if rows:
+            self._layer.selected_data = set(rows)
+
     def roles(self) -> list[str]:
         return list(self._layer.features["role"]) if self.is_shown() else []
 
-    def set_visible(self, visible: bool) -> None:
-        self.visible = bool(visible)
-        if self.is_shown():
-            self._layer.visible = self.visible
-
     def remove(self) -> None:
         self._disconnect_zoom()
-        if self.is_shown():
-            self.viewer.layers.remove(self._layer)
-        self._layer = None
+        super().remove()
 
     # --- regions deleted with napari's own tools ---------------------------------------------
     def _on_data_changed(self, event=None) -> None:
@@ -180,8 +167,7 @@ class RegionsLayer:
 
     # --- constant on-screen outline width ---------------------------------------------------
     def _camera(self):
-        scene = getattr(self.viewer, "scene", None)
-        return scene.camera if scene is not None else self.viewer.camera
+        return camera(self.viewer)
 
     def _edge_width(self) -> float:
         return EDGE_SCREEN_PX / max(self._camera().zoom, 1e-9)

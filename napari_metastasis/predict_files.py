@@ -1,7 +1,7 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
-The ``predict`` command and batch runs share :func:`predict_to_files`, which classifies one slide
-and writes its four outputs atomically. :func:`predict_many` runs it over many slides, either in
+The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its four
+outputs atomically (the patch CSV, the regions as GeoJSON, the heatmap, the probability grid). :func:`predict_many` runs it over many slides, either in
 this process or scaled out on dask.distributed (one task per slide, each worker loading the model
 once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide that
 fails is reported and the others go on.
@@ -15,15 +15,17 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
+from .atomic import atomic_path
 from .contours import probability_contours, regions_to_annotations
-from .engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide, write_patch_csv
+from .engine import BOX_COLUMNS, DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide
 from .errors import MetastasisError
 from .heatmap import render_heatmap, save_heatmap
-from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
 from .slide import Slide
 
 Warn = Callable[[str], None]
@@ -97,7 +99,7 @@ def predict_to_files(
                 num_workers=options.reader_threads,
                 progress=progress,
             )
-        threshold = options.threshold or model.recommended_threshold or 0.5
+        threshold = resolve_threshold(options.threshold, model).value
         regions = probability_contours(result.prob_map, threshold, options.min_area_um2)
         result.prob_map.extra.update(
             resolution_source=resolution.source,
@@ -121,6 +123,15 @@ def predict_to_files(
     )
 
 
+def write_patch_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """WSInfer's CSV of a patch table (its box and ``prob_<class>`` columns), written atomically."""
+    columns = [c for c in table.columns if c in BOX_COLUMNS or c.startswith("prob_")]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table[columns].to_csv(tmp, index=False, float_format="%.6f")
+    return path
+
+
 def unique_stems(paths: Iterable[Path]) -> list[str]:
     """Output names per slide; two slides with the same name get ``name_2`` and so on."""
     used: set[str] = set()
@@ -141,17 +152,19 @@ def predict_many(
     out: Path,
     *,
     scheduler: str | None = None,
+    model: LoadedModel | None = None,
     warn: Warn | None = None,
 ) -> Iterator[SlideOutcome]:
     """Predict every slide, yielding outcomes as slides finish.
 
-    ``scheduler`` None runs here, one slide after another, with one model. ``"local"`` or
-    ``"local:N"`` starts a dask.distributed LocalCluster of N single-threaded worker processes;
-    anything else is a scheduler address (``tcp://host:8786``) of a running cluster.
+    ``scheduler`` None runs here, one slide after another, with one model (``model``, else loaded
+    from ``options``). ``"local"`` or ``"local:N"`` starts a dask.distributed LocalCluster of N
+    single-threaded worker processes; anything else is a scheduler address (``tcp://host:8786``)
+    of a running cluster.
     """
     stems = unique_stems(paths)
     if scheduler is None:
-        model = load_model(
+        model = model or load_model(
             options.model, device=options.device, positive_class=options.positive_class
         )
         for path, stem in zip(paths, stems, strict=True):
