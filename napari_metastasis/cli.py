@@ -23,7 +23,17 @@ from .error_policy import user_message
 DEBUG_ENV_VAR = "NAPARI_METASTASIS_DEBUG"
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("info", "view", "predict", "models", "convert", "extract", "train", "evaluate")
+COMMAND_MODULES = (
+    "info",
+    "view",
+    "predict",
+    "report",
+    "models",
+    "convert",
+    "extract",
+    "train",
+    "evaluate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

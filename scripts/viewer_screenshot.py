@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if Path(args.model).is_dir():
         widget.add_model_folder(args.model)
-    widget.device_combo.setCurrentText("cpu")
+    widget.source.device.value = "cpu"
     widget.set_mode("Whole slide")
     widget.run()
     deadline = time.perf_counter() + 300
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if widget.current_analysis is None:
         print(f"analysis failed: {widget.status.text()}", file=sys.stderr)
         return 1
-    widget.threshold_slider.setValue(args.threshold)
+    widget.display.threshold.value = args.threshold
     widget.update_contours()
     viewer.reset_view()
     viewer.layers.selection.active = viewer.layers[0]

@@ -21,10 +21,10 @@ from napari_metastasis.engine import (
     plan_cells,
     predict_slide,
     run_inference,
-    write_patch_csv,
 )
 from napari_metastasis.errors import SlideError
 from napari_metastasis.models import load_model
+from napari_metastasis.predict_files import write_patch_csv
 from napari_metastasis.probability import ProbabilityMap
 from napari_metastasis.slide import Slide
 from napari_metastasis.tissue import tissue_mask
@@ -217,3 +217,32 @@ def test_empty_plan_yields_nothing(darkness):
         "prob_normal",
         "prob_tumor",
     ]
+
+
+def test_plan_counts_reused_and_background_and_calls_tissue_only_when_needed(tmp_path, darkness):
+    image = np.full((1000, 1300, 3), 245, np.uint8)
+    rng = np.random.default_rng(1)
+    image[256:768, 256:640] = rng.normal((190, 110, 170), 12, (512, 384, 3)).clip(0, 255)
+    path = write_pyramid_tiff(tmp_path / "tissue.tiff", image, mpp=0.5)
+    with Slide(path) as slide:
+        grid = make_grid(slide, darkness)  # patches of 64 level-0 px
+        mask = tissue_mask(slide)
+        calls = []
+
+        def tissue():
+            calls.append(1)
+            return mask
+
+        prob = ProbabilityMap.empty(grid, class_name="tumor")
+        rect = (256, 256, 128, 128)  # 2 x 2 cells, all tissue
+        cells, counts = plan_cells(slide, grid, rect, tissue=tissue, skip=prob, return_counts=True)
+        assert counts == (4, 0, 0, 4) and len(cells) == 4 and len(calls) == 1
+        prob.update(cells, np.zeros(len(cells)))
+        cells, counts = plan_cells(slide, grid, rect, tissue=tissue, skip=prob, return_counts=True)
+        assert counts == (4, 4, 0, 0) and len(cells) == 0 and len(calls) == 1  # not asked again
+        everything, counts = plan_cells(
+            slide, grid, tissue=tissue, tissue_min_fraction=0.5, skip=prob, return_counts=True
+        )
+        assert counts.reused == 4 and counts.planned == 48 - 4 == len(everything)
+        assert counts.region == grid.shape[0] * grid.shape[1]
+        assert counts.background == counts.region - 48

@@ -156,18 +156,20 @@ def test_bad_dask_scheduler_is_refused_at_once(tmp_path, capsys, value):
 
 
 def test_corrupt_training_checkpoint(tmp_path):
-    from napari_metastasis.training.trainer import _load_checkpoint
+    from napari_metastasis.training.trainer import load_checkpoint
 
     for content in (b"garbage", b"PK\x03\x04 truncated zip"):
         path = tmp_path / "seed0.pt"
         path.write_bytes(content)
-        with pytest.raises(DatasetError, match=r"seed0.pt: the checkpoint is damaged"):
-            _load_checkpoint(path)
+        with pytest.raises(
+            DatasetError, match=r"seed0.pt: cannot resume: the checkpoint is damaged"
+        ):
+            load_checkpoint(path)
     import torch
 
-    torch.save({"config": {}}, path)
-    with pytest.raises(DatasetError, match="not a checkpoint of this trainer"):
-        _load_checkpoint(path)
+    torch.save({"nothing": 1}, path)
+    with pytest.raises(DatasetError, match="not a training checkpoint"):
+        load_checkpoint(path)
 
 
 def test_permission_denied_is_not_called_an_unknown_format(tmp_path, monkeypatch):

@@ -33,8 +33,8 @@ def widget(make_napari_viewer, tmp_path, monkeypatch):
     viewer = make_napari_viewer(show=True)
     widget = MetastasisWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Metastasis detection")
-    widget.device_combo.setCurrentText("cpu")
-    widget.tissue_spin.setValue(0.0)
+    widget.source.device.value = "cpu"
+    widget.source.tissue_min.value = 0.0
     add_sample_slide(viewer)
     widget.set_mode(WHOLE)
     return widget
@@ -74,7 +74,8 @@ def test_untrusted_model_is_asked_about_once(widget, qtbot, tmp_path):
 
 
 def test_bundled_model_needs_no_trust(widget, qtbot):
-    widget.model_combo.setCurrentIndex(widget.model_combo.findText("default"))
+    widget.source.select_model("default")
+    assert widget.model_name == "default"
     widget.confirm_trust = lambda state: pytest.fail("the bundled model needs no trust step")
     assert widget.ensure_model_trusted(widget.model_ref)
 

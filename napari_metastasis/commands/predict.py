@@ -4,7 +4,12 @@
   level-0 pixels, so WSInfer/QuPath tooling reads it;
 * ``<stem>.geojson``: the regions at ``--threshold``, as QuPath annotations (level-0 pixels);
 * ``<stem>.heatmap.png``: a thumbnail with the probability map over it;
-* ``<stem>.prob.tiff``: the probability grid with its geometry, which the viewer reloads.
+* ``<stem>.prob.tiff``: the probability grid with its geometry, which the viewer reloads;
+* ``<stem>.summary.json``: the clinical answer: slide verdict (negative / itc / micro / macro), and
+  each region's area, greatest dimension, category and probabilities, with threshold, model and stride;
+
+and for the run ``stages.csv``: each patient's pN stage and slide categories in Camelyon17's
+submission format (slides grouped by ``patient_<id>_node_<n>`` names, ``--case`` or ``--cases``).
 
 Every file is written atomically. A slide that fails gets one line on stderr naming it and the
 reason; the other slides are still processed, and the exit code is 1.
@@ -17,11 +22,14 @@ import re
 import sys
 from pathlib import Path
 
-from ..batch import PredictOptions, predict_many
+from ..clinical import read_cases
 from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import MetastasisError
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
 from ..models.trust import require_trust
+from ..predict_files import PredictOptions, predict_many, unique_stems
+from ..summary import stage_run, write_stages
+from .report import add_case_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,6 +80,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="F",
         help="skip patches with less tissue than this (0 classifies every patch)",
     )
+    parser.add_argument(
+        "--stride-um",
+        type=_positive_float,
+        metavar="UM",
+        help="grid step in µm (default: the model's patch, no overlap); sizes are measured to "
+        "about one step",
+    )
+    add_case_arguments(parser)
     parser.add_argument("--positive-class", metavar="NAME", help="class shown in the heatmap")
     parser.add_argument(
         "--min-area", type=float, default=0.0, metavar="UM2", help="smallest region (µm²)"
@@ -104,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
         region=args.region,
         mpp=args.mpp,
         tissue_min_fraction=args.tissue_min_fraction,
+        stride_um=args.stride_um,
         min_area_um2=args.min_area,
         reader_threads=args.workers,
     )
     trusted = require_trust(args.model, trust=args.trust_model)
+    model = None
     if args.dask is None:
         model = load_model(
             args.model,
@@ -124,13 +142,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         trusted.confirm()  # each worker's loader still checks the operators
         print(f"scaling out on dask.distributed ({args.dask})", file=sys.stderr)
-    failures = 0
-    for outcome in predict_many(slides, options, args.out, scheduler=args.dask):
+    cases = read_cases(args.cases) if args.cases else None  # a bad list fails before the run
+    failed = []
+    for outcome in predict_many(slides, options, args.out, scheduler=args.dask, model=model):
         if outcome.ok:
             print(outcome.message)
         else:
-            failures += 1
+            failed.append(outcome.path)
             print(f"napari-metastasis predict: error: {outcome.message}", file=sys.stderr)
+    patients, unstaged = stage_run(
+        slides, unique_stems(slides), failed, args.out, case=args.case, cases=cases
+    )
+    for line in unstaged:
+        print(f"napari-metastasis predict: warning: {line}", file=sys.stderr)
+    if patients:
+        path = write_stages(args.out, patients)
+        staged = ", ".join(f"{p.patient} {p.stage}" for p in patients)
+        print(f"pN stages ({staged}) -> {path}")
+    failures = len(failed)
     if failures:
         print(
             f"napari-metastasis predict: {failures} of {len(slides)} slides failed", file=sys.stderr

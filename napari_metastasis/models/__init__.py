@@ -16,20 +16,32 @@ from .contract import (
 )
 from .loading import DEVICE_CHOICES, LoadedModel, load_model, select_device
 from .registry import BUNDLED_DIR, DEFAULT_MODEL, available_models, resolve_model
+from .threshold import (
+    DEFAULT_THRESHOLD,
+    MODEL_CARD_FILE,
+    Threshold,
+    card_threshold,
+    resolve_threshold,
+)
 
 __all__ = [
     "BUNDLED_DIR",
     "CONFIG_FILE",
     "DEFAULT_MODEL",
+    "DEFAULT_THRESHOLD",
     "DEVICE_CHOICES",
+    "MODEL_CARD_FILE",
     "WEIGHTS_FILE",
     "LoadedModel",
     "ModelConfig",
+    "Threshold",
     "TransformStep",
     "available_models",
+    "card_threshold",
     "load_config",
     "load_model",
     "parse_config",
     "resolve_model",
+    "resolve_threshold",
     "select_device",
 ]

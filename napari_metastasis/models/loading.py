@@ -1,11 +1,13 @@
 """Load a model folder, refusing unsafe code, and run it on a batch, on the best device available.
 
-Weights are TorchScript archives. A TorchScript file is a program, not data: it can read and write
-files (``torch.from_file``, ``torch.save``) like any code. So before anything of it runs, the file is
-inspected (:mod:`.operator_check`): no ``__setstate__`` (which ``torch.jit.load`` would run while
-opening it), and no operator outside an allowlist of pure tensor operators in any method of any
-submodule. That is a filter, not a sandbox; models from outside the package also need the user's
-trust once (:mod:`.trust`, asked by the CLI and the viewer, not by this library function).
+The project's own models carry their weights as data (``model.safetensors``, loaded into a network
+defined in the package: :mod:`.safe_weights`), so loading them runs no code from the folder. Other
+folders hold TorchScript archives, and a TorchScript file is a program, not data: it can read and
+write files (``torch.from_file``, ``torch.save``) like any code. So before anything of it runs, the
+file is inspected (:mod:`.operator_check`): no ``__setstate__`` (which ``torch.jit.load`` would run
+while opening it), and no operator outside an allowlist of pure tensor operators in any method of
+any submodule. That is a filter, not a sandbox; models from outside the package also need the
+user's trust once (:mod:`.trust`, asked by the CLI and the viewer, not by this library function).
 
 At load time the network runs on two blank patches, to check that it accepts the config's input size
 and returns ``num_classes`` finite values per patch: a mismatch fails here with a message naming the
@@ -17,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import threading
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ..error_policy import exception_reason as torchscript_reason
 from ..errors import ModelError
 from .contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
 from .operator_check import check_torchscript_archive, check_torchscript_module
+from .threshold import card_threshold
 from .transforms import normalisation_constants, resize_patch, to_model_input
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -107,14 +109,7 @@ class LoadedModel:
     @property
     def recommended_threshold(self) -> float | None:
         """Decision threshold the model's card recommends (``model_card.json``), if any."""
-        card = self.folder / "model_card.json" if self.folder else None
-        if not card or not card.is_file():
-            return None
-        try:
-            value = float(json.loads(card.read_text(encoding="utf-8"))["threshold"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return value if 0 < value < 1 else None
+        return card_threshold(self.folder)
 
     @property
     def positive_class(self) -> str:
@@ -205,9 +200,14 @@ def load_model(
     ``sha256``: the weights file must still have this digest (the one the user trusted).
     """
     from .registry import resolve_model
+    from .safe_weights import load_safe_model
 
     folder = resolve_model(path_or_name)
     config = load_config(folder)
+    # The project's own models carry weights as data (model.safetensors): no code from the folder.
+    safe = load_safe_model(folder, config, device=device, positive_class=positive_class, amp=amp)
+    if safe is not None:
+        return safe
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelError(f"{folder}: no {WEIGHTS_FILE} in the model folder")

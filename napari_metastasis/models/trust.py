@@ -1,12 +1,14 @@
 """Which model files the user has said they trust, remembered by their SHA-256.
 
 A TorchScript model is a program. The loader refuses operators outside an allowlist
-(:mod:`.operator_check`), but that is a filter, not a sandbox, so a model from outside the package
-(a colleague's, a download, or the user's own ``train`` output, which anyone with write access to
-that folder could have replaced) also needs the user's explicit trust the first time it is used:
+(:mod:`.operator_check`), but that is a filter, not a sandbox, so a TorchScript model from outside
+the package (a colleague's, a download, or one the user exported elsewhere) also needs the user's
+explicit trust the first time it is used:
 ``--trust-model`` on ``predict``/``evaluate``, a question in the viewer. The answer is remembered
 for that exact file (its SHA-256) in ``trusted_models.json`` in the user's config folder, so a
-changed file is asked about again. Models inside the installed package need no trust step.
+changed file is asked about again. Models inside the installed package, and folders whose weights
+are data (``model.safetensors``, as ``train`` writes them: the loader runs no code from them), need
+no trust step.
 
 The config folder is platformdirs' user config folder for ``napari-metastasis``, or the folder in
 the ``NAPARI_METASTASIS_CONFIG_DIR`` environment variable (the tests use a temporary one).
@@ -22,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UntrustedModelError
+from ..errors import MetastasisError, UntrustedModelError
 from .contract import WEIGHTS_FILE
 from .registry import BUNDLED_DIR, resolve_model
 
@@ -128,11 +130,24 @@ class TrustCheck:
 
 
 def check_trust(model: str | Path) -> TrustCheck:
-    """Where ``model`` (a name or folder) stands; hashes the weights of a model not in the package."""
+    """Where ``model`` (a name or folder) stands; hashes the weights of a model not in the package.
+
+    A folder whose weights are data (``model.safetensors`` for a network defined in the package,
+    as ``train`` writes) needs no trust step: the loader runs none of its code.
+    """
+    from .contract import load_config
+    from .safe_weights import has_safe_weights
+
     folder = resolve_model(model)
     weights = folder / WEIGHTS_FILE
     if is_bundled(folder):
         return TrustCheck(folder, weights, None, True, True)
+    try:
+        safe = has_safe_weights(folder, load_config(folder))
+    except MetastasisError:
+        safe = False  # the loader says what is wrong with the config
+    if safe:
+        return TrustCheck(folder, weights, None, True, False)
     if not weights.is_file():  # the loader says what is missing
         return TrustCheck(folder, weights, None, True, False)
     digest = file_sha256(weights)

@@ -20,14 +20,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
-from ..error_policy import exception_reason
+from ..datasets.labels import centre_window
+from ..datasets.patchset import PatchSet
 from ..errors import CancelledError, DatasetError
 from ..evaluation.metrics import roc_auc
 from .augment import AugmentConfig, centre_crops, colour_jitter, sample_crops
 from .balance import class_weights, sampling_weights
-from .labels import centre_window
 from .networks import build_network
-from .patchset import PatchSet
 
 
 @dataclass
@@ -127,6 +126,30 @@ def _better(auc: float, loss: float, best: tuple[float, float] | None) -> bool:
     return abs(a - b) <= 1e-9 and loss < best_loss
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint read as data only (``weights_only=True``): tensors, numbers, strings,
+    lists and dicts. A file holding anything else (a planted pickle payload, a checkpoint from
+    another program) or a damaged file is refused with one sentence; nothing in it runs."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DatasetError(
+            f"{path}: refused to resume: the checkpoint holds objects other than tensors and plain "
+            "values (it was not written by this program, or was tampered with); delete it or train "
+            "without --resume"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(
+            f"{path}: cannot resume: the checkpoint is damaged or not a checkpoint ({reason})"
+        ) from None
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise DatasetError(f"{path}: cannot resume: not a training checkpoint of this program")
+    return state
+
+
 def train_model(
     train: PatchSet,
     val: PatchSet | None,
@@ -196,7 +219,7 @@ def train_model(
     )
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and resume and ckpt.is_file():
-        state = _load_checkpoint(ckpt)
+        state = load_checkpoint(ckpt)
         if state["config"] != config.to_dict():
             raise DatasetError(
                 f"{ckpt}: checkpoint was made with different settings; cannot resume"
@@ -293,37 +316,3 @@ def train_model(
         best_val_auc=None if best_key is None else best_key[0],
         config=config,
     )
-
-
-#: What a checkpoint written by :func:`train_model` holds.
-_CHECKPOINT_KEYS = (
-    "config",
-    "model",
-    "optimiser",
-    "scheduler",
-    "best_state",
-    "best_key",
-    "best_epoch",
-    "history",
-    "patience_left",
-    "epoch",
-    "np_rng",
-)
-
-
-def _load_checkpoint(path: Path) -> dict:
-    """A checkpoint to resume from; a damaged or foreign file is a DatasetError naming it."""
-    try:
-        state = torch.load(path, weights_only=False)
-    except Exception as exc:  # zip, unpickling and tensor errors alike
-        raise DatasetError(
-            f"{path}: the checkpoint is damaged or not a training checkpoint "
-            f"({exception_reason(exc)}); delete it, or train without --resume"
-        ) from exc
-    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise DatasetError(
-            f"{path}: not a checkpoint of this trainer (missing {', '.join(missing[:3])}); "
-            "delete it, or train without --resume"
-        )
-    return state

@@ -22,7 +22,7 @@ from ..grid import PatchGrid
 from ..models import LoadedModel, load_model
 from ..probability import ProbabilityMap
 from ..slide import Slide
-from ..tissue import TissueMask, tissue_mask
+from ..tissue import TissueMask
 from .selection import Rect
 
 
@@ -101,7 +101,7 @@ class Resources:
         with self._lock:
             mask = self._tissue.get(key)
         if mask is None:
-            mask = tissue_mask(slide, mpp=None if slide.resolution else grid.mpp_x)
+            mask = engine.detect_tissue(slide, grid)
             with self._lock:
                 self._tissue[key] = mask
         return mask
@@ -143,16 +143,18 @@ def _run_job(request, map_for, resources, cancel):
         grid = engine.make_grid(slide, model)
         prob_map = map_for(request.slide_path, model.name, grid, model.positive_class)
         region = request.region.as_tuple() if isinstance(request.region, Rect) else request.region
-        in_region = engine.plan_cells(slide, grid, region, tissue=False)
-        todo = prob_map.missing(in_region)
-        reused = len(in_region) - len(todo)
-        if len(todo) and request.tissue_min_fraction > 0:
+        if request.tissue_min_fraction > 0:
             yield Stage("Finding tissue…")
-            mask = resources.tissue(slide, grid)
-            cells = mask.cells_with_tissue(grid, todo, request.tissue_min_fraction)
-        else:
-            cells = todo
-        yield Planned(request, prob_map, len(cells), reused, len(todo) - len(cells))
+        cells, counts = engine.plan_cells(
+            slide,
+            grid,
+            region,
+            tissue=lambda: resources.tissue(slide, grid),
+            tissue_min_fraction=request.tissue_min_fraction,
+            skip=prob_map,
+            return_counts=True,
+        )
+        yield Planned(request, prob_map, counts.planned, counts.reused, counts.background)
         for result in engine.run_inference(
             slide, model, cells, grid, batch_size=request.batch_size, cancel=cancel
         ):

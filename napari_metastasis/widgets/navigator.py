@@ -30,9 +30,6 @@ from .regions_layer import DEFAULT_CLASSIFICATION
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
 
-#: The camera never zooms in so far that less than this many µm fill the canvas.
-MIN_VIEW_UM = 300.0
-
 
 @dataclass
 class RegionEdits:
@@ -68,20 +65,6 @@ class RegionEdits:
             kept.append(region)
             labels.append(label)
         return kept, labels
-
-
-def centre_camera_on(viewer, bounds_yx_um: tuple[float, float, float, float], margin=2.0) -> None:
-    """Centre the camera on a (y0, x0, y1, x1) µm box and zoom so it fills most of the canvas."""
-    from .selection import _camera, canvas_size
-
-    y0, x0, y1, x1 = bounds_yx_um
-    height, width = canvas_size(viewer)
-    extent_y = max((y1 - y0) * margin, MIN_VIEW_UM)
-    extent_x = max((x1 - x0) * margin, MIN_VIEW_UM)
-    camera = _camera(viewer)
-    centre = ((y0 + y1) / 2, (x0 + x1) / 2)
-    camera.center = (*tuple(camera.center)[:-2], *centre)
-    camera.zoom = min(height / extent_y, width / extent_x)
 
 
 class _NumericItem(QTableWidgetItem):

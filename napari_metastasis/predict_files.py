@@ -1,7 +1,8 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
-The ``predict`` command and batch runs share :func:`predict_to_files`, which classifies one slide
-and writes its four outputs atomically. :func:`predict_many` runs it over many slides, either in
+The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
+outputs atomically (the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
+clinical summary: verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
 this process or scaled out on dask.distributed (one task per slide, each worker loading the model
 once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide that
 fails is reported and the others go on.
@@ -15,23 +16,26 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
+from .atomic import atomic_path
 from .contours import probability_contours, regions_to_annotations
 from .engine import (
+    BOX_COLUMNS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_TISSUE_MIN_FRACTION,
     check_analysable,
     make_grid,
     predict_slide,
-    write_patch_csv,
 )
 from .errors import MetastasisError
 from .heatmap import render_heatmap, save_heatmap
-from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
 from .slide import Slide
+from .summary import summarise_regions, write_summary
 
 Warn = Callable[[str], None]
 
@@ -48,6 +52,7 @@ class PredictOptions:
     region: tuple[float, float, float, float] | None = None
     mpp: float | None = None
     tissue_min_fraction: float = DEFAULT_TISSUE_MIN_FRACTION
+    stride_um: float | None = None  # grid step; None: the patch size (no overlap)
     min_area_um2: float = 0.0
     reader_threads: int | None = None
     progress: bool = True
@@ -70,7 +75,8 @@ def predict_to_files(
     stem: str | None = None,
     warn: Warn | None = None,
 ) -> str:
-    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff`` into ``out``."""
+    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.summary.json``
+    into ``out``."""
     warn = warn or _stderr_warning
     with Slide(path, mpp=options.mpp) as slide:
         slide.check_readable()
@@ -102,11 +108,12 @@ def predict_to_files(
                 region=options.region,
                 tissue_min_fraction=options.tissue_min_fraction,
                 resolution=resolution,
+                stride_um=options.stride_um,
                 batch_size=options.batch_size,
                 num_workers=options.reader_threads,
                 progress=progress,
             )
-        threshold = options.threshold or model.recommended_threshold or 0.5
+        threshold = resolve_threshold(options.threshold, model).value
         regions = probability_contours(result.prob_map, threshold, options.min_area_um2)
         result.prob_map.extra.update(
             resolution_source=resolution.source,
@@ -123,6 +130,16 @@ def predict_to_files(
         )
         save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
         result.prob_map.save(out / f"{stem}.prob.tiff")
+        summary = summarise_regions(
+            regions,
+            result.prob_map,
+            slide=slide.requested_path.name,
+            stem=stem,
+            threshold=threshold,
+            model=model.name,
+            slide_path=str(slide.path),
+        )
+        write_summary(out, summary)
     top = result.prob_map.max_probability()
     top_text = f"{top:.3f}" if result.n_done else "n/a"
     why = ""
@@ -133,8 +150,17 @@ def predict_to_files(
         )
     return (
         f"{slide.name}: {result.n_done} patches{why}, max {positive} probability {top_text}, "
-        f"{len(regions)} regions >= {threshold:g} -> {out / stem}.*"
+        f"{len(regions)} regions >= {threshold:g} ({summary.verdict.sentence()}) -> {out / stem}.*"
     )
+
+
+def write_patch_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """WSInfer's CSV of a patch table (its box and ``prob_<class>`` columns), written atomically."""
+    columns = [c for c in table.columns if c in BOX_COLUMNS or c.startswith("prob_")]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table[columns].to_csv(tmp, index=False, float_format="%.6f")
+    return path
 
 
 def unique_stems(paths: Iterable[Path]) -> list[str]:
@@ -157,17 +183,19 @@ def predict_many(
     out: Path,
     *,
     scheduler: str | None = None,
+    model: LoadedModel | None = None,
     warn: Warn | None = None,
 ) -> Iterator[SlideOutcome]:
     """Predict every slide, yielding outcomes as slides finish.
 
-    ``scheduler`` None runs here, one slide after another, with one model. ``"local"`` or
-    ``"local:N"`` starts a dask.distributed LocalCluster of N single-threaded worker processes;
-    anything else is a scheduler address (``tcp://host:8786``) of a running cluster.
+    ``scheduler`` None runs here, one slide after another, with one model (``model``, else loaded
+    from ``options``). ``"local"`` or ``"local:N"`` starts a dask.distributed LocalCluster of N
+    single-threaded worker processes; anything else is a scheduler address (``tcp://host:8786``)
+    of a running cluster.
     """
     stems = unique_stems(paths)
     if scheduler is None:
-        model = load_model(
+        model = model or load_model(
             options.model, device=options.device, positive_class=options.positive_class
         )
         for path, stem in zip(paths, stems, strict=True):

@@ -1,0 +1,117 @@
+"""Inference: planned cells through the reader and the model, streamed batch by batch.
+
+Batches go to the model's device as uint8 (pinned memory and non-blocking copies on CUDA), are
+normalised there, and run under AMP and channels-last on CUDA. Results are yielded batch by batch;
+``progress(done, total)`` is called after each batch; ``cancel`` (a :class:`CancelToken` or a
+:class:`threading.Event`) is checked before every batch, and a cancelled run simply stops yielding:
+everything yielded so far stands. Closing the generator early (``break``) also stops the readers.
+Errors reading the slide surface as :class:`~napari_metastasis.errors.SlideError` from the iterator.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..grid import PatchGrid
+from ..models import LoadedModel
+from ..models.output_check import check_probabilities
+from ..slide import Slide
+from .cancel import Cancel, is_cancelled
+from .reader import DEFAULT_PREFETCH_BATCHES, PatchReader
+
+DEFAULT_BATCH_SIZE = 64
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class BatchResult:
+    """One classified batch: its cells, their level-0 boxes and class probabilities."""
+
+    cells: np.ndarray  # (N, 2) row, col
+    boxes: np.ndarray  # (N, 4) level-0 x, y, width, height
+    probabilities: np.ndarray  # (N, num_classes) softmax
+    positive_index: int
+    done: int  # patches finished so far in this run, this batch included
+    total: int  # patches planned for this run
+
+    @property
+    def positive(self) -> np.ndarray:
+        """(N,) probability of the positive (tumour) class."""
+        return self.probabilities[:, self.positive_index]
+
+
+def run_inference(
+    slide: Slide,
+    model: LoadedModel,
+    cells: np.ndarray,
+    grid: PatchGrid,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    num_workers: int | None = None,
+    prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
+    progress: Progress | None = None,
+    cancel: Cancel = None,
+) -> Iterator[BatchResult]:
+    """Classify ``cells`` of ``grid`` and yield a :class:`BatchResult` per batch, in order.
+
+    ``device`` moves the model first (default: leave it where :func:`load_model` put it).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    if device is not None:
+        model.to(device)
+    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+    boxes = grid.cell_boxes(cells)
+    total = len(cells)
+    if progress:
+        progress(0, total)
+    if total == 0:
+        return
+    reader = PatchReader(
+        slide,
+        grid,
+        model.input_size,
+        num_workers=num_workers,
+        prefetch_batches=prefetch_batches,
+        pin_memory=model.device.type == "cuda",
+    )
+    batches = reader.batches(boxes, batch_size, cancel)
+    # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
+    # the GPU busy while this thread assembles and copies the next batch.
+    lag = 1 if model.device.type == "cuda" else 0
+    in_flight: deque[tuple[slice, torch.Tensor]] = deque()
+
+    def collect() -> BatchResult:
+        part, probs = in_flight.popleft()
+        probabilities = probs.cpu().numpy()
+        check_probabilities(probabilities, boxes[part], model.name, slide.path.name)
+        result = BatchResult(
+            cells[part],
+            boxes[part],
+            probabilities,
+            model.positive_class_index,
+            part.stop,
+            total,
+        )
+        if progress:
+            progress(part.stop, total)
+        return result
+
+    try:
+        for part, pixels in batches:
+            if is_cancelled(cancel):
+                break
+            in_flight.append((part, model.forward(model.prepare(pixels))))
+            while len(in_flight) > lag:
+                yield collect()
+        while in_flight:  # launched before a cancel: finished work is kept
+            yield collect()
+    finally:
+        batches.close()
