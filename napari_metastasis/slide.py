@@ -4,6 +4,10 @@ Everything else in the package (the napari pyramid, the inference engine, patch 
 through :class:`Slide`, so OpenSlide's quirks are handled once: DICOM folders, RGBA with transparent
 borders, implausible resolutions, sub-pixel resampling at non-integer downsamples, and library
 exceptions that no pathologist should see.
+
+OpenSlide opens every format. On TIFF-family slides (Aperio SVS, generic tiled TIFF) reads in a
+level's own pixel grid (:meth:`Slide.read_level_region`) decode the stored tiles directly (:mod:`napari_metastasis.tiff_tiles`): the level's own pixels at any position, where
+OpenSlide would resample at non-integer downsamples, and without OpenSlide's per-call overhead.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from PIL import Image, ImageCms
 
 from .error_policy import os_error_reason
 from .errors import ResolutionError, SlideError, UnsupportedSlideError
+from .tiff_tiles import TiffTiles, TileDecodeError
 
 #: Extensions of the formats OpenSlide reads (DICOM may also be given as a folder).
 SLIDE_EXTENSIONS = (
@@ -191,9 +196,19 @@ class Slide:
     to_srgb:
         Convert pixels from the slide's embedded ICC profile to sRGB, so colours match what the
         scanner vendor's viewer shows. Slides without a profile are left as they are.
+    direct_tiles:
+        Decode the stored tiles of TIFF-family slides directly for level-grid reads (default);
+        False reads everything through OpenSlide.
     """
 
-    def __init__(self, path: str | Path, *, mpp: float | None = None, to_srgb: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        mpp: float | None = None,
+        to_srgb: bool = False,
+        direct_tiles: bool = True,
+    ):
         self.requested_path = Path(path)
         self.path = resolve_slide_path(path)
         self._closed = True
@@ -224,6 +239,9 @@ class Slide:
         self._level_dimensions = tuple(tuple(d) for d in osr.level_dimensions)
         self._level_downsamples = tuple(float(d) for d in osr.level_downsamples)
         self._associated_names = tuple(osr.associated_images.keys())
+        self._tiles = (
+            TiffTiles.open(self.path, fmt, self._level_dimensions) if direct_tiles else None
+        )
         self._generation = 0  # bumped each time a fresh handle replaces one in error state
         self._lock = threading.Condition()  # guards the handle, _active and _closed
         self._active = 0  # reads running now; close() waits for them
@@ -328,6 +346,8 @@ class Slide:
 
     def tile_size(self, level: int) -> tuple[int, int] | None:
         """The file's tile (width, height) at ``level``, when the format states it."""
+        if self._tiles is not None and self._tiles.has_level(level):
+            return self._tiles.tile_size(level)
         w = self.properties.get(f"openslide.level[{level}].tile-width")
         h = self.properties.get(f"openslide.level[{level}].tile-height")
         try:
@@ -361,7 +381,16 @@ class Slide:
             "tile_sizes": [self.tile_size(level) for level in range(self.level_count)],
             "associated_images": list(self.associated_image_names),
             "srgb": self._srgb_transform is not None,
+            "direct_tile_levels": list(self._tiles.levels) if self._tiles else [],
         }
+
+    def reads_stored_pixels(self, level: int) -> bool:
+        """Whether :meth:`read_level_region` gives ``level``'s own pixels at every position: its
+        tiles are decoded directly, or OpenSlide needs no resampling (integer downsample)."""
+        if self._tiles is not None and self._tiles.has_level(level):
+            return True
+        ds = self.level_downsamples[level]
+        return abs(ds - round(ds)) < 1e-9
 
     def check_readable(self) -> None:
         """Decode one small block of the coarsest level, so a corrupt file fails at open time."""
@@ -410,6 +439,8 @@ class Slide:
         with self._reading() as (osr, generation):
             try:
                 return read(osr, level, x, y, width, height)
+            except TileDecodeError as exc:  # decoded here, not by OpenSlide: nothing is sticky
+                raise self._decode_error(level, x, y, width, height, exc) from exc
             except (openslide.OpenSlideError, ctypes.ArgumentError, ValueError):
                 pass
         self._replace_handle(generation)
@@ -418,12 +449,15 @@ class Slide:
             try:
                 return read(private, level, x, y, width, height)
             except (openslide.OpenSlideError, ctypes.ArgumentError, ValueError) as exc:
-                raise SlideError(
-                    f"{self.path.name}: cannot decode pixels at level {level}, "
-                    f"({x}, {y}) + {width}x{height} ({exc})"
-                ) from exc
+                raise self._decode_error(level, x, y, width, height, exc) from exc
             finally:
                 private.close()
+
+    def _decode_error(self, level, x, y, width, height, exc: Exception) -> SlideError:
+        return SlideError(
+            f"{self.path.name}: cannot decode pixels at level {level}, "
+            f"({x}, {y}) + {width}x{height} ({exc})"
+        )
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[tuple[openslide.OpenSlide, int]]:
@@ -489,12 +523,22 @@ class Slide:
                 self._generation += 1
 
     def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """Like :meth:`read_region` but (x, y) is in ``level``'s own pixel grid (for pyramids).
+        """Like :meth:`read_region` but (x, y) is in ``level``'s own pixel grid (for pyramids and
+        the engine's region reader).
 
-        OpenSlide only takes level-0 positions; where ``x * downsample`` is not whole it resamples
-        the level by the remainder (see :func:`read_shift`). Reading from the nearest level-0
-        pixel keeps that shift below ``0.5 / downsample`` level px, and at zero where it can be.
+        Where the level's tiles are decoded directly (see :meth:`reads_stored_pixels`) these are
+        the level's own pixels. Through OpenSlide, which only takes level-0 positions, a level
+        whose ``x * downsample`` is not whole is resampled by the remainder (see
+        :func:`read_shift`); reading from the nearest level-0 pixel keeps that shift below
+        ``0.5 / downsample`` level px, and at zero where it can be.
         """
+        if self._tiles is not None and self._tiles.has_level(level):
+            if self._closed:
+                raise SlideError(f"{self.path.name}: slide is closed")
+            if width <= 0 or height <= 0:
+                return np.full((max(height, 0), max(width, 0), 3), 255, np.uint8)
+            rgb = self._with_recovery(self._read_tiles, level, int(x), int(y), width, height)
+            return self._apply_srgb(rgb) if self._srgb_transform is not None else rgb
         ds = self.level_downsamples[level]
         return self.read_region(
             level,
@@ -521,6 +565,9 @@ class Slide:
                 "(convert it to a pyramidal TIFF, e.g. with vips tiffsave --tile --pyramid)"
             )
         return level
+
+    def _read_tiles(self, _osr, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self._tiles.read(level, x, y, width, height)
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """Whole-slide RGB image whose longer side is at most ``max_size`` pixels.
@@ -605,6 +652,8 @@ class Slide:
             self._closed = True
             self._lock.wait_for(lambda: self._active == 0)
             self._osr.close()
+            if self._tiles is not None:
+                self._tiles.close()
 
     def __enter__(self) -> Slide:
         return self

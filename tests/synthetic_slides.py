@@ -156,3 +156,35 @@ def write_claimed_tiff(
                 f.write(struct.pack("<HHII", tag, kind, count, value))
         f.write(struct.pack("<I", 0))
     return path
+
+
+def write_aperio_svs(path: Path, levels: Sequence[np.ndarray], *, mpp: float = 0.5) -> Path:
+    """An Aperio SVS (OpenSlide's "aperio" format): JPEG tiles, one directory per level.
+
+    Level sizes are the arrays' own, so a level 0 of 4001 px over a level 1 of 2000 px gives
+    OpenSlide's downsample 2.0005, like real Aperio pyramids whose sizes are not exact halves.
+    """
+    height, width = levels[0].shape[:2]
+    with tifffile.TiffWriter(path) as tw:
+        for index, level in enumerate(levels):
+            h, w = level.shape[:2]
+            size = f"{width}x{height} [0,0 {width}x{height}] (256x256)"
+            if index:
+                size = f"{width}x{height} -> {w}x{h}"
+            tw.write(
+                np.ascontiguousarray(level),
+                tile=(256, 256),
+                photometric="rgb",
+                compression="jpeg",
+                description=f"Aperio Image Library v12.0.0\r\n{size} JPEG/RGB Q=90|AppMag = 20"
+                f"|MPP = {mpp}",
+                metadata=None,
+            )
+    return path
+
+
+def blocky_noise(width: int, height: int, block: int = 8, seed: int = 0) -> np.ndarray:
+    """RGB uint8 noise in ``block``-px squares: texture that JPEG keeps and resampling blurs."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // block + 1, width // block + 1, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(base, block, 0), block, 1)[:height, :width].copy()
