@@ -202,7 +202,7 @@ def test_failed_write_leaves_no_partial_file(
     code = main(["predict", str(shapes_slide), "--out", str(out), "--model", str(darkness_dir)])
     assert code == 1
     err = capsys.readouterr().err
-    assert f"shapes.tiff: cannot write {out}/shapes.*: disk full" in err  # not a hidden temporary
+    assert f"error: cannot write {out}/shapes.*: disk full" in err  # not a hidden temporary
     assert _no_partial_files(out) and not (out / "shapes.heatmap.png").exists()
     assert not list(out.glob("shapes.*")) and not list(out.glob(".shapes.*"))  # none of the set
 
