@@ -64,6 +64,15 @@ CATEGORY_COLOURS = {
     "macro": "#c8283c",
 }
 
+
+def _faded(hex_colour: str, strength: float = 0.35) -> str:
+    rgb = [int(hex_colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)]
+    return "#" + "".join(f"{round(255 - (255 - c) * strength):02x}" for c in rgb)
+
+
+#: The same colours faded, as backgrounds of table cells (report, region list, case list).
+CATEGORY_TINTS = {name: _faded(colour) for name, colour in CATEGORY_COLOURS.items()}
+
 _CAMELYON_NAME = re.compile(r"^(patient_\d+)_node_\d+$", re.IGNORECASE)
 
 
@@ -240,7 +249,7 @@ def _checked_category(category: str) -> str:
 
 
 # --- patients ---------------------------------------------------------------------------------
-def slide_key(path: str | Path) -> str:
+def slide_stem(path: str | Path) -> str:
     """A slide's name without folder and extension (a DICOM folder keeps its name)."""
     path = Path(path)
     name = path.name
@@ -252,12 +261,12 @@ def slide_key(path: str | Path) -> str:
 
 def camelyon_patient(path: str | Path) -> str | None:
     """``patient_004`` for ``patient_004_node_4.tif``; None for any other name."""
-    match = _CAMELYON_NAME.match(slide_key(path))
+    match = _CAMELYON_NAME.match(slide_stem(path))
     return match.group(1) if match else None
 
 
 def read_cases(path: str | Path) -> dict[str, str]:
-    """A ``slide,patient`` CSV (header optional) as {slide key: patient}; slides by name or path."""
+    """A ``slide,patient`` CSV (header optional) as {slide stem: patient}; slides by name or path."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -272,7 +281,7 @@ def read_cases(path: str | Path) -> dict[str, str]:
             continue
         if len(cells) < 2 or not cells[0] or not cells[1]:
             raise StagingError(f"{path.name}, line {number}: expected 'slide,patient', got {row}")
-        key = slide_key(cells[0])
+        key = slide_stem(cells[0])
         if key in cases and cases[key] != cells[1]:
             raise StagingError(
                 f"{path.name}, line {number}: slide {cells[0]} is listed for patients "
@@ -290,13 +299,13 @@ def group_patients(
 ) -> dict[str, list[str | Path]]:
     """{patient: its slides}, patients in the order their first slide comes.
 
-    ``case`` makes every slide one patient; otherwise ``cases`` ({slide key: patient}, see
+    ``case`` makes every slide one patient; otherwise ``cases`` ({slide stem: patient}, see
     :func:`read_cases`) is asked first, then Camelyon17's ``patient_<id>_node_<n>`` names; any other
     slide is a patient of its own, named after the slide.
     """
     groups: dict[str, list[str | Path]] = {}
     for slide in slides:
-        key = slide_key(slide)
+        key = slide_stem(slide)
         if case:
             patient = case
         elif cases and key in cases:
@@ -347,8 +356,8 @@ class StagesFile:
     members: dict[str, list[str]]  # patient -> the slide rows that follow its row
 
     def cases(self) -> dict[str, str]:
-        """{slide key: patient}, the grouping this file records (for :func:`group_patients`)."""
-        return {slide_key(s): p for p, slides in self.members.items() for s in slides}
+        """{slide stem: patient}, the grouping this file records (for :func:`group_patients`)."""
+        return {slide_stem(s): p for p, slides in self.members.items() for s in slides}
 
 
 def read_stages(path: str | Path) -> StagesFile:
