@@ -77,7 +77,7 @@ def _load_synthetic(widget, layer, tmp_path):
 
 
 def test_region_list_has_sizes_and_categories_and_the_verdict_line(env, tmp_path):
-    viewer, widget, layer = env
+    _viewer, widget, layer = env
     view = _load_synthetic(widget, layer, tmp_path)
     assert len(view.regions) == 3
     table = widget.navigator.table
@@ -140,7 +140,7 @@ def _event(kind, position):
 
 
 def test_measure_tool_shows_the_length_while_drawing(env, qtbot):
-    viewer, widget, layer = env
+    viewer, widget, _layer = env
     tool = widget.measure
     tool.button.click()
     measure = tool.layer
@@ -162,7 +162,7 @@ def test_measure_tool_shows_the_length_while_drawing(env, qtbot):
 
 
 def test_report_button_writes_the_pdf(env, tmp_path):
-    viewer, widget, layer = env
+    _viewer, widget, layer = env
     _load_synthetic(widget, layer, tmp_path)
     path = widget.write_report(tmp_path / "report")
     assert path.name == "CMU-1-Small-Region.report.pdf"
@@ -180,7 +180,7 @@ def test_report_button_writes_the_pdf(env, tmp_path):
 
 
 def test_overlap_half_a_patch_halves_the_grid_step(env, qtbot):
-    viewer, widget, layer = env
+    _viewer, widget, _layer = env
     widget.source.overlap.value = "half a patch"
     widget.set_mode(WHOLE)
     widget.run()
@@ -199,7 +199,7 @@ def _node_slide(folder, name, deposit_um):
 
 
 def test_case_list_analyses_closed_slides_and_stages_the_patient(env, qtbot, tmp_path):
-    viewer, widget, layer = env
+    viewer, widget, _layer = env
     widget.source.tissue_min.value = 0.0
     folder = tmp_path / "case"
     folder.mkdir()
