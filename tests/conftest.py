@@ -32,3 +32,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def recipe():
+    """The bundled-model recipe, ``scripts/train_bundled_model.py``, imported as a module."""
+    import importlib.util
+    import sys
+
+    path = PROJECT_ROOT / "scripts" / "train_bundled_model.py"
+    spec = importlib.util.spec_from_file_location("train_bundled_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -73,7 +73,7 @@ def test_sample_end_to_end_with_the_bundled_model(tmp_path):
     for feature in collection["features"]:
         assert feature["properties"]["objectType"] == "annotation"
         assert feature["properties"]["classification"]["name"] == "Tumor"
-        assert feature["properties"]["measurements"]["max_probability"] >= 0.5
+        assert feature["properties"]["measurements"]["max_prob"] >= 0.5
         assert shape(feature["geometry"]).within(shapely.box(0, 0, 2220, 2967))
     heatmap = Image.open(f"{stem}.heatmap.png")
     assert max(heatmap.size) == 1024 and heatmap.mode == "RGB"
@@ -261,4 +261,4 @@ def test_threshold_defaults_to_the_model_cards(tmp_path, capsys, darkness_dir, s
     assert "regions >= 0.3 " in capsys.readouterr().out
     saved = json.loads((tmp_path / "card" / "shapes.geojson").read_text())
     assert saved["features"]
-    assert all(f["properties"]["measurements"]["max_probability"] >= 0.8 for f in saved["features"])
+    assert all(f["properties"]["measurements"]["max_prob"] >= 0.8 for f in saved["features"])

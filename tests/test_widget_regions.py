@@ -7,11 +7,15 @@ single cells at 0.95 and a large untouched (NaN) area.
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import numpy as np
 import pytest
 from widget_helpers import PATCH_PX, SPACING_UM, add_sample_slide, write_test_model
 
 from napari_metastasis.annotations.layers import layer_to_annotations
+from napari_metastasis.contours import REGION_MEASUREMENTS
 from napari_metastasis.errors import MetastasisError
 from napari_metastasis.grid import PatchGrid
 from napari_metastasis.probability import ProbabilityMap
@@ -187,7 +191,7 @@ def test_clicking_a_region_in_the_navigator_moves_the_camera_there(env, qtbot):
     # its shape is selected in the layer
     shapes = regions_layer(widget)
     index = widget.navigator.index_at_row(target_row)
-    region_id = str(widget.current_analysis.regions[index].id)
+    region_id = widget.current_analysis.regions[index].uid
     assert {shapes.features["id"][i] for i in shapes.selected_data} == {region_id}
 
 
@@ -240,6 +244,10 @@ def test_regions_export_through_the_annotation_panel(env, tmp_path):
     assert written is not None and written.is_file()
     text = written.read_text()
     assert text.count('"Tumor"') >= 4 and "max_prob" in text
+    features = json.loads(text)["features"]
+    for feature in features:  # UUID ids and predict's measurement names, as QuPath expects
+        assert str(uuid.UUID(feature["id"])) == feature["id"]
+        assert set(feature["properties"]["measurements"]) >= set(REGION_MEASUREMENTS)
 
 
 def test_saved_analysis_is_restored_when_the_slide_is_reopened(env, qtbot, tmp_path):

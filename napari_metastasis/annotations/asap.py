@@ -6,6 +6,12 @@ Coordinate[@Order @X @Y]`` plus ``ASAP_Annotations/AnnotationGroups/Group[@Name 
 attribute (not document order); a ``PartOfGroup`` naming an undeclared group makes ASAP drop the whole
 file, so we declare every group we use; ``"None"`` means no group.
 
+Groups (Camelyon16's conventions, as its ``AnnotationToMask`` recipe reads them: label map
+``{"_0": 1, "_1": 1, "_2": 0}`` drawn in the order ``_0, _1, _2``, annotations of other groups dropped):
+tumour regions are written in group ``_0`` (``_1`` stays ``_1``), exclusions (``_2``, "Exclusion",
+QuPath's ``Ignore*``) in ``_2``, other classes in a group of their own name. On reading, ``_0``,
+``_1``, "Tumor" and "metastases" (older Camelyon16 XML) are all tumour.
+
 Types: Polygon, Rectangle and Spline become polygons (a spline's control points are its vertices,
 as Camelyon16's own evaluation code treats them), Dot a point, PointSet a multipoint, Measurement
 a two-point line. ASAP has no holes and no open polylines: on writing, a tumour polygon's holes become
@@ -38,17 +44,18 @@ from ..errors import AnnotationError
 from . import _validate as v
 from ._files import read_bytes
 from .model import (
-    EXCLUSION_CLASSES,
-    TUMOUR_CLASSES,
     Annotation,
     class_color,
     color_to_hex,
     hex_to_color,
+    is_exclusion_class,
+    is_tumour_class,
 )
 
 POLYGON_TYPES = ("Polygon", "Rectangle", "Spline")
-#: Group names Camelyon16's tools recognise as tumour; other tumour class names are written as Tumor.
-CAMELYON_TUMOUR_GROUPS = ("Tumor", "_0", "_1")
+#: Group names Camelyon16's mask recipe labels tumour; other tumour class names are written as _0.
+CAMELYON_TUMOUR_GROUPS = ("_0", "_1")
+TUMOUR_GROUP = "_0"
 EXCLUSION_GROUP = "_2"
 NO_GROUP = "None"
 
@@ -146,11 +153,11 @@ def asap_group(classification: str | None) -> str:
     """The ASAP group an annotation of this class goes in (Camelyon16 conventions)."""
     if not classification:
         return NO_GROUP
-    key = classification.strip().lower()
-    if key in EXCLUSION_CLASSES:
+    if is_exclusion_class(classification):
         return EXCLUSION_GROUP
-    if key in TUMOUR_CLASSES:
-        return classification if classification in CAMELYON_TUMOUR_GROUPS else "Tumor"
+    if is_tumour_class(classification):
+        name = classification.strip()
+        return name if name in CAMELYON_TUMOUR_GROUPS else TUMOUR_GROUP
     return classification
 
 

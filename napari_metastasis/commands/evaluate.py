@@ -52,11 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate_patches(args, results: dict) -> None:
+    from ..datasets.patchset import PatchSet, load_patchset
     from ..evaluation.metrics import calibration, patch_metrics, roc_curve
     from ..evaluation.patches import predict_dataset
     from ..evaluation.plots import plot_calibration, plot_roc
     from ..models import load_model, resolve_threshold
-    from ..training.patchset import PatchSet, load_patchset
 
     model = load_model(args.model, device=args.device)
     data = PatchSet.concat([load_patchset(d) for d in args.dataset])
@@ -80,13 +80,13 @@ def evaluate_patches(args, results: dict) -> None:
 def evaluate_slides(args, results: dict) -> None:
     import numpy as np
 
+    from ..datasets.annotations_source import load_tumour_geometry
     from ..evaluation.froc import froc
     from ..evaluation.metrics import roc_auc
     from ..evaluation.plots import plot_froc
     from ..evaluation.slides import overlap, slide_hits
     from ..models import resolve_threshold
     from ..probability import ProbabilityMap
-    from ..training.annotations_source import load_tumour_geometry
 
     if len(args.annotations) != len(args.maps):
         raise DatasetError(

@@ -1,8 +1,10 @@
 """Load a model folder safely and run it on a batch, on the best device available.
 
-Weights are TorchScript archives loaded with ``torch.jit.load``, which rebuilds the network from its
-serialised code and tensors without executing arbitrary pickled Python (unlike ``torch.load`` of a
-pickled module), so a model folder from a colleague cannot run code on the user's machine.
+The project's own models carry their weights as data (``model.safetensors``, loaded into a network
+defined in the package: :mod:`.safe_weights`), so loading them runs no code from the folder. Other
+folders hold TorchScript archives loaded with ``torch.jit.load``: that avoids pickled Python, but a
+TorchScript model is itself a program (it can call file operations), so only load third-party
+models you trust.
 
 At load time the network runs once on a blank patch, to check that it accepts the config's input size
 and returns ``num_classes`` values per patch: a mismatch fails here with a message naming the field,
@@ -165,9 +167,14 @@ def load_model(
 ) -> LoadedModel:
     """Load a model folder (or a registered model's name, see :func:`available_models`)."""
     from .registry import resolve_model
+    from .safe_weights import load_safe_model
 
     folder = resolve_model(path_or_name)
     config = load_config(folder)
+    # The project's own models carry weights as data (model.safetensors): no code from the folder.
+    safe = load_safe_model(folder, config, device=device, positive_class=positive_class, amp=amp)
+    if safe is not None:
+        return safe
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelError(f"{folder}: no {WEIGHTS_FILE} in the model folder")

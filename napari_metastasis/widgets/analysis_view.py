@@ -75,7 +75,7 @@ class AnalysisView:
         regions = probability_contours(self.prob_map, threshold, min_area_um2=min_area_um2)
         self.regions, self.labels = self.edits.apply(regions)
         self.selected = None
-        self.regions_layer.show(self.regions, self.labels)
+        self.regions_layer.show(self.regions, self.labels, threshold)
 
     def delete(self, indices: list[int]) -> None:
         for i in indices:
@@ -90,7 +90,7 @@ class AnalysisView:
     def forget_deleted(self, ids: set[str]) -> None:
         """Regions the user removed with napari's own tools count as deleted."""
         for region in self.regions:
-            if str(region.id) in ids:
+            if str(region.uid) in ids:
                 self.edits.delete(region)
 
     def go_to(self, viewer: Any, index: int) -> bool:
@@ -102,7 +102,7 @@ class AnalysisView:
         (y0, x0), (y1, x1) = self.frame.to_world([[minx, miny], [maxx, maxy]])
         centre_camera_on(viewer, (y0, x0, y1, x1))
         self.selected = index
-        self.regions_layer.highlight(region.id)
+        self.regions_layer.highlight(region.uid)
         return True
 
     # --- drawing -----------------------------------------------------------------------------

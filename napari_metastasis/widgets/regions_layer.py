@@ -3,8 +3,9 @@
 The layer follows :mod:`napari_metastasis.annotations.layers`' convention, so the annotation panel
 exports it as it is: every ring is a closed ``path`` (edges only, and fast to redraw while the
 threshold slider moves), the features table groups rings by region ``id`` with a ``role``
-(``exterior`` or ``hole``), and carries ``classification``, ``area_um2``, ``max_prob`` and
-``mean_prob`` per region. The layer is refilled in place when the threshold moves, so the user's
+(``exterior`` or ``hole``), and carries ``classification`` and the measurements ``predict`` writes
+(:data:`~napari_metastasis.contours.REGION_MEASUREMENTS`: ``area_um2``, ``max_prob``, ``mean_prob``,
+``patches``, ``threshold``) per region; ``id`` is the region's UUID, as in QuPath. The layer is refilled in place when the threshold moves, so the user's
 settings on it survive. Outlines keep a constant width on screen: napari measures edge width in
 world units (µm), which would make them vanish at whole-slide zoom and fatten at cell level.
 """
@@ -19,10 +20,11 @@ import pandas as pd
 from .._napari.helpers import LazyLayer, camera
 from ..annotations.layers import EXTERIOR, HOLE, SHAPES_COLUMNS, shapes_layer_data
 from ..annotations.model import TUMOUR_CLASS, Annotation, class_color
+from ..contours import REGION_MEASUREMENTS, region_annotation
 from .frame import SlideFrame
 
 #: Measurement columns of each region, after the convention's own columns.
-MEASUREMENTS = ("area_um2", "max_prob", "mean_prob")
+MEASUREMENTS = REGION_MEASUREMENTS
 DEFAULT_CLASSIFICATION = TUMOUR_CLASS
 #: Outline width in screen pixels, whatever the zoom.
 EDGE_SCREEN_PX = 2.0
@@ -38,20 +40,12 @@ def display_color(classification: str) -> str:
     return "#{:02x}{:02x}{:02x}".format(*class_color(classification or None))
 
 
-def region_annotations(regions: Sequence, labels: Sequence[str]) -> list[Annotation]:
+def region_annotations(
+    regions: Sequence, labels: Sequence[str], threshold: float | None = None
+) -> list[Annotation]:
     """Annotations (level-0 px) for regions from :func:`napari_metastasis.contours.probability_contours`."""
     return [
-        Annotation(
-            geometry=region.polygon,
-            classification=label,
-            name=f"Region {region.id}",
-            measurements={
-                "area_um2": float(region.area_um2),
-                "max_prob": float(region.max_prob),
-                "mean_prob": float(region.mean_prob),
-            },
-            id=str(region.id),
-        )
+        region_annotation(region, label, threshold)
         for region, label in zip(regions, labels, strict=True)
     ]
 
@@ -103,10 +97,14 @@ class RegionsLayer(LazyLayer):
         self._connect_zoom()
         return layer
 
-    def show(self, regions: Sequence, labels: Sequence[str]) -> None:
+    def show(
+        self, regions: Sequence, labels: Sequence[str], threshold: float | None = None
+    ) -> None:
         """Replace the layer's shapes and features with ``regions`` (one label per region)."""
         layer = self.layer
-        built = shapes_layer_data(region_annotations(regions, labels), self.mpp, name=self.name)
+        built = shapes_layer_data(
+            region_annotations(regions, labels, threshold), self.mpp, name=self.name
+        )
         self._updating = True
         try:
             layer.selected_data = set()
@@ -128,10 +126,10 @@ class RegionsLayer(LazyLayer):
                 layer.metadata.update(kwargs["metadata"])
         finally:
             self._updating = False
-        self._shown_ids = {str(r.id) for r in regions}
+        self._shown_ids = {str(r.uid) for r in regions}
 
     def rows_of(self, region_id) -> list[int]:
-        """Shape indices (exterior and holes) of one region."""
+        """Shape indices (exterior and holes) of one region, by its ``uid``."""
         if not self.is_shown() or "id" not in self._layer.features:
             return []
         ids = self._layer.features["id"].astype(str).to_numpy()
