@@ -115,9 +115,10 @@ class Deposit:
     area_mm2: float
     greatest_dimension_mm: float
     category: str
-    max_probability: float | None = None
-    mean_probability: float | None = None
+    max_prob: float | None = None
+    mean_prob: float | None = None
     centroid_px: tuple[float, float] | None = None
+    uid: str | None = None  # the region's id in the GeoJSON and the napari layer
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -132,9 +133,10 @@ class Deposit:
             area_mm2=float(data["area_mm2"]),
             greatest_dimension_mm=float(data["greatest_dimension_mm"]),
             category=_checked_category(str(data["category"])),
-            max_probability=_optional_float(data.get("max_probability")),
-            mean_probability=_optional_float(data.get("mean_probability")),
+            max_prob=_optional_float(data.get("max_prob")),
+            mean_prob=_optional_float(data.get("mean_prob")),
             centroid_px=(float(centroid[0]), float(centroid[1])) if centroid else None,
+            uid=data.get("uid"),
         )
 
 
@@ -147,8 +149,9 @@ def measure_deposit(
     mpp: Mpp,
     *,
     id: int = 1,
-    max_probability: float | None = None,
-    mean_probability: float | None = None,
+    max_prob: float | None = None,
+    mean_prob: float | None = None,
+    uid: str | None = None,
 ) -> Deposit:
     """Area, greatest dimension and category of one region (level-0 px geometry)."""
     greatest = greatest_dimension_um(geometry, mpp) / 1000.0
@@ -158,9 +161,10 @@ def measure_deposit(
         area_mm2=float(to_um(geometry, mpp).area) / 1e6,
         greatest_dimension_mm=greatest,
         category=deposit_category(greatest),
-        max_probability=max_probability,
-        mean_probability=mean_probability,
+        max_prob=max_prob,
+        mean_prob=mean_prob,
         centroid_px=None if centroid.is_empty else (float(centroid.x), float(centroid.y)),
+        uid=uid,
     )
 
 
@@ -172,8 +176,9 @@ def measure_regions(regions: Iterable, mpp: Mpp) -> list[Deposit]:
             r.polygon,
             mpp,
             id=r.id,
-            max_probability=float(r.max_prob),
-            mean_probability=float(r.mean_prob),
+            max_prob=float(r.max_prob),
+            mean_prob=float(r.mean_prob),
+            uid=getattr(r, "uid", None),
         )
         for r in regions
     ]

@@ -254,8 +254,8 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
             f"{d.area_mm2:.4f}",
             f"{d.greatest_dimension_mm:.3f}",
             CATEGORY_LABELS[d.category],
-            _prob(d.max_probability),
-            _prob(d.mean_probability),
+            _prob(d.max_prob),
+            _prob(d.mean_prob),
         ]
         for d in shown
     ]

@@ -33,8 +33,9 @@ def test_card_fields_agree_with_the_recipe_outputs():
     assert "validation" in card["threshold_rule"] and "never on the test" in card["threshold_rule"]
     assert load_model("default", device="cpu").recommended_threshold == card["threshold"]
     rows = card["validation"]["results"]
-    assert rows["Camelyon16 patches, by slide (out of fold)"]["ROC AUC"] == (
-        s["camelyon_out_of_fold"]["roc_auc"]
+    assert (
+        rows["Camelyon16 patches, by slide (out of fold)"]["ROC AUC"]
+        == (s["camelyon_out_of_fold"]["roc_auc"])
     )
     assert rows["Held-out PCam patches (test)"]["ROC AUC"] == s["pcam_test"]["roc_auc"]
     assert rows["Held-out PCam patches (test)"]["patches (tumour)"].startswith(
@@ -54,8 +55,9 @@ def test_card_fields_agree_with_the_recipe_outputs():
     fp = results["whole_slide_false_positives"]
     assert set(fp) == {"CMU-1-Small-Region", "CropBreastSlide"}
     for name, row in fp.items():
-        assert card["whole_slide_false_positives"][name]["regions per cm² of tissue"] == (
-            row["regions_per_cm2"]
+        assert (
+            card["whole_slide_false_positives"][name]["regions per cm² of tissue"]
+            == (row["regions_per_cm2"])
         )
         assert math.isclose(row["regions_per_cm2"], row["regions_at_threshold"] / row["tissue_cm2"])
         assert (PROJECT_ROOT / row["heatmap"]).is_file()
@@ -66,7 +68,9 @@ def test_readme_shows_the_card_and_the_heatmaps(recipe):
     readme = (PROJECT_ROOT / "README.md").read_text()
     start = readme.index(recipe.README_START) + len(recipe.README_START) + 1
     section = readme[start : readme.index(recipe.README_END)]
-    body = render_card(card).replace("# Model card", "### Model card", 1).replace("\n## ", "\n#### ")
+    body = (
+        render_card(card).replace("# Model card", "### Model card", 1).replace("\n## ", "\n#### ")
+    )
     assert section == body
     for row in _load()[0]["whole_slide_false_positives"].values():
         assert row["heatmap"] in readme
