@@ -35,9 +35,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from shapely.geometry import LineString
 from shapely.geometry.base import BaseGeometry
 
-from .annotations.measure import Mpp, to_um
+from .annotations.measure import Mpp, mpp_yx, to_um
 from .errors import MetastasisError
 
 #: Slide categories (Camelyon17's slide labels), from least to most severe.
@@ -83,17 +84,34 @@ class StagingError(MetastasisError):
 # --- measures ---------------------------------------------------------------------------------
 def greatest_dimension_um(geometry: BaseGeometry, mpp: Mpp) -> float:
     """Maximum Feret diameter of ``geometry`` (level-0 px) in µm; 0 for an empty geometry."""
-    if geometry.is_empty:
+    segment = greatest_dimension_segment(geometry, mpp)
+    if segment is None:
         return 0.0
-    hull = to_um(geometry, mpp).convex_hull
-    coords = np.asarray(
+    (x0, y0), (x1, y1) = to_um(LineString(segment), mpp).coords
+    return float(math.hypot(x1 - x0, y1 - y0))
+
+
+def greatest_dimension_segment(
+    geometry: BaseGeometry, mpp: Mpp
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The two level-0 (x, y) points of ``geometry`` farthest apart in µm (the ends of its maximum
+    Feret diameter, where a ruler would lie); None for an empty geometry or a single point."""
+    if geometry.is_empty:
+        return None
+    hull = geometry.convex_hull  # an affine scaling maps hull vertices to hull vertices
+    px = np.asarray(
         hull.exterior.coords if hull.geom_type == "Polygon" else hull.coords, dtype=np.float64
     )
-    if len(coords) < 2:
-        return 0.0
+    if len(px) < 2:
+        return None
+    my, mx = mpp_yx(mpp)
+    um = px * (mx, my)
     # A hull has few vertices (a region's hull: a few dozen), so all pairs are cheap.
-    diff = coords[:, None, :] - coords[None, :, :]
-    return float(np.sqrt((diff**2).sum(-1)).max())
+    dist = ((um[:, None, :] - um[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    if dist[i, j] == 0:
+        return None
+    return (float(px[i, 0]), float(px[i, 1])), (float(px[j, 0]), float(px[j, 1]))
 
 
 def deposit_category(greatest_dimension_mm: float) -> str:

@@ -102,6 +102,8 @@ def test_region_list_has_sizes_and_categories_and_the_verdict_line(env, tmp_path
     # sortable by size: ascending puts the ITC first
     table.sortItems(size_col, Qt.SortOrder.AscendingOrder)
     assert table.item(0, cat_col).text() == "ITC"
+    widget.update_contours()  # new regions keep the user's sort
+    assert table.item(0, cat_col).text() == "ITC"
     table.sortItems(cat_col, Qt.SortOrder.DescendingOrder)  # by severity
     assert table.item(0, cat_col).text() == "Micro"
 

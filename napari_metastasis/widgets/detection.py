@@ -154,10 +154,22 @@ class MetastasisWidget(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.setMinimumWidth(340)
+        self._scroll = scroll
+        self._fit_width()
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
+
+    def _fit_width(self) -> None:
+        """As wide as the widest panel needs: the scroll area has no horizontal bar to reach the
+        rest. Measured again when shown, once napari's style sheet has set the fonts."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        inner = self._scroll.widget().minimumSizeHint().width()
+        self.setMinimumWidth(max(340, inner + bar + 4))
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._fit_width()
 
     def _connect(self) -> None:
         runner = self.runner

@@ -125,6 +125,8 @@ class RegionNavigator(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setSortingEnabled(True)
+        self._sort = (2, Qt.SortOrder.DescendingOrder)  # most probable first, until the user sorts
+        self.table.horizontalHeader().sortIndicatorChanged.connect(self._on_sorted)
         self.table.setMinimumHeight(160)
         self.table.itemClicked.connect(self._on_clicked)
         self.table.itemActivated.connect(self._on_clicked)
@@ -195,7 +197,7 @@ class RegionNavigator(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, row)
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
-        self.table.sortItems(2, Qt.SortOrder.DescendingOrder)
+        self.table.sortItems(*self._sort)  # the user's sort survives new regions
         has = bool(len(regions))
         self.delete_button.setEnabled(has)
         self.relabel_button.setEnabled(has)
@@ -225,6 +227,9 @@ class RegionNavigator(QWidget):
         return sorted(self.index_at_row(r) for r in rows)
 
     # --- user actions -----------------------------------------------------------------------
+    def _on_sorted(self, column: int, order) -> None:
+        self._sort = (column, order)
+
     def _on_clicked(self, item: QTableWidgetItem) -> None:
         self.activated.emit(int(item.data(Qt.ItemDataRole.UserRole)))
 
