@@ -23,7 +23,14 @@ from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
 from .atomic import atomic_path
 from .contours import probability_contours, regions_to_annotations
-from .engine import BOX_COLUMNS, DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide
+from .engine import (
+    BOX_COLUMNS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TISSUE_MIN_FRACTION,
+    check_analysable,
+    make_grid,
+    predict_slide,
+)
 from .errors import MetastasisError
 from .heatmap import render_heatmap, save_heatmap
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
@@ -80,6 +87,8 @@ def predict_to_files(
                 f"from its {slide.objective_power:g}x objective (pass --mpp to set it)"
             )
         stem = stem or slide.name
+        check_analysable(slide, make_grid(slide, model, resolution=resolution), options.region)
+        slide.overview_level(max(slide.dimensions) / 1024, "the heatmap")  # before, not after
         with tqdm(
             desc=slide.name,
             unit="patch",
@@ -132,8 +141,15 @@ def predict_to_files(
         )
         write_summary(out, summary)
     top = result.prob_map.max_probability()
+    top_text = f"{top:.3f}" if result.n_done else "n/a"
+    why = ""
+    if result.n_done == 0:
+        why = (
+            f" (no patch has {options.tissue_min_fraction:g} of its area in tissue; "
+            "--tissue-min-fraction 0 classifies every patch)"
+        )
     return (
-        f"{slide.name}: {result.n_done} patches, max {positive} probability {top:.3f}, "
+        f"{slide.name}: {result.n_done} patches{why}, max {positive} probability {top_text}, "
         f"{len(regions)} regions >= {threshold:g} ({summary.verdict.sentence()}) -> {out / stem}.*"
     )
 
@@ -207,7 +223,7 @@ def _predict_distributed(
     else:
         try:
             client = Client(scheduler, timeout="10s")
-        except OSError as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise MetastasisError(
                 f"cannot reach the dask scheduler at {scheduler} ({exc})"
             ) from exc

@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, help="folder for metrics.json and plots")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="trust a model from outside the package (a TorchScript model is a program); "
+        "remembered for that file",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,8 +63,11 @@ def evaluate_patches(args, results: dict) -> None:
     from ..evaluation.patches import predict_dataset
     from ..evaluation.plots import plot_calibration, plot_roc
     from ..models import load_model, resolve_threshold
+    from ..models.trust import require_trust
 
-    model = load_model(args.model, device=args.device)
+    trusted = require_trust(args.model, trust=args.trust_model)
+    model = load_model(args.model, device=args.device, sha256=trusted.sha256)
+    trusted.confirm()
     data = PatchSet.concat([load_patchset(d) for d in args.dataset])
     probs = predict_dataset(model, data)
     threshold = resolve_threshold(args.threshold, model).value

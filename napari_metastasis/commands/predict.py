@@ -18,6 +18,7 @@ reason; the other slides are still processed, and the exit code is 1.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..clinical import read_cases
 from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import MetastasisError
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
+from ..models.trust import require_trust
 from ..predict_files import PredictOptions, predict_many, unique_stems
 from ..summary import stage_run, write_stages
 from .report import add_case_arguments
@@ -45,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_MODEL,
         metavar="DIR|NAME",
         help="model folder or name (see `models`)",
+    )
+    parser.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="trust a model from outside the package (a TorchScript model is a program); "
+        "remembered for that file",
     )
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N")
@@ -87,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="reader threads")
     parser.add_argument(
         "--dask",
+        type=_dask_scheduler,
         metavar="local[:N]|ADDRESS",
         help="spread slides over dask.distributed: a local cluster of N worker processes, or a "
         "running scheduler's address (tcp://host:8786)",
@@ -115,15 +124,23 @@ def run(args: argparse.Namespace) -> int:
         min_area_um2=args.min_area,
         reader_threads=args.workers,
     )
+    trusted = require_trust(args.model, trust=args.trust_model)
     model = None
     if args.dask is None:
-        model = load_model(args.model, device=args.device, positive_class=args.positive_class)
+        model = load_model(
+            args.model,
+            device=args.device,
+            positive_class=args.positive_class,
+            sha256=trusted.sha256,
+        )
+        trusted.confirm()
         print(
             f"model {model.name} ({model.folder}): {model.config.patch_size_pixels} px at "
             f"{model.config.spacing_um_px:g} µm/px on {model.device}",
             file=sys.stderr,
         )
     else:
+        trusted.confirm()  # each worker's loader still checks the operators
         print(f"scaling out on dask.distributed ({args.dask})", file=sys.stderr)
     cases = read_cases(args.cases) if args.cases else None  # a bad list fails before the run
     failed = []
@@ -199,3 +216,26 @@ def _region(text: str) -> tuple[float, float, float, float]:
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
     return x, y, w, h
+
+
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss)://)?\[?[A-Za-z0-9_.:-]+?\]?:(\d{1,5})$")
+
+
+def _dask_scheduler(text: str) -> str:
+    """``local``, ``local:N`` or a scheduler address with a port (``tcp://host:8786``)."""
+    if text == "local":
+        return text
+    if text.startswith("local:"):
+        n = text.partition(":")[2]
+        if not n.isdigit() or int(n) < 1 or int(n) > 1024:
+            raise argparse.ArgumentTypeError(
+                f"expected local:N with N a number of worker processes (1-1024), got {text!r}"
+            )
+        return text
+    match = _ADDRESS.match(text)
+    if not match or not 0 < int(match.group(1)) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"expected 'local', 'local:N' or a scheduler address with its port "
+            f"(tcp://host:8786), got {text!r}"
+        )
+    return text
