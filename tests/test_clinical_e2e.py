@@ -184,6 +184,21 @@ def test_stride_and_case_options(node_slides, darkness, tmp_path, capsys):
     ]
 
 
+def test_a_slide_without_analysed_patches_leaves_its_patient_unstaged(
+    node_slides, darkness, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    # white glass only: with the default tissue fraction no patch is classified
+    args = ["--out", str(out), "--model", str(darkness), "--threshold", "0.5"]
+    assert main(["predict", str(node_slides[0]), str(node_slides[6]), *args]) == 0
+    err = capsys.readouterr().err
+    assert "patient_000: not staged, no patch of patient_000_node_0.tif was analysed" in err
+    assert (
+        not (out / "stages.csv").exists() or "patient_000" not in (out / "stages.csv").read_text()
+    )
+    assert read_summary(out / "patient_000_node_0.summary.json").patches == 0
+
+
 def test_a_failed_slide_leaves_its_patient_unstaged(node_slides, darkness, tmp_path, capsys):
     out = tmp_path / "run"
     missing = node_slides[0].parent / "patient_001_node_7.tif"

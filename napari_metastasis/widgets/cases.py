@@ -251,6 +251,9 @@ class CaseList(QWidget):
             slide.status, slide.message = FAILED, summary.error
         elif summary.cancelled:
             slide.status = STOPPED
+        elif summary.prob_map is None or not summary.prob_map.n_analysed:
+            slide.status = FAILED
+            slide.message = "No patch was analysed (no tissue found): no verdict."
         else:
             slide.status, slide.progress = DONE, 1.0
             slide.prob_map = summary.prob_map
