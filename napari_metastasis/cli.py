@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()  # imports the commands (torch, openslide, ...): Ctrl-C may land here
+        parser = (
+            build_parser()
+        )  # imports the commands (torch, openslide, ...): Ctrl-C may land here
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print("napari-metastasis: interrupted", file=sys.stderr)
