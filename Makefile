@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_reader.py --out resources/bench_reader.json
 	$(BIN)/python benchmarks/bench_predict.py --out resources/bench_predict.json
 	$(BIN)/python benchmarks/bench_model.py --out resources/bench_model.json
+	$(BIN)/python benchmarks/bench_faults.py --out resources/bench_faults.json
 
 model: setup
 	$(BIN)/python scripts/train_bundled_model.py

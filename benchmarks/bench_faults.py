@@ -253,17 +253,19 @@ def full_disk(good, model, work: Path, env) -> dict:
     try:
         # 1. Too little space: refused before any slide is classified.
         ballast = mount / "ballast"
-        ballast.write_bytes(b"\0" * (16 * 2**20))
+        ballast.write_bytes(b"\0" * ((DISK_MB - 8) * 2**20))  # 8 MB left
         started = time.perf_counter()
+        little = mount / "little"
         proc = subprocess.run(
-            predict_command(good, mount / "out", model), env=env, capture_output=True, text=True
+            predict_command(good, little, model), env=env, capture_output=True, text=True
         )
         result["little_space"] = {
             "exit_code": proc.returncode,
             "seconds_to_refusal": round(time.perf_counter() - started, 1),
             "message": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "",
-            "outputs": len(list((mount / "out").glob("*"))) if (mount / "out").exists() else 0,
+            "outputs": len(list(little.glob("*"))) if little.exists() else 0,
         }
+        shutil.rmtree(little, ignore_errors=True)
         # 2. The disk fills up during the run: each good slide three times (stems a, a_2, a_3),
         # about 2 MB of outputs each, with about 17 MB left (so the first check passes).
         ballast.write_bytes(b"\0" * ((DISK_MB - 17) * 2**20))

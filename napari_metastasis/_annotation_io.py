@@ -14,12 +14,13 @@ when the µm per pixel is known; a CSV of an uncalibrated layer is refused rathe
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._napari.helpers import current_viewer, find_slide_layer, slide_calibration, warn
+from ._napari.helpers import current_viewer, find_slide_layer, notify, slide_calibration, warn
 from .annotations import AnnotationRepairWarning, read_annotations, write_annotations
 from .annotations.io import READ_EXTENSIONS
 from .annotations.layers import (
@@ -28,8 +29,11 @@ from .annotations.layers import (
     shapes_to_annotations,
 )
 from .annotations.model import Annotation
+from .error_policy import user_message
+from .errors import MetastasisError
 
 LayerData = tuple
+logger = logging.getLogger(__name__)
 SNIFF_BYTES = 4096
 
 
@@ -45,7 +49,28 @@ def get_annotation_reader(path: str | list[str]) -> Callable[[str], list[LayerDa
         return None
     if not _sniff(path):
         return None
-    return read_annotation_layers
+    return read_annotation_file
+
+
+def read_annotation_file(path: str | list[str]) -> list[LayerData]:
+    """The npe2 reader function: layers, or one notification saying why not (never a traceback).
+
+    The same policy as slides (:mod:`napari_metastasis.error_policy`): the reader's own sentence for
+    a bad file, and one line for anything unforeseen.
+    """
+    if isinstance(path, list | tuple):
+        path = path[0]
+    try:
+        return read_annotation_layers(path)
+    except Exception as exc:
+        if not isinstance(exc, MetastasisError):
+            logger.exception("reading %s failed", path)
+        message = user_message(exc)
+        notify(
+            "error",
+            message if isinstance(exc, MetastasisError) else f"{Path(path).name}: {message}",
+        )
+    return [(None,)]
 
 
 def _sniff(path: Path) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._napari.helpers import notify, show_repeated_notices_once
+from .error_policy import user_message
 from .errors import MetastasisError, SlideError
 from .pyramid import build_pyramid
 from .slide import WSI_ONLY_EXTENSIONS, Slide, detect_format, looks_like_slide
@@ -55,7 +56,7 @@ def read_slide_layers(path: str | list[str]) -> list[LayerData]:
         notify("error", str(exc))
     except Exception as exc:  # a library failure we did not foresee: still no traceback dump
         logger.exception("opening %s failed", path)
-        notify("error", f"{Path(path).name}: cannot open slide ({type(exc).__name__}: {exc})")
+        notify("error", f"{Path(path).name}: cannot open slide ({user_message(exc)})")
     return NO_LAYERS
 
 

@@ -51,6 +51,10 @@ MANIFEST_SUFFIX = ".outputs.json"
 MANIFEST_FORMAT = "napari-metastasis output set 1"
 JOURNAL = "COMMIT"
 LOCK = ".lock"
+MANIFEST_STAGING = ".manifest"
+#: A ``.part`` file in ``out`` not tied to one slide is removed once it is this old (a small file
+#: being written by another process right now is younger).
+STALE_PART_SECONDS = 60
 #: ``check_writable`` refuses a disk with less free space than this.
 MIN_FREE_BYTES = 16 * 2**20
 #: Without POSIX locks, a set folder untouched this long is taken as abandoned.
@@ -151,7 +155,7 @@ class OutputSet:
         relative = Path(name)
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise ValueError(f"an output name must be a relative path inside the folder: {name!r}")
-        if relative.parts[0] in (JOURNAL, LOCK):
+        if relative.parts[0] in (JOURNAL, LOCK, MANIFEST_STAGING):
             raise ValueError(f"{name!r} is reserved")
         target = self.folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +169,9 @@ class OutputSet:
         names = []
         for entry in sorted(self.folder.rglob("*")):
             relative = entry.relative_to(self.folder)
-            if relative.parts[0] in (JOURNAL, LOCK) or entry.name.endswith(".part"):
+            if relative.parts[0] in (JOURNAL, LOCK, MANIFEST_STAGING) or entry.name.endswith(
+                ".part"
+            ):
                 continue
             if (entry.is_file() and not _inside_store(relative, self.folder)) or (
                 entry.is_dir() and _is_store(entry)
@@ -261,7 +267,10 @@ def _roll_forward(folder: Path, out: Path, journal: dict) -> None:
         "files": journal["files"],
         **({"info": journal["info"]} if journal.get("info") else {}),
     }
-    write_text_atomic(manifest, json.dumps(payload, indent=2) + "\n")
+    staged = folder / MANIFEST_STAGING  # written in the set folder, then renamed: no .part in out
+    staged.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    fsync_path(staged)
+    os.replace(staged, manifest)
     fsync_path(out)
 
 
@@ -331,14 +340,20 @@ _PART = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.part$")
 
 
 def _stale_parts(out: Path, stem: str | None) -> Iterator[Path]:
-    """``.part`` files left in ``out`` by an older writer killed mid-write, for ``stem``'s files."""
+    """``.part`` files left in ``out`` by a writer killed mid-write: ``stem``'s, or (``stem``
+    None) any older than :data:`STALE_PART_SECONDS`."""
+    now = time.time()
     for entry in out.iterdir():
         match = _PART.match(entry.name)
         if not match or not entry.is_file():
             continue
         name = match.group("name")
-        if stem is None or name == stem or name.startswith(f"{stem}."):
+        if stem is not None and (name == stem or name.startswith(f"{stem}.")):
             yield entry
+        elif stem is None:
+            with contextlib.suppress(OSError):
+                if now - entry.stat().st_mtime > STALE_PART_SECONDS:
+                    yield entry
 
 
 # --- checking a set -----------------------------------------------------------------------------

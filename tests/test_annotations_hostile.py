@@ -118,3 +118,21 @@ def test_limits_are_documented_in_the_readme():
     for number in (v.MAX_FEATURES, v.MAX_VERTICES_PER_GEOMETRY, v.MAX_VERTICES_PER_FILE):
         assert f"{number:,}" in readme
     assert f"{v.MAX_REPAIR_VERTICES:,}" in readme
+
+
+def test_the_napari_annotation_reader_notifies_instead_of_raising(tmp_path):
+    from napari.utils.notifications import notification_manager
+
+    from napari_metastasis._annotation_io import get_annotation_reader
+
+    bad = tmp_path / "digits.geojson"
+    bad.write_text(
+        '{"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": ['
+        + "9" * 5000
+        + ", 1]}}"
+    )
+    start = len(notification_manager.records)
+    reader = get_annotation_reader(str(bad))
+    assert reader is not None and reader(str(bad)) == [(None,)]
+    messages = [str(n.message) for n in notification_manager.records[start:]]
+    assert any("digits.geojson: not usable JSON" in m for m in messages), messages
