@@ -1,8 +1,9 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
 The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
-outputs atomically (the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
-clinical summary: verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
+outputs as one set (:mod:`napari_metastasis.output_set`: all or none, with a manifest ``<stem>
+.outputs.json``): the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
+clinical summary (verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
 this process or scaled out on dask.distributed (one task per slide, each worker loading the model
 once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide that
 fails is reported and the others go on.
@@ -31,9 +32,11 @@ from .engine import (
     make_grid,
     predict_slide,
 )
+from .error_policy import user_message
 from .errors import MetastasisError
 from .heatmap import render_heatmap, save_heatmap
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
+from .output_set import OutputSet, check_writable, recover
 from .slide import Slide
 from .summary import summarise_regions, write_summary
 
@@ -120,16 +123,8 @@ def predict_to_files(
             threshold=threshold,
             model_folder=str(model.folder),
         )
-        write_patch_csv(result.table, out / f"{stem}.csv")
         positive = model.positive_class
         classification = TUMOUR_CLASS if positive.lower() in TUMOUR_CLASSES else positive
-        write_geojson(
-            out / f"{stem}.geojson",
-            regions_to_annotations(regions, classification, threshold),
-            mpp=resolution,
-        )
-        save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
-        result.prob_map.save(out / f"{stem}.prob.tiff")
         summary = summarise_regions(
             regions,
             result.prob_map,
@@ -139,7 +134,19 @@ def predict_to_files(
             model=model.name,
             slide_path=str(slide.path),
         )
-        write_summary(out, summary)
+        # All of the slide's files, or none: see output_set (a manifest marks the set complete).
+        info = {"slide": str(slide.path), "model": model.name, "threshold": threshold}
+        with OutputSet(out, stem, info=info) as outputs:
+            write_patch_csv(result.table, outputs.path(f"{stem}.csv"))
+            write_geojson(
+                outputs.path(f"{stem}.geojson"),
+                regions_to_annotations(regions, classification, threshold),
+                mpp=resolution,
+            )
+            heatmap = render_heatmap(slide, result.prob_map, regions)
+            save_heatmap(outputs.path(f"{stem}.heatmap.png"), heatmap)
+            result.prob_map.save(outputs.path(f"{stem}.prob.tiff"))
+            write_summary(outputs.folder, summary)
     top = result.prob_map.max_probability()
     top_text = f"{top:.3f}" if result.n_done else "n/a"
     why = ""
@@ -194,6 +201,9 @@ def predict_many(
     of a running cluster.
     """
     stems = unique_stems(paths)
+    check_writable(out)  # before any slide is classified, not after
+    for line in recover(out):  # sets a killed run left half-moved, stale temporaries
+        (warn or _stderr_warning)(f"{out}: {line}")
     if scheduler is None:
         model = model or load_model(
             options.model, device=options.device, positive_class=options.positive_class
@@ -239,7 +249,7 @@ def _predict_distributed(
             try:
                 ok, message = future.result()
             except Exception as exc:  # a worker died, or the task could not be shipped
-                ok, message = False, f"{path}: {type(exc).__name__}: {_first_line(exc)}"
+                ok, message = False, f"{path}: {user_message(exc)}"
             yield SlideOutcome(path, ok, message)
     finally:
         client.close()
@@ -266,12 +276,7 @@ def _guarded(path: Path, work: Callable[[], str]) -> SlideOutcome:
     except MetastasisError as exc:
         return SlideOutcome(Path(path), False, str(exc))
     except Exception as exc:  # a bad file must not stop the other slides
-        return SlideOutcome(Path(path), False, f"{path}: {type(exc).__name__}: {_first_line(exc)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
+        return SlideOutcome(Path(path), False, f"{path}: {user_message(exc)}")
 
 
 def _stderr_warning(message: str) -> None:

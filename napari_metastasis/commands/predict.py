@@ -11,8 +11,10 @@
 and for the run ``stages.csv``: each patient's pN stage and slide categories in Camelyon17's
 submission format (slides grouped by ``patient_<id>_node_<n>`` names, ``--case`` or ``--cases``).
 
-Every file is written atomically. A slide that fails gets one line on stderr naming it and the
-reason; the other slides are still processed, and the exit code is 1.
+A slide's files are written as one set (all or none; ``<stem>.outputs.json``, written last, lists
+them with their SHA-256); ``--out`` is checked for writing and free space before any slide is
+classified. A slide that fails gets one line on stderr naming it and the reason; the other slides
+are still processed, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import MetastasisError
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
 from ..models.trust import require_trust
+from ..output_set import check_writable
 from ..predict_files import PredictOptions, predict_many, unique_stems
 from ..summary import stage_run, write_stages
 from .report import add_case_arguments
@@ -124,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         min_area_um2=args.min_area,
         reader_threads=args.workers,
     )
+    check_writable(args.out)  # a file, a read-only folder or a full disk: found now, not later
     trusted = require_trust(args.model, trust=args.trust_model)
     model = None
     if args.dask is None:
