@@ -103,6 +103,8 @@ class CaseList(QWidget):
         self.runner.finished.connect(self._on_finished)
         #: the request for a whole-slide analysis of a path (the dock widget's settings)
         self.request_for: Callable[[str], JobRequest | None] = lambda path: None
+        #: the name of the model selected in the dock widget
+        self.model_name: Callable[[], str] = lambda: ""
         #: the threshold and minimum area regions are measured at (the dock widget's)
         self.threshold: Callable[[], float] = lambda: 0.5
         self.min_area_um2: Callable[[], float] = lambda: 0.0
@@ -196,11 +198,8 @@ class CaseList(QWidget):
         return next((s for s in self.slides if slide_key(s.path) == key), None)
 
     def _existing_map(self, path: str) -> ProbabilityMap | None:
-        """A whole-slide analysis already in the store (e.g. made in the viewer)."""
-        request = self.request_for(path)
-        if request is None:
-            return None
-        prob_map = self.store.get(path, request.model_name)
+        """A whole-slide analysis of the case list already in the store."""
+        prob_map = self.store.get(path, self.model_name())
         return prob_map if prob_map is not None and prob_map.extra.get("whole_slide") else None
 
     # --- running -----------------------------------------------------------------------------

@@ -212,6 +212,7 @@ class MetastasisWidget(QWidget):
         self.files.on_shown = self._on_views_shown
         self.verdict_panel.report_requested.connect(self._report_dialog)
         self.cases.request_for = lambda path: self._make_request(None, "whole slide", path)
+        self.cases.model_name = lambda: self.model_name
         self.cases.threshold = lambda: self.threshold
         self.cases.min_area_um2 = lambda: self.display.min_area_um2
         self.cases.on_analysed = self._remember_map
