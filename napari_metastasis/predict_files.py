@@ -18,17 +18,22 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from .annotations.exchange import write_camelyon16_csv, write_tiles_geojson
 from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
 from .atomic import atomic_path
 from .contours import probability_contours, regions_to_annotations
 from .engine import BOX_COLUMNS, DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide
 from .errors import MetastasisError
+from .evaluation.froc import detections_from_map
 from .heatmap import render_heatmap, save_heatmap
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
 from .slide import Slide
 
 Warn = Callable[[str], None]
+#: Sub-folder of ``--out`` holding Camelyon16's detection files (``<stem>.csv``, no other file), so
+#: it can be handed to Camelyon16's Evaluation_FROC.py as its results folder as it is.
+CAMELYON16_DIR = "camelyon16"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class PredictOptions:
     min_area_um2: float = 0.0
     reader_threads: int | None = None
     progress: bool = True
+    tiles: bool = False  # also write <stem>.tiles.geojson (QuPath tiles, one per patch)
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,9 @@ def predict_to_files(
     stem: str | None = None,
     warn: Warn | None = None,
 ) -> str:
-    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff`` into ``out``."""
+    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff`` into ``out``,
+    its Camelyon16 detection file into ``out/camelyon16/<stem>.csv`` and, with ``options.tiles``,
+    ``<stem>.tiles.geojson``."""
     warn = warn or _stderr_warning
     with Slide(path, mpp=options.mpp) as slide:
         slide.check_readable()
@@ -114,6 +122,11 @@ def predict_to_files(
             regions_to_annotations(regions, classification, threshold),
             mpp=resolution,
         )
+        write_camelyon16_csv(
+            out / CAMELYON16_DIR / f"{stem}.csv", detections_from_map(result.prob_map, threshold)
+        )
+        if options.tiles:
+            write_tiles_geojson(out / f"{stem}.tiles.geojson", result.table, model.class_names)
         save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
         result.prob_map.save(out / f"{stem}.prob.tiff")
     top = result.prob_map.max_probability()

@@ -68,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--min-area", type=float, default=0.0, metavar="UM2", help="smallest region (µm²)"
     )
+    parser.add_argument(
+        "--tiles",
+        action="store_true",
+        help="also write <stem>.tiles.geojson: every classified patch as a QuPath tile with its "
+        "prob_<class> measurements, classified as its most probable class",
+    )
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="reader threads")
     parser.add_argument(
         "--dask",
@@ -97,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         tissue_min_fraction=args.tissue_min_fraction,
         min_area_um2=args.min_area,
         reader_threads=args.workers,
+        tiles=args.tiles,
     )
     model = None
     if args.dask is None:
