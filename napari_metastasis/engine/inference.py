@@ -80,6 +80,7 @@ def run_inference(
         num_workers=num_workers,
         prefetch_batches=prefetch_batches,
         pin_memory=model.device.type == "cuda",
+        resample=model.config.resize_interpolation,
     )
     batches = reader.batches(boxes, batch_size, cancel)
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps

@@ -46,8 +46,10 @@ class PatchReader:
         num_workers: int | None = None,
         prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
         pin_memory: bool = False,
+        resample: int = 2,
     ):
         self.slide = slide
+        self.resample = resample  # Pillow filter code of the config's Resize (2: bilinear)
         self.grid = grid
         self.input_size = tuple(input_size)
         self.num_workers = num_workers or default_num_workers()
@@ -63,7 +65,7 @@ class PatchReader:
         patch = self.slide.read_region(
             self.level, x, y, max(1, round(w / ds)), max(1, round(h / ds))
         )
-        return resize_patch(patch, self.input_size)
+        return resize_patch(patch, self.input_size, self.resample)
 
     def batches(
         self, boxes: np.ndarray, batch_size: int, cancel: Cancel = None

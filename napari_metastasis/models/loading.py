@@ -1,6 +1,7 @@
 """Load a model folder safely and run it on a batch, on the best device available.
 
-Weights are TorchScript archives loaded with ``torch.jit.load``, which rebuilds the network from its
+Networks are ``torch.export`` programs (``model.pt2``, checked by :mod:`.exported` before they load)
+or TorchScript archives loaded with ``torch.jit.load``, which rebuilds the network from its
 serialised code and tensors without executing arbitrary pickled Python (unlike ``torch.load`` of a
 pickled module), so a model folder from a colleague cannot run code on the user's machine.
 
@@ -20,6 +21,8 @@ import torch
 
 from ..errors import ModelError
 from .contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
+from .exported import EXPORTED_FILE, load_exported
+from .outputs import check_logits, to_probabilities
 from .threshold import card_threshold
 from .transforms import normalisation_constants, resize_patch, to_model_input
 
@@ -120,7 +123,8 @@ class LoadedModel:
             if batch.ndim != 4 or batch.shape[-1] != 3:
                 raise ValueError(f"expected a (N, H, W, 3) uint8 batch, got shape {batch.shape}")
             if batch.shape[1:3] != self.input_size:
-                batch = np.stack([resize_patch(p, self.input_size) for p in batch])
+                resample = self.config.resize_interpolation
+                batch = np.stack([resize_patch(p, self.input_size, resample) for p in batch])
             if not batch.flags.writeable:  # torch warns on read-only arrays (e.g. from PIL)
                 batch = batch.copy()
             batch = torch.from_numpy(np.ascontiguousarray(batch))
@@ -133,7 +137,7 @@ class LoadedModel:
         """Prepared float input -> probabilities on the device (float32)."""
         with self._lock, torch.inference_mode(), self._autocast():
             logits = self.module(x)
-        return torch.softmax(logits.float(), dim=1)
+        return to_probabilities(logits)  # softmax, or a sigmoid for one-output models (WSInfer)
 
     def predict(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Probabilities (N, num_classes) for a batch of patches (see the class docstring)."""
@@ -169,16 +173,21 @@ def load_model(
     folder = resolve_model(path_or_name)
     config = load_config(folder)
     weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelError(f"{folder}: no {WEIGHTS_FILE} in the model folder")
+    exported = folder / EXPORTED_FILE
+    if not weights.is_file() and not exported.is_file():
+        raise ModelError(f"{folder}: no {WEIGHTS_FILE} (or {EXPORTED_FILE}) in the model folder")
     torch_device = select_device(device)
-    try:
-        module = torch.jit.load(str(weights), map_location=torch_device)
-    except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors
-        raise ModelError(
-            f"{folder.name}/{WEIGHTS_FILE}: not a loadable TorchScript model ({_first_line(exc)})"
-        ) from exc
-    module.eval()
+    if exported.is_file():  # torch.export's program is preferred: TorchScript is deprecated
+        module = load_exported(exported, torch_device)
+    else:
+        try:
+            module = torch.jit.load(str(weights), map_location=torch_device)
+        except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors
+            raise ModelError(
+                f"{folder.name}/{WEIGHTS_FILE}: not a loadable TorchScript model "
+                f"({_first_line(exc)})"
+            ) from exc
+        module.eval()  # an exported program is already in inference form (and refuses eval())
     if torch_device.type in ("cuda", "cpu"):
         with contextlib.suppress(Exception):  # not every scripted module accepts memory_format
             module = module.to(memory_format=torch.channels_last)
@@ -206,14 +215,7 @@ def check_output_shape(model: LoadedModel) -> None:
             f"{source}: the network does not accept a (1, 3, {h}, {w}) patch as the config's "
             f"patch_size_pixels/Resize say ({_first_line(exc)})"
         ) from exc
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"{source}: the network must return (N, num_classes) logits, got {shape}")
-    if out.shape[1] != model.config.num_classes:
-        raise ModelError(
-            f"{source}: field 'num_classes' is {model.config.num_classes} but the network returns "
-            f"{out.shape[1]} values per patch"
-        )
+    check_logits(out, model.config.num_classes, source)
 
 
 def _first_line(exc: BaseException) -> str:

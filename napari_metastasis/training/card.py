@@ -25,7 +25,7 @@ def base_card(
             "patch_size_pixels": patch_px,
             "spacing_um_px": spacing_um,
             "field_of_view_um": patch_px * spacing_um,
-            "transform": "ToTensor (RGB in [0, 1]); normalisation is inside the TorchScript module",
+            "transform": "Resize to the patch size, ToTensor (RGB in [0, 1]); normalisation is inside the network",
         },
         "classes": ["normal", "tumor"],
     }
