@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_bytes_atomic, write_text_atomic
-from ..models.threshold import MODEL_CARD_FILE
 from ..models.exported import EXPORTED_FILE, export_program
+from ..models.threshold import MODEL_CARD_FILE
 from .networks import Ensemble
 
 CLASS_NAMES = ("normal", "tumor")
