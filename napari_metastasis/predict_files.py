@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -23,11 +24,20 @@ from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
 from .atomic import atomic_path
 from .contours import probability_contours, regions_to_annotations
-from .engine import BOX_COLUMNS, DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION, predict_slide
+from .engine import (
+    BOX_COLUMNS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TISSUE_MIN_FRACTION,
+    make_grid,
+    patch_table,
+    predict_slide,
+)
 from .errors import MetastasisError
 from .evaluation.froc import detections_from_map
 from .heatmap import render_heatmap, save_heatmap
+from .map_store import ZARR_SUFFIX, ZarrMapWriter
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
+from .probability import ProbabilityMap
 from .slide import Slide
 
 Warn = Callable[[str], None]
@@ -52,6 +62,7 @@ class PredictOptions:
     reader_threads: int | None = None
     progress: bool = True
     tiles: bool = False  # also write <stem>.tiles.geojson (QuPath tiles, one per patch)
+    resume: bool = False  # continue from <stem>.prob.zarr: classify only what it lacks
 
 
 @dataclass(frozen=True)
@@ -71,9 +82,10 @@ def predict_to_files(
     stem: str | None = None,
     warn: Warn | None = None,
 ) -> str:
-    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff`` into ``out``,
-    its Camelyon16 detection file into ``out/camelyon16/<stem>.csv`` and, with ``options.tiles``,
-    ``<stem>.tiles.geojson``."""
+    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.prob.zarr`` into
+    ``out``, its Camelyon16 detection file into ``out/camelyon16/<stem>.csv`` and, with
+    ``options.tiles``, ``<stem>.tiles.geojson``. The OME-Zarr map is written batch by batch, so
+    ``options.resume`` can continue an interrupted run."""
     warn = warn or _stderr_warning
     with Slide(path, mpp=options.mpp) as slide:
         slide.check_readable()
@@ -97,16 +109,21 @@ def predict_to_files(
                 bar.total = total
                 bar.update(done - bar.n)
 
+            store = _open_store(out / f"{stem}{ZARR_SUFFIX}", slide, model, resolution, options)
             result = predict_slide(
                 slide,
                 model,
                 region=options.region,
                 tissue_min_fraction=options.tissue_min_fraction,
+                prob_map=store.prob_map,
                 resolution=resolution,
                 batch_size=options.batch_size,
                 num_workers=options.reader_threads,
                 progress=progress,
+                on_batch=lambda batch: store.write(batch.cells, batch.probabilities),
             )
+        if options.resume:  # the CSV lists every patch, those of the earlier run too
+            result.table = table_from_store(store, model.class_names)
         threshold = resolve_threshold(options.threshold, model).value
         regions = probability_contours(result.prob_map, threshold, options.min_area_um2)
         result.prob_map.extra.update(
@@ -129,10 +146,45 @@ def predict_to_files(
             write_tiles_geojson(out / f"{stem}.tiles.geojson", result.table, model.class_names)
         save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
         result.prob_map.save(out / f"{stem}.prob.tiff")
+        store.finish(result.prob_map)
     top = result.prob_map.max_probability()
     return (
         f"{slide.name}: {result.n_done} patches, max {positive} probability {top:.3f}, "
         f"{len(regions)} regions >= {threshold:g} -> {out / stem}.*"
+    )
+
+
+def _open_store(
+    path: Path, slide: Slide, model: LoadedModel, resolution, options: PredictOptions
+) -> ZarrMapWriter:
+    """The OME-Zarr map the run writes batch by batch: a new one, or (``resume``) the old one."""
+    if options.resume and path.exists():
+        store = ZarrMapWriter.resume(path)
+        grid = make_grid(slide, model, resolution=resolution)
+        if store.prob_map.grid != grid or store.class_names != list(model.class_names):
+            raise MetastasisError(
+                f"{path.name}: made with another model or slide resolution than this run's; "
+                "cannot resume it (run without --resume to start again)"
+            )
+        return store
+    prob_map = ProbabilityMap.empty(
+        make_grid(slide, model, resolution=resolution),
+        class_name=model.positive_class,
+        model_name=model.name,
+        slide_path=str(slide.path),
+    )
+    return ZarrMapWriter.create(path, prob_map, model.class_names)
+
+
+def table_from_store(store: ZarrMapWriter, class_names) -> pd.DataFrame:
+    """The patch table of every cell the stored map has analysed, row by row."""
+    probabilities = store.class_probabilities()
+    cells = np.argwhere(~np.isnan(probabilities[..., 0]))
+    return patch_table(
+        cells,
+        store.prob_map.grid.cell_boxes(cells),
+        probabilities[cells[:, 0], cells[:, 1]],
+        class_names,
     )
 
 

@@ -74,6 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write <stem>.tiles.geojson: every classified patch as a QuPath tile with its "
         "prob_<class> measurements, classified as its most probable class",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: keep the patches already in <stem>.prob.zarr and "
+        "classify only the missing ones (the map is written batch by batch)",
+    )
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="reader threads")
     parser.add_argument(
         "--dask",
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         min_area_um2=args.min_area,
         reader_threads=args.workers,
         tiles=args.tiles,
+        resume=args.resume,
     )
     model = None
     if args.dask is None:
