@@ -37,9 +37,10 @@ test: system-deps setup lint
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py --out resources/bench_reader.json
 	$(BIN)/python benchmarks/bench_predict.py --out resources/bench_predict.json
+	$(BIN)/python benchmarks/bench_model.py --out resources/bench_model.json
 
 model: setup
-	$(BIN)/python -m napari_metastasis.training.bundled_recipe
+	$(BIN)/python scripts/train_bundled_model.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache

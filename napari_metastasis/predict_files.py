@@ -1,7 +1,8 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
-The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its four
-outputs atomically (the patch CSV, the regions as GeoJSON, the heatmap, the probability grid). :func:`predict_many` runs it over many slides, either in
+The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
+outputs atomically (the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
+clinical summary: verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
 this process or scaled out on dask.distributed (one task per slide, each worker loading the model
 once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide that
 fails is reported and the others go on.
@@ -28,6 +29,7 @@ from .engine import (
     BOX_COLUMNS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_TISSUE_MIN_FRACTION,
+    check_analysable,
     make_grid,
     patch_table,
     predict_slide,
@@ -39,6 +41,7 @@ from .map_store import ZARR_SUFFIX, ZarrMapWriter
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
 from .probability import ProbabilityMap
 from .slide import Slide
+from .summary import summarise_regions, write_summary
 
 Warn = Callable[[str], None]
 #: Sub-folder of ``--out`` holding Camelyon16's detection files (``<stem>.csv``, no other file), so
@@ -58,6 +61,7 @@ class PredictOptions:
     region: tuple[float, float, float, float] | None = None
     mpp: float | None = None
     tissue_min_fraction: float = DEFAULT_TISSUE_MIN_FRACTION
+    stride_um: float | None = None  # grid step; None: the patch size (no overlap)
     min_area_um2: float = 0.0
     reader_threads: int | None = None
     progress: bool = True
@@ -82,10 +86,10 @@ def predict_to_files(
     stem: str | None = None,
     warn: Warn | None = None,
 ) -> str:
-    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.prob.zarr`` into
-    ``out``, its Camelyon16 detection file into ``out/camelyon16/<stem>.csv`` and, with
-    ``options.tiles``, ``<stem>.tiles.geojson``. The OME-Zarr map is written batch by batch, so
-    ``options.resume`` can continue an interrupted run."""
+    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.prob.zarr/
+    .summary.json`` into ``out``, its Camelyon16 detection file into ``out/camelyon16/<stem>.csv``
+    and, with ``options.tiles``, ``<stem>.tiles.geojson``. The OME-Zarr map is written batch by
+    batch, so ``options.resume`` can continue an interrupted run."""
     warn = warn or _stderr_warning
     with Slide(path, mpp=options.mpp) as slide:
         slide.check_readable()
@@ -96,6 +100,8 @@ def predict_to_files(
                 f"from its {slide.objective_power:g}x objective (pass --mpp to set it)"
             )
         stem = stem or slide.name
+        check_analysable(slide, make_grid(slide, model, resolution=resolution), options.region)
+        slide.overview_level(max(slide.dimensions) / 1024, "the heatmap")  # before, not after
         with tqdm(
             desc=slide.name,
             unit="patch",
@@ -117,6 +123,7 @@ def predict_to_files(
                 tissue_min_fraction=options.tissue_min_fraction,
                 prob_map=store.prob_map,
                 resolution=resolution,
+                stride_um=options.stride_um,
                 batch_size=options.batch_size,
                 num_workers=options.reader_threads,
                 progress=progress,
@@ -147,10 +154,27 @@ def predict_to_files(
         save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
         result.prob_map.save(out / f"{stem}.prob.tiff")
         store.finish(result.prob_map)
+        summary = summarise_regions(
+            regions,
+            result.prob_map,
+            slide=slide.requested_path.name,
+            stem=stem,
+            threshold=threshold,
+            model=model.name,
+            slide_path=str(slide.path),
+        )
+        write_summary(out, summary)
     top = result.prob_map.max_probability()
+    top_text = f"{top:.3f}" if result.n_done else "n/a"
+    why = ""
+    if result.n_done == 0:
+        why = (
+            f" (no patch has {options.tissue_min_fraction:g} of its area in tissue; "
+            "--tissue-min-fraction 0 classifies every patch)"
+        )
     return (
-        f"{slide.name}: {result.n_done} patches, max {positive} probability {top:.3f}, "
-        f"{len(regions)} regions >= {threshold:g} -> {out / stem}.*"
+        f"{slide.name}: {result.n_done} patches{why}, max {positive} probability {top_text}, "
+        f"{len(regions)} regions >= {threshold:g} ({summary.verdict.sentence()}) -> {out / stem}.*"
     )
 
 
@@ -160,7 +184,7 @@ def _open_store(
     """The OME-Zarr map the run writes batch by batch: a new one, or (``resume``) the old one."""
     if options.resume and path.exists():
         store = ZarrMapWriter.resume(path)
-        grid = make_grid(slide, model, resolution=resolution)
+        grid = make_grid(slide, model, resolution=resolution, stride_um=options.stride_um)
         if store.prob_map.grid != grid or store.class_names != list(model.class_names):
             raise MetastasisError(
                 f"{path.name}: made with another model or slide resolution than this run's; "
@@ -168,7 +192,7 @@ def _open_store(
             )
         return store
     prob_map = ProbabilityMap.empty(
-        make_grid(slide, model, resolution=resolution),
+        make_grid(slide, model, resolution=resolution, stride_um=options.stride_um),
         class_name=model.positive_class,
         model_name=model.name,
         slide_path=str(slide.path),
@@ -257,7 +281,7 @@ def _predict_distributed(
     else:
         try:
             client = Client(scheduler, timeout="10s")
-        except OSError as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise MetastasisError(
                 f"cannot reach the dask scheduler at {scheduler} ({exc})"
             ) from exc

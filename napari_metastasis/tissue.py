@@ -243,7 +243,7 @@ def _read_coarse(slide: Slide, downsample: float) -> tuple[np.ndarray, int, int]
     Returns (image, level read, integer block-average factor applied to that level).
     """
     downsample = max(downsample, 1.0)
-    level = slide.best_level_for_downsample(downsample)
+    level = slide.overview_level(downsample, "finding tissue")
     factor = max(1, round(downsample / slide.level_downsamples[level]))
     lw, lh = slide.level_dimensions[level]
     out_w, out_h = math.ceil(lw / factor), math.ceil(lh / factor)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The user's config folder (trusted models, remembered analyses) is never touched by the tests: a
+# fresh one per run, set before the package is imported; subprocesses inherit it.
+os.environ["NAPARI_METASTASIS_CONFIG_DIR"] = tempfile.mkdtemp(prefix="napari-metastasis-config-")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -32,3 +37,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def recipe():
+    """The bundled-model recipe, ``scripts/train_bundled_model.py``, imported as a module."""
+    import importlib.util
+    import sys
+
+    path = PROJECT_ROOT / "scripts" / "train_bundled_model.py"
+    spec = importlib.util.spec_from_file_location("train_bundled_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

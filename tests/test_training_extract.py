@@ -9,10 +9,10 @@ import pytest
 from conftest import ANNOTATIONS, SVS, TIFF_6_LEVELS
 from shapely.geometry import box
 
+from napari_metastasis.datasets.annotations_source import load_tumour_geometry
+from napari_metastasis.datasets.extract import extract_from_slide
+from napari_metastasis.datasets.labels import LabelRule
 from napari_metastasis.errors import DatasetError, ResolutionError
-from napari_metastasis.training.annotations_source import load_tumour_geometry
-from napari_metastasis.training.extract import extract_from_slide
-from napari_metastasis.training.labels import LabelRule
 
 TUMOUR = box(700, 900, 1500, 1900)  # level-0 px of CMU-1-Small-Region (0.499 µm/px)
 

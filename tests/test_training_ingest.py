@@ -14,15 +14,15 @@ import pytest
 from conftest import ANNOTATIONS, PATCHES
 from PIL import Image
 
-from napari_metastasis.errors import DatasetError
-from napari_metastasis.training.annotations_source import geometries_by_slide
-from napari_metastasis.training.ingest import (
+from napari_metastasis.datasets.annotations_source import geometries_by_slide
+from napari_metastasis.datasets.ingest import (
     ingest_kaggle_pcam,
     ingest_labelled_folder,
     ingest_pcam_hdf5,
 )
-from napari_metastasis.training.labels import LabelRule
-from napari_metastasis.training.patchset import load_patchset, save_patchset
+from napari_metastasis.datasets.labels import LabelRule
+from napari_metastasis.datasets.patchset import load_patchset, save_patchset
+from napari_metastasis.errors import DatasetError
 
 CAMELYON = PATCHES / "camelyon16_256"
 NCRF = ANNOTATIONS / "camelyon16_ncrf_json"

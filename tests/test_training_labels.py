@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from napari_metastasis.training.labels import (
+from napari_metastasis.datasets.labels import (
     LabelRule,
     centre_fraction,
     centre_window,

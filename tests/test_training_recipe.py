@@ -1,34 +1,55 @@
-"""The bundled-model recipe runs end to end (a few steps) and writes a loadable model + card."""
+"""The bundled-model recipe (scripts/train_bundled_model.py) runs end to end in a few steps and
+writes a model folder that loads as data, a results file, and a card built from that file only."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 from conftest import DATA
 
 from napari_metastasis.models import load_model
-from napari_metastasis.training import bundled_recipe
+from napari_metastasis.models.safe_weights import SAFETENSORS_FILE
 
 
-def test_quick_recipe_writes_contract_and_card(tmp_path):
+def test_pcam_split_is_stratified_disjoint_and_fixed(recipe):
+    labels = np.array([0] * 600 + [1] * 400)
+    split = recipe.split_pcam(labels)
+    again = recipe.split_pcam(labels)
+    assert all(np.array_equal(split[k], again[k]) for k in split)
+    everything = np.concatenate(list(split.values()))
+    assert len(everything) == len(set(everything.tolist())) == 1000
+    assert [len(split[k]) for k in ("train", "val", "test")] == [700, 100, 200]
+    assert labels[split["test"]].mean() == pytest.approx(0.4)
+
+
+def test_quick_recipe_writes_model_results_and_card(recipe, tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(
-        f"intro\n{bundled_recipe.README_START}\nold\n{bundled_recipe.README_END}\nrest\n"
-    )
-    out = tmp_path / "default"
-    assert (
-        bundled_recipe.main(["--data", str(DATA), "--out", str(out), "--quick", "--no-progress"])
-        == 0
-    )
+    readme.write_text(f"intro\n{recipe.README_START}\nold\n{recipe.README_END}\nrest\n")
+    out, results_file = tmp_path / "default", tmp_path / "results.json"
+    argv = ["--data", str(DATA), "--out", str(out), "--results", str(results_file)]
+    argv += ["--readme", str(readme), "--quick", "--pcam-limit", "300", "--no-progress"]
+    assert recipe.main(argv) == 0
+    assert (out / SAFETENSORS_FILE).is_file() and (out / "torchscript_model.pt").is_file()
     model = load_model(out, device="cpu")
-    assert model.config.patch_size_pixels == 48 and model.config.spacing_um_px == 1.0
+    assert model.config.input_size == (48, 48) and model.config.spacing_um_px == 1.0
+    results = json.loads(results_file.read_text())
     card = json.loads((out / "model_card.json").read_text())
-    assert 0 < card["threshold"] < 1
-    results = card["validation"]["results"]
-    assert results["Camelyon16 patches, out of fold"]["patches (tumour)"] == "57 (28)"
-    assert "Leave one slide out" in (out / "README.md").read_text()
-    # quick runs never touch the README; the marker replacement itself:
-    assert bundled_recipe.update_readme(readme, "# Model card: x\n\n## Data\n")
+    assert card == json.loads(json.dumps(recipe.build_card(results), default=float)) | {
+        "date": card["date"]
+    }
+    assert [f["held_out_camelyon_slide"] for f in results["folds"]] == [
+        "tumor_001",
+        "tumor_004",
+        "tumor_064",
+    ]
+    assert sum(len(f["held_labels"]) for f in results["folds"]) == 57
+    assert set(results["whole_slide_false_positives"]) == set(recipe.NORMAL_SLIDES)
+    assert "By slide on Camelyon16" in (out / "README.md").read_text()
+    assert readme.read_text().count("old") == 1  # quick runs never touch the README
+    # the README section replacement itself
+    assert recipe.update_readme(readme, "# Model card: x\n\n## Data\n")
     text = readme.read_text()
     assert "old" not in text and "### Model card: x" in text and "#### Data" in text
     assert text.startswith("intro\n") and text.endswith("rest\n")

@@ -85,6 +85,7 @@ def test_a_model_that_will_not_load_is_reported(env, qtbot, tmp_path):
     broken = write_test_model(tmp_path / "bad", name="broken")
     (broken / "torchscript_model.pt").write_bytes(b"not a torchscript archive")
     widget.add_model_folder(broken)
+    widget.confirm_trust = lambda state: True  # the user trusts the (changed) file when asked
     notes = Notes()
     widget.set_mode(WHOLE)
     run_and_wait(qtbot, widget)

@@ -23,6 +23,8 @@ XML is parsed with defusedxml (no entity expansion, no external entities).
 
 from __future__ import annotations
 
+import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +45,7 @@ from ..atomic import write_bytes_atomic
 from ..errors import AnnotationError
 from . import _validate as v
 from ._files import read_bytes
+from ._validate import AnnotationRepairWarning
 from .model import (
     Annotation,
     class_color,
@@ -71,8 +74,10 @@ def read_asap(path: str | Path) -> list[Annotation]:
         color = hex_to_color(group.get("Color", ""))
         if color:
             group_colors[group.get("Name", "")] = color
+    nodes = list(root.iterfind("Annotations/Annotation"))
+    v.check_feature_count(len(nodes), path.name)
     annotations = []
-    for index, node in enumerate(root.iterfind("Annotations/Annotation")):
+    for index, node in enumerate(nodes):
         name = node.get("Name") or None
         where = f"{path.name}: annotation {index + 1}" + (f" ({name!r})" if name else "")
         group = node.get("PartOfGroup", NO_GROUP)
@@ -121,7 +126,9 @@ def _geometry(node: ET.Element, where: str):
 
 def _coordinates(node: ET.Element, where: str) -> np.ndarray:
     items = []
-    for k, coord in enumerate(node.iterfind("Coordinates/Coordinate")):
+    coords = list(node.iterfind("Coordinates/Coordinate"))
+    v.count_vertices(len(coords), where)
+    for k, coord in enumerate(coords):
         order_text = coord.get("Order")
         try:
             order = int(order_text) if order_text is not None else k
@@ -161,6 +168,28 @@ def asap_group(classification: str | None) -> str:
     return classification
 
 
+#: Characters XML 1.0 cannot hold at all, not even as a character reference: C0 controls other
+#: than tab, newline and carriage return, lone UTF-16 surrogates, U+FFFE and U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str, where: str) -> str:
+    """``text`` with characters XML cannot hold replaced by U+FFFD (with a warning).
+
+    Everything else, markup characters and line breaks included, is escaped by the writer and
+    reads back exactly.
+    """
+    if not _NOT_XML.search(text):
+        return text
+    bad = sorted({f"U+{ord(c):04X}" for c in _NOT_XML.findall(text)})
+    warnings.warn(
+        f"{where}: {', '.join(bad[:3])} cannot be written to XML; replaced by U+FFFD",
+        AnnotationRepairWarning,
+        stacklevel=3,
+    )
+    return _NOT_XML.sub("\ufffd", text)
+
+
 def to_asap_xml(annotations: Sequence[Annotation]) -> bytes:
     root = ET.Element("ASAP_Annotations")
     nodes = ET.SubElement(root, "Annotations")
@@ -168,7 +197,8 @@ def to_asap_xml(annotations: Sequence[Annotation]) -> bytes:
     for index, annotation in enumerate(annotations):
         name = annotation.name or f"Annotation {index}"
         where = f"annotation {index + 1} ({name!r})"
-        group = asap_group(annotation.classification)
+        name = xml_safe(name, f"{where}: name")
+        group = xml_safe(asap_group(annotation.classification), f"{where}: class")
         color = annotation.display_color
         for part_name, kind, part_group, coords in _parts(annotation, name, group, where):
             node = ET.SubElement(

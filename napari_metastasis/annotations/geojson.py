@@ -53,6 +53,7 @@ GEOMETRY_TYPES = (
 def parse_geojson(data: Any, source: str) -> list[Annotation]:
     """Annotations from parsed GeoJSON ``data``; ``source`` names the file in error messages."""
     features = _features(data, source)
+    v.check_feature_count(len(features), source)
     annotations = []
     for index, feature in enumerate(features):
         annotation = _feature(feature, f"{source}: feature {index + 1}")

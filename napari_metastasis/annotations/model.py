@@ -83,7 +83,7 @@ def class_color(classification: str | None) -> tuple[int, int, int]:
     key = classification.strip().lower()
     if key in CLASS_COLORS:
         return CLASS_COLORS[key]
-    hue = int(hashlib.sha1(key.encode()).hexdigest()[:6], 16) / 0xFFFFFF
+    hue = int(hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:6], 16) / 0xFFFFFF
     r, g, b = colorsys.hsv_to_rgb(hue, 0.8, 0.9)
     return (round(r * 255), round(g * 255), round(b * 255))
 

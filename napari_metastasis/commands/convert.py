@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnnotationRepairWarning)
         annotations, in_kind = read_annotations_with_format(args.input)
+        write_annotations(args.output, annotations, out_kind, mpp=mpp)
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
-    write_annotations(args.output, annotations, out_kind, mpp=mpp)
     print(
         f"{args.input.name} ({FORMAT_NAMES[in_kind]}) -> {args.output.name} "
         f"({FORMAT_NAMES[out_kind]}): {summarize(annotations)}"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.labels import LabelRule
 from ..errors import DatasetError
 from ..training.balance import STRATEGIES, imbalance_report, oversample, undersample
-from ..training.labels import LabelRule
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,10 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build(args: argparse.Namespace):
-    from ..training.annotations_source import geometries_by_slide, load_tumour_geometry
-    from ..training.extract import extract_from_slide
-    from ..training.ingest import ingest_kaggle_pcam, ingest_labelled_folder, ingest_pcam_hdf5
-    from ..training.patchset import PatchSet
+    from ..datasets.annotations_source import geometries_by_slide, load_tumour_geometry
+    from ..datasets.extract import extract_from_slide
+    from ..datasets.ingest import ingest_kaggle_pcam, ingest_labelled_folder, ingest_pcam_hdf5
+    from ..datasets.patchset import PatchSet
 
     rule = LabelRule(args.rule, args.fraction)
     sets = []
@@ -130,7 +130,7 @@ def build(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.patchset import save_patchset
+    from ..datasets.patchset import save_patchset
 
     patches = build(args)
     report = imbalance_report(patches.labels, patches.slides)

@@ -4,7 +4,12 @@
   level-0 pixels, so WSInfer/QuPath tooling reads it;
 * ``<stem>.geojson``: the regions at ``--threshold``, as QuPath annotations (level-0 pixels);
 * ``<stem>.heatmap.png``: a thumbnail with the probability map over it;
-* ``<stem>.prob.tiff``: the probability grid with its geometry, which the viewer reloads.
+* ``<stem>.prob.tiff``: the probability grid with its geometry, which the viewer reloads;
+* ``<stem>.summary.json``: the clinical answer: slide verdict (negative / itc / micro / macro), and
+  each region's area, greatest dimension, category and probabilities, with threshold, model and stride;
+
+and for the run ``stages.csv``: each patient's pN stage and slide categories in Camelyon17's
+submission format (slides grouped by ``patient_<id>_node_<n>`` names, ``--case`` or ``--cases``).
 
 Every file is written atomically. A slide that fails gets one line on stderr naming it and the
 reason; the other slides are still processed, and the exit code is 1.
@@ -13,13 +18,18 @@ reason; the other slides are still processed, and the exit code is 1.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
+from ..clinical import read_cases
 from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import MetastasisError
 from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
-from ..predict_files import PredictOptions, predict_many
+from ..models.trust import require_trust
+from ..predict_files import PredictOptions, predict_many, unique_stems
+from ..summary import stage_run, write_stages
+from .report import add_case_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_MODEL,
         metavar="DIR|NAME",
         help="model folder or name (see `models`)",
+    )
+    parser.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="trust a model from outside the package (a TorchScript model is a program); "
+        "remembered for that file",
     )
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N")
@@ -64,6 +80,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="F",
         help="skip patches with less tissue than this (0 classifies every patch)",
     )
+    parser.add_argument(
+        "--stride-um",
+        type=_positive_float,
+        metavar="UM",
+        help="grid step in µm (default: the model's patch, no overlap); sizes are measured to "
+        "about one step",
+    )
+    add_case_arguments(parser)
     parser.add_argument("--positive-class", metavar="NAME", help="class shown in the heatmap")
     parser.add_argument(
         "--min-area", type=float, default=0.0, metavar="UM2", help="smallest region (µm²)"
@@ -83,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="reader threads")
     parser.add_argument(
         "--dask",
+        type=_dask_scheduler,
         metavar="local[:N]|ADDRESS",
         help="spread slides over dask.distributed: a local cluster of N worker processes, or a "
         "running scheduler's address (tcp://host:8786)",
@@ -107,28 +132,48 @@ def run(args: argparse.Namespace) -> int:
         region=args.region,
         mpp=args.mpp,
         tissue_min_fraction=args.tissue_min_fraction,
+        stride_um=args.stride_um,
         min_area_um2=args.min_area,
         reader_threads=args.workers,
         tiles=args.tiles,
         resume=args.resume,
     )
+    trusted = require_trust(args.model, trust=args.trust_model)
     model = None
     if args.dask is None:
-        model = load_model(args.model, device=args.device, positive_class=args.positive_class)
+        model = load_model(
+            args.model,
+            device=args.device,
+            positive_class=args.positive_class,
+            sha256=trusted.sha256,
+        )
+        trusted.confirm()
         print(
             f"model {model.name} ({model.folder}): {model.config.patch_size_pixels} px at "
             f"{model.config.spacing_um_px:g} µm/px on {model.device}",
             file=sys.stderr,
         )
     else:
+        trusted.confirm()  # each worker's loader still checks the operators
         print(f"scaling out on dask.distributed ({args.dask})", file=sys.stderr)
-    failures = 0
+    cases = read_cases(args.cases) if args.cases else None  # a bad list fails before the run
+    failed = []
     for outcome in predict_many(slides, options, args.out, scheduler=args.dask, model=model):
         if outcome.ok:
             print(outcome.message)
         else:
-            failures += 1
+            failed.append(outcome.path)
             print(f"napari-metastasis predict: error: {outcome.message}", file=sys.stderr)
+    patients, unstaged = stage_run(
+        slides, unique_stems(slides), failed, args.out, case=args.case, cases=cases
+    )
+    for line in unstaged:
+        print(f"napari-metastasis predict: warning: {line}", file=sys.stderr)
+    if patients:
+        path = write_stages(args.out, patients)
+        staged = ", ".join(f"{p.patient} {p.stage}" for p in patients)
+        print(f"pN stages ({staged}) -> {path}")
+    failures = len(failed)
     if failures:
         print(
             f"napari-metastasis predict: {failures} of {len(slides)} slides failed", file=sys.stderr
@@ -185,3 +230,26 @@ def _region(text: str) -> tuple[float, float, float, float]:
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
     return x, y, w, h
+
+
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss)://)?\[?[A-Za-z0-9_.:-]+?\]?:(\d{1,5})$")
+
+
+def _dask_scheduler(text: str) -> str:
+    """``local``, ``local:N`` or a scheduler address with a port (``tcp://host:8786``)."""
+    if text == "local":
+        return text
+    if text.startswith("local:"):
+        n = text.partition(":")[2]
+        if not n.isdigit() or int(n) < 1 or int(n) > 1024:
+            raise argparse.ArgumentTypeError(
+                f"expected local:N with N a number of worker processes (1-1024), got {text!r}"
+            )
+        return text
+    match = _ADDRESS.match(text)
+    if not match or not 0 < int(match.group(1)) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"expected 'local', 'local:N' or a scheduler address with its port "
+            f"(tcp://host:8786), got {text!r}"
+        )
+    return text

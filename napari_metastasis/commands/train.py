@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=48, help="model input in px")
     p.add_argument("--spacing", type=float, default=1.0, help="model µm per pixel")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="average each patch's 8 flips/90° rotations in the exported model",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     p.add_argument("--no-progress", action="store_true")
@@ -37,12 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
+    from ..datasets.patchset import PatchSet, load_patchset
     from ..evaluation.metrics import calibration, patch_metrics, youden_threshold
     from ..training.balance import imbalance_report
-    from ..training.card import base_card, render_card
-    from ..training.export import export_model
+    from ..training.card import base_card
+    from ..training.export import publish_model
     from ..training.networks import count_parameters
-    from ..training.patchset import PatchSet, load_patchset
     from ..training.split import split_by_slide
     from ..training.trainer import TrainConfig, predict_probabilities, train_model
 
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
     from ..training.networks import Ensemble
 
-    ensemble = Ensemble(members).eval()
+    ensemble = Ensemble(members, tta=args.tta).eval()
     train_p = predict_probabilities(ensemble, train, results[0].config)
     threshold = youden_threshold(train.labels, train_p)
     card = base_card(
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     )
     card["threshold"] = threshold
     card["threshold_rule"] = "Youden's J on the training patches (never on validation)"
+    card["test_time_augmentation"] = "8 flips/90° rotations averaged" if args.tta else "off"
     card["data"] = [f"{d}" for d in args.datasets] + [
         imbalance_report(train.labels, train.slides).format()
     ]
@@ -127,14 +134,6 @@ def run(args: argparse.Namespace) -> int:
     card["reproduce"] = (
         "napari-metastasis train " + " ".join(str(d) for d in args.datasets) + f" --out {args.out}"
     )
-    export_model(
-        members,
-        args.out,
-        architecture=card["architecture"],
-        patch_px=args.crop,
-        spacing_um=args.spacing,
-        card_markdown=render_card(card),
-        card_data=card,
-    )
+    publish_model(members, args.out, card, tta=args.tta)
     print(f"model written to {args.out} (threshold {threshold:.3f})")
     return 0

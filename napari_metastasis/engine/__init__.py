@@ -5,7 +5,8 @@ and can be cancelled) and headless runs (the ``predict`` command). One module pe
 
 * :mod:`.plan`: :func:`make_grid` and :func:`plan_cells`, the one planner (region, cells already
   analysed, tissue);
-* :mod:`.reader`: the patches' pixels, read ahead of the model in batches, memory bounded;
+* :mod:`.reader`: the patches' pixels, cut from tile-aligned regions decoded once, in batches
+  ahead of the model, memory bounded;
 * :mod:`.inference`: :func:`run_inference`, batches through the model on its device, streamed;
 * :mod:`.predict`: :func:`predict_slide`, a whole run collected into a map and a patch table;
 * :mod:`.cancel`: :class:`CancelToken`, checked before every batch.
@@ -38,13 +39,20 @@ from .plan import (
     DEFAULT_TISSUE_MIN_FRACTION,
     PlanCounts,
     Region,
+    check_analysable,
     detect_tissue,
     make_grid,
     plan_cells,
     region_to_level0,
 )
 from .predict import BOX_COLUMNS, PredictionResult, patch_table, predict_slide
-from .reader import DEFAULT_PREFETCH_BATCHES, PatchReader, default_num_workers
+from .reader import (
+    DEFAULT_PREFETCH_BATCHES,
+    PatchReader,
+    RegionReader,
+    default_num_workers,
+    read_level,
+)
 
 __all__ = [
     "BOX_COLUMNS",
@@ -58,12 +66,15 @@ __all__ = [
     "PredictionResult",
     "Progress",
     "Region",
+    "RegionReader",
+    "check_analysable",
     "default_num_workers",
     "detect_tissue",
     "make_grid",
     "patch_table",
     "plan_cells",
     "predict_slide",
+    "read_level",
     "region_to_level0",
     "run_inference",
 ]

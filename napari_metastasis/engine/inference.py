@@ -19,9 +19,10 @@ import torch
 
 from ..grid import PatchGrid
 from ..models import LoadedModel
+from ..models.output_check import check_probabilities
 from ..slide import Slide
 from .cancel import Cancel, is_cancelled
-from .reader import DEFAULT_PREFETCH_BATCHES, PatchReader
+from .reader import DEFAULT_PREFETCH_BATCHES, READERS
 
 DEFAULT_BATCH_SIZE = 64
 
@@ -57,10 +58,13 @@ def run_inference(
     prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
     progress: Progress | None = None,
     cancel: Cancel = None,
+    reader: str = "regions",
 ) -> Iterator[BatchResult]:
-    """Classify ``cells`` of ``grid`` and yield a :class:`BatchResult` per batch, in order.
+    """Classify ``cells`` of ``grid`` and yield a :class:`BatchResult` per batch.
 
-    ``device`` moves the model first (default: leave it where :func:`load_model` put it).
+    Batches come in the reader's order (``"regions"``: region by region; ``"patches"``, the
+    per-patch reference reader: the order of ``cells``); each names its cells. ``device`` moves
+    the model first (default: leave it where :func:`load_model` put it).
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -73,33 +77,39 @@ def run_inference(
         progress(0, total)
     if total == 0:
         return
-    reader = PatchReader(
+    source = READERS[reader](
         slide,
         grid,
         model.input_size,
         num_workers=num_workers,
         prefetch_batches=prefetch_batches,
+        device=model.device,
         pin_memory=model.device.type == "cuda",
         resample=model.config.resize_interpolation,
     )
-    batches = reader.batches(boxes, batch_size, cancel)
+    batches = source.batches(boxes, batch_size, cancel)
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
-    # the GPU busy while this thread assembles and copies the next batch.
+    # the GPU busy while the reader assembles and copies the next batch.
     lag = 1 if model.device.type == "cuda" else 0
-    in_flight: deque[tuple[slice, torch.Tensor]] = deque()
+    in_flight: deque[tuple[np.ndarray, torch.Tensor]] = deque()
+    done = 0
 
     def collect() -> BatchResult:
+        nonlocal done
         part, probs = in_flight.popleft()
+        probabilities = probs.cpu().numpy()
+        check_probabilities(probabilities, boxes[part], model.name, slide.path.name)
+        done += len(part)
         result = BatchResult(
             cells[part],
             boxes[part],
-            probs.cpu().numpy(),
+            probabilities,
             model.positive_class_index,
-            part.stop,
+            done,
             total,
         )
         if progress:
-            progress(part.stop, total)
+            progress(done, total)
         return result
 
     try:

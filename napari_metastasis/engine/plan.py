@@ -16,6 +16,7 @@ import shapely
 from shapely.geometry import box as shapely_box
 from shapely.geometry.base import BaseGeometry
 
+from ..errors import SlideError
 from ..grid import PatchGrid
 from ..models import LoadedModel, ModelConfig
 from ..probability import ProbabilityMap
@@ -143,3 +144,33 @@ def plan_cells(
     if not return_counts:
         return cells
     return cells, PlanCounts(n_region, n_region - n_todo, n_todo - len(cells), len(cells))
+
+
+def check_analysable(
+    slide: Slide, grid: PatchGrid, region: Region = None, region_units: str = "px"
+) -> None:
+    """Raise :class:`SlideError` saying why, where a run could only report "0 patches".
+
+    The slide must be at least one patch large, and ``region`` must cover a patch of it (a region
+    outside the slide covers none). Headless runs call this before classifying; :func:`plan_cells`
+    itself just returns no cells.
+    """
+    pw, ph = grid.patch_level0
+    if pw > grid.width or ph > grid.height:
+        raise SlideError(
+            f"{slide.path.name}: the slide ({grid.width} x {grid.height} px, "
+            f"{grid.width * grid.mpp_x:.0f} x {grid.height * grid.mpp_y:.0f} µm) is smaller than "
+            f"one patch of the model ({grid.patch_um:g} µm = {pw:.0f} x {ph:.0f} px at its "
+            f"{grid.mpp_x:g} µm/px); nothing can be analysed"
+        )
+    if region is None:
+        return
+    geometry = region_to_level0(region, grid, region_units)
+    if len(plan_cells(slide, grid, region, region_units=region_units, tissue=False)):
+        return
+    minx, miny, maxx, maxy = (f"{v:.0f}" for v in geometry.bounds)
+    width, height = slide.dimensions
+    raise SlideError(
+        f"{slide.path.name}: the region ({minx}, {miny})-({maxx}, {maxy}) px lies outside the "
+        f"slide (0, 0)-({width}, {height}) px or covers no patch of it; nothing to analyse"
+    )

@@ -58,6 +58,7 @@ def predict_slide(
     tissue_min_fraction: float = DEFAULT_TISSUE_MIN_FRACTION,
     prob_map: ProbabilityMap | None = None,
     resolution: Resolution | None = None,
+    stride_um: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     progress: Progress | None = None,
@@ -68,10 +69,15 @@ def predict_slide(
 
     With ``prob_map`` (an earlier result on the same grid) only cells it lacks are classified and
     the map is updated in place; the table then lists only the newly classified patches.
-    ``on_batch`` is called with each batch as it finishes (``predict`` stores it on disk there).
+    ``stride_um`` sets the grid step of a new map (None: patches side by side). ``on_batch`` is
+    called with each batch as it finishes (``predict`` stores it on disk there).
     """
     started = time.perf_counter()
-    grid = prob_map.grid if prob_map is not None else make_grid(slide, model, resolution=resolution)
+    grid = (
+        prob_map.grid
+        if prob_map is not None
+        else make_grid(slide, model, resolution=resolution, stride_um=stride_um)
+    )
     mask = tissue if isinstance(tissue, TissueMask) else None
     if tissue is True:
         mask = detect_tissue(slide, grid)

@@ -1,15 +1,41 @@
-"""Reading: the pixels of planned patches, read ahead of the model in batches.
+"""Reading: the pixels of planned patches, in batches, ahead of the model.
 
-Each patch is read from the finest pyramid level that is not coarser than the model needs
-(``slide.best_level_for_downsample(grid.read_downsample)``) and resized to the network's input size,
-so a 0.25 µm/px slide and a 0.5 µm/px slide give the model the same field of view. A pool of reader
-threads (OpenSlide and PIL release the GIL) works ahead of the consumer; at most
-``prefetch_batches`` batches are in flight, so memory stays bounded whatever the slide size.
+Patches come from the finest pyramid level that is not coarser than the model needs (the *read
+level*, ``slide.best_level_for_downsample(grid.read_downsample)``) and are resized to the network's
+input size, so a 0.25 µm/px slide and a 0.5 µm/px slide give the model the same field of view.
+
+:class:`RegionReader` (the engine's reader) reads tile-aligned regions of the read level, each
+decoded once, and cuts the patches out of them:
+
+* **Regions.** The read level is split into column chunks of about ``CHUNK_PX`` px (whole tiles);
+  a region is one tile row of one chunk, and only the tiles under a planned patch are read (runs of
+  neighbouring tiles in one call). TIFF-family slides decode their stored tiles directly
+  (:mod:`napari_metastasis.tiff_tiles`); every other format reads the same runs through OpenSlide.
+  A patch belongs to the chunk of its first column; one that crosses into the next chunk reads
+  that chunk's first tile column too, so a tile is decoded at most twice, and only there.
+* **Order.** Patches are cut chunk by chunk, row by row, so a region is released as soon as the
+  rows below it start. Results name their cells, so the order is the reader's own.
+* **Cut and resize.** Patches are sliced out with numpy into one batch buffer (pinned on CUDA) and
+  the whole batch is resized at once with torch (antialiased bilinear, PIL's pixels) on the model's
+  device.
+* **Concurrency.** A pool of threads decodes regions ahead (imagecodecs and OpenSlide release the
+  GIL; threads measured faster than processes, which must ship every decoded pixel back), while one
+  producer thread cuts and resizes batches ahead of the model.
+* **Memory.** At most ``REGIONS_AHEAD_PER_WORKER * workers`` regions are decoded ahead of the
+  patch being cut (plus the one or two tile rows it spans), each at most ``tile height x (CHUNK_PX
+  + tile width)`` RGB pixels, and at most ``prefetch_batches`` batches wait for the model: about
+  2 x 8 x 256 x 4352 x 3 B = 53 MB of regions for 256-px tiles and 2 workers, whatever the slide's
+  size (see README).
+
+:class:`PatchReader` is the per-patch reader it replaced (one ``read_region`` per patch, resized
+with PIL, read ahead in threads): kept as the reference the region reader is tested against.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,23 +44,198 @@ import numpy as np
 import torch
 
 from ..grid import PatchGrid
-from ..models.transforms import resize_patch
+from ..models.transforms import resize_batch, resize_patch
 from ..slide import Slide
 from .cancel import Cancel, is_cancelled
 
 #: Batches read ahead of the model; bounds memory at about this many batches of uint8 patches.
 DEFAULT_PREFETCH_BATCHES = 4
+#: Regions are one tile row of a column chunk about this wide (level px, rounded to whole tiles).
+CHUNK_PX = 4096
+#: Regions decoded ahead of the patch being cut, per reader thread.
+REGIONS_AHEAD_PER_WORKER = 8
+#: Side of the blocks read from slides that state no tile size (or huge strips).
+UNTILED_BLOCK = 512
+
+#: What a reader yields: the indices (into the boxes given) of a batch and its uint8 (n, H, W, 3)
+#: pixels at the network's input size.
+ReadBatch = tuple[np.ndarray, torch.Tensor]
 
 
 def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-class PatchReader:
-    """Reads grid cells' patches in a thread pool, ahead of whoever consumes the batches.
+def read_level(slide: Slide, grid: PatchGrid) -> int:
+    """The finest pyramid level that is not coarser than the grid's patches need."""
+    return slide.best_level_for_downsample(grid.read_downsample)
 
-    Each patch is read from ``level`` (the finest level not coarser than the model needs) and resized
-    to ``input_size``. Used by :func:`run_inference`; the benchmark uses it alone to measure reading.
+
+class RegionReader:
+    """Reads planned patches by tile-aligned regions of the read level (see the module notes)."""
+
+    def __init__(
+        self,
+        slide: Slide,
+        grid: PatchGrid,
+        input_size: tuple[int, int],
+        *,
+        num_workers: int | None = None,
+        prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
+        device: str | torch.device = "cpu",
+        pin_memory: bool = False,
+    ):
+        self.slide = slide
+        self.grid = grid
+        self.input_size = tuple(input_size)
+        self.num_workers = num_workers or default_num_workers()
+        self.prefetch_batches = max(1, prefetch_batches)
+        self.device = torch.device(device)
+        self.pin_memory = pin_memory
+        self.level = read_level(slide, grid)
+        self.level_downsample = slide.level_downsamples[self.level]
+        tile = slide.tile_size(self.level)
+        if tile is None or min(tile) <= 0 or max(tile) > 8 * UNTILED_BLOCK:
+            tile = (UNTILED_BLOCK, UNTILED_BLOCK)
+        self.tile_size = tile  # (w, h)
+        self.chunk_columns = max(1, round(CHUNK_PX / tile[0]))
+
+    def crops(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) x, y, width, height of level-0 boxes at the read level, in whole pixels: the
+        nearest pixel for the corner, the size as the per-patch reader reads it."""
+        boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+        at_level = np.rint(boxes / self.level_downsample).astype(np.int64)
+        at_level[:, 2:] = np.maximum(at_level[:, 2:], 1)
+        return at_level
+
+    def plan(self, boxes: np.ndarray) -> _RegionPlan:
+        """The regions under ``boxes`` and the order patches are cut in."""
+        return _RegionPlan(self.crops(boxes), self.tile_size, self.chunk_columns)
+
+    def read_region(self, plan: _RegionPlan, index: int) -> list[tuple[int, np.ndarray]]:
+        """One region: its runs of neighbouring tiles as (level x of the run, pixels)."""
+        tw, th = self.tile_size
+        row, runs = plan.regions[index]
+        return [
+            (c0 * tw, self.slide.read_level_region(self.level, c0 * tw, row * th, n * tw, th))
+            for c0, n in runs
+        ]
+
+    def batches(
+        self, boxes: np.ndarray, batch_size: int, cancel: Cancel = None
+    ) -> Iterator[ReadBatch]:
+        """Yield (indices into ``boxes``, uint8 (n, H, W, 3) tensor on the device) per batch."""
+        if len(boxes) == 0:
+            return
+        plan = self.plan(boxes)
+        out: queue.Queue = queue.Queue(maxsize=self.prefetch_batches)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce,
+            args=(plan, batch_size, out, stop, cancel),
+            name="region-cutter",
+            daemon=True,
+        )
+        producer.start()
+        try:
+            while True:
+                item = out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()  # a producer waiting on a full queue sees it within 0.1 s
+            producer.join()
+
+    # --- the producer thread ------------------------------------------------------------------
+    def _produce(self, plan, batch_size, out: queue.Queue, stop, cancel) -> None:
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="region-reader")
+        try:
+            for batch in self._cut(plan, batch_size, pool, stop, cancel):
+                if not put(batch):
+                    return
+            put(None)
+        except BaseException as exc:  # delivered to the consumer, raised there
+            put(exc)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _cut(self, plan, batch_size, pool, stop, cancel) -> Iterator[ReadBatch]:
+        th = self.tile_size[1]
+        ch, cw = int(plan.h.max()), int(plan.w.max())
+        ahead = REGIONS_AHEAD_PER_WORKER * self.num_workers
+        futures: dict[int, Future] = {}
+        loaded: dict[int, list[tuple[int, np.ndarray]]] = {}
+        submitted = released = 0
+        order = plan.order
+        n = len(order)
+        for start in range(0, n, batch_size):
+            if stop.is_set() or is_cancelled(cancel):
+                return
+            part = order[start : start + batch_size]
+            crops = torch.empty(
+                (len(part), ch, cw, 3), dtype=torch.uint8, pin_memory=self.pin_memory
+            )
+            view = crops.numpy()
+            for j, i in enumerate(part):
+                first, last = plan.first_region[i], plan.last_region[i]
+                while released < first:  # regions above this row are done with
+                    futures.pop(released, None)
+                    loaded.pop(released, None)
+                    released += 1
+                target = min(len(plan.regions), last + 1 + ahead)
+                while submitted < target:
+                    futures[submitted] = pool.submit(self.read_region, plan, submitted)
+                    submitted += 1
+                px, py, pw, ph = plan.x[i], plan.y[i], plan.w[i], plan.h[i]
+                for r in range(first, last + 1):
+                    runs = loaded.get(r)
+                    if runs is None:
+                        runs = loaded[r] = futures.pop(r).result()
+                    top = plan.regions[r][0] * th
+                    a, b = max(py, top), min(py + ph, top + th)
+                    for x0, pixels in runs:
+                        if x0 <= px and px + pw <= x0 + pixels.shape[1]:
+                            view[j, a - py : b - py, :pw] = pixels[
+                                a - top : b - top, px - x0 : px - x0 + pw
+                            ]
+                            break
+                    else:  # cannot happen: every tile under a patch is in one run
+                        raise RuntimeError(f"patch at ({px}, {py}) is not inside region {r}")
+            pixels = crops.to(self.device, non_blocking=self.pin_memory)
+            yield part, self._resize(pixels, plan.h[part], plan.w[part])
+
+    def _resize(self, crops: torch.Tensor, heights: np.ndarray, widths: np.ndarray) -> torch.Tensor:
+        """Each crop (top-left ``height x width`` of its slot) to the input size, one torch call
+        per crop size (grid boxes round to two sizes a side, so at most four)."""
+        sizes = heights * (int(widths.max()) + 1) + widths
+        if (sizes == sizes[0]).all():
+            return resize_batch(crops[:, : heights[0], : widths[0]], self.input_size)
+        out = torch.empty((len(crops), *self.input_size, 3), dtype=torch.uint8, device=crops.device)
+        for size in np.unique(sizes):
+            index = np.flatnonzero(sizes == size)
+            h, w = int(heights[index[0]]), int(widths[index[0]])
+            rows = torch.from_numpy(index).to(crops.device)
+            out[rows] = resize_batch(crops[rows, :h, :w], self.input_size)
+        return out
+
+
+class PatchReader:
+    """Reads each patch with its own ``read_region`` call, resized with PIL, ahead in threads.
+
+    The reader :class:`RegionReader` replaced; the tests check the two give the same answers.
+    Batches come in the order of the boxes given.
     """
 
     def __init__(
@@ -45,6 +246,7 @@ class PatchReader:
         *,
         num_workers: int | None = None,
         prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
+        device: str | torch.device = "cpu",
         pin_memory: bool = False,
         resample: int = 2,
     ):
@@ -54,8 +256,9 @@ class PatchReader:
         self.input_size = tuple(input_size)
         self.num_workers = num_workers or default_num_workers()
         self.prefetch_batches = max(1, prefetch_batches)
+        self.device = torch.device(device)
         self.pin_memory = pin_memory
-        self.level = slide.best_level_for_downsample(grid.read_downsample)
+        self.level = read_level(slide, grid)
         self.level_downsample = slide.level_downsamples[self.level]
 
     def read_patch(self, box: np.ndarray) -> np.ndarray:
@@ -69,8 +272,8 @@ class PatchReader:
 
     def batches(
         self, boxes: np.ndarray, batch_size: int, cancel: Cancel = None
-    ) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Yield (slice of ``boxes``, uint8 (n, H, W, 3) tensor) batch by batch, in order."""
+    ) -> Iterator[ReadBatch]:
+        """Yield (indices into ``boxes``, uint8 (n, H, W, 3) tensor on the device) per batch."""
         n = len(boxes)
         window = batch_size * self.prefetch_batches
         h, w = self.input_size
@@ -91,8 +294,49 @@ class PatchReader:
                 view = batch.numpy()  # shares the (pinned) memory: patches are copied once
                 for i in range(stop - start):
                     view[i] = pending.popleft().result()
-                yield slice(start, stop), batch
+                yield np.arange(start, stop), batch.to(self.device, non_blocking=self.pin_memory)
         finally:
             for future in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+READERS = {"regions": RegionReader, "patches": PatchReader}
+
+
+class _RegionPlan:
+    """Which regions (tile row, runs of tile columns) each patch needs, in cutting order.
+
+    ``x``, ``y``, ``w``, ``h``: the patches at the read level; ``order``: the patch indices in cutting order
+    (chunk, then row, then column); ``regions``: (tile row, [(first column, count), ...]) in
+    reading order; ``first_region``/``last_region``: per patch, its consecutive span of regions.
+    """
+
+    def __init__(self, crops: np.ndarray, tile_size: tuple[int, int], chunk_columns: int):
+        tw, th = tile_size
+        self.x, self.y, self.w, self.h = x, y, w, h = crops.T
+        col0, col1 = x // tw, (x + w - 1) // tw
+        row0, row1 = y // th, (y + h - 1) // th
+        chunk = col0 // chunk_columns
+        self.order = np.lexsort((x, y, chunk))
+        # Every (chunk, tile row, tile column) under some patch.
+        span_r, span_c = int((row1 - row0).max()) + 1, int((col1 - col0).max()) + 1
+        keys = []
+        for dr in range(span_r):
+            for dc in range(span_c):
+                inside = (row0 + dr <= row1) & (col0 + dc <= col1)
+                keys.append(np.stack([chunk, row0 + dr, col0 + dc], 1)[inside])
+        needed = np.unique(np.concatenate(keys), axis=0)  # sorted by chunk, row, column
+        region_keys, starts = np.unique(needed[:, :2], axis=0, return_index=True)
+        bounds = [*starts.tolist(), len(needed)]
+        self.regions = []
+        for r in range(len(region_keys)):
+            cols = needed[bounds[r] : bounds[r + 1], 2]
+            breaks = np.flatnonzero(np.diff(cols) != 1) + 1
+            runs = [(int(c[0]), len(c)) for c in np.split(cols, breaks)]
+            self.regions.append((int(region_keys[r, 1]), runs))
+        # Regions are sorted by (chunk, row): a patch's rows are a consecutive span of them.
+        rows_total = int(row1.max()) + 2
+        flat = region_keys[:, 0] * rows_total + region_keys[:, 1]
+        self.first_region = np.searchsorted(flat, chunk * rows_total + row0)
+        self.last_region = np.searchsorted(flat, chunk * rows_total + row1)

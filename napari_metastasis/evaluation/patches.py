@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..datasets.ingest import resample_patch
+from ..datasets.patchset import PatchSet
 from ..errors import DatasetError
-from ..training.ingest import resample_patch
-from ..training.patchset import PatchSet
 
 
 def model_inputs(patches: PatchSet, patch_px: int, spacing_um: float) -> np.ndarray:

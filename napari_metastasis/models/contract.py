@@ -365,4 +365,8 @@ def load_config(folder: str | Path) -> ModelConfig:
         raise ModelError(f"{source}: cannot read ({exc})") from exc
     except json.JSONDecodeError as exc:
         raise ModelError(f"{source}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise ModelError(f"{source}: JSON is nested too deeply to be a model config") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ModelError(f"{source}: not a usable JSON file ({exc})") from exc
     return parse_config(data, source)

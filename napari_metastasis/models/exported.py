@@ -14,6 +14,7 @@ the graph must be one of PyTorch's own (``aten``/``prims``), so no Python or cus
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -34,11 +35,14 @@ def _fail(path: Path, problem: str) -> ModelError:
     return ModelError(f"{path.parent.name}/{path.name}: {problem}")
 
 
-def check_archive(path: str | Path) -> None:
-    """Refuse a ``.pt2`` archive whose loading could run code (see the module's docstring)."""
+def check_archive(path: str | Path, raw: bytes | None = None) -> None:
+    """Refuse a ``.pt2`` archive whose loading could run code (see the module's docstring).
+
+    ``raw``: the file's bytes, when already read (the bytes checked are then the bytes loaded).
+    """
     path = Path(path)
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(io.BytesIO(raw) if raw is not None else path)
     except (OSError, zipfile.BadZipFile) as exc:
         raise _fail(path, f"not a torch.export archive ({exc})") from exc
     with archive:
@@ -91,12 +95,23 @@ def _check_sample_inputs(path: Path, inner: str, raw: bytes) -> None:
         raise _fail(path, f"{inner} is not plain tensors ({_first_line(exc)}); refused") from exc
 
 
-def load_exported(path: str | Path, device: torch.device) -> torch.nn.Module:
-    """The exported program at ``path`` as a callable module on ``device``, after the checks."""
+def load_exported(
+    path: str | Path, device: torch.device, *, sha256: str | None = None
+) -> torch.nn.Module:
+    """The exported program at ``path`` as a callable module on ``device``, after the checks.
+
+    ``sha256``: the file must still have this digest (the one the user trusted).
+    """
     path = Path(path)
-    check_archive(path)
     try:
-        program = torch.export.load(str(path))
+        raw = path.read_bytes()  # the bytes inspected are the bytes loaded
+    except OSError as exc:
+        raise _fail(path, f"cannot read the model file ({exc.strerror or exc})") from exc
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise _fail(path, "the file changed after it was checked; run again")
+    check_archive(path, raw)
+    try:
+        program = torch.export.load(io.BytesIO(raw))
     except Exception as exc:
         raise _fail(path, f"not a loadable torch.export program ({_first_line(exc)})") from exc
     for node in program.graph.nodes:

@@ -1,18 +1,7 @@
-"""From slides and annotations to a model: patch datasets, labelling, balancing, augmentation,
-networks, the training loop and the export to the model contract.
+"""From patch sets to a model: balancing, augmentation, networks, the training loop, and the
+export to the model contract with its card.
 
-Each module has one job; the CLI commands (``extract``, ``train``) and the bundled-model recipe
-compose them.
+Patch sets themselves (ingest, labels, extraction) live in :mod:`napari_metastasis.datasets`. The
+CLI ``train`` command and the bundled-model recipe (``scripts/train_bundled_model.py``) compose
+these modules and share the final steps (:func:`.publish.publish_model`).
 """
-
-from .labels import LabelRule, geometry_mask, label_from_mask
-from .patchset import PatchSet, load_patchset, save_patchset
-
-__all__ = [
-    "LabelRule",
-    "PatchSet",
-    "geometry_mask",
-    "label_from_mask",
-    "load_patchset",
-    "save_patchset",
-]

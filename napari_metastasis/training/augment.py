@@ -7,19 +7,24 @@ little in scale, never in orientation. So a batch gets, per patch:
   the 8 flips/90° rotations, and a small scale jitter (which also maps the dataset's µm/px onto the
   model's);
 * colour: strong HED jitter (each stain's optical density scaled by up to ±50 % and shifted), mild
-  brightness/contrast/saturation jitter, and random greyscale, so the network cannot lean on hue.
+  brightness/contrast/saturation jitter, and random greyscale, so the network cannot lean on hue;
+* encoding: per-channel gamma and a near-identity 3x3 colour mix (what a different scanner ICC
+  profile or colour pipeline does), and JPEG re-encoding at a random quality (what converting a
+  slide to DICOM or another format does), so the same tissue encoded twice gets the same answer.
 
 The stain matrices are scikit-image's (Ruifrok & Johnston), so ``rgb2hed`` gives the same numbers.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from skimage.color import hed_from_rgb, rgb_from_hed
 
 _HED_FROM_RGB = torch.tensor(hed_from_rgb, dtype=torch.float32)
@@ -41,6 +46,10 @@ class AugmentConfig:
     contrast: float = 0.15
     saturation: float = 0.2
     greyscale_p: float = 0.15
+    gamma: float = 0.0  # per-channel gamma in [1 - g, 1 + g] (display/ICC-like curve)
+    colour_mix: float = 0.0  # off-diagonal terms of a 3x3 colour matrix in [-m, m]
+    jpeg_p: float = 0.0  # share of crops re-encoded as JPEG
+    jpeg_quality_min: int = 60  # quality drawn in [jpeg_quality_min, 95]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +65,9 @@ NO_AUGMENT = AugmentConfig(
     contrast=0.0,
     saturation=0.0,
     greyscale_p=0.0,
+    gamma=0.0,
+    colour_mix=0.0,
+    jpeg_p=0.0,
 )
 
 
@@ -109,17 +121,22 @@ def sample_crops(
     return out, out_masks
 
 
+def _mix_channels(images: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """out[:, d] = sum_c images[:, c] * matrix[c, d], as a 1x1 convolution (faster than einsum)."""
+    return F.conv2d(images, matrix.T.contiguous()[:, :, None, None])
+
+
 def rgb_to_hed(rgb: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) RGB in [0, 1] -> stain densities, as skimage.color.rgb2hed."""
     rgb = rgb.clamp(min=1e-6)
     od = torch.log(rgb) / _LOG_ADJUST
-    return torch.einsum("nchw,cd->ndhw", od, _HED_FROM_RGB).clamp(min=0)
+    return _mix_channels(od, _HED_FROM_RGB).clamp(min=0)
 
 
 def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rgb_to_hed`, as skimage.color.hed2rgb."""
     log_rgb = -(hed * -_LOG_ADJUST)
-    log_rgb = torch.einsum("nchw,cd->ndhw", log_rgb, _RGB_FROM_HED)
+    log_rgb = _mix_channels(log_rgb, _RGB_FROM_HED)
     return torch.exp(log_rgb).clamp(0, 1)
 
 
@@ -150,7 +167,49 @@ def colour_jitter(
     if config.greyscale_p > 0:
         pick = (torch.rand(n, generator=generator) < config.greyscale_p).view(n, 1, 1, 1)
         out = torch.where(pick, grey.expand_as(out), out)
-    return out.clamp(0, 1)
+    return encoding_jitter(out.clamp(0, 1), config, generator)
+
+
+def encoding_jitter(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """ICC-like colour shifts (gamma per channel, a near-identity colour matrix) and JPEG
+    re-encoding of (N, 3, H, W) RGB in [0, 1]: the differences between two encodings of one slide."""
+    n = images.shape[0]
+    out = images
+    if config.gamma > 0:
+        g = 1 + (torch.rand(n, 3, 1, 1, generator=generator) * 2 - 1) * config.gamma
+        out = out.clamp(min=1e-6) ** g
+    if config.colour_mix > 0:
+        mix = (torch.rand(n, 3, 3, generator=generator) * 2 - 1) * config.colour_mix
+        mix = mix + torch.eye(3) - torch.diag_embed(torch.diagonal(mix, dim1=1, dim2=2))
+        mix = mix / mix.sum(dim=2, keepdim=True)  # rows sum to 1: white stays white
+        out = torch.einsum("nij,njhw->nihw", mix, out)
+    out = out.clamp(0, 1)
+    if config.jpeg_p > 0:
+        pick = torch.rand(n, generator=generator) < config.jpeg_p
+        qualities = torch.randint(config.jpeg_quality_min, 96, (n,), generator=generator)
+        chosen = torch.nonzero(pick).flatten()
+        if len(chosen):
+            batch = out[chosen].permute(0, 2, 3, 1).mul(255).round().to(torch.uint8).numpy()
+            coded = np.stack(
+                [
+                    jpeg_roundtrip(b, int(qualities[i]))
+                    for b, i in zip(batch, chosen.tolist(), strict=True)
+                ]
+            )
+            out = out.clone()
+            out[chosen] = torch.from_numpy(coded).permute(0, 3, 1, 2).float().div_(255.0)
+    return out
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, 3) uint8 through a JPEG encoder and decoder (4:2:0 chroma, as most scanners)."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return np.asarray(decoded.convert("RGB"))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

@@ -25,9 +25,16 @@ def base_card(
             "patch_size_pixels": patch_px,
             "spacing_um_px": spacing_um,
             "field_of_view_um": patch_px * spacing_um,
-            "transform": "Resize to the patch size, ToTensor (RGB in [0, 1]); normalisation is inside the network",
+            "transform": (
+                f"Resize to {patch_px} px, ToTensor (RGB in [0, 1]); normalisation is inside the "
+                "network"
+            ),
         },
         "classes": ["normal", "tumor"],
+        "weights": (
+            "model.safetensors (tensors only) loaded into the network defined in "
+            "napari_metastasis/training/networks.py; torchscript_model.pt beside it is for WSInfer"
+        ),
     }
 
 
@@ -57,6 +64,8 @@ def render_card(card: dict, heading: str = "#") -> str:
                 f"{inp['patch_size_pixels']} px at {inp['spacing_um_px']:g} µm/px ({inp['field_of_view_um']:g} µm)",
             ),
             ("output", "(N, 2) logits for (normal, tumor); softmax gives the tumour probability"),
+            ("weights", card.get("weights", "torchscript_model.pt")),
+            ("test-time augmentation", card.get("test_time_augmentation", "off")),
             ("decision threshold", card.get("threshold", 0.5)),
             ("threshold chosen by", card.get("threshold_rule", "default 0.5")),
             ("trained", f"{card['date']} with napari-metastasis {card['package_version']}"),
@@ -87,6 +96,29 @@ def render_card(card: dict, heading: str = "#") -> str:
                     f"| {edges[i]:.1f}-{edges[i + 1]:.1f} | {n} | "
                     f"{cal['bin_mean_probability'][i]:.2f} | {cal['bin_fraction_positive'][i]:.2f} |"
                 )
+    if "whole_slide_false_positives" in card:
+        lines += ["", f"{h2} False positives on whole slides without metastasis", ""]
+        if card.get("whole_slide_false_positives_note"):
+            lines += [card["whole_slide_false_positives_note"], ""]
+        slides = card["whole_slide_false_positives"]
+        if slides:
+            keys = list(next(iter(slides.values())))
+            lines += ["| slide | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+            for name, row in slides.items():
+                lines.append(f"| {name} | " + " | ".join(_fmt(row[k]) for k in keys) + " |")
+    history = card.get("history")
+    if isinstance(history, dict) and "epoch" in history:
+        lines += ["", f"{h2} Per-epoch curves", ""]
+        series = {k: v for k, v in history.items() if k != "epoch"}
+        lines += ["| epoch | " + " | ".join(series) + " |", "|---" * (len(series) + 1) + "|"]
+        for i, epoch in enumerate(history["epoch"]):
+            cells = [
+                " / ".join(_fmt(v[i]) for v in values)  # one value per fold
+                if values and isinstance(values[0], list)
+                else _fmt(values[i])
+                for values in series.values()
+            ]
+            lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
     if "limitations" in card:
         lines += ["", f"{h2} Limitations", ""]
         lines += [f"- {item}" for item in card["limitations"]]

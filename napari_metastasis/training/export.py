@@ -2,15 +2,18 @@
 
 The contract (shared with the inference engine and WSInfer-style model zoos)::
 
-    MODEL_DIR/torchscript_model.pt   (N, 3, P, P) float in [0, 1] -> (N, num_classes) logits
-    MODEL_DIR/model.pt2              the same network as a torch.export program
+    MODEL_DIR/model.safetensors      the weights as plain tensors (data, no code): what this
+                                     package loads, into the network named in config.json
+    MODEL_DIR/torchscript_model.pt   the same network as TorchScript, for WSInfer and other tools
+                                     (TorchScript is code; this package does not need it)
     MODEL_DIR/config.json            spec_version, architecture, num_classes, class_names,
-                                     patch_size_pixels, spacing_um_px, transform
+                                     patch_size_pixels, spacing_um_px, transform (Resize to the
+                                     network's input, ToTensor), and the package network spec
     MODEL_DIR/README.md              the model card: what it was trained on, how it was validated
     MODEL_DIR/model_card.json        the same numbers for programs (incl. the chosen threshold)
 
-Normalisation lives inside the TorchScript module, so the transform list is ``Resize`` to the patch
-size (what WSInfer needs to feed the network patches of the size it was trained on) and ``ToTensor``.
+Normalisation lives inside the network, so the transform list is ``Resize`` + ``ToTensor``: the
+Resize makes WSInfer feed the network the size it was trained on whatever it reads from the slide.
 """
 
 from __future__ import annotations
@@ -22,30 +25,41 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_bytes_atomic, write_text_atomic
-from ..models.exported import EXPORTED_FILE, export_program
+from ..models.safe_weights import NETWORK_KEY, SAFETENSORS_FILE
 from ..models.threshold import MODEL_CARD_FILE
-from .networks import Ensemble
+from .card import render_card
+from .networks import Ensemble, network_spec
 
 CLASS_NAMES = ("normal", "tumor")
 SPEC_VERSION = "1.0"
 
 
-def contract_config(architecture: str, patch_px: int, spacing_um: float) -> dict:
-    return {
+def contract_config(
+    architecture: str, patch_px: int, spacing_um: float, network: dict | None = None
+) -> dict:
+    config = {
         "spec_version": SPEC_VERSION,
         "architecture": architecture,
         "num_classes": len(CLASS_NAMES),
         "class_names": list(CLASS_NAMES),
         "patch_size_pixels": int(patch_px),
         "spacing_um_px": float(spacing_um),
-        # WSInfer reads each patch at the slide's own resolution (96 px for 48 px at 1 µm/px on a
-        # 0.5 µm/px slide) and applies this list as it is: the Resize makes it feed the network
-        # the size it was trained on.
         "transform": [
             {"name": "Resize", "arguments": {"size": int(patch_px)}},
             {"name": "ToTensor", "arguments": {}},
         ],
     }
+    if network is not None:
+        config[NETWORK_KEY] = network
+    return config
+
+
+def safetensors_bytes(model: torch.nn.Module) -> bytes:
+    """The module's state dict as safetensors (tensors only; contiguous copies)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    return save(state, metadata={"format": "pt"})
 
 
 def export_model(
@@ -57,8 +71,9 @@ def export_model(
     spacing_um: float,
     card_markdown: str,
     card_data: dict,
+    tta: bool = False,
 ) -> Path:
-    """Script ``members`` (averaged when several) into ``out_dir`` in the model contract.
+    """Write ``members`` (averaged when several, over flips/rotations with ``tta``) to ``out_dir``.
 
     The scripted module is checked against the eager one on random input before anything is
     written, so a folder is never left with a model that disagrees with its own training.
@@ -67,7 +82,7 @@ def export_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     for m in members:
         m.eval()
-    model = Ensemble(list(members)).eval()
+    model = Ensemble(list(members), tta=tta).eval()
     scripted = torch.jit.script(model)
     probe = torch.rand(4, 3, patch_px, patch_px, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -75,12 +90,35 @@ def export_model(
             raise RuntimeError("the TorchScript export disagrees with the trained network")
     buf = io.BytesIO()
     torch.jit.save(scripted, buf)
-    write_bytes_atomic(out_dir / "torchscript_model.pt", buf.getvalue())  # what WSInfer loads
-    export_program(model, probe, out_dir / EXPORTED_FILE)  # what the loader prefers
-    config = contract_config(architecture, patch_px, spacing_um)
+    try:
+        spec = network_spec(list(members), tta)
+    except ValueError:
+        spec = None  # not a package network: TorchScript only
+    if spec is not None:
+        write_bytes_atomic(out_dir / SAFETENSORS_FILE, safetensors_bytes(model))
+    write_bytes_atomic(out_dir / "torchscript_model.pt", buf.getvalue())
+    config = contract_config(architecture, patch_px, spacing_um, spec)
     write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
     write_text_atomic(out_dir / "README.md", card_markdown)
     write_text_atomic(
         out_dir / MODEL_CARD_FILE, json.dumps(card_data, indent=2, default=float) + "\n"
     )
     return out_dir
+
+
+def publish_model(
+    members: list[torch.nn.Module], out_dir: str | Path, card: dict, *, tta: bool = False
+) -> Path:
+    """The last step of every training route (``train`` and the bundled recipe): the card rendered
+    to Markdown and written with the weights, so the folder's README and JSON say the same thing."""
+    inp = card["input"]
+    return export_model(
+        members,
+        out_dir,
+        architecture=card["architecture"],
+        patch_px=inp["patch_size_pixels"],
+        spacing_um=inp["spacing_um_px"],
+        card_markdown=render_card(card),
+        card_data=card,
+        tta=tta,
+    )

@@ -32,6 +32,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, width: int = 24, dropout: float = 0.2):
         super().__init__()
+        self.width = width
         w = (width, 2 * width, 4 * width, int(5.33 * width))
         layers: list[nn.Module] = []
         layers += [*_conv(3, w[0]), *_conv(w[0], w[0]), nn.MaxPool2d(2)]
@@ -56,21 +57,36 @@ class SmallCNN(nn.Module):
         return torch.stack([torch.zeros_like(z), z], dim=1)
 
 
-class Ensemble(nn.Module):
-    """Averages the tumour probabilities of several networks (e.g. seeds) in one TorchScript module.
+#: The eight views of the dihedral group: (quarter turns, flip) pairs.
+DIHEDRAL_VIEWS = tuple((k, f) for f in (False, True) for k in range(4))
 
-    Returns logits ``[0, logit(mean p)]`` so the contract's softmax gives back the mean probability.
+
+class Ensemble(nn.Module):
+    """Averages the tumour probabilities of several networks (e.g. seeds or folds) in one module,
+    optionally over the 8 flips and 90° rotations of each patch (test-time augmentation).
+
+    Tissue has no up or down, so a patch and its turned copies should get one answer; averaging
+    them removes the small orientation-dependent wobble and steadies the probabilities between two
+    encodings of one slide. Returns logits ``[0, logit(mean p)]`` so the contract's softmax gives
+    back the mean probability.
     """
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], tta: bool = False):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.tta = tta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for member in self.members:
-            total = total + torch.sigmoid(member.logit(x))
-        p = (total / len(self.members)).clamp(1e-6, 1 - 1e-6)
+        views = 0
+        for flip in range(2 if self.tta else 1):
+            xf = torch.flip(x, dims=[3]) if flip == 1 else x
+            for k in range(4 if self.tta else 1):
+                xv = torch.rot90(xf, k, dims=[2, 3]) if k > 0 else xf
+                for member in self.members:
+                    total = total + torch.sigmoid(member.logit(xv))
+                    views += 1
+        p = (total / views).clamp(1e-6, 1 - 1e-6)
         z = torch.log(p) - torch.log1p(-p)
         return torch.stack([torch.zeros_like(z), z], dim=1)
 
@@ -85,6 +101,38 @@ def build_network(name: str = "smallcnn", **kwargs) -> nn.Module:
         raise ValueError(
             f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}"
         ) from None
+
+
+def network_spec(members: list[nn.Module], tta: bool) -> dict:
+    """The data that rebuilds an :class:`Ensemble` of :class:`SmallCNN` (see :func:`build_from_spec`)."""
+    first = members[0]
+    if not all(isinstance(m, SmallCNN) for m in members):
+        raise ValueError("only ensembles of SmallCNN can be described as data")
+    return {
+        "name": "smallcnn_ensemble",
+        "width": int(first.width),
+        "members": len(members),
+        "tta": bool(tta),
+    }
+
+
+def build_from_spec(spec: dict) -> Ensemble:
+    """An untrained :class:`Ensemble` shaped as ``spec`` says; its weights come from a file.
+
+    Only plain numbers are read from ``spec``: the code is the package's, never the file's.
+    """
+    if not isinstance(spec, dict) or spec.get("name") != "smallcnn_ensemble":
+        raise ValueError(
+            f"unknown network {spec.get('name') if isinstance(spec, dict) else spec!r}"
+        )
+    width, count, tta = spec.get("width"), spec.get("members"), spec.get("tta", False)
+    if not isinstance(width, int) or not 1 <= width <= 256:
+        raise ValueError(f"network width must be a whole number 1-256, got {width!r}")
+    if not isinstance(count, int) or not 1 <= count <= 16:
+        raise ValueError(f"network members must be a whole number 1-16, got {count!r}")
+    if not isinstance(tta, bool):
+        raise ValueError(f"network tta must be true or false, got {tta!r}")
+    return Ensemble([SmallCNN(width=width) for _ in range(count)], tta=tta)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -20,13 +20,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
+from ..datasets.labels import centre_window
+from ..datasets.patchset import PatchSet
 from ..errors import CancelledError, DatasetError
 from ..evaluation.metrics import roc_auc
 from .augment import AugmentConfig, centre_crops, colour_jitter, sample_crops
 from .balance import class_weights, sampling_weights
-from .labels import centre_window
 from .networks import build_network
-from .patchset import PatchSet
 
 
 @dataclass
@@ -126,6 +126,30 @@ def _better(auc: float, loss: float, best: tuple[float, float] | None) -> bool:
     return abs(a - b) <= 1e-9 and loss < best_loss
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint read as data only (``weights_only=True``): tensors, numbers, strings,
+    lists and dicts. A file holding anything else (a planted pickle payload, a checkpoint from
+    another program) or a damaged file is refused with one sentence; nothing in it runs."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DatasetError(
+            f"{path}: refused to resume: the checkpoint holds objects other than tensors and plain "
+            "values (it was not written by this program, or was tampered with); delete it or train "
+            "without --resume"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(
+            f"{path}: cannot resume: the checkpoint is damaged or not a checkpoint ({reason})"
+        ) from None
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise DatasetError(f"{path}: cannot resume: not a training checkpoint of this program")
+    return state
+
+
 def train_model(
     train: PatchSet,
     val: PatchSet | None,
@@ -195,7 +219,7 @@ def train_model(
     )
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and resume and ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
+        state = load_checkpoint(ckpt)
         if state["config"] != config.to_dict():
             raise DatasetError(
                 f"{ckpt}: checkpoint was made with different settings; cannot resume"

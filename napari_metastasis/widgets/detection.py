@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QMessageBox,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .._napari.helpers import (
     error,
@@ -31,6 +39,7 @@ from .._napari.helpers import (
 )
 from ..errors import MetastasisError
 from ..models import resolve_threshold
+from ..models.trust import TrustCheck, check_trust
 from . import selection
 from .analysis_files import AnalysisFiles
 from .analysis_view import AnalysisView, AnalysisViews
@@ -368,6 +377,8 @@ class MetastasisWidget(QWidget):
         if not self.model_ref:
             warn("No model: choose a model folder (config.json + torchscript_model.pt).")
             return None
+        if not self.ensure_model_trusted(self.model_ref):
+            return None
         return JobRequest(
             slide_path=self.slide_path,
             model_ref=self.model_ref,
@@ -378,6 +389,40 @@ class MetastasisWidget(QWidget):
             batch_size=int(self.source.batch_size.value),
             tissue_min_fraction=float(self.source.tissue_min.value),
         )
+
+    def ensure_model_trusted(self, ref: str) -> bool:
+        """A model from outside the package runs only once the user trusts it (asked once per file).
+
+        The same rule as the CLI's ``--trust-model``: a TorchScript model is a program.
+        """
+        try:
+            state = check_trust(ref)
+        except MetastasisError:
+            return True  # a missing or broken folder: the loader says what is wrong
+        if state.trusted:
+            return True
+        if self.confirm_trust(state):
+            state.remember()
+            return True
+        message = f"Not run: model {state.folder.name} is not trusted."
+        self.status.set_text(message)
+        warn(message)
+        return False
+
+    def confirm_trust(self, state: TrustCheck) -> bool:
+        """Ask the user whether to trust a model from outside the package (a modal dialog)."""
+        answer = QMessageBox.question(
+            self,
+            "Trust this model?",
+            f"The model {state.folder.name} ({state.folder}) does not come with napari-metastasis."
+            "\n\nA TorchScript model is a program. Its operators were not inspected yet; they will"
+            " be before it runs, and a model that reads or writes files is refused, but that check "
+            "is not a sandbox.\n\nRun it only if you know where it comes from. Your answer is "
+            f"remembered for this exact file (sha256 {state.sha256[:12]}…).\n\nTrust it?",
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
 
     def submit(self, request: JobRequest) -> JobRequest:
         """Run ``request`` now, or after the runs already queued (clicks can pile up)."""

@@ -1,0 +1,89 @@
+"""Load the project's own models from weights stored as data, into a network defined here.
+
+A TorchScript file is a program (PyTorch's security policy says so: it can read and write files),
+and a pickled checkpoint can run any Python at all. The project's own models therefore ship
+``model.safetensors`` (a header of names, shapes and dtypes, then raw tensor bytes: nothing to
+execute) and name their network in ``config.json`` (``napari_metastasis_network``: a name from the
+package and a few whole numbers). Loading such a folder builds the network from the package's code
+and copies the tensors in; no code from the folder ever runs. The folder's ``torchscript_model.pt``
+is there only for WSInfer and other tools.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from .contract import CONFIG_FILE, ModelConfig
+from .loading import LoadedModel, check_output_shape, select_device
+
+SAFETENSORS_FILE = "model.safetensors"
+#: Key in config.json naming the package network the safetensors file fills.
+NETWORK_KEY = "napari_metastasis_network"
+
+
+def has_safe_weights(folder: Path, config: ModelConfig) -> bool:
+    """True when the folder carries weights as data for a network named in its config."""
+    return NETWORK_KEY in config.extra and (Path(folder) / SAFETENSORS_FILE).is_file()
+
+
+def build_safe_module(folder: Path, config: ModelConfig) -> torch.nn.Module:
+    """The package's network named in the config, filled with the folder's safetensors weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..training.networks import build_from_spec
+
+    folder = Path(folder)
+    spec = config.extra.get(NETWORK_KEY)
+    try:
+        module = build_from_spec(spec)
+    except ValueError as exc:
+        raise ModelError(f"{folder.name}/{CONFIG_FILE}: field '{NETWORK_KEY}': {exc}") from None
+    path = folder / SAFETENSORS_FILE
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"{folder.name}/{SAFETENSORS_FILE}: not a readable safetensors file ({exc})"
+        ) from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "shape mismatch"
+        raise ModelError(
+            f"{folder.name}/{SAFETENSORS_FILE}: the weights do not fit the network named in "
+            f"{CONFIG_FILE} ({reason})"
+        ) from None
+    return module.eval()
+
+
+def load_safe_model(
+    folder: Path,
+    config: ModelConfig,
+    *,
+    device: str | torch.device | None = "auto",
+    positive_class: str | int | None = None,
+    amp: bool = True,
+) -> LoadedModel | None:
+    """A :class:`LoadedModel` from weights-as-data, or None when the folder has none (then the
+    caller decides whether, and how, to load its TorchScript program)."""
+    folder = Path(folder)
+    if not has_safe_weights(folder, config):
+        return None
+    torch_device = select_device(device)
+    module = build_safe_module(folder, config).to(torch_device)
+    if torch_device.type in ("cuda", "cpu"):
+        module = module.to(memory_format=torch.channels_last)
+    model = LoadedModel(
+        module,  # type: ignore[arg-type]  # an eager module serves like a scripted one
+        config,
+        folder=folder,
+        device=torch_device,
+        positive_class=positive_class,
+        amp=amp,
+    )
+    check_output_shape(model)
+    return model
