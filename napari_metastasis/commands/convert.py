@@ -17,14 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..annotations import AnnotationRepairWarning
-from ..annotations.io import (
-    FORMAT_NAMES,
-    output_format,
-    read_annotations_with_format,
-    summarize,
-    write_annotations,
-)
+from ..defaults import ANNOTATION_FORMATS
 from ..errors import AnnotationError
 
 
@@ -37,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("input", type=Path, help="annotation file (.geojson, .json, .xml)")
     parser.add_argument("output", type=Path, help="file to write (.geojson, .json, .xml, .csv)")
     parser.add_argument(
-        "--to", choices=sorted(FORMAT_NAMES), help="output format (default: by OUT's extension)"
+        "--to", choices=ANNOTATION_FORMATS, help="output format (default: by OUT's extension)"
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--mpp", type=float, help="µm per pixel, for areas in µm² (CSV needs it)")
@@ -49,6 +42,14 @@ def run(args: argparse.Namespace) -> int:
     if args.input.resolve() == args.output.resolve():
         raise AnnotationError(f"{args.output.name}: output would overwrite the input")
     from .._map_reader import is_probability_map
+    from ..annotations import AnnotationRepairWarning
+    from ..annotations.io import (
+        FORMAT_NAMES,
+        output_format,
+        read_annotations_with_format,
+        summarize,
+        write_annotations,
+    )
 
     if is_probability_map(args.input):
         return convert_map(args.input, args.output)

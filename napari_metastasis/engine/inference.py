@@ -17,14 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..defaults import DEFAULT_BATCH_SIZE
 from ..grid import PatchGrid
 from ..models import LoadedModel
 from ..models.output_check import check_probabilities
 from ..slide import Slide
 from .cancel import Cancel, is_cancelled
 from .reader import DEFAULT_PREFETCH_BATCHES, READERS
-
-DEFAULT_BATCH_SIZE = 64
 
 Progress = Callable[[int, int], None]
 

@@ -16,15 +16,14 @@ import shapely
 from shapely.geometry import box as shapely_box
 from shapely.geometry.base import BaseGeometry
 
+#: Patches with less tissue than this (fraction of their area) are not classified.
+from ..defaults import DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import SlideError
 from ..grid import PatchGrid
 from ..models import LoadedModel, ModelConfig
 from ..probability import ProbabilityMap
 from ..slide import Resolution, Slide
 from ..tissue import TissueMask, tissue_mask
-
-#: Patches with less tissue than this (fraction of their area) are not classified.
-DEFAULT_TISSUE_MIN_FRACTION = 0.25
 
 #: A region: None (whole slide), a rectangle (x, y, width, height), or a shapely geometry.
 Region = tuple[float, float, float, float] | BaseGeometry | None

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import DEVICE_CHOICES
 from ..error_policy import exception_reason as torchscript_reason
 from ..errors import ModelError
 from .contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
@@ -33,8 +34,6 @@ from .operator_check import check_torchscript_archive, check_torchscript_module
 from .outputs import is_single_output, to_probabilities
 from .threshold import card_threshold
 from .transforms import normalisation_constants, resize_patch, to_model_input
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
