@@ -47,7 +47,7 @@ def is_probability_map(path: str | Path) -> bool:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            description = tif.pages[0].description or ""
+            description = getattr(tif.pages[0], "description", "") or ""
     except Exception:
         return False
     return FORMAT_TAG in description[:200]

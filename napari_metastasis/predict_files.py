@@ -10,6 +10,7 @@ fails is reported and the others go on.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -256,9 +257,11 @@ def predict_many(
         model = model or load_model(
             options.model, device=options.device, positive_class=options.positive_class
         )
+        loaded: LoadedModel = model
         for path, stem in zip(paths, stems, strict=True):
             yield _guarded(
-                path, lambda p=path, s=stem: predict_to_files(p, model, options, out, s, warn)
+                path,
+                functools.partial(predict_to_files, path, loaded, options, out, stem, warn),
             )
         return
     yield from _predict_distributed(paths, stems, options, out, scheduler)

@@ -113,7 +113,7 @@ class ProbabilityMap:
             return load_zarr(path)
         try:
             with tifffile.TiffFile(path) as tif:
-                description = tif.pages[0].description
+                description = tif.pages[0].description  # type: ignore[union-attr]
                 values = tif.pages[0].asarray()
             meta = json.loads(description)
             if meta.get("format") != FORMAT_TAG:

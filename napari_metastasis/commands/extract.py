@@ -113,7 +113,8 @@ def build(args: argparse.Namespace):
     if args.pcam_h5:
         sets.append(
             ingest_pcam_hdf5(
-                *args.pcam_h5,
+                args.pcam_h5[0],
+                args.pcam_h5[1],
                 args.pcam_meta,
                 spacing_um=args.spacing,
                 patch_size=args.size,

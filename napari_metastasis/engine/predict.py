@@ -90,6 +90,7 @@ def predict_slide(
         tissue_min_fraction=tissue_min_fraction,
         skip=prob_map,
     )
+    assert isinstance(cells, np.ndarray)  # no return_counts: the cells alone
     if prob_map is None:
         prob_map = ProbabilityMap.empty(
             grid,

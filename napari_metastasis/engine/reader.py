@@ -87,7 +87,7 @@ class RegionReader:
     ):
         self.slide = slide
         self.grid = grid
-        self.input_size = tuple(input_size)
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
         self.num_workers = num_workers or default_num_workers()
         self.prefetch_batches = max(1, prefetch_batches)
         self.device = torch.device(device)
@@ -253,7 +253,7 @@ class PatchReader:
         self.slide = slide
         self.resample = resample  # Pillow filter code of the config's Resize (2: bilinear)
         self.grid = grid
-        self.input_size = tuple(input_size)
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
         self.num_workers = num_workers or default_num_workers()
         self.prefetch_batches = max(1, prefetch_batches)
         self.device = torch.device(device)

@@ -294,13 +294,13 @@ def _transform_arguments(name: str, args: dict, where: str, fields: _Fields) -> 
         size = args.get("size")
         if isinstance(size, list) and len(size) == 1:
             size = size[0]  # torchvision reads a one-element list as the int
-        square = _is_int(size) and size > 0
+        square = isinstance(size, int) and not isinstance(size, bool) and size > 0
         pair = isinstance(size, list) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)
         if not (square or pair):
             raise fields.error(
                 f"{where}.arguments.size", f"must be a size in pixels > 0, got {args.get('size')!r}"
             )
-        out: dict[str, Any] = {"size": size if square else list(size)}
+        out: dict[str, Any] = {"size": size if square else list(size or [])}
         if args.get("interpolation") is not None:
             code = args["interpolation"]
             if not _is_int(code) or code not in PIL_INTERPOLATIONS:
@@ -312,7 +312,7 @@ def _transform_arguments(name: str, args: dict, where: str, fields: _Fields) -> 
             out["interpolation"] = code
         if args.get("max_size") is not None:
             max_size = args["max_size"]
-            if not square or not _is_int(max_size) or max_size <= size:
+            if not square or not _is_int(max_size) or max_size <= (size or 0):
                 raise fields.error(
                     f"{where}.arguments.max_size",
                     f"must be a whole number above an int size, got {max_size!r}",

@@ -75,7 +75,7 @@ class LoadedModel:
 
     def __init__(
         self,
-        module: torch.jit.ScriptModule,
+        module: torch.nn.Module,
         config: ModelConfig,
         *,
         folder: Path | None = None,
@@ -221,7 +221,7 @@ def load_model(
         module = _load_torchscript(folder, weights, torch_device, sha256)
     if torch_device.type in ("cuda", "cpu"):
         with contextlib.suppress(Exception):  # not every scripted module accepts memory_format
-            module = module.to(memory_format=torch.channels_last)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = LoadedModel(
         module,
         config,
