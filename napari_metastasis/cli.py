@@ -53,8 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = (
+            build_parser()
+        )  # imports the commands (torch, openslide, ...): Ctrl-C may land here
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("napari-metastasis: interrupted", file=sys.stderr)
+        return 130
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
     try:
         return int(args.func(args) or 0)

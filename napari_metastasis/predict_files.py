@@ -1,8 +1,9 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
 The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
-outputs atomically (the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
-clinical summary: verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
+outputs as one set (:mod:`napari_metastasis.output_set`: all or none, with a manifest ``<stem>
+.outputs.json``): the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
+clinical summary (verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
 this process or scaled out on dask.distributed (one task per slide, each worker loading the model
 once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide that
 fails is reported and the others go on.
@@ -10,11 +11,11 @@ fails is reported and the others go on.
 
 from __future__ import annotations
 
-import functools
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,13 @@ from .engine import (
     patch_table,
     predict_slide,
 )
+from .error_policy import user_message
 from .errors import MetastasisError
 from .evaluation.froc import detections_from_map
 from .heatmap import render_heatmap, save_heatmap
-from .map_store import ZARR_SUFFIX, ZarrMapWriter
+from .map_store import ZARR_SUFFIX, ZarrMapWriter, save_zarr
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
+from .output_set import OutputSet, check_writable, recover
 from .probability import ProbabilityMap
 from .slide import Slide
 from .summary import summarise_regions, write_summary
@@ -48,6 +51,8 @@ Warn = Callable[[str], None]
 #: Sub-folder of ``--out`` holding Camelyon16's detection files (``<stem>.csv``, no other file), so
 #: it can be handed to Camelyon16's Evaluation_FROC.py as its results folder as it is.
 CAMELYON16_DIR = "camelyon16"
+#: Suffix of the hidden map a running prediction grows batch by batch (``.<stem>.resume.zarr``).
+RESUME_SUFFIX = ".resume.zarr"
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class PredictOptions:
     reader_threads: int | None = None
     progress: bool = True
     tiles: bool = False  # also write <stem>.tiles.geojson (QuPath tiles, one per patch)
-    resume: bool = False  # continue from <stem>.prob.zarr: classify only what it lacks
+    resume: bool = False  # continue from the map an interrupted run left: classify what it lacks
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,11 @@ def predict_to_files(
 ) -> str:
     """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.prob.zarr/
     .summary.json`` into ``out``, its Camelyon16 detection file into ``out/camelyon16/<stem>.csv``
-    and, with ``options.tiles``, ``<stem>.tiles.geojson``. The OME-Zarr map is written batch by
-    batch, so ``options.resume`` can continue an interrupted run."""
+    and, with ``options.tiles``, ``<stem>.tiles.geojson``: one output set (all or none).
+
+    While the slide is classified, every finished batch is stored in a hidden OME-Zarr map
+    (``.<stem>.resume.zarr``), so an interrupted run loses at most one batch and
+    ``options.resume`` continues it; it is removed once the slide's set is complete."""
     warn = warn or _stderr_warning
     with Slide(path, mpp=options.mpp) as slide:
         slide.check_readable()
@@ -116,7 +124,7 @@ def predict_to_files(
                 bar.total = total
                 bar.update(done - bar.n)
 
-            store = _open_store(out / f"{stem}{ZARR_SUFFIX}", slide, model, resolution, options)
+            store = _open_store(out, stem, slide, model, resolution, options)
             result = predict_slide(
                 slide,
                 model,
@@ -139,22 +147,8 @@ def predict_to_files(
             threshold=threshold,
             model_folder=str(model.folder),
         )
-        write_patch_csv(result.table, out / f"{stem}.csv")
         positive = model.positive_class
         classification = TUMOUR_CLASS if positive.lower() in TUMOUR_CLASSES else positive
-        write_geojson(
-            out / f"{stem}.geojson",
-            regions_to_annotations(regions, classification, threshold),
-            mpp=resolution,
-        )
-        write_camelyon16_csv(
-            out / CAMELYON16_DIR / f"{stem}.csv", detections_from_map(result.prob_map, threshold)
-        )
-        if options.tiles:
-            write_tiles_geojson(out / f"{stem}.tiles.geojson", result.table, model.class_names)
-        save_heatmap(out / f"{stem}.heatmap.png", render_heatmap(slide, result.prob_map, regions))
-        result.prob_map.save(out / f"{stem}.prob.tiff")
-        store.finish(result.prob_map)
         summary = summarise_regions(
             regions,
             result.prob_map,
@@ -164,7 +158,35 @@ def predict_to_files(
             model=model.name,
             slide_path=str(slide.path),
         )
-        write_summary(out, summary)
+        # All of the slide's files, or none: see output_set (a manifest marks the set complete).
+        info = {"slide": str(slide.path), "model": model.name, "threshold": threshold}
+        with OutputSet(out, stem, info=info) as outputs:
+            write_patch_csv(result.table, outputs.path(f"{stem}.csv"))
+            write_geojson(
+                outputs.path(f"{stem}.geojson"),
+                regions_to_annotations(regions, classification, threshold),
+                mpp=resolution,
+            )
+            heatmap = render_heatmap(slide, result.prob_map, regions)
+            save_heatmap(outputs.path(f"{stem}.heatmap.png"), heatmap)
+            result.prob_map.save(outputs.path(f"{stem}.prob.tiff"))
+            write_summary(outputs.folder, summary)
+            write_camelyon16_csv(
+                outputs.path(f"{CAMELYON16_DIR}/{stem}.csv"),
+                detections_from_map(result.prob_map, threshold),
+            )
+            if options.tiles:
+                write_tiles_geojson(
+                    outputs.path(f"{stem}.tiles.geojson"), result.table, model.class_names
+                )
+            store.finish(result.prob_map)
+            save_zarr(
+                result.prob_map,
+                outputs.path(f"{stem}{ZARR_SUFFIX}"),
+                model.class_names,
+                store.class_probabilities(),
+            )
+        shutil.rmtree(store.path, ignore_errors=True)  # the set holds the map now
     top = result.prob_map.max_probability()
     top_text = f"{top:.3f}" if result.n_done else "n/a"
     why = ""
@@ -179,26 +201,38 @@ def predict_to_files(
     )
 
 
+def live_store_path(out: Path, stem: str) -> Path:
+    """Where a running (or interrupted) prediction keeps its map, batch by batch."""
+    return Path(out) / f".{stem}{RESUME_SUFFIX}"
+
+
 def _open_store(
-    path: Path, slide: Slide, model: LoadedModel, resolution, options: PredictOptions
+    out: Path, stem: str, slide: Slide, model: LoadedModel, resolution, options: PredictOptions
 ) -> ZarrMapWriter:
-    """The OME-Zarr map the run writes batch by batch: a new one, or (``resume``) the old one."""
-    if options.resume and path.exists():
-        store = ZarrMapWriter.resume(path)
-        grid = make_grid(slide, model, resolution=resolution, stride_um=options.stride_um)
-        if store.prob_map.grid != grid or store.class_names != list(model.class_names):
-            raise MetastasisError(
-                f"{path.name}: made with another model or slide resolution than this run's; "
-                "cannot resume it (run without --resume to start again)"
-            )
-        return store
+    """The map the run writes batch by batch: a new one, or (``resume``) the interrupted one,
+    else the last complete run's ``<stem>.prob.zarr``."""
+    live = live_store_path(out, stem)
+    grid = make_grid(slide, model, resolution=resolution, stride_um=options.stride_um)
+    if options.resume:
+        previous = live if live.exists() else Path(out) / f"{stem}{ZARR_SUFFIX}"
+        if previous.exists():
+            if previous != live:
+                shutil.rmtree(live, ignore_errors=True)
+                shutil.copytree(previous, live)
+            store = ZarrMapWriter.resume(live)
+            if store.prob_map.grid != grid or store.class_names != list(model.class_names):
+                raise MetastasisError(
+                    f"{previous.name}: made with another model, grid or slide resolution than "
+                    "this run's; cannot resume it (run without --resume to start again)"
+                )
+            return store
     prob_map = ProbabilityMap.empty(
-        make_grid(slide, model, resolution=resolution, stride_um=options.stride_um),
+        grid,
         class_name=model.positive_class,
         model_name=model.name,
         slide_path=str(slide.path),
     )
-    return ZarrMapWriter.create(path, prob_map, model.class_names)
+    return ZarrMapWriter.create(live, prob_map, model.class_names)
 
 
 def table_from_store(store: ZarrMapWriter, class_names) -> pd.DataFrame:
@@ -253,16 +287,16 @@ def predict_many(
     of a running cluster.
     """
     stems = unique_stems(paths)
+    check_writable(out)  # before any slide is classified, not after
+    for line in recover(out):  # sets a killed run left half-moved, stale temporaries
+        (warn or _stderr_warning)(f"{out}: {line}")
     if scheduler is None:
         model = model or load_model(
             options.model, device=options.device, positive_class=options.positive_class
         )
         loaded: LoadedModel = model
         for path, stem in zip(paths, stems, strict=True):
-            yield _guarded(
-                path,
-                functools.partial(predict_to_files, path, loaded, options, out, stem, warn),
-            )
+            yield _guarded(path, partial(predict_to_files, path, loaded, options, out, stem, warn))
         return
     yield from _predict_distributed(paths, stems, options, out, scheduler)
 
@@ -300,7 +334,7 @@ def _predict_distributed(
             try:
                 ok, message = future.result()
             except Exception as exc:  # a worker died, or the task could not be shipped
-                ok, message = False, f"{path}: {type(exc).__name__}: {_first_line(exc)}"
+                ok, message = False, f"{path}: {user_message(exc)}"
             yield SlideOutcome(path, ok, message)
     finally:
         client.close()
@@ -327,12 +361,7 @@ def _guarded(path: Path, work: Callable[[], str]) -> SlideOutcome:
     except MetastasisError as exc:
         return SlideOutcome(Path(path), False, str(exc))
     except Exception as exc:  # a bad file must not stop the other slides
-        return SlideOutcome(Path(path), False, f"{path}: {type(exc).__name__}: {_first_line(exc)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
+        return SlideOutcome(Path(path), False, f"{path}: {user_message(exc)}")
 
 
 def _stderr_warning(message: str) -> None:

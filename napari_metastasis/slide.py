@@ -386,6 +386,11 @@ class Slide:
             "direct_tile_levels": list(self._tiles.levels) if self._tiles else [],
         }
 
+    @property
+    def tiles(self) -> TiffTiles | None:
+        """The stored tiles decoded directly (TIFF-family slides), or None."""
+        return self._tiles
+
     def reads_stored_pixels(self, level: int) -> bool:
         """Whether :meth:`read_level_region` gives ``level``'s own pixels at every position: its
         tiles are decoded directly, or OpenSlide needs no resampling (integer downsample)."""

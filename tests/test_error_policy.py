@@ -161,9 +161,7 @@ def test_corrupt_training_checkpoint(tmp_path):
     for content in (b"garbage", b"PK\x03\x04 truncated zip"):
         path = tmp_path / "seed0.pt"
         path.write_bytes(content)
-        with pytest.raises(
-            DatasetError, match=r"seed0.pt: cannot resume: the checkpoint is damaged"
-        ):
+        with pytest.raises(DatasetError, match=r"seed0.pt: (cannot|refused to) resume"):
             load_checkpoint(path)
     import torch
 

@@ -146,7 +146,8 @@ def test_an_interrupted_predict_resumes_where_it_stopped(
     monkeypatch.setattr(ZarrMapWriter, "write", crash_after_three_batches)
     assert _predict(slide, model, out) == 130
     monkeypatch.setattr(ZarrMapWriter, "write", write)
-    partial = load_zarr(out / "resumable.prob.zarr")
+    assert not (out / "resumable.prob.zarr").exists()  # the outputs are a set: none yet
+    partial = load_zarr(out / ".resumable.resume.zarr")  # the run's own map, batch by batch
     assert partial.n_analysed == 3 * 16  # everything up to the crash is on disk
     np.testing.assert_array_equal(
         partial.values[partial.analysed], reference.values[partial.analysed]
@@ -169,6 +170,11 @@ def test_an_interrupted_predict_resumes_where_it_stopped(
     )
     attrs = json.loads((out / "resumable.prob.zarr" / ".zattrs").read_text())
     assert attrs["napari-metastasis"]["complete"] is True
+    assert not (out / ".resumable.resume.zarr").exists()  # gone once the set is complete
+    # resuming a complete run classifies nothing and writes the same set again
+    resumed.clear()
+    assert _predict(slide, model, out, "--resume") == 0
+    assert sum(resumed) == 0
 
 
 def test_resume_refuses_a_map_from_another_model(tmp_path, slide_and_model):

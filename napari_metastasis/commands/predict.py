@@ -34,8 +34,10 @@ Classify whole-slide images with a patch classifier and write, for each slide, i
 
 and for the whole run stages.csv, each patient's pN stage in Camelyon17's format.
 
-Every file is written atomically. A slide that fails gets one line on stderr naming it and the
-reason; the other slides are still processed, and the exit code is then 1."""
+A slide's files are written as one set (all or none; <stem>.outputs.json, written last, lists
+them with their SHA-256); --out is checked for writing and free space before any slide is
+classified. A slide that fails gets one line on stderr naming it and the reason; the other slides
+are still processed, and the exit code is then 1."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -167,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from ..clinical import read_cases
     from ..models import load_model
     from ..models.trust import require_trust
+    from ..output_set import check_writable
     from ..predict_files import PredictOptions, predict_many, unique_stems
     from ..summary import stage_run, write_stages
 
@@ -192,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         tiles=args.tiles,
         resume=args.resume,
     )
+    check_writable(args.out)  # a file, a read-only folder or a full disk: found now, not later
     trusted = require_trust(args.model, trust=args.trust_model)
     model = None
     if args.dask is None:
