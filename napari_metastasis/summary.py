@@ -177,7 +177,7 @@ def patient_stages(
     groups = group_patients(list(by_slide), case=case, cases=cases)
     return [
         PatientStage.from_slides(
-            patient, [(name, by_slide[str(name)].verdict.category) for name in names]
+            patient, [(str(name), by_slide[str(name)].verdict.category) for name in names]
         )
         for patient, names in groups.items()
     ]

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..defaults import DEFAULT_BATCH_SIZE
 from ..grid import PatchGrid
 from ..models import LoadedModel
 from ..models.output_check import check_probabilities
 from ..slide import Slide
 from .cancel import Cancel, is_cancelled
 from .reader import DEFAULT_PREFETCH_BATCHES, READERS, default_num_workers
-
-DEFAULT_BATCH_SIZE = 64
 
 Progress = Callable[[int, int], None]
 
@@ -121,6 +120,7 @@ def run_inference(
         prefetch_batches=prefetch_batches,
         device=model.device,
         pin_memory=model.device.type == "cuda",
+        resample=model.config.resize_interpolation,
     )
     batches = source.batches(boxes, batch_size, cancel)
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps

@@ -87,7 +87,7 @@ class RegionReader:
     ):
         self.slide = slide
         self.grid = grid
-        self.input_size = tuple(input_size)
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
         self.num_workers = num_workers or default_num_workers()
         self.prefetch_batches = max(1, prefetch_batches)
         self.device = torch.device(device)
@@ -264,10 +264,12 @@ class PatchReader:
         prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
         device: str | torch.device = "cpu",
         pin_memory: bool = False,
+        resample: int = 2,
     ):
         self.slide = slide
+        self.resample = resample  # Pillow filter code of the config's Resize (2: bilinear)
         self.grid = grid
-        self.input_size = tuple(input_size)
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
         self.num_workers = num_workers or default_num_workers()
         self.prefetch_batches = max(1, prefetch_batches)
         self.device = torch.device(device)
@@ -282,7 +284,7 @@ class PatchReader:
         patch = self.slide.read_region(
             self.level, x, y, max(1, round(w / ds)), max(1, round(h / ds))
         )
-        return resize_patch(patch, self.input_size)
+        return resize_patch(patch, self.input_size, self.resample)
 
     def batches(
         self, boxes: np.ndarray, batch_size: int, cancel: Cancel = None

@@ -39,7 +39,7 @@ def build_safe_module(folder: Path, config: ModelConfig) -> torch.nn.Module:
     folder = Path(folder)
     spec = config.extra.get(NETWORK_KEY)
     try:
-        module = build_from_spec(spec)
+        module = build_from_spec(spec or {})
     except ValueError as exc:
         raise ModelError(f"{folder.name}/{CONFIG_FILE}: field '{NETWORK_KEY}': {exc}") from None
     path = folder / SAFETENSORS_FILE
@@ -76,7 +76,7 @@ def load_safe_model(
     torch_device = select_device(device)
     module = build_safe_module(folder, config).to(torch_device)
     if torch_device.type in ("cuda", "cpu"):
-        module = module.to(memory_format=torch.channels_last)
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = LoadedModel(
         module,  # type: ignore[arg-type]  # an eager module serves like a scripted one
         config,

@@ -179,7 +179,7 @@ class RunControls(Container):
 
     def __init__(self, viewer: Any):
         self._viewer = viewer
-        self.mode = RadioButtons(label="Analyse", choices=list(MODES), value=VISIBLE)
+        self.mode = RadioButtons(label="Analyse", choices=list(MODES), value=VISIBLE)  # type: ignore[call-arg]
         for button in self.mode.native.findChildren(QRadioButton):
             button.setToolTip(MODE_TIPS.get(button.text(), ""))
         self.field_size = FloatSpinBox(
@@ -230,7 +230,7 @@ class RunControls(Container):
 
     def _show_options(self, *_) -> None:
         for mode, widgets in self.mode_options.items():
-            for widget in widgets:
+            for widget in widgets:  # type: ignore[attr-defined]
                 widget.visible = mode == self.mode.value
 
     def set_mode(self, mode: str) -> None:

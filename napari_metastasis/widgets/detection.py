@@ -158,7 +158,7 @@ class MetastasisWidget(QWidget):
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -419,7 +419,7 @@ class MetastasisWidget(QWidget):
         if not self.ensure_model_trusted(self.model_ref):
             return None
         return JobRequest(
-            slide_path=slide_path or self.slide_path,
+            slide_path=slide_path or self.slide_path,  # type: ignore[arg-type]
             model_ref=self.model_ref,
             model_name=self.model_name,
             description=description,
@@ -458,7 +458,7 @@ class MetastasisWidget(QWidget):
             "\n\nA TorchScript model is a program. Its operators were not inspected yet; they will"
             " be before it runs, and a model that reads or writes files is refused, but that check "
             "is not a sandbox.\n\nRun it only if you know where it comes from. Your answer is "
-            f"remembered for this exact file (sha256 {state.sha256[:12]}…).\n\nTrust it?",
+            f"remembered for this exact file (sha256 {state.sha256[:12]}…).\n\nTrust it?",  # type: ignore[index]
             QMessageBox.Yes | QMessageBox.No,
             QMessageBox.No,
         )
