@@ -39,7 +39,9 @@ def build_safe_module(folder: Path, config: ModelConfig) -> torch.nn.Module:
     folder = Path(folder)
     spec = config.extra.get(NETWORK_KEY)
     try:
-        module = build_from_spec(spec or {})
+        if not isinstance(spec, dict):
+            raise ValueError(f"must be an object, got {spec!r}")
+        module = build_from_spec(spec)
     except ValueError as exc:
         raise ModelError(f"{folder.name}/{CONFIG_FILE}: field '{NETWORK_KEY}': {exc}") from None
     path = folder / SAFETENSORS_FILE
