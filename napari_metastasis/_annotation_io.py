@@ -14,11 +14,13 @@ when the µm per pixel is known; a CSV of an uncalibrated layer is refused rathe
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._napari.helpers import current_viewer, find_slide_layer, notify, slide_calibration, warn
 from .annotations import AnnotationRepairWarning, read_annotations, write_annotations
 from .annotations.io import READ_EXTENSIONS
 from .annotations.layers import (
@@ -27,43 +29,12 @@ from .annotations.layers import (
     shapes_to_annotations,
 )
 from .annotations.model import Annotation
+from .error_policy import user_message
+from .errors import MetastasisError
 
 LayerData = tuple
+logger = logging.getLogger(__name__)
 SNIFF_BYTES = 4096
-
-
-# --- the slide in the viewer -------------------------------------------------------------------
-def is_slide_layer(layer: Any) -> bool:
-    return type(layer).__name__ == "Image" and "slide" in (getattr(layer, "metadata", None) or {})
-
-
-def find_slide_layer(viewer: Any) -> Any | None:
-    """The selected slide layer, else the top-most one, else None."""
-    if viewer is None:
-        return None
-    active = viewer.layers.selection.active
-    if is_slide_layer(active):
-        return active
-    slides = [layer for layer in viewer.layers if is_slide_layer(layer)]
-    return slides[-1] if slides else None
-
-
-def slide_calibration(slide_layer: Any | None) -> tuple[tuple[float, float], bool]:
-    """``((mpp_y, mpp_x), calibrated)`` of a slide layer; ``((1, 1), False)`` without one."""
-    if slide_layer is None:
-        return (1.0, 1.0), False
-    scale = tuple(float(s) for s in slide_layer.scale[-2:])
-    calibrated = bool(slide_layer.metadata["slide"].get("calibrated", scale != (1.0, 1.0)))
-    return (scale[0], scale[1]), calibrated
-
-
-def _current_viewer() -> Any | None:
-    try:
-        import napari
-
-        return napari.current_viewer()
-    except Exception:  # no Qt app / no viewer: the reader still works, in pixels
-        return None
 
 
 # --- reader ------------------------------------------------------------------------------------
@@ -73,12 +44,33 @@ def get_annotation_reader(path: str | list[str]) -> Callable[[str], list[LayerDa
         if len(path) != 1:
             return None
         path = path[0]
-    path = Path(path)
-    if path.suffix.lower() not in READ_EXTENSIONS or not path.is_file():
+    file = Path(path)
+    if file.suffix.lower() not in READ_EXTENSIONS or not file.is_file():
         return None
-    if not _sniff(path):
+    if not _sniff(file):
         return None
-    return read_annotation_layers
+    return read_annotation_file
+
+
+def read_annotation_file(path: str | list[str]) -> list[LayerData]:
+    """The npe2 reader function: layers, or one notification saying why not (never a traceback).
+
+    The same policy as slides (:mod:`napari_metastasis.error_policy`): the reader's own sentence for
+    a bad file, and one line for anything unforeseen.
+    """
+    if isinstance(path, list | tuple):
+        path = path[0]
+    try:
+        return read_annotation_layers(path)
+    except Exception as exc:
+        if not isinstance(exc, MetastasisError):
+            logger.exception("reading %s failed", path)
+        message = user_message(exc)
+        notify(
+            "error",
+            message if isinstance(exc, MetastasisError) else f"{Path(path).name}: {message}",
+        )
+    return [(None,)]
 
 
 def _sniff(path: Path) -> bool:
@@ -102,15 +94,15 @@ def read_annotation_layers(
     ``slide_layer`` gives the µm per pixel; by default the current viewer's slide is used.
     """
     if slide_layer is None and use_viewer:
-        slide_layer = find_slide_layer(_current_viewer())
+        slide_layer = find_slide_layer(current_viewer())
     mpp, calibrated = slide_calibration(slide_layer)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnnotationRepairWarning)
         annotations = read_annotations(path)
     for warning in caught:
-        _notify(str(warning.message))
+        warn(str(warning.message))
     if slide_layer is None:
-        _notify(
+        warn(
             f"{Path(path).name}: no slide is open, so the annotations are shown in pixels; open the "
             "slide first to place them on it in µm."
         )
@@ -124,12 +116,6 @@ def read_annotation_layers(
             }
         )
     return layers
-
-
-def _notify(message: str) -> None:
-    from napari.utils.notifications import show_warning
-
-    show_warning(message)
 
 
 # --- writers -----------------------------------------------------------------------------------
@@ -147,7 +133,7 @@ def layer_data_to_annotations(
             calibrated = bool(metadata.get("calibrated", True))
         else:
             if fallback is None:
-                fallback = slide_calibration(find_slide_layer(viewer or _current_viewer()))
+                fallback = slide_calibration(find_slide_layer(viewer or current_viewer()))
             mpp, calibrated = fallback
         if calibrated:
             known_mpp = mpp

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ._napari.helpers import notify, show_repeated_notices_once
+from .error_policy import user_message
 from .errors import MetastasisError, SlideError
 from .pyramid import build_pyramid
 from .slide import WSI_ONLY_EXTENSIONS, Slide, detect_format, looks_like_slide
@@ -47,13 +49,14 @@ def read_slide_layers(path: str | list[str]) -> list[LayerData]:
     """The npe2 reader function: layers for ``path``, or a notification saying why not."""
     if isinstance(path, list | tuple):
         path = path[0]
+    show_repeated_notices_once()  # a µm slide beside a px one: napari's units notice, once
     try:
         return read_slide(path)
     except MetastasisError as exc:
         notify("error", str(exc))
     except Exception as exc:  # a library failure we did not foresee: still no traceback dump
         logger.exception("opening %s failed", path)
-        notify("error", f"{Path(path).name}: cannot open slide ({type(exc).__name__}: {exc})")
+        notify("error", f"{Path(path).name}: cannot open slide ({user_message(exc)})")
     return NO_LAYERS
 
 
@@ -102,7 +105,7 @@ def slide_layer_data(slide: Slide, *, warn_uncalibrated: bool = True) -> LayerDa
 
 def _report_once(slide: Slide) -> Callable[[SlideError], None]:
     lock = threading.Lock()
-    reported = []
+    reported: list[SlideError] = []
 
     def on_error(exc: SlideError) -> None:
         logger.warning("%s", exc)
@@ -113,33 +116,6 @@ def _report_once(slide: Slide) -> Callable[[SlideError], None]:
         notify("warning", f"{exc}; the unreadable area of {slide.name} is shown white.")
 
     return on_error
-
-
-def notify(severity: str, message: str) -> None:
-    """Show ``message`` as a napari notification ("info", "warning" or "error"), from any thread.
-
-    napari draws notifications with Qt widgets, which only the main thread may create; block reads
-    run in dask's threads, so their reports are handed to the main thread.
-    """
-    logger.debug("%s: %s", severity, message)  # napari echoes notifications to the console
-    try:
-        from napari.utils.notifications import Notification, notification_manager
-    except ImportError:  # pragma: no cover - napari is a dependency
-        return
-    notification = Notification(message, severity=severity)
-    if threading.current_thread() is threading.main_thread():
-        notification_manager.dispatch(notification)
-        return
-    try:
-        from qtpy.QtCore import QCoreApplication
-        from superqt.utils import ensure_main_thread
-
-        if QCoreApplication.instance() is not None:
-            ensure_main_thread(notification_manager.dispatch)(notification)
-            return
-    except ImportError:  # pragma: no cover - no Qt: nothing to draw on
-        pass
-    notification_manager.dispatch(notification)
 
 
 __all__ = ["get_slide_reader", "read_slide", "read_slide_layers", "slide_layer_data"]

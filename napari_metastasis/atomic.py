@@ -12,6 +12,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .error_policy import os_error_sentence
+from .errors import OutputError
+
 
 def _read_umask() -> int:
     mask = os.umask(0)
@@ -34,25 +37,66 @@ def _final_mode(target: Path) -> int:
         return 0o666 & ~_UMASK
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a folder's) data to the disk, where the OS allows it."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if Path(path).is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_folder(folder: str | Path, target: str | Path | None = None) -> Path:
+    """``mkdir -p``; an OS error becomes an :class:`OutputError` naming ``target`` (or the folder)."""
+    folder = Path(folder)
+    name = target if target is not None else folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise OutputError(f"cannot write {name}: {folder} is a file, not a folder") from exc
+    except OSError as exc:
+        raise OutputError(os_error_sentence(exc, name)) from exc
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
 
-    The temporary file lives in the same folder so the final ``os.replace`` is atomic; on an
-    exception (or Ctrl-C) it is removed and ``target`` is untouched.
+    The temporary file lives in the same folder so the final ``os.replace`` is atomic; it is
+    flushed to the disk first, so a power cut cannot leave an empty file under the final name. On
+    an exception (or Ctrl-C) it is removed and ``target`` is untouched. An OS error (no space,
+    read-only, permission) becomes an :class:`OutputError` naming ``target``, not the temporary file.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    make_folder(target.parent, target)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        )
+    except OSError as exc:
+        raise OutputError(os_error_sentence(exc, target)) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         with contextlib.suppress(OSError):
             os.chmod(tmp, _final_mode(target))
+        fsync_path(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(os_error_sentence(exc, target)) from exc
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
         raise
 

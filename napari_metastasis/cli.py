@@ -1,22 +1,39 @@
 """``napari-metastasis`` command line: one subcommand per module in :mod:`napari_metastasis.commands`.
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a
-callable taking the parsed arguments and returning an exit code. Errors of the project's own kind are
-printed as one line (no traceback) with a non-zero exit.
+callable taking the parsed arguments and returning an exit code.
+
+Error policy (:mod:`.error_policy`): every error is printed as one sentence, ``napari-metastasis
+COMMAND: error: ...``, with exit code 1, whatever raised it; ``--debug`` (anywhere on the line, or
+``NAPARI_METASTASIS_DEBUG=1``) prints the traceback too. Ctrl-C exits with 130, bad arguments with 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import MetastasisError
+from .error_policy import user_message
+
+DEBUG_ENV_VAR = "NAPARI_METASTASIS_DEBUG"
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("info", "view", "predict", "models", "convert", "extract", "train", "evaluate")
+COMMAND_MODULES = (
+    "info",
+    "view",
+    "predict",
+    "report",
+    "models",
+    "convert",
+    "extract",
+    "train",
+    "evaluate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,23 +42,44 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find breast-cancer metastases in lymph-node whole-slide images.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    debug_help = "on an error, print the full traceback as well as the one-line message"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f".commands.{name}", __package__).register(subparsers)
+    for sub in subparsers.choices.values():  # --debug after the command works too
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = (
+            build_parser()
+        )  # imports the commands (torch, openslide, ...): Ctrl-C may land here
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("napari-metastasis: interrupted", file=sys.stderr)
+        return 130
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except MetastasisError as exc:
-        print(f"napari-metastasis {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"napari-metastasis {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the catch-all: one sentence, never a traceback unless asked
+        if debug:
+            traceback.print_exc()
+        message = user_message(exc)
+        hint = "" if debug or _is_ours(exc) else " (run with --debug for the details)"
+        print(f"napari-metastasis {args.command}: error: {message}{hint}", file=sys.stderr)
+        return 1
+
+
+def _is_ours(exc: BaseException) -> bool:
+    from .errors import MetastasisError
+
+    return isinstance(exc, MetastasisError)
 
 
 if __name__ == "__main__":  # pragma: no cover

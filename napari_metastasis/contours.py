@@ -11,7 +11,7 @@ package writes; areas are in µm².
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
@@ -21,6 +21,11 @@ from skimage import measure
 
 from .annotations.model import TUMOUR_CLASS, Annotation
 from .probability import ProbabilityMap
+
+#: The measurements of a detected region, with the same names everywhere: QuPath GeoJSON
+#: ``measurements`` (``predict`` and the widget's export), CSV summary columns and the napari regions
+#: layer's features. ``threshold`` is there when the threshold is known.
+REGION_MEASUREMENTS = ("area_um2", "max_prob", "mean_prob", "patches", "threshold")
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Region:
     max_prob: float
     mean_prob: float
     n_cells: int
+    #: A UUID, as QuPath gives its objects: the feature id in every file and in the napari layer.
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @property
     def area_mm2(self) -> float:
@@ -104,26 +111,34 @@ def _largest_polygon(geometry: BaseGeometry) -> BaseGeometry:
     return max(polygons, key=lambda g: g.area) if polygons else geometry
 
 
+def region_measurements(region: Region, threshold: float | None = None) -> dict[str, float]:
+    """The region's :data:`REGION_MEASUREMENTS` (``threshold`` only when given)."""
+    values = {
+        "area_um2": float(region.area_um2),
+        "max_prob": float(region.max_prob),
+        "mean_prob": float(region.mean_prob),
+        "patches": float(region.n_cells),
+    }
+    if threshold is not None:
+        values["threshold"] = float(threshold)
+    return values
+
+
+def region_annotation(
+    region: Region, classification: str = TUMOUR_CLASS, threshold: float | None = None
+) -> Annotation:
+    """One region as an :class:`Annotation` (level-0 px), as ``predict`` and the widget export it."""
+    return Annotation(
+        region.polygon,
+        classification=classification,
+        name=f"Region {region.id}",
+        measurements=region_measurements(region, threshold),
+        id=region.uid,
+    )
+
+
 def regions_to_annotations(
     regions: list[Region], classification: str = TUMOUR_CLASS, threshold: float | None = None
 ) -> list[Annotation]:
     """The regions as :class:`Annotation` objects, ready for any of the annotation writers."""
-    out = []
-    for region in regions:
-        measurements = {
-            "max_probability": region.max_prob,
-            "mean_probability": region.mean_prob,
-            "patches": float(region.n_cells),
-        }
-        if threshold is not None:
-            measurements["threshold"] = float(threshold)
-        out.append(
-            Annotation(
-                region.polygon,
-                classification=classification,
-                name=f"Region {region.id}",
-                measurements=measurements,
-                id=str(uuid.uuid4()),
-            )
-        )
-    return out
+    return [region_annotation(region, classification, threshold) for region in regions]

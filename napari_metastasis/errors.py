@@ -37,3 +37,18 @@ class DatasetError(MetastasisError):
 
 class CancelledError(MetastasisError):
     """A long run stopped on the user's request; what finished is kept."""
+
+
+class UnsafeModelError(ModelError):
+    """A model whose code could do more than compute on tensors (read files, print, ...)."""
+
+
+class UntrustedModelError(ModelError):
+    """A model from outside the package that the user has not yet said they trust."""
+
+
+class OutputError(MetastasisError, OSError):
+    """Results that cannot be written: the message names the real target and the OS's reason.
+
+    Also an OSError, so code that handled the file system's errors still does.
+    """

@@ -3,10 +3,11 @@
 Each pyramid level is a dask array over an array-like that reads one block on demand, so opening a
 slide costs nothing whatever its size, and napari only decodes what it draws.
 
-Block boundaries follow the file's tiles. On levels with a non-integer downsample (most Aperio
-levels, CropBreastSlide's 2.001) OpenSlide can only start a read at a level-0 pixel, and resamples
-the level by the sub-pixel remainder; there the boundaries are moved to the nearby positions that
-OpenSlide reads exactly, so napari shows the level's own pixels without seams where they exist.
+Block boundaries follow the file's tiles. Levels of TIFF-family slides (Aperio SVS, generic tiled
+TIFF) are read from their stored tiles, so every block holds the level's own pixels. Elsewhere, on
+levels with a non-integer downsample, OpenSlide can only start a read at a level-0 pixel and
+resamples the level by the sub-pixel remainder; there the boundaries are moved to the nearby
+positions that OpenSlide reads exactly, so napari shows the level's own pixels where they exist.
 """
 
 from __future__ import annotations
@@ -147,11 +148,16 @@ class Pyramid:
     calibrated: bool  # False: scale is 1 and measurements are in pixels
     slide_levels: list[int] = field(default_factory=list)  # the slide level behind each entry
     downsamples: list[float] = field(default_factory=list)  # OpenSlide's, per entry
+    stored_pixels: list[bool] = field(default_factory=list)  # entry read as stored, per entry
 
     def max_read_shift(self) -> float:
         """Largest sub-pixel shift (level px) OpenSlide resamples any block by; 0 when exact."""
         worst = 0.0
-        for array, ds in zip(self.levels, self.downsamples, strict=True):
+        for array, ds, stored in zip(
+            self.levels, self.downsamples, self.stored_pixels, strict=True
+        ):
+            if stored:
+                continue
             for chunks in array.chunks[:2]:
                 worst = max(worst, float(np.max(read_shift(ds, block_starts(chunks)))))
         return worst
@@ -169,12 +175,14 @@ def build_pyramid(
     undecodable blocks into white ones reported to it (see :class:`LevelArray`).
     """
     token = uuid.uuid4().hex  # unique keys: napari's dask cache must never mix two slides
-    levels, kept = [], []
+    levels: list = []
+    kept: list = []
     for level in range(slide.level_count):
         array = LevelArray(slide, level, on_error)
         height, width, _ = array.shape
         target_rows, target_cols = chunks or chunk_target(slide, level)
-        ds = slide.level_downsamples[level]
+        # Where blocks hold the level's own pixels anywhere, they are simply tile-aligned.
+        ds = 1.0 if slide.reads_stored_pixels(level) else slide.level_downsamples[level]
         if levels and not (height < levels[-1].shape[0] and width < levels[-1].shape[1]):
             continue  # napari needs each level smaller than the last; some formats repeat one
         levels.append(
@@ -193,6 +201,7 @@ def build_pyramid(
         )
         kept.append(level)
     downsamples = [slide.level_downsamples[level] for level in kept]
+    stored = [slide.reads_stored_pixels(level) for level in kept]
     res = slide.resolution
     scale = (res.mpp_y, res.mpp_x) if res else (1.0, 1.0)
-    return Pyramid(levels, scale, res is not None, kept, downsamples)
+    return Pyramid(levels, scale, res is not None, kept, downsamples, stored)

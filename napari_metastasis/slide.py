@@ -4,6 +4,10 @@ Everything else in the package (the napari pyramid, the inference engine, patch 
 through :class:`Slide`, so OpenSlide's quirks are handled once: DICOM folders, RGBA with transparent
 borders, implausible resolutions, sub-pixel resampling at non-integer downsamples, and library
 exceptions that no pathologist should see.
+
+OpenSlide opens every format. On TIFF-family slides (Aperio SVS, generic tiled TIFF) reads in a
+level's own pixel grid (:meth:`Slide.read_level_region`) decode the stored tiles directly (:mod:`napari_metastasis.tiff_tiles`): the level's own pixels at any position, where
+OpenSlide would resample at non-integer downsamples, and without OpenSlide's per-call overhead.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import numpy as np
 import openslide
 from PIL import Image, ImageCms
 
+from .error_policy import os_error_reason
 from .errors import ResolutionError, SlideError, UnsupportedSlideError
+from .tiff_tiles import TiffTiles, TileDecodeError
 
 #: Extensions of the formats OpenSlide reads (DICOM may also be given as a folder).
 SLIDE_EXTENSIONS = (
@@ -56,6 +62,14 @@ EXACT_SHIFT = 1 / 512
 
 #: OpenSlide splits reads larger than this (level px a side) into pieces, each with its own shift.
 OPENSLIDE_MAX_PIECE = 4096
+
+#: An overview (thumbnail, tissue mask, heatmap) reads at most this many pixels of one level: about
+#: a minute of decoding. A slide whose coarsest level is larger (no pyramid, or a file that claims
+#: 10⁶ x 10⁶ px) is refused with the reason instead of reading for hours or exhausting memory.
+MAX_OVERVIEW_PIXELS = 2**30
+
+#: Overviews are read in blocks of this many level pixels a side (bounded memory).
+OVERVIEW_READ_BLOCK = 2048
 
 #: openslide-python's ctypes binding of ``openslide_read_region``: filling a numpy buffer directly
 #: skips the public path's un-premultiply pass, PIL image and copy (about 20% of a read). Its
@@ -140,6 +154,25 @@ def read_shift(downsample: float, position: int | np.ndarray) -> float | np.ndar
     return np.abs(level0_offset(downsample, position) / downsample - position)
 
 
+def _probe_readable(path: Path) -> None:
+    """Open ``path`` and read a byte; raises the OS's error (permission denied, I/O error)."""
+    with open(path, "rb") as f:
+        f.read(1)
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor``×``factor`` blocks; a partial last block averages the pixels it has."""
+    if factor == 1:
+        return image
+    h, w = image.shape[:2]
+    ph, pw = -h % factor, -w % factor
+    if ph or pw:
+        image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    hh, ww = image.shape[0] // factor, image.shape[1] // factor
+    blocks = image.reshape(hh, factor, ww, factor, 3).astype(np.float32)
+    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
 def _float_property(properties: Mapping[str, str], key: str) -> float | None:
     try:
         value = float(properties[key])
@@ -163,9 +196,19 @@ class Slide:
     to_srgb:
         Convert pixels from the slide's embedded ICC profile to sRGB, so colours match what the
         scanner vendor's viewer shows. Slides without a profile are left as they are.
+    direct_tiles:
+        Decode the stored tiles of TIFF-family slides directly for level-grid reads (default);
+        False reads everything through OpenSlide.
     """
 
-    def __init__(self, path: str | Path, *, mpp: float | None = None, to_srgb: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        mpp: float | None = None,
+        to_srgb: bool = False,
+        direct_tiles: bool = True,
+    ):
         self.requested_path = Path(path)
         self.path = resolve_slide_path(path)
         self._closed = True
@@ -177,6 +220,10 @@ class Slide:
             raise SlideError(f"{self.path}: no such file")
         if not self.path.is_file():
             raise UnsupportedSlideError(f"{self.path}: not a slide file")
+        try:  # OpenSlide reports an unreadable file as "not a slide format"; say the real reason
+            _probe_readable(self.path)
+        except OSError as exc:
+            raise SlideError(f"{self.path}: cannot read the file ({os_error_reason(exc)})") from exc
         try:
             fmt = openslide.OpenSlide.detect_format(str(self.path))
         except Exception as exc:  # detect_format raises on unreadable files
@@ -189,9 +236,14 @@ class Slide:
         # Metadata is read once: after a failed read OpenSlide answers nothing on that handle.
         osr = self._osr
         self._properties = dict(osr.properties)
-        self._level_dimensions = tuple(tuple(d) for d in osr.level_dimensions)
+        self._level_dimensions: tuple[tuple[int, int], ...] = tuple(
+            (int(d[0]), int(d[1])) for d in osr.level_dimensions
+        )
         self._level_downsamples = tuple(float(d) for d in osr.level_downsamples)
         self._associated_names = tuple(osr.associated_images.keys())
+        self._tiles = (
+            TiffTiles.open(self.path, fmt, self._level_dimensions) if direct_tiles else None
+        )
         self._generation = 0  # bumped each time a fresh handle replaces one in error state
         self._lock = threading.Condition()  # guards the handle, _active and _closed
         self._active = 0  # reads running now; close() waits for them
@@ -253,7 +305,7 @@ class Slide:
             return Resolution(self._user_mpp, self._user_mpp, "user")
         mpp_x, mpp_y = self.raw_mpp
         if is_plausible_mpp(mpp_x) and is_plausible_mpp(mpp_y):
-            return Resolution(mpp_x, mpp_y, "metadata")
+            return Resolution(mpp_x, mpp_y, "metadata")  # type: ignore[arg-type]
         return None
 
     @property
@@ -296,6 +348,8 @@ class Slide:
 
     def tile_size(self, level: int) -> tuple[int, int] | None:
         """The file's tile (width, height) at ``level``, when the format states it."""
+        if self._tiles is not None and self._tiles.has_level(level):
+            return self._tiles.tile_size(level)
         w = self.properties.get(f"openslide.level[{level}].tile-width")
         h = self.properties.get(f"openslide.level[{level}].tile-height")
         try:
@@ -329,7 +383,21 @@ class Slide:
             "tile_sizes": [self.tile_size(level) for level in range(self.level_count)],
             "associated_images": list(self.associated_image_names),
             "srgb": self._srgb_transform is not None,
+            "direct_tile_levels": list(self._tiles.levels) if self._tiles else [],
         }
+
+    @property
+    def tiles(self) -> TiffTiles | None:
+        """The stored tiles decoded directly (TIFF-family slides), or None."""
+        return self._tiles
+
+    def reads_stored_pixels(self, level: int) -> bool:
+        """Whether :meth:`read_level_region` gives ``level``'s own pixels at every position: its
+        tiles are decoded directly, or OpenSlide needs no resampling (integer downsample)."""
+        if self._tiles is not None and self._tiles.has_level(level):
+            return True
+        ds = self.level_downsamples[level]
+        return abs(ds - round(ds)) < 1e-9
 
     def check_readable(self) -> None:
         """Decode one small block of the coarsest level, so a corrupt file fails at open time."""
@@ -378,6 +446,8 @@ class Slide:
         with self._reading() as (osr, generation):
             try:
                 return read(osr, level, x, y, width, height)
+            except TileDecodeError as exc:  # decoded here, not by OpenSlide: nothing is sticky
+                raise self._decode_error(level, x, y, width, height, exc) from exc
             except (openslide.OpenSlideError, ctypes.ArgumentError, ValueError):
                 pass
         self._replace_handle(generation)
@@ -386,12 +456,15 @@ class Slide:
             try:
                 return read(private, level, x, y, width, height)
             except (openslide.OpenSlideError, ctypes.ArgumentError, ValueError) as exc:
-                raise SlideError(
-                    f"{self.path.name}: cannot decode pixels at level {level}, "
-                    f"({x}, {y}) + {width}x{height} ({exc})"
-                ) from exc
+                raise self._decode_error(level, x, y, width, height, exc) from exc
             finally:
                 private.close()
+
+    def _decode_error(self, level, x, y, width, height, exc: Exception) -> SlideError:
+        return SlideError(
+            f"{self.path.name}: cannot decode pixels at level {level}, "
+            f"({x}, {y}) + {width}x{height} ({exc})"
+        )
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[tuple[openslide.OpenSlide, int]]:
@@ -420,7 +493,7 @@ class Slide:
     ) -> np.ndarray:
         """Contiguous RGB over white straight from OpenSlide's premultiplied ARGB buffer."""
         argb = np.empty((height, width), np.uint32)
-        _RAW_READ_REGION(
+        _RAW_READ_REGION(  # type: ignore[misc]
             osr._osr,
             argb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
             x,
@@ -457,12 +530,22 @@ class Slide:
                 self._generation += 1
 
     def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """Like :meth:`read_region` but (x, y) is in ``level``'s own pixel grid (for pyramids).
+        """Like :meth:`read_region` but (x, y) is in ``level``'s own pixel grid (for pyramids and
+        the engine's region reader).
 
-        OpenSlide only takes level-0 positions; where ``x * downsample`` is not whole it resamples
-        the level by the remainder (see :func:`read_shift`). Reading from the nearest level-0
-        pixel keeps that shift below ``0.5 / downsample`` level px, and at zero where it can be.
+        Where the level's tiles are decoded directly (see :meth:`reads_stored_pixels`) these are
+        the level's own pixels. Through OpenSlide, which only takes level-0 positions, a level
+        whose ``x * downsample`` is not whole is resampled by the remainder (see
+        :func:`read_shift`); reading from the nearest level-0 pixel keeps that shift below
+        ``0.5 / downsample`` level px, and at zero where it can be.
         """
+        if self._tiles is not None and self._tiles.has_level(level):
+            if self._closed:
+                raise SlideError(f"{self.path.name}: slide is closed")
+            if width <= 0 or height <= 0:
+                return np.full((max(height, 0), max(width, 0), 3), 255, np.uint8)
+            rgb = self._with_recovery(self._read_tiles, level, int(x), int(y), width, height)
+            return self._apply_srgb(rgb) if self._srgb_transform is not None else rgb
         ds = self.level_downsamples[level]
         return self.read_region(
             level,
@@ -472,13 +555,51 @@ class Slide:
             height,
         )
 
+    def overview_level(self, downsample: float, purpose: str = "an overview") -> int:
+        """The level to read for a whole-slide overview at ``downsample``, if it is small enough.
+
+        Raises :class:`SlideError` when even that level holds more than
+        :data:`MAX_OVERVIEW_PIXELS` (a slide without a pyramid, or one that only claims a huge
+        size): reading it would take minutes to hours, so the reason is said instead.
+        """
+        level = self.best_level_for_downsample(max(downsample, 1.0))
+        lw, lh = self.level_dimensions[level]
+        if lw * lh > MAX_OVERVIEW_PIXELS:
+            raise SlideError(
+                f"{self.path.name}: no pyramid level is small enough for {purpose}: the level to "
+                f"read is {lw} x {lh} px ({lw * lh / 1e9:.3g} gigapixels, limit "
+                f"{MAX_OVERVIEW_PIXELS / 1e9:.3g}); a whole-slide image needs reduced levels "
+                "(convert it to a pyramidal TIFF, e.g. with vips tiffsave --tile --pyramid)"
+            )
+        return level
+
+    def _read_tiles(self, _osr, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self._tiles.read(level, x, y, width, height)  # type: ignore[union-attr]
+
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """Whole-slide RGB image whose longer side is at most ``max_size`` pixels."""
+        """Whole-slide RGB image whose longer side is at most ``max_size`` pixels.
+
+        Read block by block and averaged down on the way, so memory stays near the thumbnail's
+        size whatever the level read; a slide with no small enough level raises SlideError.
+        """
+        if max_size <= 0:
+            raise ValueError(f"thumbnail size must be positive, got {max_size}")
         w, h = self.dimensions
         scale = max(w, h) / max_size
-        level = self.best_level_for_downsample(max(scale, 1.0))
+        level = self.overview_level(scale, "a thumbnail")
         lw, lh = self.level_dimensions[level]
-        image = Image.fromarray(self.read_region(level, 0, 0, lw, lh))
+        factor = max(1, int(max(lw, lh) / max_size) // 2)  # leave LANCZOS the last 2x or less
+        out = np.empty((-(-lh // factor), -(-lw // factor), 3), np.uint8)
+        block = factor * max(1, OVERVIEW_READ_BLOCK // factor)
+        for y in range(0, lh, block):
+            for x in range(0, lw, block):
+                bw, bh = min(block, lw - x), min(block, lh - y)
+                small = _block_mean(self.read_level_region(level, x, y, bw, bh), factor)
+                out[
+                    y // factor : y // factor + small.shape[0],
+                    x // factor : x // factor + small.shape[1],
+                ] = small
+        image = Image.fromarray(out)
         image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
         return np.asarray(image)
 
@@ -500,7 +621,7 @@ class Slide:
 
     def _apply_srgb(self, rgb: np.ndarray) -> np.ndarray:
         image = Image.fromarray(np.ascontiguousarray(rgb))
-        return np.asarray(ImageCms.applyTransform(image, self._srgb_transform))
+        return np.asarray(ImageCms.applyTransform(image, self._srgb_transform))  # type: ignore[arg-type]
 
     def _make_srgb_transform(self) -> ImageCms.ImageCmsTransform | None:
         profile = getattr(self._osr, "color_profile", None)
@@ -538,6 +659,8 @@ class Slide:
             self._closed = True
             self._lock.wait_for(lambda: self._active == 0)
             self._osr.close()
+            if self._tiles is not None:
+                self._tiles.close()
 
     def __enter__(self) -> Slide:
         return self

@@ -160,7 +160,7 @@ def tissue_mask(
         mpp_x, mpp_y = (res.mpp_x, res.mpp_y) if res else (None, None)
     else:
         mpp_x = mpp_y = mpp
-    sizing_mpp = math.sqrt(mpp_x * mpp_y) if mpp_x else NOMINAL_MPP
+    sizing_mpp = math.sqrt(mpp_x * mpp_y) if mpp_x and mpp_y else NOMINAL_MPP
 
     rgb, level, factor = _read_coarse(slide, mask_um / sizing_mpp)
     width, height = slide.dimensions
@@ -176,32 +176,42 @@ def tissue_mask(
     return TissueMask(tissue, ds_x, ds_y, mpp_x, mpp_y, level, thresholds)
 
 
+#: classify_pixels converts colours this many rows at a time (HSV in float64 for one chunk only), so
+#: a 6250 x 5000 mask of a 100k px slide needs about 1 GB instead of 3.
+_CLASSIFY_ROWS = 256
+
+
 def classify_pixels(
     rgb: np.ndarray, *, method: str = "both", exclude_pen: bool = True
 ) -> tuple[np.ndarray, dict]:
     """Per-pixel tissue decision on an RGB uint8 image (no spatial cleanup); also the thresholds."""
     rgb = np.asarray(rgb)
-    hsv = color.rgb2hsv(rgb)
-    hue, sat, val = hsv[..., 0] * 360.0, hsv[..., 1], hsv[..., 2]
-    od = -np.log((rgb.astype(np.float32) + 1.0) / 256.0).sum(axis=-1)
-
-    # Pixels that are neither tissue nor glass: ink, dye, black borders.
-    dark_grey = (val < 0.25) & (sat < 0.35)
-    ink = np.zeros_like(dark_grey)
-    if exclude_pen:
-        green_cyan = (hue >= 70) & (hue < 190) & (sat > 0.15)
-        pen_blue = (hue >= 190) & (hue < 235) & (sat > 0.30)
-        ink = green_cyan | pen_blue | dark_grey
-    else:
-        ink = dark_grey
-    candidates = ~ink & (val > 0.05)
+    h, w = rgb.shape[:2]
+    sat = np.empty((h, w), np.float64)
+    od = np.empty((h, w), np.float32)
+    candidates = np.empty((h, w), bool)
+    for y in range(0, h, _CLASSIFY_ROWS):
+        rows = slice(y, y + _CLASSIFY_ROWS)
+        chunk = rgb[rows]
+        hsv = color.rgb2hsv(chunk)
+        hue, s, val = hsv[..., 0] * 360.0, hsv[..., 1], hsv[..., 2]
+        sat[rows] = s
+        od[rows] = -np.log((chunk.astype(np.float32) + 1.0) / 256.0).sum(axis=-1)
+        # Pixels that are neither tissue nor glass: ink, dye, black borders.
+        ink = (val < 0.25) & (s < 0.35)  # dark grey
+        if exclude_pen:
+            green_cyan = (hue >= 70) & (hue < 190) & (s > 0.15)
+            pen_blue = (hue >= 190) & (hue < 235) & (s > 0.30)
+            ink |= green_cyan | pen_blue
+        candidates[rows] = ~ink & (val > 0.05)
 
     thresholds: dict = {}
-    tissue = np.zeros(rgb.shape[:2], bool)
+    tissue = np.zeros((h, w), bool)
     if method in ("saturation", "both"):
         t = _clamped_otsu(sat[candidates], SATURATION_RANGE)
         thresholds["saturation"] = t
         tissue |= sat > t
+    del sat
     if method in ("od", "both"):
         t = _clamped_otsu(od[candidates], OPTICAL_DENSITY_RANGE)
         thresholds["optical_density"] = t
@@ -243,7 +253,7 @@ def _read_coarse(slide: Slide, downsample: float) -> tuple[np.ndarray, int, int]
     Returns (image, level read, integer block-average factor applied to that level).
     """
     downsample = max(downsample, 1.0)
-    level = slide.best_level_for_downsample(downsample)
+    level = slide.overview_level(downsample, "finding tissue")
     factor = max(1, round(downsample / slide.level_downsamples[level]))
     lw, lh = slide.level_dimensions[level]
     out_w, out_h = math.ceil(lw / factor), math.ceil(lh / factor)

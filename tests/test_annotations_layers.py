@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
 
 import numpy as np
@@ -104,13 +105,14 @@ def test_holes_are_rows_with_role_hole_and_come_back():
     assert kind == "shapes" and len(data) == 5
     assert features["role"].tolist() == ["exterior", "hole", "hole", "exterior", "hole"]
     assert features["part"].tolist() == [0, 0, 0, 1, 1]
-    assert features["id"].tolist() == ["1"] * 5
+    ident = features["id"][0]
+    assert features["id"].tolist() == [ident] * 5 and str(uuid.UUID(ident)) == ident
     assert features["max_prob"].tolist() == [0.9] * 5
     assert kwargs["shape_type"] == ["path"] * 5  # closed paths: edges only, fast in napari
     assert all(np.array_equal(ring[0], ring[-1]) for ring in data)
     (back,) = layer_to_annotations(Shapes(data, **kwargs))
     assert shapely.equals_exact(back.geometry, ann.geometry, 0)
-    assert back.measurements == {"max_prob": 0.9} and back.id == "1"
+    assert back.measurements == {"max_prob": 0.9} and back.id == ident
     # rings as napari polygons work the same way
     data, kwargs, _ = shapes_layer_data([ann], 0.5, ring_shape="polygon")
     assert kwargs["shape_type"] == ["polygon"] * 5 and len(data[0]) == 4
@@ -151,7 +153,9 @@ def test_user_drawn_shapes_are_their_own_annotations():
     assert layer.features["id"].tolist() == ["a", "", "", ""]  # napari used our defaults
     assert layer.features["role"].tolist() == ["exterior", "", "", ""]
     rect, ellipse, path = layer_to_annotations(layer)[1:]
-    assert rect.geometry.area == 32 and rect.classification is None and rect.id is None
+    assert rect.geometry.area == 32 and rect.classification is None
+    assert str(uuid.UUID(rect.id)) == rect.id  # a new object gets a UUID, as in QuPath
+    assert len({rect.id, ellipse.id, path.id}) == 3
     assert len(ellipse.geometry.exterior.coords) == 65
     assert ellipse.geometry.area == pytest.approx(np.pi * 10 * 20, rel=0.01)
     assert ellipse.geometry.centroid.coords[0] == pytest.approx((50, 50))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import uuid
+
 import numpy as np
 import pytest
 import shapely
@@ -80,6 +83,48 @@ def test_regions_become_annotations_that_round_trip_geojson():
     props = collection["features"][0]["properties"]
     assert props["classification"]["name"] == "Tumor"
     assert props["measurements"]["area_um2"] == pytest.approx(6 * 32 * 32)
-    assert props["measurements"]["max_probability"] == pytest.approx(0.9)
+    assert props["measurements"]["max_prob"] == pytest.approx(0.9)
     (back,) = parse_geojson(collection, "test")
     assert back.geometry.equals(annotations[0].geometry)
+
+
+def test_cli_and_widget_write_one_measurement_vocabulary_with_uuid_ids():
+    from napari_metastasis.contours import REGION_MEASUREMENTS
+    from napari_metastasis.widgets.regions_layer import MEASUREMENTS, region_annotations
+
+    prob = _map()
+    prob.values[1:3, 1:4] = 0.9
+    prob.values[6, 6] = 0.7
+    regions = probability_contours(prob, 0.5)
+    cli = regions_to_annotations(regions, threshold=0.5)
+    widget = region_annotations(regions, ["Tumor"] * len(regions), threshold=0.5)
+    assert MEASUREMENTS == REGION_MEASUREMENTS
+    for a, b in zip(cli, widget, strict=True):
+        assert set(a.measurements) == set(b.measurements) == set(REGION_MEASUREMENTS)
+        assert a.measurements == b.measurements
+        assert a.id == b.id and str(uuid.UUID(a.id)) == a.id  # QuPath's kind of id
+    assert len({a.id for a in cli}) == len(cli)
+
+
+def test_convert_geojson_to_csv_fills_the_probability_columns(tmp_path):
+    from napari_metastasis.annotations.geojson import write_geojson
+    from napari_metastasis.cli import main
+
+    prob = _map()
+    prob.values[1:3, 1:4] = 0.9
+    prob.values[2, 2] = 0.6
+    annotations = regions_to_annotations(probability_contours(prob, 0.5), threshold=0.5)
+    source = tmp_path / "regions.geojson"
+    write_geojson(source, annotations, mpp=0.3)
+    legacy = tmp_path / "legacy.geojson"  # what version 0.1.0's predict wrote
+    text = source.read_text().replace('"max_prob"', '"max_probability"')
+    legacy.write_text(text.replace('"mean_prob"', '"mean_probability"'))
+    for path in (source, legacy):
+        table = tmp_path / f"{path.stem}.csv"
+        assert main(["convert", str(path), str(table), "--mpp", "0.3"]) == 0
+        (row,) = list(csv.DictReader(table.open()))
+        assert float(row["max_prob"]) == pytest.approx(0.9)
+        assert float(row["mean_prob"]) == pytest.approx((5 * 0.9 + 0.6) / 6, rel=1e-6)
+        assert float(row["patches"]) == 6 and float(row["threshold"]) == 0.5
+        assert row["id"] == annotations[0].id
+        assert "max_probability" not in row

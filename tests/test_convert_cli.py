@@ -45,7 +45,7 @@ def test_ncrf_to_asap_to_geojson_to_csv(tmp_path, capsys):
     table = tmp_path / "Tumor_064.csv"
     assert main(["convert", str(geojson), str(table), "--slide", str(SVS)]) == 0
     rows = list(csv.DictReader(table.open()))
-    assert len(rows) == in_xml and {r["class"] for r in rows} == {"Tumor", "_2"}
+    assert len(rows) == in_xml and {r["class"] for r in rows} == {"_0", "_2"}
     area_px = read_annotations(geojson)[0].geometry.area
     assert float(rows[0]["area_um2"]) == pytest.approx(area_px * 0.499**2)
 

@@ -11,8 +11,10 @@ import threading
 import numpy as np
 import pytest
 import shapely
-from conftest import FIXTURES, SVS
+import tifffile
+from conftest import DICOM_DIR, FIXTURES, SVS, TIFF_6_LEVELS
 from engine_helpers import write_darkness_model, write_pyramid_tiff
+from synthetic_slides import blocky_noise, write_aperio_svs, write_tiled_tiff
 
 from napari_metastasis.engine import (
     CancelToken,
@@ -21,10 +23,12 @@ from napari_metastasis.engine import (
     plan_cells,
     predict_slide,
     run_inference,
-    write_patch_csv,
 )
+from napari_metastasis.engine.reader import RegionReader
 from napari_metastasis.errors import SlideError
 from napari_metastasis.models import load_model
+from napari_metastasis.models.transforms import resize_patch
+from napari_metastasis.predict_files import write_patch_csv
 from napari_metastasis.probability import ProbabilityMap
 from napari_metastasis.slide import Slide
 from napari_metastasis.tissue import tissue_mask
@@ -176,22 +180,115 @@ def test_threading_event_cancels_before_any_batch(tmp_path, darkness, shapes):
     assert batches == []
 
 
-def test_streaming_reads_ahead_boundedly_and_stops_readers(tmp_path, darkness, shapes):
-    path = write_pyramid_tiff(tmp_path / "shapes.tiff", shapes, mpp=0.25)
+def test_streaming_reads_ahead_boundedly_and_stops_readers(tmp_path, darkness):
+    # 8192 px square at 1 µm/px, 256-px tiles: 32 x 32 tiles, regions of 16 tiles, 65536 patches.
+    path = write_tiled_tiff(tmp_path / "big.tif", [(8192, 8192), (4096, 4096)], mpp=1.0)
     with Slide(path) as slide:
         grid = make_grid(slide, darkness)
         reads = []
-        original = slide.read_region
-        slide.read_region = lambda *a: reads.append(a) or original(*a)
+        original = slide.read_level_region
+        slide.read_level_region = lambda *a: reads.append(a) or original(*a)
         stream = run_inference(
             slide, darkness, grid.all_cells(), grid, batch_size=4, prefetch_batches=2, num_workers=2
         )
         first = next(stream)
-        assert first.done == 4 and first.total == 88 and len(first.cells) == 4
-        threading.Event().wait(0.2)  # give the readers time to run ahead if they were unbounded
-        assert len(reads) <= 4 * 2 + 4
+        assert first.done == 4 and first.total == 65536 and len(first.cells) == 4
+        threading.Event().wait(0.3)  # give the readers time to run ahead if they were unbounded
+        ahead = RegionReader(slide, grid, darkness.input_size).regions_ahead(32)
+        assert ahead == 64 * 2**20 // (256 * (4096 + 256 + 32) * 3) == 19
+        assert len(reads) <= ahead + 2  # of 64 regions
+        assert {(a[3], a[4]) for a in reads} == {(4096, 256)}  # one tile row of 16 tiles
         stream.close()
-        assert not any(t.name.startswith("patch-reader") for t in threading.enumerate())
+        assert not any(t.name.startswith("region-") for t in threading.enumerate())
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_model("default", device="cpu")
+
+
+def _tissue_pyramid(folder):
+    """The sample's real tissue as a JPEG-tiled pyramid of exact halvings at 0.25 µm/px."""
+    with Slide(SVS) as svs:
+        w, h = svs.dimensions
+        tissue = svs.read_region(0, 0, 0, w // 4 * 4, h // 4 * 4)  # exact halvings
+    path = folder / "tissue.tiff"
+    with tifffile.TiffWriter(path) as tw:
+        for i in range(3):
+            tw.write(
+                np.ascontiguousarray(tissue[:: 2**i, :: 2**i]),
+                tile=(256, 256),
+                photometric="rgb",
+                compression="jpeg",
+                resolution=(1e4 / (0.25 * 2**i),) * 2,
+                resolutionunit="CENTIMETER",
+                subfiletype=1 if i else 0,
+                metadata=None,
+            )
+    return path
+
+
+def _probabilities(slide, model, reader, every: int = 1) -> np.ndarray:
+    """The positive probability of every ``every``-th cell (NaN elsewhere)."""
+    grid = make_grid(slide, model)
+    cells = grid.all_cells()[::every]
+    probs = np.full(grid.shape, np.nan)
+    for batch in run_inference(slide, model, cells, grid, batch_size=48, reader=reader):
+        probs[batch.cells[:, 0], batch.cells[:, 1]] = batch.positive
+    assert np.isfinite(probs[cells[:, 0], cells[:, 1]]).all()
+    return probs[cells[:, 0], cells[:, 1]]
+
+
+@pytest.mark.parametrize(
+    ("slide_path", "mpp", "level", "crop"),
+    [
+        (SVS, None, 0, 96),  # JPEG tiles, 96-97 px resized to 48
+        (DICOM_DIR, None, 0, 96),  # not TIFF: regions read through OpenSlide
+        (TIFF_6_LEVELS, 0.5, 0, 96),  # a 6-level TIFF read at level 0 (2.0011 is too coarse)
+        ("synthetic", None, 2, 48),  # JPEG pyramid at 0.25 µm/px, level 2 read as is
+    ],
+    ids=["svs", "dicom", "tiff", "synthetic"],
+)
+def test_region_reader_gives_the_per_patch_answers(tmp_path, bundled, slide_path, mpp, level, crop):
+    """Same model, same cells: the region reader's probabilities are today's per-patch reader's
+    within 0.02, on the real shared slides and a synthetic pyramid."""
+    if slide_path == "synthetic":
+        slide_path = _tissue_pyramid(tmp_path)
+    with Slide(slide_path, mpp=mpp) as slide:
+        grid = make_grid(slide, bundled)
+        reader = RegionReader(slide, grid, bundled.input_size)
+        assert reader.level == level
+        assert reader.crops(grid.cell_boxes(np.array([[0, 0]])))[0, 3] == crop
+        regions = _probabilities(slide, bundled, "regions", every=3)
+        patches = _probabilities(slide, bundled, "patches", every=3)
+    difference = np.abs(regions - patches)
+    assert difference.max() <= 0.02, (difference.max(), difference.mean())
+    assert regions.std() > 0.01  # the model saw tissue, not a blank
+
+
+def test_at_non_integer_downsamples_the_model_sees_the_stored_level(tmp_path, bundled):
+    """Level 1 of an Aperio pyramid at 2.0005: the region reader cuts the level's own pixels
+    (the per-patch reader given those pixels agrees to float precision), where the old per-patch
+    path gave the model OpenSlide's resampled pixels, slightly blurred."""
+    level0 = blocky_noise(4001, 3001, block=6, seed=3)
+    level1 = level0[::2, ::2][:1500, :2000].copy()
+    path = write_aperio_svs(tmp_path / "aperio.svs", [level0, level1])
+    with Slide(path, mpp=0.25) as slide:
+        grid = make_grid(slide, bundled)
+        reader = RegionReader(slide, grid, bundled.input_size)
+        assert reader.level == 1 and slide.level_downsamples[1] == pytest.approx(2.0005, abs=1e-3)
+        boxes = grid.cell_boxes(grid.all_cells())
+        crops = reader.crops(boxes)
+        stored = np.stack(
+            [resize_patch(slide.read_level_region(1, *c), bundled.input_size) for c in crops]
+        )
+        got = np.empty_like(stored)
+        for index, pixels in reader.batches(boxes, 64):
+            got[index] = pixels.numpy()
+        np.testing.assert_array_equal(got, stored)  # torch's batched resize = PIL's, per patch
+        old = _probabilities(slide, bundled, "patches").ravel()
+    new = bundled.predict(got)[:, bundled.positive_class_index]
+    assert np.abs(new - old).mean() < 0.05
 
 
 def test_bad_slide_reports_slide_error(tmp_path, darkness):
@@ -217,3 +314,32 @@ def test_empty_plan_yields_nothing(darkness):
         "prob_normal",
         "prob_tumor",
     ]
+
+
+def test_plan_counts_reused_and_background_and_calls_tissue_only_when_needed(tmp_path, darkness):
+    image = np.full((1000, 1300, 3), 245, np.uint8)
+    rng = np.random.default_rng(1)
+    image[256:768, 256:640] = rng.normal((190, 110, 170), 12, (512, 384, 3)).clip(0, 255)
+    path = write_pyramid_tiff(tmp_path / "tissue.tiff", image, mpp=0.5)
+    with Slide(path) as slide:
+        grid = make_grid(slide, darkness)  # patches of 64 level-0 px
+        mask = tissue_mask(slide)
+        calls = []
+
+        def tissue():
+            calls.append(1)
+            return mask
+
+        prob = ProbabilityMap.empty(grid, class_name="tumor")
+        rect = (256, 256, 128, 128)  # 2 x 2 cells, all tissue
+        cells, counts = plan_cells(slide, grid, rect, tissue=tissue, skip=prob, return_counts=True)
+        assert counts == (4, 0, 0, 4) and len(cells) == 4 and len(calls) == 1
+        prob.update(cells, np.zeros(len(cells)))
+        cells, counts = plan_cells(slide, grid, rect, tissue=tissue, skip=prob, return_counts=True)
+        assert counts == (4, 4, 0, 0) and len(cells) == 0 and len(calls) == 1  # not asked again
+        everything, counts = plan_cells(
+            slide, grid, tissue=tissue, tissue_min_fraction=0.5, skip=prob, return_counts=True
+        )
+        assert counts.reused == 4 and counts.planned == 48 - 4 == len(everything)
+        assert counts.region == grid.shape[0] * grid.shape[1]
+        assert counts.background == counts.region - 48

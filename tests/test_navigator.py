@@ -6,13 +6,12 @@ import pytest
 from qtpy.QtCore import Qt
 from shapely.geometry import box
 
+from napari_metastasis._napari.helpers import MIN_VIEW_UM, centre_camera_on
 from napari_metastasis.contours import Region
 from napari_metastasis.widgets import selection
 from napari_metastasis.widgets.navigator import (
-    MIN_VIEW_UM,
     RegionEdits,
     RegionNavigator,
-    centre_camera_on,
 )
 
 pytestmark = pytest.mark.gui

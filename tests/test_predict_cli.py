@@ -73,7 +73,7 @@ def test_sample_end_to_end_with_the_bundled_model(tmp_path):
     for feature in collection["features"]:
         assert feature["properties"]["objectType"] == "annotation"
         assert feature["properties"]["classification"]["name"] == "Tumor"
-        assert feature["properties"]["measurements"]["max_probability"] >= 0.5
+        assert feature["properties"]["measurements"]["max_prob"] >= 0.5
         assert shape(feature["geometry"]).within(shapely.box(0, 0, 2220, 2967))
     heatmap = Image.open(f"{stem}.heatmap.png")
     assert max(heatmap.size) == 1024 and heatmap.mode == "RGB"
@@ -192,17 +192,19 @@ def test_objective_power_fallback_warns(tmp_path, capsys, monkeypatch, darkness_
 def test_failed_write_leaves_no_partial_file(
     tmp_path, capsys, monkeypatch, darkness_dir, shapes_slide
 ):
-    from napari_metastasis import batch
+    from napari_metastasis import predict_files
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(batch, "render_heatmap", broken)
+    monkeypatch.setattr(predict_files, "render_heatmap", broken)
     out = tmp_path / "out"
     code = main(["predict", str(shapes_slide), "--out", str(out), "--model", str(darkness_dir)])
     assert code == 1
-    assert "shapes.tiff: OSError: disk full" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: cannot write {out}/shapes.*: disk full" in err  # not a hidden temporary
     assert _no_partial_files(out) and not (out / "shapes.heatmap.png").exists()
+    assert not list(out.glob("shapes.*")) and not list(out.glob(".shapes.*"))  # none of the set
 
 
 def test_bad_model_and_bad_arguments(tmp_path, capsys, shapes_slide):
@@ -261,4 +263,4 @@ def test_threshold_defaults_to_the_model_cards(tmp_path, capsys, darkness_dir, s
     assert "regions >= 0.3 " in capsys.readouterr().out
     saved = json.loads((tmp_path / "card" / "shapes.geojson").read_text())
     assert saved["features"]
-    assert all(f["properties"]["measurements"]["max_probability"] >= 0.8 for f in saved["features"])
+    assert all(f["properties"]["measurements"]["max_prob"] >= 0.8 for f in saved["features"])

@@ -13,8 +13,9 @@ import dask
 import numpy as np
 import openslide
 import pytest
+import tifffile
 from conftest import DICOM_DIR, FIXTURES, PROJECT_ROOT, SVS, TIFF_6_LEVELS
-from synthetic_slides import halving_sizes, write_tiled_tiff
+from synthetic_slides import blocky_noise, halving_sizes, write_aperio_svs, write_tiled_tiff
 
 from napari_metastasis.errors import SlideError
 from napari_metastasis.pyramid import LevelArray, axis_chunks, block_starts, build_pyramid
@@ -118,6 +119,10 @@ def test_non_integer_downsample_blocks_are_exact(tmp_path):
         assert pyramid.max_read_shift() < EXACT_SHIFT
         np.testing.assert_array_equal(np.asarray(array), level1)
         np.testing.assert_array_equal(array[1050:, 1050:].compute(), level1[1050:, 1050:])
+    with Slide(path, direct_tiles=False) as slide:  # through OpenSlide
+        pyramid = build_pyramid(slide)
+        assert pyramid.max_read_shift() < EXACT_SHIFT
+        np.testing.assert_array_equal(np.asarray(pyramid.levels[1]), level1)
         # A block starting half-way between exact positions would be resampled by 1/4 px.
         assert read_shift(slide.level_downsamples[1], 110) > 0.24
         naive = slide.read_level_region(1, 110, 110, 64, 64).astype(int)
@@ -127,12 +132,37 @@ def test_non_integer_downsample_blocks_are_exact(tmp_path):
 def test_where_no_exact_start_exists_the_shift_is_reported_and_small(tmp_path):
     level1 = _noise(1100, 1100, seed=1)
     path = write_tiled_tiff(tmp_path / "odd.tif", [(2201, 2201), level1], mpp=0.25)
-    with Slide(path) as slide:
+    with Slide(path, direct_tiles=False) as slide:  # formats read through OpenSlide
         ds = slide.level_downsamples[1]
         pyramid = build_pyramid(slide)
         assert pyramid.levels[1].chunks[0] == (512, 588)  # the tile grid
         assert 0 < pyramid.max_read_shift() <= 0.5 / ds
         np.testing.assert_array_equal(pyramid.levels[1][:512, :512].compute(), level1[:512, :512])
+
+
+def test_aperio_level_at_non_integer_downsample_shows_its_own_pixels(tmp_path):
+    """Level 1 of an Aperio pyramid at downsample 2.0005: every window is the stored level, where
+    OpenSlide's reads (one level-0 pixel apart, resampled by the remainder) are several grey levels
+    off on average."""
+    level0 = blocky_noise(4001, 4001)
+    level1 = level0[::2, ::2][:2000, :2000].copy()
+    path = write_aperio_svs(tmp_path / "aperio.svs", [level0, level1])
+    with tifffile.TiffFile(path) as tif:
+        stored = tif.pages[1].asarray()  # the JPEG-decoded level as the file holds it
+    with Slide(path) as slide, Slide(path, direct_tiles=False) as through_openslide:
+        assert slide.format == "aperio" and slide.level_downsamples[1] == pytest.approx(2.0005)
+        pyramid = build_pyramid(slide)
+        assert pyramid.max_read_shift() == 0
+        array = pyramid.levels[1]
+        assert array.chunks[:2] == ((512, 512, 512, 464),) * 2  # the tile grid
+        np.testing.assert_array_equal(np.asarray(array), stored)
+        errors = []
+        for x, y in [(100, 100), (777, 1313), (1500, 901)]:
+            window = array[y : y + 64, x : x + 64].compute()
+            np.testing.assert_array_equal(window, stored[y : y + 64, x : x + 64])
+            old = through_openslide.read_level_region(1, x, y, 64, 64).astype(int)
+            errors.append(np.abs(old - stored[y : y + 64, x : x + 64]).mean())
+        assert np.mean(errors) > 4  # what the viewer showed before: up to ~7 grey levels off
 
 
 def test_level_array_indexing():

@@ -187,9 +187,10 @@ def test_read_region_matches_openslide(read_path):
 
 
 def test_level_reads_are_exact_where_openslide_allows():
-    """Level-grid reads equal the level's pixels when OpenSlide needs no sub-pixel shift."""
+    """Through OpenSlide, level-grid reads equal the level's pixels when OpenSlide needs no
+    sub-pixel shift."""
     osr = openslide.OpenSlide(str(TIFF_6_LEVELS))
-    with Slide(TIFF_6_LEVELS) as slide:
+    with Slide(TIFF_6_LEVELS, direct_tiles=False) as slide:
         level, ds = 1, slide.level_downsamples[1]
         w, h = slide.level_dimensions[level]
         whole = np.asarray(osr.read_region((0, 0), level, (w, h)))[..., :3]
@@ -294,3 +295,53 @@ def test_closed_slide_raises_a_slide_error():
 def test_no_level_and_invalid_arguments():
     with Slide(SVS) as slide, pytest.raises(SlideError, match="no level 3"):
         slide.read_region(3, 0, 0, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "path", [SVS, TIFF_6_LEVELS, FIXTURES / "boxes.tiff"], ids=lambda p: p.name
+)
+def test_tiff_family_levels_are_decoded_directly_as_openslide_does(path):
+    """Stored tiles decoded here equal OpenSlide's pixels, at every level and any position."""
+    osr = openslide.OpenSlide(str(path))
+    with Slide(path) as slide:
+        assert slide.metadata()["direct_tile_levels"] == list(range(slide.level_count))
+        for level in range(slide.level_count):
+            w, h = slide.level_dimensions[level]
+            truth = np.asarray(osr.read_region((0, 0), level, (w, h)))[..., :3]
+            assert slide.reads_stored_pixels(level)
+            np.testing.assert_array_equal(slide.read_level_region(level, 0, 0, w, h), truth)
+            for x, y in [(7, 3), (w // 2 + 1, h // 3), (w - 20, h - 9), (-5, -7)]:
+                block = slide.read_level_region(level, x, y, 40, 30)
+                expected = np.full((30, 40, 3), 255, np.uint8)  # white outside the level
+                x0, y0 = max(x, 0), max(y, 0)
+                piece = truth[y0 : y + 30, x0 : x + 40]
+                expected[y0 - y : y0 - y + piece.shape[0], x0 - x : x0 - x + piece.shape[1]] = piece
+                np.testing.assert_array_equal(block, expected)
+
+
+def test_other_formats_and_opting_out_stay_with_openslide():
+    with Slide(DICOM_DIR) as dicom, Slide(TIFF_6_LEVELS, direct_tiles=False) as tiff:
+        assert dicom.metadata()["direct_tile_levels"] == []
+        assert tiff.metadata()["direct_tile_levels"] == []
+        assert tiff.reads_stored_pixels(0) and not tiff.reads_stored_pixels(1)  # 2.0011
+
+
+def test_corrupt_tile_decoded_directly_costs_that_read_only(tmp_path):
+    path = write_tiled_tiff(
+        tmp_path / "corrupt.tif", [(1024, 1024), (512, 512)], corrupt_tiles={0: {5}}
+    )
+    with Slide(path) as slide:
+        assert slide.metadata()["direct_tile_levels"] == [0, 1]
+        with pytest.raises(SlideError, match=r"corrupt.tif: cannot decode pixels at level 0"):
+            slide.read_level_region(0, 256, 256, 256, 256)  # tile 5 = row 1, column 1
+        assert tuple(slide.read_level_region(0, 0, 0, 8, 8)[0, 0]) == (200, 120, 180)
+        assert tuple(slide.read_level_region(0, 600, 600, 8, 8)[0, 0]) == (200, 120, 180)
+
+
+def test_to_srgb_applies_to_direct_reads(tmp_path):
+    path = write_tiled_tiff(
+        tmp_path / "icc.tif", [(512, 512)], color=(255, 0, 0), iccprofile=swapped_primaries_icc()
+    )
+    with Slide(path, to_srgb=True) as srgb:
+        assert srgb.metadata()["direct_tile_levels"] == [0]
+        assert tuple(srgb.read_level_region(0, 0, 0, 4, 4)[0, 0]) == (0, 0, 255)

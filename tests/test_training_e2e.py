@@ -97,6 +97,7 @@ def test_extract_train_evaluate_cli(tmp_path, capsys):
     model = load_model(model_dir, device="cpu")  # the engine's loader accepts our contract
     assert model.positive_class == "tumor"
 
+    # Weights as data (model.safetensors): no code from the folder runs, so no trust step.
     assert (
         main(["evaluate", "--model", str(model_dir), "--dataset", str(ds), "--out", str(eval_dir)])
         == 0

@@ -38,9 +38,9 @@ def env(make_napari_viewer, qtbot, tmp_path, monkeypatch, model_dir):
     widget = MetastasisWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Metastasis detection")
     widget.add_model_folder(model_dir)
-    widget.device_combo.setCurrentText("cpu")
-    widget.tissue_spin.setValue(0.0)  # classify every cell: exact expectations
-    widget.batch_spin.setValue(8)
+    widget.source.device.value = "cpu"
+    widget.source.tissue_min.value = 0.0  # classify every cell: exact expectations
+    widget.source.batch_size.value = 8
     return viewer, widget, layer
 
 
@@ -89,8 +89,8 @@ def test_click_analyses_the_field_around_the_clicked_point(env, qtbot):
     viewer.scene.camera.zoom = 1.0
     qtbot.wait(50)
     widget.set_mode(CLICK)
-    widget.field_spin.setValue(300.0)
-    assert not widget.run_button.isEnabled()
+    widget.run_controls.field_size.value = 300.0
+    assert not widget.run_controls.run_button.enabled
 
     canvas = viewer.window._qt_viewer.canvas
     height, width = selection.canvas_size(viewer)
@@ -155,8 +155,8 @@ def test_screenshot_with_overlay_differs_from_without(env, qtbot):
     analysis = run_and_wait(qtbot, widget)
     viewer.reset_view()
     with_overlay = viewer.screenshot(canvas_only=True, flash=False)
-    widget.show_overlay_check.setChecked(False)
-    widget.show_contours_check.setChecked(False)
+    widget.display.show_overlay.value = False
+    widget.display.show_contours.value = False
     assert not analysis.overlay.layer.visible and not analysis.regions_layer.layer.visible
     without = viewer.screenshot(canvas_only=True, flash=False)
     assert with_overlay.shape == without.shape
@@ -164,7 +164,7 @@ def test_screenshot_with_overlay_differs_from_without(env, qtbot):
     assert changed.mean() > 0.2  # the whole slide is tinted (it fills much of the canvas)
     # and the slide itself is drawn in both (not a black canvas)
     assert without[..., :3].mean() > 50
-    widget.show_overlay_check.setChecked(True)
+    widget.display.show_overlay.value = True
     again = viewer.screenshot(canvas_only=True, flash=False)
     assert np.any(again[..., :3] != without[..., :3], axis=-1).mean() > 0.2
 
@@ -192,7 +192,7 @@ def test_overlapping_analyses_reuse_earlier_patches(env, qtbot):
 
 def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, monkeypatch):
     viewer, widget, _layer = env
-    widget.batch_spin.setValue(4)
+    widget.source.batch_size.value = 4
     real_model = widget.resources.model
     gates: list[Gate] = []
 
@@ -209,7 +209,7 @@ def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, m
     gate = gates[0]
     gate.release(2)
     qtbot.waitUntil(lambda: widget.progress.value() >= 8, timeout=RUN_TIMEOUT_MS)
-    assert widget.is_running and widget.cancel_button.isEnabled()
+    assert widget.is_running and widget.run_controls.cancel_button.enabled
     # mid-run, with the model busy: the overlay already shows the finished batches, the status
     # line counts them, and the viewer still pans and zooms
     overlay = widget.current_analysis.overlay
@@ -232,7 +232,7 @@ def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, m
     assert gate.calls <= 3  # at most the batch that was already waiting at the gate
     assert 8 <= prob_map.n_analysed <= 12 < total
     assert widget.status.text().startswith("Cancelled")
-    assert not widget.cancel_button.isEnabled() and widget.run_button.isEnabled()
+    assert not widget.run_controls.cancel_button.enabled and widget.run_controls.run_button.enabled
     np.testing.assert_array_equal(widget.current_analysis.overlay.layer.data, prob_map.values)
     # the viewer is usable: a new run finishes the slide, reusing what the cancelled run kept
     kept = prob_map.n_analysed
@@ -249,13 +249,13 @@ def test_the_plugin_menu_entry_opens_the_widget_on_the_sample(make_napari_viewer
     )
     assert isinstance(widget, MetastasisWidget)
     assert widget.slide_layer is viewer.layers[0]
-    assert widget.run_button.isEnabled()
+    assert widget.run_controls.run_button.enabled
 
 
 def test_clicks_during_a_run_are_queued_and_all_analysed(env, qtbot):
     _viewer, widget, _layer = env
     widget.set_mode(CLICK)
-    widget.field_spin.setValue(200.0)
+    widget.run_controls.field_size.value = 200.0
     points = [(200.0, 200.0), (700.0, 800.0), (1300.0, 300.0)]
     for point in points:
         widget.analyse_field_at(point)

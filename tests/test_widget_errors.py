@@ -36,8 +36,8 @@ def env(make_napari_viewer, tmp_path, monkeypatch, model_dir):
     widget = MetastasisWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Metastasis detection")
     widget.add_model_folder(model_dir)
-    widget.device_combo.setCurrentText("cpu")
-    widget.tissue_spin.setValue(0.0)
+    widget.source.device.value = "cpu"
+    widget.source.tissue_min.value = 0.0
     return viewer, widget
 
 
@@ -64,7 +64,7 @@ def run_and_wait(qtbot, widget):
 def assert_usable(qtbot, viewer, widget):
     """Idle, buttons in a sane state, and a new whole-slide run on the sample works."""
     assert not widget.is_running
-    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert widget.run_controls.run_button.enabled and not widget.run_controls.cancel_button.enabled
     viewer.scene.camera.zoom = viewer.scene.camera.zoom * 1.5  # the viewer still responds
     for layer in list(viewer.layers):  # slides that failed (never their overlays: see README)
         if layer.metadata.get("slide_path") not in (None, str(SAMPLE_SLIDE)):
@@ -85,6 +85,7 @@ def test_a_model_that_will_not_load_is_reported(env, qtbot, tmp_path):
     broken = write_test_model(tmp_path / "bad", name="broken")
     (broken / "torchscript_model.pt").write_bytes(b"not a torchscript archive")
     widget.add_model_folder(broken)
+    widget.confirm_trust = lambda state: True  # the user trusts the (changed) file when asked
     notes = Notes()
     widget.set_mode(WHOLE)
     run_and_wait(qtbot, widget)
@@ -92,7 +93,7 @@ def test_a_model_that_will_not_load_is_reported(env, qtbot, tmp_path):
     assert len(errors) == 1 and "broken" in errors[0] and "TorchScript" in errors[0]
     assert widget.status.text() == errors[0]
     assert widget.current_analysis is None
-    widget.model_combo.setCurrentIndex(widget.model_combo.findText("darkness"))
+    widget.source.select_model("darkness")
     assert_usable(qtbot, viewer, widget)
 
 
@@ -127,7 +128,7 @@ def test_a_slide_that_disappeared_is_reported(env, qtbot, tmp_path):
 def test_out_of_gpu_memory_suggests_a_smaller_batch(env, qtbot, monkeypatch):
     viewer, widget = env
     add_sample_slide(viewer)
-    widget.batch_spin.setValue(64)
+    widget.source.batch_size.value = 64
     real_model = widget.resources.model
     undo = []
 
@@ -184,7 +185,7 @@ def test_run_without_a_slide_warns(env):
     notes = Notes()
     widget.run()
     assert not widget.is_running
-    assert not widget.run_button.isEnabled()
+    assert not widget.run_controls.run_button.enabled
     assert any("slide" in m for m in notes.since(NotificationSeverity.WARNING))
 
 
@@ -203,7 +204,7 @@ def test_drawn_shapes_analyse_the_cells_inside_them(env, qtbot):
     shapes = viewer.add_shapes(
         [rect_um, tri_um], shape_type=["rectangle", "polygon"], name="to analyse"
     )
-    widget.shapes_combo.setCurrentText(shapes.name)
+    widget.run_controls.select_shapes_layer(shapes.name)
     viewer.layers.selection.active = slide_layer
     run_and_wait(qtbot, widget)
     prob = widget.current_analysis.prob_map
@@ -221,7 +222,7 @@ def test_drawn_shapes_analyse_the_cells_inside_them(env, qtbot):
     assert "2 drawn shapes" in widget.status.text()
 
     # only the selected shape, when asked
-    widget.selected_only_check.setChecked(True)
+    widget.run_controls.selected_only.value = True
     shapes.selected_data = {0}
     before = analysed_cells(prob)
     run_and_wait(qtbot, widget)

@@ -7,11 +7,15 @@ single cells at 0.95 and a large untouched (NaN) area.
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import numpy as np
 import pytest
 from widget_helpers import PATCH_PX, SPACING_UM, add_sample_slide, write_test_model
 
 from napari_metastasis.annotations.layers import layer_to_annotations
+from napari_metastasis.contours import REGION_MEASUREMENTS
 from napari_metastasis.errors import MetastasisError
 from napari_metastasis.grid import PatchGrid
 from napari_metastasis.probability import ProbabilityMap
@@ -96,7 +100,7 @@ def test_threshold_changes_number_and_area_of_contours(env, qtbot):
     widget.load_analysis(saved)
     cell_um2 = prob.grid.step_um**2
 
-    widget.threshold_slider.setValue(0.5)
+    widget.display.threshold.value = 0.5
     widget.update_contours()
     shapes = regions_layer(widget)
     rows = exterior_rows(shapes)
@@ -106,19 +110,19 @@ def test_threshold_changes_number_and_area_of_contours(env, qtbot):
     assert set(shapes.features.columns) >= {"id", "area_um2", "max_prob", "mean_prob"}
     assert shapes.shape_type[0] == "path" and np.all(np.array(shapes.face_color)[:, 3] == 0)
 
-    widget.threshold_slider.setValue(0.7)  # the 0.6 block goes, the others stay
+    widget.display.threshold.value = 0.7  # the 0.6 block goes, the others stay
     qtbot.waitUntil(lambda: len(exterior_rows(regions_layer(widget))) == 3, timeout=5000)
     rows = exterior_rows(regions_layer(widget))
     assert rows["max_prob"].max() == pytest.approx(0.95)
     assert rows["area_um2"].sum() == pytest.approx(37 * cell_um2)
 
-    widget.threshold_slider.setValue(0.15)  # the hole (0.2) fills in
+    widget.display.threshold.value = 0.15  # the hole (0.2) fills in
     qtbot.waitUntil(lambda: len(exterior_rows(regions_layer(widget))) == 4, timeout=5000)
     rows = exterior_rows(regions_layer(widget))
     assert rows["area_um2"].max() == pytest.approx(36 * cell_um2)
     assert "hole" not in set(regions_layer(widget).features["role"])
 
-    widget.threshold_slider.setValue(0.04)  # every analysed cell joins one region
+    widget.display.threshold.value = 0.04  # every analysed cell joins one region
     qtbot.waitUntil(lambda: len(exterior_rows(regions_layer(widget))) == 1, timeout=5000)
     rows = exterior_rows(regions_layer(widget))
     grid = prob.grid
@@ -134,7 +138,7 @@ def test_threshold_changes_number_and_area_of_contours(env, qtbot):
 def test_holes_survive_into_the_layer_and_its_export(env):
     _viewer, widget, _layer, prob, saved = env
     widget.load_analysis(saved)
-    widget.threshold_slider.setValue(0.5)
+    widget.display.threshold.value = 0.5
     widget.update_contours()
     shapes = regions_layer(widget)
     big = exterior_rows(shapes).sort_values("area_um2").iloc[-1]
@@ -154,20 +158,20 @@ def test_min_area_filters_small_regions(env, qtbot):
     _viewer, widget, _layer, prob, saved = env
     widget.load_analysis(saved)
     cell_um2 = prob.grid.step_um**2
-    widget.threshold_slider.setValue(0.5)
-    widget.min_area_spin.setValue(2 * cell_um2)  # drops the single cells
+    widget.display.threshold.value = 0.5
+    widget.display.min_area.value = 2 * cell_um2  # drops the single cells
     qtbot.waitUntil(lambda: len(exterior_rows(regions_layer(widget))) == 2, timeout=5000)
     assert exterior_rows(regions_layer(widget))["area_um2"].min() >= 2 * cell_um2
-    widget.min_area_spin.setValue(10 * cell_um2)  # and the 6-cell block
+    widget.display.min_area.value = 10 * cell_um2  # and the 6-cell block
     qtbot.waitUntil(lambda: len(exterior_rows(regions_layer(widget))) == 1, timeout=5000)
-    widget.min_area_spin.setValue(0)
+    widget.display.min_area.value = 0
     qtbot.waitUntil(lambda: len(exterior_rows(regions_layer(widget))) == 4, timeout=5000)
 
 
 def test_clicking_a_region_in_the_navigator_moves_the_camera_there(env, qtbot):
     viewer, widget, _layer, prob, saved = env
     widget.load_analysis(saved)
-    widget.threshold_slider.setValue(0.5)
+    widget.display.threshold.value = 0.5
     widget.update_contours()
     viewer.reset_view()
     table = widget.navigator.table
@@ -187,14 +191,14 @@ def test_clicking_a_region_in_the_navigator_moves_the_camera_there(env, qtbot):
     # its shape is selected in the layer
     shapes = regions_layer(widget)
     index = widget.navigator.index_at_row(target_row)
-    region_id = str(widget.current_analysis.regions[index].id)
+    region_id = widget.current_analysis.regions[index].uid
     assert {shapes.features["id"][i] for i in shapes.selected_data} == {region_id}
 
 
 def test_delete_and_relabel_survive_a_threshold_change(env, qtbot):
     _viewer, widget, _layer, _prob, saved = env
     widget.load_analysis(saved)
-    widget.threshold_slider.setValue(0.5)
+    widget.display.threshold.value = 0.5
     widget.update_contours()
     regions = widget.current_analysis.regions
     big = max(range(len(regions)), key=lambda i: regions[i].area_um2)
@@ -205,7 +209,7 @@ def test_delete_and_relabel_survive_a_threshold_change(env, qtbot):
     assert len(rows) == 3
     assert "Suspicious" in set(rows["classification"])
 
-    widget.threshold_slider.setValue(0.55)
+    widget.display.threshold.value = 0.55
     widget.update_contours()
     rows = exterior_rows(regions_layer(widget))
     assert len(rows) == 3  # still without the deleted cell
@@ -219,7 +223,7 @@ def test_delete_and_relabel_survive_a_threshold_change(env, qtbot):
 def test_deleting_a_shape_in_the_layer_updates_the_navigator(env, qtbot):
     _viewer, widget, _layer, _prob, saved = env
     widget.load_analysis(saved)
-    widget.threshold_slider.setValue(0.5)
+    widget.display.threshold.value = 0.5
     widget.update_contours()
     shapes = regions_layer(widget)
     first_id = exterior_rows(shapes)["id"].iloc[0]
@@ -233,13 +237,17 @@ def test_deleting_a_shape_in_the_layer_updates_the_navigator(env, qtbot):
 def test_regions_export_through_the_annotation_panel(env, tmp_path):
     _viewer, widget, _layer, _prob, saved = env
     widget.load_analysis(saved)
-    widget.threshold_slider.setValue(0.5)
+    widget.display.threshold.value = 0.5
     widget.update_contours()
     assert widget.annotation_io.current_layer() is regions_layer(widget)
     written = widget.annotation_io.export(tmp_path / "regions.geojson")
     assert written is not None and written.is_file()
     text = written.read_text()
     assert text.count('"Tumor"') >= 4 and "max_prob" in text
+    features = json.loads(text)["features"]
+    for feature in features:  # UUID ids and predict's measurement names, as QuPath expects
+        assert str(uuid.UUID(feature["id"])) == feature["id"]
+        assert set(feature["properties"]["measurements"]) >= set(REGION_MEASUREMENTS)
 
 
 def test_saved_analysis_is_restored_when_the_slide_is_reopened(env, qtbot, tmp_path):
@@ -250,7 +258,7 @@ def test_saved_analysis_is_restored_when_the_slide_is_reopened(env, qtbot, tmp_p
     # close everything, reopen the slide: the overlay comes back without running anything
     for lyr in list(viewer.layers):
         viewer.layers.remove(lyr)
-    assert widget.slide_combo.count() == 0
+    assert len(widget.source.slide.choices) == 0
     reopened = add_sample_slide(viewer)
     qtbot.waitUntil(
         lambda: widget.current_analysis is not None and widget.current_analysis.overlay.is_shown(),
@@ -282,9 +290,7 @@ def test_model_folder_is_offered_after_browsing(env, tmp_path):
     widget.add_model_folder(folder)
     assert widget.model_name == "mine" and widget.model_ref == str(folder)
     widget.add_model_folder(folder)  # not twice
-    assert [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())].count(
-        "mine"
-    ) == 1
+    assert widget.source.model_names.count("mine") == 1
 
 
 def test_a_new_session_restores_the_remembered_analysis_from_disk(env, make_napari_viewer, qtbot):
@@ -310,7 +316,7 @@ def test_remember_off_does_not_restore_from_disk(env, make_napari_viewer, qtbot)
     widget._remember(widget.current_analysis)
     viewer2 = make_napari_viewer(show=True)
     widget2 = MetastasisWidget(viewer2)
-    widget2.remember_check.setChecked(False)
+    widget2.remember = False
     add_sample_slide(viewer2)
     qtbot.wait(100)
     assert widget2.current_analysis is None
@@ -323,7 +329,7 @@ def test_a_deleted_regions_layer_does_not_come_back_on_slider_moves(env, qtbot):
     shapes = regions_layer(widget)
     viewer.layers.remove(shapes)
     assert widget.navigator.table.rowCount() == 0  # the navigator follows the layer
-    widget.threshold_slider.setValue(0.3)
+    widget.display.threshold.value = 0.3
     widget.update_contours()
     assert shapes not in viewer.layers
     assert not [lyr for lyr in viewer.layers if lyr.metadata.get("metastasis_regions")]

@@ -9,9 +9,11 @@ is as bad as refusing it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from numbers import Real
 
 import numpy as np
@@ -20,6 +22,53 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import AnnotationError
+
+#: Limits that keep a huge or hostile annotation file from taking the machine (a 45 MB GeoJSON with
+#: one 2.6M-vertex self-intersecting polygon once took 4.5 GB and 67 s). Past them the file is
+#: refused with a message naming the limit. Camelyon16's largest outline has a few thousand
+#: vertices; a QuPath export of every cell on a slide is about a million features.
+MAX_FEATURES = 1_000_000
+MAX_VERTICES_PER_GEOMETRY = 1_000_000
+MAX_VERTICES_PER_FILE = 20_000_000
+#: An invalid (self-intersecting) polygon with more vertices than this is refused, not repaired:
+#: repair time grows with the number of crossings and reached minutes on hostile outlines.
+MAX_REPAIR_VERTICES = 50_000
+
+_vertex_budget: ContextVar[list[int] | None] = ContextVar("vertex_budget", default=None)
+
+
+@contextlib.contextmanager
+def file_limits() -> Iterator[None]:
+    """Count vertices against :data:`MAX_VERTICES_PER_FILE` while one file is read."""
+    token = _vertex_budget.set([0])
+    try:
+        yield
+    finally:
+        _vertex_budget.reset(token)
+
+
+def check_feature_count(count: int, where: str) -> None:
+    if count > MAX_FEATURES:
+        raise AnnotationError(
+            f"{where}: {count:,} annotations; at most {MAX_FEATURES:,} are read from one file"
+        )
+
+
+def count_vertices(count: int, where: str) -> None:
+    """Refuse a geometry or file past the vertex limits (called by every reader)."""
+    if count > MAX_VERTICES_PER_GEOMETRY:
+        raise AnnotationError(
+            f"{where}: {count:,} vertices in one shape; at most {MAX_VERTICES_PER_GEOMETRY:,} are "
+            "read (simplify it in the tool that made it)"
+        )
+    budget = _vertex_budget.get()
+    if budget is not None:
+        budget[0] += count
+        if budget[0] > MAX_VERTICES_PER_FILE:
+            raise AnnotationError(
+                f"{where}: more than {MAX_VERTICES_PER_FILE:,} vertices in the file; that is the "
+                "limit for one annotation file"
+            )
 
 
 class AnnotationRepairWarning(UserWarning):
@@ -46,6 +95,7 @@ def positions(values: object, where: str) -> np.ndarray:
     """A list of positions -> (N, 2) float64 array of (x, y)."""
     if not isinstance(values, (list, tuple)):
         raise AnnotationError(f"{where}: expected a list of [x, y] positions, got {_short(values)}")
+    count_vertices(len(values), where)
     if values:  # fast path for well-formed numeric lists; anything odd takes the checked loop
         try:
             array = np.array(values)
@@ -108,6 +158,13 @@ def repair(geom: BaseGeometry, where: str) -> BaseGeometry:
     if geom.is_valid:
         return geom
     reason = shapely.is_valid_reason(geom)
+    vertices = shapely.get_num_coordinates(geom)
+    if vertices > MAX_REPAIR_VERTICES:
+        raise AnnotationError(
+            f"{where}: invalid polygon ({reason}) with {vertices:,} vertices; polygons of more "
+            f"than {MAX_REPAIR_VERTICES:,} vertices are not repaired (it can take minutes): fix "
+            "it in the tool that made it"
+        )
     # "structure" keeps everything a ring encloses (a loop drawn twice stays tumour), unlike the
     # default "linework" method's even-odd result; collapsed parts (lines, points) are dropped.
     fixed = geom

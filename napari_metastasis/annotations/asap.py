@@ -6,6 +6,12 @@ Coordinate[@Order @X @Y]`` plus ``ASAP_Annotations/AnnotationGroups/Group[@Name 
 attribute (not document order); a ``PartOfGroup`` naming an undeclared group makes ASAP drop the whole
 file, so we declare every group we use; ``"None"`` means no group.
 
+Groups (Camelyon16's conventions, as its ``AnnotationToMask`` recipe reads them: label map
+``{"_0": 1, "_1": 1, "_2": 0}`` drawn in the order ``_0, _1, _2``, annotations of other groups dropped):
+tumour regions are written in group ``_0`` (``_1`` stays ``_1``), exclusions (``_2``, "Exclusion",
+QuPath's ``Ignore*``) in ``_2``, other classes in a group of their own name. On reading, ``_0``,
+``_1``, "Tumor" and "metastases" (older Camelyon16 XML) are all tumour.
+
 Types: Polygon, Rectangle and Spline become polygons (a spline's control points are its vertices,
 as Camelyon16's own evaluation code treats them), Dot a point, PointSet a multipoint, Measurement
 a two-point line. ASAP has no holes and no open polylines: on writing, a tumour polygon's holes become
@@ -17,6 +23,8 @@ XML is parsed with defusedxml (no entity expansion, no external entities).
 
 from __future__ import annotations
 
+import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,18 +45,20 @@ from ..atomic import write_bytes_atomic
 from ..errors import AnnotationError
 from . import _validate as v
 from ._files import read_bytes
+from ._validate import AnnotationRepairWarning
 from .model import (
-    EXCLUSION_CLASSES,
-    TUMOUR_CLASSES,
     Annotation,
     class_color,
     color_to_hex,
     hex_to_color,
+    is_exclusion_class,
+    is_tumour_class,
 )
 
 POLYGON_TYPES = ("Polygon", "Rectangle", "Spline")
-#: Group names Camelyon16's tools recognise as tumour; other tumour class names are written as Tumor.
-CAMELYON_TUMOUR_GROUPS = ("Tumor", "_0", "_1")
+#: Group names Camelyon16's mask recipe labels tumour; other tumour class names are written as _0.
+CAMELYON_TUMOUR_GROUPS = ("_0", "_1")
+TUMOUR_GROUP = "_0"
 EXCLUSION_GROUP = "_2"
 NO_GROUP = "None"
 
@@ -60,15 +70,17 @@ def read_asap(path: str | Path) -> list[Annotation]:
     if root.tag != "ASAP_Annotations":
         raise AnnotationError(f"{path.name}: not an ASAP annotation file (root is <{root.tag}>)")
     group_colors = {}
-    for group in root.iterfind("AnnotationGroups/Group"):
-        color = hex_to_color(group.get("Color", ""))
+    for group_node in root.iterfind("AnnotationGroups/Group"):
+        color = hex_to_color(group_node.get("Color", ""))
         if color:
-            group_colors[group.get("Name", "")] = color
+            group_colors[group_node.get("Name", "")] = color
+    nodes = list(root.iterfind("Annotations/Annotation"))
+    v.check_feature_count(len(nodes), path.name)
     annotations = []
-    for index, node in enumerate(root.iterfind("Annotations/Annotation")):
+    for index, node in enumerate(nodes):
         name = node.get("Name") or None
         where = f"{path.name}: annotation {index + 1}" + (f" ({name!r})" if name else "")
-        group = node.get("PartOfGroup", NO_GROUP)
+        group: str = node.get("PartOfGroup") or NO_GROUP
         classification = None if group in ("", NO_GROUP) else group
         color = hex_to_color(node.get("Color", "")) or group_colors.get(group)
         annotations.append(
@@ -114,7 +126,9 @@ def _geometry(node: ET.Element, where: str):
 
 def _coordinates(node: ET.Element, where: str) -> np.ndarray:
     items = []
-    for k, coord in enumerate(node.iterfind("Coordinates/Coordinate")):
+    coords = list(node.iterfind("Coordinates/Coordinate"))
+    v.count_vertices(len(coords), where)
+    for k, coord in enumerate(coords):
         order_text = coord.get("Order")
         try:
             order = int(order_text) if order_text is not None else k
@@ -146,12 +160,34 @@ def asap_group(classification: str | None) -> str:
     """The ASAP group an annotation of this class goes in (Camelyon16 conventions)."""
     if not classification:
         return NO_GROUP
-    key = classification.strip().lower()
-    if key in EXCLUSION_CLASSES:
+    if is_exclusion_class(classification):
         return EXCLUSION_GROUP
-    if key in TUMOUR_CLASSES:
-        return classification if classification in CAMELYON_TUMOUR_GROUPS else "Tumor"
+    if is_tumour_class(classification):
+        name = classification.strip()
+        return name if name in CAMELYON_TUMOUR_GROUPS else TUMOUR_GROUP
     return classification
+
+
+#: Characters XML 1.0 cannot hold at all, not even as a character reference: C0 controls other
+#: than tab, newline and carriage return, lone UTF-16 surrogates, U+FFFE and U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str, where: str) -> str:
+    """``text`` with characters XML cannot hold replaced by U+FFFD (with a warning).
+
+    Everything else, markup characters and line breaks included, is escaped by the writer and
+    reads back exactly.
+    """
+    if not _NOT_XML.search(text):
+        return text
+    bad = sorted({f"U+{ord(c):04X}" for c in _NOT_XML.findall(text)})
+    warnings.warn(
+        f"{where}: {', '.join(bad[:3])} cannot be written to XML; replaced by U+FFFD",
+        AnnotationRepairWarning,
+        stacklevel=3,
+    )
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def to_asap_xml(annotations: Sequence[Annotation]) -> bytes:
@@ -161,7 +197,8 @@ def to_asap_xml(annotations: Sequence[Annotation]) -> bytes:
     for index, annotation in enumerate(annotations):
         name = annotation.name or f"Annotation {index}"
         where = f"annotation {index + 1} ({name!r})"
-        group = asap_group(annotation.classification)
+        name = xml_safe(name, f"{where}: name")
+        group = xml_safe(asap_group(annotation.classification), f"{where}: class")
         color = annotation.display_color
         for part_name, kind, part_group, coords in _parts(annotation, name, group, where):
             node = ET.SubElement(

@@ -25,7 +25,7 @@ from ..atomic import write_text_atomic
 from ..errors import AnnotationError
 from . import _validate as v
 from .measure import Mpp, measure
-from .model import Annotation, class_color
+from .model import Annotation, class_color, new_id
 
 #: QuPath v0.2 stored the object type in the feature id.
 LEGACY_TYPE_IDS = {
@@ -36,6 +36,9 @@ LEGACY_TYPE_IDS = {
     "TMACoreObject": "tmaCore",
     "PathRootObject": "root",
 }
+#: Measurement names that version 0.1.0's ``predict`` wrote, read under today's names (the names
+#: :data:`napari_metastasis.contours.REGION_MEASUREMENTS` lists, shared by every writer).
+LEGACY_MEASUREMENTS = {"max_probability": "max_prob", "mean_probability": "mean_prob"}
 GEOMETRY_TYPES = (
     "Point",
     "MultiPoint",
@@ -50,6 +53,7 @@ GEOMETRY_TYPES = (
 def parse_geojson(data: Any, source: str) -> list[Annotation]:
     """Annotations from parsed GeoJSON ``data``; ``source`` names the file in error messages."""
     features = _features(data, source)
+    v.check_feature_count(len(features), source)
     annotations = []
     for index, feature in enumerate(features):
         annotation = _feature(feature, f"{source}: feature {index + 1}")
@@ -215,6 +219,9 @@ def _measurements(value: Any) -> dict[str, float]:
     for key, number in items:
         if isinstance(number, Real) and not isinstance(number, bool) and math.isfinite(number):
             out[str(key)] = float(number)
+    for old, new in LEGACY_MEASUREMENTS.items():
+        if old in out and new not in out:
+            out[new] = out.pop(old)
     return out
 
 
@@ -243,9 +250,8 @@ def _to_feature(annotation: Annotation, mpp: Mpp | None) -> dict:
         measurements.update(measure(annotation.geometry, mpp))
     if measurements:
         props["measurements"] = measurements
-    feature: dict[str, Any] = {"type": "Feature"}
-    if annotation.id:
-        feature["id"] = str(annotation.id)
+    # QuPath gives every object a UUID; one without an id gets a new one, as QuPath would.
+    feature: dict[str, Any] = {"type": "Feature", "id": str(annotation.id or new_id())}
     feature["geometry"] = _geometry(annotation.geometry)
     feature["properties"] = props
     return feature

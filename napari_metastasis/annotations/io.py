@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import AnnotationError
+from . import _validate as v
 from ._files import load_json, read_bytes
 from .asap import read_asap, write_asap
 from .csv_summary import write_csv
@@ -39,8 +40,15 @@ def read_annotations(path: str | Path) -> list[Annotation]:
 
 
 def read_annotations_with_format(path: str | Path) -> tuple[list[Annotation], str]:
-    """Like :func:`read_annotations`, also returning the format found (a FORMAT_NAMES key)."""
-    path = Path(path)
+    """Like :func:`read_annotations`, also returning the format found (a FORMAT_NAMES key).
+
+    The limits of :mod:`._validate` apply (features, vertices per shape and per file).
+    """
+    with v.file_limits():
+        return _read_with_format(Path(path))
+
+
+def _read_with_format(path: Path) -> tuple[list[Annotation], str]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         raise AnnotationError(f"{path.name}: a CSV summary holds no geometry and cannot be read")
@@ -111,6 +119,7 @@ def write_annotations(
         elif kind == "ncrf":
             write_ncrf(path, annotations)
         else:
+            assert mpp is not None  # checked above
             write_csv(path, annotations, mpp)
     except AnnotationError as exc:  # writers name the annotation; say which file too
         raise AnnotationError(f"{path.name}: {exc}") from exc

@@ -72,7 +72,7 @@ from shapely.geometry.base import BaseGeometry
 from ..errors import AnnotationError
 from . import _validate as v
 from .measure import Mpp, mpp_yx
-from .model import Annotation, color_to_hex, hex_to_color
+from .model import Annotation, color_to_hex, hex_to_color, new_id
 
 LayerData = tuple  # (data, kwargs, layer_type), napari's LayerDataTuple
 
@@ -233,18 +233,13 @@ def _attributes(annotation: Annotation, ident: str) -> dict[str, Any]:
 
 
 def _unique_ids(annotations: Sequence[Annotation]) -> list[str]:
-    """Each annotation's id, or a fresh number for those without one (ids must not collide)."""
-    taken = {str(a.id) for a in annotations if a.id}
+    """Each annotation's id, or a fresh UUID (QuPath's kind of id) where it has none or a duplicate."""
     seen: set[str] = set()
     out = []
-    counter = 0
     for a in annotations:
         ident = str(a.id) if a.id else ""
         if not ident or ident in seen:
-            counter += 1
-            while str(counter) in taken or str(counter) in seen:
-                counter += 1
-            ident = str(counter)
+            ident = new_id()
         seen.add(ident)
         out.append(ident)
     return out
@@ -319,7 +314,7 @@ def shapes_to_annotations(
         groups.setdefault(ident or f"\0{index}", []).append(entry)
     annotations = []
     for key, entries in groups.items():
-        ident = None if key.startswith("\0") else key
+        ident = new_id() if key.startswith("\0") else key  # drawn in napari: a new object
         annotations.extend(_group_to_annotations(ident, entries))
     return annotations
 

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import AnnotationError
 
-#: Class names that mean "metastasis" in the formats we read (Camelyon16 uses Tumor, _0 and _1).
-TUMOUR_CLASSES = frozenset({"tumor", "tumour", "metastasis", "_0", "_1"})
-#: Class names that cut holes out of tumour regions (Camelyon16's _2 exclusion group).
-EXCLUSION_CLASSES = frozenset({"exclusion", "_2", "normal"})
+#: Class names that mean "metastasis" in the formats we read (Camelyon16's ASAP groups are _0 and _1,
+#: its XML files of some releases say Tumor or metastases).
+TUMOUR_CLASSES = frozenset({"tumor", "tumour", "metastasis", "metastases", "_0", "_1"})
+#: Class names that cut holes out of tumour regions (Camelyon16's _2 exclusion group). QuPath's
+#: ignored classes (``Ignore*``, and any class whose name ends with ``*``) count too: see
+#: :func:`is_exclusion_class`.
+EXCLUSION_CLASSES = frozenset({"exclusion", "_2", "normal", "ignore*"})
 
 #: Class we give tumour regions we create (NCRF "positive", contours); QuPath's own name for it.
 TUMOUR_CLASS = "Tumor"
@@ -35,7 +39,9 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "metastasis": (200, 0, 0),
     "_0": (200, 0, 0),
     "_1": (200, 0, 0),
+    "metastases": (200, 0, 0),
     "exclusion": (0, 90, 200),
+    "ignore*": (180, 180, 180),
     "_2": (0, 90, 200),
     "normal": (0, 90, 200),
     "stroma": (150, 200, 150),
@@ -51,6 +57,21 @@ LINEAR = ("LineString", "MultiLineString")
 PUNCTUAL = ("Point", "MultiPoint")
 
 
+def new_id() -> str:
+    """A fresh object id: a random UUID, as QuPath gives every object it creates."""
+    return str(uuid.uuid4())
+
+
+def is_tumour_class(classification: str | None) -> bool:
+    return (classification or "").strip().lower() in TUMOUR_CLASSES
+
+
+def is_exclusion_class(classification: str | None) -> bool:
+    """Camelyon16's exclusions, and QuPath's ignored classes (``Ignore*``: a name ending in ``*``)."""
+    key = (classification or "").strip().lower()
+    return key in EXCLUSION_CLASSES or (len(key) > 1 and key.endswith("*"))
+
+
 def class_color(classification: str | None) -> tuple[int, int, int]:
     """A stable colour for a class: the well-known table, else one derived from the name's hash.
 
@@ -62,7 +83,7 @@ def class_color(classification: str | None) -> tuple[int, int, int]:
     key = classification.strip().lower()
     if key in CLASS_COLORS:
         return CLASS_COLORS[key]
-    hue = int(hashlib.sha1(key.encode()).hexdigest()[:6], 16) / 0xFFFFFF
+    hue = int(hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:6], 16) / 0xFFFFFF
     r, g, b = colorsys.hsv_to_rgb(hue, 0.8, 0.9)
     return (round(r * 255), round(g * 255), round(b * 255))
 
@@ -99,11 +120,11 @@ class Annotation:
 
     @property
     def is_tumour(self) -> bool:
-        return (self.classification or "").strip().lower() in TUMOUR_CLASSES
+        return is_tumour_class(self.classification)
 
     @property
     def is_exclusion(self) -> bool:
-        return (self.classification or "").strip().lower() in EXCLUSION_CLASSES
+        return is_exclusion_class(self.classification)
 
     @property
     def kind(self) -> str:

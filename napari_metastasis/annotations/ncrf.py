@@ -35,6 +35,7 @@ def looks_like_ncrf(data: Any) -> bool:
 def parse_ncrf(data: Any, source: str) -> list[Annotation]:
     if not looks_like_ncrf(data):
         raise AnnotationError(f"{source}: not NCRF JSON (needs 'positive'/'negative' lists)")
+    v.check_feature_count(sum(len(data.get(k, [])) for k in KEYS), source)
     annotations = []
     for key, classification in (("positive", TUMOUR_CLASS), ("negative", EXCLUSION_CLASS)):
         for index, item in enumerate(data.get(key, [])):

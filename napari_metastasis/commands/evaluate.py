@@ -4,7 +4,10 @@ Patches: ``--model M --dataset D``: accuracy, ROC AUC, sensitivity/specificity a
 confusion matrix, calibration; ``roc.png``, ``calibration.png``, ``predictions.csv``.
 Slides: ``--maps a.tif b.tif --annotations a.xml none``: pixel Dice/IoU at the threshold, slide AUC
 from the maximum probability, Camelyon16 lesion-level FROC; ``froc.png``.
-Everything goes to ``--out`` as ``metrics.json`` too.
+Stages: ``--stages REFERENCE PREDICTED`` (Camelyon17 stages files, e.g. ``predict``'s
+``stages.csv``): Camelyon17's quadratic-weighted kappa over the five pN stages, and the slide-category
+confusion matrix and accuracy.
+Everything goes to ``--out`` as ``metrics.json`` too (optional for ``--stages`` alone).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from ..errors import DatasetError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="patch metrics (AUC, ...) and slide metrics (FROC, Dice)"
+        "evaluate",
+        help="patch metrics (AUC, ...), slide metrics (FROC, Dice), pN stages (kappa)",
     )
     p.add_argument("--model", help="model folder or name (patch evaluation)")
     p.add_argument("--dataset", nargs="+", type=Path, default=[], help="dataset folder(s)")
@@ -30,10 +34,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--annotations", nargs="+", default=[], help="one per map; 'none' = normal slide"
     )
     p.add_argument(
-        "--threshold", type=float, help="decision threshold (default: model card's or 0.5)"
+        "--threshold",
+        type=float,
+        help="decision threshold (default: the model card's, of --model or of the model that made "
+        "the maps, else 0.5)",
     )
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--stages",
+        nargs=2,
+        type=Path,
+        metavar=("REFERENCE", "PREDICTED"),
+        help="two Camelyon17 stages files: quadratic-weighted kappa, slide confusion matrix",
+    )
+    p.add_argument("--out", type=Path, help="folder for metrics.json and plots")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="trust a model from outside the package (a TorchScript model is a program); "
+        "remembered for that file",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,14 +62,15 @@ def evaluate_patches(args, results: dict) -> None:
     from ..evaluation.metrics import calibration, patch_metrics, roc_curve
     from ..evaluation.patches import predict_dataset
     from ..evaluation.plots import plot_calibration, plot_roc
-    from ..models import load_model
+    from ..models import load_model, resolve_threshold
+    from ..models.trust import require_trust
 
-    model = load_model(args.model, device=args.device)
+    trusted = require_trust(args.model, trust=args.trust_model)
+    model = load_model(args.model, device=args.device, sha256=trusted.sha256)
+    trusted.confirm()
     data = PatchSet.concat([load_patchset(d) for d in args.dataset])
     probs = predict_dataset(model, data)
-    threshold = (
-        args.threshold if args.threshold is not None else (model.recommended_threshold or 0.5)
-    )
+    threshold = resolve_threshold(args.threshold, model).value
     metrics = patch_metrics(data.labels, probs, threshold)
     print(metrics.format())
     fpr, tpr, _ = roc_curve(data.labels, probs)
@@ -73,6 +94,7 @@ def evaluate_slides(args, results: dict) -> None:
     from ..evaluation.metrics import roc_auc
     from ..evaluation.plots import plot_froc
     from ..evaluation.slides import overlap, slide_hits
+    from ..models import resolve_threshold
     from ..probability import ProbabilityMap
 
     if len(args.annotations) != len(args.maps):
@@ -80,10 +102,11 @@ def evaluate_slides(args, results: dict) -> None:
             f"{len(args.maps)} maps but {len(args.annotations)} annotations: give one per map "
             "('none' for a slide without tumour)"
         )
-    threshold = 0.5 if args.threshold is None else args.threshold
+    maps = [ProbabilityMap.load(path) for path in args.maps]
+    # the model card of --model, else of the model that made the maps, else 0.5
+    threshold = resolve_threshold(args.threshold, args.model or maps[0].model_name or None).value
     per_slide, hits, scores, labels = [], [], [], []
-    for map_path, ann in zip(args.maps, args.annotations, strict=True):
-        pmap = ProbabilityMap.load(map_path)
+    for map_path, pmap, ann in zip(args.maps, maps, args.annotations, strict=True):
         geometry = load_tumour_geometry(ann)
         ov = overlap(pmap, geometry, threshold)
         hits.append(slide_hits(pmap, geometry, threshold))
@@ -108,18 +131,38 @@ def evaluate_slides(args, results: dict) -> None:
     }
 
 
+def evaluate_stages(args, results: dict) -> None:
+    from ..clinical import read_stages
+    from ..evaluation.stages import compare_stages
+
+    reference, predicted = args.stages
+    comparison = compare_stages(read_stages(reference), read_stages(predicted))
+    print(comparison.format())
+    results["stages"] = {
+        "reference": str(reference),
+        "predicted": str(predicted),
+        **comparison.to_dict(),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    if not (args.model and args.dataset) and not args.maps:
+    if not (args.model and args.dataset) and not args.maps and not args.stages:
         raise DatasetError(
-            "nothing to evaluate: give --model with --dataset, and/or --maps with --annotations"
+            "nothing to evaluate: give --model with --dataset, --maps with --annotations, "
+            "or --stages REFERENCE PREDICTED"
         )
+    if args.out is None and ((args.model and args.dataset) or args.maps):
+        raise DatasetError("--out is needed for patch and slide evaluation (plots go there)")
     results: dict = {}
     if args.model and args.dataset:
         evaluate_patches(args, results)
     if args.maps:
         evaluate_slides(args, results)
-    write_text_atomic(
-        args.out / "metrics.json", json.dumps(results, indent=2, default=float) + "\n"
-    )
-    print(f"results written to {args.out}")
+    if args.stages:
+        evaluate_stages(args, results)
+    if args.out is not None:
+        write_text_atomic(
+            args.out / "metrics.json", json.dumps(results, indent=2, default=float) + "\n"
+        )
+        print(f"results written to {args.out}")
     return 0

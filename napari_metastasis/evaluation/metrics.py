@@ -52,13 +52,46 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return fpr, tpr, np.r_[np.inf, s[distinct]]
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """2x2 counts [[TN, FP], [FN, TP]] (rows: truth, columns: prediction)."""
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int = 2) -> np.ndarray:
+    """(n_classes, n_classes) counts, rows: truth, columns: prediction; for two classes
+    [[TN, FP], [FN, TP]]. Classes are the integers 0 .. n_classes - 1."""
     labels = np.asarray(labels).astype(np.int64).ravel()
     predicted = np.asarray(predicted).astype(np.int64).ravel()
-    cm = np.zeros((2, 2), dtype=np.int64)
+    if labels.shape != predicted.shape:
+        raise ValueError(f"{len(labels)} labels but {len(predicted)} predictions")
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (labels, predicted), 1)
     return cm
+
+
+def cohen_kappa(
+    labels: np.ndarray, predicted: np.ndarray, n_classes: int, weights: str | None = "quadratic"
+) -> float:
+    """Cohen's kappa of two ratings of ordered classes 0 .. n_classes - 1 (scikit-learn's
+    ``cohen_kappa_score`` with ``labels=range(n_classes)``), by default quadratic-weighted:
+    disagreeing by d classes costs (d / (n_classes - 1))^2.
+
+    ``1 - sum(w * observed) / sum(w * expected)``, expected from the two raters' marginals. When
+    both raters put every item in the same class the ratio is 0/0; that perfect agreement is 1.
+    """
+    observed = confusion_matrix(labels, predicted, n_classes).astype(np.float64)
+    n = observed.sum()
+    if n == 0:
+        raise ValueError("no ratings to compare")
+    expected = np.outer(observed.sum(1), observed.sum(0)) / n
+    i, j = np.indices((n_classes, n_classes))
+    if weights == "quadratic":
+        w = (i - j) ** 2 / max(n_classes - 1, 1) ** 2
+    elif weights == "linear":
+        w = np.abs(i - j) / max(n_classes - 1, 1)
+    elif weights is None:
+        w = (i != j).astype(np.float64)
+    else:
+        raise ValueError(f"weights must be 'quadratic', 'linear' or None, got {weights!r}")
+    disagreement, chance = float((w * observed).sum()), float((w * expected).sum())
+    if chance == 0:
+        return 1.0 if disagreement == 0 else float("nan")
+    return 1.0 - disagreement / chance
 
 
 def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:

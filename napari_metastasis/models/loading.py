@@ -1,31 +1,39 @@
-"""Load a model folder safely and run it on a batch, on the best device available.
+"""Load a model folder, refusing unsafe code, and run it on a batch, on the best device available.
 
 The project's own models carry their weights as data (``model.safetensors``, loaded into a network
 defined in the package: :mod:`.safe_weights`), so loading them runs no code from the folder. Other
-folders hold TorchScript archives loaded with ``torch.jit.load``: that avoids pickled Python, but a
-TorchScript model is itself a program (it can call file operations), so only load third-party
-models you trust.
+folders hold TorchScript archives, and a TorchScript file is a program, not data: it can read and
+write files (``torch.from_file``, ``torch.save``) like any code. So before anything of it runs, the
+file is inspected (:mod:`.operator_check`): no ``__setstate__`` (which ``torch.jit.load`` would run
+while opening it), and no operator outside an allowlist of pure tensor operators in any method of
+any submodule. That is a filter, not a sandbox; models from outside the package also need the
+user's trust once (:mod:`.trust`, asked by the CLI and the viewer, not by this library function).
 
-At load time the network runs once on a blank patch, to check that it accepts the config's input size
-and returns ``num_classes`` values per patch: a mismatch fails here with a message naming the field,
-not halfway through a slide.
+At load time the network runs on two blank patches, to check that it accepts the config's input size
+and returns ``num_classes`` finite values per patch: a mismatch fails here with a message naming the
+field, not halfway through a slide. Every later batch is checked for one row per patch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
+import io
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..defaults import DEVICE_CHOICES
+from ..error_policy import exception_reason as torchscript_reason
 from ..errors import ModelError
 from .contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
+from .exported import EXPORTED_FILE, load_exported
+from .operator_check import check_torchscript_archive, check_torchscript_module
+from .outputs import is_single_output, to_probabilities
+from .threshold import card_threshold
 from .transforms import normalisation_constants, resize_patch, to_model_input
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -67,7 +75,7 @@ class LoadedModel:
 
     def __init__(
         self,
-        module: torch.jit.ScriptModule,
+        module: torch.nn.Module,
         config: ModelConfig,
         *,
         folder: Path | None = None,
@@ -102,14 +110,7 @@ class LoadedModel:
     @property
     def recommended_threshold(self) -> float | None:
         """Decision threshold the model's card recommends (``model_card.json``), if any."""
-        card = self.folder / "model_card.json" if self.folder else None
-        if not card or not card.is_file():
-            return None
-        try:
-            value = float(json.loads(card.read_text(encoding="utf-8"))["threshold"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return value if 0 < value < 1 else None
+        return card_threshold(self.folder)
 
     @property
     def positive_class(self) -> str:
@@ -129,7 +130,8 @@ class LoadedModel:
             if batch.ndim != 4 or batch.shape[-1] != 3:
                 raise ValueError(f"expected a (N, H, W, 3) uint8 batch, got shape {batch.shape}")
             if batch.shape[1:3] != self.input_size:
-                batch = np.stack([resize_patch(p, self.input_size) for p in batch])
+                resample = self.config.resize_interpolation
+                batch = np.stack([resize_patch(p, self.input_size, resample) for p in batch])
             if not batch.flags.writeable:  # torch warns on read-only arrays (e.g. from PIL)
                 batch = batch.copy()
             batch = torch.from_numpy(np.ascontiguousarray(batch))
@@ -139,10 +141,32 @@ class LoadedModel:
         return to_model_input(batch, self._scale, self._shift, channels_last=self.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepared float input -> probabilities on the device (float32)."""
-        with self._lock, torch.inference_mode(), self._autocast():
-            logits = self.module(x)
-        return torch.softmax(logits.float(), dim=1)
+        """Prepared float input -> probabilities on the device (float32).
+
+        The network must return one row of ``num_classes`` logits per patch; anything else, or a
+        failure inside the network, is a :class:`ModelError` naming the model and the real reason.
+        """
+        try:
+            with self._lock, torch.inference_mode(), self._autocast():
+                logits = self.module(x)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise
+            raise ModelError(
+                f"model {self.name}: the network failed on a batch of {x.shape[0]} patches "
+                f"({torchscript_reason(exc)})"
+            ) from exc
+        expected = (x.shape[0], self.config.num_classes)
+        if not isinstance(logits, torch.Tensor) or not _one_row_per_patch(logits, expected):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ModelError(
+                f"model {self.name}: the network returned {got} for a batch of {x.shape[0]} "
+                f"patches; it must return one row of {self.config.num_classes} values per patch "
+                f"{expected}"
+            )
+        return to_probabilities(logits)  # softmax, or a sigmoid for one-output models (WSInfer)
 
     def predict(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Probabilities (N, num_classes) for a batch of patches (see the class docstring)."""
@@ -171,8 +195,12 @@ def load_model(
     device: str | torch.device | None = "auto",
     positive_class: str | int | None = None,
     amp: bool = True,
+    sha256: str | None = None,
 ) -> LoadedModel:
-    """Load a model folder (or a registered model's name, see :func:`available_models`)."""
+    """Load a model folder (or a registered model's name, see :func:`available_models`).
+
+    ``sha256``: the weights file must still have this digest (the one the user trusted).
+    """
     from .registry import resolve_model
     from .safe_weights import load_safe_model
 
@@ -183,19 +211,17 @@ def load_model(
     if safe is not None:
         return safe
     weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelError(f"{folder}: no {WEIGHTS_FILE} in the model folder")
+    exported = folder / EXPORTED_FILE
+    if not weights.is_file() and not exported.is_file():
+        raise ModelError(f"{folder}: no {WEIGHTS_FILE} (or {EXPORTED_FILE}) in the model folder")
     torch_device = select_device(device)
-    try:
-        module = torch.jit.load(str(weights), map_location=torch_device)
-    except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors
-        raise ModelError(
-            f"{folder.name}/{WEIGHTS_FILE}: not a loadable TorchScript model ({_first_line(exc)})"
-        ) from exc
-    module.eval()
+    if exported.is_file():  # torch.export's program is preferred: TorchScript is deprecated
+        module = load_exported(exported, torch_device, sha256=sha256)
+    else:
+        module = _load_torchscript(folder, weights, torch_device, sha256)
     if torch_device.type in ("cuda", "cpu"):
         with contextlib.suppress(Exception):  # not every scripted module accepts memory_format
-            module = module.to(memory_format=torch.channels_last)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = LoadedModel(
         module,
         config,
@@ -208,28 +234,66 @@ def load_model(
     return model
 
 
+def _one_row_per_patch(logits: torch.Tensor, expected: tuple[int, int]) -> bool:
+    """(N, num_classes), or (N,) / (N, 1) for a one-class model."""
+    if tuple(logits.shape) == expected:
+        return True
+    return expected[1] == 1 and is_single_output(logits) and logits.shape[0] == expected[0]
+
+
+def _load_torchscript(folder: Path, weights: Path, torch_device, sha256: str | None):
+    source = f"{folder.name}/{WEIGHTS_FILE}"
+    try:
+        raw = weights.read_bytes()  # the bytes inspected are the bytes loaded
+    except OSError as exc:
+        raise ModelError(f"{weights}: cannot read the model file ({exc.strerror or exc})") from exc
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise ModelError(f"{source}: the file changed after it was checked; run again")
+    check_torchscript_archive(raw, source)  # before torch.jit.load, which runs __setstate__
+    try:
+        module = torch.jit.load(io.BytesIO(raw), map_location=torch_device)
+    except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors
+        raise ModelError(
+            f"{source}: not a loadable TorchScript model ({torchscript_reason(exc)})"
+        ) from exc
+    del raw
+    check_torchscript_module(module, source)  # before anything of it runs
+    module.eval()
+    return module
+
+
 def check_output_shape(model: LoadedModel) -> None:
-    """Run one blank patch through the network: it must give (1, num_classes) finite values."""
+    """Run two blank patches through the network: it must give (2, num_classes) finite values."""
     h, w = model.input_size
     source = f"{model.folder.name if model.folder else model.name}/{CONFIG_FILE}"
+    network = f"{model.folder.name if model.folder else model.name}/{WEIGHTS_FILE}"
+    batch = np.full((2, h, w, 3), 255, np.uint8)
+    batch[1] = 128  # one white and one grey patch: a batch of two different inputs
     try:
         with model._lock, torch.inference_mode():
-            out = model.module(model.prepare(np.full((1, h, w, 3), 255, np.uint8)))
+            out = model.module(model.prepare(batch))
     except Exception as exc:
         raise ModelError(
-            f"{source}: the network does not accept a (1, 3, {h}, {w}) patch as the config's "
-            f"patch_size_pixels/Resize say ({_first_line(exc)})"
+            f"{source}: the network does not accept a (2, 3, {h}, {w}) batch as the config's "
+            f"patch_size_pixels/Resize say ({torchscript_reason(exc)})"
         ) from exc
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+    if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"{source}: the network must return (N, num_classes) logits, got {shape}")
-    if out.shape[1] != model.config.num_classes:
+        raise ModelError(f"{network}: the network must return (N, num_classes) logits, got {shape}")
+    if out.shape[0] != 2:
+        raise ModelError(
+            f"{network}: the network returned {tuple(out.shape)} for a batch of 2 patches; it "
+            "must return one row per patch (N, num_classes)"
+        )
+    values = 1 if out.ndim == 1 else out.shape[1]  # (N,): one logit per patch, as WSInfer allows
+    if values != model.config.num_classes:
         raise ModelError(
             f"{source}: field 'num_classes' is {model.config.num_classes} but the network returns "
-            f"{out.shape[1]} values per patch"
+            f"{values} values per patch"
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    probabilities = to_probabilities(out)
+    if not bool(torch.isfinite(probabilities).all()):
+        raise ModelError(
+            f"model {model.name}: the network returns non-finite values (NaN or infinity) for a "
+            "blank patch at load time; its weights are probably broken"
+        )

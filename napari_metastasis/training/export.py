@@ -26,6 +26,7 @@ import torch
 
 from ..atomic import write_bytes_atomic, write_text_atomic
 from ..models.safe_weights import NETWORK_KEY, SAFETENSORS_FILE
+from ..models.threshold import MODEL_CARD_FILE
 from .card import render_card
 from .networks import Ensemble, network_spec
 
@@ -100,7 +101,7 @@ def export_model(
     write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
     write_text_atomic(out_dir / "README.md", card_markdown)
     write_text_atomic(
-        out_dir / "model_card.json", json.dumps(card_data, indent=2, default=float) + "\n"
+        out_dir / MODEL_CARD_FILE, json.dumps(card_data, indent=2, default=float) + "\n"
     )
     return out_dir
 

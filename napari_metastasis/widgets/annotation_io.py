@@ -23,7 +23,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._annotation_io import find_slide_layer, read_annotation_layers, slide_calibration
+from .._annotation_io import read_annotation_layers
+from .._napari.helpers import error, find_slide_layer, info, slide_calibration
 from ..annotations import write_annotations
 from ..annotations.crops import export_region_crops
 from ..annotations.layers import layer_to_annotations
@@ -81,8 +82,8 @@ class AnnotationIOWidget(QWidget):
         self.csv_button.clicked.connect(lambda: self._on_export("csv"))
         self.crops_button.clicked.connect(self._on_crops)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self._refresh_layers)
-        self._refresh_layers()
+            event.connect(self.refresh_layers)
+        self.refresh_layers()
 
     # --- handlers (no dialogs) -----------------------------------------------------------------
     def import_file(self, path: str | Path) -> list[Any]:
@@ -90,12 +91,12 @@ class AnnotationIOWidget(QWidget):
         try:
             layer_data = read_annotation_layers(str(path), self.slide_layer_provider())
         except MetastasisError as exc:
-            _error(str(exc))
+            error(str(exc))
             return []
         added = []
         for data, kwargs, layer_type in layer_data:
             added.append(getattr(self.viewer, f"add_{layer_type}")(data, **kwargs))
-        self._refresh_layers()
+        self.refresh_layers()
         if added:
             self.layer_combo.setCurrentText(added[0].name)
         return added
@@ -104,15 +105,15 @@ class AnnotationIOWidget(QWidget):
         """Write the chosen layer to ``path`` (format by ``fmt`` or extension); None on failure."""
         layer = self.current_layer()
         if layer is None:
-            _error("No Shapes or Points layer to export.")
+            error("No Shapes or Points layer to export.")
             return None
         try:
             annotations = layer_to_annotations(layer, self._layer_mpp(layer))
             written = write_annotations(path, annotations, fmt, mpp=self._measure_mpp(layer))
         except MetastasisError as exc:
-            _error(str(exc))
+            error(str(exc))
             return None
-        _info(f"{len(annotations)} annotations written to {Path(written).name}")
+        info(f"{len(annotations)} annotations written to {Path(written).name}")
         return written
 
     def export_crops(self, out_dir: str | Path, fmt: str = "png") -> list[Path]:
@@ -120,7 +121,7 @@ class AnnotationIOWidget(QWidget):
         layer = self.current_layer()
         slide_layer = self.slide_layer_provider()
         if layer is None or slide_layer is None:
-            _error("Region crops need a slide layer and a Shapes layer of regions.")
+            error("Region crops need a slide layer and a Shapes layer of regions.")
             return []
         from ..slide import Slide
 
@@ -132,9 +133,9 @@ class AnnotationIOWidget(QWidget):
                     slide, annotations, out_dir, level=None if level < 0 else level, fmt=fmt
                 )
         except MetastasisError as exc:
-            _error(str(exc))
+            error(str(exc))
             return []
-        _info(f"{len(paths)} region crops written to {out_dir}")
+        info(f"{len(paths)} region crops written to {out_dir}")
         return paths
 
     def current_layer(self) -> Any | None:
@@ -155,7 +156,12 @@ class AnnotationIOWidget(QWidget):
         mpp, calibrated = slide_calibration(self.slide_layer_provider())
         return mpp if calibrated else None
 
-    def _refresh_layers(self, *_: Any) -> None:
+    def select_layer(self, name: str) -> None:
+        """Offer ``name`` (e.g. fresh regions) as the layer to export."""
+        self.refresh_layers()
+        self.layer_combo.setCurrentText(name)
+
+    def refresh_layers(self, *_: Any) -> None:
         current = self.layer_combo.currentText()
         names = [
             layer.name
@@ -192,15 +198,3 @@ class AnnotationIOWidget(QWidget):
         out_dir = QFileDialog.getExistingDirectory(self, "Folder for region crops")
         if out_dir:
             self.export_crops(out_dir)
-
-
-def _error(message: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(message)
-
-
-def _info(message: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(message)

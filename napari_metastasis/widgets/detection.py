@@ -1,98 +1,93 @@
-"""The "Metastasis detection" dock widget: analyse, look at the heatmap, review regions, save.
+"""The "Metastasis detection" dock widget: it assembles the parts and wires them together.
 
-It is the glue between napari and the package: it reads the controls, turns the viewer's state
-into a region (:mod:`.selection`), hands requests to the :class:`.runner.AnalysisRunner` (a napari
-thread worker that fills the slide's shared :class:`ProbabilityMap`, see :mod:`.session`), redraws
-the overlay (:mod:`.overlay`) and the contours (:mod:`.regions_layer`) a few times a second while a
-run streams in, and lists the regions (:mod:`.navigator`). It never computes anything the engine or
-the contours module knows how to compute, and never blocks the GUI thread on the slide or the model.
+* :mod:`.controls` (magicgui): slide and model, the analysis mode, the display settings;
+* :mod:`.runner` runs requests in napari thread workers, filling the slide's shared
+  :class:`ProbabilityMap` (:mod:`.session`); :mod:`.run_status` phrases what happens;
+* :mod:`.analysis_view`: per slide and model, the overlay, the regions and the edits;
+* :mod:`.regions_panel`: the region list, previous / next;
+* :mod:`.analysis_files`: save, load, remember, restore; :mod:`.annotation_io`: import / export;
+* :mod:`.verdict`: the slide verdict and *Report…*; :mod:`.measure`: the Measure tool;
+  :mod:`.cases`: the case list, analysed in the background, with the patient's pN stage.
+
+This module only turns the viewer's state into requests (:mod:`.selection`) and routes events; it
+computes nothing the engine or the contours module knows how to compute, and never blocks the GUI
+thread on the slide or the model.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QButtonGroup,
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
-    QGridLayout,
     QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QRadioButton,
+    QMessageBox,
     QScrollArea,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
-from superqt import QLabeledDoubleSlider
 
-from .. import engine
-from ..contours import probability_contours
-from ..errors import MetastasisError
-from ..models import DEFAULT_MODEL, DEVICE_CHOICES, available_models
-from ..probability import ProbabilityMap
-from . import selection
-from .annotation_io import AnnotationIOWidget
-from .frame import SlideFrame
-from .jobs import JobRequest, Planned, Resources, format_duration
-from .navigator import RegionEdits, RegionNavigator, centre_camera_on
-from .overlay import COLORMAPS, DEFAULT_OPACITY, ProbabilityOverlay
-from .regions_layer import RegionsLayer
-from .runner import AnalysisRunner, Progress, RunSummary
-from .session import (
-    AnalysisStore,
-    check_matches_slide,
-    is_remembered_model,
-    remembered_for,
-    slide_key,
+from .._napari.helpers import (
+    error,
+    info,
+    is_slide_layer,
+    layer_for_slide,
+    slide_path_of,
+    warn,
 )
+from ..clinical import camelyon_patient, measure_regions, slide_stem, slide_verdict
+from ..errors import MetastasisError
+from ..models import resolve_threshold
+from ..models.trust import TrustCheck, check_trust
+from ..report import write_case_report, write_slide_files
+from . import selection
+from .analysis_files import AnalysisFiles
+from .analysis_view import AnalysisView, AnalysisViews
+from .annotation_io import AnnotationIOWidget
+from .cases import CaseList
+from .controls import (
+    CLICK,
+    MODES,
+    SHAPES,
+    VISIBLE,
+    WHOLE,
+    DisplayControls,
+    RunControls,
+    SourceControls,
+)
+from .frame import SlideFrame
+from .jobs import JobRequest, Planned, Resources
+from .measure import MeasureTool
+from .regions_panel import RegionsPanel
+from .run_status import RunStatus
+from .runner import AnalysisRunner, Progress, RunSummary
+from .session import AnalysisStore, slide_key
+from .verdict import VerdictPanel
 
-MODES = ("Visible region", "Click", "Drawn shapes", "Whole slide")
-VISIBLE, CLICK, SHAPES, WHOLE = MODES
-DEFAULT_FIELD_UM = 1000.0
-DEFAULT_THRESHOLD = 0.5
+__all__ = ["CLICK", "MODES", "SHAPES", "VISIBLE", "WHOLE", "MetastasisWidget"]
+
 #: Redraw the overlay and contours at most this often while batches stream in (ms).
 REFRESH_MS = 250
 #: Wait this long after the threshold or min-area last moved before recomputing contours (ms).
 CONTOUR_DEBOUNCE_MS = 60
 #: While a run streams in, contours are redrawn at most this often (s).
 CONTOUR_RUN_S = 1.0
+#: Wait this long after the threshold last moved before re-measuring the case list (ms).
+CASES_DEBOUNCE_MS = 300
 #: A press and release closer than this (screen px) is a click, farther is a pan.
 CLICK_TOLERANCE_PX = 5
 
 
-@dataclass
-class Analysis:
-    """What the viewer shows for one slide and one model."""
-
-    slide_path: str
-    slide_name: str
-    prob_map: ProbabilityMap
-    overlay: ProbabilityOverlay
-    regions_layer: RegionsLayer
-    edits: RegionEdits = field(default_factory=RegionEdits)
-    regions: list = field(default_factory=list)  # after edits, in the layer's order
-    labels: list = field(default_factory=list)
-
-    @property
-    def model_name(self) -> str:
-        return self.prob_map.model_name
-
-
-def is_slide_layer(layer) -> bool:
-    return isinstance(layer, Image) and "slide" in (layer.metadata or {})
+def _group(title: str, widget: QWidget) -> QGroupBox:
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.addWidget(widget)
+    return box
 
 
 class MetastasisWidget(QWidget):
@@ -103,263 +98,127 @@ class MetastasisWidget(QWidget):
         self.viewer = napari_viewer
         self.store = AnalysisStore()
         self.resources = Resources()
-        self.analyses: dict[tuple[str, str], Analysis] = {}
-        self.remember = True
         self.runner = AnalysisRunner(self.store, self.resources, parent=self)
-        self.runner.stage.connect(lambda message: self.status.setText(message))
-        self.runner.planned.connect(self._on_planned)
-        self.runner.progressed.connect(self._on_progress)
-        self.runner.failed.connect(self._on_failed)
-        self.runner.finished.connect(self._on_run_finished)
-        self._run_analysis: Analysis | None = None
-        self._next_contours_at = 0.0
-        self._restored: set[str] = set()
 
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(REFRESH_MS)
-        self._refresh_timer.timeout.connect(self._refresh_current_run)
-        self._contour_timer = QTimer(self)
-        self._contour_timer.setSingleShot(True)
-        self._contour_timer.setInterval(CONTOUR_DEBOUNCE_MS)
-        self._contour_timer.timeout.connect(self.update_contours)
+        self.source = SourceControls(napari_viewer)
+        self.run_controls = RunControls(napari_viewer)
+        self.display = DisplayControls()
+        self.status = RunStatus()
+        self.views = AnalysisViews(napari_viewer, self.display.style)
+        self.regions_panel = RegionsPanel()
+        self.annotation_io = AnnotationIOWidget(napari_viewer)
+        self.files = AnalysisFiles(napari_viewer, self.store, self.views)
+        self.verdict_panel = VerdictPanel()
+        self.measure = MeasureTool(napari_viewer, lambda: self.slide_layer)
+        self.cases = CaseList(self.store, self.resources)
+
+        self._run_view: AnalysisView | None = None
+        self._next_contours_at = 0.0
+        self._refresh_timer = self._timer(REFRESH_MS, self._refresh_current_run)
+        self._contour_timer = self._timer(CONTOUR_DEBOUNCE_MS, self.update_contours)
         self._pending_restore: list = []
-        self._restore_timer = QTimer(self)
-        self._restore_timer.setSingleShot(True)
-        self._restore_timer.setInterval(0)
-        self._restore_timer.timeout.connect(self._restore_pending)
+        self._restore_timer = self._timer(0, self._restore_pending)
+        self._cases_timer = self._timer(CASES_DEBOUNCE_MS, self.cases.remeasure)
 
         self._build()
-        self._connect_viewer()
-        self._refresh_layer_choices()
+        self._connect()
+        self._on_layers_changed()
+        self._on_model_changed()
         self._on_mode_changed()
         for layer in list(self.viewer.layers):  # slides opened before the widget
             if is_slide_layer(layer):
                 layer.events.name.connect(self._on_layers_changed)
                 self._schedule_restore(layer)
 
-    # ============================================================================ building the UI
+    def _timer(self, ms: int, slot) -> QTimer:
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(ms)
+        timer.timeout.connect(slot)
+        return timer
+
+    # ============================================================================ building
     def _build(self) -> None:
         inner = QWidget()
         layout = QVBoxLayout(inner)
-        layout.addWidget(self._build_source_box())
-        layout.addWidget(self._build_run_box())
-        layout.addWidget(self._build_overlay_box())
-        layout.addWidget(self._build_regions_box())
-        layout.addWidget(self._build_annotations_box())
-        layout.addWidget(self._build_files_box())
+        run_box = QWidget()
+        run_layout = QVBoxLayout(run_box)
+        run_layout.setContentsMargins(0, 0, 0, 0)
+        run_layout.addWidget(self.run_controls.native)
+        run_layout.addWidget(self.status)
+        layout.addWidget(_group("Slide and model", self.source.native))
+        layout.addWidget(_group("Analyse", run_box))
+        layout.addWidget(_group("Overlay and contours", self.display.native))
+        self.verdict_panel.add_tool(self.measure)
+        self.regions_panel.add_section(self.verdict_panel)
+        layout.addWidget(_group("Regions", self.regions_panel))
+        layout.addWidget(_group("Case", self.cases))
+        layout.addWidget(_group("Annotations", self.annotation_io))
+        layout.addWidget(_group("Analysis files", self.files))
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.setMinimumWidth(340)
+        self._scroll = scroll
+        self._fit_width()
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
 
-    def _build_source_box(self) -> QGroupBox:
-        box = QGroupBox("Slide and model")
-        form = QFormLayout(box)
-        self.slide_combo = QComboBox()
-        self.slide_combo.setToolTip("Slide layers opened with napari-metastasis")
-        self.slide_combo.currentIndexChanged.connect(self._on_slide_changed)
-        form.addRow("Slide", self.slide_combo)
+    def _fit_width(self) -> None:
+        """As wide as the widest panel needs: the scroll area has no horizontal bar to reach the
+        rest. Measured again when shown, once napari's style sheet has set the fonts."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        inner = self._scroll.widget().minimumSizeHint().width()
+        self.setMinimumWidth(max(340, inner + bar + 4))
 
-        self.model_combo = QComboBox()
-        for name, folder in available_models().items():
-            self.model_combo.addItem(name, str(folder))
-            self.model_combo.setItemData(self.model_combo.count() - 1, str(folder), Qt.ToolTipRole)
-        index = self.model_combo.findText(DEFAULT_MODEL)
-        if index >= 0:
-            self.model_combo.setCurrentIndex(index)
-        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
-        self.browse_button = QPushButton("Folder…")
-        self.browse_button.setToolTip("Use a model folder (config.json + torchscript_model.pt)")
-        self.browse_button.clicked.connect(self._browse_model)
-        row = QHBoxLayout()
-        row.addWidget(self.model_combo, 1)
-        row.addWidget(self.browse_button)
-        form.addRow("Model", row)
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._fit_width()
 
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICE_CHOICES))
-        self.device_combo.setToolTip("auto: CUDA GPU if present, else Apple MPS, else CPU")
-        form.addRow("Device", self.device_combo)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 1024)
-        self.batch_spin.setValue(engine.DEFAULT_BATCH_SIZE)
-        self.batch_spin.setToolTip(
-            "Patches per forward pass; lower it if the GPU runs out of memory"
-        )
-        form.addRow("Batch size", self.batch_spin)
-        self.tissue_spin = QDoubleSpinBox()
-        self.tissue_spin.setRange(0.0, 1.0)
-        self.tissue_spin.setSingleStep(0.05)
-        self.tissue_spin.setDecimals(2)
-        self.tissue_spin.setValue(engine.DEFAULT_TISSUE_MIN_FRACTION)
-        self.tissue_spin.setToolTip(
-            "Patches with less tissue than this fraction are background and are not classified "
-            "(0 classifies everything)"
-        )
-        form.addRow("Min tissue fraction", self.tissue_spin)
-        return box
+    def _connect(self) -> None:
+        runner = self.runner
+        runner.stage.connect(self.status.stage)
+        runner.planned.connect(self._on_planned)
+        runner.progressed.connect(self._on_progress)
+        runner.failed.connect(self._on_failed)
+        runner.finished.connect(self._on_run_finished)
 
-    def _build_run_box(self) -> QGroupBox:
-        box = QGroupBox("Analyse")
-        layout = QVBoxLayout(box)
-        modes = QGridLayout()
-        self.mode_group = QButtonGroup(self)
-        self.mode_buttons: dict[str, QRadioButton] = {}
-        tips = {
-            VISIBLE: "The part of the slide shown in the canvas now",
-            CLICK: "Click the slide: the field around the point is analysed",
-            SHAPES: "Rectangles and polygons drawn in a Shapes layer",
-            WHOLE: "All the tissue of the slide",
-        }
-        for i, mode in enumerate(MODES):
-            button = QRadioButton(mode)
-            button.setToolTip(tips[mode])
-            self.mode_group.addButton(button, i)
-            self.mode_buttons[mode] = button
-            modes.addWidget(button, i // 2, i % 2)
-        self.mode_buttons[VISIBLE].setChecked(True)
-        self.mode_group.buttonToggled.connect(lambda *_: self._on_mode_changed())
-        layout.addLayout(modes)
+        self.source.slide.changed.connect(self._on_slide_changed)
+        self.source.model.changed.connect(self._on_model_changed)
+        self.source.browse.changed.connect(self._browse_model)
+        self.run_controls.mode.changed.connect(self._on_mode_changed)
+        self.run_controls.new_shapes.changed.connect(self.new_shapes_layer)
+        self.run_controls.run_button.changed.connect(self.run)
+        self.run_controls.cancel_button.changed.connect(self.cancel)
+        self.display.on_style_changed(self._on_style_changed)
+        self.display.on_regions_changed(self._contour_timer.start)
+        self.display.on_regions_changed(self._cases_timer.start)
 
-        click_page = QWidget()
-        click_form = QFormLayout(click_page)
-        click_form.setContentsMargins(0, 0, 0, 0)
-        self.field_spin = QDoubleSpinBox()
-        self.field_spin.setRange(50.0, 20000.0)
-        self.field_spin.setSingleStep(250.0)
-        self.field_spin.setDecimals(0)
-        self.field_spin.setSuffix(" µm")
-        self.field_spin.setValue(DEFAULT_FIELD_UM)
-        self.field_spin.setToolTip("Side of the square field analysed around each click")
-        click_form.addRow("Field size", self.field_spin)
-        layout.addWidget(click_page)
-        shapes_page = QWidget()
-        shapes_form = QFormLayout(shapes_page)
-        shapes_form.setContentsMargins(0, 0, 0, 0)
-        self.shapes_combo = QComboBox()
-        self.new_shapes_button = QPushButton("New")
-        self.new_shapes_button.setToolTip("Add a Shapes layer and start drawing rectangles")
-        self.new_shapes_button.clicked.connect(self._new_shapes_layer)
-        row = QHBoxLayout()
-        row.addWidget(self.shapes_combo, 1)
-        row.addWidget(self.new_shapes_button)
-        shapes_form.addRow("Shapes layer", row)
-        self.selected_only_check = QCheckBox("Only the selected shapes")
-        shapes_form.addRow(self.selected_only_check)
-        layout.addWidget(shapes_page)
-        self.mode_options = {CLICK: click_page, SHAPES: shapes_page}
+        self.regions_panel.activated.connect(self.go_to_region)
+        navigator = self.regions_panel.navigator
+        navigator.delete_requested.connect(self.delete_regions)
+        navigator.relabel_requested.connect(self.relabel_regions)
+        navigator.restore_requested.connect(self.restore_regions)
 
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("%v / %m patches")
-        layout.addWidget(self.progress)
-        self.status = QLabel("Ready.")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        layout.addWidget(self.status)
-        return box
-
-    def _build_overlay_box(self) -> QGroupBox:
-        box = QGroupBox("Overlay and contours")
-        form = QFormLayout(box)
-        self.show_overlay_check = QCheckBox("Probability map")
-        self.show_overlay_check.setChecked(True)
-        self.show_overlay_check.toggled.connect(self._on_overlay_style)
-        self.show_contours_check = QCheckBox("Contours")
-        self.show_contours_check.setChecked(True)
-        self.show_contours_check.toggled.connect(self._on_overlay_style)
-        row = QHBoxLayout()
-        row.addWidget(self.show_overlay_check)
-        row.addWidget(self.show_contours_check)
-        form.addRow("Show", row)
-        self.opacity_slider = QLabeledDoubleSlider(Qt.Horizontal)
-        self.opacity_slider.setRange(0.0, 1.0)
-        self.opacity_slider.setValue(DEFAULT_OPACITY)
-        self.opacity_slider.valueChanged.connect(self._on_overlay_style)
-        form.addRow("Opacity", self.opacity_slider)
-        self.colormap_combo = QComboBox()
-        self.colormap_combo.addItems(list(COLORMAPS))
-        self.colormap_combo.currentIndexChanged.connect(self._on_overlay_style)
-        form.addRow("Colormap", self.colormap_combo)
-        self.threshold_slider = QLabeledDoubleSlider(Qt.Horizontal)
-        self.threshold_slider.setRange(0.0, 1.0)
-        self.threshold_slider.setSingleStep(0.01)
-        self.threshold_slider.setValue(DEFAULT_THRESHOLD)
-        self.threshold_slider.setToolTip("Regions are drawn where the probability is at least this")
-        self.threshold_slider.valueChanged.connect(lambda *_: self._contour_timer.start())
-        form.addRow("Threshold", self.threshold_slider)
-        self.min_area_spin = QDoubleSpinBox()
-        self.min_area_spin.setRange(0.0, 1e9)
-        self.min_area_spin.setDecimals(0)
-        self.min_area_spin.setSingleStep(10000.0)
-        self.min_area_spin.setSuffix(" µm²")
-        self.min_area_spin.setToolTip("Regions smaller than this are not drawn")
-        self.min_area_spin.valueChanged.connect(lambda *_: self._contour_timer.start())
-        form.addRow("Min area", self.min_area_spin)
-        return box
-
-    def _build_regions_box(self) -> QGroupBox:
-        box = QGroupBox("Regions")
-        layout = QVBoxLayout(box)
-        self.navigator = RegionNavigator()
-        self.navigator.activated.connect(self.go_to_region)
-        self.navigator.delete_requested.connect(self.delete_regions)
-        self.navigator.relabel_requested.connect(self.relabel_regions)
-        self.navigator.restore_requested.connect(self.restore_regions)
-        layout.addWidget(self.navigator)
-        return box
-
-    def _build_files_box(self) -> QGroupBox:
-        box = QGroupBox("Analysis files")
-        layout = QVBoxLayout(box)
-        buttons = QHBoxLayout()
-        self.save_button = QPushButton("Save analysis…")
-        self.save_button.setToolTip("Save the probability map (with its grid) as a TIFF")
-        self.save_button.clicked.connect(self._save_dialog)
-        self.load_button = QPushButton("Load analysis…")
-        self.load_button.clicked.connect(self._load_dialog)
-        buttons.addWidget(self.save_button)
-        buttons.addWidget(self.load_button)
-        layout.addLayout(buttons)
-        self.remember_check = QCheckBox("Remember analyses")
-        self.remember_check.setToolTip(
-            "Keep each analysis on disk and show it again when the slide is reopened"
-        )
-        self.remember_check.setChecked(True)
-        self.remember_check.toggled.connect(lambda on: setattr(self, "remember", bool(on)))
-        layout.addWidget(self.remember_check)
-        return box
-
-    def _build_annotations_box(self) -> QGroupBox:
-        """The annotation panel (import, export GeoJSON / ASAP XML / CSV, crops), on our slide."""
-        box = QGroupBox("Annotations")
-        layout = QVBoxLayout(box)
-        self.annotation_io = AnnotationIOWidget(self.viewer)
+        self.views.on_user_delete = self._on_layer_deleted
         self.annotation_io.slide_layer_provider = lambda: self.slide_layer
-        layout.addWidget(self.annotation_io)
-        return box
+        self.files.current_view = lambda: self.current_analysis
+        self.files.current_slide = lambda: self.slide_layer
+        self.files.on_shown = self._on_views_shown
+        self.verdict_panel.report_requested.connect(self._report_dialog)
+        self.cases.request_for = lambda path: self._make_request(None, "whole slide", path)
+        self.cases.model_name = lambda: self.model_name
+        self.cases.threshold = lambda: self.threshold
+        self.cases.min_area_um2 = lambda: self.display.min_area_um2
+        self.cases.on_analysed = self._remember_map
+        self.cases.open_requested.connect(self.open_case_slide)
+        self.cases.runner.finished.connect(self._on_case_finished)
 
-    # ====================================================================== viewer connections
-    def _connect_viewer(self) -> None:
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
         events.removed.connect(self._on_layer_removed)
@@ -371,125 +230,105 @@ class MetastasisWidget(QWidget):
         if self._on_mouse_drag in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse_drag)
 
-    def _on_layer_inserted(self, event) -> None:
-        layer = event.value
-        layer.events.name.connect(self._on_layers_changed)
-        self._refresh_layer_choices()
-        if is_slide_layer(layer):
-            self.select_slide_layer(layer)
-            self._schedule_restore(layer)
-
-    def _on_layer_removed(self, event) -> None:
-        layer = event.value
-        if is_slide_layer(layer):  # reopening it later shows its analyses again
-            self._restored.discard(slide_key(layer.metadata.get("slide_path", "")))
-        self._refresh_layer_choices()
-
-    def _on_layers_changed(self, event=None) -> None:
-        self._refresh_layer_choices()
-
-    def _refresh_layer_choices(self) -> None:
-        current = self.slide_layer
-        self.slide_combo.blockSignals(True)
-        self.slide_combo.clear()
-        for layer in self.viewer.layers:
-            if is_slide_layer(layer):
-                self.slide_combo.addItem(layer.name, layer)
-        if current is not None:
-            index = self.slide_combo.findText(current.name)
-            if index >= 0:
-                self.slide_combo.setCurrentIndex(index)
-        self.slide_combo.blockSignals(False)
-
-        current_shapes = self.shapes_combo.currentText()
-        self.shapes_combo.clear()
-        for layer in self.viewer.layers:
-            if isinstance(layer, Shapes) and not layer.metadata.get("metastasis_regions"):
-                self.shapes_combo.addItem(layer.name, layer)
-        index = self.shapes_combo.findText(current_shapes)
-        if index >= 0:
-            self.shapes_combo.setCurrentIndex(index)
-        has_slide = self.slide_combo.count() > 0
-        self.run_button.setEnabled(has_slide and self.mode != CLICK)
-        if not has_slide and not self.is_running:
-            self.status.setText("Open a slide (File > Open) to start.")
-        elif self.status.text().startswith("Open a slide"):
-            self.status.setText("Ready.")
-        self._sync_navigator()
-
-    # ============================================================================ state access
+    # ============================================================================ state
     @property
     def slide_layer(self):
-        layer = self.slide_combo.currentData() if self.slide_combo.count() else None
+        layer = self.source.slide.value
         return layer if layer is not None and layer in self.viewer.layers else None
 
     def select_slide_layer(self, layer) -> None:
-        index = self.slide_combo.findText(layer.name)
-        if index >= 0:
-            self.slide_combo.setCurrentIndex(index)
+        self.source.slide.reset_choices()
+        if layer in [c for c in self.source.slide.choices]:
+            self.source.slide.value = layer
 
     @property
     def slide_path(self) -> str | None:
-        layer = self.slide_layer
-        return layer.metadata.get("slide_path") if layer is not None else None
+        return slide_path_of(self.slide_layer)
 
     @property
     def model_ref(self) -> str:
-        return self.model_combo.currentData() or self.model_combo.currentText()
+        return self.source.model_ref
 
     @property
     def model_name(self) -> str:
-        return self.model_combo.currentText()
+        return self.source.model_name
 
     @property
     def mode(self) -> str:
-        return MODES[max(0, self.mode_group.checkedId())]
+        return self.run_controls.mode.value
 
     def set_mode(self, mode: str) -> None:
-        self.mode_buttons[mode].setChecked(True)
+        self.run_controls.set_mode(mode)
 
     @property
     def is_running(self) -> bool:
         return self.runner.is_running
 
     @property
-    def current_analysis(self) -> Analysis | None:
+    def current_analysis(self) -> AnalysisView | None:
         """The analysis of the selected slide with the selected model, if any."""
-        path = self.slide_path
-        if path is None:
-            return None
-        return self.analyses.get((slide_key(path), self.model_name))
+        return self.views.get(self.slide_path, self.model_name)
+
+    @property
+    def navigator(self):
+        return self.regions_panel.navigator
+
+    @property
+    def progress(self):
+        return self.status.progress
+
+    @property
+    def threshold(self) -> float:
+        return self.display.threshold_value
 
     def _frame(self) -> SlideFrame | None:
         layer = self.slide_layer
         return SlideFrame.from_layer(layer) if layer is not None else None
 
-    # ============================================================================== controls
-    def _on_mode_changed(self) -> None:
-        mode = self.mode
-        for name, page in self.mode_options.items():
-            page.setVisible(name == mode)
-        has_slide = self.slide_layer is not None
-        self.run_button.setEnabled(has_slide and mode != CLICK)
-        if mode == CLICK:
-            self.run_button.setText("Run (click the slide)")
-            if not self.is_running:
-                self.status.setText(
-                    "Click mode: click the slide to analyse the field around the point "
-                    "(pan by dragging as usual)."
-                )
-        else:
-            self.run_button.setText("Run")
-            if not self.is_running and self.status.text().startswith("Click mode"):
-                self.status.setText("Ready.")
+    # ============================================================================ viewer events
+    def _on_layer_inserted(self, event) -> None:
+        layer = event.value
+        layer.events.name.connect(self._on_layers_changed)
+        self._on_layers_changed()
+        if is_slide_layer(layer):
+            self.select_slide_layer(layer)
+            self._schedule_restore(layer)
+
+    def _on_layer_removed(self, event) -> None:
+        if is_slide_layer(event.value):
+            self.files.slide_closed(event.value)
+        self._on_layers_changed()
+
+    def _on_layers_changed(self, event=None) -> None:
+        current = self.slide_layer
+        with self.source.slide.changed.blocked():
+            self.source.slide.reset_choices()
+            if current is not None and current in self.source.slide.choices:
+                self.source.slide.value = current
+        self.run_controls.shapes_layer.reset_choices()
+        self._update_run_button()
+        self.status.slide_selected(self.slide_path, self.is_running)
+        self._sync_regions_panel()
+
+    def _update_run_button(self) -> None:
+        self.run_controls.run_button.enabled = self.slide_layer is not None and self.mode != CLICK
+
+    # ============================================================================ controls
+    def _on_mode_changed(self, *_) -> None:
+        click = self.mode == CLICK
+        self._update_run_button()
+        self.run_controls.run_button.text = "Run (click the slide)" if click else "Run"
+        self.status.mode_changed(click, self.is_running)
 
     def _on_slide_changed(self, *_) -> None:
-        self._sync_navigator()
+        self.status.slide_selected(self.slide_path, self.is_running)
+        self._sync_regions_panel()
 
     def _on_model_changed(self, *_) -> None:
-        self._sync_navigator()
+        self.display.set_model_threshold(resolve_threshold(None, self.model_ref))
+        self._sync_regions_panel()
 
-    def _browse_model(self) -> None:
+    def _browse_model(self, *_) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
         if folder:
             self.add_model_folder(folder)
@@ -497,14 +336,10 @@ class MetastasisWidget(QWidget):
     def add_model_folder(self, folder: str | Path) -> None:
         """Offer ``folder`` in the model list and select it (validated when it is loaded)."""
         folder = Path(folder)
-        index = self.model_combo.findData(str(folder))
-        if index < 0:
-            self.model_combo.addItem(folder.name, str(folder))
-            index = self.model_combo.count() - 1
-            self.model_combo.setItemData(index, str(folder), Qt.ToolTipRole)
-        self.model_combo.setCurrentIndex(index)
+        self.source.add_model(folder.name, str(folder))
 
-    def _new_shapes_layer(self) -> None:
+    def new_shapes_layer(self, *_) -> Any:
+        """A Shapes layer to draw regions to analyse in, in rectangle mode."""
         frame = self._frame()
         units = frame.layer_kwargs() if frame is not None else {}
         layer = self.viewer.add_shapes(
@@ -512,26 +347,21 @@ class MetastasisWidget(QWidget):
         )
         layer.face_color = "transparent"
         layer.mode = "add_rectangle"
-        index = self.shapes_combo.findText(layer.name)
-        if index >= 0:
-            self.shapes_combo.setCurrentIndex(index)
+        self.run_controls.select_shapes_layer(layer.name)
+        return layer
 
-    def _on_overlay_style(self, *_) -> None:
-        for analysis in self.analyses.values():
-            analysis.overlay.set_visible(self.show_overlay_check.isChecked())
-            analysis.overlay.set_opacity(self.opacity_slider.value())
-            analysis.overlay.set_colormap(self.colormap_combo.currentText())
-            analysis.regions_layer.set_visible(self.show_contours_check.isChecked())
+    def _on_style_changed(self) -> None:
+        style = self.display.style()
+        self.views.apply_style(style)
         current = self.current_analysis
-        wanted = self.show_contours_check.isChecked()
-        if current is not None and wanted and current.regions_layer.was_removed:
+        if current is not None and style.show_contours and current.regions_layer.was_removed:
             self.update_contours(recreate=True)
 
     # ============================================================================ running
-    def run(self) -> None:
+    def run(self, *_) -> None:
         """Analyse according to the selected mode (the Run button)."""
         if self.mode == CLICK:
-            show_info("Click mode: click the slide to analyse the field around the point.")
+            info("Click mode: click the slide to analyse the field around the point.")
             return
         request = self._request_for_mode()
         if request is not None:
@@ -541,12 +371,12 @@ class MetastasisWidget(QWidget):
         """Analyse the field (size from the widget) around a world point, as a click does."""
         frame = self._frame()
         if frame is None:
-            show_warning("Open a slide first.")
+            warn("Open a slide first.")
             return None
-        size = self.field_spin.value()
+        size = float(self.run_controls.field_size.value)
         rect = selection.field_around(position_yx, size, frame)
         if rect is None:
-            self.status.setText("That click was outside the slide.")
+            self.status.set_text("That click was outside the slide.")
             return None
         request = self._make_request(rect, f"{size:g} µm field")
         return self.submit(request) if request is not None else None
@@ -554,91 +384,114 @@ class MetastasisWidget(QWidget):
     def _request_for_mode(self) -> JobRequest | None:
         frame = self._frame()
         if frame is None:
-            show_warning("Open a slide first (File > Open, or File > Open Sample).")
+            warn("Open a slide first (File > Open, or File > Open Sample).")
             return None
         mode = self.mode
         if mode == VISIBLE:
             rect = selection.visible_region(self.viewer, frame)
             if rect is None:
-                show_warning("The view shows none of the slide: pan or zoom to it first.")
+                warn("The view shows none of the slide: pan or zoom to it first.")
                 return None
             return self._make_request(rect, "visible region")
         if mode == SHAPES:
-            layer = self.shapes_combo.currentData()
+            layer = self.run_controls.shapes_layer.value
             if layer is None or layer not in self.viewer.layers or not len(layer.data):
-                show_warning(
+                warn(
                     "Draw rectangles or polygons in a Shapes layer first (the New button adds one)."
                 )
                 return None
-            geometry = selection.shapes_geometry(
-                layer, frame, selected_only=self.selected_only_check.isChecked()
-            )
+            selected_only = bool(self.run_controls.selected_only.value)
+            geometry = selection.shapes_geometry(layer, frame, selected_only=selected_only)
             if geometry.is_empty:
-                show_warning(f"{layer.name}: no rectangle or polygon lies on the slide.")
+                warn(f"{layer.name}: no rectangle or polygon lies on the slide.")
                 return None
-            n = len(layer.selected_data) if self.selected_only_check.isChecked() else 0
+            n = len(layer.selected_data) if selected_only else 0
             n = n or len(layer.data)
             return self._make_request(geometry, f"{n} drawn shape{'s' * (n != 1)}")
         return self._make_request(None, "whole slide")
 
-    def _make_request(self, region, description: str) -> JobRequest | None:
+    def _make_request(
+        self, region, description: str, slide_path: str | None = None
+    ) -> JobRequest | None:
         if not self.model_ref:
-            show_warning("No model: choose a model folder (config.json + torchscript_model.pt).")
+            warn("No model: choose a model folder (config.json + torchscript_model.pt).")
+            return None
+        if not self.ensure_model_trusted(self.model_ref):
             return None
         return JobRequest(
-            slide_path=self.slide_path,
+            slide_path=slide_path or self.slide_path,  # type: ignore[arg-type]
             model_ref=self.model_ref,
             model_name=self.model_name,
             description=description,
             region=region,
-            device=self.device_combo.currentText(),
-            batch_size=self.batch_spin.value(),
-            tissue_min_fraction=self.tissue_spin.value(),
+            device=self.source.device.value,
+            batch_size=int(self.source.batch_size.value),
+            tissue_min_fraction=float(self.source.tissue_min.value),
+            overlap=self.source.overlap_fraction,
         )
+
+    def ensure_model_trusted(self, ref: str) -> bool:
+        """A model from outside the package runs only once the user trusts it (asked once per file).
+
+        The same rule as the CLI's ``--trust-model``: a TorchScript model is a program.
+        """
+        try:
+            state = check_trust(ref)
+        except MetastasisError:
+            return True  # a missing or broken folder: the loader says what is wrong
+        if state.trusted:
+            return True
+        if self.confirm_trust(state):
+            state.remember()
+            return True
+        message = f"Not run: model {state.folder.name} is not trusted."
+        self.status.set_text(message)
+        warn(message)
+        return False
+
+    def confirm_trust(self, state: TrustCheck) -> bool:
+        """Ask the user whether to trust a model from outside the package (a modal dialog)."""
+        answer = QMessageBox.question(
+            self,
+            "Trust this model?",
+            f"The model {state.folder.name} ({state.folder}) does not come with napari-metastasis."
+            "\n\nA TorchScript model is a program. Its operators were not inspected yet; they will"
+            " be before it runs, and a model that reads or writes files is refused, but that check "
+            "is not a sandbox.\n\nRun it only if you know where it comes from. Your answer is "
+            f"remembered for this exact file (sha256 {state.sha256[:12]}…).\n\nTrust it?",  # type: ignore[index]
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
 
     def submit(self, request: JobRequest) -> JobRequest:
         """Run ``request`` now, or after the runs already queued (clicks can pile up)."""
         was_running = self.runner.is_running
         self.runner.submit(request)
         if was_running:
-            self.status.setText(
-                self.status.text().split(" (+")[0] + f" (+{len(self.runner.queue)} queued)"
-            )
+            self.status.queued(len(self.runner.queue))
         else:
-            self.progress.setRange(0, 0)  # busy until the plan is known
-            self.status.setText(f"Starting: {request.description}…")
-            self.cancel_button.setEnabled(True)
+            self.status.starting(request.description)
+            self.run_controls.cancel_button.enabled = True
         return request
 
-    def cancel(self) -> None:
+    def cancel(self, *_) -> None:
         """Stop the current run after its current batch (finished patches are kept), drop the queue."""
         if self.runner.cancel():
-            self.cancel_button.setEnabled(False)
-            self.status.setText("Cancelling after the current batch…")
+            self.run_controls.cancel_button.enabled = False
+            self.status.cancelling()
 
     def _on_planned(self, event: Planned) -> None:
-        slide_layer = self._layer_for_path(event.request.slide_path)
-        analysis = self._ensure_analysis(event.request.slide_path, event.prob_map, slide_layer)
-        self._run_analysis = analysis
-        self.progress.setRange(0, max(1, event.total))
-        self.progress.setValue(0 if event.total else 1)
-        parts = [f"{event.request.description}: {event.total} patches to classify"]
-        if event.reused:
-            parts.append(f"{event.reused} reused from earlier analyses")
-        if event.background:
-            parts.append(f"{event.background} background skipped")
-        self.status.setText(", ".join(parts) + ".")
-        analysis.overlay.refresh()
-        if self.current_analysis is analysis:
+        path = event.request.slide_path
+        view = self.views.show(path, event.prob_map, layer_for_slide(self.viewer, path))
+        self._run_view = view
+        self.status.planned(event)
+        view.refresh_overlay()
+        if self.current_analysis is view:
             self.update_contours(recreate=True)
 
     def _on_progress(self, p: Progress) -> None:
-        self.progress.setValue(p.done)
-        queued = f" (+{p.queued} queued)" if p.queued else ""
-        self.status.setText(
-            f"{p.request.description}: {p.done} / {p.total} patches, {p.rate:.1f} patches/s, "
-            f"{format_duration(p.remaining_s)} left{queued}"
-        )
+        self.status.progressed(p)
         if not self._refresh_timer.isActive():
             self._refresh_timer.start()
 
@@ -649,102 +502,33 @@ class MetastasisWidget(QWidget):
         during a run they are redrawn at most every CONTOUR_RUN_S, or 5× their own cost if more
         (the final redraw when the run ends is always made).
         """
-        analysis = self._run_analysis
-        if analysis is None:
+        view = self._run_view
+        if view is None:
             return
-        analysis.overlay.refresh()
+        view.refresh_overlay()
         now = time.perf_counter()
-        if analysis is self.current_analysis and now >= self._next_contours_at:
+        if view is self.current_analysis and now >= self._next_contours_at:
             self.update_contours()
             cost = time.perf_counter() - now
             self._next_contours_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * cost)
 
     def _on_failed(self, message: str) -> None:
-        self.status.setText(message)
-        show_error(message)
+        self.status.failed(message)
+        error(message)
 
     def _on_run_finished(self, summary: RunSummary) -> None:
-        analysis = self._run_analysis
-        self._run_analysis = None
+        view = self._run_view
+        self._run_view = None
         self._refresh_timer.stop()
-        self.cancel_button.setEnabled(self.runner.is_running)
-        if self.progress.maximum() == 0:  # stopped before the plan was known
-            self.progress.setRange(0, 1)
-        if analysis is not None:
-            analysis.overlay.refresh()
-            if analysis is self.current_analysis:
+        self.run_controls.cancel_button.enabled = self.runner.is_running
+        if view is not None:
+            view.refresh_overlay()
+            if view is self.current_analysis:
                 self.update_contours()
-            self._remember(analysis)
-        if summary.error is not None:
-            pass  # the error message stays in the status line
-        elif summary.cancelled:
-            self.status.setText(
-                f"Cancelled: {summary.done} of {summary.total} patches classified "
-                "(kept in the overlay)."
-                if summary.prob_map is not None
-                else "Cancelled."
-            )
-        else:
-            self.progress.setValue(self.progress.maximum())
-            reused = f", {summary.reused} reused" if summary.reused else ""
-            self.status.setText(
-                f"Done: {summary.request.description}, {summary.total} patches classified"
-                f"{reused} in {format_duration(summary.seconds)}."
-            )
-        if self.runner.is_running:  # the next queued request started
-            self.progress.setRange(0, 0)
+            self.files.remember(view)
+        self.status.finished(summary, still_running=self.runner.is_running)
 
-    # ============================================================================ analyses
-    def _layer_for_path(self, slide_path: str):
-        key = slide_key(slide_path)
-        for layer in self.viewer.layers:
-            if is_slide_layer(layer) and slide_key(layer.metadata.get("slide_path", "")) == key:
-                return layer
-        return None
-
-    def _ensure_analysis(self, slide_path: str, prob_map: ProbabilityMap, slide_layer) -> Analysis:
-        """The Analysis showing ``prob_map``: new layers for a new map, the old ones otherwise."""
-        key = (slide_key(slide_path), prob_map.model_name)
-        analysis = self.analyses.get(key)
-        if analysis is not None and analysis.prob_map is prob_map:
-            return analysis
-        if analysis is not None:  # the map was replaced (e.g. a model with another grid)
-            # reuse the layers: napari (0.9, software GL) can crash drawing after a Shapes layer
-            # is removed and another added, so layers are never churned needlessly
-            analysis.prob_map = prob_map
-            analysis.overlay.set_map(prob_map)
-            analysis.edits.clear()
-            return analysis
-        frame = (
-            SlideFrame.from_layer(slide_layer)
-            if slide_layer is not None
-            else SlideFrame.from_grid(prob_map.grid)
-        )
-        slide_name = slide_layer.name if slide_layer is not None else Path(slide_path).stem
-        overlay = ProbabilityOverlay(
-            self.viewer, prob_map, f"{slide_name} · {prob_map.model_name} probability", frame
-        )
-        overlay.colormap = self.colormap_combo.currentText()
-        overlay.opacity = self.opacity_slider.value()
-        overlay.visible = self.show_overlay_check.isChecked()
-        regions_layer = RegionsLayer(
-            self.viewer, frame, f"{slide_name} · {prob_map.model_name} regions"
-        )
-        regions_layer.visible = self.show_contours_check.isChecked()
-        regions_layer.on_user_delete = lambda ids, key=key: self._on_layer_deleted(key, ids)
-        analysis = Analysis(slide_path, slide_name, prob_map, overlay, regions_layer)
-        self.analyses[key] = analysis
-        overlay.refresh()
-        _ = regions_layer.layer  # above the overlay
-        if slide_layer is not None:
-            self.viewer.layers.selection.active = slide_layer
-        return analysis
-
-    # ============================================================================ contours
-    @property
-    def threshold(self) -> float:
-        return float(self.threshold_slider.value())
-
+    # ============================================================================ regions
     def update_contours(self, recreate: bool = False) -> None:
         """Recompute the regions of the current analysis at the current threshold and min area.
 
@@ -752,88 +536,62 @@ class MetastasisWidget(QWidget):
         new run, ticking Contours, reopening the slide), not on every slider move.
         """
         self._contour_timer.stop()
-        analysis = self.current_analysis
-        if analysis is None or (analysis.regions_layer.was_removed and not recreate):
-            self._sync_navigator()
+        view = self.current_analysis
+        if view is None or (view.regions_layer.was_removed and not recreate):
+            self._sync_regions_panel()
             return
         try:
-            regions = probability_contours(
-                analysis.prob_map, self.threshold, min_area_um2=self.min_area_spin.value()
-            )
+            view.update_regions(self.threshold, self.display.min_area_um2)
         except MetastasisError as exc:
-            show_error(str(exc))
+            error(str(exc))
             return
-        analysis.regions, analysis.labels = analysis.edits.apply(regions)
-        analysis.regions_layer.show(analysis.regions, analysis.labels)
-        self._sync_navigator()
-        self.annotation_io._refresh_layers()
-        self.annotation_io.layer_combo.setCurrentText(analysis.regions_layer.name)
+        self._sync_regions_panel()
+        self.annotation_io.select_layer(view.regions_layer.name)
 
-    def _sync_navigator(self) -> None:
-        """Show the current analysis's regions in the navigator (never adds layers)."""
-        analysis = self.current_analysis
-        if analysis is None or not analysis.regions_layer.is_shown():
-            self.navigator.set_regions([], [])
+    def _sync_regions_panel(self) -> None:
+        """Show the current analysis's regions, their sizes and the slide verdict in the panel
+        (never adds layers)."""
+        view = self.current_analysis
+        if view is None or not view.regions_layer.is_shown():
+            self.regions_panel.set_regions([], [])
+            self.verdict_panel.set_verdict(None)
             return
-        self.navigator.set_regions(analysis.regions, analysis.labels, edited=bool(analysis.edits))
+        grid = view.prob_map.grid
+        deposits = measure_regions(view.regions, grid)
+        self.regions_panel.set_regions(
+            view.regions, view.labels, edited=bool(view.edits), deposits=deposits
+        )
+        self.verdict_panel.set_verdict(slide_verdict(deposits), grid.step_um)
 
     def go_to_region(self, index: int) -> None:
-        """Centre and zoom the camera on region ``index`` of the current analysis; select it."""
-        analysis = self.current_analysis
-        if analysis is None or not 0 <= index < len(analysis.regions):
-            return
-        region = analysis.regions[index]
-        minx, miny, maxx, maxy = region.polygon.bounds
-        (y0, x0), (y1, x1) = analysis.regions_layer.frame.to_world([[minx, miny], [maxx, maxy]])
-        centre_camera_on(self.viewer, (y0, x0, y1, x1))
-        rows = analysis.regions_layer.rows_of(region.id)
-        if rows:
-            analysis.regions_layer.layer.selected_data = set(rows)
+        """Centre and zoom the camera on region ``index`` of the current analysis; highlight it."""
+        view = self.current_analysis
+        if view is not None:
+            view.go_to(self.viewer, index)
 
     def delete_regions(self, indices: list[int]) -> None:
-        analysis = self.current_analysis
-        if analysis is None:
-            return
-        for i in indices:
-            if 0 <= i < len(analysis.regions):
-                analysis.edits.delete(analysis.regions[i])
-        self.update_contours()
-
-    def _on_layer_deleted(self, key, ids: set[str]) -> None:
-        """Regions removed with napari's own tools count as deleted in the navigator too."""
-        analysis = self.analyses.get(key)
-        if analysis is None:
-            return
-        for region in analysis.regions:
-            if str(region.id) in ids:
-                analysis.edits.delete(region)
-        if analysis is self.current_analysis:
-            self._contour_timer.start()  # redraw (drops orphaned holes) once napari is done
-
-    def relabel_regions(self, indices: list[int], label: str) -> None:
-        analysis = self.current_analysis
-        if analysis is None:
-            return
-        for i in indices:
-            if 0 <= i < len(analysis.regions):
-                analysis.edits.relabel(analysis.regions[i], label)
-        self.update_contours()
-
-    def restore_regions(self) -> None:
-        analysis = self.current_analysis
-        if analysis is not None:
-            analysis.edits.clear()
+        view = self.current_analysis
+        if view is not None:
+            view.delete(indices)
             self.update_contours()
 
-    # ============================================================================ files
-    def _remember(self, analysis: Analysis) -> None:
-        if not self.remember:
-            return
-        try:
-            self.store.remember(analysis.prob_map)
-        except (OSError, MetastasisError) as exc:
-            show_warning(f"Could not remember this analysis for next time: {exc}")
+    def relabel_regions(self, indices: list[int], label: str) -> None:
+        view = self.current_analysis
+        if view is not None:
+            view.relabel(indices, label)
+            self.update_contours()
 
+    def restore_regions(self) -> None:
+        view = self.current_analysis
+        if view is not None:
+            view.edits.clear()
+            self.update_contours()
+
+    def _on_layer_deleted(self, view: AnalysisView, ids: set[str]) -> None:
+        if view is self.current_analysis:
+            self._contour_timer.start()  # redraw (drops orphaned holes) once napari is done
+
+    # ============================================================================ files
     def _schedule_restore(self, layer) -> None:
         """Restore after the layer is fully inserted (the timer dies with the widget)."""
         self._pending_restore.append(layer)
@@ -842,92 +600,114 @@ class MetastasisWidget(QWidget):
     def _restore_pending(self) -> None:
         pending, self._pending_restore = self._pending_restore, []
         for layer in pending:
-            self.restore_remembered(layer)
+            self.files.restore(layer)
 
     def restore_remembered(self, layer) -> int:
-        """Show the analyses of a slide layer: those still in memory, then those remembered on
-        disk (once per opening of the slide); returns how many were shown."""
-        path = layer.metadata.get("slide_path")
-        if not path or layer not in self.viewer.layers or slide_key(path) in self._restored:
-            return 0
-        key = slide_key(path)
-        self._restored.add(key)
-        restored = 0
-        in_memory = {model for (slide, model) in self.analyses if slide == key}
-        for model in in_memory:
-            analysis = self.analyses[(key, model)]
-            analysis.overlay.refresh()  # adds the layer again if it was closed
-            restored += 1
-        files = remembered_for(path) if self.remember else []
-        for file in files:
-            if any(is_remembered_model(file, m) for m in in_memory):
-                continue
-            try:
-                self.load_analysis(file, layer, quiet=True)
-                restored += 1
-            except MetastasisError as exc:
-                show_warning(f"Could not restore {file.name}: {exc}")
-        if restored:
-            self.select_slide_layer(layer)
-            self.update_contours(recreate=True)
-            show_info(f"{layer.name}: restored {restored} earlier analysis(es) without re-running.")
-        return restored
+        return len(self.files.restore(layer))
 
-    def load_analysis(self, file: str | Path, layer=None, quiet: bool = False) -> Analysis:
-        """Show a saved probability map over a slide layer (default: the selected one)."""
-        layer = layer or self.slide_layer
-        if layer is None:
-            raise MetastasisError("Open the slide this analysis belongs to first.")
-        file = Path(file)
-        prob_map = ProbabilityMap.load(file)
-        frame = SlideFrame.from_layer(layer)
-        check_matches_slide(prob_map, frame.width, frame.height, file.name)
-        path = layer.metadata["slide_path"]
-        prob_map = self.store.put(path, prob_map)
-        if self.model_combo.findText(prob_map.model_name) < 0:
-            self.model_combo.addItem(prob_map.model_name, prob_map.model_name)
-        analysis = self._ensure_analysis(path, prob_map, layer)
-        analysis.overlay.refresh()
+    def _on_views_shown(self, layer, views: list[AnalysisView]) -> None:
+        """A load or restore showed these views: select the slide and the (last) model."""
         self.select_slide_layer(layer)
-        self.model_combo.setCurrentIndex(self.model_combo.findText(prob_map.model_name))
+        for view in views:
+            self.source.add_model(view.model_name, view.model_name, select=False)
+        self.source.select_model(views[-1].model_name)
         self.update_contours(recreate=True)
-        if not quiet:
-            show_info(f"Loaded {file.name}: {prob_map.n_analysed} patches.")
-        return analysis
+
+    def load_analysis(self, file: str | Path, layer=None, quiet: bool = False) -> AnalysisView:
+        """Show a saved probability map over a slide layer (default: the selected one)."""
+        return self.files.load(file, layer, quiet=quiet)
 
     def save_analysis(self, file: str | Path) -> Path:
-        analysis = self.current_analysis
-        if analysis is None or not analysis.prob_map.n_analysed:
-            raise MetastasisError("Nothing to save: run an analysis of this slide first.")
-        return analysis.prob_map.save(file)
+        return self.files.save(file)
 
-    def _save_dialog(self) -> None:
-        analysis = self.current_analysis
-        if analysis is None:
-            show_warning("Nothing to save: run an analysis of this slide first.")
+    def _remember(self, view: AnalysisView) -> None:
+        self.files.remember(view)
+
+    @property
+    def remember(self) -> bool:
+        return self.files.remember_enabled
+
+    @remember.setter
+    def remember(self, on: bool) -> None:
+        self.files.remember_check.setChecked(bool(on))
+
+    # ============================================================================ report, cases
+    def write_report(self, folder: str | Path) -> Path:
+        """The PDF report of the current slide, or of its patient when it is in the case list
+        (every slide of the patient must be analysed); its files go into ``folder``."""
+        view = self.current_analysis
+        if view is None or not view.prob_map.n_analysed:
+            raise MetastasisError("Nothing to report: run an analysis of this slide first.")
+        case = self.cases.patient_of(view.slide_path)
+        if case is None:
+            patient = camelyon_patient(view.slide_path) or slide_stem(view.slide_path)
+            items = [(view.slide_path, view.prob_map, view.regions)]
+        else:
+            patient, slides = case
+            missing = [s.name for s in slides if s.prob_map is None or s.verdict is None]
+            if missing:
+                raise MetastasisError(
+                    f"Analyse every slide of {patient} first ({', '.join(missing)} not done): "
+                    "a stage from some of the nodes could understate it."
+                )
+            current = slide_key(view.slide_path)
+            items = [
+                (view.slide_path, view.prob_map, view.regions)  # with the pathologist's edits
+                if slide_key(s.path) == current
+                else (s.path, s.prob_map, s.regions)
+                for s in slides
+            ]
+        summaries = [
+            write_slide_files(folder, path, prob_map, regions, threshold=self.threshold)
+            for path, prob_map, regions in items
+        ]
+        return write_case_report(folder, patient, summaries)
+
+    def _report_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the report")
+        if not folder:
             return
-        suggested = Path(analysis.slide_path).with_name(
-            f"{Path(analysis.slide_path).stem}.{analysis.model_name}.probability.tif"
-        )
-        file, _ = QFileDialog.getSaveFileName(
-            self, "Save analysis", str(suggested), "Probability map (*.tif *.tiff)"
-        )
-        if file:
-            try:
-                self.save_analysis(file)
-                show_info(f"Saved {Path(file).name}.")
-            except (MetastasisError, OSError) as exc:
-                show_error(f"Could not save {Path(file).name}: {exc}")
+        try:
+            path = self.write_report(folder)
+        except (MetastasisError, OSError) as exc:
+            error(f"Could not write the report: {exc}")
+            return
+        info(f"Report written to {path}.")
 
-    def _load_dialog(self) -> None:
-        file, _ = QFileDialog.getOpenFileName(
-            self, "Load analysis", "", "Probability map (*.tif *.tiff)"
-        )
-        if file:
+    def _remember_map(self, prob_map) -> None:
+        if self.files.remember_enabled:
             try:
-                self.load_analysis(file)
-            except MetastasisError as exc:
-                show_error(str(exc))
+                self.store.remember(prob_map)
+            except (OSError, MetastasisError) as exc:
+                warn(f"Could not remember this analysis for next time: {exc}")
+
+    def _on_case_finished(self, summary: RunSummary) -> None:
+        """A slide of the case list finished: redraw it if the viewer shows it."""
+        view = self.views.get(summary.request.slide_path, summary.request.model_name)
+        if view is not None:
+            view.refresh_overlay()
+            if view is self.current_analysis:
+                self.update_contours()
+
+    def open_case_slide(self, path: str, prob_map=None) -> Any:
+        """Open a slide of the case list (if not open yet) and show its analysis."""
+        layer = layer_for_slide(self.viewer, path)
+        if layer is None:
+            try:
+                self.viewer.open(path, plugin="napari-metastasis")
+            except Exception as exc:  # napari wraps reader errors in its own types
+                error(f"Could not open {Path(path).name}: {exc}")
+                return None
+            layer = layer_for_slide(self.viewer, path)
+        if layer is None:
+            return None
+        if prob_map is None:
+            self.select_slide_layer(layer)
+            return layer
+        view = self.views.show(path, prob_map, layer)
+        view.refresh_overlay()
+        self._on_views_shown(layer, [view])
+        return layer
 
     # ============================================================================ clicks
     def _on_mouse_drag(self, viewer, event):
@@ -948,4 +728,5 @@ class MetastasisWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         self.cancel()
+        self.cases.cancel()
         super().closeEvent(event)

@@ -22,7 +22,7 @@ from ..grid import PatchGrid
 from ..models import LoadedModel, load_model
 from ..probability import ProbabilityMap
 from ..slide import Slide
-from ..tissue import TissueMask, tissue_mask
+from ..tissue import TissueMask
 from .selection import Rect
 
 
@@ -38,6 +38,7 @@ class JobRequest:
     device: str = "auto"
     batch_size: int = engine.DEFAULT_BATCH_SIZE
     tissue_min_fraction: float = engine.DEFAULT_TISSUE_MIN_FRACTION
+    overlap: float = 0.0  # of neighbouring patches: 0 side by side, 0.5 a step of half a patch
 
 
 # --- events the worker yields ------------------------------------------------------------------
@@ -101,7 +102,7 @@ class Resources:
         with self._lock:
             mask = self._tissue.get(key)
         if mask is None:
-            mask = tissue_mask(slide, mpp=None if slide.resolution else grid.mpp_x)
+            mask = engine.detect_tissue(slide, grid)
             with self._lock:
                 self._tissue[key] = mask
         return mask
@@ -140,25 +141,37 @@ def _run_job(request, map_for, resources, cancel):
         return
     yield Stage(f"Opening {Path(request.slide_path).name}…")
     with Slide(request.slide_path) as slide:
-        grid = engine.make_grid(slide, model)
+        grid = engine.make_grid(slide, model, stride_um=stride_for(model, request.overlap))
         prob_map = map_for(request.slide_path, model.name, grid, model.positive_class)
         region = request.region.as_tuple() if isinstance(request.region, Rect) else request.region
-        in_region = engine.plan_cells(slide, grid, region, tissue=False)
-        todo = prob_map.missing(in_region)
-        reused = len(in_region) - len(todo)
-        if len(todo) and request.tissue_min_fraction > 0:
+        if request.tissue_min_fraction > 0:
             yield Stage("Finding tissue…")
-            mask = resources.tissue(slide, grid)
-            cells = mask.cells_with_tissue(grid, todo, request.tissue_min_fraction)
-        else:
-            cells = todo
-        yield Planned(request, prob_map, len(cells), reused, len(todo) - len(cells))
+        cells, counts = engine.plan_cells(
+            slide,
+            grid,
+            region,
+            tissue=lambda: resources.tissue(slide, grid),
+            tissue_min_fraction=request.tissue_min_fraction,
+            skip=prob_map,
+            return_counts=True,
+        )
+        yield Planned(request, prob_map, counts.planned, counts.reused, counts.background)
         for result in engine.run_inference(
             slide, model, cells, grid, batch_size=request.batch_size, cancel=cancel
         ):
             yield Batch(prob_map, result.cells, result.positive, result.done, result.total)
             if cancel.is_set():
                 return
+
+
+def stride_for(model: LoadedModel, overlap: float) -> float | None:
+    """The grid step (µm) for an overlap of neighbouring patches; None (side by side) for none."""
+    if not overlap:
+        return None
+    if not 0 < overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    config = model.config
+    return config.patch_size_pixels * config.spacing_um_px * (1 - overlap)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from napari.utils.colormaps import Colormap
 
+from .._napari.helpers import LazyLayer
 from ..probability import ProbabilityMap
 from .frame import SlideFrame
 
@@ -36,13 +37,15 @@ METASTASIS_COLORMAP = Colormap(
 COLORMAPS = ("metastasis", "inferno", "viridis", "turbo", "magma")
 
 DEFAULT_OPACITY = 0.7
+#: Probabilities below this are not drawn (0: every analysed patch is tinted).
+DEFAULT_FLOOR = 0.0
 
 
 def colormap_for(name: str) -> Colormap | str:
     return METASTASIS_COLORMAP if name == "metastasis" else name
 
 
-class ProbabilityOverlay:
+class ProbabilityOverlay(LazyLayer):
     """Keeps an Image layer in step with a :class:`ProbabilityMap` that fills while it is shown.
 
     The map is the single source of truth; the layer may be deleted by the user at any time, and
@@ -52,36 +55,26 @@ class ProbabilityOverlay:
     def __init__(
         self, viewer, prob_map: ProbabilityMap, name: str, frame: SlideFrame | None = None
     ):
-        self.viewer = viewer
+        super().__init__(viewer, name)
         self.prob_map = prob_map
         self.frame = frame or SlideFrame.from_grid(prob_map.grid)
-        self.name = name
         self.colormap = "metastasis"
         self.opacity = DEFAULT_OPACITY
-        self.visible = True
-        self._layer = None
 
-    @property
-    def layer(self):
-        """The Image layer, added to the viewer if it is not there (any more)."""
-        if self._layer is None or self._layer not in self.viewer.layers:
-            self._layer = self.viewer.add_image(
-                self.prob_map.values.copy(),
-                name=self.name,
-                colormap=colormap_for(self.colormap),
-                contrast_limits=(0.0, 1.0),
-                opacity=self.opacity,
-                visible=self.visible,
-                blending="translucent",
-                interpolation2d="nearest",
-                metadata={"probability_map": True},
-                **self.frame.overlay_kwargs(self.prob_map.grid),
-                **self.frame.layer_kwargs(),
-            )
-        return self._layer
-
-    def is_shown(self) -> bool:
-        return self._layer is not None and self._layer in self.viewer.layers
+    def _create(self):
+        return self.viewer.add_image(
+            self.prob_map.values.copy(),
+            name=self.name,
+            colormap=colormap_for(self.colormap),
+            contrast_limits=(0.0, 1.0),
+            opacity=self.opacity,
+            visible=self.visible,
+            blending="translucent",
+            interpolation2d="nearest",
+            metadata={"probability_map": True},
+            **self.frame.overlay_kwargs(self.prob_map.grid),
+            **self.frame.layer_kwargs(),
+        )
 
     def refresh(self) -> None:
         """Show the map's current values (a copy: the engine keeps writing into the original)."""
@@ -90,9 +83,11 @@ class ProbabilityOverlay:
         if tuple(layer.contrast_limits) != (0.0, 1.0):
             layer.contrast_limits = (0.0, 1.0)
 
-    def set_map(self, prob_map: ProbabilityMap) -> None:
+    def set_map(self, prob_map: ProbabilityMap, frame: SlideFrame | None = None) -> None:
         """Show another map (e.g. on a new grid) in the same layer."""
         self.prob_map = prob_map
+        if frame is not None:
+            self.frame = frame
         if self.is_shown():
             placement = self.frame.overlay_kwargs(prob_map.grid)
             self._layer.data = prob_map.values.copy()
@@ -108,13 +103,3 @@ class ProbabilityOverlay:
         self.opacity = float(opacity)
         if self.is_shown():
             self._layer.opacity = self.opacity
-
-    def set_visible(self, visible: bool) -> None:
-        self.visible = bool(visible)
-        if self.is_shown():
-            self._layer.visible = self.visible
-
-    def remove(self) -> None:
-        if self.is_shown():
-            self.viewer.layers.remove(self._layer)
-        self._layer = None

@@ -3,8 +3,9 @@
 The layer follows :mod:`napari_metastasis.annotations.layers`' convention, so the annotation panel
 exports it as it is: every ring is a closed ``path`` (edges only, and fast to redraw while the
 threshold slider moves), the features table groups rings by region ``id`` with a ``role``
-(``exterior`` or ``hole``), and carries ``classification``, ``area_um2``, ``max_prob`` and
-``mean_prob`` per region. The layer is refilled in place when the threshold moves, so the user's
+(``exterior`` or ``hole``), and carries ``classification`` and the measurements ``predict`` writes
+(:data:`~napari_metastasis.contours.REGION_MEASUREMENTS`: ``area_um2``, ``max_prob``, ``mean_prob``,
+``patches``, ``threshold``) per region; ``id`` is the region's UUID, as in QuPath. The layer is refilled in place when the threshold moves, so the user's
 settings on it survive. Outlines keep a constant width on screen: napari measures edge width in
 world units (µm), which would make them vanish at whole-slide zoom and fatten at cell level.
 """
@@ -12,16 +13,19 @@ world units (µm), which would make them vanish at whole-slide zoom and fatten a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .._napari.helpers import LazyLayer, camera
 from ..annotations.layers import EXTERIOR, HOLE, SHAPES_COLUMNS, shapes_layer_data
 from ..annotations.model import TUMOUR_CLASS, Annotation, class_color
+from ..contours import REGION_MEASUREMENTS, region_annotation
 from .frame import SlideFrame
 
 #: Measurement columns of each region, after the convention's own columns.
-MEASUREMENTS = ("area_um2", "max_prob", "mean_prob")
+MEASUREMENTS = REGION_MEASUREMENTS
 DEFAULT_CLASSIFICATION = TUMOUR_CLASS
 #: Outline width in screen pixels, whatever the zoom.
 EDGE_SCREEN_PX = 2.0
@@ -37,20 +41,12 @@ def display_color(classification: str) -> str:
     return "#{:02x}{:02x}{:02x}".format(*class_color(classification or None))
 
 
-def region_annotations(regions: Sequence, labels: Sequence[str]) -> list[Annotation]:
+def region_annotations(
+    regions: Sequence, labels: Sequence[str], threshold: float | None = None
+) -> list[Annotation]:
     """Annotations (level-0 px) for regions from :func:`napari_metastasis.contours.probability_contours`."""
     return [
-        Annotation(
-            geometry=region.polygon,
-            classification=label,
-            name=f"Region {region.id}",
-            measurements={
-                "area_um2": float(region.area_um2),
-                "max_prob": float(region.max_prob),
-                "mean_prob": float(region.mean_prob),
-            },
-            id=str(region.id),
-        )
+        region_annotation(region, label, threshold)
         for region, label in zip(regions, labels, strict=True)
     ]
 
@@ -63,17 +59,15 @@ def empty_features() -> pd.DataFrame:
     return table
 
 
-class RegionsLayer:
+class RegionsLayer(LazyLayer):
     """Keeps a Shapes layer showing a list of regions (objects with ``polygon``, ``id``, ...)."""
 
     def __init__(self, viewer, frame: SlideFrame, name: str):
-        self.viewer = viewer
+        super().__init__(viewer, name)
         self.frame = frame
-        self.name = name
-        self.visible = True
         #: called with the ids (str) of regions the user deleted in the layer itself
         self.on_user_delete: Callable[[set[str]], None] | None = None
-        self._layer = None
+        self._layer: Any = None
         self._shown_ids: set[str] = set()
         self._updating = False
         self._zoom_connected = False
@@ -83,42 +77,35 @@ class RegionsLayer:
         """What the annotation convention calls mpp: world units per level-0 px, (y, x)."""
         return self.frame.scale_yx
 
-    @property
-    def layer(self):
-        """The Shapes layer, added to the viewer if it is not there (any more)."""
-        if self._layer is None or self._layer not in self.viewer.layers:
-            self._layer = self.viewer.add_shapes(
-                name=self.name,
-                ndim=2,
-                face_color="transparent",
-                edge_color=display_color(DEFAULT_CLASSIFICATION),
-                edge_width=self._edge_width(),
-                features=empty_features(),
-                visible=self.visible,
-                translate=self.frame.translate_yx,
-                metadata={
-                    "metastasis_regions": True,
-                    "mpp": list(self.mpp),
-                    "calibrated": self.frame.units is not None,
-                },
-                **self.frame.layer_kwargs(),
-            )
-            self._layer.events.data.connect(self._on_data_changed)
-            self._connect_zoom()
-        return self._layer
+    def _create(self):
+        layer = self.viewer.add_shapes(
+            name=self.name,
+            ndim=2,
+            face_color="transparent",
+            edge_color=display_color(DEFAULT_CLASSIFICATION),
+            edge_width=self._edge_width(),
+            features=empty_features(),
+            visible=self.visible,
+            translate=self.frame.translate_yx,
+            metadata={
+                "metastasis_regions": True,
+                "mpp": list(self.mpp),
+                "calibrated": self.frame.units is not None,
+            },
+            **self.frame.layer_kwargs(),
+        )
+        layer.events.data.connect(self._on_data_changed)
+        self._connect_zoom()
+        return layer
 
-    def is_shown(self) -> bool:
-        return self._layer is not None and self._layer in self.viewer.layers
-
-    @property
-    def was_removed(self) -> bool:
-        """The layer existed and the user deleted it."""
-        return self._layer is not None and self._layer not in self.viewer.layers
-
-    def show(self, regions: Sequence, labels: Sequence[str]) -> None:
+    def show(
+        self, regions: Sequence, labels: Sequence[str], threshold: float | None = None
+    ) -> None:
         """Replace the layer's shapes and features with ``regions`` (one label per region)."""
         layer = self.layer
-        built = shapes_layer_data(region_annotations(regions, labels), self.mpp, name=self.name)
+        built = shapes_layer_data(
+            region_annotations(regions, labels, threshold), self.mpp, name=self.name
+        )
         self._updating = True
         try:
             layer.selected_data = set()
@@ -140,28 +127,27 @@ class RegionsLayer:
                 layer.metadata.update(kwargs["metadata"])
         finally:
             self._updating = False
-        self._shown_ids = {str(r.id) for r in regions}
+        self._shown_ids = {str(r.uid) for r in regions}
 
     def rows_of(self, region_id) -> list[int]:
-        """Shape indices (exterior and holes) of one region."""
+        """Shape indices (exterior and holes) of one region, by its ``uid``."""
         if not self.is_shown() or "id" not in self._layer.features:
             return []
         ids = self._layer.features["id"].astype(str).to_numpy()
         return np.flatnonzero(ids == str(region_id)).tolist()
 
+    def highlight(self, region_id) -> None:
+        """Make one region stand out (its shapes selected)."""
+        rows = self.rows_of(region_id)
+        if rows:
+            self._layer.selected_data = set(rows)
+
     def roles(self) -> list[str]:
         return list(self._layer.features["role"]) if self.is_shown() else []
 
-    def set_visible(self, visible: bool) -> None:
-        self.visible = bool(visible)
-        if self.is_shown():
-            self._layer.visible = self.visible
-
     def remove(self) -> None:
         self._disconnect_zoom()
-        if self.is_shown():
-            self.viewer.layers.remove(self._layer)
-        self._layer = None
+        super().remove()
 
     # --- regions deleted with napari's own tools ---------------------------------------------
     def _on_data_changed(self, event=None) -> None:
@@ -182,8 +168,7 @@ class RegionsLayer:
 
     # --- constant on-screen outline width ---------------------------------------------------
     def _camera(self):
-        scene = getattr(self.viewer, "scene", None)
-        return scene.camera if scene is not None else self.viewer.camera
+        return camera(self.viewer)
 
     def _edge_width(self) -> float:
         return EDGE_SCREEN_PX / max(self._camera().zoom, 1e-9)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
+from ..error_policy import user_message
 from ..errors import MetastasisError
 from ..grid import PatchGrid
 from ..probability import ProbabilityMap
@@ -63,7 +64,7 @@ def error_message(exc: BaseException, batch_size: int) -> str:
     if isinstance(exc, MetastasisError):
         return text
     log.error("analysis failed", exc_info=(type(exc), exc, exc.__traceback__))
-    return f"Analysis failed: {type(exc).__name__}: {text}"
+    return f"Analysis failed: {user_message(exc)}"  # the sentence the CLI prints
 
 
 class AnalysisRunner(QObject):
@@ -151,7 +152,7 @@ class AnalysisRunner(QObject):
             clock = self._clock
             self.progressed.emit(
                 Progress(
-                    self._request,
+                    self._request,  # type: ignore[arg-type]
                     event.prob_map,
                     event.done,
                     event.total,
@@ -181,7 +182,7 @@ class AnalysisRunner(QObject):
     def _on_finished(self) -> None:
         planned = self._planned
         summary = RunSummary(
-            request=self._request,
+            request=self._request,  # type: ignore[arg-type]
             prob_map=planned.prob_map if planned else None,
             total=planned.total if planned else 0,
             done=self._done,

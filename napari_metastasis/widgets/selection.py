@@ -15,8 +15,20 @@ import shapely
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from .._napari.helpers import canvas_size, visible_world_rect
 from ..annotations.layers import ellipse_outline
 from .frame import SlideFrame
+
+__all__ = [
+    "AREA_SHAPE_TYPES",
+    "Rect",
+    "canvas_size",
+    "clip_to_slide",
+    "field_around",
+    "shapes_geometry",
+    "visible_region",
+    "visible_world_rect",
+]
 
 #: Shape types of a napari Shapes layer that enclose an area (lines and paths do not).
 AREA_SHAPE_TYPES = frozenset({"rectangle", "polygon", "ellipse"})
@@ -52,35 +64,6 @@ def clip_to_slide(x0: float, y0: float, x1: float, y1: float, frame: SlideFrame)
 
 
 # --- the camera ------------------------------------------------------------------------------
-def _camera(viewer):
-    """napari ≥ 0.9 keeps the camera on the scene; older versions on the viewer."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
-def canvas_size(viewer) -> tuple[float, float]:
-    """(height, width) of the canvas view box in screen pixels (one box when in grid mode)."""
-    canvas = getattr(viewer, "canvas", None)
-    if canvas is not None and hasattr(canvas, "viewbox_size"):
-        return tuple(float(v) for v in canvas.viewbox_size(viewer.layers))
-    if canvas is not None and hasattr(canvas, "size"):
-        return tuple(float(v) for v in canvas.size)
-    return tuple(float(v) for v in viewer._canvas_size)  # napari < 0.9
-
-
-def visible_world_rect(viewer) -> tuple[float, float, float, float]:
-    """(y0, x0, y1, x1) in world units (µm) of what the 2D canvas shows right now.
-
-    The camera puts ``center`` in the middle of the canvas and draws ``zoom`` screen pixels per
-    world unit, so the canvas spans size / zoom world units around the centre.
-    """
-    camera = _camera(viewer)
-    cy, cx = (float(c) for c in camera.center[-2:])
-    height, width = canvas_size(viewer)
-    half_h, half_w = height / (2 * camera.zoom), width / (2 * camera.zoom)
-    return cy - half_h, cx - half_w, cy + half_h, cx + half_w
-
-
 def visible_region(viewer, frame: SlideFrame) -> Rect | None:
     """The level-0 rectangle of the slide currently in view, clipped to the slide."""
     y0, x0, y1, x1 = visible_world_rect(viewer)
@@ -110,7 +93,7 @@ def shapes_geometry(layer, frame: SlideFrame, selected_only: bool = False) -> Ba
     scale or translate of its own still selects what it shows. Lines and paths enclose nothing
     and are ignored. With ``selected_only`` and a selection, only the selected shapes count.
     """
-    indices = range(len(layer.data))
+    indices: list[int] | range = range(len(layer.data))
     if selected_only and layer.selected_data:
         indices = sorted(layer.selected_data)
     polygons = []

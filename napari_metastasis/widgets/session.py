@@ -16,6 +16,7 @@ from pathlib import Path
 
 import platformdirs
 
+from .._napari.helpers import slide_key
 from ..errors import MetastasisError
 from ..grid import PatchGrid
 from ..probability import ProbabilityMap
@@ -30,11 +31,6 @@ def analyses_dir() -> Path:
     if override:
         return Path(override)
     return Path(platformdirs.user_data_dir("napari-metastasis", appauthor=False)) / "analyses"
-
-
-def slide_key(path: str | Path) -> str:
-    """A stable identity for a slide file: its absolute path (what the user reopens)."""
-    return str(Path(path).expanduser().resolve())
 
 
 def _safe(name: str) -> str:

@@ -1,0 +1,368 @@
+"""Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
+
+The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
+outputs as one set (:mod:`napari_metastasis.output_set`: all or none, with a manifest ``<stem>
+.outputs.json``): the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
+clinical summary (verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
+this process or scaled out on dask.distributed (one task per slide, each worker loading the model
+once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide that
+fails is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .annotations.exchange import write_camelyon16_csv, write_tiles_geojson
+from .annotations.geojson import write_geojson
+from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
+from .atomic import atomic_path
+from .contours import probability_contours, regions_to_annotations
+from .engine import (
+    BOX_COLUMNS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TISSUE_MIN_FRACTION,
+    check_analysable,
+    make_grid,
+    patch_table,
+    predict_slide,
+)
+from .error_policy import user_message
+from .errors import MetastasisError
+from .evaluation.froc import detections_from_map
+from .heatmap import render_heatmap, save_heatmap
+from .map_store import ZARR_SUFFIX, ZarrMapWriter, save_zarr
+from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
+from .output_set import OutputSet, check_writable, recover
+from .probability import ProbabilityMap
+from .slide import Slide
+from .summary import summarise_regions, write_summary
+
+Warn = Callable[[str], None]
+#: Sub-folder of ``--out`` holding Camelyon16's detection files (``<stem>.csv``, no other file), so
+#: it can be handed to Camelyon16's Evaluation_FROC.py as its results folder as it is.
+CAMELYON16_DIR = "camelyon16"
+#: Suffix of the hidden map a running prediction grows batch by batch (``.<stem>.resume.zarr``).
+RESUME_SUFFIX = ".resume.zarr"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Everything a prediction run needs besides the slide: plain data, so it ships to workers."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    positive_class: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    threshold: float | None = None  # None: the model card's threshold, else 0.5
+    region: tuple[float, float, float, float] | None = None
+    mpp: float | None = None
+    tissue_min_fraction: float = DEFAULT_TISSUE_MIN_FRACTION
+    stride_um: float | None = None  # grid step; None: the patch size (no overlap)
+    min_area_um2: float = 0.0
+    reader_threads: int | None = None
+    progress: bool = True
+    tiles: bool = False  # also write <stem>.tiles.geojson (QuPath tiles, one per patch)
+    resume: bool = False  # continue from the map an interrupted run left: classify what it lacks
+
+
+@dataclass(frozen=True)
+class SlideOutcome:
+    """What happened to one slide: a summary line, or the error that stopped it."""
+
+    path: Path
+    ok: bool
+    message: str
+
+
+def predict_to_files(
+    path: str | Path,
+    model: LoadedModel,
+    options: PredictOptions,
+    out: Path,
+    stem: str | None = None,
+    warn: Warn | None = None,
+) -> str:
+    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.prob.zarr/
+    .summary.json`` into ``out``, its Camelyon16 detection file into ``out/camelyon16/<stem>.csv``
+    and, with ``options.tiles``, ``<stem>.tiles.geojson``: one output set (all or none).
+
+    While the slide is classified, every finished batch is stored in a hidden OME-Zarr map
+    (``.<stem>.resume.zarr``), so an interrupted run loses at most one batch and
+    ``options.resume`` continues it; it is removed once the slide's set is complete."""
+    warn = warn or _stderr_warning
+    with Slide(path, mpp=options.mpp) as slide:
+        slide.check_readable()
+        resolution = slide.require_resolution()
+        if resolution.source == "objective power":
+            warn(
+                f"{slide.path.name}: no usable µm/px in the file; assuming {resolution.mpp:g} µm/px "
+                f"from its {slide.objective_power:g}x objective (pass --mpp to set it)"
+            )
+        stem = stem or slide.name
+        check_analysable(slide, make_grid(slide, model, resolution=resolution), options.region)
+        slide.overview_level(max(slide.dimensions) / 1024, "the heatmap")  # before, not after
+        with tqdm(
+            desc=slide.name,
+            unit="patch",
+            file=sys.stderr,
+            mininterval=0.5,
+            delay=0.5,
+            disable=not options.progress,
+        ) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            store = _open_store(out, stem, slide, model, resolution, options)
+            result = predict_slide(
+                slide,
+                model,
+                region=options.region,
+                tissue_min_fraction=options.tissue_min_fraction,
+                prob_map=store.prob_map,
+                resolution=resolution,
+                stride_um=options.stride_um,
+                batch_size=options.batch_size,
+                num_workers=options.reader_threads,
+                progress=progress,
+                on_batch=lambda batch: store.write(batch.cells, batch.probabilities),
+            )
+        if options.resume:  # the CSV lists every patch, those of the earlier run too
+            result.table = table_from_store(store, model.class_names)
+        threshold = resolve_threshold(options.threshold, model).value
+        regions = probability_contours(result.prob_map, threshold, options.min_area_um2)
+        result.prob_map.extra.update(
+            resolution_source=resolution.source,
+            threshold=threshold,
+            model_folder=str(model.folder),
+        )
+        positive = model.positive_class
+        classification = TUMOUR_CLASS if positive.lower() in TUMOUR_CLASSES else positive
+        summary = summarise_regions(
+            regions,
+            result.prob_map,
+            slide=slide.requested_path.name,
+            stem=stem,
+            threshold=threshold,
+            model=model.name,
+            slide_path=str(slide.path),
+        )
+        # All of the slide's files, or none: see output_set (a manifest marks the set complete).
+        info = {"slide": str(slide.path), "model": model.name, "threshold": threshold}
+        with OutputSet(out, stem, info=info) as outputs:
+            write_patch_csv(result.table, outputs.path(f"{stem}.csv"))
+            write_geojson(
+                outputs.path(f"{stem}.geojson"),
+                regions_to_annotations(regions, classification, threshold),
+                mpp=resolution,
+            )
+            heatmap = render_heatmap(slide, result.prob_map, regions)
+            save_heatmap(outputs.path(f"{stem}.heatmap.png"), heatmap)
+            result.prob_map.save(outputs.path(f"{stem}.prob.tiff"))
+            write_summary(outputs.folder, summary)
+            write_camelyon16_csv(
+                outputs.path(f"{CAMELYON16_DIR}/{stem}.csv"),
+                detections_from_map(result.prob_map, threshold),
+            )
+            if options.tiles:
+                write_tiles_geojson(
+                    outputs.path(f"{stem}.tiles.geojson"), result.table, model.class_names
+                )
+            store.finish(result.prob_map)
+            save_zarr(
+                result.prob_map,
+                outputs.path(f"{stem}{ZARR_SUFFIX}"),
+                model.class_names,
+                store.class_probabilities(),
+            )
+        shutil.rmtree(store.path, ignore_errors=True)  # the set holds the map now
+    top = result.prob_map.max_probability()
+    top_text = f"{top:.3f}" if result.n_done else "n/a"
+    why = ""
+    if result.n_done == 0:
+        why = (
+            f" (no patch has {options.tissue_min_fraction:g} of its area in tissue; "
+            "--tissue-min-fraction 0 classifies every patch)"
+        )
+    return (
+        f"{slide.name}: {result.n_done} patches{why}, max {positive} probability {top_text}, "
+        f"{len(regions)} regions >= {threshold:g} ({summary.verdict.sentence()}) -> {out / stem}.*"
+    )
+
+
+def live_store_path(out: Path, stem: str) -> Path:
+    """Where a running (or interrupted) prediction keeps its map, batch by batch."""
+    return Path(out) / f".{stem}{RESUME_SUFFIX}"
+
+
+def _open_store(
+    out: Path, stem: str, slide: Slide, model: LoadedModel, resolution, options: PredictOptions
+) -> ZarrMapWriter:
+    """The map the run writes batch by batch: a new one, or (``resume``) the interrupted one,
+    else the last complete run's ``<stem>.prob.zarr``."""
+    live = live_store_path(out, stem)
+    grid = make_grid(slide, model, resolution=resolution, stride_um=options.stride_um)
+    if options.resume:
+        previous = live if live.exists() else Path(out) / f"{stem}{ZARR_SUFFIX}"
+        if previous.exists():
+            if previous != live:
+                shutil.rmtree(live, ignore_errors=True)
+                shutil.copytree(previous, live)
+            store = ZarrMapWriter.resume(live)
+            if store.prob_map.grid != grid or store.class_names != list(model.class_names):
+                raise MetastasisError(
+                    f"{previous.name}: made with another model, grid or slide resolution than "
+                    "this run's; cannot resume it (run without --resume to start again)"
+                )
+            return store
+    prob_map = ProbabilityMap.empty(
+        grid,
+        class_name=model.positive_class,
+        model_name=model.name,
+        slide_path=str(slide.path),
+    )
+    return ZarrMapWriter.create(live, prob_map, model.class_names)
+
+
+def table_from_store(store: ZarrMapWriter, class_names) -> pd.DataFrame:
+    """The patch table of every cell the stored map has analysed, row by row."""
+    probabilities = store.class_probabilities()
+    cells = np.argwhere(~np.isnan(probabilities[..., 0]))
+    return patch_table(
+        cells,
+        store.prob_map.grid.cell_boxes(cells),
+        probabilities[cells[:, 0], cells[:, 1]],
+        class_names,
+    )
+
+
+def write_patch_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """WSInfer's CSV of a patch table (its box and ``prob_<class>`` columns), written atomically."""
+    columns = [c for c in table.columns if c in BOX_COLUMNS or c.startswith("prob_")]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table[columns].to_csv(tmp, index=False, float_format="%.6f")
+    return path
+
+
+def unique_stems(paths: Iterable[Path]) -> list[str]:
+    """Output names per slide; two slides with the same name get ``name_2`` and so on."""
+    used: set[str] = set()
+    stems = []
+    for path in paths:
+        name = Path(path).name if Path(path).is_dir() else Path(path).stem
+        stem, n = name, 2
+        while stem in used:
+            stem, n = f"{name}_{n}", n + 1
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def predict_many(
+    paths: list[Path],
+    options: PredictOptions,
+    out: Path,
+    *,
+    scheduler: str | None = None,
+    model: LoadedModel | None = None,
+    warn: Warn | None = None,
+) -> Iterator[SlideOutcome]:
+    """Predict every slide, yielding outcomes as slides finish.
+
+    ``scheduler`` None runs here, one slide after another, with one model (``model``, else loaded
+    from ``options``). ``"local"`` or ``"local:N"`` starts a dask.distributed LocalCluster of N
+    single-threaded worker processes; anything else is a scheduler address (``tcp://host:8786``)
+    of a running cluster.
+    """
+    stems = unique_stems(paths)
+    check_writable(out)  # before any slide is classified, not after
+    for line in recover(out):  # sets a killed run left half-moved, stale temporaries
+        (warn or _stderr_warning)(f"{out}: {line}")
+    if scheduler is None:
+        model = model or load_model(
+            options.model, device=options.device, positive_class=options.positive_class
+        )
+        loaded: LoadedModel = model
+        for path, stem in zip(paths, stems, strict=True):
+            yield _guarded(path, partial(predict_to_files, path, loaded, options, out, stem, warn))
+        return
+    yield from _predict_distributed(paths, stems, options, out, scheduler)
+
+
+def _predict_distributed(
+    paths: list[Path], stems: list[str], options: PredictOptions, out: Path, scheduler: str
+) -> Iterator[SlideOutcome]:
+    from distributed import Client, LocalCluster, as_completed
+
+    load_model(options.model, device="cpu")  # a bad model fails here, once, not on every worker
+    worker_options = replace(options, progress=False)
+    cluster = None
+    if scheduler == "local" or scheduler.startswith("local:"):
+        n_workers = int(scheduler.partition(":")[2] or 0) or min(len(paths), 2)
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise MetastasisError(
+                f"cannot reach the dask scheduler at {scheduler} ({exc})"
+            ) from exc
+    try:
+        futures = {
+            client.submit(
+                _predict_on_worker, str(path), worker_options, str(out), stem, pure=False
+            ): Path(path)
+            for path, stem in zip(paths, stems, strict=True)
+        }
+        for future in as_completed(futures):
+            path = futures[future]
+            try:
+                ok, message = future.result()
+            except Exception as exc:  # a worker died, or the task could not be shipped
+                ok, message = False, f"{path}: {user_message(exc)}"
+            yield SlideOutcome(path, ok, message)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _predict_on_worker(path: str, options: PredictOptions, out: str, stem: str) -> tuple[bool, str]:
+    """Runs inside a dask worker: one model per worker process, reused for all its slides."""
+    model = _worker_model(options.model, options.device, options.positive_class)
+    outcome = _guarded(Path(path), lambda: predict_to_files(path, model, options, Path(out), stem))
+    return outcome.ok, outcome.message
+
+
+@lru_cache(maxsize=2)
+def _worker_model(model: str, device: str, positive_class: str | None) -> LoadedModel:
+    return load_model(model, device=device, positive_class=positive_class)
+
+
+def _guarded(path: Path, work: Callable[[], str]) -> SlideOutcome:
+    """Run one slide's work; any failure becomes a one-line outcome instead of stopping the batch."""
+    try:
+        return SlideOutcome(Path(path), True, work())
+    except MetastasisError as exc:
+        return SlideOutcome(Path(path), False, str(exc))
+    except Exception as exc:  # a bad file must not stop the other slides
+        return SlideOutcome(Path(path), False, f"{path}: {user_message(exc)}")
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"napari-metastasis predict: warning: {message}", file=sys.stderr)

@@ -1,0 +1,318 @@
+"""The PDF report: one file per patient, for the pathologist's desk.
+
+Page 1 is the answer: the patient's pN stage, each node slide's verdict and largest deposit, the
+model, threshold, grid stride and the measuring error that follows from it, the date, and a plain
+line saying that this is research software, not a diagnosis. Then one page per slide: its thumbnail
+with the probability heatmap (``<stem>.heatmap.png``, written by ``predict``) and the regions numbered
+as in the table below it (area, greatest dimension, category, probabilities).
+
+Everything comes from the ``<stem>.summary.json`` files (:mod:`napari_metastasis.summary`), so a
+report can be made again at any time without the slides or the model. Pages are drawn with
+matplotlib (no pyplot: safe in a worker thread) and written with its PdfPages, atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from .atomic import atomic_path
+from .clinical import (
+    CATEGORY_COLOURS,
+    CATEGORY_LABELS,
+    CATEGORY_TINTS,
+    PatientStage,
+    format_mm,
+    read_stages,
+    slide_stem,
+)
+from .summary import DISCLAIMER, STAGES_FILE, SlideSummary, patient_stages, read_summaries
+
+A4_PORTRAIT = (8.27, 11.69)  # inches
+#: Regions listed on a slide page; the rest are counted (all are in the summary JSON).
+MAX_TABLE_ROWS = 22
+REPORT_SUFFIX = ".report.pdf"
+
+STAGE_MEANINGS = {
+    "pN0": "no metastasis or isolated tumour cells found",
+    "pN0(i+)": "isolated tumour cells only (none larger than 0.2 mm)",
+    "pN1mi": "micrometastases (larger than 0.2 mm, none larger than 2 mm)",
+    "pN1": "metastases in 1 to 3 nodes, at least one macrometastasis (larger than 2 mm)",
+    "pN2": "metastases in 4 to 9 nodes, at least one macrometastasis (larger than 2 mm)",
+}
+
+
+def write_patient_report(
+    path: str | Path,
+    patient: PatientStage,
+    summaries: Sequence[SlideSummary],
+    folder: str | Path,
+    *,
+    date: dt.date | None = None,
+) -> Path:
+    """Write the report of one patient: ``summaries`` are its slides (in ``patient.slides`` order),
+    ``folder`` holds their heatmaps."""
+    path = Path(path)
+    date = date or dt.date.today()
+    with atomic_path(path) as tmp, PdfPages(tmp) as pdf:
+        pdf.savefig(_summary_page(patient, summaries, date))
+        for summary in summaries:
+            pdf.savefig(_slide_page(patient, summary, Path(folder)))
+        info = pdf.infodict()
+        info["Title"] = f"{patient.patient}: {patient.stage}"
+        info["Subject"] = "Lymph-node metastasis staging (research use, not a diagnosis)"
+        info["Creator"] = "napari-metastasis"
+    return path
+
+
+def write_reports(
+    folder: str | Path,
+    out: str | Path | None = None,
+    *,
+    case: str | None = None,
+    cases: Mapping[str, str] | None = None,
+    date: dt.date | None = None,
+) -> list[Path]:
+    """One report per patient of a predict output ``folder``, written to ``out`` (default: the
+    folder). Patients are grouped by ``case``/``cases`` if given, else as the folder's
+    ``stages.csv`` records, else by Camelyon17 names (see :func:`clinical.group_patients`)."""
+    folder = Path(folder)
+    out = Path(out) if out is not None else folder
+    summaries = read_summaries(folder)
+    if case is None and cases is None and (folder / STAGES_FILE).is_file():
+        cases = read_stages(folder / STAGES_FILE).cases()
+        order = {key: i for i, key in enumerate(cases)}  # patients as the file lists them
+        summaries.sort(key=lambda s: order.get(slide_stem(s.slide), len(order)))
+    by_slide = {s.slide: s for s in summaries}
+    written = []
+    for patient in patient_stages(summaries, case=case, cases=cases):
+        slides = [by_slide[name] for name, _ in patient.slides]
+        written.append(
+            write_patient_report(
+                out / report_name(patient.patient), patient, slides, folder, date=date
+            )
+        )
+    return written
+
+
+def write_slide_files(
+    folder: str | Path,
+    slide_path: str | Path,
+    prob_map,
+    regions: Sequence,
+    *,
+    threshold: float,
+    stem: str | None = None,
+) -> SlideSummary:
+    """What the report needs of one slide, from an analysis held in memory (the viewer's): its
+    heatmap and ``<stem>.summary.json`` in ``folder``, as ``predict`` writes them."""
+    from .heatmap import render_heatmap, save_heatmap
+    from .slide import Slide
+    from .summary import summarise_regions, write_summary
+
+    folder = Path(folder)
+    stem = stem or slide_stem(slide_path)
+    with Slide(slide_path) as slide:
+        image = render_heatmap(slide, prob_map, regions)
+        name = slide.requested_path.name
+    save_heatmap(folder / f"{stem}.heatmap.png", image)
+    summary = summarise_regions(
+        regions,
+        prob_map,
+        slide=name,
+        stem=stem,
+        threshold=threshold,
+        model=prob_map.model_name,
+        slide_path=str(slide_path),
+    )
+    write_summary(folder, summary)
+    return summary
+
+
+def write_case_report(
+    folder: str | Path, patient: str, summaries: Sequence[SlideSummary], date: dt.date | None = None
+) -> Path:
+    """The report of one patient whose slides' files (:func:`write_slide_files`) are in ``folder``."""
+    stage = PatientStage.from_slides(patient, [(s.slide, s.verdict.category) for s in summaries])
+    folder = Path(folder)
+    return write_patient_report(folder / report_name(patient), stage, summaries, folder, date=date)
+
+
+def report_name(patient: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_.()" else "_" for c in patient)
+    return f"{safe}{REPORT_SUFFIX}"
+
+
+# --- pages ------------------------------------------------------------------------------------
+def _page() -> Figure:
+    return Figure(figsize=A4_PORTRAIT)
+
+
+def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date) -> Figure:
+    fig = _page()
+    fig.text(0.08, 0.95, f"Patient {patient.patient}", fontsize=18, weight="bold", va="top")
+    fig.text(0.08, 0.915, "Lymph-node metastases: size and pN stage", fontsize=11, va="top")
+    fig.text(0.08, 0.87, patient.stage, fontsize=34, weight="bold", va="top", color="#222222")
+    fig.text(0.08, 0.815, STAGE_MEANINGS[patient.stage], fontsize=11, va="top")
+
+    rows = []
+    for summary in summaries:
+        verdict = summary.verdict
+        rows.append(
+            [
+                summary.slide,
+                verdict.label,
+                format_mm(verdict.greatest_dimension_mm) if verdict.largest else "—",
+                str(len(summary.deposits)),
+            ]
+        )
+    ax = fig.add_axes((0.08, 0.45, 0.84, 0.33))
+    ax.axis("off")
+    if rows:
+        table = ax.table(
+            cellText=rows,
+            colLabels=["slide", "verdict", "largest deposit", "regions"],
+            colWidths=[0.44, 0.28, 0.16, 0.12],
+            loc="upper center",
+            cellLoc="left",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(9)
+        table.scale(1, 1.4)
+        for i, summary in enumerate(summaries, start=1):
+            table[i, 1].set_facecolor(CATEGORY_TINTS[summary.verdict.category])
+
+    models = sorted({s.model for s in summaries if s.model}) or ["unknown"]
+    thresholds = sorted({s.threshold for s in summaries})
+    strides = sorted({s.stride_um for s in summaries})
+    errors = sorted({s.measuring_error_mm for s in summaries})
+    lines = [
+        f"Model: {', '.join(models)}",
+        f"Threshold: {', '.join(f'{t:g}' for t in thresholds)} (tumour probability of a region)",
+        f"Grid stride: {', '.join(f'{s:g} µm' for s in strides)}. Measuring error of a greatest "
+        f"dimension: about ± {', '.join(f'{e * 1000:g} µm' for e in errors)} (one stride: region "
+        "outlines follow the grid cells).",
+        "Greatest dimension: maximum Feret diameter of the region's outline. Categories (AJCC 8th "
+        "edition):",
+        "isolated tumour cells ≤ 0.2 mm, micrometastasis > 0.2 mm and ≤ 2 mm, macrometastasis > 2 mm.",
+        "pN stage by the Camelyon17 rules (one slide per lymph node; ITC do not count as involved).",
+        f"Report date: {date.isoformat()}",
+    ]
+    for i, line in enumerate(lines):
+        fig.text(0.08, 0.40 - i * 0.025, line, fontsize=9, va="top")
+    fig.text(
+        0.08,
+        0.12,
+        DISCLAIMER,
+        fontsize=11,
+        weight="bold",
+        color="#a01010",
+        va="top",
+        wrap=True,
+    )
+    fig.text(0.08, 0.04, "napari-metastasis", fontsize=8, color="#777777")
+    return fig
+
+
+def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> Figure:
+    fig = _page()
+    verdict = summary.verdict
+    fig.text(0.06, 0.965, summary.slide, fontsize=13, weight="bold", va="top")
+    fig.text(
+        0.06,
+        0.94,
+        f"{verdict.sentence()}   ·   patient {patient.patient}, {patient.stage}",
+        fontsize=10,
+        va="top",
+        color=CATEGORY_COLOURS[verdict.category],
+        weight="bold",
+    )
+    ax = fig.add_axes((0.06, 0.42, 0.88, 0.5))
+    ax.set_axis_off()
+    heatmap = folder / f"{summary.stem}.heatmap.png"
+    if heatmap.is_file():
+        _draw_thumbnail(ax, heatmap, summary)
+    else:
+        ax.text(0.5, 0.5, f"no heatmap ({heatmap.name} missing)", ha="center", va="center")
+
+    deposits = sorted(summary.deposits, key=lambda d: d.id)
+    tax = fig.add_axes((0.06, 0.05, 0.88, 0.35))
+    tax.set_axis_off()
+    if not deposits:
+        tax.text(0, 0.95, "No region above the threshold.", fontsize=10, va="top")
+        return fig
+    shown = sorted(deposits, key=lambda d: -d.greatest_dimension_mm)[:MAX_TABLE_ROWS]
+    shown.sort(key=lambda d: d.id)
+    rows = [
+        [
+            str(d.id),
+            f"{d.area_mm2:.4f}",
+            f"{d.greatest_dimension_mm:.3f}",
+            CATEGORY_LABELS[d.category],
+            _prob(d.max_prob),
+            _prob(d.mean_prob),
+        ]
+        for d in shown
+    ]
+    table = tax.table(
+        cellText=rows,
+        colLabels=["region", "area (mm²)", "greatest dim. (mm)", "category", "max p", "mean p"],
+        colWidths=[0.09, 0.15, 0.2, 0.28, 0.12, 0.12],
+        loc="upper center",
+        cellLoc="right",
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    for i, d in enumerate(shown, start=1):
+        table[i, 3].set_facecolor(CATEGORY_TINTS[d.category])
+    if len(deposits) > len(shown):
+        tax.text(
+            0,
+            0.0,
+            f"{len(deposits) - len(shown)} smaller regions not listed "
+            f"(all are in {summary.stem}.summary.json).",
+            fontsize=8,
+            va="bottom",
+        )
+    return fig
+
+
+def _draw_thumbnail(ax, heatmap: Path, summary: SlideSummary) -> None:
+    from PIL import Image
+
+    with Image.open(heatmap) as im:
+        image = np.asarray(im.convert("RGB"))
+    ax.imshow(image, interpolation="antialiased")
+    width, height = summary.dimensions_px
+    sx, sy = image.shape[1] / max(width, 1), image.shape[0] / max(height, 1)
+    for d in summary.deposits:
+        if d.centroid_px is None:
+            continue
+        ax.annotate(
+            str(d.id),
+            (d.centroid_px[0] * sx, d.centroid_px[1] * sy),
+            fontsize=8,
+            weight="bold",
+            ha="center",
+            va="center",
+            color="white",
+            bbox={"boxstyle": "circle,pad=0.2", "fc": CATEGORY_COLOURS[d.category], "ec": "white"},
+        )
+    # A scale bar along the bottom-left: the longest round length under a quarter of the width.
+    mm_px = 1000.0 / summary.mpp[0] * sx
+    lengths = [b for b in (10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05) if b * mm_px <= image.shape[1] / 4]
+    bar_mm = lengths[0] if lengths else 0.05
+    bar = bar_mm * mm_px
+    y = image.shape[0] * 0.96
+    x0 = image.shape[1] * 0.03
+    ax.plot([x0, x0 + bar], [y, y], color="black", linewidth=3, solid_capstyle="butt")
+    ax.text(x0, y - image.shape[0] * 0.015, f"{bar_mm:g} mm", fontsize=8, va="bottom")
+
+
+def _prob(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"

@@ -1,0 +1,225 @@
+"""The clinical summary of an analysed slide (``<stem>.summary.json``) and of a run (``stages.csv``).
+
+A summary holds what goes into a pathologist's report for one slide: its verdict and largest deposit,
+each region's area, greatest dimension, category and probabilities, and how the numbers were made
+(model, threshold, grid stride, µm/px, the measuring error of about one stride). ``predict`` writes
+one per slide; the ``report`` command and the widget read them back. ``stages.csv`` is the same
+answer per patient, in Camelyon17's submission format (see :mod:`napari_metastasis.clinical`).
+
+Sizes are in mm and mm², positions (centroids, slide size) in level-0 pixels, like every file the
+package writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import write_text_atomic
+from .clinical import (
+    Deposit,
+    PatientStage,
+    SlideVerdict,
+    group_patients,
+    measure_regions,
+    measuring_error_mm,
+    slide_verdict,
+    stages_csv,
+)
+from .errors import MetastasisError
+
+SUMMARY_SUFFIX = ".summary.json"
+STAGES_FILE = "stages.csv"
+FORMAT_TAG = "napari-metastasis slide summary v1"
+#: The line every human-facing output carries.
+DISCLAIMER = "For research use only; not a diagnosis. A pathologist must review every slide."
+
+
+@dataclass
+class SlideSummary:
+    """One slide's clinical answer and how it was obtained."""
+
+    slide: str  # the slide's file (or DICOM folder) name, as in stages.csv
+    stem: str  # the name of its output files: <stem>.summary.json, .heatmap.png, ...
+    deposits: list[Deposit]
+    threshold: float
+    model: str
+    stride_um: float  # grid step: the measuring error is about this much
+    patch_um: float
+    mpp: tuple[float, float]  # level-0 (x, y) µm per pixel
+    dimensions_px: tuple[int, int]  # level-0 (width, height)
+    patches: int = -1  # patches analysed (0: no verdict can be given); -1 unknown
+    slide_path: str = ""
+    created: str = field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @property
+    def verdict(self) -> SlideVerdict:
+        return slide_verdict(self.deposits)
+
+    @property
+    def measuring_error_mm(self) -> float:
+        return measuring_error_mm(self.stride_um)
+
+    def to_dict(self) -> dict:
+        verdict = self.verdict
+        return {
+            "format": FORMAT_TAG,
+            "slide": self.slide,
+            "stem": self.stem,
+            "slide_path": self.slide_path,
+            "verdict": verdict.category,
+            "verdict_text": verdict.sentence(),
+            "greatest_dimension_mm": verdict.greatest_dimension_mm,
+            "largest_region": verdict.largest.id if verdict.largest else None,
+            "threshold": self.threshold,
+            "model": self.model,
+            "stride_um": self.stride_um,
+            "patch_um": self.patch_um,
+            "measuring_error_mm": self.measuring_error_mm,
+            "mpp": list(self.mpp),
+            "dimensions_px": list(self.dimensions_px),
+            "patches": self.patches,
+            "created": self.created,
+            "disclaimer": DISCLAIMER,
+            "regions": [d.to_dict() for d in self.deposits],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> SlideSummary:
+        return cls(
+            slide=str(data["slide"]),
+            stem=str(data["stem"]),
+            deposits=[Deposit.from_dict(r) for r in data.get("regions", [])],
+            threshold=float(data["threshold"]),
+            model=str(data.get("model", "")),
+            stride_um=float(data["stride_um"]),
+            patch_um=float(data.get("patch_um", data["stride_um"])),
+            mpp=(float(data["mpp"][0]), float(data["mpp"][1])),
+            dimensions_px=(int(data["dimensions_px"][0]), int(data["dimensions_px"][1])),
+            patches=int(data.get("patches", -1)),
+            slide_path=str(data.get("slide_path", "")),
+            created=str(data.get("created", "")),
+        )
+
+
+def summarise_regions(
+    regions: Sequence,
+    prob_map,
+    *,
+    slide: str,
+    stem: str,
+    threshold: float,
+    model: str,
+    slide_path: str = "",
+) -> SlideSummary:
+    """The summary of ``regions`` found on ``prob_map`` (a ProbabilityMap) at ``threshold``."""
+    grid = prob_map.grid
+    return SlideSummary(
+        slide=slide,
+        stem=stem,
+        deposits=measure_regions(regions, grid),
+        threshold=float(threshold),
+        model=model,
+        stride_um=float(grid.step_um),
+        patch_um=float(grid.patch_um),
+        mpp=(float(grid.mpp_x), float(grid.mpp_y)),
+        dimensions_px=(int(grid.width), int(grid.height)),
+        patches=int(prob_map.n_analysed),
+        slide_path=slide_path,
+    )
+
+
+def write_summary(folder: str | Path, summary: SlideSummary) -> Path:
+    path = Path(folder) / f"{summary.stem}{SUMMARY_SUFFIX}"
+    write_text_atomic(path, json.dumps(summary.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_summary(path: str | Path) -> SlideSummary:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT_TAG:
+            raise ValueError("not written by napari-metastasis")
+        return SlideSummary.from_dict(data)
+    except OSError as exc:
+        raise MetastasisError(f"{path.name}: cannot read the summary ({exc.strerror})") from exc
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise MetastasisError(f"{path.name}: not a slide summary ({exc})") from exc
+
+
+def read_summaries(folder: str | Path) -> list[SlideSummary]:
+    """Every ``*.summary.json`` of a predict output folder, by file name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MetastasisError(f"{folder}: not a folder")
+    paths = sorted(folder.glob(f"*{SUMMARY_SUFFIX}"))
+    if not paths:
+        raise MetastasisError(
+            f"{folder}: no {SUMMARY_SUFFIX} files (run `napari-metastasis predict --out {folder}`)"
+        )
+    return [read_summary(p) for p in paths]
+
+
+def patient_stages(
+    summaries: Iterable[SlideSummary],
+    *,
+    case: str | None = None,
+    cases: Mapping[str, str] | None = None,
+) -> list[PatientStage]:
+    """One :class:`PatientStage` per patient (grouped as :func:`clinical.group_patients` does)."""
+    by_slide = {s.slide: s for s in summaries}
+    groups = group_patients(list(by_slide), case=case, cases=cases)
+    return [
+        PatientStage.from_slides(
+            patient, [(str(name), by_slide[str(name)].verdict.category) for name in names]
+        )
+        for patient, names in groups.items()
+    ]
+
+
+def stage_run(
+    slides: Sequence[str | Path],
+    stems: Sequence[str],
+    failed: Iterable[str | Path],
+    folder: str | Path,
+    *,
+    case: str | None = None,
+    cases: Mapping[str, str] | None = None,
+) -> tuple[list[PatientStage], list[str]]:
+    """The patients of a run (slides and their output ``stems``, summaries in ``folder``), and one
+    line for each patient left unstaged because one of its slides failed or had no patch analysed
+    (no tissue found): a stage from some of the nodes could understate it."""
+    stem_of = {str(path): stem for path, stem in zip(slides, stems, strict=True)}
+    failed_set = {str(p) for p in failed}
+    staged, unstaged = [], []
+    for patient, paths in group_patients(list(slides), case=case, cases=cases).items():
+        bad = [Path(p).name for p in paths if str(p) in failed_set]
+        if bad:
+            unstaged.append(f"{patient}: not staged, {', '.join(bad)} could not be analysed")
+            continue
+        summaries = [
+            read_summary(Path(folder) / f"{stem_of[str(path)]}{SUMMARY_SUFFIX}") for path in paths
+        ]
+        empty = [s.slide for s in summaries if s.patches == 0]
+        if empty:
+            unstaged.append(
+                f"{patient}: not staged, no patch of {', '.join(empty)} was analysed "
+                "(no tissue found; --tissue-min-fraction 0 classifies every patch)"
+            )
+            continue
+        staged.append(
+            PatientStage.from_slides(patient, [(s.slide, s.verdict.category) for s in summaries])
+        )
+    return staged, unstaged
+
+
+def write_stages(folder: str | Path, patients: Iterable[PatientStage]) -> Path:
+    path = Path(folder) / STAGES_FILE
+    write_text_atomic(path, stages_csv(patients))
+    return path

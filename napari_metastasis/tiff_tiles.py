@@ -1,0 +1,180 @@
+"""The stored tiles of TIFF-family slides (Aperio SVS, generic tiled TIFF), decoded directly.
+
+OpenSlide can only start a read at a level-0 pixel. On a level whose downsample is not a whole
+number (most Aperio levels: 4.000235, 2.0005 ...) that position falls between the level's pixels and
+OpenSlide resamples the tiles by the remainder, so a window of the level is never quite the level's
+own pixels. Reading the stored tiles ourselves (tifffile finds them, imagecodecs decodes them, as
+tiffslide does) gives exactly the pixels the scanner wrote, at any position, and skips OpenSlide's
+per-call overhead.
+
+A level is read here only when its directory is one we decode exactly as OpenSlide does (verified
+pixel for pixel in the tests): tiled, 8-bit RGB or YCbCr, 3 samples, contiguous, and compressed
+with none, LZW, deflate or JPEG. Any other level (JPEG 2000 SVS, RGBA, ...) and every other format
+stays with OpenSlide. Tiles are read with ``os.pread`` (no shared file position), so any number of
+threads may decode at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: OpenSlide's names of the formats whose levels are plain tiled TIFF directories.
+TIFF_FAMILY_FORMATS = ("aperio", "generic-tiff")
+
+#: TIFF compression codes decoded here: none, LZW, JPEG, deflate (Adobe and old).
+_COMPRESSIONS = {1, 5, 7, 8, 32946}
+
+
+class TileDecodeError(ValueError):
+    """A stored tile could not be read or decoded (a damaged file)."""
+
+
+@dataclass(frozen=True)
+class _Level:
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    columns: int
+    offsets: tuple[int, ...]
+    byte_counts: tuple[int, ...]
+    decode: object  # tifffile's decode function for this directory
+    jpegtables: bytes | None
+
+
+class TiffTiles:
+    """Direct access to the tiles of the levels of one TIFF-family slide that can be decoded here."""
+
+    def __init__(self, path: str | Path, levels: dict[int, _Level]):
+        self.path = Path(path)
+        self._levels = levels
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._lock = None if hasattr(os, "pread") else threading.Lock()
+
+    @classmethod
+    def open(
+        cls, path: str | Path, fmt: str | None, level_dimensions: tuple[tuple[int, int], ...]
+    ) -> TiffTiles | None:
+        """Tiles of the levels decodable here, or None (other format, no such level, no codecs)."""
+        if fmt not in TIFF_FAMILY_FORMATS:
+            return None
+        try:
+            import imagecodecs  # noqa: F401  (tifffile's JPEG, LZW and deflate decoders)
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                pages = [page for page in tif.pages if getattr(page, "is_tiled", False)]
+                levels = {}
+                for level, (width, height) in enumerate(level_dimensions):
+                    found = [
+                        p
+                        for p in pages
+                        if getattr(p, "imagewidth", None) == width
+                        and getattr(p, "imagelength", None) == height
+                    ]
+                    if len(found) == 1 and _decodable(found[0]):
+                        levels[level] = _level_of(found[0])
+        except Exception:  # anything tifffile cannot parse stays with OpenSlide
+            return None
+        return cls(path, levels) if levels else None
+
+    def has_level(self, level: int) -> bool:
+        return level in self._levels
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return tuple(sorted(self._levels))
+
+    def tile_size(self, level: int) -> tuple[int, int]:
+        lv = self._levels[level]
+        return lv.tile_width, lv.tile_height
+
+    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB uint8 (height, width, 3) of ``level``'s own pixels from (x, y) in its grid; white
+        outside the level and where a tile is missing."""
+        lv = self._levels[level]
+        out = np.full((height, width, 3), 255, np.uint8)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + width, lv.width), min(y + height, lv.height)
+        if x1 <= x0 or y1 <= y0:
+            return out
+        tw, th = lv.tile_width, lv.tile_height
+        for row in range(y0 // th, (y1 - 1) // th + 1):
+            for col in range(x0 // tw, (x1 - 1) // tw + 1):
+                tile = self.tile(level, col, row)
+                if tile is None:
+                    continue
+                tx, ty = col * tw, row * th
+                ax, ay = max(x0, tx), max(y0, ty)
+                bx, by = min(x1, tx + tw), min(y1, ty + th)
+                out[ay - y : by - y, ax - x : bx - x] = tile[ay - ty : by - ty, ax - tx : bx - tx]
+        return out
+
+    def tile(self, level: int, col: int, row: int) -> np.ndarray | None:
+        """One stored tile, (tile_height, tile_width, 3) as stored (edge tiles padded), or None
+        when the file has no data for it."""
+        lv = self._levels[level]
+        index = row * lv.columns + col
+        offset, count = lv.offsets[index], lv.byte_counts[index]
+        if offset == 0 or count == 0:
+            return None
+        try:
+            data = self._pread(count, offset)
+            if len(data) != count:
+                raise TileDecodeError(f"tile {index} is cut short ({len(data)} of {count} bytes)")
+            segment, _, _ = lv.decode(data, index, jpegtables=lv.jpegtables)  # type: ignore[operator]
+        except TileDecodeError:
+            raise
+        except Exception as exc:  # codec errors come in many classes
+            raise TileDecodeError(f"tile {index}: {type(exc).__name__}: {exc}") from exc
+        if segment is None:
+            return None
+        return segment.reshape(lv.tile_height, lv.tile_width, -1)[..., :3]
+
+    def _pread(self, count: int, offset: int) -> bytes:
+        if self._lock is None:
+            return os.pread(self._fd, count, offset)
+        with self._lock:  # no pread (Windows): one shared position
+            os.lseek(self._fd, offset, os.SEEK_SET)
+            return os.read(self._fd, count)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _decodable(page) -> bool:
+    return (
+        int(page.compression) in _COMPRESSIONS
+        and int(page.photometric) in (2, 6)  # RGB, YCbCr
+        and (int(page.photometric) == 2 or int(page.compression) == 7)  # YCbCr only inside JPEG
+        and page.samplesperpixel == 3
+        and not page.extrasamples
+        and page.bitspersample == 8
+        and int(page.planarconfig) == 1  # contiguous
+        and page.imagedepth == 1
+        and page.tilewidth > 0
+        and page.tilelength > 0
+        and len(page.dataoffsets)
+        == -(-page.imagewidth // page.tilewidth) * -(-page.imagelength // page.tilelength)
+    )
+
+
+def _level_of(page) -> _Level:
+    return _Level(
+        width=page.imagewidth,
+        height=page.imagelength,
+        tile_width=page.tilewidth,
+        tile_height=page.tilelength,
+        columns=-(-page.imagewidth // page.tilewidth),
+        offsets=tuple(int(v) for v in page.dataoffsets),
+        byte_counts=tuple(int(v) for v in page.databytecounts),
+        decode=page.decode,
+        jpegtables=page.jpegtables,
+    )

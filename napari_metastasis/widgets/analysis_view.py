@@ -1,0 +1,182 @@
+"""What the viewer shows of one analysis (one slide, one model): overlay, regions, edits.
+
+An :class:`AnalysisView` owns the probability overlay (:mod:`.overlay`), the regions layer
+(:mod:`.regions_layer`) and the pathologist's edits (:class:`.navigator.RegionEdits`) of one
+:class:`ProbabilityMap`; it turns the map into regions at a threshold (:mod:`napari_metastasis.contours`),
+highlights and frames a region, and draws itself in a :class:`.controls.DisplayStyle`. It knows
+nothing about the controls or the run. :class:`AnalysisViews` keeps one view per (slide, model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._napari.helpers import centre_camera_on, keep_below, slide_key
+from ..contours import probability_contours
+from ..probability import ProbabilityMap
+from .controls import DisplayStyle
+from .frame import SlideFrame
+from .navigator import RegionEdits
+from .overlay import ProbabilityOverlay
+from .regions_layer import RegionsLayer
+
+ViewKey = tuple[str, str]  # (slide key, model name)
+
+
+@dataclass
+class AnalysisView:
+    """The layers and edits showing one probability map over its slide."""
+
+    slide_path: str
+    slide_name: str
+    prob_map: ProbabilityMap
+    overlay: ProbabilityOverlay
+    regions_layer: RegionsLayer
+    edits: RegionEdits = field(default_factory=RegionEdits)
+    regions: list = field(default_factory=list)  # after edits, in the layer's order
+    labels: list = field(default_factory=list)
+    selected: int | None = None  # index into ``regions`` of the highlighted region
+
+    @property
+    def model_name(self) -> str:
+        return self.prob_map.model_name
+
+    @property
+    def key(self) -> ViewKey:
+        return slide_key(self.slide_path), self.model_name
+
+    @property
+    def frame(self) -> SlideFrame:
+        return self.regions_layer.frame
+
+    def layers(self) -> list[Any]:
+        """The napari layers now shown (overlay, regions)."""
+        return [v._layer for v in (self.overlay, self.regions_layer) if v.is_shown()]
+
+    # --- the map -----------------------------------------------------------------------------
+    def set_map(self, prob_map: ProbabilityMap, frame: SlideFrame | None = None) -> None:
+        """Show another map in the same layers (layers are never churned needlessly: napari with
+        software GL can crash drawing after a Shapes layer is removed and another added)."""
+        self.prob_map = prob_map
+        if frame is not None:
+            self.regions_layer.frame = frame
+        self.overlay.set_map(prob_map, frame)
+        self.edits.clear()
+
+    def refresh_overlay(self) -> None:
+        self.overlay.refresh()
+
+    # --- regions -----------------------------------------------------------------------------
+    def update_regions(self, threshold: float, min_area_um2: float) -> None:
+        """Regions of the map at ``threshold``, minus deletions, relabelled, drawn in the layer."""
+        regions = probability_contours(self.prob_map, threshold, min_area_um2=min_area_um2)
+        self.regions, self.labels = self.edits.apply(regions)
+        self.selected = None
+        self.regions_layer.show(self.regions, self.labels, threshold)
+
+    def delete(self, indices: list[int]) -> None:
+        for i in indices:
+            if 0 <= i < len(self.regions):
+                self.edits.delete(self.regions[i])
+
+    def relabel(self, indices: list[int], label: str) -> None:
+        for i in indices:
+            if 0 <= i < len(self.regions):
+                self.edits.relabel(self.regions[i], label)
+
+    def forget_deleted(self, ids: set[str]) -> None:
+        """Regions the user removed with napari's own tools count as deleted."""
+        for region in self.regions:
+            if str(region.uid) in ids:
+                self.edits.delete(region)
+
+    def go_to(self, viewer: Any, index: int) -> bool:
+        """Centre and zoom the camera on region ``index``, and highlight it."""
+        if not 0 <= index < len(self.regions):
+            return False
+        region = self.regions[index]
+        minx, miny, maxx, maxy = region.polygon.bounds
+        (y0, x0), (y1, x1) = self.frame.to_world(np.array([[minx, miny], [maxx, maxy]]))
+        centre_camera_on(viewer, (y0, x0, y1, x1))
+        self.selected = index
+        self.regions_layer.highlight(region.uid)
+        return True
+
+    # --- drawing -----------------------------------------------------------------------------
+    def apply_style(self, style: DisplayStyle) -> None:
+        self.overlay.set_visible(style.show_overlay)
+        self.overlay.set_opacity(style.opacity)
+        self.overlay.set_colormap(style.colormap)
+        self.regions_layer.set_visible(style.show_contours)
+
+    def keep_slide_below(self, viewer: Any, slide_layer: Any) -> None:
+        """The slide under its overlay and regions (e.g. after it was closed and reopened)."""
+        keep_below(viewer, slide_layer, self.layers())
+
+
+class AnalysisViews:
+    """One :class:`AnalysisView` per (slide, model), made when a map is first shown."""
+
+    def __init__(self, viewer: Any, style: Callable[[], DisplayStyle]):
+        self.viewer = viewer
+        self.style = style
+        self._views: dict[ViewKey, AnalysisView] = {}
+        #: called with (view, region ids) when the user deletes regions in the layer itself
+        self.on_user_delete: Callable[[AnalysisView, set[str]], None] | None = None
+
+    def get(self, slide_path: str | None, model_name: str) -> AnalysisView | None:
+        if not slide_path:
+            return None
+        return self._views.get((slide_key(slide_path), model_name))
+
+    def for_slide(self, slide_path: str) -> list[AnalysisView]:
+        key = slide_key(slide_path)
+        return [view for (slide, _), view in self._views.items() if slide == key]
+
+    def __iter__(self) -> Iterator[AnalysisView]:
+        return iter(list(self._views.values()))
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def show(self, slide_path: str, prob_map: ProbabilityMap, slide_layer: Any) -> AnalysisView:
+        """The view showing ``prob_map``: new layers for a new map, the old ones otherwise."""
+        key = (slide_key(slide_path), prob_map.model_name)
+        frame = (
+            SlideFrame.from_layer(slide_layer)
+            if slide_layer is not None
+            else SlideFrame.from_grid(prob_map.grid)
+        )
+        view = self._views.get(key)
+        if view is not None:
+            if view.prob_map is not prob_map or view.frame != frame:
+                view.set_map(prob_map, frame)
+            return view
+        slide_name = slide_layer.name if slide_layer is not None else Path(slide_path).stem
+        title = f"{slide_name} · {prob_map.model_name}"
+        overlay = ProbabilityOverlay(self.viewer, prob_map, f"{title} probability", frame)
+        regions_layer = RegionsLayer(self.viewer, frame, f"{title} regions")
+        view = AnalysisView(slide_path, slide_name, prob_map, overlay, regions_layer)
+        view.apply_style(self.style())
+        regions_layer.on_user_delete = lambda ids, view=view: self._user_deleted(view, ids)
+        self._views[key] = view
+        overlay.refresh()
+        _ = regions_layer.layer  # above the overlay
+        if slide_layer is not None:
+            view.keep_slide_below(self.viewer, slide_layer)
+            self.viewer.layers.selection.active = slide_layer
+        return view
+
+    def _user_deleted(self, view: AnalysisView, ids: set[str]) -> None:
+        view.forget_deleted(ids)
+        if self.on_user_delete is not None:
+            self.on_user_delete(view, ids)
+
+    def apply_style(self, style: DisplayStyle) -> None:
+        for view in self:
+            view.apply_style(style)

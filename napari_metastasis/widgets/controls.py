@@ -1,0 +1,360 @@
+"""The dock widget's controls, built with magicgui: what to analyse, how, and how to show it.
+
+Three containers, each a plain set of values with change signals and no knowledge of layers beyond
+the choices it lists: :class:`SourceControls` (slide, µm/px, model, device, batch size, tissue),
+:class:`RunControls` (the mode and its options, Run and Cancel) and :class:`DisplayControls`
+(overlay, contours, threshold, minimum area). The dock widget reads them and listens to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+)
+from qtpy.QtWidgets import QRadioButton
+
+from .. import engine
+from .._napari.helpers import slide_layers, suggested_mpp
+from ..models import DEFAULT_MODEL, DEVICE_CHOICES, Threshold, available_models
+from ..slide import PLAUSIBLE_MPP_RANGE
+from .overlay import COLORMAPS, DEFAULT_FLOOR, DEFAULT_OPACITY
+
+MODES = ("Visible region", "Click", "Drawn shapes", "Whole slide")
+VISIBLE, CLICK, SHAPES, WHOLE = MODES
+DEFAULT_FIELD_UM = 1000.0
+MODE_TIPS = {
+    VISIBLE: "The part of the slide shown in the canvas now",
+    CLICK: "Click the slide: the field around the point is analysed",
+    SHAPES: "Rectangles and polygons drawn in a Shapes layer",
+    WHOLE: "All the tissue of the slide",
+}
+#: The Overlap choice: how much neighbouring patches overlap (the grid step is the rest).
+OVERLAPS = {"none": 0.0, "half a patch": 0.5}
+NO_OVERLAP = "none"
+MPP_SOURCES = {
+    "metadata": "from the file",
+    "given": "given here",
+    "objective power": "estimated from the objective power: check it",
+    "none": "not stated by the file: enter it to analyse",
+}
+
+
+def _row(*widgets, label: str = "") -> Container:
+    return Container(widgets=list(widgets), layout="horizontal", labels=False, label=label)
+
+
+class SourceControls(Container):
+    """Slide, its µm/px, model, device, batch size, minimum tissue fraction."""
+
+    def __init__(self, viewer: Any):
+        self._viewer = viewer
+        self.slide = ComboBox(
+            label="Slide", choices=self._slide_choices, tooltip="Slide layers opened here"
+        )
+        self.mpp = FloatSpinBox(
+            label="µm/px",
+            value=0.0,
+            min=0.0,
+            max=PLAUSIBLE_MPP_RANGE[1],
+            step=0.01,
+            tooltip="Level-0 µm per pixel of the selected slide. Editable when the file states "
+            "none: the layer is rescaled to µm and the value is remembered with the analysis",
+        )
+        self.mpp.native.setDecimals(4)
+        self.mpp.native.setSpecialValueText("unknown")
+        self.mpp.native.setKeyboardTracking(False)
+        self.mpp_source = Label(value="")
+        self.model = ComboBox(label="Model", choices=self._model_choices(), tooltip="")
+        default = [c for c in self.model.choices if self.model.get_choice(DEFAULT_MODEL) == c]
+        if default:
+            self.model.value = default[0]
+        self.browse = PushButton(
+            text="Folder…", tooltip="Use a model folder (config.json + torchscript_model.pt)"
+        )
+        self.device = ComboBox(
+            label="Device",
+            choices=list(DEVICE_CHOICES),
+            tooltip="auto: CUDA GPU if present, else Apple MPS, else CPU",
+        )
+        self.batch_size = SpinBox(
+            label="Batch size",
+            value=engine.DEFAULT_BATCH_SIZE,
+            min=1,
+            max=1024,
+            tooltip="Patches per forward pass; lower it if the GPU runs out of memory",
+        )
+        self.tissue_min = FloatSpinBox(
+            label="Min tissue fraction",
+            value=engine.DEFAULT_TISSUE_MIN_FRACTION,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip="Patches with less tissue than this fraction are background and are not "
+            "classified (0 classifies everything)",
+        )
+        self.overlap = ComboBox(
+            label="Overlap",
+            choices=list(OVERLAPS),
+            value=NO_OVERLAP,
+            tooltip="Neighbouring patches side by side, or overlapping by half a patch: four "
+            "times the patches, and deposit sizes measured to half a patch instead of a whole one",
+        )
+        super().__init__(
+            widgets=[
+                self.slide,
+                _row(self.mpp, self.mpp_source, label="µm/px"),
+                _row(self.model, self.browse, label="Model"),
+                self.device,
+                self.batch_size,
+                self.tissue_min,
+                self.overlap,
+            ]
+        )
+
+    @property
+    def overlap_fraction(self) -> float:
+        """How much neighbouring patches overlap (0 or 0.5), as :class:`.jobs.JobRequest` wants."""
+        return OVERLAPS[self.overlap.value]
+
+    # --- choices ---------------------------------------------------------------------------
+    def _slide_choices(self, *_) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in slide_layers(self._viewer)]
+
+    @staticmethod
+    def _model_choices() -> list[tuple[str, str]]:
+        return [(name, str(folder)) for name, folder in available_models().items()]
+
+    def add_model(self, name: str, ref: str, select: bool = True) -> None:
+        """Offer a model (a folder, or a name only known from a loaded analysis)."""
+        if name not in self.model_names:
+            self.model.set_choice(name, ref)
+        if select:
+            self.model.value = self.model.get_choice(name)
+
+    def select_model(self, name: str) -> None:
+        if name in self.model_names:
+            self.model.value = self.model.get_choice(name)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [self.model.native.itemText(i) for i in range(self.model.native.count())]
+
+    @property
+    def model_ref(self) -> str:
+        return self.model.value or self.model_name
+
+    @property
+    def model_name(self) -> str:
+        return self.model.current_choice or ""
+
+    # --- the µm/px field -------------------------------------------------------------------
+    def show_mpp(self, slide_layer: Any) -> None:
+        """Fill the µm/px field for ``slide_layer``: editable unless the file states it."""
+        value, source = suggested_mpp(slide_layer)
+        with self.mpp.changed.blocked():
+            self.mpp.value = value or 0.0
+        self.mpp.enabled = slide_layer is not None and source != "metadata"
+        self.mpp_source.value = MPP_SOURCES[source] if slide_layer is not None else ""
+
+    @property
+    def mpp_value(self) -> float | None:
+        value = float(self.mpp.value)
+        return value if value > 0 else None
+
+
+class RunControls(Container):
+    """The analysis mode and its options, Run and Cancel."""
+
+    def __init__(self, viewer: Any):
+        self._viewer = viewer
+        self.mode = RadioButtons(label="Analyse", choices=list(MODES), value=VISIBLE)  # type: ignore[call-arg]
+        for button in self.mode.native.findChildren(QRadioButton):
+            button.setToolTip(MODE_TIPS.get(button.text(), ""))
+        self.field_size = FloatSpinBox(
+            label="Field size",
+            value=DEFAULT_FIELD_UM,
+            min=50.0,
+            max=20000.0,
+            step=250.0,
+            tooltip="Side of the square field analysed around each click (µm)",
+        )
+        self.field_size.native.setDecimals(0)
+        self.field_size.native.setSuffix(" µm")
+        self.shapes_layer = ComboBox(
+            label="Shapes layer", choices=self._shapes_choices, nullable=False
+        )
+        self.new_shapes = PushButton(
+            text="New", tooltip="Add a Shapes layer and start drawing rectangles"
+        )
+        self.selected_only = CheckBox(text="Only the selected shapes")
+        self.run_button = PushButton(text="Run", tooltip="Analyse (Ctrl+R)")
+        self.cancel_button = PushButton(text="Cancel", tooltip="Stop after this batch (Escape)")
+        self.cancel_button.enabled = False
+        self.shapes_row = _row(self.shapes_layer, self.new_shapes, label="Shapes layer")
+        self.mode_options = {
+            CLICK: [self.field_size],
+            SHAPES: [self.shapes_row, self.selected_only],
+        }
+        super().__init__(
+            widgets=[
+                self.mode,
+                self.field_size,
+                self.shapes_row,
+                self.selected_only,
+                _row(self.run_button, self.cancel_button),
+            ]
+        )
+        self.mode.changed.connect(self._show_options)
+        self._show_options()
+
+    def _shapes_choices(self, *_) -> list[tuple[str, Any]]:
+        from napari.layers import Shapes
+
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Shapes) and not layer.metadata.get("metastasis_regions")
+        ]
+
+    def _show_options(self, *_) -> None:
+        for mode, widgets in self.mode_options.items():
+            for widget in widgets:  # type: ignore[attr-defined]
+                widget.visible = mode == self.mode.value
+
+    def set_mode(self, mode: str) -> None:
+        self.mode.value = mode
+
+    def select_shapes_layer(self, name: str) -> None:
+        self.shapes_layer.reset_choices()
+        choice = self.shapes_layer.get_choice(name) if name in self.shapes_names else None
+        if choice is not None:
+            self.shapes_layer.value = choice
+
+    @property
+    def shapes_names(self) -> list[str]:
+        return [n for n, _ in self._shapes_choices()]
+
+
+@dataclass(frozen=True)
+class DisplayStyle:
+    """How every analysis is drawn (the display controls' values)."""
+
+    show_overlay: bool = True
+    show_contours: bool = True
+    opacity: float = DEFAULT_OPACITY
+    colormap: str = COLORMAPS[0]
+    floor: float = DEFAULT_FLOOR
+
+
+class DisplayControls(Container):
+    """Overlay and contours: visibility, opacity, colormap, floor, threshold, minimum area."""
+
+    def __init__(self):
+        self.show_overlay = CheckBox(text="Probability map (O)", value=True)
+        self.show_contours = CheckBox(text="Contours (C)", value=True)
+        self.opacity = FloatSlider(label="Opacity", value=DEFAULT_OPACITY, min=0.0, max=1.0)
+        self.colormap = ComboBox(label="Colormap", choices=list(COLORMAPS))
+        self.floor = FloatSlider(
+            label="Hide below",
+            value=DEFAULT_FLOOR,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            tooltip="Probabilities below this are not drawn, so the H&E stays readable "
+            "(0 tints every analysed patch)",
+        )
+        self.threshold = FloatSlider(
+            label="Threshold",
+            value=0.5,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            tooltip="Regions are drawn where the probability is at least this",
+        )
+        self.threshold_source = Label(value="")
+        self.reset_threshold = PushButton(
+            text="Model's", tooltip="Back to the model's threshold (its card's, else 0.5)"
+        )
+        self.min_area = FloatSpinBox(
+            label="Min area",
+            value=0.0,
+            min=0.0,
+            max=1e9,
+            step=10000.0,
+            tooltip="Regions smaller than this are not drawn (µm²)",
+        )
+        self.min_area.native.setDecimals(0)
+        self.min_area.native.setSuffix(" µm²")
+        self._model_threshold: Threshold | None = None
+        super().__init__(
+            widgets=[
+                _row(self.show_overlay, self.show_contours, label="Show"),
+                self.opacity,
+                self.colormap,
+                self.floor,
+                self.threshold,
+                _row(self.threshold_source, self.reset_threshold, label=""),
+                self.min_area,
+            ]
+        )
+        self.threshold.changed.connect(self._describe_threshold)
+        self.reset_threshold.changed.connect(self._reset_threshold)
+
+    def style(self) -> DisplayStyle:
+        return DisplayStyle(
+            bool(self.show_overlay.value),
+            bool(self.show_contours.value),
+            float(self.opacity.value),
+            str(self.colormap.value),
+            float(self.floor.value),
+        )
+
+    def on_style_changed(self, callback: Callable[[], None]) -> None:
+        for widget in (self.show_overlay, self.show_contours, self.opacity, self.colormap):
+            widget.changed.connect(lambda *_: callback())
+        self.floor.changed.connect(lambda *_: callback())
+
+    def on_regions_changed(self, callback: Callable[[], None]) -> None:
+        for widget in (self.threshold, self.min_area):
+            widget.changed.connect(lambda *_: callback())
+
+    # --- the threshold ---------------------------------------------------------------------
+    def set_model_threshold(self, threshold: Threshold) -> None:
+        """The selected model's threshold: the slider moves there and says where it comes from."""
+        self._model_threshold = threshold
+        self.threshold.value = threshold.value
+        self._describe_threshold()
+
+    def _reset_threshold(self, *_) -> None:
+        if self._model_threshold is not None:
+            self.threshold.value = self._model_threshold.value
+
+    def _describe_threshold(self, *_) -> None:
+        model = self._model_threshold
+        if model is None:
+            self.threshold_source.value = ""
+            return
+        text = f"model's: {model.value:.3g} ({model.source})"
+        if abs(self.threshold.value - model.value) > 1e-9:
+            text += f"; now {self.threshold.value:.2f}"
+        self.threshold_source.value = text
+
+    @property
+    def threshold_value(self) -> float:
+        return float(self.threshold.value)
+
+    @property
+    def min_area_um2(self) -> float:
+        return float(self.min_area.value)

@@ -1,0 +1,135 @@
+"""Slide summaries and the PDF report: the report opens, has a page per slide after the summary page,
+and no page is blank (rendered to pixels with pypdfium2)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pypdfium2 as pdfium
+import pytest
+import shapely
+from PIL import Image
+
+from napari_metastasis.cli import main
+from napari_metastasis.contours import Region
+from napari_metastasis.grid import PatchGrid
+from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.report import write_reports
+from napari_metastasis.summary import (
+    SlideSummary,
+    patient_stages,
+    read_summary,
+    summarise_regions,
+    write_stages,
+    write_summary,
+)
+
+
+def _summary(slide: str, boxes_um: list[tuple[float, float, float, float]], mpp=0.5):
+    """A summary of rectangular regions (µm boxes) on a 20 000 x 16 000 px slide."""
+    grid = PatchGrid(20000, 16000, mpp, mpp, patch_px=224, spacing_um=0.5)
+    prob = ProbabilityMap.empty(grid)
+    regions = [
+        Region(i, shapely.box(*(np.array(b) / mpp)), 0.0, 0.9 - 0.1 * i, 0.8 - 0.1 * i, 1)
+        for i, b in enumerate(boxes_um, start=1)
+    ]
+    stem = slide.rsplit(".", 1)[0]
+    return summarise_regions(
+        regions, prob, slide=slide, stem=stem, threshold=0.7, model="test-model"
+    )
+
+
+def _heatmap(folder, stem, seed):
+    rng = np.random.default_rng(seed)
+    image = np.full((800, 1000, 3), 235, np.uint8)
+    image[200:600, 300:700] = rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    Image.fromarray(image).save(folder / f"{stem}.heatmap.png")
+
+
+@pytest.fixture
+def predict_folder(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    summaries = [
+        _summary("patient_007_node_0.tif", [(2000, 2000, 5000, 4000), (8000, 1000, 8100, 1100)]),
+        _summary("patient_007_node_1.tif", [(1000, 1000, 1500, 1300)]),
+        _summary("patient_007_node_2.tif", []),
+        _summary("other.svs", [(100, 100, 250, 200)]),
+    ]
+    for i, s in enumerate(summaries):
+        write_summary(folder, s)
+        _heatmap(folder, s.stem, i)
+    write_stages(folder, patient_stages(summaries))
+    return folder
+
+
+def test_summary_round_trip_and_stages(predict_folder):
+    summary = read_summary(predict_folder / "patient_007_node_0.summary.json")
+    assert isinstance(summary, SlideSummary)
+    assert summary.verdict.category == "macro"
+    # 3 x 2 mm box: diagonal √13 mm.
+    assert summary.verdict.greatest_dimension_mm == pytest.approx(13**0.5)
+    assert [d.category for d in summary.deposits] == ["macro", "itc"]
+    assert summary.deposits[0].area_mm2 == pytest.approx(6.0)
+    assert summary.stride_um == pytest.approx(112) and summary.measuring_error_mm == 0.112
+    assert (predict_folder / "stages.csv").read_text().splitlines() == [
+        "patient,stage",
+        "patient_007.zip,pN1",
+        "patient_007_node_0.tif,macro",
+        "patient_007_node_1.tif,micro",
+        "patient_007_node_2.tif,negative",
+        "other.zip,pN0(i+)",
+        "other.svs,itc",
+    ]
+
+
+def _render(pdf_path):
+    pdf = pdfium.PdfDocument(str(pdf_path))
+    try:
+        pages = []
+        for i in range(len(pdf)):
+            bitmap = pdf[i].render(scale=0.6)
+            pages.append(np.asarray(bitmap.to_pil().convert("L"), np.float64))
+        return pages
+    finally:
+        pdf.close()
+
+
+def test_report_pages_are_there_and_not_blank(predict_folder, tmp_path):
+    out = tmp_path / "reports"
+    written = write_reports(predict_folder, out, date=dt.date(2026, 11, 30))
+    assert [p.name for p in written] == ["patient_007.report.pdf", "other.report.pdf"]
+    pages = _render(out / "patient_007.report.pdf")
+    assert len(pages) == 1 + 3  # the summary page, then one per slide
+    for page in pages:
+        assert page.std() > 20  # text, tables and pictures, not an empty sheet
+        assert (page < 128).mean() > 0.005
+    # The slide page of a slide with a heatmap holds the picture: many grey levels in its top half.
+    top = pages[1][: pages[1].shape[0] // 2]
+    assert len(np.unique(top.astype(np.uint8))) > 100
+    assert len(_render(out / "other.report.pdf")) == 2
+    text = _page_text(out / "patient_007.report.pdf", 0)
+    assert "pN1" in text and "not a diagnosis" in text and "2026-11-30" in text
+    assert "test-model" in text and "0.7" in text and "about ± 112 µm" in text
+    assert "Macrometastasis" in _page_text(out / "patient_007.report.pdf", 1)
+
+
+def _page_text(pdf_path, index):
+    pdf = pdfium.PdfDocument(str(pdf_path))
+    try:
+        return pdf[index].get_textpage().get_text_range()
+    finally:
+        pdf.close()
+
+
+def test_report_command_groups_by_case(predict_folder, tmp_path, capsys):
+    assert main(["report", str(predict_folder), "--case", "Mrs X", "--out", str(tmp_path)]) == 0
+    assert "Mrs_X.report.pdf" in capsys.readouterr().out
+    assert len(_render(tmp_path / "Mrs_X.report.pdf")) == 1 + 4
+
+
+def test_report_without_summaries_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no .summary.json files" in err and "Traceback" not in err
