@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
 
-.PHONY: setup system-deps demo test lint format bench model clean
+.PHONY: setup system-deps demo test lint typecheck wheel-check format bench model clean
 
 setup: $(VENV)/.installed
 
@@ -31,8 +31,16 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: system-deps setup lint
+typecheck: setup
+	$(BIN)/mypy
+
+# The built wheel in a clean venv: napari lists the plugin, `predict --sample` runs (scripts/).
+wheel-check: setup
+	TORCH_SPEC="$(TORCH_SPEC)" bash scripts/check_wheel.sh $(BIN)/python
+
+test: system-deps setup lint typecheck
 	$(XVFB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) wheel-check
 
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py --out resources/bench_reader.json

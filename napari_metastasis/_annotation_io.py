@@ -44,10 +44,10 @@ def get_annotation_reader(path: str | list[str]) -> Callable[[str], list[LayerDa
         if len(path) != 1:
             return None
         path = path[0]
-    path = Path(path)
-    if path.suffix.lower() not in READ_EXTENSIONS or not path.is_file():
+    file = Path(path)
+    if file.suffix.lower() not in READ_EXTENSIONS or not file.is_file():
         return None
-    if not _sniff(path):
+    if not _sniff(file):
         return None
     return read_annotation_file
 

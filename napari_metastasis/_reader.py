@@ -105,7 +105,7 @@ def slide_layer_data(slide: Slide, *, warn_uncalibrated: bool = True) -> LayerDa
 
 def _report_once(slide: Slide) -> Callable[[SlideError], None]:
     lock = threading.Lock()
-    reported = []
+    reported: list[SlideError] = []
 
     def on_error(exc: SlideError) -> None:
         logger.warning("%s", exc)

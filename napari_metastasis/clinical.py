@@ -35,9 +35,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from shapely.geometry import LineString
 from shapely.geometry.base import BaseGeometry
 
-from .annotations.measure import Mpp, to_um
+from .annotations.measure import Mpp, mpp_yx, to_um
 from .errors import MetastasisError
 
 #: Slide categories (Camelyon17's slide labels), from least to most severe.
@@ -64,6 +65,15 @@ CATEGORY_COLOURS = {
     "macro": "#c8283c",
 }
 
+
+def _faded(hex_colour: str, strength: float = 0.35) -> str:
+    rgb = [int(hex_colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)]
+    return "#" + "".join(f"{round(255 - (255 - c) * strength):02x}" for c in rgb)
+
+
+#: The same colours faded, as backgrounds of table cells (report, region list, case list).
+CATEGORY_TINTS = {name: _faded(colour) for name, colour in CATEGORY_COLOURS.items()}
+
 _CAMELYON_NAME = re.compile(r"^(patient_\d+)_node_\d+$", re.IGNORECASE)
 
 
@@ -74,17 +84,34 @@ class StagingError(MetastasisError):
 # --- measures ---------------------------------------------------------------------------------
 def greatest_dimension_um(geometry: BaseGeometry, mpp: Mpp) -> float:
     """Maximum Feret diameter of ``geometry`` (level-0 px) in µm; 0 for an empty geometry."""
-    if geometry.is_empty:
+    segment = greatest_dimension_segment(geometry, mpp)
+    if segment is None:
         return 0.0
-    hull = to_um(geometry, mpp).convex_hull
-    coords = np.asarray(
+    (x0, y0), (x1, y1) = to_um(LineString(segment), mpp).coords
+    return float(math.hypot(x1 - x0, y1 - y0))
+
+
+def greatest_dimension_segment(
+    geometry: BaseGeometry, mpp: Mpp
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The two level-0 (x, y) points of ``geometry`` farthest apart in µm (the ends of its maximum
+    Feret diameter, where a ruler would lie); None for an empty geometry or a single point."""
+    if geometry.is_empty:
+        return None
+    hull = geometry.convex_hull  # an affine scaling maps hull vertices to hull vertices
+    px = np.asarray(
         hull.exterior.coords if hull.geom_type == "Polygon" else hull.coords, dtype=np.float64
     )
-    if len(coords) < 2:
-        return 0.0
+    if len(px) < 2:
+        return None
+    my, mx = mpp_yx(mpp)
+    um = px * (mx, my)
     # A hull has few vertices (a region's hull: a few dozen), so all pairs are cheap.
-    diff = coords[:, None, :] - coords[None, :, :]
-    return float(np.sqrt((diff**2).sum(-1)).max())
+    dist = ((um[:, None, :] - um[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    if dist[i, j] == 0:
+        return None
+    return (float(px[i, 0]), float(px[i, 1])), (float(px[j, 0]), float(px[j, 1]))
 
 
 def deposit_category(greatest_dimension_mm: float) -> str:
@@ -106,9 +133,10 @@ class Deposit:
     area_mm2: float
     greatest_dimension_mm: float
     category: str
-    max_probability: float | None = None
-    mean_probability: float | None = None
+    max_prob: float | None = None
+    mean_prob: float | None = None
     centroid_px: tuple[float, float] | None = None
+    uid: str | None = None  # the region's id in the GeoJSON and the napari layer
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -123,9 +151,10 @@ class Deposit:
             area_mm2=float(data["area_mm2"]),
             greatest_dimension_mm=float(data["greatest_dimension_mm"]),
             category=_checked_category(str(data["category"])),
-            max_probability=_optional_float(data.get("max_probability")),
-            mean_probability=_optional_float(data.get("mean_probability")),
+            max_prob=_optional_float(data.get("max_prob")),
+            mean_prob=_optional_float(data.get("mean_prob")),
             centroid_px=(float(centroid[0]), float(centroid[1])) if centroid else None,
+            uid=data.get("uid"),
         )
 
 
@@ -138,8 +167,9 @@ def measure_deposit(
     mpp: Mpp,
     *,
     id: int = 1,
-    max_probability: float | None = None,
-    mean_probability: float | None = None,
+    max_prob: float | None = None,
+    mean_prob: float | None = None,
+    uid: str | None = None,
 ) -> Deposit:
     """Area, greatest dimension and category of one region (level-0 px geometry)."""
     greatest = greatest_dimension_um(geometry, mpp) / 1000.0
@@ -149,9 +179,10 @@ def measure_deposit(
         area_mm2=float(to_um(geometry, mpp).area) / 1e6,
         greatest_dimension_mm=greatest,
         category=deposit_category(greatest),
-        max_probability=max_probability,
-        mean_probability=mean_probability,
+        max_prob=max_prob,
+        mean_prob=mean_prob,
         centroid_px=None if centroid.is_empty else (float(centroid.x), float(centroid.y)),
+        uid=uid,
     )
 
 
@@ -163,8 +194,9 @@ def measure_regions(regions: Iterable, mpp: Mpp) -> list[Deposit]:
             r.polygon,
             mpp,
             id=r.id,
-            max_probability=float(r.max_prob),
-            mean_probability=float(r.mean_prob),
+            max_prob=float(r.max_prob),
+            mean_prob=float(r.mean_prob),
+            uid=getattr(r, "uid", None),
         )
         for r in regions
     ]
@@ -240,7 +272,7 @@ def _checked_category(category: str) -> str:
 
 
 # --- patients ---------------------------------------------------------------------------------
-def slide_key(path: str | Path) -> str:
+def slide_stem(path: str | Path) -> str:
     """A slide's name without folder and extension (a DICOM folder keeps its name)."""
     path = Path(path)
     name = path.name
@@ -252,12 +284,12 @@ def slide_key(path: str | Path) -> str:
 
 def camelyon_patient(path: str | Path) -> str | None:
     """``patient_004`` for ``patient_004_node_4.tif``; None for any other name."""
-    match = _CAMELYON_NAME.match(slide_key(path))
+    match = _CAMELYON_NAME.match(slide_stem(path))
     return match.group(1) if match else None
 
 
 def read_cases(path: str | Path) -> dict[str, str]:
-    """A ``slide,patient`` CSV (header optional) as {slide key: patient}; slides by name or path."""
+    """A ``slide,patient`` CSV (header optional) as {slide stem: patient}; slides by name or path."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -272,7 +304,7 @@ def read_cases(path: str | Path) -> dict[str, str]:
             continue
         if len(cells) < 2 or not cells[0] or not cells[1]:
             raise StagingError(f"{path.name}, line {number}: expected 'slide,patient', got {row}")
-        key = slide_key(cells[0])
+        key = slide_stem(cells[0])
         if key in cases and cases[key] != cells[1]:
             raise StagingError(
                 f"{path.name}, line {number}: slide {cells[0]} is listed for patients "
@@ -290,13 +322,13 @@ def group_patients(
 ) -> dict[str, list[str | Path]]:
     """{patient: its slides}, patients in the order their first slide comes.
 
-    ``case`` makes every slide one patient; otherwise ``cases`` ({slide key: patient}, see
+    ``case`` makes every slide one patient; otherwise ``cases`` ({slide stem: patient}, see
     :func:`read_cases`) is asked first, then Camelyon17's ``patient_<id>_node_<n>`` names; any other
     slide is a patient of its own, named after the slide.
     """
     groups: dict[str, list[str | Path]] = {}
     for slide in slides:
-        key = slide_key(slide)
+        key = slide_stem(slide)
         if case:
             patient = case
         elif cases and key in cases:
@@ -347,8 +379,8 @@ class StagesFile:
     members: dict[str, list[str]]  # patient -> the slide rows that follow its row
 
     def cases(self) -> dict[str, str]:
-        """{slide key: patient}, the grouping this file records (for :func:`group_patients`)."""
-        return {slide_key(s): p for p, slides in self.members.items() for s in slides}
+        """{slide stem: patient}, the grouping this file records (for :func:`group_patients`)."""
+        return {slide_stem(s): p for p, slides in self.members.items() for s in slides}
 
 
 def read_stages(path: str | Path) -> StagesFile:

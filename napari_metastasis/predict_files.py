@@ -11,15 +11,18 @@ fails is reported and the others go on.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from .annotations.exchange import write_camelyon16_csv, write_tiles_geojson
 from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
 from .atomic import atomic_path
@@ -30,17 +33,26 @@ from .engine import (
     DEFAULT_TISSUE_MIN_FRACTION,
     check_analysable,
     make_grid,
+    patch_table,
     predict_slide,
 )
 from .error_policy import user_message
 from .errors import MetastasisError
+from .evaluation.froc import detections_from_map
 from .heatmap import render_heatmap, save_heatmap
+from .map_store import ZARR_SUFFIX, ZarrMapWriter, save_zarr
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
 from .output_set import OutputSet, check_writable, recover
+from .probability import ProbabilityMap
 from .slide import Slide
 from .summary import summarise_regions, write_summary
 
 Warn = Callable[[str], None]
+#: Sub-folder of ``--out`` holding Camelyon16's detection files (``<stem>.csv``, no other file), so
+#: it can be handed to Camelyon16's Evaluation_FROC.py as its results folder as it is.
+CAMELYON16_DIR = "camelyon16"
+#: Suffix of the hidden map a running prediction grows batch by batch (``.<stem>.resume.zarr``).
+RESUME_SUFFIX = ".resume.zarr"
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,8 @@ class PredictOptions:
     min_area_um2: float = 0.0
     reader_threads: int | None = None
     progress: bool = True
+    tiles: bool = False  # also write <stem>.tiles.geojson (QuPath tiles, one per patch)
+    resume: bool = False  # continue from the map an interrupted run left: classify what it lacks
 
 
 @dataclass(frozen=True)
@@ -78,8 +92,13 @@ def predict_to_files(
     stem: str | None = None,
     warn: Warn | None = None,
 ) -> str:
-    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.summary.json``
-    into ``out``."""
+    """Classify one slide and write ``<stem>.csv/.geojson/.heatmap.png/.prob.tiff/.prob.zarr/
+    .summary.json`` into ``out``, its Camelyon16 detection file into ``out/camelyon16/<stem>.csv``
+    and, with ``options.tiles``, ``<stem>.tiles.geojson``: one output set (all or none).
+
+    While the slide is classified, every finished batch is stored in a hidden OME-Zarr map
+    (``.<stem>.resume.zarr``), so an interrupted run loses at most one batch and
+    ``options.resume`` continues it; it is removed once the slide's set is complete."""
     warn = warn or _stderr_warning
     with Slide(path, mpp=options.mpp) as slide:
         slide.check_readable()
@@ -105,17 +124,22 @@ def predict_to_files(
                 bar.total = total
                 bar.update(done - bar.n)
 
+            store = _open_store(out, stem, slide, model, resolution, options)
             result = predict_slide(
                 slide,
                 model,
                 region=options.region,
                 tissue_min_fraction=options.tissue_min_fraction,
+                prob_map=store.prob_map,
                 resolution=resolution,
                 stride_um=options.stride_um,
                 batch_size=options.batch_size,
                 num_workers=options.reader_threads,
                 progress=progress,
+                on_batch=lambda batch: store.write(batch.cells, batch.probabilities),
             )
+        if options.resume:  # the CSV lists every patch, those of the earlier run too
+            result.table = table_from_store(store, model.class_names)
         threshold = resolve_threshold(options.threshold, model).value
         regions = probability_contours(result.prob_map, threshold, options.min_area_um2)
         result.prob_map.extra.update(
@@ -147,6 +171,22 @@ def predict_to_files(
             save_heatmap(outputs.path(f"{stem}.heatmap.png"), heatmap)
             result.prob_map.save(outputs.path(f"{stem}.prob.tiff"))
             write_summary(outputs.folder, summary)
+            write_camelyon16_csv(
+                outputs.path(f"{CAMELYON16_DIR}/{stem}.csv"),
+                detections_from_map(result.prob_map, threshold),
+            )
+            if options.tiles:
+                write_tiles_geojson(
+                    outputs.path(f"{stem}.tiles.geojson"), result.table, model.class_names
+                )
+            store.finish(result.prob_map)
+            save_zarr(
+                result.prob_map,
+                outputs.path(f"{stem}{ZARR_SUFFIX}"),
+                model.class_names,
+                store.class_probabilities(),
+            )
+        shutil.rmtree(store.path, ignore_errors=True)  # the set holds the map now
     top = result.prob_map.max_probability()
     top_text = f"{top:.3f}" if result.n_done else "n/a"
     why = ""
@@ -158,6 +198,52 @@ def predict_to_files(
     return (
         f"{slide.name}: {result.n_done} patches{why}, max {positive} probability {top_text}, "
         f"{len(regions)} regions >= {threshold:g} ({summary.verdict.sentence()}) -> {out / stem}.*"
+    )
+
+
+def live_store_path(out: Path, stem: str) -> Path:
+    """Where a running (or interrupted) prediction keeps its map, batch by batch."""
+    return Path(out) / f".{stem}{RESUME_SUFFIX}"
+
+
+def _open_store(
+    out: Path, stem: str, slide: Slide, model: LoadedModel, resolution, options: PredictOptions
+) -> ZarrMapWriter:
+    """The map the run writes batch by batch: a new one, or (``resume``) the interrupted one,
+    else the last complete run's ``<stem>.prob.zarr``."""
+    live = live_store_path(out, stem)
+    grid = make_grid(slide, model, resolution=resolution, stride_um=options.stride_um)
+    if options.resume:
+        previous = live if live.exists() else Path(out) / f"{stem}{ZARR_SUFFIX}"
+        if previous.exists():
+            if previous != live:
+                shutil.rmtree(live, ignore_errors=True)
+                shutil.copytree(previous, live)
+            store = ZarrMapWriter.resume(live)
+            if store.prob_map.grid != grid or store.class_names != list(model.class_names):
+                raise MetastasisError(
+                    f"{previous.name}: made with another model, grid or slide resolution than "
+                    "this run's; cannot resume it (run without --resume to start again)"
+                )
+            return store
+    prob_map = ProbabilityMap.empty(
+        grid,
+        class_name=model.positive_class,
+        model_name=model.name,
+        slide_path=str(slide.path),
+    )
+    return ZarrMapWriter.create(live, prob_map, model.class_names)
+
+
+def table_from_store(store: ZarrMapWriter, class_names) -> pd.DataFrame:
+    """The patch table of every cell the stored map has analysed, row by row."""
+    probabilities = store.class_probabilities()
+    cells = np.argwhere(~np.isnan(probabilities[..., 0]))
+    return patch_table(
+        cells,
+        store.prob_map.grid.cell_boxes(cells),
+        probabilities[cells[:, 0], cells[:, 1]],
+        class_names,
     )
 
 
@@ -208,10 +294,9 @@ def predict_many(
         model = model or load_model(
             options.model, device=options.device, positive_class=options.positive_class
         )
+        loaded: LoadedModel = model
         for path, stem in zip(paths, stems, strict=True):
-            yield _guarded(
-                path, lambda p=path, s=stem: predict_to_files(p, model, options, out, s, warn)
-            )
+            yield _guarded(path, partial(predict_to_files, path, loaded, options, out, stem, warn))
         return
     yield from _predict_distributed(paths, stems, options, out, scheduler)
 

@@ -105,10 +105,15 @@ class ProbabilityMap:
 
     @classmethod
     def load(cls, path: str | Path) -> ProbabilityMap:
+        """A map saved by :meth:`save` (``.prob.tiff``) or as OME-Zarr (a ``.prob.zarr`` folder)."""
         path = Path(path)
+        if path.is_dir():
+            from .map_store import load_zarr
+
+            return load_zarr(path)
         try:
             with tifffile.TiffFile(path) as tif:
-                description = tif.pages[0].description
+                description = tif.pages[0].description  # type: ignore[union-attr]
                 values = tif.pages[0].asarray()
             meta = json.loads(description)
             if meta.get("format") != FORMAT_TAG:

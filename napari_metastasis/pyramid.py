@@ -175,7 +175,8 @@ def build_pyramid(
     undecodable blocks into white ones reported to it (see :class:`LevelArray`).
     """
     token = uuid.uuid4().hex  # unique keys: napari's dask cache must never mix two slides
-    levels, kept = [], []
+    levels: list = []
+    kept: list = []
     for level in range(slide.level_count):
         array = LevelArray(slide, level, on_error)
         height, width, _ = array.shape

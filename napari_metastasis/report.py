@@ -25,10 +25,11 @@ from .atomic import atomic_path
 from .clinical import (
     CATEGORY_COLOURS,
     CATEGORY_LABELS,
+    CATEGORY_TINTS,
     PatientStage,
     format_mm,
     read_stages,
-    slide_key,
+    slide_stem,
 )
 from .summary import DISCLAIMER, STAGES_FILE, SlideSummary, patient_stages, read_summaries
 
@@ -86,7 +87,7 @@ def write_reports(
     if case is None and cases is None and (folder / STAGES_FILE).is_file():
         cases = read_stages(folder / STAGES_FILE).cases()
         order = {key: i for i, key in enumerate(cases)}  # patients as the file lists them
-        summaries.sort(key=lambda s: order.get(slide_key(s.slide), len(order)))
+        summaries.sort(key=lambda s: order.get(slide_stem(s.slide), len(order)))
     by_slide = {s.slide: s for s in summaries}
     written = []
     for patient in patient_stages(summaries, case=case, cases=cases):
@@ -97,6 +98,49 @@ def write_reports(
             )
         )
     return written
+
+
+def write_slide_files(
+    folder: str | Path,
+    slide_path: str | Path,
+    prob_map,
+    regions: Sequence,
+    *,
+    threshold: float,
+    stem: str | None = None,
+) -> SlideSummary:
+    """What the report needs of one slide, from an analysis held in memory (the viewer's): its
+    heatmap and ``<stem>.summary.json`` in ``folder``, as ``predict`` writes them."""
+    from .heatmap import render_heatmap, save_heatmap
+    from .slide import Slide
+    from .summary import summarise_regions, write_summary
+
+    folder = Path(folder)
+    stem = stem or slide_stem(slide_path)
+    with Slide(slide_path) as slide:
+        image = render_heatmap(slide, prob_map, regions)
+        name = slide.requested_path.name
+    save_heatmap(folder / f"{stem}.heatmap.png", image)
+    summary = summarise_regions(
+        regions,
+        prob_map,
+        slide=name,
+        stem=stem,
+        threshold=threshold,
+        model=prob_map.model_name,
+        slide_path=str(slide_path),
+    )
+    write_summary(folder, summary)
+    return summary
+
+
+def write_case_report(
+    folder: str | Path, patient: str, summaries: Sequence[SlideSummary], date: dt.date | None = None
+) -> Path:
+    """The report of one patient whose slides' files (:func:`write_slide_files`) are in ``folder``."""
+    stage = PatientStage.from_slides(patient, [(s.slide, s.verdict.category) for s in summaries])
+    folder = Path(folder)
+    return write_patient_report(folder / report_name(patient), stage, summaries, folder, date=date)
 
 
 def report_name(patient: str) -> str:
@@ -141,7 +185,7 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
         table.set_fontsize(9)
         table.scale(1, 1.4)
         for i, summary in enumerate(summaries, start=1):
-            table[i, 1].set_facecolor(_tint(summary.verdict.category))
+            table[i, 1].set_facecolor(CATEGORY_TINTS[summary.verdict.category])
 
     models = sorted({s.model for s in summaries if s.model}) or ["unknown"]
     thresholds = sorted({s.threshold for s in summaries})
@@ -210,8 +254,8 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
             f"{d.area_mm2:.4f}",
             f"{d.greatest_dimension_mm:.3f}",
             CATEGORY_LABELS[d.category],
-            _prob(d.max_probability),
-            _prob(d.mean_probability),
+            _prob(d.max_prob),
+            _prob(d.mean_prob),
         ]
         for d in shown
     ]
@@ -225,7 +269,7 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     for i, d in enumerate(shown, start=1):
-        table[i, 3].set_facecolor(_tint(d.category))
+        table[i, 3].set_facecolor(CATEGORY_TINTS[d.category])
     if len(deposits) > len(shown):
         tax.text(
             0,
@@ -272,11 +316,3 @@ def _draw_thumbnail(ax, heatmap: Path, summary: SlideSummary) -> None:
 
 def _prob(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
-
-
-def _tint(category: str) -> str:
-    """The category colour, faded for a table cell's background."""
-    hex_colour = CATEGORY_COLOURS[category].lstrip("#")
-    rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (0, 2, 4)], float)
-    faded = 255 - (255 - rgb) * 0.35
-    return "#" + "".join(f"{round(float(c)):02x}" for c in faded)

@@ -236,7 +236,9 @@ class Slide:
         # Metadata is read once: after a failed read OpenSlide answers nothing on that handle.
         osr = self._osr
         self._properties = dict(osr.properties)
-        self._level_dimensions = tuple(tuple(d) for d in osr.level_dimensions)
+        self._level_dimensions: tuple[tuple[int, int], ...] = tuple(
+            (int(d[0]), int(d[1])) for d in osr.level_dimensions
+        )
         self._level_downsamples = tuple(float(d) for d in osr.level_downsamples)
         self._associated_names = tuple(osr.associated_images.keys())
         self._tiles = (
@@ -303,7 +305,7 @@ class Slide:
             return Resolution(self._user_mpp, self._user_mpp, "user")
         mpp_x, mpp_y = self.raw_mpp
         if is_plausible_mpp(mpp_x) and is_plausible_mpp(mpp_y):
-            return Resolution(mpp_x, mpp_y, "metadata")
+            return Resolution(mpp_x, mpp_y, "metadata")  # type: ignore[arg-type]
         return None
 
     @property
@@ -383,6 +385,11 @@ class Slide:
             "srgb": self._srgb_transform is not None,
             "direct_tile_levels": list(self._tiles.levels) if self._tiles else [],
         }
+
+    @property
+    def tiles(self) -> TiffTiles | None:
+        """The stored tiles decoded directly (TIFF-family slides), or None."""
+        return self._tiles
 
     def reads_stored_pixels(self, level: int) -> bool:
         """Whether :meth:`read_level_region` gives ``level``'s own pixels at every position: its
@@ -486,7 +493,7 @@ class Slide:
     ) -> np.ndarray:
         """Contiguous RGB over white straight from OpenSlide's premultiplied ARGB buffer."""
         argb = np.empty((height, width), np.uint32)
-        _RAW_READ_REGION(
+        _RAW_READ_REGION(  # type: ignore[misc]
             osr._osr,
             argb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
             x,
@@ -567,7 +574,7 @@ class Slide:
         return level
 
     def _read_tiles(self, _osr, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        return self._tiles.read(level, x, y, width, height)
+        return self._tiles.read(level, x, y, width, height)  # type: ignore[union-attr]
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """Whole-slide RGB image whose longer side is at most ``max_size`` pixels.
@@ -614,7 +621,7 @@ class Slide:
 
     def _apply_srgb(self, rgb: np.ndarray) -> np.ndarray:
         image = Image.fromarray(np.ascontiguousarray(rgb))
-        return np.asarray(ImageCms.applyTransform(image, self._srgb_transform))
+        return np.asarray(ImageCms.applyTransform(image, self._srgb_transform))  # type: ignore[arg-type]
 
     def _make_srgb_transform(self) -> ImageCms.ImageCmsTransform | None:
         profile = getattr(self._osr, "color_profile", None)

@@ -51,6 +51,7 @@ class SlideSummary:
     patch_um: float
     mpp: tuple[float, float]  # level-0 (x, y) µm per pixel
     dimensions_px: tuple[int, int]  # level-0 (width, height)
+    patches: int = -1  # patches analysed (0: no verdict can be given); -1 unknown
     slide_path: str = ""
     created: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -82,6 +83,7 @@ class SlideSummary:
             "measuring_error_mm": self.measuring_error_mm,
             "mpp": list(self.mpp),
             "dimensions_px": list(self.dimensions_px),
+            "patches": self.patches,
             "created": self.created,
             "disclaimer": DISCLAIMER,
             "regions": [d.to_dict() for d in self.deposits],
@@ -99,6 +101,7 @@ class SlideSummary:
             patch_um=float(data.get("patch_um", data["stride_um"])),
             mpp=(float(data["mpp"][0]), float(data["mpp"][1])),
             dimensions_px=(int(data["dimensions_px"][0]), int(data["dimensions_px"][1])),
+            patches=int(data.get("patches", -1)),
             slide_path=str(data.get("slide_path", "")),
             created=str(data.get("created", "")),
         )
@@ -126,6 +129,7 @@ def summarise_regions(
         patch_um=float(grid.patch_um),
         mpp=(float(grid.mpp_x), float(grid.mpp_y)),
         dimensions_px=(int(grid.width), int(grid.height)),
+        patches=int(prob_map.n_analysed),
         slide_path=slide_path,
     )
 
@@ -173,7 +177,7 @@ def patient_stages(
     groups = group_patients(list(by_slide), case=case, cases=cases)
     return [
         PatientStage.from_slides(
-            patient, [(name, by_slide[str(name)].verdict.category) for name in names]
+            patient, [(str(name), by_slide[str(name)].verdict.category) for name in names]
         )
         for patient, names in groups.items()
     ]
@@ -189,8 +193,8 @@ def stage_run(
     cases: Mapping[str, str] | None = None,
 ) -> tuple[list[PatientStage], list[str]]:
     """The patients of a run (slides and their output ``stems``, summaries in ``folder``), and one
-    line for each patient left unstaged because one of its slides failed: a stage from some of the
-    nodes could understate it."""
+    line for each patient left unstaged because one of its slides failed or had no patch analysed
+    (no tissue found): a stage from some of the nodes could understate it."""
     stem_of = {str(path): stem for path, stem in zip(slides, stems, strict=True)}
     failed_set = {str(p) for p in failed}
     staged, unstaged = [], []
@@ -199,11 +203,19 @@ def stage_run(
         if bad:
             unstaged.append(f"{patient}: not staged, {', '.join(bad)} could not be analysed")
             continue
-        rows = []
-        for path in paths:
-            summary = read_summary(Path(folder) / f"{stem_of[str(path)]}{SUMMARY_SUFFIX}")
-            rows.append((summary.slide, summary.verdict.category))
-        staged.append(PatientStage.from_slides(patient, rows))
+        summaries = [
+            read_summary(Path(folder) / f"{stem_of[str(path)]}{SUMMARY_SUFFIX}") for path in paths
+        ]
+        empty = [s.slide for s in summaries if s.patches == 0]
+        if empty:
+            unstaged.append(
+                f"{patient}: not staged, no patch of {', '.join(empty)} was analysed "
+                "(no tissue found; --tissue-min-fraction 0 classifies every patch)"
+            )
+            continue
+        staged.append(
+            PatientStage.from_slides(patient, [(s.slide, s.verdict.category) for s in summaries])
+        )
     return staged, unstaged
 
 

@@ -71,7 +71,12 @@ class TiffTiles:
                 pages = [page for page in tif.pages if getattr(page, "is_tiled", False)]
                 levels = {}
                 for level, (width, height) in enumerate(level_dimensions):
-                    found = [p for p in pages if p.imagewidth == width and p.imagelength == height]
+                    found = [
+                        p
+                        for p in pages
+                        if getattr(p, "imagewidth", None) == width
+                        and getattr(p, "imagelength", None) == height
+                    ]
                     if len(found) == 1 and _decodable(found[0]):
                         levels[level] = _level_of(found[0])
         except Exception:  # anything tifffile cannot parse stays with OpenSlide
@@ -122,7 +127,7 @@ class TiffTiles:
             data = self._pread(count, offset)
             if len(data) != count:
                 raise TileDecodeError(f"tile {index} is cut short ({len(data)} of {count} bytes)")
-            segment, _, _ = lv.decode(data, index, jpegtables=lv.jpegtables)
+            segment, _, _ = lv.decode(data, index, jpegtables=lv.jpegtables)  # type: ignore[operator]
         except TileDecodeError:
             raise
         except Exception as exc:  # codec errors come in many classes

@@ -160,7 +160,7 @@ def tissue_mask(
         mpp_x, mpp_y = (res.mpp_x, res.mpp_y) if res else (None, None)
     else:
         mpp_x = mpp_y = mpp
-    sizing_mpp = math.sqrt(mpp_x * mpp_y) if mpp_x else NOMINAL_MPP
+    sizing_mpp = math.sqrt(mpp_x * mpp_y) if mpp_x and mpp_y else NOMINAL_MPP
 
     rgb, level, factor = _read_coarse(slide, mask_um / sizing_mpp)
     width, height = slide.dimensions

@@ -123,7 +123,14 @@ def recipe_config(quick: bool = False) -> TrainConfig:
         balance="oversample",
         positive_share=0.5,
         ema=0.98,
-        augment=AugmentConfig(gamma=0.1, colour_mix=0.05, jpeg_p=0.5, jpeg_quality_min=60),
+        augment=AugmentConfig(
+            hed_scale=0.3,
+            greyscale_p=0.05,
+            gamma=0.1,
+            colour_mix=0.05,
+            jpeg_p=0.5,
+            jpeg_quality_min=60,
+        ),
         threads=int(os.environ.get("NAPARI_METASTASIS_THREADS", "1")),
     )
 
@@ -333,8 +340,12 @@ def whole_slide_false_positives(
             }
             if heatmap_dir is not None:
                 path = heatmap_dir / HEATMAP_PATTERN.format(slide=name)
-                save_heatmap(path, render_heatmap(slide, result.prob_map, regions, max_size=768))
-                out[name]["heatmap"] = str(path.relative_to(PROJECT_ROOT))
+                save_heatmap(path, render_heatmap(slide, result.prob_map, regions, max_size=512))
+                out[name]["heatmap"] = (
+                    str(path.relative_to(PROJECT_ROOT))
+                    if path.resolve().is_relative_to(PROJECT_ROOT)
+                    else str(path)
+                )
     return out
 
 

@@ -17,6 +17,7 @@ from napari_metastasis.clinical import (
     StagingError,
     camelyon_patient,
     deposit_category,
+    greatest_dimension_segment,
     greatest_dimension_um,
     group_patients,
     measure_deposit,
@@ -83,6 +84,12 @@ def test_l_shape(mpp):
     deposit = measure_deposit(ell, res)
     assert deposit.area_mm2 == pytest.approx((3000 * 400 + 400 * 2600) / 1e6)
     assert deposit.category == "macro"
+    # where the ruler lies: from the end of one arm to the end of the other (level-0 px)
+    ends = sorted(greatest_dimension_segment(ell, res))
+    assert ends == [
+        pytest.approx((0, 3000 / mpp[1])),
+        pytest.approx((3000 / mpp[0], 0)),
+    ]
 
 
 @pytest.mark.parametrize("mpp", SLIDE_MPPS)

@@ -121,7 +121,7 @@ def test_predict_writes_the_right_stages(node_slides, darkness, tmp_path, capsys
     assert [d.category for d in rect.deposits] == ["micro", "itc"]
     assert rect.deposits[0].greatest_dimension_mm == pytest.approx(0.640 * math.sqrt(2))
     assert rect.deposits[0].area_mm2 == pytest.approx(0.64**2)
-    assert rect.deposits[0].max_probability == pytest.approx(1.0, abs=1e-3)
+    assert rect.deposits[0].max_prob == pytest.approx(1.0, abs=1e-3)
 
     # Discs come back within one cell diagonal.
     for stem, diameter in (("patient_002_node_0", 2.4), ("patient_002_node_1", 1.2)):
@@ -136,9 +136,13 @@ def test_predict_writes_the_right_stages(node_slides, darkness, tmp_path, capsys
         "area_mm2",
         "greatest_dimension_mm",
         "category",
-        "max_probability",
-        "mean_probability",
+        "max_prob",
+        "mean_prob",
+        "uid",
     }
+    # the summary's regions are the GeoJSON's features, by id
+    features = json.loads((out / "patient_002_node_0.geojson").read_text())["features"]
+    assert [f["id"] for f in features] == [r["uid"] for r in raw["regions"]]
 
     # Camelyon17's metric of the run against the truth: perfect.
     truth = tmp_path / "truth.csv"
@@ -178,6 +182,21 @@ def test_stride_and_case_options(node_slides, darkness, tmp_path, capsys):
         "A.zip,pN1mi",
         "B.zip,pN0(i+)",
     ]
+
+
+def test_a_slide_without_analysed_patches_leaves_its_patient_unstaged(
+    node_slides, darkness, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    # white glass only: with the default tissue fraction no patch is classified
+    args = ["--out", str(out), "--model", str(darkness), "--threshold", "0.5"]
+    assert main(["predict", str(node_slides[0]), str(node_slides[6]), *args]) == 0
+    err = capsys.readouterr().err
+    assert "patient_000: not staged, no patch of patient_000_node_0.tif was analysed" in err
+    assert (
+        not (out / "stages.csv").exists() or "patient_000" not in (out / "stages.csv").read_text()
+    )
+    assert read_summary(out / "patient_000_node_0.summary.json").patches == 0
 
 
 def test_a_failed_slide_leaves_its_patient_unstaged(node_slides, darkness, tmp_path, capsys):

@@ -24,7 +24,7 @@ from napari_metastasis.engine import (
     predict_slide,
     run_inference,
 )
-from napari_metastasis.engine.reader import REGIONS_AHEAD_PER_WORKER, RegionReader
+from napari_metastasis.engine.reader import RegionReader
 from napari_metastasis.errors import SlideError
 from napari_metastasis.models import load_model
 from napari_metastasis.models.transforms import resize_patch
@@ -194,7 +194,9 @@ def test_streaming_reads_ahead_boundedly_and_stops_readers(tmp_path, darkness):
         first = next(stream)
         assert first.done == 4 and first.total == 65536 and len(first.cells) == 4
         threading.Event().wait(0.3)  # give the readers time to run ahead if they were unbounded
-        assert len(reads) <= REGIONS_AHEAD_PER_WORKER * 2 + 2  # of 64 regions
+        ahead = RegionReader(slide, grid, darkness.input_size).regions_ahead(32)
+        assert ahead == 64 * 2**20 // (256 * (4096 + 256 + 32) * 3) == 19
+        assert len(reads) <= ahead + 2  # of 64 regions
         assert {(a[3], a[4]) for a in reads} == {(4096, 256)}  # one tile row of 16 tiles
         stream.close()
         assert not any(t.name.startswith("region-") for t in threading.enumerate())

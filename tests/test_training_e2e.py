@@ -85,7 +85,12 @@ def test_extract_train_evaluate_cli(tmp_path, capsys):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["patch_size_pixels"] == 16 and config["spacing_um_px"] == 2.0
     assert config["class_names"] == ["normal", "tumor"]
-    assert config["transform"] == [{"name": "ToTensor", "arguments": {}}]
+    # Resize to the network's input, so WSInfer feeds it the size it was trained on
+    assert config["transform"] == [
+        {"name": "Resize", "arguments": {"size": 16}},
+        {"name": "ToTensor", "arguments": {}},
+    ]
+    assert (model_dir / "model.safetensors").is_file()
     card = json.loads((model_dir / "model_card.json").read_text())
     assert 0 <= card["threshold"] <= 1 and "tumor_064" in card["validation"]["scheme"]
     assert "Model card" in (model_dir / "README.md").read_text()

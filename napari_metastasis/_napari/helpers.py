@@ -215,7 +215,7 @@ def show_repeated_notices_once() -> None:
                 seen.add(prefix)
         return dispatch(notification)
 
-    dispatch_once._shows_repeats_once = True
+    dispatch_once._shows_repeats_once = True  # type: ignore[attr-defined]
     notification_manager.dispatch = dispatch_once
 
 
@@ -230,10 +230,12 @@ def canvas_size(viewer: Any) -> tuple[float, float]:
     """(height, width) of the canvas view box in screen pixels (one box when in grid mode)."""
     canvas = getattr(viewer, "canvas", None)
     if canvas is not None and hasattr(canvas, "viewbox_size"):
-        return tuple(float(v) for v in canvas.viewbox_size(viewer.layers))
-    if canvas is not None and hasattr(canvas, "size"):
-        return tuple(float(v) for v in canvas.size)
-    return tuple(float(v) for v in viewer._canvas_size)  # napari < 0.9
+        size = canvas.viewbox_size(viewer.layers)
+    elif canvas is not None and hasattr(canvas, "size"):
+        size = canvas.size
+    else:
+        size = viewer._canvas_size  # napari < 0.9
+    return float(size[0]), float(size[1])
 
 
 def visible_world_rect(viewer: Any) -> tuple[float, float, float, float]:
@@ -279,7 +281,7 @@ class LazyLayer:
         self.viewer = viewer
         self.name = name
         self.visible = True
-        self._layer = None
+        self._layer: Any = None
 
     def _create(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

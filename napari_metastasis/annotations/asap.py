@@ -70,17 +70,17 @@ def read_asap(path: str | Path) -> list[Annotation]:
     if root.tag != "ASAP_Annotations":
         raise AnnotationError(f"{path.name}: not an ASAP annotation file (root is <{root.tag}>)")
     group_colors = {}
-    for group in root.iterfind("AnnotationGroups/Group"):
-        color = hex_to_color(group.get("Color", ""))
+    for group_node in root.iterfind("AnnotationGroups/Group"):
+        color = hex_to_color(group_node.get("Color", ""))
         if color:
-            group_colors[group.get("Name", "")] = color
+            group_colors[group_node.get("Name", "")] = color
     nodes = list(root.iterfind("Annotations/Annotation"))
     v.check_feature_count(len(nodes), path.name)
     annotations = []
     for index, node in enumerate(nodes):
         name = node.get("Name") or None
         where = f"{path.name}: annotation {index + 1}" + (f" ({name!r})" if name else "")
-        group = node.get("PartOfGroup", NO_GROUP)
+        group: str = node.get("PartOfGroup") or NO_GROUP
         classification = None if group in ("", NO_GROUP) else group
         color = hex_to_color(node.get("Color", "")) or group_colors.get(group)
         annotations.append(

@@ -119,6 +119,7 @@ def write_annotations(
         elif kind == "ncrf":
             write_ncrf(path, annotations)
         else:
+            assert mpp is not None  # checked above
             write_csv(path, annotations, mpp)
     except AnnotationError as exc:  # writers name the annotation; say which file too
         raise AnnotationError(f"{path.name}: {exc}") from exc

@@ -18,8 +18,11 @@ from ..errors import AnnotationError
 
 
 class _HasMpp(Protocol):
-    mpp_x: float
-    mpp_y: float
+    @property
+    def mpp_x(self) -> float: ...
+
+    @property
+    def mpp_y(self) -> float: ...
 
 
 Mpp = float | Sequence[float] | _HasMpp

@@ -1,8 +1,13 @@
-"""``napari-metastasis convert IN OUT``: annotations between GeoJSON, ASAP XML, NCRF JSON and CSV.
+"""``napari-metastasis convert IN OUT``: annotations between GeoJSON, ASAP XML, NCRF JSON and CSV;
+probability maps between OME-Zarr, OME-TIFF and the project's TIFF.
 
 The input format is found from the extension and content (NCRF JSON by its positive/negative
 lists); the output format from OUT's extension (.geojson/.json -> QuPath GeoJSON, .xml -> ASAP XML,
 .csv -> summary) or ``--to``. Prints one line: what was read and written, features by type.
+
+A probability map (``<stem>.prob.zarr`` or ``<stem>.prob.tiff`` from ``predict``) is written as
+OME-TIFF with its physical pixel size (OUT ending in .ome.tif or .ome.tiff), OME-Zarr (.zarr) or the
+project's own TIFF (.tif, .tiff).
 """
 
 from __future__ import annotations
@@ -12,14 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..annotations import AnnotationRepairWarning
-from ..annotations.io import (
-    FORMAT_NAMES,
-    output_format,
-    read_annotations_with_format,
-    summarize,
-    write_annotations,
-)
+from ..defaults import ANNOTATION_FORMATS
 from ..errors import AnnotationError
 
 
@@ -32,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("input", type=Path, help="annotation file (.geojson, .json, .xml)")
     parser.add_argument("output", type=Path, help="file to write (.geojson, .json, .xml, .csv)")
     parser.add_argument(
-        "--to", choices=sorted(FORMAT_NAMES), help="output format (default: by OUT's extension)"
+        "--to", choices=ANNOTATION_FORMATS, help="output format (default: by OUT's extension)"
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--mpp", type=float, help="µm per pixel, for areas in µm² (CSV needs it)")
@@ -43,6 +41,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.input.resolve() == args.output.resolve():
         raise AnnotationError(f"{args.output.name}: output would overwrite the input")
+    from .._map_reader import is_probability_map
+    from ..annotations import AnnotationRepairWarning
+    from ..annotations.io import (
+        FORMAT_NAMES,
+        output_format,
+        read_annotations_with_format,
+        summarize,
+        write_annotations,
+    )
+
+    if is_probability_map(args.input):
+        return convert_map(args.input, args.output)
     out_kind = output_format(args.output, args.to)  # fail on a bad extension before reading
     mpp = _mpp(args)
     if out_kind == "csv" and mpp is None:
@@ -59,6 +69,33 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{args.input.name} ({FORMAT_NAMES[in_kind]}) -> {args.output.name} "
         f"({FORMAT_NAMES[out_kind]}): {summarize(annotations)}"
+    )
+    return 0
+
+
+def convert_map(source: Path, target: Path) -> int:
+    from ..errors import MetastasisError
+    from ..map_store import load_map, save_ome_tiff, save_zarr
+
+    prob_map = load_map(source)
+    name = target.name.lower()
+    if name.endswith((".ome.tif", ".ome.tiff")):
+        save_ome_tiff(prob_map, target)
+        kind = "OME-TIFF"
+    elif name.endswith(".zarr"):
+        save_zarr(prob_map, target)
+        kind = "OME-Zarr"
+    elif name.endswith((".tif", ".tiff")):
+        prob_map.save(target)
+        kind = "probability TIFF"
+    else:
+        raise MetastasisError(
+            f"{target.name}: a probability map is written as .ome.tif(f), .zarr or .tif(f)"
+        )
+    rows, cols = prob_map.grid.shape
+    print(
+        f"{source.name} (probability map) -> {target.name} ({kind}): {rows} x {cols} cells of "
+        f"{prob_map.grid.step_um:g} µm, {prob_map.n_analysed} analysed"
     )
     return 0
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from ..datasets.labels import LabelRule
+from ..defaults import BALANCE_STRATEGIES as STRATEGIES
 from ..errors import DatasetError
-from ..training.balance import STRATEGIES, imbalance_report, oversample, undersample
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +57,7 @@ def build(args: argparse.Namespace):
     from ..datasets.annotations_source import geometries_by_slide, load_tumour_geometry
     from ..datasets.extract import extract_from_slide
     from ..datasets.ingest import ingest_kaggle_pcam, ingest_labelled_folder, ingest_pcam_hdf5
+    from ..datasets.labels import LabelRule
     from ..datasets.patchset import PatchSet
 
     rule = LabelRule(args.rule, args.fraction)
@@ -115,7 +113,8 @@ def build(args: argparse.Namespace):
     if args.pcam_h5:
         sets.append(
             ingest_pcam_hdf5(
-                *args.pcam_h5,
+                args.pcam_h5[0],
+                args.pcam_h5[1],
                 args.pcam_meta,
                 spacing_um=args.spacing,
                 patch_size=args.size,
@@ -130,7 +129,10 @@ def build(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..datasets.patchset import save_patchset
+    from ..training.balance import imbalance_report, oversample, undersample
 
     patches = build(args)
     report = imbalance_report(patches.labels, patches.slides)

@@ -1,4 +1,4 @@
-"""``napari-metastasis info SLIDE``: print a slide's metadata and write its thumbnail."""
+"""``napari-metastasis info SLIDE``: print a slide's metadata as JSON and write its thumbnail."""
 
 from __future__ import annotations
 
@@ -6,21 +6,30 @@ import argparse
 import json
 from pathlib import Path
 
-from PIL import Image
-
-from ..atomic import atomic_path
-from ..slide import Slide
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("info", help="show a slide's metadata and save a thumbnail")
-    parser.add_argument("slide", type=Path)
-    parser.add_argument("--thumbnail", type=Path, help="write a PNG thumbnail here")
+    parser = subparsers.add_parser(
+        "info",
+        help="show a slide's metadata and save a thumbnail",
+        description="Print a slide's metadata as JSON (format, vendor, size and levels, µm per "
+        "pixel and where it came from, objective power, associated images) and, with "
+        "--thumbnail, save a PNG thumbnail.",
+    )
+    parser.add_argument(
+        "slide", type=Path, nargs="?", help="Slide file or DICOM folder (or give --sample)."
+    )
+    parser.add_argument(
+        "--sample", action="store_true", help="Describe the bundled sample slide instead."
+    )
+    parser.add_argument(
+        "--thumbnail", type=Path, metavar="PNG", help="Write a PNG thumbnail to this file."
+    )
     parser.add_argument(
         "--size",
         type=_thumbnail_size,
         default=1024,
-        help=f"thumbnail's longer side (px, 1 to {MAX_THUMBNAIL})",
+        metavar="PX",
+        help=f"The thumbnail's longer side in pixels, 1 to {MAX_THUMBNAIL}. Default: %(default)s.",
     )
     parser.set_defaults(func=run)
 
@@ -40,6 +49,20 @@ def _thumbnail_size(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from ..atomic import atomic_path
+    from ..errors import MetastasisError
+    from ..slide import Slide
+
+    if args.sample:
+        from .._sample_data import SAMPLE_SLIDE
+
+        if args.slide is not None:
+            raise MetastasisError("give a SLIDE or --sample, not both")
+        args.slide = SAMPLE_SLIDE
+    if args.slide is None:
+        raise MetastasisError("no slide given: pass a SLIDE path, or --sample")
     with Slide(args.slide) as slide:
         print(json.dumps(slide.metadata(), indent=2))
         if args.thumbnail:

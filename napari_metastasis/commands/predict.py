@@ -1,20 +1,6 @@
-"""``napari-metastasis predict SLIDE ... --out DIR``: classify slides headless and write, per slide:
+"""``napari-metastasis predict SLIDE ... --out DIR``: classify slides headless and write their files.
 
-* ``<stem>.csv``: one row per patch, WSInfer's columns ``minx,miny,width,height,prob_<class>`` in
-  level-0 pixels, so WSInfer/QuPath tooling reads it;
-* ``<stem>.geojson``: the regions at ``--threshold``, as QuPath annotations (level-0 pixels);
-* ``<stem>.heatmap.png``: a thumbnail with the probability map over it;
-* ``<stem>.prob.tiff``: the probability grid with its geometry, which the viewer reloads;
-* ``<stem>.summary.json``: the clinical answer: slide verdict (negative / itc / micro / macro), and
-  each region's area, greatest dimension, category and probabilities, with threshold, model and stride;
-
-and for the run ``stages.csv``: each patient's pN stage and slide categories in Camelyon17's
-submission format (slides grouped by ``patient_<id>_node_<n>`` names, ``--case`` or ``--cases``).
-
-A slide's files are written as one set (all or none; ``<stem>.outputs.json``, written last, lists
-them with their SHA-256); ``--out`` is checked for writing and free space before any slide is
-classified. A slide that fails gets one line on stderr naming it and the reason; the other slides
-are still processed, and the exit code is 1.
+What is written is listed in :data:`DESCRIPTION` (the command's ``--help``) and in the README.
 """
 
 from __future__ import annotations
@@ -24,89 +10,169 @@ import re
 import sys
 from pathlib import Path
 
-from ..clinical import read_cases
-from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
+from ..defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MODEL,
+    DEFAULT_TISSUE_MIN_FRACTION,
+    DEVICE_CHOICES,
+)
 from ..errors import MetastasisError
-from ..models import DEFAULT_MODEL, DEVICE_CHOICES, load_model
-from ..models.trust import require_trust
-from ..output_set import check_writable
-from ..predict_files import PredictOptions, predict_many, unique_stems
-from ..summary import stage_run, write_stages
 from .report import add_case_arguments
+
+DESCRIPTION = """\
+Classify whole-slide images with a patch classifier and write, for each slide, into --out:
+
+  <stem>.csv              one row per classified patch: WSInfer's columns minx, miny, width,
+                          height (level-0 pixels) and prob_<class>
+  <stem>.geojson          the regions at the threshold as QuPath annotations (level-0 pixels)
+  <stem>.heatmap.png      a thumbnail with the probability map over it
+  <stem>.prob.tiff        the probability grid, which the viewer and `evaluate` read
+  <stem>.prob.zarr        the same map as OME-Zarr, written batch by batch (see --resume)
+  <stem>.summary.json     the clinical answer: slide verdict and each region's size and category
+  camelyon16/<stem>.csv   Camelyon16's lesion-detection file (Confidence, X, Y; no header)
+  <stem>.tiles.geojson    with --tiles: every patch as a QuPath tile with prob_<class>
+
+and for the whole run stages.csv, each patient's pN stage in Camelyon17's format.
+
+A slide's files are written as one set (all or none; <stem>.outputs.json, written last, lists
+them with their SHA-256); --out is checked for writing and free space before any slide is
+classified. A slide that fails gets one line on stderr naming it and the reason; the other slides
+are still processed, and the exit code is then 1."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="classify slides with a model; write CSV, GeoJSON, heatmap and probability grid",
-        description=__doc__.split("\n\n", 1)[0].split(": ", 1)[-1],
+        help="classify slides with a model; write CSV, GeoJSON, heatmap and probability maps",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "slides", nargs="*", type=Path, metavar="SLIDE", help="slide files or DICOM folders"
+        "slides",
+        nargs="*",
+        type=Path,
+        metavar="SLIDE",
+        help="Slide files (any format OpenSlide reads) or DICOM folders.",
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="Folder to write the files into."
+    )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
         metavar="DIR|NAME",
-        help="model folder or name (see `models`)",
+        help="Model folder, or the name of one (see `napari-metastasis models`). "
+        "Default: %(default)s, the bundled model.",
     )
     parser.add_argument(
         "--trust-model",
         action="store_true",
-        help="trust a model from outside the package (a TorchScript model is a program); "
-        "remembered for that file",
+        help="Trust a model from outside the package (a TorchScript model is a program); "
+        "the trust is remembered for that file.",
     )
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICE_CHOICES,
+        help="Where the network runs; auto is CUDA when present, else Apple's MPS, else the CPU. "
+        "Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help="Patches per forward pass. Default: %(default)s.",
+    )
     parser.add_argument(
         "--threshold",
         type=_probability,
-        help="probability for regions (default: the model card's threshold, else 0.5)",
+        metavar="P",
+        help="Probability at or above which patches make regions and detections. Default: the "
+        "model card's threshold, else 0.5.",
     )
     parser.add_argument(
-        "--region", type=_region, metavar="X,Y,W,H", help="only this level-0 pixel rectangle"
+        "--region",
+        type=_region,
+        metavar="X,Y,W,H",
+        help="Classify only this rectangle, in level-0 pixels. Default: the whole slide.",
     )
     parser.add_argument(
         "--mpp",
         type=_positive_float,
         metavar="UM",
-        help="level-0 µm per pixel (overrides the file's)",
+        help="Level-0 µm per pixel, overriding the file's. Default: the file's own.",
     )
     parser.add_argument(
-        "--sample", action="store_true", help="also run on the bundled sample slide"
+        "--sample",
+        action="store_true",
+        help="Also run on the bundled sample slide (CMU-1-Small-Region).",
     )
     parser.add_argument(
         "--tissue-min-fraction",
         type=_fraction,
         default=DEFAULT_TISSUE_MIN_FRACTION,
         metavar="F",
-        help="skip patches with less tissue than this (0 classifies every patch)",
+        help="Skip patches with less tissue than this fraction of their area; 0 classifies every "
+        "patch. Default: %(default)s.",
     )
     parser.add_argument(
         "--stride-um",
         type=_positive_float,
         metavar="UM",
-        help="grid step in µm (default: the model's patch, no overlap); sizes are measured to "
-        "about one step",
+        help="Grid step in µm; sizes are measured to about one step. Default: the model's patch "
+        "size, so patches do not overlap.",
     )
     add_case_arguments(parser)
-    parser.add_argument("--positive-class", metavar="NAME", help="class shown in the heatmap")
     parser.add_argument(
-        "--min-area", type=float, default=0.0, metavar="UM2", help="smallest region (µm²)"
+        "--positive-class",
+        metavar="NAME",
+        help="Class whose probability the maps show. Default: the class called tumor (or the "
+        "config's positive_class).",
     )
-    parser.add_argument("--workers", type=_positive_int, metavar="N", help="reader threads")
+    parser.add_argument(
+        "--min-area",
+        type=float,
+        default=0.0,
+        metavar="UM2",
+        help="Drop regions smaller than this many µm². Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--tiles",
+        action="store_true",
+        help="Also write <stem>.tiles.geojson: every classified patch as a QuPath tile with its "
+        "prob_<class> measurements, classified as its most probable class.",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue an interrupted run: keep the patches already in <stem>.prob.zarr and "
+        "classify only the missing ones.",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="Threads reading patches. Default: one per CPU core, at most 8.",
+    )
     parser.add_argument(
         "--dask",
         type=_dask_scheduler,
         metavar="local[:N]|ADDRESS",
-        help="spread slides over dask.distributed: a local cluster of N worker processes, or a "
-        "running scheduler's address (tcp://host:8786)",
+        help="Spread slides over dask.distributed: a local cluster of N worker processes, or a "
+        "running scheduler's address (tcp://host:8786). Default: one slide after another here.",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..clinical import read_cases
+    from ..models import load_model
+    from ..models.trust import require_trust
+    from ..output_set import check_writable
+    from ..predict_files import PredictOptions, predict_many, unique_stems
+    from ..summary import stage_run, write_stages
+
     slides = list(args.slides)
     if args.sample:
         from .._sample_data import SAMPLE_SLIDE
@@ -126,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         stride_um=args.stride_um,
         min_area_um2=args.min_area,
         reader_threads=args.workers,
+        tiles=args.tiles,
+        resume=args.resume,
     )
     check_writable(args.out)  # a file, a read-only folder or a full disk: found now, not later
     trusted = require_trust(args.model, trust=args.trust_model)

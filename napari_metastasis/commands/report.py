@@ -29,13 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_case_arguments(parser: argparse.ArgumentParser) -> None:
     """``--case NAME`` / ``--cases FILE``: how slides group into patients (predict and report)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--case", metavar="NAME", help="all slides are the nodes of this patient")
+    group.add_argument(
+        "--case", metavar="NAME", help="All slides are the lymph nodes of this one patient."
+    )
     group.add_argument(
         "--cases",
         type=Path,
         metavar="FILE",
-        help="CSV of slide,patient; other slides group by Camelyon17's patient_<id>_node_<n> "
-        "names, or are a patient of their own",
+        help="CSV of slide,patient rows; other slides group by Camelyon17's "
+        "patient_<id>_node_<n> names, or are a patient of their own.",
     )
 
 

@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..training.augment import NO_AUGMENT, AugmentConfig
-from ..training.balance import STRATEGIES
+from ..defaults import BALANCE_STRATEGIES as STRATEGIES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from ..datasets.patchset import PatchSet, load_patchset
     from ..evaluation.metrics import calibration, patch_metrics, youden_threshold
+    from ..training.augment import NO_AUGMENT, AugmentConfig
     from ..training.balance import imbalance_report
     from ..training.card import base_card
     from ..training.export import publish_model

@@ -130,7 +130,7 @@ def ingest_labelled_folder(
         else:
             sizes[i] = size0
     labels = folder_labels.copy()
-    for i in np.flatnonzero(has_mask):
+    for i in map(int, np.flatnonzero(has_mask)):
         labels[i] = label_from_mask(masks[i], rule)
     slides_arr = np.array(slides, dtype=object)
     for slide in np.unique(slides_arr[has_mask]):
@@ -247,8 +247,8 @@ def ingest_pcam_hdf5(
         labels=labels,
         slides=slides,
         spacing_um=spacing_um,
-        x=xs,
-        y=ys,
+        x=xs,  # type: ignore[arg-type]  # None: PatchSet fills them in
+        y=ys,  # type: ignore[arg-type]
         sources=np.full(n, "pcam-hdf5", dtype=object),
         meta={"source": str(x_path), "rule": "PCam labels: tumour in the centre 32x32 of 96 px"},
     )

@@ -52,12 +52,12 @@ class PatchSet:
     labels: np.ndarray  # (N,) int64, 0/1
     slides: np.ndarray  # (N,) str
     spacing_um: float
-    masks: np.ndarray | None = None  # (N, S, S) bool
-    has_mask: np.ndarray | None = None  # (N,) bool
-    x: np.ndarray | None = None  # (N,) int64
-    y: np.ndarray | None = None
-    size_level0: np.ndarray | None = None  # (N,) float
-    sources: np.ndarray | None = None  # (N,) str
+    masks: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__ · (N, S, S) bool
+    has_mask: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__ · (N,) bool
+    x: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__ · (N,) int64
+    y: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__
+    size_level0: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__ · (N,) float
+    sources: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__ · (N,) str
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -34,7 +34,14 @@ The engine holds no global state; one model may serve several slides one after t
 """
 
 from .cancel import CancelToken
-from .inference import DEFAULT_BATCH_SIZE, BatchResult, Progress, run_inference
+from .inference import (
+    DEFAULT_BATCH_SIZE,
+    BatchResult,
+    Progress,
+    cpu_forward_threads,
+    run_inference,
+    torch_threads,
+)
 from .plan import (
     DEFAULT_TISSUE_MIN_FRACTION,
     PlanCounts,
@@ -68,6 +75,7 @@ __all__ = [
     "Region",
     "RegionReader",
     "check_analysable",
+    "cpu_forward_threads",
     "default_num_workers",
     "detect_tissue",
     "make_grid",
@@ -77,4 +85,5 @@ __all__ = [
     "read_level",
     "region_to_level0",
     "run_inference",
+    "torch_threads",
 ]

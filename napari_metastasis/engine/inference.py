@@ -10,6 +10,9 @@ Errors reading the slide surface as :class:`~napari_metastasis.errors.SlideError
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,16 +20,45 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..defaults import DEFAULT_BATCH_SIZE
 from ..grid import PatchGrid
 from ..models import LoadedModel
 from ..models.output_check import check_probabilities
 from ..slide import Slide
 from .cancel import Cancel, is_cancelled
-from .reader import DEFAULT_PREFETCH_BATCHES, READERS
-
-DEFAULT_BATCH_SIZE = 64
+from .reader import DEFAULT_PREFETCH_BATCHES, READERS, default_num_workers
 
 Progress = Callable[[int, int], None]
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_HELD: list[int] = []  # torch's own count, saved while runs on the CPU hold it changed
+
+
+def cpu_forward_threads(num_workers: int | None = None) -> int:
+    """torch's intra-op threads for a run on the CPU: the cores the reader threads leave, at least
+    one. OpenMP's thread teams stall whenever one of their threads waits for a core (every
+    parallel op waits for the slowest), so sharing cores with the readers costs far more than it
+    gains: 3-10x slower forward passes were measured on 2 shared cores."""
+    return max(1, (os.cpu_count() or 1) - (num_workers or default_num_workers()))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block (None: unchanged); restored when
+    the last block running in any thread ends."""
+    if n is None:
+        yield
+        return
+    with _THREADS_LOCK:
+        _THREADS_HELD.append(torch.get_num_threads() if not _THREADS_HELD else _THREADS_HELD[0])
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            original = _THREADS_HELD.pop()
+            if not _THREADS_HELD:
+                torch.set_num_threads(original)
 
 
 @dataclass
@@ -59,12 +91,15 @@ def run_inference(
     progress: Progress | None = None,
     cancel: Cancel = None,
     reader: str = "regions",
+    forward_threads: int | None = None,
 ) -> Iterator[BatchResult]:
     """Classify ``cells`` of ``grid`` and yield a :class:`BatchResult` per batch.
 
     Batches come in the reader's order (``"regions"``: region by region; ``"patches"``, the
     per-patch reference reader: the order of ``cells``); each names its cells. ``device`` moves
-    the model first (default: leave it where :func:`load_model` put it).
+    the model first (default: leave it where :func:`load_model` put it). On the CPU the forward
+    pass gets ``forward_threads`` torch threads while the run lasts (default
+    :func:`cpu_forward_threads`).
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -85,6 +120,7 @@ def run_inference(
         prefetch_batches=prefetch_batches,
         device=model.device,
         pin_memory=model.device.type == "cuda",
+        resample=model.config.resize_interpolation,
     )
     batches = source.batches(boxes, batch_size, cancel)
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
@@ -111,14 +147,18 @@ def run_inference(
             progress(done, total)
         return result
 
+    threads = None
+    if model.device.type == "cpu":
+        threads = forward_threads or cpu_forward_threads(source.num_workers)
     try:
-        for part, pixels in batches:
-            if is_cancelled(cancel):
-                break
-            in_flight.append((part, model.forward(model.prepare(pixels))))
-            while len(in_flight) > lag:
+        with torch_threads(threads):
+            for part, pixels in batches:
+                if is_cancelled(cancel):
+                    break
+                in_flight.append((part, model.forward(model.prepare(pixels))))
+                while len(in_flight) > lag:
+                    yield collect()
+            while in_flight:  # launched before a cancel: finished work is kept
                 yield collect()
-        while in_flight:  # launched before a cancel: finished work is kept
-            yield collect()
     finally:
         batches.close()

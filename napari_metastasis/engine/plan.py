@@ -9,13 +9,15 @@ anchored at the slide's top-left, so runs over overlapping regions land on the s
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import numpy as np
 import shapely
 from shapely.geometry import box as shapely_box
 from shapely.geometry.base import BaseGeometry
 
+#: Patches with less tissue than this (fraction of their area) are not classified.
+from ..defaults import DEFAULT_TISSUE_MIN_FRACTION
 from ..errors import SlideError
 from ..grid import PatchGrid
 from ..models import LoadedModel, ModelConfig
@@ -23,11 +25,8 @@ from ..probability import ProbabilityMap
 from ..slide import Resolution, Slide
 from ..tissue import TissueMask, tissue_mask
 
-#: Patches with less tissue than this (fraction of their area) are not classified.
-DEFAULT_TISSUE_MIN_FRACTION = 0.25
-
 #: A region: None (whole slide), a rectangle (x, y, width, height), or a shapely geometry.
-Region = tuple[float, float, float, float] | BaseGeometry | None
+Region: TypeAlias = tuple[float, float, float, float] | BaseGeometry | None
 #: Tissue for planning: True (detect it), a mask, a function giving one (called only if some cells
 #: are left to classify, e.g. a cache), or False/None (every cell of the region).
 Tissue = TissueMask | Callable[[], TissueMask] | bool | None
@@ -138,7 +137,7 @@ def plan_cells(
         if tissue is True:
             tissue = detect_tissue(slide, grid)
         elif not isinstance(tissue, TissueMask):
-            tissue = tissue()
+            tissue = tissue()  # type: ignore[operator]  # a callable making the mask lazily
         cells = tissue.cells_with_tissue(grid, cells, tissue_min_fraction)
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
     if not return_counts:
@@ -168,7 +167,7 @@ def check_analysable(
     geometry = region_to_level0(region, grid, region_units)
     if len(plan_cells(slide, grid, region, region_units=region_units, tissue=False)):
         return
-    minx, miny, maxx, maxy = (f"{v:.0f}" for v in geometry.bounds)
+    minx, miny, maxx, maxy = (f"{v:.0f}" for v in geometry.bounds)  # type: ignore[union-attr]
     width, height = slide.dimensions
     raise SlideError(
         f"{slide.path.name}: the region ({minx}, {miny})-({maxx}, {maxy}) px lies outside the "

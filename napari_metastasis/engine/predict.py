@@ -8,6 +8,7 @@ col) and what was left undone if cancelled. Writing files from it is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,12 +63,14 @@ def predict_slide(
     num_workers: int | None = None,
     progress: Progress | None = None,
     cancel: Cancel = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
 ) -> PredictionResult:
     """Plan, classify and collect in one call.
 
     With ``prob_map`` (an earlier result on the same grid) only cells it lacks are classified and
     the map is updated in place; the table then lists only the newly classified patches.
-    ``stride_um`` sets the grid step of a new map (None: patches side by side).
+    ``stride_um`` sets the grid step of a new map (None: patches side by side). ``on_batch`` is
+    called with each batch as it finishes (``predict`` stores it on disk there).
     """
     started = time.perf_counter()
     grid = (
@@ -87,6 +90,7 @@ def predict_slide(
         tissue_min_fraction=tissue_min_fraction,
         skip=prob_map,
     )
+    assert isinstance(cells, np.ndarray)  # no return_counts: the cells alone
     if prob_map is None:
         prob_map = ProbabilityMap.empty(
             grid,
@@ -107,6 +111,8 @@ def predict_slide(
     ):
         prob_map.update(batch.cells, batch.positive)
         parts.append(batch)
+        if on_batch is not None:
+            on_batch(batch)
     done = sum(len(p.cells) for p in parts)
     table = patch_table(
         np.concatenate([p.cells for p in parts]) if parts else np.empty((0, 2), np.int64),

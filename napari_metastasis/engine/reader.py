@@ -17,15 +17,15 @@ decoded once, and cuts the patches out of them:
   rows below it start. Results name their cells, so the order is the reader's own.
 * **Cut and resize.** Patches are sliced out with numpy into one batch buffer (pinned on CUDA) and
   the whole batch is resized at once with torch (antialiased bilinear, PIL's pixels) on the model's
-  device.
+  device, in the consumer's thread.
 * **Concurrency.** A pool of threads decodes regions ahead (imagecodecs and OpenSlide release the
   GIL; threads measured faster than processes, which must ship every decoded pixel back), while one
-  producer thread cuts and resizes batches ahead of the model.
-* **Memory.** At most ``REGIONS_AHEAD_PER_WORKER * workers`` regions are decoded ahead of the
-  patch being cut (plus the one or two tile rows it spans), each at most ``tile height x (CHUNK_PX
-  + tile width)`` RGB pixels, and at most ``prefetch_batches`` batches wait for the model: about
-  2 x 8 x 256 x 4352 x 3 B = 53 MB of regions for 256-px tiles and 2 workers, whatever the slide's
-  size (see README).
+  producer thread cuts batches ahead of the model.
+* **Memory.** Regions decoded ahead of the patch being cut hold at most ``REGION_BUDGET_BYTES``
+  (64 MB; at least one region per reader thread), each region at most ``tile height x (CHUNK_PX +
+  tile width + patch width)`` RGB pixels (3.4 MB for 256-px tiles, 7 MB for 512-px ones), plus the
+  one or two tile rows the current patch spans and ``prefetch_batches`` batches waiting for the
+  model: under 100 MB whatever the slide's size (see README).
 
 :class:`PatchReader` is the per-patch reader it replaced (one ``read_region`` per patch, resized
 with PIL, read ahead in threads): kept as the reference the region reader is tested against.
@@ -52,8 +52,8 @@ from .cancel import Cancel, is_cancelled
 DEFAULT_PREFETCH_BATCHES = 4
 #: Regions are one tile row of a column chunk about this wide (level px, rounded to whole tiles).
 CHUNK_PX = 4096
-#: Regions decoded ahead of the patch being cut, per reader thread.
-REGIONS_AHEAD_PER_WORKER = 8
+#: Bytes of regions decoded ahead of the patch being cut (at least one region per reader thread).
+REGION_BUDGET_BYTES = 64 * 2**20
 #: Side of the blocks read from slides that state no tile size (or huge strips).
 UNTILED_BLOCK = 512
 
@@ -87,7 +87,7 @@ class RegionReader:
     ):
         self.slide = slide
         self.grid = grid
-        self.input_size = tuple(input_size)
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
         self.num_workers = num_workers or default_num_workers()
         self.prefetch_batches = max(1, prefetch_batches)
         self.device = torch.device(device)
@@ -111,6 +111,12 @@ class RegionReader:
     def plan(self, boxes: np.ndarray) -> _RegionPlan:
         """The regions under ``boxes`` and the order patches are cut in."""
         return _RegionPlan(self.crops(boxes), self.tile_size, self.chunk_columns)
+
+    def regions_ahead(self, crop_width: int) -> int:
+        """How many regions to decode ahead: the memory budget over the largest region's size."""
+        tw, th = self.tile_size
+        largest = th * (self.chunk_columns * tw + tw + crop_width) * 3
+        return max(self.num_workers, REGION_BUDGET_BYTES // largest)
 
     def read_region(self, plan: _RegionPlan, index: int) -> list[tuple[int, np.ndarray]]:
         """One region: its runs of neighbouring tiles as (level x of the run, pixels)."""
@@ -144,7 +150,11 @@ class RegionReader:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                part, crops = item
+                # Resized here, in the consumer's thread: torch's CPU kernels then run in one
+                # thread at a time (the forward pass's), not in two competing thread teams.
+                pixels = crops.to(self.device, non_blocking=self.pin_memory)
+                yield part, self._resize(pixels, plan.h[part], plan.w[part])
         finally:
             stop.set()  # a producer waiting on a full queue sees it within 0.1 s
             producer.join()
@@ -174,13 +184,17 @@ class RegionReader:
     def _cut(self, plan, batch_size, pool, stop, cancel) -> Iterator[ReadBatch]:
         th = self.tile_size[1]
         ch, cw = int(plan.h.max()), int(plan.w.max())
-        ahead = REGIONS_AHEAD_PER_WORKER * self.num_workers
+        ahead = self.regions_ahead(cw)
         futures: dict[int, Future] = {}
-        loaded: dict[int, list[tuple[int, np.ndarray]]] = {}
+        loaded: dict[int, list[tuple[int, int, np.ndarray]]] = {}
         submitted = released = 0
+        n_regions = len(plan.regions)
+        tops = [row * th for row, _ in plan.regions]
+        # Plain Python numbers: this loop runs once per patch.
+        xs, ys, ws, hs = (a.tolist() for a in (plan.x, plan.y, plan.w, plan.h))
+        firsts, lasts = plan.first_region.tolist(), plan.last_region.tolist()
         order = plan.order
-        n = len(order)
-        for start in range(0, n, batch_size):
+        for start in range(0, len(order), batch_size):
             if stop.is_set() or is_cancelled(cancel):
                 return
             part = order[start : start + batch_size]
@@ -188,33 +202,35 @@ class RegionReader:
                 (len(part), ch, cw, 3), dtype=torch.uint8, pin_memory=self.pin_memory
             )
             view = crops.numpy()
-            for j, i in enumerate(part):
-                first, last = plan.first_region[i], plan.last_region[i]
+            for j, i in enumerate(part.tolist()):
+                first, last = firsts[i], lasts[i]
                 while released < first:  # regions above this row are done with
                     futures.pop(released, None)
                     loaded.pop(released, None)
                     released += 1
-                target = min(len(plan.regions), last + 1 + ahead)
+                target = min(n_regions, last + 1 + ahead)
                 while submitted < target:
                     futures[submitted] = pool.submit(self.read_region, plan, submitted)
                     submitted += 1
-                px, py, pw, ph = plan.x[i], plan.y[i], plan.w[i], plan.h[i]
+                px, py, pw, ph = xs[i], ys[i], ws[i], hs[i]
                 for r in range(first, last + 1):
                     runs = loaded.get(r)
                     if runs is None:
-                        runs = loaded[r] = futures.pop(r).result()
-                    top = plan.regions[r][0] * th
+                        runs = loaded[r] = [
+                            (x0, x0 + pixels.shape[1], pixels)
+                            for x0, pixels in futures.pop(r).result()
+                        ]
+                    top = tops[r]
                     a, b = max(py, top), min(py + ph, top + th)
-                    for x0, pixels in runs:
-                        if x0 <= px and px + pw <= x0 + pixels.shape[1]:
+                    for x0, x1, pixels in runs:
+                        if x0 <= px and px + pw <= x1:
                             view[j, a - py : b - py, :pw] = pixels[
                                 a - top : b - top, px - x0 : px - x0 + pw
                             ]
                             break
                     else:  # cannot happen: every tile under a patch is in one run
                         raise RuntimeError(f"patch at ({px}, {py}) is not inside region {r}")
-            pixels = crops.to(self.device, non_blocking=self.pin_memory)
-            yield part, self._resize(pixels, plan.h[part], plan.w[part])
+            yield part, crops
 
     def _resize(self, crops: torch.Tensor, heights: np.ndarray, widths: np.ndarray) -> torch.Tensor:
         """Each crop (top-left ``height x width`` of its slot) to the input size, one torch call
@@ -248,10 +264,12 @@ class PatchReader:
         prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
         device: str | torch.device = "cpu",
         pin_memory: bool = False,
+        resample: int = 2,
     ):
         self.slide = slide
+        self.resample = resample  # Pillow filter code of the config's Resize (2: bilinear)
         self.grid = grid
-        self.input_size = tuple(input_size)
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
         self.num_workers = num_workers or default_num_workers()
         self.prefetch_batches = max(1, prefetch_batches)
         self.device = torch.device(device)
@@ -266,7 +284,7 @@ class PatchReader:
         patch = self.slide.read_region(
             self.level, x, y, max(1, round(w / ds)), max(1, round(h / ds))
         )
-        return resize_patch(patch, self.input_size)
+        return resize_patch(patch, self.input_size, self.resample)
 
     def batches(
         self, boxes: np.ndarray, batch_size: int, cancel: Cancel = None
@@ -317,24 +335,24 @@ class _RegionPlan:
         row0, row1 = y // th, (y + h - 1) // th
         chunk = col0 // chunk_columns
         self.order = np.lexsort((x, y, chunk))
-        # Every (chunk, tile row, tile column) under some patch.
+        # Every (chunk, tile row, tile column) under some patch, as one sortable integer.
+        rows_total, cols_total = int(row1.max()) + 2, int(col1.max()) + 2
         span_r, span_c = int((row1 - row0).max()) + 1, int((col1 - col0).max()) + 1
         keys = []
         for dr in range(span_r):
             for dc in range(span_c):
                 inside = (row0 + dr <= row1) & (col0 + dc <= col1)
-                keys.append(np.stack([chunk, row0 + dr, col0 + dc], 1)[inside])
-        needed = np.unique(np.concatenate(keys), axis=0)  # sorted by chunk, row, column
-        region_keys, starts = np.unique(needed[:, :2], axis=0, return_index=True)
+                keys.append(((chunk * rows_total + row0 + dr) * cols_total + col0 + dc)[inside])
+        needed = np.unique(np.concatenate(keys))  # sorted by chunk, row, column
+        region_of, cols = np.divmod(needed, cols_total)
+        region_keys, starts = np.unique(region_of, return_index=True)
         bounds = [*starts.tolist(), len(needed)]
         self.regions = []
-        for r in range(len(region_keys)):
-            cols = needed[bounds[r] : bounds[r + 1], 2]
-            breaks = np.flatnonzero(np.diff(cols) != 1) + 1
-            runs = [(int(c[0]), len(c)) for c in np.split(cols, breaks)]
-            self.regions.append((int(region_keys[r, 1]), runs))
+        for r, key in enumerate(region_keys.tolist()):
+            run_cols = cols[bounds[r] : bounds[r + 1]]
+            breaks = np.flatnonzero(np.diff(run_cols) != 1) + 1
+            runs = [(int(c[0]), len(c)) for c in np.split(run_cols, breaks)]
+            self.regions.append((key % rows_total, runs))
         # Regions are sorted by (chunk, row): a patch's rows are a consecutive span of them.
-        rows_total = int(row1.max()) + 2
-        flat = region_keys[:, 0] * rows_total + region_keys[:, 1]
-        self.first_region = np.searchsorted(flat, chunk * rows_total + row0)
-        self.last_region = np.searchsorted(flat, chunk * rows_total + row1)
+        self.first_region = np.searchsorted(region_keys, chunk * rows_total + row0)
+        self.last_region = np.searchsorted(region_keys, chunk * rows_total + row1)

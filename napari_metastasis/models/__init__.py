@@ -6,6 +6,7 @@ probs = model.predict(uint8_nhwc_batch)  # (N, num_classes) softmax probabilitie
 tumour = probs[:, model.positive_class_index]
 """
 
+from ..defaults import DEFAULT_MODEL
 from .contract import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -15,7 +16,7 @@ from .contract import (
     parse_config,
 )
 from .loading import DEVICE_CHOICES, LoadedModel, load_model, select_device
-from .registry import BUNDLED_DIR, DEFAULT_MODEL, available_models, resolve_model
+from .registry import BUNDLED_DIR, available_models, resolve_model
 from .threshold import (
     DEFAULT_THRESHOLD,
     MODEL_CARD_FILE,

@@ -75,6 +75,14 @@ class ModelConfig:
         return self.patch_size_pixels, self.patch_size_pixels
 
     @property
+    def resize_interpolation(self) -> int:
+        """Pillow filter code of the ``Resize`` step (torchvision's default: 2, bilinear)."""
+        for step in self.transform:
+            if step.name == "Resize":
+                return int(step.arguments.get("interpolation", 2))
+        return 2
+
+    @property
     def normalize(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """(mean, std) of the ``Normalize`` step, or None."""
         for step in self.transform:
@@ -239,36 +247,7 @@ def _parse_transform(steps: Any, fields: _Fields) -> tuple[TransformStep, ...]:
         args = step.get("arguments") or {}
         if not isinstance(args, dict):
             raise fields.error(f"{where}.arguments", "must be an object")
-        if name == "Resize":
-            size = args.get("size")
-            square = isinstance(size, int) and not isinstance(size, bool) and size > 0
-            pair = (
-                isinstance(size, list)
-                and len(size) == 2
-                and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-            )
-            if not (square or pair):
-                raise fields.error(
-                    f"{where}.arguments.size", f"must be a size in pixels > 0, got {size!r}"
-                )
-            args = {"size": size if square else list(size)}
-        elif name == "Normalize":
-            for key in ("mean", "std"):
-                values = args.get(key)
-                if (
-                    not isinstance(values, list)
-                    or len(values) != 3
-                    or not all(isinstance(v, int | float) and math.isfinite(v) for v in values)
-                ):
-                    raise fields.error(
-                        f"{where}.arguments.{key}", f"must be 3 numbers (R, G, B), got {values!r}"
-                    )
-            if any(v <= 0 for v in args["std"]):
-                raise fields.error(f"{where}.arguments.std", "must be greater than 0")
-            args = {
-                "mean": [float(v) for v in args["mean"]],
-                "std": [float(v) for v in args["std"]],
-            }
+        args = _transform_arguments(name, args, where, fields)
         parsed.append(TransformStep(name, args))
     names = [s.name for s in parsed]
     if "ToTensor" not in names:
@@ -278,6 +257,97 @@ def _parse_transform(steps: Any, fields: _Fields) -> tuple[TransformStep, ...]:
     if "Normalize" in names and names.index("Normalize") < names.index("ToTensor"):
         raise fields.error("transform", "has Normalize before ToTensor")
     return tuple(parsed)
+
+
+#: The arguments WSInfer passes on to each torchvision transform (``cls(**arguments)``) that a JSON
+#: config can express; anything else would make torchvision raise in WSInfer, so it is refused here.
+TRANSFORM_ARGUMENTS = {
+    "Resize": ("size", "interpolation", "max_size", "antialias"),
+    "ToTensor": (),
+    "Normalize": ("mean", "std", "inplace"),
+}
+#: torchvision's Resize takes Pillow's integer filter codes for ``interpolation`` (what JSON can
+#: hold): 0 nearest, 1 Lanczos, 2 bilinear (its default), 3 bicubic, 4 box, 5 Hamming.
+PIL_INTERPOLATIONS = {
+    0: "nearest",
+    1: "lanczos",
+    2: "bilinear",
+    3: "bicubic",
+    4: "box",
+    5: "hamming",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _transform_arguments(name: str, args: dict, where: str, fields: _Fields) -> dict:
+    """Checked arguments of one step, as torchvision (and so WSInfer) would take them."""
+    unknown = sorted(set(args) - set(TRANSFORM_ARGUMENTS[name]))
+    if unknown:
+        allowed = ", ".join(TRANSFORM_ARGUMENTS[name]) or "none"
+        raise fields.error(
+            f"{where}.arguments", f"has {unknown} which {name} does not take (it takes: {allowed})"
+        )
+    if name == "Resize":
+        size = args.get("size")
+        if isinstance(size, list) and len(size) == 1:
+            size = size[0]  # torchvision reads a one-element list as the int
+        square = isinstance(size, int) and not isinstance(size, bool) and size > 0
+        pair = isinstance(size, list) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)
+        if not (square or pair):
+            raise fields.error(
+                f"{where}.arguments.size", f"must be a size in pixels > 0, got {args.get('size')!r}"
+            )
+        out: dict[str, Any] = {"size": size if square else list(size or [])}
+        if args.get("interpolation") is not None:
+            code = args["interpolation"]
+            if not _is_int(code) or code not in PIL_INTERPOLATIONS:
+                raise fields.error(
+                    f"{where}.arguments.interpolation",
+                    f"must be one of Pillow's filter codes {sorted(PIL_INTERPOLATIONS)} "
+                    f"({', '.join(PIL_INTERPOLATIONS.values())}), got {code!r}",
+                )
+            out["interpolation"] = code
+        if args.get("max_size") is not None:
+            max_size = args["max_size"]
+            if not square or not _is_int(max_size) or max_size <= (size or 0):
+                raise fields.error(
+                    f"{where}.arguments.max_size",
+                    f"must be a whole number above an int size, got {max_size!r}",
+                )
+            out["max_size"] = max_size
+        if args.get("antialias") is not None:
+            if not isinstance(args["antialias"], bool):
+                raise fields.error(f"{where}.arguments.antialias", "must be true or false")
+            out["antialias"] = args["antialias"]  # patches are PIL images: always antialiased
+        return out
+    if name == "Normalize":
+        for key in ("mean", "std"):
+            values = args.get(key)
+            if (
+                not isinstance(values, list)
+                or len(values) not in (1, 3)
+                or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in values
+                )
+            ):
+                raise fields.error(
+                    f"{where}.arguments.{key}",
+                    f"must be 3 numbers (R, G, B) or 1 for all, got {values!r}",
+                )
+        if any(v <= 0 for v in args["std"]):
+            raise fields.error(f"{where}.arguments.std", "must be greater than 0")
+        if "inplace" in args and not isinstance(args["inplace"], bool):
+            raise fields.error(f"{where}.arguments.inplace", "must be true or false")
+        return {
+            "mean": [float(v) for v in args["mean"]] * (3 // len(args["mean"])),
+            "std": [float(v) for v in args["std"]] * (3 // len(args["std"])),
+            **({"inplace": args["inplace"]} if "inplace" in args else {}),
+        }
+    return {}
 
 
 def load_config(folder: str | Path) -> ModelConfig:

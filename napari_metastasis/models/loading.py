@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import DEVICE_CHOICES
 from ..error_policy import exception_reason as torchscript_reason
 from ..errors import ModelError
 from .contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
+from .exported import EXPORTED_FILE, load_exported
 from .operator_check import check_torchscript_archive, check_torchscript_module
+from .outputs import is_single_output, to_probabilities
 from .threshold import card_threshold
 from .transforms import normalisation_constants, resize_patch, to_model_input
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -74,7 +75,7 @@ class LoadedModel:
 
     def __init__(
         self,
-        module: torch.jit.ScriptModule,
+        module: torch.nn.Module,
         config: ModelConfig,
         *,
         folder: Path | None = None,
@@ -129,7 +130,8 @@ class LoadedModel:
             if batch.ndim != 4 or batch.shape[-1] != 3:
                 raise ValueError(f"expected a (N, H, W, 3) uint8 batch, got shape {batch.shape}")
             if batch.shape[1:3] != self.input_size:
-                batch = np.stack([resize_patch(p, self.input_size) for p in batch])
+                resample = self.config.resize_interpolation
+                batch = np.stack([resize_patch(p, self.input_size, resample) for p in batch])
             if not batch.flags.writeable:  # torch warns on read-only arrays (e.g. from PIL)
                 batch = batch.copy()
             batch = torch.from_numpy(np.ascontiguousarray(batch))
@@ -157,14 +159,14 @@ class LoadedModel:
                 f"({torchscript_reason(exc)})"
             ) from exc
         expected = (x.shape[0], self.config.num_classes)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        if not isinstance(logits, torch.Tensor) or not _one_row_per_patch(logits, expected):
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ModelError(
                 f"model {self.name}: the network returned {got} for a batch of {x.shape[0]} "
                 f"patches; it must return one row of {self.config.num_classes} values per patch "
                 f"{expected}"
             )
-        return torch.softmax(logits.float(), dim=1)
+        return to_probabilities(logits)  # softmax, or a sigmoid for one-output models (WSInfer)
 
     def predict(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Probabilities (N, num_classes) for a batch of patches (see the class docstring)."""
@@ -209,9 +211,37 @@ def load_model(
     if safe is not None:
         return safe
     weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelError(f"{folder}: no {WEIGHTS_FILE} in the model folder")
+    exported = folder / EXPORTED_FILE
+    if not weights.is_file() and not exported.is_file():
+        raise ModelError(f"{folder}: no {WEIGHTS_FILE} (or {EXPORTED_FILE}) in the model folder")
     torch_device = select_device(device)
+    if exported.is_file():  # torch.export's program is preferred: TorchScript is deprecated
+        module = load_exported(exported, torch_device, sha256=sha256)
+    else:
+        module = _load_torchscript(folder, weights, torch_device, sha256)
+    if torch_device.type in ("cuda", "cpu"):
+        with contextlib.suppress(Exception):  # not every scripted module accepts memory_format
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = LoadedModel(
+        module,
+        config,
+        folder=folder,
+        device=torch_device,
+        positive_class=positive_class,
+        amp=amp,
+    )
+    check_output_shape(model)
+    return model
+
+
+def _one_row_per_patch(logits: torch.Tensor, expected: tuple[int, int]) -> bool:
+    """(N, num_classes), or (N,) / (N, 1) for a one-class model."""
+    if tuple(logits.shape) == expected:
+        return True
+    return expected[1] == 1 and is_single_output(logits) and logits.shape[0] == expected[0]
+
+
+def _load_torchscript(folder: Path, weights: Path, torch_device, sha256: str | None):
     source = f"{folder.name}/{WEIGHTS_FILE}"
     try:
         raw = weights.read_bytes()  # the bytes inspected are the bytes loaded
@@ -229,19 +259,7 @@ def load_model(
     del raw
     check_torchscript_module(module, source)  # before anything of it runs
     module.eval()
-    if torch_device.type in ("cuda", "cpu"):
-        with contextlib.suppress(Exception):  # not every scripted module accepts memory_format
-            module = module.to(memory_format=torch.channels_last)
-    model = LoadedModel(
-        module,
-        config,
-        folder=folder,
-        device=torch_device,
-        positive_class=positive_class,
-        amp=amp,
-    )
-    check_output_shape(model)
-    return model
+    return module
 
 
 def check_output_shape(model: LoadedModel) -> None:
@@ -259,7 +277,7 @@ def check_output_shape(model: LoadedModel) -> None:
             f"{source}: the network does not accept a (2, 3, {h}, {w}) batch as the config's "
             f"patch_size_pixels/Resize say ({torchscript_reason(exc)})"
         ) from exc
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+    if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"{network}: the network must return (N, num_classes) logits, got {shape}")
     if out.shape[0] != 2:
@@ -267,12 +285,13 @@ def check_output_shape(model: LoadedModel) -> None:
             f"{network}: the network returned {tuple(out.shape)} for a batch of 2 patches; it "
             "must return one row per patch (N, num_classes)"
         )
-    if out.shape[1] != model.config.num_classes:
+    values = 1 if out.ndim == 1 else out.shape[1]  # (N,): one logit per patch, as WSInfer allows
+    if values != model.config.num_classes:
         raise ModelError(
             f"{source}: field 'num_classes' is {model.config.num_classes} but the network returns "
-            f"{out.shape[1]} values per patch"
+            f"{values} values per patch"
         )
-    probabilities = torch.softmax(out.float(), dim=1)
+    probabilities = to_probabilities(out)
     if not bool(torch.isfinite(probabilities).all()):
         raise ModelError(
             f"model {model.name}: the network returns non-finite values (NaN or infinity) for a "

@@ -15,7 +15,6 @@ from ..errors import ModelError
 from .contract import CONFIG_FILE
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
-DEFAULT_MODEL = "default"
 ENV_VAR = "NAPARI_METASTASIS_MODELS"
 USER_DIR = Path("~/.napari-metastasis/models")
 

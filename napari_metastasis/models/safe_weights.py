@@ -39,6 +39,8 @@ def build_safe_module(folder: Path, config: ModelConfig) -> torch.nn.Module:
     folder = Path(folder)
     spec = config.extra.get(NETWORK_KEY)
     try:
+        if not isinstance(spec, dict):
+            raise ValueError(f"must be an object, got {spec!r}")
         module = build_from_spec(spec)
     except ValueError as exc:
         raise ModelError(f"{folder.name}/{CONFIG_FILE}: field '{NETWORK_KEY}': {exc}") from None
@@ -76,7 +78,7 @@ def load_safe_model(
     torch_device = select_device(device)
     module = build_safe_module(folder, config).to(torch_device)
     if torch_device.type in ("cuda", "cpu"):
-        module = module.to(memory_format=torch.channels_last)
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = LoadedModel(
         module,  # type: ignore[arg-type]  # an eager module serves like a scripted one
         config,

@@ -15,12 +15,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 
-def resize_patch(patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 (h, w, 3) -> (size[0], size[1], 3); a no-op when it already has that size."""
+def resize_patch(patch: np.ndarray, size: tuple[int, int], resample: int = 2) -> np.ndarray:
+    """RGB uint8 (h, w, 3) -> (size[0], size[1], 3); a no-op when it already has that size.
+
+    ``resample`` is Pillow's filter code, as a config's ``Resize`` ``interpolation`` gives it
+    (default 2, bilinear: torchvision's default).
+    """
     height, width = size
     if patch.shape[0] == height and patch.shape[1] == width:
         return patch
-    image = Image.fromarray(patch).resize((width, height), Image.Resampling.BILINEAR)
+    image = Image.fromarray(patch).resize((width, height), Image.Resampling(resample))
     return np.asarray(image)
 
 

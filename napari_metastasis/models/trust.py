@@ -136,10 +136,13 @@ def check_trust(model: str | Path) -> TrustCheck:
     as ``train`` writes) needs no trust step: the loader runs none of its code.
     """
     from .contract import load_config
+    from .exported import EXPORTED_FILE
     from .safe_weights import has_safe_weights
 
     folder = resolve_model(model)
     weights = folder / WEIGHTS_FILE
+    if (folder / EXPORTED_FILE).is_file():  # the file the loader runs (it prefers model.pt2)
+        weights = folder / EXPORTED_FILE
     if is_bundled(folder):
         return TrustCheck(folder, weights, None, True, True)
     try:

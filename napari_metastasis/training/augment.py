@@ -109,7 +109,7 @@ def sample_crops(
     if config.shift:
         room = (1 - scale).clamp(min=0)
         theta[:, :, 2] = (torch.rand(n, 2, generator=generator) * 2 - 1) * room[:, None]
-    grid = F.affine_grid(theta, (n, 3, crop_px, crop_px), align_corners=False)
+    grid = F.affine_grid(theta, [n, 3, crop_px, crop_px], align_corners=False)
     out = F.grid_sample(
         images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("none", "undersample", "oversample", "weights")
+from ..defaults import BALANCE_STRATEGIES as STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class SmallCNN(nn.Module):
 
     def logit(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) tumour logit of (N, 3, H, W) RGB in [0, 1]."""
-        x = (x - self.mean) / self.std
+        x = (x - self.mean) / self.std  # type: ignore[operator]  # registered buffers
         x = self.features(x)
         x = torch.flatten(torch.mean(x, dim=(2, 3)), 1)
         return self.head(self.dropout(x)).squeeze(1)
@@ -84,7 +84,7 @@ class Ensemble(nn.Module):
             for k in range(4 if self.tta else 1):
                 xv = torch.rot90(xf, k, dims=[2, 3]) if k > 0 else xf
                 for member in self.members:
-                    total = total + torch.sigmoid(member.logit(xv))
+                    total = total + torch.sigmoid(member.logit(xv))  # type: ignore[operator]
                     views += 1
         p = (total / views).clamp(1e-6, 1 - 1e-6)
         z = torch.log(p) - torch.log1p(-p)
@@ -110,7 +110,7 @@ def network_spec(members: list[nn.Module], tta: bool) -> dict:
         raise ValueError("only ensembles of SmallCNN can be described as data")
     return {
         "name": "smallcnn_ensemble",
-        "width": int(first.width),
+        "width": int(first.width),  # type: ignore[arg-type]  # a SmallCNN's int attribute
         "members": len(members),
         "tta": bool(tta),
     }

@@ -51,4 +51,5 @@ def split_by_slide(
         cost = abs(val.sum() - target) / len(slides) + (0 if both else 10)
         if cost < best_cost:
             best, best_cost = val, cost
+    assert best is not None  # tries >= 1
     return np.flatnonzero(~best), np.flatnonzero(best)

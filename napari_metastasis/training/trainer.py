@@ -252,11 +252,11 @@ def train_model(
             idx = torch.from_numpy(rng.choice(len(train), size=config.batch_size, p=draw))
             x = images[idx].float().div_(255.0)
             m = masks[idx].float()
-            x, m = sample_crops(x, m, config.crop_px, zoom, config.augment, gen)
+            x, m = sample_crops(x, m, config.crop_px, zoom, config.augment, gen)  # type: ignore[assignment]
             x = colour_jitter(x, config.augment, gen)
             target = _soft_targets(m, has_mask[idx], labels[idx])
             weight = loss_weight[labels[idx]]
-            z = model.logit(x)
+            z = model.logit(x)  # type: ignore[operator]
             loss = (F.binary_cross_entropy_with_logits(z, target, reduction="none") * weight).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -123,8 +123,8 @@ class AnalysisFiles(QWidget):
         frame = SlideFrame.from_layer(layer)
         check_matches_slide(prob_map, frame.width, frame.height, file.name)
         path = slide_path_of(layer)
-        prob_map = self.store.put(path, prob_map)
-        view = self.views.show(path, prob_map, layer)
+        prob_map = self.store.put(path, prob_map)  # type: ignore[arg-type]
+        view = self.views.show(path, prob_map, layer)  # type: ignore[arg-type]
         view.refresh_overlay()
         return view
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._napari.helpers import centre_camera_on, keep_below, slide_key
 from ..contours import probability_contours
 from ..probability import ProbabilityMap
@@ -99,7 +101,7 @@ class AnalysisView:
             return False
         region = self.regions[index]
         minx, miny, maxx, maxy = region.polygon.bounds
-        (y0, x0), (y1, x1) = self.frame.to_world([[minx, miny], [maxx, maxy]])
+        (y0, x0), (y1, x1) = self.frame.to_world(np.array([[minx, miny], [maxx, maxy]]))
         centre_camera_on(viewer, (y0, x0, y1, x1))
         self.selected = index
         self.regions_layer.highlight(region.uid)

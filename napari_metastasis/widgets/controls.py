@@ -40,6 +40,9 @@ MODE_TIPS = {
     SHAPES: "Rectangles and polygons drawn in a Shapes layer",
     WHOLE: "All the tissue of the slide",
 }
+#: The Overlap choice: how much neighbouring patches overlap (the grid step is the rest).
+OVERLAPS = {"none": 0.0, "half a patch": 0.5}
+NO_OVERLAP = "none"
 MPP_SOURCES = {
     "metadata": "from the file",
     "given": "given here",
@@ -101,6 +104,13 @@ class SourceControls(Container):
             tooltip="Patches with less tissue than this fraction are background and are not "
             "classified (0 classifies everything)",
         )
+        self.overlap = ComboBox(
+            label="Overlap",
+            choices=list(OVERLAPS),
+            value=NO_OVERLAP,
+            tooltip="Neighbouring patches side by side, or overlapping by half a patch: four "
+            "times the patches, and deposit sizes measured to half a patch instead of a whole one",
+        )
         super().__init__(
             widgets=[
                 self.slide,
@@ -109,8 +119,14 @@ class SourceControls(Container):
                 self.device,
                 self.batch_size,
                 self.tissue_min,
+                self.overlap,
             ]
         )
+
+    @property
+    def overlap_fraction(self) -> float:
+        """How much neighbouring patches overlap (0 or 0.5), as :class:`.jobs.JobRequest` wants."""
+        return OVERLAPS[self.overlap.value]
 
     # --- choices ---------------------------------------------------------------------------
     def _slide_choices(self, *_) -> list[tuple[str, Any]]:
@@ -163,7 +179,7 @@ class RunControls(Container):
 
     def __init__(self, viewer: Any):
         self._viewer = viewer
-        self.mode = RadioButtons(label="Analyse", choices=list(MODES), value=VISIBLE)
+        self.mode = RadioButtons(label="Analyse", choices=list(MODES), value=VISIBLE)  # type: ignore[call-arg]
         for button in self.mode.native.findChildren(QRadioButton):
             button.setToolTip(MODE_TIPS.get(button.text(), ""))
         self.field_size = FloatSpinBox(
@@ -214,7 +230,7 @@ class RunControls(Container):
 
     def _show_options(self, *_) -> None:
         for mode, widgets in self.mode_options.items():
-            for widget in widgets:
+            for widget in widgets:  # type: ignore[attr-defined]
                 widget.visible = mode == self.mode.value
 
     def set_mode(self, mode: str) -> None:

@@ -5,7 +5,9 @@
   :class:`ProbabilityMap` (:mod:`.session`); :mod:`.run_status` phrases what happens;
 * :mod:`.analysis_view`: per slide and model, the overlay, the regions and the edits;
 * :mod:`.regions_panel`: the region list, previous / next;
-* :mod:`.analysis_files`: save, load, remember, restore; :mod:`.annotation_io`: import / export.
+* :mod:`.analysis_files`: save, load, remember, restore; :mod:`.annotation_io`: import / export;
+* :mod:`.verdict`: the slide verdict and *Report…*; :mod:`.measure`: the Measure tool;
+  :mod:`.cases`: the case list, analysed in the background, with the patient's pN stage.
 
 This module only turns the viewer's state into requests (:mod:`.selection`) and routes events; it
 computes nothing the engine or the contours module knows how to compute, and never blocks the GUI
@@ -37,13 +39,16 @@ from .._napari.helpers import (
     slide_path_of,
     warn,
 )
+from ..clinical import camelyon_patient, measure_regions, slide_stem, slide_verdict
 from ..errors import MetastasisError
 from ..models import resolve_threshold
 from ..models.trust import TrustCheck, check_trust
+from ..report import write_case_report, write_slide_files
 from . import selection
 from .analysis_files import AnalysisFiles
 from .analysis_view import AnalysisView, AnalysisViews
 from .annotation_io import AnnotationIOWidget
+from .cases import CaseList
 from .controls import (
     CLICK,
     MODES,
@@ -56,10 +61,12 @@ from .controls import (
 )
 from .frame import SlideFrame
 from .jobs import JobRequest, Planned, Resources
+from .measure import MeasureTool
 from .regions_panel import RegionsPanel
 from .run_status import RunStatus
 from .runner import AnalysisRunner, Progress, RunSummary
-from .session import AnalysisStore
+from .session import AnalysisStore, slide_key
+from .verdict import VerdictPanel
 
 __all__ = ["CLICK", "MODES", "SHAPES", "VISIBLE", "WHOLE", "MetastasisWidget"]
 
@@ -69,6 +76,8 @@ REFRESH_MS = 250
 CONTOUR_DEBOUNCE_MS = 60
 #: While a run streams in, contours are redrawn at most this often (s).
 CONTOUR_RUN_S = 1.0
+#: Wait this long after the threshold last moved before re-measuring the case list (ms).
+CASES_DEBOUNCE_MS = 300
 #: A press and release closer than this (screen px) is a click, farther is a pan.
 CLICK_TOLERANCE_PX = 5
 
@@ -99,6 +108,9 @@ class MetastasisWidget(QWidget):
         self.regions_panel = RegionsPanel()
         self.annotation_io = AnnotationIOWidget(napari_viewer)
         self.files = AnalysisFiles(napari_viewer, self.store, self.views)
+        self.verdict_panel = VerdictPanel()
+        self.measure = MeasureTool(napari_viewer, lambda: self.slide_layer)
+        self.cases = CaseList(self.store, self.resources)
 
         self._run_view: AnalysisView | None = None
         self._next_contours_at = 0.0
@@ -106,6 +118,7 @@ class MetastasisWidget(QWidget):
         self._contour_timer = self._timer(CONTOUR_DEBOUNCE_MS, self.update_contours)
         self._pending_restore: list = []
         self._restore_timer = self._timer(0, self._restore_pending)
+        self._cases_timer = self._timer(CASES_DEBOUNCE_MS, self.cases.remeasure)
 
         self._build()
         self._connect()
@@ -136,21 +149,36 @@ class MetastasisWidget(QWidget):
         layout.addWidget(_group("Slide and model", self.source.native))
         layout.addWidget(_group("Analyse", run_box))
         layout.addWidget(_group("Overlay and contours", self.display.native))
+        self.verdict_panel.add_tool(self.measure)
+        self.regions_panel.add_section(self.verdict_panel)
         layout.addWidget(_group("Regions", self.regions_panel))
+        layout.addWidget(_group("Case", self.cases))
         layout.addWidget(_group("Annotations", self.annotation_io))
         layout.addWidget(_group("Analysis files", self.files))
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.setMinimumWidth(340)
+        self._scroll = scroll
+        self._fit_width()
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
+
+    def _fit_width(self) -> None:
+        """As wide as the widest panel needs: the scroll area has no horizontal bar to reach the
+        rest. Measured again when shown, once napari's style sheet has set the fonts."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        inner = self._scroll.widget().minimumSizeHint().width()
+        self.setMinimumWidth(max(340, inner + bar + 4))
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._fit_width()
 
     def _connect(self) -> None:
         runner = self.runner
@@ -169,6 +197,7 @@ class MetastasisWidget(QWidget):
         self.run_controls.cancel_button.changed.connect(self.cancel)
         self.display.on_style_changed(self._on_style_changed)
         self.display.on_regions_changed(self._contour_timer.start)
+        self.display.on_regions_changed(self._cases_timer.start)
 
         self.regions_panel.activated.connect(self.go_to_region)
         navigator = self.regions_panel.navigator
@@ -181,6 +210,14 @@ class MetastasisWidget(QWidget):
         self.files.current_view = lambda: self.current_analysis
         self.files.current_slide = lambda: self.slide_layer
         self.files.on_shown = self._on_views_shown
+        self.verdict_panel.report_requested.connect(self._report_dialog)
+        self.cases.request_for = lambda path: self._make_request(None, "whole slide", path)
+        self.cases.model_name = lambda: self.model_name
+        self.cases.threshold = lambda: self.threshold
+        self.cases.min_area_um2 = lambda: self.display.min_area_um2
+        self.cases.on_analysed = self._remember_map
+        self.cases.open_requested.connect(self.open_case_slide)
+        self.cases.runner.finished.connect(self._on_case_finished)
 
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
@@ -373,14 +410,16 @@ class MetastasisWidget(QWidget):
             return self._make_request(geometry, f"{n} drawn shape{'s' * (n != 1)}")
         return self._make_request(None, "whole slide")
 
-    def _make_request(self, region, description: str) -> JobRequest | None:
+    def _make_request(
+        self, region, description: str, slide_path: str | None = None
+    ) -> JobRequest | None:
         if not self.model_ref:
             warn("No model: choose a model folder (config.json + torchscript_model.pt).")
             return None
         if not self.ensure_model_trusted(self.model_ref):
             return None
         return JobRequest(
-            slide_path=self.slide_path,
+            slide_path=slide_path or self.slide_path,  # type: ignore[arg-type]
             model_ref=self.model_ref,
             model_name=self.model_name,
             description=description,
@@ -388,6 +427,7 @@ class MetastasisWidget(QWidget):
             device=self.source.device.value,
             batch_size=int(self.source.batch_size.value),
             tissue_min_fraction=float(self.source.tissue_min.value),
+            overlap=self.source.overlap_fraction,
         )
 
     def ensure_model_trusted(self, ref: str) -> bool:
@@ -418,7 +458,7 @@ class MetastasisWidget(QWidget):
             "\n\nA TorchScript model is a program. Its operators were not inspected yet; they will"
             " be before it runs, and a model that reads or writes files is refused, but that check "
             "is not a sandbox.\n\nRun it only if you know where it comes from. Your answer is "
-            f"remembered for this exact file (sha256 {state.sha256[:12]}…).\n\nTrust it?",
+            f"remembered for this exact file (sha256 {state.sha256[:12]}…).\n\nTrust it?",  # type: ignore[index]
             QMessageBox.Yes | QMessageBox.No,
             QMessageBox.No,
         )
@@ -509,12 +549,19 @@ class MetastasisWidget(QWidget):
         self.annotation_io.select_layer(view.regions_layer.name)
 
     def _sync_regions_panel(self) -> None:
-        """Show the current analysis's regions in the panel (never adds layers)."""
+        """Show the current analysis's regions, their sizes and the slide verdict in the panel
+        (never adds layers)."""
         view = self.current_analysis
         if view is None or not view.regions_layer.is_shown():
             self.regions_panel.set_regions([], [])
+            self.verdict_panel.set_verdict(None)
             return
-        self.regions_panel.set_regions(view.regions, view.labels, edited=bool(view.edits))
+        grid = view.prob_map.grid
+        deposits = measure_regions(view.regions, grid)
+        self.regions_panel.set_regions(
+            view.regions, view.labels, edited=bool(view.edits), deposits=deposits
+        )
+        self.verdict_panel.set_verdict(slide_verdict(deposits), grid.step_um)
 
     def go_to_region(self, index: int) -> None:
         """Centre and zoom the camera on region ``index`` of the current analysis; highlight it."""
@@ -584,6 +631,84 @@ class MetastasisWidget(QWidget):
     def remember(self, on: bool) -> None:
         self.files.remember_check.setChecked(bool(on))
 
+    # ============================================================================ report, cases
+    def write_report(self, folder: str | Path) -> Path:
+        """The PDF report of the current slide, or of its patient when it is in the case list
+        (every slide of the patient must be analysed); its files go into ``folder``."""
+        view = self.current_analysis
+        if view is None or not view.prob_map.n_analysed:
+            raise MetastasisError("Nothing to report: run an analysis of this slide first.")
+        case = self.cases.patient_of(view.slide_path)
+        if case is None:
+            patient = camelyon_patient(view.slide_path) or slide_stem(view.slide_path)
+            items = [(view.slide_path, view.prob_map, view.regions)]
+        else:
+            patient, slides = case
+            missing = [s.name for s in slides if s.prob_map is None or s.verdict is None]
+            if missing:
+                raise MetastasisError(
+                    f"Analyse every slide of {patient} first ({', '.join(missing)} not done): "
+                    "a stage from some of the nodes could understate it."
+                )
+            current = slide_key(view.slide_path)
+            items = [
+                (view.slide_path, view.prob_map, view.regions)  # with the pathologist's edits
+                if slide_key(s.path) == current
+                else (s.path, s.prob_map, s.regions)
+                for s in slides
+            ]
+        summaries = [
+            write_slide_files(folder, path, prob_map, regions, threshold=self.threshold)
+            for path, prob_map, regions in items
+        ]
+        return write_case_report(folder, patient, summaries)
+
+    def _report_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the report")
+        if not folder:
+            return
+        try:
+            path = self.write_report(folder)
+        except (MetastasisError, OSError) as exc:
+            error(f"Could not write the report: {exc}")
+            return
+        info(f"Report written to {path}.")
+
+    def _remember_map(self, prob_map) -> None:
+        if self.files.remember_enabled:
+            try:
+                self.store.remember(prob_map)
+            except (OSError, MetastasisError) as exc:
+                warn(f"Could not remember this analysis for next time: {exc}")
+
+    def _on_case_finished(self, summary: RunSummary) -> None:
+        """A slide of the case list finished: redraw it if the viewer shows it."""
+        view = self.views.get(summary.request.slide_path, summary.request.model_name)
+        if view is not None:
+            view.refresh_overlay()
+            if view is self.current_analysis:
+                self.update_contours()
+
+    def open_case_slide(self, path: str, prob_map=None) -> Any:
+        """Open a slide of the case list (if not open yet) and show its analysis."""
+        layer = layer_for_slide(self.viewer, path)
+        if layer is None:
+            try:
+                self.viewer.open(path, plugin="napari-metastasis")
+            except Exception as exc:  # napari wraps reader errors in its own types
+                error(f"Could not open {Path(path).name}: {exc}")
+                return None
+            layer = layer_for_slide(self.viewer, path)
+        if layer is None:
+            return None
+        if prob_map is None:
+            self.select_slide_layer(layer)
+            return layer
+        view = self.views.show(path, prob_map, layer)
+        view.refresh_overlay()
+        self._on_views_shown(layer, [view])
+        return layer
+
     # ============================================================================ clicks
     def _on_mouse_drag(self, viewer, event):
         """Click mode: a press and release in (almost) the same place analyses a field there."""
@@ -603,4 +728,5 @@ class MetastasisWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         self.cancel()
+        self.cases.cancel()
         super().closeEvent(event)

@@ -35,7 +35,9 @@ class SlideFrame:
         translate = tuple(float(t) for t in layer.translate[-2:])
         units = getattr(layer, "units", None)
         units = tuple(str(u) for u in units[-2:]) if units is not None else None
-        return cls(int(width), int(height), scale, translate, units)
+        return cls(
+            int(width), int(height), (scale[0], scale[1]), (translate[0], translate[1]), units
+        )
 
     @classmethod
     def from_grid(cls, grid: PatchGrid) -> SlideFrame:

@@ -38,6 +38,7 @@ class JobRequest:
     device: str = "auto"
     batch_size: int = engine.DEFAULT_BATCH_SIZE
     tissue_min_fraction: float = engine.DEFAULT_TISSUE_MIN_FRACTION
+    overlap: float = 0.0  # of neighbouring patches: 0 side by side, 0.5 a step of half a patch
 
 
 # --- events the worker yields ------------------------------------------------------------------
@@ -140,7 +141,7 @@ def _run_job(request, map_for, resources, cancel):
         return
     yield Stage(f"Opening {Path(request.slide_path).name}…")
     with Slide(request.slide_path) as slide:
-        grid = engine.make_grid(slide, model)
+        grid = engine.make_grid(slide, model, stride_um=stride_for(model, request.overlap))
         prob_map = map_for(request.slide_path, model.name, grid, model.positive_class)
         region = request.region.as_tuple() if isinstance(request.region, Rect) else request.region
         if request.tissue_min_fraction > 0:
@@ -161,6 +162,16 @@ def _run_job(request, map_for, resources, cancel):
             yield Batch(prob_map, result.cells, result.positive, result.done, result.total)
             if cancel.is_set():
                 return
+
+
+def stride_for(model: LoadedModel, overlap: float) -> float | None:
+    """The grid step (µm) for an overlap of neighbouring patches; None (side by side) for none."""
+    if not overlap:
+        return None
+    if not 0 < overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    config = model.config
+    return config.patch_size_pixels * config.spacing_um_px * (1 - overlap)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -25,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 from shapely.geometry import Point
 
+from ..clinical import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
 from .regions_layer import DEFAULT_CLASSIFICATION
 
 #: Labels offered for relabelling (the combo box is editable for anything else).
@@ -67,6 +69,14 @@ class RegionEdits:
         return kept, labels
 
 
+#: Category names short enough for a narrow column (the tooltip has the full name).
+SHORT_CATEGORY = {"negative": "—", "itc": "ITC", "micro": "Micro", "macro": "Macro"}
+
+
+def _mm(deposit: Deposit) -> str:
+    return f"{deposit.greatest_dimension_mm:.3f}"
+
+
 class _NumericItem(QTableWidgetItem):
     """A table cell that shows formatted text and sorts by its number."""
 
@@ -92,14 +102,17 @@ class RegionNavigator(QWidget):
     #: forget every deletion and relabel
     restore_requested = Signal()
 
-    COLUMNS = ("#", "Label", "Max", "Mean", "mm²")
+    COLUMNS = ("#", "Label", "Max", "Mean", "mm²", "Size mm", "Category")
     TIPS = (
         "Region id",
         "Label used on export",
         "Highest probability in the region",
         "Mean probability over its patches",
         "Area in mm²",
+        "Greatest dimension in mm (maximum Feret diameter of the outline; about ± one grid stride)",
+        "AJCC size category: ITC ≤ 0.2 mm, micrometastasis ≤ 2 mm, macrometastasis > 2 mm",
     )
+    SIZE_COLUMN, CATEGORY_COLUMN = 5, 6
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -112,6 +125,8 @@ class RegionNavigator(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setSortingEnabled(True)
+        self._sort = (2, Qt.SortOrder.DescendingOrder)  # most probable first, until the user sorts
+        self.table.horizontalHeader().sortIndicatorChanged.connect(self._on_sorted)
         self.table.setMinimumHeight(160)
         self.table.itemClicked.connect(self._on_clicked)
         self.table.itemActivated.connect(self._on_clicked)
@@ -147,22 +162,42 @@ class RegionNavigator(QWidget):
         self.set_regions([], [])
 
     # --- content ----------------------------------------------------------------------------
-    def set_regions(self, regions: Sequence, labels: Sequence[str], edited: bool = False) -> None:
+    def set_regions(
+        self,
+        regions: Sequence,
+        labels: Sequence[str],
+        edited: bool = False,
+        deposits: Sequence[Deposit] | None = None,
+    ) -> None:
+        """Show ``regions`` with their labels; ``deposits`` (one per region, from
+        :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns."""
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
-            items = (
+            items = [
                 _NumericItem(region.id, str(region.id)),
                 QTableWidgetItem(label),
                 _NumericItem(region.max_prob, f"{region.max_prob:.3f}"),
                 _NumericItem(region.mean_prob, f"{region.mean_prob:.3f}"),
                 _NumericItem(region.area_um2, f"{region.area_um2 / 1e6:.4f}"),
-            )
+            ]
+            if deposits is not None:
+                deposit = deposits[row]
+                severity = CATEGORIES.index(deposit.category)
+                size = _NumericItem(deposit.greatest_dimension_mm, _mm(deposit))
+                category = _NumericItem(severity, SHORT_CATEGORY[deposit.category])
+                category.setToolTip(CATEGORY_LABELS[deposit.category])
+                for item in (size, category):
+                    item.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
+                    item.setForeground(QBrush(QColor("black")))
+                items += [size, category]
+            else:
+                items += [_NumericItem(0, ""), _NumericItem(0, "")]
             for col, item in enumerate(items):
                 item.setData(Qt.ItemDataRole.UserRole, row)
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
-        self.table.sortItems(2, Qt.SortOrder.DescendingOrder)
+        self.table.sortItems(*self._sort)  # the user's sort survives new regions
         has = bool(len(regions))
         self.delete_button.setEnabled(has)
         self.relabel_button.setEnabled(has)
@@ -192,6 +227,9 @@ class RegionNavigator(QWidget):
         return sorted(self.index_at_row(r) for r in rows)
 
     # --- user actions -----------------------------------------------------------------------
+    def _on_sorted(self, column: int, order) -> None:
+        self._sort = (column, order)
+
     def _on_clicked(self, item: QTableWidgetItem) -> None:
         self.activated.emit(int(item.data(Qt.ItemDataRole.UserRole)))
 

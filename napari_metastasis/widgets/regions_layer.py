@@ -13,6 +13,7 @@ world units (µm), which would make them vanish at whole-slide zoom and fatten a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,7 @@ class RegionsLayer(LazyLayer):
         self.frame = frame
         #: called with the ids (str) of regions the user deleted in the layer itself
         self.on_user_delete: Callable[[set[str]], None] | None = None
-        self._layer = None
+        self._layer: Any = None
         self._shown_ids: set[str] = set()
         self._updating = False
         self._zoom_connected = False

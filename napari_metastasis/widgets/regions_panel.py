@@ -45,8 +45,14 @@ class RegionsPanel(QWidget):
         """Another part of the panel, below the list."""
         self._layout.addWidget(widget)
 
-    def set_regions(self, regions: Sequence, labels: Sequence[str], edited: bool = False) -> None:
-        self.navigator.set_regions(regions, labels, edited=edited)
+    def set_regions(
+        self,
+        regions: Sequence,
+        labels: Sequence[str],
+        edited: bool = False,
+        deposits: Sequence | None = None,
+    ) -> None:
+        self.navigator.set_regions(regions, labels, edited=edited, deposits=deposits)
         has = len(regions) > 0
         self.previous_button.setEnabled(has)
         self.next_button.setEnabled(has)

@@ -152,7 +152,7 @@ class AnalysisRunner(QObject):
             clock = self._clock
             self.progressed.emit(
                 Progress(
-                    self._request,
+                    self._request,  # type: ignore[arg-type]
                     event.prob_map,
                     event.done,
                     event.total,
@@ -182,7 +182,7 @@ class AnalysisRunner(QObject):
     def _on_finished(self) -> None:
         planned = self._planned
         summary = RunSummary(
-            request=self._request,
+            request=self._request,  # type: ignore[arg-type]
             prob_map=planned.prob_map if planned else None,
             total=planned.total if planned else 0,
             done=self._done,

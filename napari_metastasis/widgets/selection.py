@@ -93,7 +93,7 @@ def shapes_geometry(layer, frame: SlideFrame, selected_only: bool = False) -> Ba
     scale or translate of its own still selects what it shows. Lines and paths enclose nothing
     and are ignored. With ``selected_only`` and a selection, only the selected shapes count.
     """
-    indices = range(len(layer.data))
+    indices: list[int] | range = range(len(layer.data))
     if selected_only and layer.selected_data:
         indices = sorted(layer.selected_data)
     polygons = []

@@ -1,0 +1,366 @@
+"""The case list: a patient's node slides, analysed one after another in the background.
+
+Add slide files or a folder; *Analyse* runs each slide (open in the viewer or not) through its own
+:class:`.runner.AnalysisRunner`, whole slide, with the dock widget's model and settings, while the
+viewer stays free for looking at slides. As each slide finishes the table shows its verdict and
+largest deposit, and the line above it the pN stage of each patient whose slides are all done
+(:mod:`napari_metastasis.clinical`; slides group by ``patient_<id>_node_<n>`` names, or all under
+the name typed in *Patient*). Clicking a slide opens it with its analysis.
+
+The probability maps go into the dock widget's shared store, so an analysis made here is the one
+the viewer shows, and a later run over part of the slide reuses it. Verdicts follow the dock
+widget's threshold: moving the slider re-measures every finished slide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QBrush, QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..clinical import (
+    CATEGORY_LABELS,
+    CATEGORY_TINTS,
+    SlideVerdict,
+    format_mm,
+    group_patients,
+    measure_regions,
+    pn_stage,
+    slide_verdict,
+)
+from ..contours import probability_contours
+from ..probability import ProbabilityMap
+from ..slide import looks_like_slide
+from .jobs import JobRequest, Resources
+from .runner import AnalysisRunner, Progress, RunSummary
+from .session import AnalysisStore, slide_key
+
+QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "analysing", "done", "failed", "stopped"
+#: File names a folder is searched for (OpenSlide formats and DICOM folders are also accepted).
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif")
+
+
+@dataclass
+class CaseSlide:
+    """One slide of the case list and what its analysis gave."""
+
+    path: str
+    status: str = QUEUED
+    message: str = ""
+    prob_map: ProbabilityMap | None = None
+    verdict: SlideVerdict | None = None
+    progress: float = 0.0
+    regions: list = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+def slides_in_folder(folder: str | Path) -> list[Path]:
+    """The slides directly in ``folder`` (by extension), and DICOM sub-folders, by name."""
+    folder = Path(folder)
+    found = []
+    for path in sorted(folder.iterdir()):
+        if (path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES) or (
+            path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+        ):
+            found.append(path)
+    return found
+
+
+class CaseList(QWidget):
+    """Slides of a case, their verdicts, the patient's pN stage; analysis in the background."""
+
+    #: open this slide with its analysis (path, probability map or None)
+    open_requested = Signal(str, object)
+
+    COLUMNS = ("Slide", "Status", "Verdict", "Largest")
+
+    def __init__(self, store: AnalysisStore, resources: Resources, parent=None):
+        super().__init__(parent)
+        self.store = store
+        self.slides: list[CaseSlide] = []
+        self.runner = AnalysisRunner(store, resources, parent=self)
+        self.runner.planned.connect(self._on_planned)
+        self.runner.progressed.connect(self._on_progress)
+        self.runner.finished.connect(self._on_finished)
+        #: the request for a whole-slide analysis of a path (the dock widget's settings)
+        self.request_for: Callable[[str], JobRequest | None] = lambda path: None
+        #: the name of the model selected in the dock widget
+        self.model_name: Callable[[], str] = lambda: ""
+        #: the threshold and minimum area regions are measured at (the dock widget's)
+        self.threshold: Callable[[], float] = lambda: 0.5
+        self.min_area_um2: Callable[[], float] = lambda: 0.0
+        #: called with each finished map (the dock widget remembers it on disk)
+        self.on_analysed: Callable[[ProbabilityMap], None] = lambda prob_map: None
+
+        self.add_files_button = QPushButton("Add slides…")
+        self.add_files_button.clicked.connect(self._add_files_dialog)
+        self.add_folder_button = QPushButton("Add folder…")
+        self.add_folder_button.clicked.connect(self._add_folder_dialog)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Empty the list (analyses already made are kept)")
+        self.clear_button.clicked.connect(self.clear)
+        self.patient_edit = QLineEdit()
+        self.patient_edit.setPlaceholderText("from file names (patient_<id>_node_<n>)")
+        self.patient_edit.setToolTip(
+            "All slides of the list are this patient's nodes; empty: group by Camelyon17 names "
+            "(other slides are a patient each)"
+        )
+        self.patient_edit.editingFinished.connect(self._refresh_stage)
+        self.analyse_button = QPushButton("Analyse")
+        self.analyse_button.setToolTip(
+            "Analyse every slide not done yet, whole slide, one after another in the background"
+        )
+        self.analyse_button.clicked.connect(self.analyse)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.stage_label = QLabel("")
+        self.stage_label.setWordWrap(True)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setMinimumHeight(120)
+        self.table.setToolTip("Click a slide to open it with its analysis")
+        self.table.itemClicked.connect(self._on_clicked)
+        self.table.itemActivated.connect(self._on_clicked)
+
+        files = QHBoxLayout()
+        files.addWidget(self.add_files_button)
+        files.addWidget(self.add_folder_button)
+        files.addWidget(self.clear_button)
+        patient = QHBoxLayout()
+        patient.addWidget(QLabel("Patient"))
+        patient.addWidget(self.patient_edit, 1)
+        run = QHBoxLayout()
+        run.addWidget(self.analyse_button)
+        run.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(files)
+        layout.addLayout(patient)
+        layout.addLayout(run)
+        layout.addWidget(self.stage_label)
+        layout.addWidget(self.table)
+        self._refresh()
+
+    # --- the list ----------------------------------------------------------------------------
+    def add_slides(self, paths: Iterable[str | Path]) -> int:
+        """Add slides (files or DICOM folders) not in the list yet; returns how many."""
+        known = {slide_key(s.path) for s in self.slides}
+        added = 0
+        for path in paths:
+            path = str(Path(path))
+            if slide_key(path) in known:
+                continue
+            known.add(slide_key(path))
+            slide = CaseSlide(path)
+            slide.prob_map = self._existing_map(path)
+            if slide.prob_map is not None:
+                slide.status = DONE
+                self._measure(slide)
+            self.slides.append(slide)
+            added += 1
+        self._refresh()
+        return added
+
+    def add_folder(self, folder: str | Path) -> int:
+        return self.add_slides(slides_in_folder(folder))
+
+    def clear(self) -> None:
+        self.cancel()
+        self.slides = []
+        self._refresh()
+
+    def slide_for(self, path: str | Path) -> CaseSlide | None:
+        key = slide_key(path)
+        return next((s for s in self.slides if slide_key(s.path) == key), None)
+
+    def _existing_map(self, path: str) -> ProbabilityMap | None:
+        """A whole-slide analysis of the case list already in the store."""
+        prob_map = self.store.get(path, self.model_name())
+        return prob_map if prob_map is not None and prob_map.extra.get("whole_slide") else None
+
+    # --- running -----------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        return self.runner.is_running
+
+    def analyse(self) -> int:
+        """Queue every slide that is not done; returns how many were queued."""
+        queued = 0
+        for slide in self.slides:
+            if slide.status == DONE or slide.status == RUNNING:
+                continue
+            request = self.request_for(slide.path)
+            if request is None:
+                break
+            slide.status, slide.message, slide.progress = QUEUED, "", 0.0
+            self.runner.submit(request)
+            queued += 1
+        self._refresh()
+        return queued
+
+    def cancel(self) -> None:
+        if self.runner.cancel():
+            for slide in self.slides:
+                if slide.status == QUEUED:
+                    slide.status = STOPPED
+        self._refresh()
+
+    def _on_planned(self, event) -> None:
+        slide = self.slide_for(event.request.slide_path)
+        if slide is not None:
+            slide.status = RUNNING
+            slide.prob_map = event.prob_map
+            self._refresh()
+
+    def _on_progress(self, p: Progress) -> None:
+        slide = self.slide_for(p.request.slide_path)
+        if slide is not None:
+            slide.progress = p.done / p.total if p.total else 1.0
+            self._refresh_row(self.slides.index(slide))
+
+    def _on_finished(self, summary: RunSummary) -> None:
+        slide = self.slide_for(summary.request.slide_path)
+        if slide is None:
+            return
+        if summary.error is not None:
+            slide.status, slide.message = FAILED, summary.error
+        elif summary.cancelled:
+            slide.status = STOPPED
+        elif summary.prob_map is None or not summary.prob_map.n_analysed:
+            slide.status = FAILED
+            slide.message = "No patch was analysed (no tissue found): no verdict."
+        else:
+            slide.status, slide.progress = DONE, 1.0
+            slide.prob_map = summary.prob_map
+            if slide.prob_map is not None:
+                slide.prob_map.extra["whole_slide"] = True
+                self.on_analysed(slide.prob_map)
+            self._measure(slide)
+        self._refresh()
+
+    # --- verdicts ----------------------------------------------------------------------------
+    def _measure(self, slide: CaseSlide) -> None:
+        if slide.prob_map is None:
+            slide.verdict, slide.regions = None, []
+            return
+        slide.regions = probability_contours(
+            slide.prob_map, self.threshold(), min_area_um2=self.min_area_um2()
+        )
+        slide.verdict = slide_verdict(measure_regions(slide.regions, slide.prob_map.grid))
+
+    def remeasure(self) -> None:
+        """Measure every finished slide again (the threshold or minimum area moved)."""
+        for slide in self.slides:
+            if slide.status == DONE:
+                self._measure(slide)
+        self._refresh()
+
+    def patients(self) -> dict[str, list[CaseSlide]]:
+        """The slides of each patient in the list."""
+        name = self.patient_edit.text().strip() or None
+        groups = group_patients([s.path for s in self.slides], case=name)
+        by_path = {s.path: s for s in self.slides}
+        return {patient: [by_path[str(p)] for p in paths] for patient, paths in groups.items()}
+
+    def stages(self) -> dict[str, str | None]:
+        """Each patient's pN stage, None until all its slides are done."""
+        out = {}
+        for patient, slides in self.patients().items():
+            done = all(s.status == DONE and s.verdict is not None for s in slides)
+            out[patient] = pn_stage(s.verdict.category for s in slides) if done else None
+        return out
+
+    def patient_of(self, path: str | Path) -> tuple[str, list[CaseSlide]] | None:
+        key = slide_key(path)
+        for patient, slides in self.patients().items():
+            if any(slide_key(s.path) == key for s in slides):
+                return patient, slides
+        return None
+
+    # --- drawing -----------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        self.table.setRowCount(len(self.slides))
+        for row in range(len(self.slides)):
+            self._refresh_row(row)
+        self._refresh_stage()
+        running = self.runner.is_running
+        self.analyse_button.setEnabled(bool(self.slides) and not running)
+        self.cancel_button.setEnabled(running)
+        self.clear_button.setEnabled(bool(self.slides))
+
+    def _refresh_row(self, row: int) -> None:
+        slide = self.slides[row]
+        status = slide.status
+        if status == RUNNING:
+            status = f"{slide.progress:.0%}"
+        elif status == FAILED:
+            status = "failed"
+        verdict = slide.verdict
+        cells = [
+            slide.name,
+            status,
+            CATEGORY_LABELS[verdict.category] if verdict else "",
+            format_mm(verdict.greatest_dimension_mm) if verdict and verdict.largest else "",
+        ]
+        for col, text in enumerate(cells):
+            item = QTableWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, slide.path)
+            if col == 1 and slide.message:
+                item.setToolTip(slide.message)
+            if col >= 2 and verdict is not None:
+                item.setBackground(QBrush(QColor(CATEGORY_TINTS[verdict.category])))
+                item.setForeground(QBrush(QColor("black")))
+            self.table.setItem(row, col, item)
+
+    def _refresh_stage(self) -> None:
+        if not self.slides:
+            self.stage_label.setText("Add a patient's node slides (files or a folder).")
+            return
+        lines = []
+        for patient, slides in self.patients().items():
+            stage = self.stages()[patient]
+            done = sum(s.status == DONE for s in slides)
+            if stage is not None:
+                lines.append(f"<b>{patient}: {stage}</b> ({len(slides)} slides)")
+            else:
+                lines.append(f"{patient}: {done} of {len(slides)} slides analysed")
+        self.stage_label.setText("<br>".join(lines))
+
+    # --- user actions ------------------------------------------------------------------------
+    def _on_clicked(self, item: QTableWidgetItem) -> None:
+        slide = self.slide_for(item.data(Qt.ItemDataRole.UserRole))
+        if slide is not None:
+            self.open_requested.emit(slide.path, slide.prob_map)
+
+    def _add_files_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Add slides", "", "Slides (*)")
+        self.add_slides([f for f in files if looks_like_slide(f)] if files else [])
+
+    def _add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of slides")
+        if folder:
+            self.add_folder(folder)

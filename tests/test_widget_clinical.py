@@ -1,0 +1,246 @@
+"""The clinical answer in a real viewer: region sizes and categories, the slide verdict, the Measure
+tool, Report…, the Overlap choice and the case list (slides analysed in the background)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pypdfium2 as pdfium
+import pytest
+from engine_helpers import write_pyramid_tiff
+from napari.utils._proxies import ReadOnlyWrapper
+from napari.utils.interactions import (
+    mouse_move_callbacks,
+    mouse_press_callbacks,
+    mouse_release_callbacks,
+)
+from qtpy.QtCore import Qt
+from widget_helpers import PATCH_PX, SPACING_UM, add_sample_slide, write_test_model
+
+from napari_metastasis.clinical import CATEGORY_TINTS
+from napari_metastasis.grid import PatchGrid
+from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.slide import Slide
+from napari_metastasis.widgets.detection import WHOLE, MetastasisWidget
+from napari_metastasis.widgets.measure import format_length, line_length
+from napari_metastasis.widgets.navigator import RegionNavigator
+from napari_metastasis.widgets.session import ANALYSES_DIR_ENV
+
+pytestmark = pytest.mark.gui
+RUN_TIMEOUT_MS = 60_000
+CELL_UM = PATCH_PX * SPACING_UM  # 128 µm cells
+
+
+def synthetic_map(slide_path) -> ProbabilityMap:
+    """Three deposits on the sample slide's 128 µm grid: a 6 x 6 cell block with a hole (a 768 µm
+    square: 1.086 mm diagonal, micro), a 2 x 3 cell block (256 x 384 µm: 0.461 mm, micro) and a
+    single cell (181 µm: ITC)."""
+    with Slide(slide_path) as slide:
+        width, height = slide.dimensions
+        res = slide.require_resolution()
+    grid = PatchGrid(width, height, res.mpp_x, res.mpp_y, PATCH_PX, SPACING_UM)
+    prob = ProbabilityMap.empty(grid, model_name="darkness", slide_path=str(slide_path))
+    prob.values[:, :] = 0.05
+    prob.values[1:7, 1:7] = 0.9
+    prob.values[3, 3] = 0.2
+    prob.values[9:11, 5:8] = 0.6
+    prob.values[10, 1] = 0.95
+    return prob
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_test_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def env(make_napari_viewer, tmp_path, monkeypatch, model_dir):
+    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 1000)
+    layer = add_sample_slide(viewer)
+    widget = MetastasisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    widget.add_model_folder(model_dir)
+    widget.source.device.value = "cpu"
+    widget.source.batch_size.value = 16
+    return viewer, widget, layer
+
+
+def _load_synthetic(widget, layer, tmp_path):
+    saved = synthetic_map(layer.metadata["slide_path"]).save(tmp_path / "synthetic.tif")
+    widget.load_analysis(saved, quiet=True)
+    widget.display.threshold.value = 0.5
+    widget.update_contours()
+    return widget.current_analysis
+
+
+def test_region_list_has_sizes_and_categories_and_the_verdict_line(env, tmp_path):
+    _viewer, widget, layer = env
+    view = _load_synthetic(widget, layer, tmp_path)
+    assert len(view.regions) == 3
+    table = widget.navigator.table
+    size_col, cat_col = RegionNavigator.SIZE_COLUMN, RegionNavigator.CATEGORY_COLUMN
+    assert table.horizontalHeaderItem(size_col).text() == "Size mm"
+    assert table.horizontalHeaderItem(cat_col).text() == "Category"
+    rows = {
+        table.item(r, 0).text(): (table.item(r, size_col), table.item(r, cat_col))
+        for r in range(table.rowCount())
+    }
+    by_size = sorted(
+        ((float(size.text()), cat.text()) for size, cat in rows.values()), reverse=True
+    )
+    big = 6 * CELL_UM * math.sqrt(2) / 1000
+    assert by_size[0][0] == pytest.approx(big, abs=1e-3) and by_size[0][1] == "Micro"
+    assert by_size[1][0] == pytest.approx(math.hypot(2, 3) * CELL_UM / 1000, abs=1e-3)
+    assert by_size[2] == (pytest.approx(CELL_UM * math.sqrt(2) / 1000, abs=1e-3), "ITC")
+    for size, cat in rows.values():  # coloured by category
+        key = "itc" if cat.text() == "ITC" else "micro"
+        assert cat.background().color().name() == CATEGORY_TINTS[key]
+        assert size.background().color().name() == CATEGORY_TINTS[key]
+    # sortable by size: ascending puts the ITC first
+    table.sortItems(size_col, Qt.SortOrder.AscendingOrder)
+    assert table.item(0, cat_col).text() == "ITC"
+    widget.update_contours()  # new regions keep the user's sort
+    assert table.item(0, cat_col).text() == "ITC"
+    table.sortItems(cat_col, Qt.SortOrder.DescendingOrder)  # by severity
+    assert table.item(0, cat_col).text() == "Micro"
+
+    verdict = widget.verdict_panel
+    assert verdict.text == "Micrometastasis — largest deposit 1.1 mm"
+    assert "± 128 µm" in verdict.label.toolTip()
+    assert verdict.report_button.isEnabled()
+    # the pathologist deletes the big region: the verdict follows
+    big_row = next(r for r in range(table.rowCount()) if float(table.item(r, size_col).text()) > 1)
+    widget.delete_regions([widget.navigator.index_at_row(big_row)])
+    assert verdict.text == "Micrometastasis — largest deposit 0.46 mm"
+    widget.display.threshold.value = 0.92  # only the single cell is left
+    widget.update_contours()
+    assert verdict.text == "Isolated tumour cells — largest deposit 0.18 mm"
+    widget.display.threshold.value = 0.99
+    widget.update_contours()
+    assert verdict.text.startswith("Negative")
+
+
+def _event(kind, position):
+    class Event:
+        pass
+
+    event = Event()
+    event.type = kind
+    event.is_dragging = kind == "mouse_move"
+    event.modifiers = []
+    event.position = position
+    event.pos = np.array(position)
+    event.view_direction = None
+    event.up_direction = None
+    event.dims_displayed = [0, 1]
+    event.button = 1
+    event.handled = False
+    return ReadOnlyWrapper(event, exceptions=("handled",))
+
+
+def test_measure_tool_shows_the_length_while_drawing(env, qtbot):
+    viewer, widget, _layer = env
+    tool = widget.measure
+    tool.button.click()
+    measure = tool.layer
+    assert measure.mode == "add_line" and viewer.layers.selection.active is measure
+    # world units are µm on the calibrated sample: a 300 x 400 µm line is 500 µm long
+    mouse_press_callbacks(measure, _event("mouse_press", (100.0, 100.0)))
+    mouse_move_callbacks(measure, _event("mouse_move", (250.0, 300.0)))
+    assert tool.label.text() == format_length(250.0)  # live, before the button is released
+    mouse_move_callbacks(measure, _event("mouse_move", (400.0, 500.0)))
+    assert tool.label.text() == "500.0 µm (0.500 mm)"
+    mouse_release_callbacks(measure, _event("mouse_release", (400.0, 500.0)))
+    assert tool.lengths() == [pytest.approx(500.0, abs=0.01)]
+    assert list(measure.text.values) == ["500.0 µm (0.500 mm)"]
+    measure.add_lines(np.array([[0.0, 0.0], [0.0, 2500.0]]))
+    assert tool.label.text() == "2.50 mm (2500 µm)"
+    tool.button.click()
+    assert measure.mode == "pan_zoom"
+    assert line_length([[0, 0], [3, 4], [3, 10]]) == 11
+
+
+def test_report_button_writes_the_pdf(env, tmp_path):
+    _viewer, widget, layer = env
+    _load_synthetic(widget, layer, tmp_path)
+    path = widget.write_report(tmp_path / "report")
+    assert path.name == "CMU-1-Small-Region.report.pdf"
+    pdf = pdfium.PdfDocument(str(path))
+    try:
+        assert len(pdf) == 2
+        text = pdf[0].get_textpage().get_text_range()
+        assert "pN1mi" in text and "not a diagnosis" in text
+        page = np.asarray(pdf[1].render(scale=0.5).to_pil().convert("L"), float)
+        assert page.std() > 20
+    finally:
+        pdf.close()
+    summary = (tmp_path / "report" / "CMU-1-Small-Region.summary.json").read_text()
+    assert '"verdict": "micro"' in summary
+
+
+def test_overlap_half_a_patch_halves_the_grid_step(env, qtbot):
+    _viewer, widget, _layer = env
+    widget.source.overlap.value = "half a patch"
+    widget.set_mode(WHOLE)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
+    grid = widget.current_analysis.prob_map.grid
+    assert grid.step_um == pytest.approx(CELL_UM / 2) and grid.patch_um == CELL_UM
+
+
+def _node_slide(folder, name, deposit_um):
+    """A 2 µm/px slide, white, with a black square deposit of ``deposit_um`` on the grid."""
+    image = np.full((800, 800, 3), 255, np.uint8)
+    if deposit_um:
+        side = round(deposit_um / 2)
+        image[128 : 128 + side, 128 : 128 + side] = 0
+    return write_pyramid_tiff(folder / name, image, mpp=2.0)
+
+
+def test_case_list_analyses_closed_slides_and_stages_the_patient(env, qtbot, tmp_path):
+    viewer, widget, _layer = env
+    widget.source.tissue_min.value = 0.0
+    folder = tmp_path / "case"
+    folder.mkdir()
+    _node_slide(folder, "patient_001_node_0.tif", 0)
+    _node_slide(folder, "patient_001_node_1.tif", 2 * CELL_UM)  # 256 µm square: micro
+    _node_slide(folder, "patient_001_node_2.tif", CELL_UM)  # one cell: 181 µm, ITC
+    cases = widget.cases
+    assert cases.add_folder(folder) == 3
+    assert cases.table.rowCount() == 3
+    assert "0 of 3 slides analysed" in cases.stage_label.text()
+    n_layers = len(viewer.layers)
+    cases.analyse_button.click()
+    assert cases.is_running
+    qtbot.waitUntil(lambda: not cases.is_running, timeout=RUN_TIMEOUT_MS)
+    assert len(viewer.layers) == n_layers  # analysed without opening anything
+    assert [s.status for s in cases.slides] == ["done"] * 3
+    table = cases.table
+    assert [table.item(r, 2).text() for r in range(3)] == [
+        "Negative",
+        "Micrometastasis",
+        "Isolated tumour cells",
+    ]
+    assert table.item(1, 3).text() == "0.36 mm"  # 2 cells: 256 µm side, 362 µm diagonal
+    assert "patient_001: pN1mi" in cases.stage_label.text()
+
+    # click a slide: it opens with its analysis
+    cases.table.itemClicked.emit(cases.table.item(1, 0))
+    qtbot.waitUntil(lambda: widget.slide_path and "node_1" in widget.slide_path, timeout=10_000)
+    view = widget.current_analysis
+    assert view is not None and view.prob_map is cases.slides[1].prob_map
+    widget.update_contours()
+    assert widget.verdict_panel.text == "Micrometastasis — largest deposit 0.36 mm"
+
+    # the threshold re-measures the list; the report covers the whole patient
+    path = widget.write_report(tmp_path / "out")
+    assert path.name == "patient_001.report.pdf"
+    pdf = pdfium.PdfDocument(str(path))
+    assert len(pdf) == 4
+    pdf.close()
+    widget.display.threshold.value = 1.0  # the darkness model never says 1: nothing is left
+    qtbot.waitUntil(lambda: "patient_001: pN0" in cases.stage_label.text(), timeout=5_000)
+    assert [table.item(r, 2).text() for r in range(3)] == ["Negative"] * 3
