@@ -45,7 +45,7 @@ from .errors import OutputError
 try:  # POSIX advisory locks; elsewhere sets are not locked (recovery then trusts file ages)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST_SUFFIX = ".outputs.json"
 MANIFEST_FORMAT = "napari-metastasis output set 1"
@@ -197,7 +197,7 @@ class OutputSet:
 
     # --- internals ------------------------------------------------------------------------
     def _lock(self) -> None:
-        lock = self.folder / LOCK
+        lock = self.folder / LOCK  # type: ignore[operator]
         self._lock_fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
         if fcntl is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

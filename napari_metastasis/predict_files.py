@@ -170,7 +170,7 @@ def predict_to_files(
             heatmap = render_heatmap(slide, result.prob_map, regions)
             save_heatmap(outputs.path(f"{stem}.heatmap.png"), heatmap)
             result.prob_map.save(outputs.path(f"{stem}.prob.tiff"))
-            write_summary(outputs.folder, summary)
+            write_summary(outputs.folder, summary)  # type: ignore[arg-type]
             write_camelyon16_csv(
                 outputs.path(f"{CAMELYON16_DIR}/{stem}.csv"),
                 detections_from_map(result.prob_map, threshold),

@@ -122,7 +122,7 @@ def run_inference(
         pin_memory=model.device.type == "cuda",
         resample=model.config.resize_interpolation,
     )
-    batches = source.batches(boxes, batch_size, cancel)
+    batches = source.batches(boxes, batch_size, cancel)  # type: ignore[attr-defined]
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
     # the GPU busy while the reader assembles and copies the next batch.
     lag = 1 if model.device.type == "cuda" else 0
@@ -149,7 +149,7 @@ def run_inference(
 
     threads = None
     if model.device.type == "cpu":
-        threads = forward_threads or cpu_forward_threads(source.num_workers)
+        threads = forward_threads or cpu_forward_threads(source.num_workers)  # type: ignore[attr-defined]
     try:
         with torch_threads(threads):
             for part, pixels in batches:

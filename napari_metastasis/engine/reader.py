@@ -84,10 +84,12 @@ class RegionReader:
         prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
         device: str | torch.device = "cpu",
         pin_memory: bool = False,
+        resample: int = 2,
     ):
         self.slide = slide
         self.grid = grid
         self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
+        self.resample = resample  # Pillow filter code of the config's Resize (2: bilinear)
         self.num_workers = num_workers or default_num_workers()
         self.prefetch_batches = max(1, prefetch_batches)
         self.device = torch.device(device)
@@ -237,13 +239,13 @@ class RegionReader:
         per crop size (grid boxes round to two sizes a side, so at most four)."""
         sizes = heights * (int(widths.max()) + 1) + widths
         if (sizes == sizes[0]).all():
-            return resize_batch(crops[:, : heights[0], : widths[0]], self.input_size)
+            return resize_batch(crops[:, : heights[0], : widths[0]], self.input_size, self.resample)
         out = torch.empty((len(crops), *self.input_size, 3), dtype=torch.uint8, device=crops.device)
         for size in np.unique(sizes):
             index = np.flatnonzero(sizes == size)
             h, w = int(heights[index[0]]), int(widths[index[0]])
             rows = torch.from_numpy(index).to(crops.device)
-            out[rows] = resize_batch(crops[rows, :h, :w], self.input_size)
+            out[rows] = resize_batch(crops[rows, :h, :w], self.input_size, self.resample)
         return out
 
 

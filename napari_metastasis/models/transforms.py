@@ -28,16 +28,22 @@ def resize_patch(patch: np.ndarray, size: tuple[int, int], resample: int = 2) ->
     return np.asarray(image)
 
 
-def resize_batch(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_batch(batch: torch.Tensor, size: tuple[int, int], resample: int = 2) -> torch.Tensor:
     """uint8 (N, h, w, 3) -> uint8 (N, size[0], size[1], 3) on the batch's device, all at once.
 
     Bilinear with antialiasing: on the CPU torch's uint8 kernel gives PIL's pixels exactly (and
     runs several times faster than PIL patch by patch); elsewhere it runs in float and rounds.
-    The result is an NHWC view of channels-last memory.
+    The result is an NHWC view of channels-last memory. Another ``resample`` (a config's Resize
+    ``interpolation``, Pillow's filter code) is done by Pillow patch by patch, as torchvision does
+    on the PIL images WSInfer feeds it.
     """
     height, width = size
     if batch.shape[1] == height and batch.shape[2] == width:
         return batch
+    if resample != 2:
+        pixels = batch.cpu().numpy()
+        resized = np.stack([resize_patch(p, size, resample) for p in pixels])
+        return torch.from_numpy(resized).to(batch.device)
     nchw = batch.contiguous().permute(0, 3, 1, 2)  # channels-last strides: torch's uint8 path
     if batch.device.type == "cpu":
         out = F.interpolate(nchw, size=(height, width), mode="bilinear", antialias=True)

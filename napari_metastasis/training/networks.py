@@ -110,7 +110,7 @@ def network_spec(members: list[nn.Module], tta: bool) -> dict:
         raise ValueError("only ensembles of SmallCNN can be described as data")
     return {
         "name": "smallcnn_ensemble",
-        "width": int(first.width),  # type: ignore[arg-type]  # a SmallCNN's int attribute
+        "width": int(first.width),
         "members": len(members),
         "tta": bool(tta),
     }

@@ -129,7 +129,7 @@ class CaseList(QWidget):
         self.analyse_button.setToolTip(
             "Analyse every slide not done yet, whole slide, one after another in the background"
         )
-        self.analyse_button.clicked.connect(self.analyse)
+        self.analyse_button.clicked.connect(self.analyse)  # type: ignore[arg-type]
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
         self.stage_label = QLabel("")
@@ -138,9 +138,9 @@ class CaseList(QWidget):
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setVisible(False)  # type: ignore[union-attr]
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # type: ignore[union-attr]
         self.table.setMinimumHeight(120)
         self.table.setToolTip("Click a slide to open it with its analysis")
         self.table.itemClicked.connect(self._on_clicked)
@@ -291,7 +291,7 @@ class CaseList(QWidget):
         out = {}
         for patient, slides in self.patients().items():
             done = all(s.status == DONE and s.verdict is not None for s in slides)
-            out[patient] = pn_stage(s.verdict.category for s in slides) if done else None
+            out[patient] = pn_stage(s.verdict.category for s in slides) if done else None  # type: ignore[union-attr]
         return out
 
     def patient_of(self, path: str | Path) -> tuple[str, list[CaseSlide]] | None:

@@ -172,8 +172,8 @@ class MetastasisWidget(QWidget):
     def _fit_width(self) -> None:
         """As wide as the widest panel needs: the scroll area has no horizontal bar to reach the
         rest. Measured again when shown, once napari's style sheet has set the fonts."""
-        bar = self._scroll.verticalScrollBar().sizeHint().width()
-        inner = self._scroll.widget().minimumSizeHint().width()
+        bar = self._scroll.verticalScrollBar().sizeHint().width()  # type: ignore[union-attr]
+        inner = self._scroll.widget().minimumSizeHint().width()  # type: ignore[union-attr]
         self.setMinimumWidth(max(340, inner + bar + 4))
 
     def showEvent(self, event) -> None:

@@ -193,7 +193,7 @@ class RegionNavigator(QWidget):
                 items += [size, category]
             else:
                 items += [_NumericItem(0, ""), _NumericItem(0, "")]
-            for col, item in enumerate(items):
+            for col, item in enumerate(items):  # type: ignore[assignment]
                 item.setData(Qt.ItemDataRole.UserRole, row)
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
