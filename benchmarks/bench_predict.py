@@ -12,8 +12,7 @@ over the cells :func:`plan_cells` plans (tissue only), five rates in patches per
 * (c) ``forward``: the model's forward pass alone on ready batches;
 * (d) ``pipeline``: :func:`run_inference` end to end;
 * (e) ``seeds_way``: one ``read_region`` per patch from the read level, PIL resize, batch, forward,
-  no prefetch (the first patches of the plan, row by row, so OpenSlide's tile cache helps it);
-  ``seeds_way_from_level0`` reads each patch's level-0 pixels instead, as WSInfer-style code does.
+  no prefetch (the first patches of the plan, row by row, so OpenSlide's tile cache helps it).
 
 Goals: (b) >= 0.5 (a); (d) >= 0.8 min(b, c); for the read-bound model (d) >= 5 (e). On a CPU-only
 machine the reader and the network share the cores, so the JSON also gives the serial bound
@@ -235,10 +234,10 @@ def time_pipeline(slide, grid, model, cells, batch_size, workers) -> float:
     return time.perf_counter() - start
 
 
-def time_seeds_way(slide, grid, model, cells, batch_size, level: int | None = None) -> float:
-    """One read_region per patch, PIL resize, stack, forward: no threads, no prefetch. From the
-    read level (default), or from ``level`` (0: the patch's level-0 pixels, resized)."""
-    level = slide.best_level_for_downsample(grid.read_downsample) if level is None else level
+def time_seeds_way(slide, grid, model, cells, batch_size) -> float:
+    """One read_region per patch from the read level, PIL resize, stack, forward: no threads,
+    no prefetch."""
+    level = slide.best_level_for_downsample(grid.read_downsample)
     ds = slide.level_downsamples[level]
     boxes = grid.cell_boxes(cells)
     start = time.perf_counter()
@@ -291,7 +290,7 @@ def measure(slide_path: Path, model, args, *, repeats: int) -> dict:
         processes = time_decode(slide, reader.level, tiles, os.cpu_count(), True)
         level_dims = slide.level_dimensions[reader.level]
         downsample = slide.level_downsamples[reader.level]
-    counts = {k: (len(seeds_cells) if k.startswith("e_seeds") else n) for k in best}
+    counts = {k: (len(seeds_cells) if k == "e_seeds_way" else n) for k in best}
     rates = {k: counts[k] / v for k, v in best.items()}
     if processes is not None:
         rates["a_decode_limit_processes"] = n / processes
