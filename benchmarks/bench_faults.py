@@ -53,7 +53,7 @@ from napari_metastasis.predict_files import unique_stems  # noqa: E402
 
 #: The tmpfs for the full-disk scenario.
 DISK_MB = 48
-SET_SUFFIXES = (".csv", ".geojson", ".heatmap.png", ".prob.tiff", ".summary.json")
+SET_SUFFIXES = (".csv", ".geojson", ".heatmap.png", ".prob.tiff", ".summary.json")  # files
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -144,7 +144,10 @@ def census(out: Path, stems: list[str]) -> dict:
         else:
             counts[state] += 1
     hidden = [p.name for p in out.iterdir() if p.name.startswith(".")] if out.is_dir() else []
-    counts["hidden_leftovers"] = len(hidden)
+    # A failed or interrupted slide keeps its running map to resume from (.<stem>.resume.zarr):
+    # kept on purpose, counted apart; anything else hidden is a leftover.
+    counts["resume_maps"] = sum(name.endswith(".resume.zarr") for name in hidden)
+    counts["hidden_leftovers"] = sum(not name.endswith(".resume.zarr") for name in hidden)
     if half:
         counts["half_written_detail"] = half
     return counts

@@ -11,8 +11,8 @@ over the cells :func:`plan_cells` plans (tissue only), five rates in patches per
 * (b) ``reader``: the engine's :class:`RegionReader` alone (regions, cuts, batched resize);
 * (c) ``forward``: the model's forward pass alone on ready batches;
 * (d) ``pipeline``: :func:`run_inference` end to end;
-* (e) ``seeds_way``: one ``read_region`` per patch, PIL resize, batch, forward, no prefetch (the
-  first patches of the plan).
+* (e) ``seeds_way``: one ``read_region`` per patch from the read level, PIL resize, batch, forward,
+  no prefetch (the first patches of the plan, row by row, so OpenSlide's tile cache helps it).
 
 Goals: (b) >= 0.5 (a); (d) >= 0.8 min(b, c); for the read-bound model (d) >= 5 (e). On a CPU-only
 machine the reader and the network share the cores, so the JSON also gives the serial bound
@@ -235,7 +235,8 @@ def time_pipeline(slide, grid, model, cells, batch_size, workers) -> float:
 
 
 def time_seeds_way(slide, grid, model, cells, batch_size) -> float:
-    """One read_region per patch, PIL resize, stack, forward: no threads, no prefetch."""
+    """One read_region per patch from the read level, PIL resize, stack, forward: no threads,
+    no prefetch."""
     level = slide.best_level_for_downsample(grid.read_downsample)
     ds = slide.level_downsamples[level]
     boxes = grid.cell_boxes(cells)
@@ -347,8 +348,20 @@ def _csv_rows(path: Path) -> int:
         return sum(1 for _ in f) - 1
 
 
-def run_peer(venv: Path, slides: list[Path], model_dir: Path, work: Path, workers: int) -> dict:
-    """napari-metastasis predict vs wsinfer run, whole processes, same slides and model folder."""
+def run_peer(
+    venv: Path, slides: list[Path], model_dir: Path, work: Path, workers: int, timeout: float
+) -> dict:
+    """napari-metastasis predict vs wsinfer run, whole processes, same slides and model folder.
+
+    Both processes get the same OpenMP thread count (the one a run of ours gives torch on this
+    machine): with more, torch's thread teams stall on shared cores and the comparison would
+    measure the machine's load rather than either tool.
+    """
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "OMP_NUM_THREADS": str(cpu_forward_threads(workers)),
+    }
     python = venv / "bin" / "python"
     if not python.exists():
         return {
@@ -369,8 +382,7 @@ def run_peer(venv: Path, slides: list[Path], model_dir: Path, work: Path, worker
             [sys.executable, "-c", "from napari_metastasis.cli import main; raise SystemExit(main())",
              "predict", str(slide), "--out", str(ours), "--model", str(model_dir),
              "--batch-size", "64", "--workers", str(workers)],
-            check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent, env=env,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         n = _csv_rows(ours / f"{slide.stem}.csv")
@@ -383,13 +395,18 @@ def run_peer(venv: Path, slides: list[Path], model_dir: Path, work: Path, worker
             link.symlink_to(slide)
         theirs = work / f"wsinfer-{slide.stem}"
         start = time.perf_counter()
-        done = subprocess.run(
-            [python, peer, "run", "--wsi-dir", str(wsi_dir), "--results-dir", str(theirs),
-             "--model-path", str(model_dir / "torchscript_model.pt"),
-             "--config", str(model_dir / "config.json"), "--batch-size", "64",
-             "--num-workers", str(workers)],
-            capture_output=True, text=True,
-        )  # fmt: skip
+        try:
+            done = subprocess.run(
+                [python, peer, "run", "--wsi-dir", str(wsi_dir), "--results-dir", str(theirs),
+                 "--model-path", str(model_dir / "torchscript_model.pt"),
+                 "--config", str(model_dir / "config.json"), "--batch-size", "64",
+                 "--num-workers", str(workers)],
+                capture_output=True, text=True, env=env, timeout=timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            row["wsinfer"] = {"failed": f"still running after {timeout:g} s: stopped"}
+            results.append(row)
+            continue
         seconds = time.perf_counter() - start
         csvs = list((theirs / "model-outputs-csv").glob("*.csv"))
         if done.returncode or not csvs:
@@ -404,7 +421,7 @@ def run_peer(venv: Path, slides: list[Path], model_dir: Path, work: Path, worker
             )
         results.append(row)
     return {"ran": True, "model": str(model_dir.name), "batch_size": 64, "workers": workers,
-            "runs": results}  # fmt: skip
+            "omp_threads": int(env["OMP_NUM_THREADS"]), "runs": results}  # fmt: skip
 
 
 def main() -> None:
@@ -419,6 +436,7 @@ def main() -> None:
     )
     parser.add_argument("--synthetic", type=Path, help="reuse this synthetic slide")
     parser.add_argument("--wsinfer-venv", type=Path, help="run the WSInfer peer from this venv")
+    parser.add_argument("--peer-timeout", type=float, default=300, help="seconds per peer process")
     parser.add_argument("--note", default="", help="conditions of the run, kept in the JSON")
     parser.add_argument("--out", type=Path, help="write the JSON here (also printed)")
     args = parser.parse_args()
@@ -439,7 +457,14 @@ def main() -> None:
                 runs.append(measure(slide, model, args, repeats=repeats))
                 print(json.dumps(runs[-1]), file=sys.stderr)
         peer = (
-            run_peer(args.wsinfer_venv, [SAMPLE_SLIDE, synthetic], bundled.folder, tmp, 2)
+            run_peer(
+                args.wsinfer_venv,
+                [SAMPLE_SLIDE, synthetic],
+                bundled.folder,
+                tmp,
+                2,
+                args.peer_timeout,
+            )
             if args.wsinfer_venv
             else {"ran": False, "why": "not asked (--wsinfer-venv)"}
         )

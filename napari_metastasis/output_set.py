@@ -173,9 +173,9 @@ class OutputSet:
                 ".part"
             ):
                 continue
-            if (entry.is_file() and not _inside_store(relative, self.folder)) or (
-                entry.is_dir() and _is_store(entry)
-            ):
+            if _inside_store(relative, self.folder):
+                continue  # part of a store, which is listed (and moved) as a whole
+            if entry.is_file() or (entry.is_dir() and _is_store(entry)):
                 names.append(relative.as_posix())
         return names
 

@@ -1,12 +1,13 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
 The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
-outputs as one set (:mod:`napari_metastasis.output_set`: all or none, with a manifest ``<stem>
-.outputs.json``): the patch CSV, the regions as GeoJSON, the heatmap, the probability grid, and the
-clinical summary (verdict and deposit sizes, see :mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in
-this process or scaled out on dask.distributed (one task per slide, each worker loading the model
-once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide that
-fails is reported and the others go on.
+outputs as one set (:mod:`napari_metastasis.output_set`: all or none, with a manifest
+``<stem>.outputs.json``): the patch CSV, the regions as GeoJSON, the heatmap, the probability map,
+the Camelyon16 detection CSV and the clinical summary (verdict and deposit sizes, see
+:mod:`napari_metastasis.summary`). :func:`predict_many` runs it over many slides, either in this
+process with one model or scaled out on dask.distributed (one task per slide, each worker loading the
+model once), so a folder of slides can be spread over every GPU or CPU node of a cluster. A slide
+that fails is reported and the others go on.
 """
 
 from __future__ import annotations

@@ -189,6 +189,24 @@ def test_objective_power_fallback_warns(tmp_path, capsys, monkeypatch, darkness_
     assert ProbabilityMap.load(out / "shapes.prob.tiff").grid.mpp_x == 0.25
 
 
+def test_the_model_is_loaded_once(tmp_path, monkeypatch, darkness_dir, shapes_slide):
+    from napari_metastasis import predict_files
+    from napari_metastasis.commands import predict as predict_command
+
+    loads = []
+    real = predict_command.load_model
+
+    def counting(*args, **kwargs):
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_command, "load_model", counting)
+    monkeypatch.setattr(predict_files, "load_model", counting)
+    slides = [str(shapes_slide), str(shapes_slide)]
+    assert main(["predict", *slides, "--out", str(tmp_path), "--model", str(darkness_dir)]) == 0
+    assert len(loads) == 1
+
+
 def test_failed_write_leaves_no_partial_file(
     tmp_path, capsys, monkeypatch, darkness_dir, shapes_slide
 ):

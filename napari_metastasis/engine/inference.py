@@ -10,9 +10,6 @@ Errors reading the slide surface as :class:`~napari_metastasis.errors.SlideError
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,39 +23,9 @@ from ..models import LoadedModel
 from ..models.output_check import check_probabilities
 from ..slide import Slide
 from .cancel import Cancel, is_cancelled
-from .reader import DEFAULT_PREFETCH_BATCHES, READERS, default_num_workers
+from .reader import DEFAULT_PREFETCH_BATCHES, READERS, cpu_forward_threads, torch_threads
 
 Progress = Callable[[int, int], None]
-
-_THREADS_LOCK = threading.Lock()
-_THREADS_HELD: list[int] = []  # torch's own count, saved while runs on the CPU hold it changed
-
-
-def cpu_forward_threads(num_workers: int | None = None) -> int:
-    """torch's intra-op threads for a run on the CPU: the cores the reader threads leave, at least
-    one. OpenMP's thread teams stall whenever one of their threads waits for a core (every
-    parallel op waits for the slowest), so sharing cores with the readers costs far more than it
-    gains: 3-10x slower forward passes were measured on 2 shared cores."""
-    return max(1, (os.cpu_count() or 1) - (num_workers or default_num_workers()))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to ``n`` for the block (None: unchanged); restored when
-    the last block running in any thread ends."""
-    if n is None:
-        yield
-        return
-    with _THREADS_LOCK:
-        _THREADS_HELD.append(torch.get_num_threads() if not _THREADS_HELD else _THREADS_HELD[0])
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            original = _THREADS_HELD.pop()
-            if not _THREADS_HELD:
-                torch.set_num_threads(original)
 
 
 @dataclass

@@ -32,7 +32,9 @@ class PredictionResult:
     """What :func:`predict_slide` produced; a cancelled run holds every batch that finished."""
 
     prob_map: ProbabilityMap
-    table: pd.DataFrame  # one row per patch classified in this run (see :func:`patch_table`)
+    table: (
+        pd.DataFrame
+    )  # one row per patch classified in this run, row by row (:func:`patch_table`)
     n_planned: int
     cancelled: bool
     seconds: float
@@ -121,7 +123,7 @@ def predict_slide(
         if parts
         else np.empty((0, model.config.num_classes), np.float32),
         model.class_names,
-    )
+    ).sort_values(["row", "col"], ignore_index=True)  # row by row, whatever order reading took
     return PredictionResult(
         prob_map,
         table,

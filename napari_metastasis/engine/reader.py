@@ -20,7 +20,9 @@ decoded once, and cuts the patches out of them:
   device, in the consumer's thread.
 * **Concurrency.** A pool of threads decodes regions ahead (imagecodecs and OpenSlide release the
   GIL; threads measured faster than processes, which must ship every decoded pixel back), while one
-  producer thread cuts batches ahead of the model.
+  producer thread cuts batches ahead of the model. On the CPU, torch (the batched resize, and the
+  forward pass in :func:`run_inference`) gets only the cores the readers leave
+  (:func:`cpu_forward_threads`).
 * **Memory.** Regions decoded ahead of the patch being cut hold at most ``REGION_BUDGET_BYTES``
   (64 MB; at least one region per reader thread), each region at most ``tile height x (CHUNK_PX +
   tile width + patch width)`` RGB pixels (3.4 MB for 256-px tiles, 7 MB for 512-px ones), plus the
@@ -33,6 +35,7 @@ with PIL, read ahead in threads): kept as the reference the region reader is tes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -64,6 +67,37 @@ ReadBatch = tuple[np.ndarray, torch.Tensor]
 
 def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_HELD: list[int] = []  # torch's own count, saved while runs on the CPU hold it changed
+
+
+def cpu_forward_threads(num_workers: int | None = None) -> int:
+    """torch's intra-op threads for a run (and the reader's resize) on the CPU: the cores the reader threads leave, at least
+    one. OpenMP's thread teams stall whenever one of their threads waits for a core (every
+    parallel op waits for the slowest), so sharing cores with the readers costs far more than it
+    gains: 3-10x slower forward passes were measured on 2 shared cores."""
+    return max(1, (os.cpu_count() or 1) - (num_workers or default_num_workers()))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block (None: unchanged); restored when
+    the last block running in any thread ends."""
+    if n is None:
+        yield
+        return
+    with _THREADS_LOCK:
+        _THREADS_HELD.append(torch.get_num_threads() if not _THREADS_HELD else _THREADS_HELD[0])
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            original = _THREADS_HELD.pop()
+            if not _THREADS_HELD:
+                torch.set_num_threads(original)
 
 
 def read_level(slide: Slide, grid: PatchGrid) -> int:
@@ -145,21 +179,26 @@ class RegionReader:
             daemon=True,
         )
         producer.start()
+        threads = cpu_forward_threads(self.num_workers) if self.device.type == "cpu" else None
         try:
-            while True:
-                item = out.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                part, crops = item
-                # Resized here, in the consumer's thread: torch's CPU kernels then run in one
-                # thread at a time (the forward pass's), not in two competing thread teams.
-                pixels = crops.to(self.device, non_blocking=self.pin_memory)
-                yield part, self._resize(pixels, plan.h[part], plan.w[part])
+            with torch_threads(threads):
+                yield from self._consume(out, plan)
         finally:
             stop.set()  # a producer waiting on a full queue sees it within 0.1 s
             producer.join()
+
+    def _consume(self, out: queue.Queue, plan: _RegionPlan) -> Iterator[ReadBatch]:
+        while True:
+            item = out.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            part, crops = item
+            # Resized here, in the consumer's thread: torch's CPU kernels then run in one thread
+            # at a time (the forward pass's), not in two competing thread teams.
+            pixels = crops.to(self.device, non_blocking=self.pin_memory)
+            yield part, self._resize(pixels, plan.h[part], plan.w[part])
 
     # --- the producer thread ------------------------------------------------------------------
     def _produce(self, plan, batch_size, out: queue.Queue, stop, cancel) -> None:
