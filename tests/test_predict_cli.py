@@ -190,17 +190,17 @@ def test_objective_power_fallback_warns(tmp_path, capsys, monkeypatch, darkness_
 
 
 def test_the_model_is_loaded_once(tmp_path, monkeypatch, darkness_dir, shapes_slide):
-    from napari_metastasis import predict_files
-    from napari_metastasis.commands import predict as predict_command
+    from napari_metastasis import models, predict_files
 
     loads = []
-    real = predict_command.load_model
+    real = models.load_model
 
     def counting(*args, **kwargs):
         loads.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(predict_command, "load_model", counting)
+    # the command imports load_model when it runs (its module stays light for --help)
+    monkeypatch.setattr(models, "load_model", counting)
     monkeypatch.setattr(predict_files, "load_model", counting)
     slides = [str(shapes_slide), str(shapes_slide)]
     assert main(["predict", *slides, "--out", str(tmp_path), "--model", str(darkness_dir)]) == 0
