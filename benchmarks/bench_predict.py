@@ -61,7 +61,7 @@ def time_pipeline(slide, model, cells, grid, batch_size, workers) -> float:
 
 def time_read(slide, model, cells, grid, batch_size, workers) -> float:
     reader = PatchReader(slide, grid, model.input_size, num_workers=workers)
-    boxes = grid.cell_boxes(cells)
+    boxes = grid.read_boxes(cells)
     start = time.perf_counter()
     n = 0
     for part, _pixels in reader.batches(boxes, batch_size):

@@ -309,7 +309,7 @@ def run_inference(
     if device is not None:
         model.to(device)
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
-    boxes = grid.cell_boxes(cells)
+    boxes = grid.cell_boxes(cells)  # clipped to the slide: what the results describe
     total = len(cells)
     if progress:
         progress(0, total)
@@ -323,7 +323,7 @@ def run_inference(
         prefetch_batches=prefetch_batches,
         pin_memory=model.device.type == "cuda",
     )
-    batches = reader.batches(boxes, batch_size, cancel)
+    batches = reader.batches(grid.read_boxes(cells), batch_size, cancel)  # whole patches
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
     # the GPU busy while this thread assembles and copies the next batch.
     lag = 1 if model.device.type == "cuda" else 0

@@ -266,6 +266,16 @@ def centre_camera_on(
     cam.zoom = min(height / extent_y, width / extent_x)
 
 
+def show_scale_bar(viewer: Any, slide_layer: Any) -> None:
+    """Turn napari's scale bar on for a calibrated slide (it reads µm, then mm, from the units)."""
+    if viewer is None or not is_calibrated(slide_layer):
+        return
+    bar = viewer.scale_bar
+    if not bar.visible:
+        bar.visible = True
+        bar.box = True
+
+
 # --- layers ------------------------------------------------------------------------------------
 class LazyLayer:
     """A layer the viewer shows on request and the user may delete at any time.

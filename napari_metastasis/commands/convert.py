@@ -8,6 +8,7 @@ lists); the output format from OUT's extension (.geojson/.json -> QuPath GeoJSON
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +21,10 @@ from ..annotations.io import (
     summarize,
     write_annotations,
 )
+from ..annotations.placement import check_placement, placement_warning, repairs_summary
 from ..errors import AnnotationError
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input.resolve() == args.output.resolve():
         raise AnnotationError(f"{args.output.name}: output would overwrite the input")
     out_kind = output_format(args.output, args.to)  # fail on a bad extension before reading
-    mpp = _mpp(args)
+    mpp, dimensions = _mpp(args)
     if out_kind == "csv" and mpp is None:
         raise AnnotationError(
             f"{args.output.name}: a CSV summary gives sizes in µm and needs the slide's µm per "
@@ -53,8 +57,19 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnnotationRepairWarning)
         annotations, in_kind = read_annotations_with_format(args.input)
-    for warning in caught:
-        print(f"note: {warning.message}", file=sys.stderr)
+    repairs = [str(w.message) for w in caught]
+    for message in repairs:
+        log.info("%s", message)
+    summary = repairs_summary(repairs, args.input.name)
+    if summary:
+        print(f"note: {summary}", file=sys.stderr)
+    if dimensions is not None:
+        placement = check_placement(annotations, *dimensions)
+        message = placement_warning(
+            placement, args.input.name, args.slide.name, mpp.mpp if mpp is not None else None
+        )
+        if message:
+            print(f"warning: {message}", file=sys.stderr)
     write_annotations(args.output, annotations, out_kind, mpp=mpp)
     print(
         f"{args.input.name} ({FORMAT_NAMES[in_kind]}) -> {args.output.name} "
@@ -64,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _mpp(args: argparse.Namespace):
+    """(µm/px or None, the slide's level-0 (width, height) or None)."""
     if args.mpp is not None:
         if not args.mpp > 0:
             raise AnnotationError(f"--mpp must be a positive number, got {args.mpp}")
-        return args.mpp
+        return args.mpp, None
     if args.slide is not None:
         from ..slide import Slide
 
         with Slide(args.slide) as slide:
-            return slide.require_resolution()
-    return None
+            return slide.require_resolution(), slide.dimensions
+    return None, None

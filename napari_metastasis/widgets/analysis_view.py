@@ -20,7 +20,7 @@ from ..probability import ProbabilityMap
 from .controls import DisplayStyle
 from .frame import SlideFrame
 from .navigator import RegionEdits
-from .overlay import ProbabilityOverlay
+from .overlay import ProbabilityOverlay, outline_colors
 from .regions_layer import RegionsLayer
 
 ViewKey = tuple[str, str]  # (slide key, model name)
@@ -73,9 +73,19 @@ class AnalysisView:
     def update_regions(self, threshold: float, min_area_um2: float) -> None:
         """Regions of the map at ``threshold``, minus deletions, relabelled, drawn in the layer."""
         regions = probability_contours(self.prob_map, threshold, min_area_um2=min_area_um2)
+        point = (
+            self.regions[self.selected].polygon.representative_point()
+            if self.selected is not None and self.selected < len(self.regions)
+            else None
+        )
         self.regions, self.labels = self.edits.apply(regions)
-        self.selected = None
         self.regions_layer.show(self.regions, self.labels)
+        # the highlighted region stays highlighted (as the region now covering the same spot)
+        self.selected = next(
+            (i for i, r in enumerate(self.regions) if point and r.polygon.intersects(point)), None
+        )
+        if self.selected is not None:
+            self.regions_layer.highlight(self.regions[self.selected].id)
 
     def delete(self, indices: list[int]) -> None:
         for i in indices:
@@ -109,7 +119,8 @@ class AnalysisView:
     def apply_style(self, style: DisplayStyle) -> None:
         self.overlay.set_visible(style.show_overlay)
         self.overlay.set_opacity(style.opacity)
-        self.overlay.set_colormap(style.colormap)
+        self.overlay.set_colormap(style.colormap, style.floor)
+        self.regions_layer.set_colors(*outline_colors(style.colormap, style.threshold))
         self.regions_layer.set_visible(style.show_contours)
 
     def keep_slide_below(self, viewer: Any, slide_layer: Any) -> None:

@@ -183,8 +183,10 @@ class RunControls(Container):
             text="New", tooltip="Add a Shapes layer and start drawing rectangles"
         )
         self.selected_only = CheckBox(text="Only the selected shapes")
-        self.run_button = PushButton(text="Run", tooltip="Analyse (Ctrl+R)")
-        self.cancel_button = PushButton(text="Cancel", tooltip="Stop after this batch (Escape)")
+        self.run_button = PushButton(text="Run", tooltip="Analyse (Shift-R)")
+        self.cancel_button = PushButton(
+            text="Cancel", tooltip="Stop after the current batch (Shift-X)"
+        )
         self.cancel_button.enabled = False
         self.shapes_row = _row(self.shapes_layer, self.new_shapes, label="Shapes layer")
         self.mode_options = {
@@ -240,14 +242,19 @@ class DisplayStyle:
     opacity: float = DEFAULT_OPACITY
     colormap: str = COLORMAPS[0]
     floor: float = DEFAULT_FLOOR
+    threshold: float = 0.5
 
 
 class DisplayControls(Container):
     """Overlay and contours: visibility, opacity, colormap, floor, threshold, minimum area."""
 
     def __init__(self):
-        self.show_overlay = CheckBox(text="Probability map (O)", value=True)
-        self.show_contours = CheckBox(text="Contours (C)", value=True)
+        self.show_overlay = CheckBox(
+            text="Probability map", value=True, tooltip="Show or hide the overlay (Shift-O)"
+        )
+        self.show_contours = CheckBox(
+            text="Contours", value=True, tooltip="Show or hide the contours (Shift-C)"
+        )
         self.opacity = FloatSlider(label="Opacity", value=DEFAULT_OPACITY, min=0.0, max=1.0)
         self.colormap = ComboBox(label="Colormap", choices=list(COLORMAPS))
         self.floor = FloatSlider(
@@ -303,6 +310,7 @@ class DisplayControls(Container):
             float(self.opacity.value),
             str(self.colormap.value),
             float(self.floor.value),
+            float(self.threshold.value),
         )
 
     def on_style_changed(self, callback: Callable[[], None]) -> None:

@@ -19,22 +19,38 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QLabel,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .._napari.helpers import (
+    apply_slide_mpp,
+    centre_camera_on,
     error,
     info,
+    is_calibrated,
     is_slide_layer,
     layer_for_slide,
+    show_repeated_notices_once,
+    show_scale_bar,
     slide_path_of,
+    user_mpp,
     warn,
 )
 from ..errors import MetastasisError
+from ..evaluation.compare import compare_with_reference
 from ..models import resolve_threshold
 from . import selection
 from .analysis_files import AnalysisFiles
 from .analysis_view import AnalysisView, AnalysisViews
 from .annotation_io import AnnotationIOWidget
+from .comparison import STATUS_COLORS, ComparisonPanel, reference_geometry
 from .controls import (
     CLICK,
     MODES,
@@ -47,6 +63,8 @@ from .controls import (
 )
 from .frame import SlideFrame
 from .jobs import JobRequest, Planned, Resources
+from .legend import ProbabilityLegend
+from .overlay import outline_colors
 from .regions_panel import RegionsPanel
 from .run_status import RunStatus
 from .runner import AnalysisRunner, Progress, RunSummary
@@ -62,6 +80,23 @@ CONTOUR_DEBOUNCE_MS = 60
 CONTOUR_RUN_S = 1.0
 #: A press and release closer than this (screen px) is a click, farther is a pan.
 CLICK_TOLERANCE_PX = 5
+#: Keyboard shortcuts, bound to the viewer (napari's key bindings): key -> (method, what it does).
+#: Shift keeps them clear of napari's own single-letter layer keys (R rectangle, P polygon...).
+SHORTCUTS = {
+    "Shift-R": ("run", "run the analysis (the selected mode)"),
+    "Shift-X": ("cancel", "cancel the run"),
+    "Shift-N": ("next_region", "next region in the list"),
+    "Shift-P": ("previous_region", "previous region in the list"),
+    "Shift-O": ("toggle_overlay", "show / hide the probability map"),
+    "Shift-C": ("toggle_contours", "show / hide the contours"),
+}
+
+
+def shortcuts_help() -> str:
+    rows = "".join(
+        f"<tr><td><b>{key}</b></td><td>{what}</td></tr>" for key, (_, what) in SHORTCUTS.items()
+    )
+    return f"<b>Keyboard shortcuts</b> (in the viewer)<table>{rows}</table>"
 
 
 def _group(title: str, widget: QWidget) -> QGroupBox:
@@ -90,14 +125,21 @@ class MetastasisWidget(QWidget):
         self.regions_panel = RegionsPanel()
         self.annotation_io = AnnotationIOWidget(napari_viewer)
         self.files = AnalysisFiles(napari_viewer, self.store, self.views)
+        self.legend = ProbabilityLegend()
+        self.comparison = ComparisonPanel(napari_viewer)
+        self.regions_panel.add_section(self.comparison)
+        self.help = QLabel(shortcuts_help())
+        self.help.setWordWrap(True)
 
         self._run_view: AnalysisView | None = None
+        self.last_comparison = None
         self._next_contours_at = 0.0
         self._refresh_timer = self._timer(REFRESH_MS, self._refresh_current_run)
         self._contour_timer = self._timer(CONTOUR_DEBOUNCE_MS, self.update_contours)
         self._pending_restore: list = []
         self._restore_timer = self._timer(0, self._restore_pending)
 
+        show_repeated_notices_once()  # napari's "Inconsistent units" notice, once
         self._build()
         self._connect()
         self._on_layers_changed()
@@ -106,6 +148,7 @@ class MetastasisWidget(QWidget):
         for layer in list(self.viewer.layers):  # slides opened before the widget
             if is_slide_layer(layer):
                 layer.events.name.connect(self._on_layers_changed)
+                show_scale_bar(self.viewer, layer)
                 self._schedule_restore(layer)
 
     def _timer(self, ms: int, slot) -> QTimer:
@@ -126,10 +169,16 @@ class MetastasisWidget(QWidget):
         run_layout.addWidget(self.status)
         layout.addWidget(_group("Slide and model", self.source.native))
         layout.addWidget(_group("Analyse", run_box))
-        layout.addWidget(_group("Overlay and contours", self.display.native))
+        display_box = QWidget()
+        display_layout = QVBoxLayout(display_box)
+        display_layout.setContentsMargins(0, 0, 0, 0)
+        display_layout.addWidget(self.display.native)
+        display_layout.addWidget(self.legend)
+        layout.addWidget(_group("Overlay and contours", display_box))
         layout.addWidget(_group("Regions", self.regions_panel))
         layout.addWidget(_group("Annotations", self.annotation_io))
         layout.addWidget(_group("Analysis files", self.files))
+        layout.addWidget(_group("Help", self.help))
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -153,6 +202,7 @@ class MetastasisWidget(QWidget):
 
         self.source.slide.changed.connect(self._on_slide_changed)
         self.source.model.changed.connect(self._on_model_changed)
+        self.source.mpp.changed.connect(self._on_mpp_changed)
         self.source.browse.changed.connect(self._browse_model)
         self.run_controls.mode.changed.connect(self._on_mode_changed)
         self.run_controls.new_shapes.changed.connect(self.new_shapes_layer)
@@ -160,6 +210,9 @@ class MetastasisWidget(QWidget):
         self.run_controls.cancel_button.changed.connect(self.cancel)
         self.display.on_style_changed(self._on_style_changed)
         self.display.on_regions_changed(self._contour_timer.start)
+        self.display.on_regions_changed(self._update_legend)
+        self.comparison.changed.connect(self.update_comparison)
+        self.comparison.lesion_activated.connect(self.go_to_lesion)
 
         self.regions_panel.activated.connect(self.go_to_region)
         navigator = self.regions_panel.navigator
@@ -178,11 +231,23 @@ class MetastasisWidget(QWidget):
         events.removed.connect(self._on_layer_removed)
         events.reordered.connect(self._on_layers_changed)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
+        self._bind_keys()
         self.destroyed.connect(self._disconnect_viewer)
+
+    def _bind_keys(self) -> None:
+        """The shortcuts, registered the napari way (the viewer's key bindings)."""
+        for key, (method, _what) in SHORTCUTS.items():
+
+            def callback(viewer, method=method):
+                getattr(self, method)()
+
+            self.viewer.bind_key(key, callback, overwrite=True)
 
     def _disconnect_viewer(self, *_) -> None:
         if self._on_mouse_drag in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse_drag)
+        for key in SHORTCUTS:
+            self.viewer.bind_key(key, None, overwrite=True)
 
     # ============================================================================ state
     @property
@@ -245,6 +310,7 @@ class MetastasisWidget(QWidget):
         layer.events.name.connect(self._on_layers_changed)
         self._on_layers_changed()
         if is_slide_layer(layer):
+            show_scale_bar(self.viewer, layer)
             self.select_slide_layer(layer)
             self._schedule_restore(layer)
 
@@ -260,6 +326,7 @@ class MetastasisWidget(QWidget):
             if current is not None and current in self.source.slide.choices:
                 self.source.slide.value = current
         self.run_controls.shapes_layer.reset_choices()
+        self.source.show_mpp(self.slide_layer)
         self._update_run_button()
         self.status.slide_selected(self.slide_path, self.is_running)
         self._sync_regions_panel()
@@ -275,8 +342,32 @@ class MetastasisWidget(QWidget):
         self.status.mode_changed(click, self.is_running)
 
     def _on_slide_changed(self, *_) -> None:
+        self.source.show_mpp(self.slide_layer)
         self.status.slide_selected(self.slide_path, self.is_running)
         self._sync_regions_panel()
+
+    def _on_mpp_changed(self, *_) -> None:
+        """The user gave the selected (uncalibrated) slide a µm/px: rescale it to µm."""
+        layer, mpp = self.slide_layer, self.source.mpp_value
+        if layer is not None and mpp is not None:
+            self.set_slide_mpp(layer, mpp)
+
+    def set_slide_mpp(self, layer, mpp: float) -> bool:
+        """Give an uncalibrated slide layer a µm/px (its layer and analyses move to µm)."""
+        try:
+            changed = apply_slide_mpp(layer, mpp)
+        except ValueError as exc:
+            warn(f"{layer.name}: {exc}.")
+            return False
+        if changed:
+            frame = SlideFrame.from_layer(layer)
+            for view in self.views.for_slide(slide_path_of(layer)):
+                view.set_map(view.prob_map, frame)
+                view.refresh_overlay()
+            if layer is self.slide_layer:
+                self.source.show_mpp(layer)
+                self.update_contours()
+        return changed
 
     def _on_model_changed(self, *_) -> None:
         self.display.set_model_threshold(resolve_threshold(None, self.model_ref))
@@ -297,15 +388,25 @@ class MetastasisWidget(QWidget):
         frame = self._frame()
         units = frame.layer_kwargs() if frame is not None else {}
         layer = self.viewer.add_shapes(
-            name="Regions to analyse", ndim=2, edge_color="cyan", **units
+            name="Regions to analyse",
+            ndim=2,
+            edge_color="cyan",
+            face_color="transparent",
+            **units,
         )
-        layer.face_color = "transparent"
+        layer.current_face_color = "transparent"  # what new rectangles get: not white
+        layer.current_edge_color = "cyan"
         layer.mode = "add_rectangle"
         self.run_controls.select_shapes_layer(layer.name)
         return layer
 
+    def _update_legend(self) -> None:
+        style = self.display.style()
+        self.legend.set_style(style.colormap, style.floor, style.opacity, style.threshold)
+
     def _on_style_changed(self) -> None:
         style = self.display.style()
+        self._update_legend()
         self.views.apply_style(style)
         current = self.current_analysis
         if current is not None and style.show_contours and current.regions_layer.was_removed:
@@ -368,6 +469,18 @@ class MetastasisWidget(QWidget):
         if not self.model_ref:
             warn("No model: choose a model folder (config.json + torchscript_model.pt).")
             return None
+        layer = self.slide_layer
+        if not is_calibrated(layer):
+            mpp = self.source.mpp_value
+            if mpp is None:
+                message = (
+                    f"{layer.name} states no usable µm/px: enter it in the µm/px field "
+                    "(e.g. 0.25 at 40x, 0.5 at 20x), then run again."
+                )
+                warn(message)
+                self.status.set_text(message)
+                return None
+            self.set_slide_mpp(layer, mpp)
         return JobRequest(
             slide_path=self.slide_path,
             model_ref=self.model_ref,
@@ -377,6 +490,7 @@ class MetastasisWidget(QWidget):
             device=self.source.device.value,
             batch_size=int(self.source.batch_size.value),
             tissue_min_fraction=float(self.source.tissue_min.value),
+            mpp=user_mpp(layer),
         )
 
     def submit(self, request: JobRequest) -> JobRequest:
@@ -455,12 +569,15 @@ class MetastasisWidget(QWidget):
         if view is None or (view.regions_layer.was_removed and not recreate):
             self._sync_regions_panel()
             return
+        tumour, highlight = outline_colors(self.display.colormap.value, self.threshold)
+        view.regions_layer.tumour_color, view.regions_layer.highlight_color = tumour, highlight
         try:
             view.update_regions(self.threshold, self.display.min_area_um2)
         except MetastasisError as exc:
             error(str(exc))
             return
         self._sync_regions_panel()
+        self.update_comparison()
         self.annotation_io.select_layer(view.regions_layer.name)
 
     def _sync_regions_panel(self) -> None:
@@ -476,6 +593,54 @@ class MetastasisWidget(QWidget):
         view = self.current_analysis
         if view is not None:
             view.go_to(self.viewer, index)
+
+    def next_region(self) -> int | None:
+        return self.regions_panel.step(1)
+
+    def previous_region(self) -> int | None:
+        return self.regions_panel.step(-1)
+
+    def toggle_overlay(self) -> None:
+        self.display.show_overlay.value = not self.display.show_overlay.value
+
+    def toggle_contours(self) -> None:
+        self.display.show_contours.value = not self.display.show_contours.value
+
+    def update_comparison(self) -> None:
+        """Colour the regions by the reference (hit / false positive) and show the score."""
+        view = self.current_analysis
+        if view is None or not view.regions_layer.is_shown():
+            self.comparison.show_comparison(None)
+            return
+        if not self.comparison.active:
+            view.regions_layer.set_region_colors({})
+            self.comparison.show_comparison(None)
+            return
+        layer = self.comparison.reference_layer
+        geometry = reference_geometry(layer, view.frame.scale_yx)
+        if geometry.is_empty:
+            view.regions_layer.set_region_colors({})
+            self.comparison.show_comparison(None, f"{layer.name}: no outline to compare with.")
+            return
+        result = compare_with_reference(view.prob_map, view.regions, geometry, self.threshold)
+        view.regions_layer.set_region_colors(
+            {
+                str(r.id): STATUS_COLORS[s]
+                for r, s in zip(view.regions, result.region_status, strict=True)
+            }
+        )
+        self.comparison.show_comparison(result)
+        self.last_comparison = result
+
+    def go_to_lesion(self, bounds) -> None:
+        """Centre the camera on a reference lesion (level-0 bounds)."""
+        view = self.current_analysis
+        frame = view.frame if view is not None else self._frame()
+        if frame is None:
+            return
+        minx, miny, maxx, maxy = bounds
+        (y0, x0), (y1, x1) = frame.to_world([[minx, miny], [maxx, maxy]])
+        centre_camera_on(self.viewer, (y0, x0, y1, x1))
 
     def delete_regions(self, indices: list[int]) -> None:
         view = self.current_analysis
@@ -519,6 +684,7 @@ class MetastasisWidget(QWidget):
         for view in views:
             self.source.add_model(view.model_name, view.model_name, select=False)
         self.source.select_model(views[-1].model_name)
+        self.source.show_mpp(layer)
         self.update_contours(recreate=True)
 
     def load_analysis(self, file: str | Path, layer=None, quiet: bool = False) -> AnalysisView:
