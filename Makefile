@@ -37,6 +37,7 @@ test: system-deps setup lint
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py --out resources/bench_reader.json
 	$(BIN)/python benchmarks/bench_predict.py --out resources/bench_predict.json
+	$(XVFB) $(BIN)/python benchmarks/bench_gui.py --out resources/bench_gui.json
 
 model: setup
 	$(BIN)/python -m napari_metastasis.training.bundled_recipe

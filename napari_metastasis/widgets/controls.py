@@ -23,7 +23,7 @@ from magicgui.widgets import (
     RadioButtons,
     SpinBox,
 )
-from qtpy.QtWidgets import QRadioButton
+from qtpy.QtWidgets import QDoubleSpinBox, QRadioButton
 
 from .. import engine
 from .._napari.helpers import slide_layers, suggested_mpp
@@ -40,11 +40,12 @@ MODE_TIPS = {
     SHAPES: "Rectangles and polygons drawn in a Shapes layer",
     WHOLE: "All the tissue of the slide",
 }
+#: What the µm/px field says about its value: (short label, tooltip).
 MPP_SOURCES = {
-    "metadata": "from the file",
-    "given": "given here",
-    "objective power": "estimated from the objective power: check it",
-    "none": "not stated by the file: enter it to analyse",
+    "metadata": ("file", "The slide file states this resolution"),
+    "given": ("given", "Given here for a slide that states none; kept with its analyses"),
+    "objective power": ("estimate", "Estimated from the objective power (10 / power): check it"),
+    "none": ("enter it", "The slide states no usable µm/px: enter it to analyse the slide"),
 }
 
 
@@ -93,7 +94,7 @@ class SourceControls(Container):
             tooltip="Patches per forward pass; lower it if the GPU runs out of memory",
         )
         self.tissue_min = FloatSpinBox(
-            label="Min tissue fraction",
+            label="Min tissue",
             value=engine.DEFAULT_TISSUE_MIN_FRACTION,
             min=0.0,
             max=1.0,
@@ -150,7 +151,10 @@ class SourceControls(Container):
         with self.mpp.changed.blocked():
             self.mpp.value = value or 0.0
         self.mpp.enabled = slide_layer is not None and source != "metadata"
-        self.mpp_source.value = MPP_SOURCES[source] if slide_layer is not None else ""
+        label, tip = MPP_SOURCES[source] if slide_layer is not None else ("", "")
+        self.mpp_source.value = label
+        self.mpp_source.tooltip = tip
+        self.mpp.tooltip = tip
 
     @property
     def mpp_value(self) -> float | None:
@@ -271,12 +275,14 @@ class DisplayControls(Container):
             value=0.5,
             min=0.0,
             max=1.0,
-            step=0.01,
+            step=0.005,
             tooltip="Regions are drawn where the probability is at least this",
         )
+        for readout in self.threshold.native.findChildren(QDoubleSpinBox):
+            readout.setDecimals(3)  # 0.735, not 0.73
         self.threshold_source = Label(value="")
         self.reset_threshold = PushButton(
-            text="Model's", tooltip="Back to the model's threshold (its card's, else 0.5)"
+            text="Reset", tooltip="Back to the model's threshold (its card's, else 0.5)"
         )
         self.min_area = FloatSpinBox(
             label="Min area",
@@ -339,8 +345,8 @@ class DisplayControls(Container):
             self.threshold_source.value = ""
             return
         text = f"model's: {model.value:.3g} ({model.source})"
-        if abs(self.threshold.value - model.value) > 1e-9:
-            text += f"; now {self.threshold.value:.2f}"
+        if abs(self.threshold.value - model.value) > 5e-4:
+            text += f"; now {self.threshold.value:.3g}"
         self.threshold_source.value = text
 
     @property

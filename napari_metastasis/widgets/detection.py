@@ -72,12 +72,20 @@ from .session import AnalysisStore
 
 __all__ = ["CLICK", "MODES", "SHAPES", "VISIBLE", "WHOLE", "MetastasisWidget"]
 
-#: Redraw the overlay and contours at most this often while batches stream in (ms).
+#: The status line follows a run this often (ms).
 REFRESH_MS = 250
+#: While a run streams in, the overlay is redrawn at most this often (s), or after ten times as
+#: long as its last redraw took: each redraw also makes napari draw the canvas, which with
+#: software OpenGL costs the classifying threads real CPU time (benchmarks/bench_gui.py: redrawing
+#: every 0.25 s made a CPU run ~35 % slower than `predict`, none at all ~8 %).
+OVERLAY_RUN_S = 2.0
 #: Wait this long after the threshold or min-area last moved before recomputing contours (ms).
 CONTOUR_DEBOUNCE_MS = 60
 #: While a run streams in, contours are redrawn at most this often (s).
-CONTOUR_RUN_S = 1.0
+CONTOUR_RUN_S = 4.0
+#: At the end of a run, contours that took less than this (s) last time are drawn at once;
+#: slower ones are computed on a worker thread.
+SYNC_CONTOURS_S = 0.05
 #: A press and release closer than this (screen px) is a click, farther is a pan.
 CLICK_TOLERANCE_PX = 5
 #: Keyboard shortcuts, bound to the viewer (napari's key bindings): key -> (method, what it does).
@@ -86,7 +94,7 @@ SHORTCUTS = {
     "Shift-R": ("run", "run the analysis (the selected mode)"),
     "Shift-X": ("cancel", "cancel the run"),
     "Shift-N": ("next_region", "next region in the list"),
-    "Shift-P": ("previous_region", "previous region in the list"),
+    "Shift-B": ("previous_region", "previous region in the list (back)"),
     "Shift-O": ("toggle_overlay", "show / hide the probability map"),
     "Shift-C": ("toggle_contours", "show / hide the contours"),
 }
@@ -132,6 +140,12 @@ class MetastasisWidget(QWidget):
         self.help.setWordWrap(True)
 
         self._run_view: AnalysisView | None = None
+        self._latest_progress: Progress | None = None
+        self._next_overlay_at = 0.0
+        self._building: set[int] = set()  # views whose layers are being built
+        self._contour_worker = None
+        self._contours_again = False
+        self._contour_cost = 0.0  # seconds the last contours took (computed and drawn)
         self.last_comparison = None
         self._next_contours_at = 0.0
         self._refresh_timer = self._timer(REFRESH_MS, self._refresh_current_run)
@@ -180,17 +194,19 @@ class MetastasisWidget(QWidget):
         layout.addWidget(_group("Analysis files", self.files))
         layout.addWidget(_group("Help", self.help))
         layout.addStretch(1)
-        scroll = QScrollArea()
+        scroll = self.scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.setMinimumWidth(340)
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
+        # wide enough for every control (no horizontal scrolling, nothing cut off)
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        self.setMinimumWidth(max(340, inner.minimumSizeHint().width() + bar + 6))
 
     def _connect(self) -> None:
         runner = self.runner
@@ -360,6 +376,7 @@ class MetastasisWidget(QWidget):
             warn(f"{layer.name}: {exc}.")
             return False
         if changed:
+            show_scale_bar(self.viewer, layer)  # the slide is in µm now
             frame = SlideFrame.from_layer(layer)
             for view in self.views.for_slide(slide_path_of(layer)):
                 view.set_map(view.prob_map, frame)
@@ -511,35 +528,111 @@ class MetastasisWidget(QWidget):
             self.status.cancelling()
 
     def _on_planned(self, event: Planned) -> None:
+        """The run's map is known: show it. A new analysis's layers are built on a worker
+        thread (napari needs a good fraction of a second per layer) and put in the viewer when
+        ready, one per turn of the event loop, so the viewer never freezes for them."""
         path = event.request.slide_path
-        view = self.views.show(path, event.prob_map, layer_for_slide(self.viewer, path))
+        slide_layer = layer_for_slide(self.viewer, path)
+        view, new = self.views.prepare(path, event.prob_map, slide_layer)
         self._run_view = view
         self.status.planned(event)
-        view.refresh_overlay()
-        if self.current_analysis is view:
-            self.update_contours(recreate=True)
+        if not new:
+            view.refresh_overlay()
+            if self.current_analysis is view:
+                QTimer.singleShot(0, lambda: self._show_run_regions(view))
+            return
+        from napari.qt.threading import create_worker
+
+        self._building.add(id(view))
+        worker = create_worker(self.views.build_layers, view, _start_thread=False)
+
+        def built(layers):
+            overlay, regions = layers
+            self._building.discard(id(view))
+            self.views.attach(view, layer_for_slide(self.viewer, path), overlay, None)
+            QTimer.singleShot(0, lambda: self._show_run_regions(view, regions))
+
+        worker.returned.connect(built)
+        worker.start()
+
+    def _show_run_regions(self, view: AnalysisView, regions_layer=None) -> None:
+        if regions_layer is not None:
+            view.regions_layer.adopt(regions_layer)
+        if view is self.current_analysis:
+            if self.is_running and self._run_view is view:
+                self._next_contours_at = 0.0
+                self._start_contours(view)
+            else:
+                self.update_contours(recreate=True)
 
     def _on_progress(self, p: Progress) -> None:
-        self.status.progressed(p)
+        """A batch is in the map: show it at the next refresh (a few times a second, not per
+        batch: the GUI thread's time is the classifying thread's too)."""
+        self._latest_progress = p
         if not self._refresh_timer.isActive():
             self._refresh_timer.start()
 
     def _refresh_current_run(self) -> None:
-        """Redraw while a run streams in: the overlay every time, the contours less often.
+        """Follow a run: the status each tick, the overlay and the contours less often.
 
-        Contours of a large map can take a noticeable fraction of a second on the GUI thread, so
-        during a run they are redrawn at most every CONTOUR_RUN_S, or 5× their own cost if more
-        (the final redraw when the run ends is always made).
+        The contours are computed on a worker thread (:meth:`_start_contours`); the overlay's
+        redraw is timed, and the next one waits ten times as long as it took, so redrawing
+        never takes more than a tenth of the GUI thread's time however large the map.
         """
+        if self._latest_progress is not None:
+            self.status.progressed(self._latest_progress)
+            self._latest_progress = None
         view = self._run_view
-        if view is None:
-            return
-        view.refresh_overlay()
+        if view is None or id(view) in self._building:
+            return  # its layers are still being made
         now = time.perf_counter()
-        if view is self.current_analysis and now >= self._next_contours_at:
-            self.update_contours()
+        if now >= self._next_overlay_at:
+            view.refresh_overlay()
             cost = time.perf_counter() - now
-            self._next_contours_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * cost)
+            self._next_overlay_at = time.perf_counter() + max(OVERLAY_RUN_S, 10 * cost)
+        if view is self.current_analysis and time.perf_counter() >= self._next_contours_at:
+            self._start_contours(view)
+        self._refresh_timer.start()  # keep ticking while the run lasts
+
+    # --- contours on a worker thread ------------------------------------------------------------
+    def _start_contours(self, view: AnalysisView) -> None:
+        """Compute the regions of ``view`` off the GUI thread; show them when they arrive."""
+        if self._contour_worker is not None:
+            self._contours_again = True
+            return
+        from napari.qt.threading import create_worker
+
+        from ..contours import probability_contours
+
+        snapshot = view.regions_snapshot()
+        threshold, min_area = self.threshold, self.display.min_area_um2
+        started = time.perf_counter()
+        worker = create_worker(
+            probability_contours, snapshot, threshold, min_area_um2=min_area, _start_thread=False
+        )
+
+        def done(regions):
+            computed = time.perf_counter() - started
+            current = (threshold, min_area) == (self.threshold, self.display.min_area_um2)
+            shown = time.perf_counter()
+            if view is self.current_analysis and not view.regions_layer.was_removed and current:
+                self._style_outlines(view)
+                view.show_regions(regions)
+                self._after_regions_shown(view)
+            # what drawing them at once would cost the GUI thread (decides the end of a run)
+            self._contour_cost = computed + time.perf_counter() - shown
+            self._next_contours_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * computed)
+
+        def finished():
+            self._contour_worker = None
+            if self._contours_again:
+                self._contours_again = False
+                self._start_contours(view)
+
+        worker.returned.connect(done)
+        worker.finished.connect(finished)
+        self._contour_worker = worker
+        worker.start()
 
     def _on_failed(self, message: str) -> None:
         self.status.failed(message)
@@ -550,10 +643,17 @@ class MetastasisWidget(QWidget):
         self._run_view = None
         self._refresh_timer.stop()
         self.run_controls.cancel_button.enabled = self.runner.is_running
+        if self._latest_progress is not None:
+            self.status.progressed(self._latest_progress)
+            self._latest_progress = None
         if view is not None:
             view.refresh_overlay()
             if view is self.current_analysis:
-                self.update_contours()
+                if self._contour_cost < SYNC_CONTOURS_S:
+                    self.update_contours()  # small maps: at once
+                else:
+                    self._next_contours_at = 0.0
+                    self._start_contours(view)  # large ones: off the GUI thread
             self.files.remember(view)
         self.status.finished(summary, still_running=self.runner.is_running)
 
@@ -569,13 +669,21 @@ class MetastasisWidget(QWidget):
         if view is None or (view.regions_layer.was_removed and not recreate):
             self._sync_regions_panel()
             return
-        tumour, highlight = outline_colors(self.display.colormap.value, self.threshold)
-        view.regions_layer.tumour_color, view.regions_layer.highlight_color = tumour, highlight
+        self._style_outlines(view)
+        started = time.perf_counter()
         try:
             view.update_regions(self.threshold, self.display.min_area_um2)
         except MetastasisError as exc:
             error(str(exc))
             return
+        self._contour_cost = time.perf_counter() - started
+        self._after_regions_shown(view)
+
+    def _style_outlines(self, view: AnalysisView) -> None:
+        tumour, highlight = outline_colors(self.display.colormap.value, self.threshold)
+        view.regions_layer.tumour_color, view.regions_layer.highlight_color = tumour, highlight
+
+    def _after_regions_shown(self, view: AnalysisView) -> None:
         self._sync_regions_panel()
         self.update_comparison()
         self.annotation_io.select_layer(view.regions_layer.name)

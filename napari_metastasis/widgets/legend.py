@@ -103,7 +103,7 @@ class ProbabilityLegend(QWidget):
             )
         )
         painter.setPen(QPen(self.palette().windowText().color(), 1))
-        label = f"threshold {self.threshold:.2f}"
+        label = f"threshold {self.threshold:.3g}"
         width = painter.fontMetrics().horizontalAdvance(label) + 4
         left = min(max(x + 7 if x < self.width() / 2 else x - 7 - width, 0), self.width() - width)
         painter.drawText(QRectF(left, 0, width, 12), Qt.AlignLeft, label)

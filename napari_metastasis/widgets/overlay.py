@@ -44,6 +44,10 @@ DEFAULT_FLOOR = 0.0
 #: Every colormap fades in: opacity FADE[0] at probability 0, rising linearly to 1 at FADE[1].
 #: A negative area is a faint tint over readable H&E; a likely tumour is opaque colour.
 FADE = (0.15, 0.6)
+#: The overlay draws each cell as pixels of about this many µm (so it ends within half of one of
+#: them from the slide's edge), with at most this many pixels in all (redraws stay cheap).
+RASTER_UM = 4.0
+RASTER_PIXELS = 1_500_000
 #: Samples of a faded colormap (napari interpolates linearly between them).
 SAMPLES = 256
 
@@ -128,7 +132,7 @@ class ProbabilityOverlay(LazyLayer):
     @property
     def raster(self):
         """How the map is drawn: a few pixels per cell, cut at the slide's edge."""
-        return self.prob_map.grid.display_raster()
+        return self.prob_map.grid.display_raster(max_pixels=RASTER_PIXELS, target_um=RASTER_UM)
 
     def image(self) -> np.ndarray:
         """The layer's data for the map's current values (a new array: the engine keeps writing
@@ -140,8 +144,10 @@ class ProbabilityOverlay(LazyLayer):
         f = self.raster.factor
         return np.asarray(self.layer.data)[::f, ::f]
 
-    def _create(self):
-        return self.viewer.add_image(
+    def build(self):
+        from napari.layers import Image
+
+        return Image(
             self.image(),
             name=self.name,
             colormap=colormap_for(self.colormap, self.floor),
@@ -158,7 +164,13 @@ class ProbabilityOverlay(LazyLayer):
     def refresh(self) -> None:
         """Show the map's current values (a copy: the engine keeps writing into the original)."""
         layer = self.layer
-        layer.data = self.image()
+        data = layer.data
+        raster = self.raster
+        if isinstance(data, np.ndarray) and data.shape == raster.shape and data.flags.writeable:
+            data[...] = raster.render(self.prob_map.values)  # in place: no new texture buffer
+            layer.refresh()
+        else:
+            layer.data = raster.render(self.prob_map.values)
         if tuple(layer.contrast_limits) != (0.0, 1.0):
             layer.contrast_limits = (0.0, 1.0)
 

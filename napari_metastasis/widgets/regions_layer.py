@@ -91,8 +91,10 @@ class RegionsLayer(LazyLayer):
         """What the annotation convention calls mpp: world units per level-0 px, (y, x)."""
         return self.frame.scale_yx
 
-    def _create(self):
-        layer = self.viewer.add_shapes(
+    def build(self):
+        from napari.layers import Shapes
+
+        return Shapes(
             name=self.name,
             ndim=2,
             face_color="transparent",
@@ -109,9 +111,10 @@ class RegionsLayer(LazyLayer):
             },
             **self.frame.layer_kwargs(),
         )
+
+    def _attached(self, layer) -> None:
         layer.events.data.connect(self._on_data_changed)
         self._connect_zoom()
-        return layer
 
     def show(self, regions: Sequence, labels: Sequence[str]) -> None:
         """Replace the layer's shapes and features with ``regions`` (one label per region)."""

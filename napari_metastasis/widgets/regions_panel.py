@@ -27,7 +27,7 @@ class RegionsPanel(QWidget):
         self.navigator = RegionNavigator()
         self.navigator.activated.connect(self.activated.emit)
         self.previous_button = QPushButton("◀ Previous")
-        self.previous_button.setToolTip("Go to the previous region in the list (Shift-P)")
+        self.previous_button.setToolTip("Go to the previous region in the list (Shift-B)")
         self.previous_button.clicked.connect(lambda: self.step(-1))
         self.next_button = QPushButton("Next ▶")
         self.next_button.setToolTip("Go to the next region in the list (Shift-N)")
