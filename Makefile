@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_predict.py --out resources/bench_predict.json
 	$(BIN)/python benchmarks/bench_model.py --out resources/bench_model.json
 	$(BIN)/python benchmarks/bench_faults.py --out resources/bench_faults.json
+	$(XVFB) $(BIN)/python benchmarks/bench_gui.py --out resources/bench_gui.json
 
 model: setup
 	$(BIN)/python scripts/train_bundled_model.py

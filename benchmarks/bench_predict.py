@@ -201,7 +201,7 @@ def time_decode(slide: Slide, level: int, tiles, workers: int, processes: bool) 
 def time_reader(slide, grid, model, cells, batch_size, workers) -> float:
     reader = RegionReader(slide, grid, model.input_size, num_workers=workers, device=model.device)
     start = time.perf_counter()
-    n = sum(len(index) for index, _ in reader.batches(grid.cell_boxes(cells), batch_size))
+    n = sum(len(index) for index, _ in reader.batches(grid.read_boxes(cells), batch_size))
     assert n == len(cells)
     return time.perf_counter() - start
 
@@ -267,7 +267,7 @@ def measure(slide_path: Path, model, args, *, repeats: int) -> dict:
         cells = cells[: max(2048, int(probe * args.budget))]
         n = len(cells)
         reader = RegionReader(slide, grid, model.input_size, num_workers=workers)
-        tiles = planned_tiles(reader, grid.cell_boxes(cells))
+        tiles = planned_tiles(reader, grid.read_boxes(cells))
         seeds_cells = cells[: min(n, args.seeds_patches)]
         time_reader(slide, grid, model, cells[: min(n, 2048)], args.batch_size, workers)  # warm
         best: dict[str, float | None] = {}
@@ -310,7 +310,7 @@ def measure(slide_path: Path, model, args, *, repeats: int) -> dict:
         "read_level": reader.level,
         "read_level_size": list(level_dims),
         "read_level_downsample": round(downsample, 4),
-        "crop_px_at_read_level": int(reader.crops(grid.cell_boxes(cells[:1]))[0, 2]),
+        "crop_px_at_read_level": int(reader.crops(grid.read_boxes(cells[:1]))[0, 2]),
         "input_size": list(model.input_size),
         "planned_patches": planned,
         "patches_timed": n,

@@ -20,7 +20,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._napari.helpers import current_viewer, find_slide_layer, notify, slide_calibration, warn
+from ._napari.helpers import (
+    current_viewer,
+    find_slide_layer,
+    layer_units,
+    notify,
+    slide_calibration,
+    warn,
+)
 from .annotations import AnnotationRepairWarning, read_annotations, write_annotations
 from .annotations.io import READ_EXTENSIONS
 from .annotations.layers import (
@@ -29,6 +36,7 @@ from .annotations.layers import (
     shapes_to_annotations,
 )
 from .annotations.model import Annotation
+from .annotations.placement import check_placement, placement_warning, repairs_summary
 from .error_policy import user_message
 from .errors import MetastasisError
 
@@ -99,8 +107,20 @@ def read_annotation_layers(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnnotationRepairWarning)
         annotations = read_annotations(path)
-    for warning in caught:
-        warn(str(warning.message))
+    repairs = [str(w.message) for w in caught if issubclass(w.category, AnnotationRepairWarning)]
+    for message in repairs:
+        logger.info("%s", message)
+    summary = repairs_summary(repairs, Path(path).name)
+    if summary:
+        warn(summary)
+    if slide_layer is not None:
+        width, height = slide_layer.metadata["slide"]["dimensions"]
+        placement = check_placement(annotations, width, height)
+        message = placement_warning(
+            placement, Path(path).name, slide_layer.name, mpp[1] if calibrated else None
+        )
+        if message:
+            warn(message)
     if slide_layer is None:
         warn(
             f"{Path(path).name}: no slide is open, so the annotations are shown in pixels; open the "
@@ -108,6 +128,7 @@ def read_annotation_layers(
         )
     layers = annotations_to_layer_data(annotations, mpp, name=Path(path).stem)
     for _, kwargs, _ in layers:
+        kwargs.update(layer_units(slide_layer))  # µm like the slide: napari wants one unit
         kwargs["metadata"].update(
             {
                 "annotation_source": str(path),

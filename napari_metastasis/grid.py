@@ -17,6 +17,26 @@ from shapely.geometry.base import BaseGeometry
 
 
 @dataclass(frozen=True)
+class DisplayRaster:
+    """A map drawn as an image: each cell ``factor`` × ``factor`` pixels, cut at the slide's edge.
+
+    ``pixel_level0`` (y, x) is a pixel's size and ``origin_level0`` (y, x) the top-left corner of
+    pixel (0, 0), in level-0 px.
+    """
+
+    factor: int
+    shape: tuple[int, int]
+    pixel_level0: tuple[float, float]
+    origin_level0: tuple[float, float]
+
+    def render(self, values: np.ndarray) -> np.ndarray:
+        """The image of a (rows, cols) map: cells repeated, then cut at the slide's edge."""
+        f = self.factor
+        image = values if f == 1 else np.repeat(np.repeat(values, f, axis=0), f, axis=1)
+        return np.ascontiguousarray(image[: self.shape[0], : self.shape[1]])
+
+
+@dataclass(frozen=True)
 class PatchGrid:
     """Square patches of ``patch_px`` pixels at ``spacing_um`` µm/px, every ``stride_um`` µm.
 
@@ -71,15 +91,17 @@ class PatchGrid:
 
     # --- cells <-> level-0 pixels -----------------------------------------------------------
     def cell_box(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """Level-0 (x, y, width, height) of a cell's patch, rounded to whole pixels."""
-        sx, sy = self.step_level0
-        pw, ph = self.patch_level0
-        x0 = round(col * sx)
-        y0 = round(row * sy)
-        return x0, y0, round(col * sx + pw) - x0, round(row * sy + ph) - y0
+        """Level-0 (x, y, width, height) of a cell's patch on the slide, rounded to whole pixels.
 
-    def cell_boxes(self, cells: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`cell_box` for an (N, 2) array of (row, col): (N, 4) int64."""
+        The last row and column are clipped to the slide's edge: a patch there is read whole (the
+        model sees its full field of view, padded beyond the scan), but what it describes ends
+        where the slide ends. :meth:`read_boxes` gives the unclipped boxes the engine reads.
+        """
+        return tuple(int(v) for v in self.cell_boxes(np.array([[row, col]]))[0])
+
+    def read_boxes(self, cells: np.ndarray) -> np.ndarray:
+        """(N, 4) int64 level-0 (x, y, width, height) of the cells' whole patches (what is read;
+        the last row and column reach past the slide's edge)."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
         sx, sy = self.step_level0
         pw, ph = self.patch_level0
@@ -88,6 +110,14 @@ class PatchGrid:
         w = np.rint(cells[:, 1] * sx + pw) - x0
         h = np.rint(cells[:, 0] * sy + ph) - y0
         return np.stack([x0, y0, w, h], axis=1).astype(np.int64)
+
+    def cell_boxes(self, cells: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`cell_box` for an (N, 2) array of (row, col): (N, 4) int64, clipped to
+        the slide (what the CSV states and the overlay shows)."""
+        boxes = self.read_boxes(cells)
+        boxes[:, 2] = np.minimum(boxes[:, 0] + boxes[:, 2], self.width) - boxes[:, 0]
+        boxes[:, 3] = np.minimum(boxes[:, 1] + boxes[:, 3], self.height) - boxes[:, 1]
+        return boxes
 
     def cell_centres_level0(self, cells: np.ndarray) -> np.ndarray:
         """(N, 2) level-0 (x, y) of the centres of the given cells."""
@@ -151,6 +181,33 @@ class PatchGrid:
     def layer_translate(self) -> tuple[float, float]:
         """(y, x) µm of the centre of cell (0, 0): napari puts pixel centres at translate + i*scale."""
         return self.patch_um / 2, self.patch_um / 2
+
+    def display_raster(self, max_pixels: int = 4_000_000, target_um: float = 2.0) -> DisplayRaster:
+        """How to draw the map as an image that ends at the slide's edge.
+
+        One image pixel per cell would run up to a whole step past the right and bottom edges
+        (the last cells' patches reach past them). Each cell is drawn as ``factor`` × ``factor``
+        pixels instead (about ``target_um`` µm each, at most ``max_pixels`` in all), and the
+        pixels beyond the slide are dropped, so the image ends within half a pixel of the edge.
+        """
+        rows, cols = self.shape
+        factor = max(1, math.ceil(self.step_um / target_um))
+        factor = max(1, min(factor, math.isqrt(max(1, max_pixels // max(1, rows * cols)))))
+        sx, sy = self.step_level0
+        pw, ph = self.patch_level0
+        origin_x, origin_y = (pw - sx) / 2, (ph - sy) / 2  # level-0 corner of cell (0, 0)'s square
+        px, py = sx / factor, sy / factor
+
+        def keep(n_cells: int, extent: float, origin: float, size: float) -> int:
+            n = round((extent - origin) / size)
+            return int(min(n_cells * factor, max((n_cells - 1) * factor + 1, n)))
+
+        return DisplayRaster(
+            factor=factor,
+            shape=(keep(rows, self.height, origin_y, py), keep(cols, self.width, origin_x, px)),
+            pixel_level0=(py, px),
+            origin_level0=(origin_y, origin_x),
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

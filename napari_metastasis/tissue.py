@@ -101,8 +101,8 @@ class TissueMask:
     def tissue_fraction(self, grid: PatchGrid, cells: np.ndarray | None = None) -> np.ndarray:
         """Tissue fraction of each grid cell's patch: (N,) for (N, 2) ``cells``, else the grid."""
         if cells is None:
-            return self.fraction_in_boxes(grid.cell_boxes(grid.all_cells())).reshape(grid.shape)
-        return self.fraction_in_boxes(grid.cell_boxes(cells))
+            return self.fraction_in_boxes(grid.read_boxes(grid.all_cells())).reshape(grid.shape)
+        return self.fraction_in_boxes(grid.read_boxes(cells))
 
     def cells_with_tissue(
         self, grid: PatchGrid, cells: np.ndarray, min_fraction: float

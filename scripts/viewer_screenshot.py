@@ -1,11 +1,19 @@
-"""Screenshot of the real viewer: the sample slide, a whole-slide analysis, its overlay and contours.
+"""Screenshots of the real viewer: a slide, a whole-slide analysis, its overlay, contours and legend.
 
-    xvfb-run -a -s "-screen 0 1600x1200x24" python scripts/viewer_screenshot.py --out resources/viewer.png
-        [--focus-out resources/viewer_region.png] [--verdict-out resources/viewer_verdict.png]
+    xvfb-run -a -s "-screen 0 1600x1200x24" python scripts/viewer_screenshot.py \\
+        --out resources/viewer.png --focus-out resources/viewer_region.png \\
+        --compare-out resources/viewer_compare.png \\
+        [--verdict-out resources/viewer_verdict.png]
 
 It drives the same widget a pathologist uses (Plugins > napari-metastasis > Metastasis detection)
-with the bundled default model on the CPU, and writes nothing but the picture (analyses are
-remembered in a temporary folder).
+with the bundled default model on the CPU, at the model's own threshold unless --threshold says
+otherwise, and writes nothing but the pictures (analyses are remembered in a temporary folder).
+``--slide`` takes any slide (default: the bundled sample); ``--mpp`` gives one that states no
+µm/px its resolution through the widget's µm/px field. ``--compare-out`` also shows the comparison
+with a reference: ``--reference`` (any annotation file), else an illustrative one drawn by this
+script around the two most probable regions and one patch of tissue the model calls negative
+(the sample has no metastasis: it is a picture of the tool, not a result); --compare-threshold
+sets the threshold of that picture.
 """
 
 from __future__ import annotations
@@ -17,12 +25,17 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("resources/viewer.png"))
+    parser.add_argument("--slide", type=Path, help="slide to open (default: the bundled sample)")
+    parser.add_argument("--mpp", type=float, help="µm/px for a slide that states none")
     parser.add_argument("--model", default="default", help="model name or folder")
-    parser.add_argument("--threshold", type=float, default=0.3)
+    parser.add_argument("--threshold", type=float, help="default: the model's (its card's)")
     parser.add_argument(
         "--focus-out", type=Path, help="also a picture after clicking the top region in the list"
     )
@@ -32,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also a picture of the Regions panel: sizes, categories, the slide verdict, and a "
         "Measure line across the largest region",
     )
-    parser.add_argument("--size", default="1500x950", help="window size, WIDTHxHEIGHT")
+    parser.add_argument("--compare-out", type=Path, help="also a picture of the comparison")
+    parser.add_argument("--reference", type=Path, help="reference annotations for --compare-out")
+    parser.add_argument(
+        "--compare-threshold", type=float, help="threshold for --compare-out (default: as above)"
+    )
+    parser.add_argument("--size", default="1600x1000", help="window size, WIDTHxHEIGHT")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("NAPARI_METASTASIS_ANALYSES", tempfile.mkdtemp())
@@ -42,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(title="napari-metastasis")
     width, height = (int(v) for v in args.size.split("x"))
     viewer.window._qt_window.resize(width, height)
-    viewer.open_sample("napari-metastasis", "CMU-1-Small-Region")
     _, widget = viewer.window.add_plugin_dock_widget("napari-metastasis", "Metastasis detection")
+    if args.slide:
+        viewer.open(str(args.slide), plugin="napari-metastasis")
+    else:
+        viewer.open_sample("napari-metastasis", "CMU-1-Small-Region")
     app = QApplication.instance()
 
     def pump(seconds: float = 0.3) -> None:
@@ -52,37 +73,60 @@ def main(argv: list[str] | None = None) -> int:
             app.processEvents()
             time.sleep(0.01)
 
+    def shoot(path: Path) -> None:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+        pump(0.5)
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.close()  # e.g. napari's PyQt5 deprecation notice, over the canvas
+        pump(0.5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(path), canvas_only=False, flash=False)
+
+    pump(0.5)
     if Path(args.model).is_dir():
         widget.add_model_folder(args.model)
+    else:
+        widget.source.select_model(args.model)
+    if args.mpp:
+        widget.source.mpp.value = args.mpp
     widget.source.device.value = "cpu"
     widget.set_mode("Whole slide")
     widget.run()
-    deadline = time.perf_counter() + 300
+    deadline = time.perf_counter() + 600
     while widget.is_running and time.perf_counter() < deadline:
         pump(0.1)
     if widget.current_analysis is None:
         print(f"analysis failed: {widget.status.text()}", file=sys.stderr)
         return 1
-    widget.display.threshold.value = args.threshold
+    if args.threshold is not None:
+        widget.display.threshold.value = args.threshold
     widget.update_contours()
     viewer.reset_view()
-    viewer.layers.selection.active = viewer.layers[0]
-    pump(1.0)
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-
-    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-        toast.close()  # e.g. napari's PyQt5 deprecation notice, over the canvas
-    pump(0.5)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(args.out), canvas_only=False, flash=False)
+    viewer.layers.selection.active = widget.slide_layer
+    shoot(args.out)
     print(f"{args.out}: {widget.status.text()} {widget.navigator.summary.text()}")
     if args.focus_out and widget.navigator.table.rowCount():
-        table = widget.navigator.table
-        table.selectRow(0)
-        table.itemClicked.emit(table.item(0, 0))  # what a click on the first row does
-        pump(1.0)
-        viewer.screenshot(str(args.focus_out), canvas_only=False, flash=False)
-        print(f"{args.focus_out}: camera on region {table.item(0, 0).text()}")
+        widget.next_region()  # what the Next button (or a click on the first row) does
+        shoot(args.focus_out)
+        print(f"{args.focus_out}: camera on region {widget.current_analysis.selected + 1}")
+    if args.compare_out:
+        if args.compare_threshold is not None:
+            widget.display.threshold.value = args.compare_threshold
+            widget.update_contours()
+        reference = args.reference or illustrative_reference(widget, Path(tempfile.mkdtemp()))
+        (layer,) = widget.annotation_io.import_file(reference)[:1]
+        layer.name = "reference"
+        widget.comparison.set_reference(layer)
+        widget.regions_panel.navigator.table.clearSelection()
+        widget.current_analysis.regions_layer.highlight(None)
+        viewer.reset_view()
+        layer.edge_width = 3 / viewer.scene.camera.zoom
+        viewer.layers.selection.active = widget.slide_layer
+        pump(0.5)
+        widget.scroll.ensureWidgetVisible(widget.comparison.missed_list, 0, 10)
+        shoot(args.compare_out)
+        print(f"{args.compare_out}: {widget.comparison.summary.text()}")
     if args.verdict_out:
         _verdict_picture(viewer, widget, args.verdict_out, pump)
     viewer.close()
@@ -121,6 +165,29 @@ def _verdict_picture(viewer, widget, out: Path, pump) -> None:
     pump(1.0)
     viewer.screenshot(str(out), canvas_only=False, flash=False)
     print(f"{out}: {widget.verdict_panel.text}; measured {widget.measure.label.text()}")
+
+
+def illustrative_reference(widget, folder: Path) -> Path:
+    """A reference drawn for the picture: around the two most probable regions, and a square of
+    tissue the model calls negative (a "missed lesion")."""
+    import numpy as np
+    from shapely.geometry import box
+
+    from napari_metastasis.annotations import Annotation, write_annotations
+
+    view = widget.current_analysis
+    grid, values = view.prob_map.grid, view.prob_map.values
+    annotations = [
+        Annotation(region.polygon.buffer(250), "Tumor", id=f"r{region.id}")
+        for region in view.regions[:2]
+    ]
+    low = np.argwhere(np.nan_to_num(values, nan=1.0) < 0.2)  # analysed and negative
+    if len(low):
+        r, c = low[len(low) // 2]
+        x, y, w, h = grid.cell_box(int(r), int(c))
+        square = box(x - 2 * w, y - 2 * h, x + 3 * w, y + 3 * h)  # 5 × 5 patches
+        annotations.append(Annotation(square, "Tumor", id="m"))
+    return write_annotations(folder / "reference.geojson", annotations)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ def test_cells_tile_the_slide_without_gaps_for_fractional_patch_sizes():
     boxes = grid.cell_boxes(np.array([[0, c] for c in range(grid.shape[1])]))
     # each patch starts where the previous one ended: no gap, no overlap, after rounding
     assert np.all(boxes[1:, 0] == boxes[:-1, 0] + boxes[:-1, 2])
-    assert boxes[-1, 0] < grid.width <= boxes[-1, 0] + boxes[-1, 2]
+    assert boxes[-1, 0] + boxes[-1, 2] == grid.width  # clipped to the slide's edge
+    read = grid.read_boxes(np.array([[0, c] for c in range(grid.shape[1])]))
+    assert read[-1, 0] < grid.width < read[-1, 0] + read[-1, 2]  # the patch read is whole
+    np.testing.assert_array_equal(read[:-1], boxes[:-1])
     single = [grid.cell_box(0, c) for c in range(grid.shape[1])]
     assert np.array_equal(boxes, np.array(single))
 
@@ -85,3 +88,20 @@ def test_layer_geometry_centres_pixels_on_patches():
 def test_invalid_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         make_grid(**bad)
+
+
+def test_display_raster_ends_at_the_slide_edge():
+    """The overlay image stops within half a pixel of the slide's edge, not a patch past it."""
+    grid = make_grid(mpp_x=0.3, mpp_y=0.3, patch_px=37, spacing_um=0.77)
+    raster = grid.display_raster()
+    assert raster.factor > 1
+    for axis, extent in ((0, grid.height), (1, grid.width)):
+        end = raster.origin_level0[axis] + raster.shape[axis] * raster.pixel_level0[axis]
+        assert abs(end - extent) <= raster.pixel_level0[axis] / 2 + 1e-9
+        assert raster.pixel_level0[axis] * 0.3 <= 2.0 + 1e-9  # about 2 µm pixels
+    values = np.arange(grid.shape[0] * grid.shape[1], dtype=np.float32).reshape(grid.shape)
+    image = raster.render(values)
+    assert image.shape == raster.shape
+    np.testing.assert_array_equal(image[:: raster.factor, :: raster.factor], values)
+    small = grid.display_raster(max_pixels=grid.shape[0] * grid.shape[1])
+    assert small.factor == 1 and small.shape == grid.shape  # the budget wins

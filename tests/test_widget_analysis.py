@@ -134,15 +134,18 @@ def test_whole_slide_fills_the_map_and_the_overlay_is_aligned(env, qtbot):
     assert np.all((prob_map.values >= 0) & (prob_map.values <= 1))
     # the overlay shows the map, aligned exactly as the grid says
     overlay = analysis.overlay.layer
-    np.testing.assert_array_equal(overlay.data, prob_map.values)
-    np.testing.assert_allclose(overlay.scale, prob_map.grid.layer_scale)
-    np.testing.assert_allclose(overlay.translate, prob_map.grid.layer_translate)
+    # each cell is drawn as f × f pixels, cut at the slide's edge
+    f = analysis.overlay.raster.factor
+    np.testing.assert_array_equal(overlay.data[::f, ::f], prob_map.values)
+    scale, translate = np.array(overlay.scale), np.array(overlay.translate)
+    np.testing.assert_allclose(scale * f, prob_map.grid.layer_scale)
+    np.testing.assert_allclose(translate + (f - 1) * scale / 2, prob_map.grid.layer_translate)
     assert tuple(overlay.contrast_limits) == (0.0, 1.0)
     # each value is the model's known answer: the darkness of that cell's patch
     grid = prob_map.grid
     with Slide(layer.metadata["slide_path"]) as slide:
         for cell in [(0, 0), (5, 4), (11, 8)]:
-            x, y, w, h = grid.cell_box(*cell)
+            x, y, w, h = grid.read_boxes(np.array([cell]))[0]  # the whole patch read
             patch = resize_patch(slide.read_region(0, x, y, w, h), (PATCH_PX, PATCH_PX))
             expected = 1.0 - patch.mean() / 255.0
             assert prob_map.values[cell] == pytest.approx(expected, abs=2e-3)
@@ -215,7 +218,7 @@ def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, m
     overlay = widget.current_analysis.overlay
 
     def shown():
-        return int(np.count_nonzero(~np.isnan(overlay.layer.data)))
+        return int(np.count_nonzero(~np.isnan(overlay.cell_values())))
 
     qtbot.waitUntil(lambda: shown() >= 8, timeout=RUN_TIMEOUT_MS)
     assert "8 / " in widget.status.text() and "patches/s" in widget.status.text()
@@ -233,7 +236,7 @@ def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, m
     assert 8 <= prob_map.n_analysed <= 12 < total
     assert widget.status.text().startswith("Cancelled")
     assert not widget.run_controls.cancel_button.enabled and widget.run_controls.run_button.enabled
-    np.testing.assert_array_equal(widget.current_analysis.overlay.layer.data, prob_map.values)
+    np.testing.assert_array_equal(widget.current_analysis.overlay.cell_values(), prob_map.values)
     # the viewer is usable: a new run finishes the slide, reusing what the cancelled run kept
     kept = prob_map.n_analysed
     run_and_wait(qtbot, widget)

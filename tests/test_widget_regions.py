@@ -70,9 +70,12 @@ def test_loading_a_map_shows_the_overlay_aligned_and_nan_transparent(env):
     viewer, widget, _layer, prob, saved = env
     analysis = widget.load_analysis(saved)
     overlay = analysis.overlay.layer
-    np.testing.assert_array_equal(overlay.data, prob.values)
-    np.testing.assert_allclose(overlay.scale, prob.grid.layer_scale)
-    np.testing.assert_allclose(overlay.translate, prob.grid.layer_translate)
+    # each cell is drawn as f × f pixels, cut at the slide's edge
+    f = analysis.overlay.raster.factor
+    np.testing.assert_array_equal(overlay.data[::f, ::f], prob.values)
+    scale, translate = np.array(overlay.scale), np.array(overlay.translate)
+    np.testing.assert_allclose(scale * f, prob.grid.layer_scale)
+    np.testing.assert_allclose(translate + (f - 1) * scale / 2, prob.grid.layer_translate)
     # napari draws NaN cells transparent: the unanalysed top row shows the slide unchanged
     viewer.reset_view()
     with_overlay = viewer.screenshot(canvas_only=True, flash=False)
@@ -266,7 +269,7 @@ def test_saved_analysis_is_restored_when_the_slide_is_reopened(env, qtbot, tmp_p
     )
     analysis = widget.current_analysis
     assert len(exterior_rows(analysis.regions_layer.layer)) == 4
-    np.testing.assert_array_equal(analysis.overlay.layer.data, prob.values)
+    np.testing.assert_array_equal(analysis.overlay.cell_values(), prob.values)
     assert widget.slide_layer is reopened
     # and an explicit save + load round-trips too
     out = widget.save_analysis(tmp_path / "again.tif")
@@ -305,7 +308,7 @@ def test_a_new_session_restores_the_remembered_analysis_from_disk(env, make_napa
     qtbot.waitUntil(lambda: widget2.current_analysis is not None, timeout=5000)
     analysis = widget2.current_analysis
     assert analysis.prob_map is not prob
-    np.testing.assert_array_equal(analysis.overlay.layer.data, prob.values)
+    np.testing.assert_array_equal(analysis.overlay.cell_values(), prob.values)
     assert analysis.model_name == MODEL and widget2.model_name == MODEL
     assert widget2.navigator.table.rowCount() == 4
 

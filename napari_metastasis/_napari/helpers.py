@@ -268,13 +268,25 @@ def centre_camera_on(
     cam.zoom = min(height / extent_y, width / extent_x)
 
 
+def show_scale_bar(viewer: Any, slide_layer: Any) -> None:
+    """Turn napari's scale bar on for a calibrated slide (it reads µm, then mm, from the units)."""
+    if viewer is None or not is_calibrated(slide_layer):
+        return
+    bar = viewer.scale_bar
+    if not bar.visible:
+        bar.visible = True
+        bar.box = True
+
+
 # --- layers ------------------------------------------------------------------------------------
 class LazyLayer:
     """A layer the viewer shows on request and the user may delete at any time.
 
-    Subclasses implement :meth:`_create` (return a new layer, added to ``viewer``). :attr:`layer`
-    adds it again if it is gone; :meth:`is_shown` and :attr:`was_removed` tell apart "never made"
-    from "deleted by the user" (which only an explicit action undoes).
+    Subclasses implement :meth:`build` (a new napari layer, not yet in a viewer: napari's layer
+    models need no Qt, so this may run on a worker thread, which is where most of the time of
+    making a layer goes) and may override :meth:`_attached`. :attr:`layer` adds it again if it
+    is gone; :meth:`adopt` adds one built elsewhere; :meth:`is_shown` and :attr:`was_removed`
+    tell apart "never made" from "deleted by the user" (which only an explicit action undoes).
     """
 
     def __init__(self, viewer: Any, name: str):
@@ -283,14 +295,25 @@ class LazyLayer:
         self.visible = True
         self._layer: Any = None
 
-    def _create(self) -> Any:  # pragma: no cover - abstract
+    def build(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _attached(self, layer: Any) -> None:
+        """Called once the layer is in the viewer (connect its events here)."""
+
+    def adopt(self, layer: Any) -> Any:
+        """Show ``layer`` (from :meth:`build`), unless one is shown already."""
+        if not self.is_shown():
+            self._layer = self.viewer.add_layer(layer)
+            self._attached(self._layer)
+        return self._layer
 
     @property
     def layer(self) -> Any:
         """The layer, added to the viewer if it is not there (any more)."""
         if self._layer is None or self._layer not in self.viewer.layers:
-            self._layer = self._create()
+            self._layer = None
+            self.adopt(self.build())
         return self._layer
 
     def is_shown(self) -> bool:

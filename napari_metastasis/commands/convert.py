@@ -13,12 +13,15 @@ project's own TIFF (.tif, .tiff).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
 
 from ..defaults import ANNOTATION_FORMATS
 from ..errors import AnnotationError
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,11 +53,12 @@ def run(args: argparse.Namespace) -> int:
         summarize,
         write_annotations,
     )
+    from ..annotations.placement import check_placement, placement_warning, repairs_summary
 
     if is_probability_map(args.input):
         return convert_map(args.input, args.output)
     out_kind = output_format(args.output, args.to)  # fail on a bad extension before reading
-    mpp = _mpp(args)
+    mpp, dimensions = _mpp(args)
     if out_kind == "csv" and mpp is None:
         raise AnnotationError(
             f"{args.output.name}: a CSV summary gives sizes in µm and needs the slide's µm per "
@@ -64,8 +68,19 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", AnnotationRepairWarning)
         annotations, in_kind = read_annotations_with_format(args.input)
         write_annotations(args.output, annotations, out_kind, mpp=mpp)
-    for warning in caught:
-        print(f"note: {warning.message}", file=sys.stderr)
+    repairs = [str(w.message) for w in caught]
+    for message in repairs:
+        log.info("%s", message)
+    summary = repairs_summary(repairs, args.input.name)
+    if summary:
+        print(f"note: {summary}", file=sys.stderr)
+    if dimensions is not None:
+        placement = check_placement(annotations, *dimensions)
+        message = placement_warning(
+            placement, args.input.name, args.slide.name, mpp.mpp if mpp is not None else None
+        )
+        if message:
+            print(f"warning: {message}", file=sys.stderr)
     print(
         f"{args.input.name} ({FORMAT_NAMES[in_kind]}) -> {args.output.name} "
         f"({FORMAT_NAMES[out_kind]}): {summarize(annotations)}"
@@ -101,13 +116,14 @@ def convert_map(source: Path, target: Path) -> int:
 
 
 def _mpp(args: argparse.Namespace):
+    """(µm/px or None, the slide's level-0 (width, height) or None)."""
     if args.mpp is not None:
         if not args.mpp > 0:
             raise AnnotationError(f"--mpp must be a positive number, got {args.mpp}")
-        return args.mpp
+        return args.mpp, None
     if args.slide is not None:
         from ..slide import Slide
 
         with Slide(args.slide) as slide:
-            return slide.require_resolution()
-    return None
+            return slide.require_resolution(), slide.dimensions
+    return None, None

@@ -89,7 +89,7 @@ def extract_from_slide(
         level = slide.best_level_for_downsample(grid.read_downsample)
         ds = slide.level_downsamples[level]
         images, masks, keep = [], [], []
-        boxes = grid.cell_boxes(cells)
+        boxes = grid.read_boxes(cells)
         for x0, y0, bw, bh in tqdm(boxes, desc=slide.name, disable=not progress, unit="patch"):
             region = slide.read_region(
                 level, x0, y0, max(1, round(bw / ds)), max(1, round(bh / ds))

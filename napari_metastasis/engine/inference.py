@@ -73,7 +73,7 @@ def run_inference(
     if device is not None:
         model.to(device)
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
-    boxes = grid.cell_boxes(cells)
+    boxes = grid.cell_boxes(cells)  # clipped to the slide: what the results describe
     total = len(cells)
     if progress:
         progress(0, total)
@@ -89,7 +89,7 @@ def run_inference(
         pin_memory=model.device.type == "cuda",
         resample=model.config.resize_interpolation,
     )
-    batches = source.batches(boxes, batch_size, cancel)  # type: ignore[attr-defined]
+    batches = source.batches(grid.read_boxes(cells), batch_size, cancel)  # type: ignore[attr-defined]
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
     # the GPU busy while the reader assembles and copies the next batch.
     lag = 1 if model.device.type == "cuda" else 0

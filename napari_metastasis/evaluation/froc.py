@@ -121,6 +121,17 @@ class SlideHits:
     tp_probs: np.ndarray  # one per counted lesion
 
 
+def lesion_of_detections(detections: np.ndarray, lesions: LesionMask | None) -> np.ndarray:
+    """(K,) int: the lesion label under each detection point (0 = outside every lesion)."""
+    detections = np.asarray(detections, dtype=np.float64).reshape(-1, 3)
+    if lesions is None or lesions.labels.size == 0:
+        return np.zeros(len(detections), dtype=np.int64)
+    rows, cols = lesions.labels.shape
+    r = np.clip((detections[:, 1] / lesions.downsample).astype(np.int64), 0, rows - 1)
+    c = np.clip((detections[:, 0] / lesions.downsample).astype(np.int64), 0, cols - 1)
+    return lesions.labels[r, c].astype(np.int64)
+
+
 def score_detections(detections: np.ndarray, lesions: LesionMask | None) -> SlideHits:
     """Split a slide's detections into hits (best per lesion) and false positives."""
     detections = np.asarray(detections, dtype=np.float64).reshape(-1, 3)
@@ -129,11 +140,7 @@ def score_detections(detections: np.ndarray, lesions: LesionMask | None) -> Slid
     n_labels = int(lesions.labels.max())
     best = np.zeros(n_labels + 1)
     fps = []
-    rows, cols = lesions.labels.shape
-    for x, y, p in detections:
-        r = min(max(int(y / lesions.downsample), 0), rows - 1)
-        c = min(max(int(x / lesions.downsample), 0), cols - 1)
-        hit = int(lesions.labels[r, c])
+    for (_x, _y, p), hit in zip(detections, lesion_of_detections(detections, lesions), strict=True):
         if hit == 0:
             fps.append(p)
         elif hit not in lesions.itc:

@@ -16,9 +16,18 @@ from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from .._napari.helpers import error, info, slide_key, slide_path_of, warn
+from .._napari.helpers import (
+    apply_slide_mpp,
+    error,
+    info,
+    is_calibrated,
+    slide_key,
+    slide_path_of,
+    warn,
+)
 from ..errors import MetastasisError
 from ..probability import ProbabilityMap
+from ..slide import is_plausible_mpp
 from .analysis_view import AnalysisView, AnalysisViews
 from .frame import SlideFrame
 from .session import AnalysisStore, check_matches_slide, is_remembered_model, remembered_for
@@ -113,6 +122,7 @@ class AnalysisFiles(QWidget):
         if layer is None:
             raise MetastasisError("Open the slide this analysis belongs to first.")
         view = self._show(Path(file), layer)
+        self._restored.add(slide_key(slide_path_of(layer)))  # shown already: no restore notice
         self.on_shown(layer, [view])
         if not quiet:
             info(f"Loaded {Path(file).name}: {view.prob_map.n_analysed} patches.")
@@ -120,6 +130,17 @@ class AnalysisFiles(QWidget):
 
     def _show(self, file: Path, layer: Any) -> AnalysisView:
         prob_map = ProbabilityMap.load(file)
+        grid = prob_map.grid
+        if (
+            not is_calibrated(layer)
+            and is_plausible_mpp(grid.mpp_x)
+            and (grid.mpp_x, grid.mpp_y)
+            != (
+                1.0,
+                1.0,
+            )
+        ):
+            apply_slide_mpp(layer, grid.mpp_x)  # the µm/px the analysis was made with
         frame = SlideFrame.from_layer(layer)
         check_matches_slide(prob_map, frame.width, frame.height, file.name)
         path = slide_path_of(layer)

@@ -22,7 +22,7 @@ from ..probability import ProbabilityMap
 from .controls import DisplayStyle
 from .frame import SlideFrame
 from .navigator import RegionEdits
-from .overlay import ProbabilityOverlay
+from .overlay import ProbabilityOverlay, outline_colors
 from .regions_layer import RegionsLayer
 
 ViewKey = tuple[str, str]  # (slide key, model name)
@@ -74,10 +74,30 @@ class AnalysisView:
     # --- regions -----------------------------------------------------------------------------
     def update_regions(self, threshold: float, min_area_um2: float) -> None:
         """Regions of the map at ``threshold``, minus deletions, relabelled, drawn in the layer."""
-        regions = probability_contours(self.prob_map, threshold, min_area_um2=min_area_um2)
+        self.show_regions(
+            probability_contours(self.prob_map, threshold, min_area_um2=min_area_um2), threshold
+        )
+
+    def regions_snapshot(self) -> ProbabilityMap:
+        """A copy of the map to compute regions from on another thread (the run keeps writing)."""
+        prob = self.prob_map
+        return ProbabilityMap(prob.grid, prob.values.copy(), prob.class_name, prob.model_name)
+
+    def show_regions(self, regions: list, threshold: float | None = None) -> None:
+        """Show regions computed from this view's map (edits applied, highlight kept)."""
+        point = (
+            self.regions[self.selected].polygon.representative_point()
+            if self.selected is not None and self.selected < len(self.regions)
+            else None
+        )
         self.regions, self.labels = self.edits.apply(regions)
-        self.selected = None
         self.regions_layer.show(self.regions, self.labels, threshold)
+        # the highlighted region stays highlighted (as the region now covering the same spot)
+        self.selected = next(
+            (i for i, r in enumerate(self.regions) if point and r.polygon.intersects(point)), None
+        )
+        if self.selected is not None:
+            self.regions_layer.highlight(self.regions[self.selected].uid)
 
     def delete(self, indices: list[int]) -> None:
         for i in indices:
@@ -111,7 +131,8 @@ class AnalysisView:
     def apply_style(self, style: DisplayStyle) -> None:
         self.overlay.set_visible(style.show_overlay)
         self.overlay.set_opacity(style.opacity)
-        self.overlay.set_colormap(style.colormap)
+        self.overlay.set_colormap(style.colormap, style.floor)
+        self.regions_layer.set_colors(*outline_colors(style.colormap, style.threshold))
         self.regions_layer.set_visible(style.show_contours)
 
     def keep_slide_below(self, viewer: Any, slide_layer: Any) -> None:
@@ -144,8 +165,27 @@ class AnalysisViews:
     def __len__(self) -> int:
         return len(self._views)
 
-    def show(self, slide_path: str, prob_map: ProbabilityMap, slide_layer: Any) -> AnalysisView:
-        """The view showing ``prob_map``: new layers for a new map, the old ones otherwise."""
+    def show(
+        self, slide_path: str, prob_map: ProbabilityMap, slide_layer: Any, regions: bool = True
+    ) -> AnalysisView:
+        """The view showing ``prob_map``: new layers for a new map, the old ones otherwise.
+
+        ``regions=False`` leaves the regions layer to the first contours.
+        """
+        view, new = self.prepare(slide_path, prob_map, slide_layer)
+        if new:
+            self.attach(view, slide_layer, view.overlay.build(), None)
+        if regions and not view.regions_layer.is_shown():
+            _ = view.regions_layer.layer  # above the overlay
+            if slide_layer is not None and slide_layer in self.viewer.layers:
+                self.viewer.layers.selection.active = slide_layer  # its keys, not the Shapes'
+        return view
+
+    def prepare(
+        self, slide_path: str, prob_map: ProbabilityMap, slide_layer: Any
+    ) -> tuple[AnalysisView, bool]:
+        """The view of ``prob_map`` (registered), and whether it is new (its layers not made:
+        :meth:`build_layers` on any thread, then :meth:`attach` on the GUI thread)."""
         key = (slide_key(slide_path), prob_map.model_name)
         frame = (
             SlideFrame.from_layer(slide_layer)
@@ -156,7 +196,7 @@ class AnalysisViews:
         if view is not None:
             if view.prob_map is not prob_map or view.frame != frame:
                 view.set_map(prob_map, frame)
-            return view
+            return view, False
         slide_name = slide_layer.name if slide_layer is not None else Path(slide_path).stem
         title = f"{slide_name} · {prob_map.model_name}"
         overlay = ProbabilityOverlay(self.viewer, prob_map, f"{title} probability", frame)
@@ -165,12 +205,22 @@ class AnalysisViews:
         view.apply_style(self.style())
         regions_layer.on_user_delete = lambda ids, view=view: self._user_deleted(view, ids)
         self._views[key] = view
-        overlay.refresh()
-        _ = regions_layer.layer  # above the overlay
-        if slide_layer is not None:
+        return view, True
+
+    @staticmethod
+    def build_layers(view: AnalysisView) -> tuple[Any, Any]:
+        """The view's overlay and regions layers, not yet in the viewer (any thread)."""
+        return view.overlay.build(), view.regions_layer.build()
+
+    def attach(self, view: AnalysisView, slide_layer: Any, overlay: Any, regions: Any) -> None:
+        """Put built layers in the viewer (GUI thread), the slide under them, the slide selected."""
+        view.overlay.adopt(overlay)
+        view.refresh_overlay()
+        if regions is not None:
+            view.regions_layer.adopt(regions)
+        if slide_layer is not None and slide_layer in self.viewer.layers:
             view.keep_slide_below(self.viewer, slide_layer)
             self.viewer.layers.selection.active = slide_layer
-        return view
 
     def _user_deleted(self, view: AnalysisView, ids: set[str]) -> None:
         view.forget_deleted(ids)

@@ -23,7 +23,7 @@ from magicgui.widgets import (
     RadioButtons,
     SpinBox,
 )
-from qtpy.QtWidgets import QRadioButton
+from qtpy.QtWidgets import QDoubleSpinBox, QRadioButton
 
 from .. import engine
 from .._napari.helpers import slide_layers, suggested_mpp
@@ -43,11 +43,12 @@ MODE_TIPS = {
 #: The Overlap choice: how much neighbouring patches overlap (the grid step is the rest).
 OVERLAPS = {"none": 0.0, "half a patch": 0.5}
 NO_OVERLAP = "none"
+#: What the µm/px field says about its value: (short label, tooltip).
 MPP_SOURCES = {
-    "metadata": "from the file",
-    "given": "given here",
-    "objective power": "estimated from the objective power: check it",
-    "none": "not stated by the file: enter it to analyse",
+    "metadata": ("file", "The slide file states this resolution"),
+    "given": ("given", "Given here for a slide that states none; kept with its analyses"),
+    "objective power": ("estimate", "Estimated from the objective power (10 / power): check it"),
+    "none": ("enter it", "The slide states no usable µm/px: enter it to analyse the slide"),
 }
 
 
@@ -96,7 +97,7 @@ class SourceControls(Container):
             tooltip="Patches per forward pass; lower it if the GPU runs out of memory",
         )
         self.tissue_min = FloatSpinBox(
-            label="Min tissue fraction",
+            label="Min tissue",
             value=engine.DEFAULT_TISSUE_MIN_FRACTION,
             min=0.0,
             max=1.0,
@@ -166,7 +167,10 @@ class SourceControls(Container):
         with self.mpp.changed.blocked():
             self.mpp.value = value or 0.0
         self.mpp.enabled = slide_layer is not None and source != "metadata"
-        self.mpp_source.value = MPP_SOURCES[source] if slide_layer is not None else ""
+        label, tip = MPP_SOURCES[source] if slide_layer is not None else ("", "")
+        self.mpp_source.value = label
+        self.mpp_source.tooltip = tip
+        self.mpp.tooltip = tip
 
     @property
     def mpp_value(self) -> float | None:
@@ -199,8 +203,10 @@ class RunControls(Container):
             text="New", tooltip="Add a Shapes layer and start drawing rectangles"
         )
         self.selected_only = CheckBox(text="Only the selected shapes")
-        self.run_button = PushButton(text="Run", tooltip="Analyse (Ctrl+R)")
-        self.cancel_button = PushButton(text="Cancel", tooltip="Stop after this batch (Escape)")
+        self.run_button = PushButton(text="Run", tooltip="Analyse (Shift-R)")
+        self.cancel_button = PushButton(
+            text="Cancel", tooltip="Stop after the current batch (Shift-X)"
+        )
         self.cancel_button.enabled = False
         self.shapes_row = _row(self.shapes_layer, self.new_shapes, label="Shapes layer")
         self.mode_options = {
@@ -256,14 +262,19 @@ class DisplayStyle:
     opacity: float = DEFAULT_OPACITY
     colormap: str = COLORMAPS[0]
     floor: float = DEFAULT_FLOOR
+    threshold: float = 0.5
 
 
 class DisplayControls(Container):
     """Overlay and contours: visibility, opacity, colormap, floor, threshold, minimum area."""
 
     def __init__(self):
-        self.show_overlay = CheckBox(text="Probability map (O)", value=True)
-        self.show_contours = CheckBox(text="Contours (C)", value=True)
+        self.show_overlay = CheckBox(
+            text="Probability map", value=True, tooltip="Show or hide the overlay (Shift-O)"
+        )
+        self.show_contours = CheckBox(
+            text="Contours", value=True, tooltip="Show or hide the contours (Shift-C)"
+        )
         self.opacity = FloatSlider(label="Opacity", value=DEFAULT_OPACITY, min=0.0, max=1.0)
         self.colormap = ComboBox(label="Colormap", choices=list(COLORMAPS))
         self.floor = FloatSlider(
@@ -280,12 +291,14 @@ class DisplayControls(Container):
             value=0.5,
             min=0.0,
             max=1.0,
-            step=0.01,
+            step=0.005,
             tooltip="Regions are drawn where the probability is at least this",
         )
+        for readout in self.threshold.native.findChildren(QDoubleSpinBox):
+            readout.setDecimals(3)  # 0.735, not 0.73
         self.threshold_source = Label(value="")
         self.reset_threshold = PushButton(
-            text="Model's", tooltip="Back to the model's threshold (its card's, else 0.5)"
+            text="Reset", tooltip="Back to the model's threshold (its card's, else 0.5)"
         )
         self.min_area = FloatSpinBox(
             label="Min area",
@@ -319,6 +332,7 @@ class DisplayControls(Container):
             float(self.opacity.value),
             str(self.colormap.value),
             float(self.floor.value),
+            float(self.threshold.value),
         )
 
     def on_style_changed(self, callback: Callable[[], None]) -> None:
@@ -347,8 +361,8 @@ class DisplayControls(Container):
             self.threshold_source.value = ""
             return
         text = f"model's: {model.value:.3g} ({model.source})"
-        if abs(self.threshold.value - model.value) > 1e-9:
-            text += f"; now {self.threshold.value:.2f}"
+        if abs(self.threshold.value - model.value) > 5e-4:
+            text += f"; now {self.threshold.value:.3g}"
         self.threshold_source.value = text
 
     @property

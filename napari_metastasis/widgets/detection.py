@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QGroupBox,
+    QLabel,
     QMessageBox,
     QScrollArea,
     QVBoxLayout,
@@ -32,15 +33,22 @@ from qtpy.QtWidgets import (
 )
 
 from .._napari.helpers import (
+    apply_slide_mpp,
+    centre_camera_on,
     error,
     info,
+    is_calibrated,
     is_slide_layer,
     layer_for_slide,
+    show_repeated_notices_once,
+    show_scale_bar,
     slide_path_of,
+    user_mpp,
     warn,
 )
 from ..clinical import camelyon_patient, measure_regions, slide_stem, slide_verdict
 from ..errors import MetastasisError
+from ..evaluation.compare import compare_with_reference
 from ..models import resolve_threshold
 from ..models.trust import TrustCheck, check_trust
 from ..report import write_case_report, write_slide_files
@@ -49,6 +57,7 @@ from .analysis_files import AnalysisFiles
 from .analysis_view import AnalysisView, AnalysisViews
 from .annotation_io import AnnotationIOWidget
 from .cases import CaseList
+from .comparison import STATUS_COLORS, ComparisonPanel, reference_geometry
 from .controls import (
     CLICK,
     MODES,
@@ -61,7 +70,9 @@ from .controls import (
 )
 from .frame import SlideFrame
 from .jobs import JobRequest, Planned, Resources
+from .legend import ProbabilityLegend
 from .measure import MeasureTool
+from .overlay import outline_colors
 from .regions_panel import RegionsPanel
 from .run_status import RunStatus
 from .runner import AnalysisRunner, Progress, RunSummary
@@ -70,16 +81,41 @@ from .verdict import VerdictPanel
 
 __all__ = ["CLICK", "MODES", "SHAPES", "VISIBLE", "WHOLE", "MetastasisWidget"]
 
-#: Redraw the overlay and contours at most this often while batches stream in (ms).
+#: The status line follows a run this often (ms).
 REFRESH_MS = 250
+#: While a run streams in, the overlay is redrawn at most this often (s), or after ten times as
+#: long as its last redraw took: each redraw also makes napari draw the canvas, which with
+#: software OpenGL costs the classifying threads real CPU time (benchmarks/bench_gui.py: redrawing
+#: every 0.25 s made a CPU run ~35 % slower than `predict`, none at all ~8 %).
+OVERLAY_RUN_S = 2.0
 #: Wait this long after the threshold or min-area last moved before recomputing contours (ms).
 CONTOUR_DEBOUNCE_MS = 60
 #: While a run streams in, contours are redrawn at most this often (s).
-CONTOUR_RUN_S = 1.0
+CONTOUR_RUN_S = 4.0
+#: At the end of a run, contours that took less than this (s) last time are drawn at once;
+#: slower ones are computed on a worker thread.
+SYNC_CONTOURS_S = 0.05
 #: Wait this long after the threshold last moved before re-measuring the case list (ms).
 CASES_DEBOUNCE_MS = 300
 #: A press and release closer than this (screen px) is a click, farther is a pan.
 CLICK_TOLERANCE_PX = 5
+#: Keyboard shortcuts, bound to the viewer (napari's key bindings): key -> (method, what it does).
+#: Shift keeps them clear of napari's own single-letter layer keys (R rectangle, P polygon...).
+SHORTCUTS = {
+    "Shift-R": ("run", "run the analysis (the selected mode)"),
+    "Shift-X": ("cancel", "cancel the run"),
+    "Shift-N": ("next_region", "next region in the list"),
+    "Shift-B": ("previous_region", "previous region in the list (back)"),
+    "Shift-O": ("toggle_overlay", "show / hide the probability map"),
+    "Shift-C": ("toggle_contours", "show / hide the contours"),
+}
+
+
+def shortcuts_help() -> str:
+    rows = "".join(
+        f"<tr><td><b>{key}</b></td><td>{what}</td></tr>" for key, (_, what) in SHORTCUTS.items()
+    )
+    return f"<b>Keyboard shortcuts</b> (in the viewer)<table>{rows}</table>"
 
 
 def _group(title: str, widget: QWidget) -> QGroupBox:
@@ -111,8 +147,20 @@ class MetastasisWidget(QWidget):
         self.verdict_panel = VerdictPanel()
         self.measure = MeasureTool(napari_viewer, lambda: self.slide_layer)
         self.cases = CaseList(self.store, self.resources)
+        self.legend = ProbabilityLegend()
+        self.comparison = ComparisonPanel(napari_viewer)
+        self.regions_panel.add_section(self.comparison)
+        self.help = QLabel(shortcuts_help())
+        self.help.setWordWrap(True)
 
         self._run_view: AnalysisView | None = None
+        self._latest_progress: Progress | None = None
+        self._next_overlay_at = 0.0
+        self._building: set[int] = set()  # views whose layers are being built
+        self._contour_worker = None
+        self._contours_again = False
+        self._contour_cost = 0.0  # seconds the last contours took (computed and drawn)
+        self.last_comparison = None
         self._next_contours_at = 0.0
         self._refresh_timer = self._timer(REFRESH_MS, self._refresh_current_run)
         self._contour_timer = self._timer(CONTOUR_DEBOUNCE_MS, self.update_contours)
@@ -120,6 +168,7 @@ class MetastasisWidget(QWidget):
         self._restore_timer = self._timer(0, self._restore_pending)
         self._cases_timer = self._timer(CASES_DEBOUNCE_MS, self.cases.remeasure)
 
+        show_repeated_notices_once()  # napari's "Inconsistent units" notice, once
         self._build()
         self._connect()
         self._on_layers_changed()
@@ -128,6 +177,7 @@ class MetastasisWidget(QWidget):
         for layer in list(self.viewer.layers):  # slides opened before the widget
             if is_slide_layer(layer):
                 layer.events.name.connect(self._on_layers_changed)
+                show_scale_bar(self.viewer, layer)
                 self._schedule_restore(layer)
 
     def _timer(self, ms: int, slot) -> QTimer:
@@ -151,12 +201,19 @@ class MetastasisWidget(QWidget):
         layout.addWidget(_group("Overlay and contours", self.display.native))
         self.verdict_panel.add_tool(self.measure)
         self.regions_panel.add_section(self.verdict_panel)
+        display_box = QWidget()
+        display_layout = QVBoxLayout(display_box)
+        display_layout.setContentsMargins(0, 0, 0, 0)
+        display_layout.addWidget(self.display.native)
+        display_layout.addWidget(self.legend)
+        layout.addWidget(_group("Overlay and contours", display_box))
         layout.addWidget(_group("Regions", self.regions_panel))
         layout.addWidget(_group("Case", self.cases))
         layout.addWidget(_group("Annotations", self.annotation_io))
         layout.addWidget(_group("Analysis files", self.files))
+        layout.addWidget(_group("Help", self.help))
         layout.addStretch(1)
-        scroll = QScrollArea()
+        scroll = self.scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         scroll.setWidget(inner)
@@ -168,6 +225,9 @@ class MetastasisWidget(QWidget):
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
+        # wide enough for every control (no horizontal scrolling, nothing cut off)
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        self.setMinimumWidth(max(340, inner.minimumSizeHint().width() + bar + 6))
 
     def _fit_width(self) -> None:
         """As wide as the widest panel needs: the scroll area has no horizontal bar to reach the
@@ -190,6 +250,7 @@ class MetastasisWidget(QWidget):
 
         self.source.slide.changed.connect(self._on_slide_changed)
         self.source.model.changed.connect(self._on_model_changed)
+        self.source.mpp.changed.connect(self._on_mpp_changed)
         self.source.browse.changed.connect(self._browse_model)
         self.run_controls.mode.changed.connect(self._on_mode_changed)
         self.run_controls.new_shapes.changed.connect(self.new_shapes_layer)
@@ -198,6 +259,9 @@ class MetastasisWidget(QWidget):
         self.display.on_style_changed(self._on_style_changed)
         self.display.on_regions_changed(self._contour_timer.start)
         self.display.on_regions_changed(self._cases_timer.start)
+        self.display.on_regions_changed(self._update_legend)
+        self.comparison.changed.connect(self.update_comparison)
+        self.comparison.lesion_activated.connect(self.go_to_lesion)
 
         self.regions_panel.activated.connect(self.go_to_region)
         navigator = self.regions_panel.navigator
@@ -224,11 +288,23 @@ class MetastasisWidget(QWidget):
         events.removed.connect(self._on_layer_removed)
         events.reordered.connect(self._on_layers_changed)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
+        self._bind_keys()
         self.destroyed.connect(self._disconnect_viewer)
+
+    def _bind_keys(self) -> None:
+        """The shortcuts, registered the napari way (the viewer's key bindings)."""
+        for key, (method, _what) in SHORTCUTS.items():
+
+            def callback(viewer, method=method):
+                getattr(self, method)()
+
+            self.viewer.bind_key(key, callback, overwrite=True)
 
     def _disconnect_viewer(self, *_) -> None:
         if self._on_mouse_drag in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse_drag)
+        for key in SHORTCUTS:
+            self.viewer.bind_key(key, None, overwrite=True)
 
     # ============================================================================ state
     @property
@@ -291,6 +367,7 @@ class MetastasisWidget(QWidget):
         layer.events.name.connect(self._on_layers_changed)
         self._on_layers_changed()
         if is_slide_layer(layer):
+            show_scale_bar(self.viewer, layer)
             self.select_slide_layer(layer)
             self._schedule_restore(layer)
 
@@ -306,6 +383,7 @@ class MetastasisWidget(QWidget):
             if current is not None and current in self.source.slide.choices:
                 self.source.slide.value = current
         self.run_controls.shapes_layer.reset_choices()
+        self.source.show_mpp(self.slide_layer)
         self._update_run_button()
         self.status.slide_selected(self.slide_path, self.is_running)
         self._sync_regions_panel()
@@ -321,8 +399,33 @@ class MetastasisWidget(QWidget):
         self.status.mode_changed(click, self.is_running)
 
     def _on_slide_changed(self, *_) -> None:
+        self.source.show_mpp(self.slide_layer)
         self.status.slide_selected(self.slide_path, self.is_running)
         self._sync_regions_panel()
+
+    def _on_mpp_changed(self, *_) -> None:
+        """The user gave the selected (uncalibrated) slide a µm/px: rescale it to µm."""
+        layer, mpp = self.slide_layer, self.source.mpp_value
+        if layer is not None and mpp is not None:
+            self.set_slide_mpp(layer, mpp)
+
+    def set_slide_mpp(self, layer, mpp: float) -> bool:
+        """Give an uncalibrated slide layer a µm/px (its layer and analyses move to µm)."""
+        try:
+            changed = apply_slide_mpp(layer, mpp)
+        except ValueError as exc:
+            warn(f"{layer.name}: {exc}.")
+            return False
+        if changed:
+            show_scale_bar(self.viewer, layer)  # the slide is in µm now
+            frame = SlideFrame.from_layer(layer)
+            for view in self.views.for_slide(slide_path_of(layer)):
+                view.set_map(view.prob_map, frame)
+                view.refresh_overlay()
+            if layer is self.slide_layer:
+                self.source.show_mpp(layer)
+                self.update_contours()
+        return changed
 
     def _on_model_changed(self, *_) -> None:
         self.display.set_model_threshold(resolve_threshold(None, self.model_ref))
@@ -343,15 +446,25 @@ class MetastasisWidget(QWidget):
         frame = self._frame()
         units = frame.layer_kwargs() if frame is not None else {}
         layer = self.viewer.add_shapes(
-            name="Regions to analyse", ndim=2, edge_color="cyan", **units
+            name="Regions to analyse",
+            ndim=2,
+            edge_color="cyan",
+            face_color="transparent",
+            **units,
         )
-        layer.face_color = "transparent"
+        layer.current_face_color = "transparent"  # what new rectangles get: not white
+        layer.current_edge_color = "cyan"
         layer.mode = "add_rectangle"
         self.run_controls.select_shapes_layer(layer.name)
         return layer
 
+    def _update_legend(self) -> None:
+        style = self.display.style()
+        self.legend.set_style(style.colormap, style.floor, style.opacity, style.threshold)
+
     def _on_style_changed(self) -> None:
         style = self.display.style()
+        self._update_legend()
         self.views.apply_style(style)
         current = self.current_analysis
         if current is not None and style.show_contours and current.regions_layer.was_removed:
@@ -418,6 +531,18 @@ class MetastasisWidget(QWidget):
             return None
         if not self.ensure_model_trusted(self.model_ref):
             return None
+        layer = self.slide_layer
+        if not is_calibrated(layer):
+            mpp = self.source.mpp_value
+            if mpp is None:
+                message = (
+                    f"{layer.name} states no usable µm/px: enter it in the µm/px field "
+                    "(e.g. 0.25 at 40x, 0.5 at 20x), then run again."
+                )
+                warn(message)
+                self.status.set_text(message)
+                return None
+            self.set_slide_mpp(layer, mpp)
         return JobRequest(
             slide_path=slide_path or self.slide_path,  # type: ignore[arg-type]
             model_ref=self.model_ref,
@@ -428,6 +553,7 @@ class MetastasisWidget(QWidget):
             batch_size=int(self.source.batch_size.value),
             tissue_min_fraction=float(self.source.tissue_min.value),
             overlap=self.source.overlap_fraction,
+            mpp=user_mpp(layer),
         )
 
     def ensure_model_trusted(self, ref: str) -> bool:
@@ -482,35 +608,111 @@ class MetastasisWidget(QWidget):
             self.status.cancelling()
 
     def _on_planned(self, event: Planned) -> None:
+        """The run's map is known: show it. A new analysis's layers are built on a worker
+        thread (napari needs a good fraction of a second per layer) and put in the viewer when
+        ready, one per turn of the event loop, so the viewer never freezes for them."""
         path = event.request.slide_path
-        view = self.views.show(path, event.prob_map, layer_for_slide(self.viewer, path))
+        slide_layer = layer_for_slide(self.viewer, path)
+        view, new = self.views.prepare(path, event.prob_map, slide_layer)
         self._run_view = view
         self.status.planned(event)
-        view.refresh_overlay()
-        if self.current_analysis is view:
-            self.update_contours(recreate=True)
+        if not new:
+            view.refresh_overlay()
+            if self.current_analysis is view:
+                QTimer.singleShot(0, lambda: self._show_run_regions(view))
+            return
+        from napari.qt.threading import create_worker
+
+        self._building.add(id(view))
+        worker = create_worker(self.views.build_layers, view, _start_thread=False)
+
+        def built(layers):
+            overlay, regions = layers
+            self._building.discard(id(view))
+            self.views.attach(view, layer_for_slide(self.viewer, path), overlay, None)
+            QTimer.singleShot(0, lambda: self._show_run_regions(view, regions))
+
+        worker.returned.connect(built)
+        worker.start()
+
+    def _show_run_regions(self, view: AnalysisView, regions_layer=None) -> None:
+        if regions_layer is not None:
+            view.regions_layer.adopt(regions_layer)
+        if view is self.current_analysis:
+            if self.is_running and self._run_view is view:
+                self._next_contours_at = 0.0
+                self._start_contours(view)
+            else:
+                self.update_contours(recreate=True)
 
     def _on_progress(self, p: Progress) -> None:
-        self.status.progressed(p)
+        """A batch is in the map: show it at the next refresh (a few times a second, not per
+        batch: the GUI thread's time is the classifying thread's too)."""
+        self._latest_progress = p
         if not self._refresh_timer.isActive():
             self._refresh_timer.start()
 
     def _refresh_current_run(self) -> None:
-        """Redraw while a run streams in: the overlay every time, the contours less often.
+        """Follow a run: the status each tick, the overlay and the contours less often.
 
-        Contours of a large map can take a noticeable fraction of a second on the GUI thread, so
-        during a run they are redrawn at most every CONTOUR_RUN_S, or 5× their own cost if more
-        (the final redraw when the run ends is always made).
+        The contours are computed on a worker thread (:meth:`_start_contours`); the overlay's
+        redraw is timed, and the next one waits ten times as long as it took, so redrawing
+        never takes more than a tenth of the GUI thread's time however large the map.
         """
+        if self._latest_progress is not None:
+            self.status.progressed(self._latest_progress)
+            self._latest_progress = None
         view = self._run_view
-        if view is None:
-            return
-        view.refresh_overlay()
+        if view is None or id(view) in self._building:
+            return  # its layers are still being made
         now = time.perf_counter()
-        if view is self.current_analysis and now >= self._next_contours_at:
-            self.update_contours()
+        if now >= self._next_overlay_at:
+            view.refresh_overlay()
             cost = time.perf_counter() - now
-            self._next_contours_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * cost)
+            self._next_overlay_at = time.perf_counter() + max(OVERLAY_RUN_S, 10 * cost)
+        if view is self.current_analysis and time.perf_counter() >= self._next_contours_at:
+            self._start_contours(view)
+        self._refresh_timer.start()  # keep ticking while the run lasts
+
+    # --- contours on a worker thread ------------------------------------------------------------
+    def _start_contours(self, view: AnalysisView) -> None:
+        """Compute the regions of ``view`` off the GUI thread; show them when they arrive."""
+        if self._contour_worker is not None:
+            self._contours_again = True
+            return
+        from napari.qt.threading import create_worker
+
+        from ..contours import probability_contours
+
+        snapshot = view.regions_snapshot()
+        threshold, min_area = self.threshold, self.display.min_area_um2
+        started = time.perf_counter()
+        worker = create_worker(
+            probability_contours, snapshot, threshold, min_area_um2=min_area, _start_thread=False
+        )
+
+        def done(regions):
+            computed = time.perf_counter() - started
+            current = (threshold, min_area) == (self.threshold, self.display.min_area_um2)
+            shown = time.perf_counter()
+            if view is self.current_analysis and not view.regions_layer.was_removed and current:
+                self._style_outlines(view)
+                view.show_regions(regions)
+                self._after_regions_shown(view)
+            # what drawing them at once would cost the GUI thread (decides the end of a run)
+            self._contour_cost = computed + time.perf_counter() - shown
+            self._next_contours_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * computed)
+
+        def finished():
+            self._contour_worker = None
+            if self._contours_again:
+                self._contours_again = False
+                self._start_contours(view)
+
+        worker.returned.connect(done)
+        worker.finished.connect(finished)
+        self._contour_worker = worker
+        worker.start()
 
     def _on_failed(self, message: str) -> None:
         self.status.failed(message)
@@ -521,10 +723,17 @@ class MetastasisWidget(QWidget):
         self._run_view = None
         self._refresh_timer.stop()
         self.run_controls.cancel_button.enabled = self.runner.is_running
+        if self._latest_progress is not None:
+            self.status.progressed(self._latest_progress)
+            self._latest_progress = None
         if view is not None:
             view.refresh_overlay()
             if view is self.current_analysis:
-                self.update_contours()
+                if self._contour_cost < SYNC_CONTOURS_S:
+                    self.update_contours()  # small maps: at once
+                else:
+                    self._next_contours_at = 0.0
+                    self._start_contours(view)  # large ones: off the GUI thread
             self.files.remember(view)
         self.status.finished(summary, still_running=self.runner.is_running)
 
@@ -540,12 +749,23 @@ class MetastasisWidget(QWidget):
         if view is None or (view.regions_layer.was_removed and not recreate):
             self._sync_regions_panel()
             return
+        self._style_outlines(view)
+        started = time.perf_counter()
         try:
             view.update_regions(self.threshold, self.display.min_area_um2)
         except MetastasisError as exc:
             error(str(exc))
             return
+        self._contour_cost = time.perf_counter() - started
+        self._after_regions_shown(view)
+
+    def _style_outlines(self, view: AnalysisView) -> None:
+        tumour, highlight = outline_colors(self.display.colormap.value, self.threshold)
+        view.regions_layer.tumour_color, view.regions_layer.highlight_color = tumour, highlight
+
+    def _after_regions_shown(self, view: AnalysisView) -> None:
         self._sync_regions_panel()
+        self.update_comparison()
         self.annotation_io.select_layer(view.regions_layer.name)
 
     def _sync_regions_panel(self) -> None:
@@ -568,6 +788,54 @@ class MetastasisWidget(QWidget):
         view = self.current_analysis
         if view is not None:
             view.go_to(self.viewer, index)
+
+    def next_region(self) -> int | None:
+        return self.regions_panel.step(1)
+
+    def previous_region(self) -> int | None:
+        return self.regions_panel.step(-1)
+
+    def toggle_overlay(self) -> None:
+        self.display.show_overlay.value = not self.display.show_overlay.value
+
+    def toggle_contours(self) -> None:
+        self.display.show_contours.value = not self.display.show_contours.value
+
+    def update_comparison(self) -> None:
+        """Colour the regions by the reference (hit / false positive) and show the score."""
+        view = self.current_analysis
+        if view is None or not view.regions_layer.is_shown():
+            self.comparison.show_comparison(None)
+            return
+        if not self.comparison.active:
+            view.regions_layer.set_region_colors({})
+            self.comparison.show_comparison(None)
+            return
+        layer = self.comparison.reference_layer
+        geometry = reference_geometry(layer, view.frame.scale_yx)
+        if geometry.is_empty:
+            view.regions_layer.set_region_colors({})
+            self.comparison.show_comparison(None, f"{layer.name}: no outline to compare with.")
+            return
+        result = compare_with_reference(view.prob_map, view.regions, geometry, self.threshold)
+        view.regions_layer.set_region_colors(
+            {
+                str(r.uid): STATUS_COLORS[s]
+                for r, s in zip(view.regions, result.region_status, strict=True)
+            }
+        )
+        self.comparison.show_comparison(result)
+        self.last_comparison = result
+
+    def go_to_lesion(self, bounds) -> None:
+        """Centre the camera on a reference lesion (level-0 bounds)."""
+        view = self.current_analysis
+        frame = view.frame if view is not None else self._frame()
+        if frame is None:
+            return
+        minx, miny, maxx, maxy = bounds
+        (y0, x0), (y1, x1) = frame.to_world([[minx, miny], [maxx, maxy]])
+        centre_camera_on(self.viewer, (y0, x0, y1, x1))
 
     def delete_regions(self, indices: list[int]) -> None:
         view = self.current_analysis
@@ -611,6 +879,7 @@ class MetastasisWidget(QWidget):
         for view in views:
             self.source.add_model(view.model_name, view.model_name, select=False)
         self.source.select_model(views[-1].model_name)
+        self.source.show_mpp(layer)
         self.update_contours(recreate=True)
 
     def load_analysis(self, file: str | Path, layer=None, quiet: bool = False) -> AnalysisView:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..grid import PatchGrid
+from ..grid import DisplayRaster, PatchGrid
 
 
 @dataclass(frozen=True)
@@ -81,4 +81,16 @@ class SlideFrame:
         return {
             "scale": (step_y * sy, step_x * sx),
             "translate": (patch_y / 2 * sy + ty, patch_x / 2 * sx + tx),
+        }
+
+    def raster_kwargs(self, raster: DisplayRaster) -> dict:
+        """Scale and translate that put a :class:`DisplayRaster` image of a map over this layer
+        (napari puts pixel centres at translate + index * scale)."""
+        py, px = raster.pixel_level0
+        oy, ox = raster.origin_level0
+        sy, sx = self.scale_yx
+        ty, tx = self.translate_yx
+        return {
+            "scale": (py * sy, px * sx),
+            "translate": ((oy + py / 2) * sy + ty, (ox + px / 2) * sx + tx),
         }

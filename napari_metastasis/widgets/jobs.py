@@ -39,6 +39,7 @@ class JobRequest:
     batch_size: int = engine.DEFAULT_BATCH_SIZE
     tissue_min_fraction: float = engine.DEFAULT_TISSUE_MIN_FRACTION
     overlap: float = 0.0  # of neighbouring patches: 0 side by side, 0.5 a step of half a patch
+    mpp: float | None = None  # µm/px given for a slide whose file states none
 
 
 # --- events the worker yields ------------------------------------------------------------------
@@ -140,7 +141,7 @@ def _run_job(request, map_for, resources, cancel):
     if cancel.is_set():
         return
     yield Stage(f"Opening {Path(request.slide_path).name}…")
-    with Slide(request.slide_path) as slide:
+    with Slide(request.slide_path, mpp=request.mpp) as slide:
         grid = engine.make_grid(slide, model, stride_um=stride_for(model, request.overlap))
         prob_map = map_for(request.slide_path, model.name, grid, model.positive_class)
         region = request.region.as_tuple() if isinstance(request.region, Rect) else request.region

@@ -2,10 +2,14 @@
 
 The layer shows :attr:`ProbabilityMap.values` as they are, NaN included: napari draws NaN pixels
 transparent, so cells never analysed show the slide beneath, while analysed cells with a low
-probability are tinted (a pathologist must tell "looked at, negative" from "not looked at").
+probability are faintly tinted (a pathologist must tell "looked at, negative" from "not looked
+at"): every colormap fades in, from 15 % opacity at 0 to opaque at 0.6, so the H&E under a large
+negative area stays readable, and a floor can hide low probabilities altogether. The contours take
+the colour that stands out most against the chosen colormap (:func:`contour_color`).
 Its scale and translate come from the map's :class:`~napari_metastasis.grid.PatchGrid` placed in the
-slide layer's frame (:meth:`SlideFrame.overlay_kwargs`), which puts every cell exactly over the
-slide pixels its patch was read from.
+slide layer's frame (:meth:`SlideFrame.raster_kwargs`), which puts every cell exactly over the
+slide pixels its patch was read from; each cell is drawn as a few pixels so that the image ends at
+the slide's edge (:meth:`PatchGrid.display_raster`) instead of a whole patch past it.
 """
 
 from __future__ import annotations
@@ -17,32 +21,95 @@ from .._napari.helpers import LazyLayer
 from ..probability import ProbabilityMap
 from .frame import SlideFrame
 
-#: Blue (analysed, unlikely) through yellow to red (likely tumour). Low values are half see-through
-#: so the tissue stays readable under a large negative area; high values are nearly opaque.
-METASTASIS_COLORMAP = Colormap(
+#: Blue (analysed, unlikely) through cyan and yellow to red (likely tumour).
+METASTASIS_COLORS = Colormap(
     colors=np.array(
         [
-            [0.15, 0.35, 1.00, 0.35],
-            [0.10, 0.80, 0.90, 0.45],
-            [1.00, 0.90, 0.10, 0.75],
-            [1.00, 0.05, 0.05, 0.95],
+            [0.15, 0.35, 1.00, 1.0],
+            [0.10, 0.80, 0.90, 1.0],
+            [1.00, 0.90, 0.10, 1.0],
+            [1.00, 0.05, 0.05, 1.0],
         ]
     ),
     controls=np.array([0.0, 0.35, 0.6, 1.0]),
-    name="metastasis",
-    display_name="metastasis (blue→red)",
+    name="metastasis-colors",
 )
 
 #: Colormaps offered in the widget (napari names, plus ours first).
 COLORMAPS = ("metastasis", "inferno", "viridis", "turbo", "magma")
 
 DEFAULT_OPACITY = 0.7
-#: Probabilities below this are not drawn (0: every analysed patch is tinted).
+#: Probabilities below this are not drawn (0: every analysed patch is tinted, faintly).
 DEFAULT_FLOOR = 0.0
+#: Every colormap fades in: opacity FADE[0] at probability 0, rising linearly to 1 at FADE[1].
+#: A negative area is a faint tint over readable H&E; a likely tumour is opaque colour.
+FADE = (0.15, 0.6)
+#: The overlay draws each cell as pixels of about this many µm (so it ends within half of one of
+#: them from the slide's edge), with at most this many pixels in all (redraws stay cheap).
+RASTER_UM = 4.0
+RASTER_PIXELS = 1_500_000
+#: Samples of a faded colormap (napari interpolates linearly between them).
+SAMPLES = 256
+
+#: Contour colours to choose from, and colours of H&E they must also stand out against.
+CONTOUR_CANDIDATES = ("#00ff66", "#00ffff", "#ff00ff", "#ffffff", "#ffff00")
+HE_COLORS = np.array([[0.92, 0.60, 0.75], [0.45, 0.25, 0.60], [0.95, 0.93, 0.95]])
 
 
-def colormap_for(name: str) -> Colormap | str:
-    return METASTASIS_COLORMAP if name == "metastasis" else name
+def base_colors(name: str, values: np.ndarray) -> np.ndarray:
+    """(N, 4) RGBA of a colormap (ours or napari's) at ``values`` in [0, 1], opaque."""
+    from napari.utils.colormaps import ensure_colormap
+
+    cmap = METASTASIS_COLORS if name == "metastasis" else ensure_colormap(name)
+    rgba = np.asarray(cmap.map(np.asarray(values, dtype=np.float64)), dtype=np.float64)
+    rgba[:, 3] = 1.0
+    return rgba
+
+
+def fade_alpha(values: np.ndarray, floor: float = DEFAULT_FLOOR) -> np.ndarray:
+    """Opacity of each probability: FADE[0] at 0 rising to 1 at FADE[1]; 0 below ``floor``."""
+    low, full = FADE
+    alpha = low + (1.0 - low) * np.clip(np.asarray(values, dtype=np.float64) / full, 0.0, 1.0)
+    alpha[np.asarray(values) < floor] = 0.0
+    return alpha
+
+
+def colormap_for(name: str, floor: float = DEFAULT_FLOOR) -> Colormap:
+    """The colormap ``name`` with its opacity fading in (and cut below ``floor``)."""
+    values = np.linspace(0.0, 1.0, SAMPLES)
+    if floor > 0:  # a sharp step at the floor, not a ramp between two samples
+        values = np.unique(np.concatenate([values, [max(0.0, floor - 1e-6), floor]]))
+    rgba = base_colors(name, values)
+    rgba[:, 3] = fade_alpha(values, floor)
+    return Colormap(
+        colors=rgba,
+        controls=values,
+        name=f"{name} (fades in, floor {floor:.2f})",
+        display_name=name,
+    )
+
+
+def contour_color(name: str, threshold: float = 0.5, exclude: tuple[str, ...] = ()) -> str:
+    """The outline colour that stands out most against the colormap around and above the
+    threshold (what lies on both sides of a contour) and against H&E (``exclude``: colours
+    already used, e.g. the contours' own when choosing the highlight's)."""
+    values = np.linspace(max(0.0, threshold - 0.2), 1.0, 32)
+    backdrop = np.vstack([base_colors(name, values)[:, :3], HE_COLORS])
+    best, best_distance = CONTOUR_CANDIDATES[0], -1.0
+    for candidate in (c for c in CONTOUR_CANDIDATES if c not in exclude):
+        rgb = np.array([int(candidate[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+        distance = float(np.min(np.linalg.norm(backdrop - rgb, axis=1)))
+        if distance > best_distance + 1e-9:
+            best, best_distance = candidate, distance
+    return best
+
+
+def outline_colors(name: str, threshold: float = 0.5) -> tuple[str, str]:
+    """(contour colour, highlight colour) for a colormap: both stand out, and from each other;
+    the comparison's colours (cyan, magenta) are kept for the highlight only if nothing else is."""
+    contour = contour_color(name, threshold)
+    highlight = contour_color(name, threshold, exclude=(contour, "#00ffff", "#ff00ff"))
+    return contour, highlight
 
 
 class ProbabilityOverlay(LazyLayer):
@@ -59,27 +126,51 @@ class ProbabilityOverlay(LazyLayer):
         self.prob_map = prob_map
         self.frame = frame or SlideFrame.from_grid(prob_map.grid)
         self.colormap = "metastasis"
+        self.floor = DEFAULT_FLOOR
         self.opacity = DEFAULT_OPACITY
 
-    def _create(self):
-        return self.viewer.add_image(
-            self.prob_map.values.copy(),
+    @property
+    def raster(self):
+        """How the map is drawn: a few pixels per cell, cut at the slide's edge."""
+        return self.prob_map.grid.display_raster(max_pixels=RASTER_PIXELS, target_um=RASTER_UM)
+
+    def image(self) -> np.ndarray:
+        """The layer's data for the map's current values (a new array: the engine keeps writing
+        into the map)."""
+        return self.raster.render(self.prob_map.values)
+
+    def cell_values(self) -> np.ndarray:
+        """The (rows, cols) values the layer shows, one per cell (for checks)."""
+        f = self.raster.factor
+        return np.asarray(self.layer.data)[::f, ::f]
+
+    def build(self):
+        from napari.layers import Image
+
+        return Image(
+            self.image(),
             name=self.name,
-            colormap=colormap_for(self.colormap),
+            colormap=colormap_for(self.colormap, self.floor),
             contrast_limits=(0.0, 1.0),
             opacity=self.opacity,
             visible=self.visible,
             blending="translucent",
             interpolation2d="nearest",
             metadata={"probability_map": True},
-            **self.frame.overlay_kwargs(self.prob_map.grid),
+            **self.frame.raster_kwargs(self.raster),
             **self.frame.layer_kwargs(),
         )
 
     def refresh(self) -> None:
         """Show the map's current values (a copy: the engine keeps writing into the original)."""
         layer = self.layer
-        layer.data = self.prob_map.values.copy()
+        data = layer.data
+        raster = self.raster
+        if isinstance(data, np.ndarray) and data.shape == raster.shape and data.flags.writeable:
+            data[...] = raster.render(self.prob_map.values)  # in place: no new texture buffer
+            layer.refresh()
+        else:
+            layer.data = raster.render(self.prob_map.values)
         if tuple(layer.contrast_limits) != (0.0, 1.0):
             layer.contrast_limits = (0.0, 1.0)
 
@@ -89,15 +180,18 @@ class ProbabilityOverlay(LazyLayer):
         if frame is not None:
             self.frame = frame
         if self.is_shown():
-            placement = self.frame.overlay_kwargs(prob_map.grid)
-            self._layer.data = prob_map.values.copy()
+            placement = self.frame.raster_kwargs(self.raster)
+            self._layer.data = self.image()
             self._layer.scale = placement["scale"]
             self._layer.translate = placement["translate"]
 
-    def set_colormap(self, name: str) -> None:
-        self.colormap = name
+    def set_colormap(self, name: str, floor: float | None = None) -> None:
+        floor = self.floor if floor is None else float(floor)
+        if (name, floor) == (self.colormap, self.floor) and self.is_shown():
+            return
+        self.colormap, self.floor = name, floor
         if self.is_shown():
-            self._layer.colormap = colormap_for(name)
+            self._layer.colormap = colormap_for(name, floor)
 
     def set_opacity(self, opacity: float) -> None:
         self.opacity = float(opacity)

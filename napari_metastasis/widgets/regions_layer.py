@@ -13,7 +13,6 @@ world units (µm), which would make them vanish at whole-slide zoom and fatten a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,15 +28,18 @@ MEASUREMENTS = REGION_MEASUREMENTS
 DEFAULT_CLASSIFICATION = TUMOUR_CLASS
 #: Outline width in screen pixels, whatever the zoom.
 EDGE_SCREEN_PX = 2.0
-#: Outline colours on screen. Tumour is bright green, not the class's export red, so it stands out
-#: on both pink tissue and the red end of the heatmap; other classes use their export colour.
-DISPLAY_COLORS = {TUMOUR_CLASS.lower(): "#00ff66"}
+#: Tumour outlines on screen by default (the widget picks the colour that stands out against the
+#: overlay's colormap, see :func:`.overlay.contour_color`); other classes use their export colour.
+TUMOUR_DISPLAY_COLOR = "#00ff66"
+#: The region selected in the list: drawn this much wider, in a colour unlike the other outlines.
+HIGHLIGHT_WIDTH = 3.0
+HIGHLIGHT_COLOR = "#ffff00"
 
 
-def display_color(classification: str) -> str:
+def display_color(classification: str, tumour_color: str = TUMOUR_DISPLAY_COLOR) -> str:
     key = (classification or "").strip().lower()
-    if key in DISPLAY_COLORS:
-        return DISPLAY_COLORS[key]
+    if key == TUMOUR_CLASS.lower():
+        return tumour_color
     return "#{:02x}{:02x}{:02x}".format(*class_color(classification or None))
 
 
@@ -67,8 +69,14 @@ class RegionsLayer(LazyLayer):
         self.frame = frame
         #: called with the ids (str) of regions the user deleted in the layer itself
         self.on_user_delete: Callable[[set[str]], None] | None = None
-        self._layer: Any = None
         self._shown_ids: set[str] = set()
+        #: outline colour of tumour regions
+        self.tumour_color = TUMOUR_DISPLAY_COLOR
+        #: region id -> outline colour, over the classification's (e.g. a reference comparison)
+        self.region_colors: dict[str, str] = {}
+        self.highlighted: str | None = None
+        #: outline colour of the highlighted region (set to stand out from the others)
+        self.highlight_color = HIGHLIGHT_COLOR
         self._updating = False
         self._zoom_connected = False
 
@@ -77,13 +85,16 @@ class RegionsLayer(LazyLayer):
         """What the annotation convention calls mpp: world units per level-0 px, (y, x)."""
         return self.frame.scale_yx
 
-    def _create(self):
-        layer = self.viewer.add_shapes(
+    def build(self):
+        from napari.layers import Shapes
+
+        return Shapes(
             name=self.name,
             ndim=2,
             face_color="transparent",
-            edge_color=display_color(DEFAULT_CLASSIFICATION),
+            edge_color=display_color(DEFAULT_CLASSIFICATION, self.tumour_color),
             edge_width=self._edge_width(),
+            opacity=1.0,  # outlines in their own colour, not blended into the overlay
             features=empty_features(),
             visible=self.visible,
             translate=self.frame.translate_yx,
@@ -94,9 +105,10 @@ class RegionsLayer(LazyLayer):
             },
             **self.frame.layer_kwargs(),
         )
+
+    def _attached(self, layer) -> None:
         layer.events.data.connect(self._on_data_changed)
         self._connect_zoom()
-        return layer
 
     def show(
         self, regions: Sequence, labels: Sequence[str], threshold: float | None = None
@@ -114,12 +126,11 @@ class RegionsLayer(LazyLayer):
                 layer.features = empty_features()
             else:
                 data, kwargs, _ = built
-                colors = [display_color(c) for c in kwargs["features"]["classification"]]
                 layer.add(
                     data,
                     shape_type=kwargs["shape_type"],
                     edge_width=self._edge_width(),
-                    edge_color=colors,
+                    edge_color=self._colors(kwargs["features"]),
                     face_color="transparent",
                 )
                 layer.features = kwargs["features"]
@@ -128,6 +139,47 @@ class RegionsLayer(LazyLayer):
         finally:
             self._updating = False
         self._shown_ids = {str(r.uid) for r in regions}
+        self.highlighted = None
+
+    # --- colours and widths ------------------------------------------------------------------
+
+    def _colors(self, features: pd.DataFrame) -> list[str]:
+        colors = []
+        for region_id, classification in zip(
+            features["id"].astype(str), features["classification"], strict=True
+        ):
+            if region_id == self.highlighted:
+                colors.append(self.highlight_color)
+            elif region_id in self.region_colors:
+                colors.append(self.region_colors[region_id])
+            else:
+                colors.append(display_color(classification, self.tumour_color))
+        return colors
+
+    def _widths(self) -> list[float]:
+        width = self._edge_width()
+        ids = self._layer.features["id"].astype(str)
+        return [width * HIGHLIGHT_WIDTH if i == self.highlighted else width for i in ids]
+
+    def restyle(self) -> None:
+        """Redraw every outline's colour and width (after a colour or highlight change)."""
+        if not self.is_shown() or not self._layer.nshapes:
+            return
+        self._updating = True
+        try:
+            self._layer.edge_color = self._colors(self._layer.features)
+            self._layer.edge_width = self._widths()
+        finally:
+            self._updating = False
+
+    def set_colors(self, tumour: str, highlight: str) -> None:
+        if (tumour, highlight) != (self.tumour_color, self.highlight_color):
+            self.tumour_color, self.highlight_color = tumour, highlight
+            self.restyle()
+
+    def set_region_colors(self, colors: dict[str, str]) -> None:
+        self.region_colors = {str(k): v for k, v in colors.items()}
+        self.restyle()
 
     def rows_of(self, region_id) -> list[int]:
         """Shape indices (exterior and holes) of one region, by its ``uid``."""
@@ -137,8 +189,11 @@ class RegionsLayer(LazyLayer):
         return np.flatnonzero(ids == str(region_id)).tolist()
 
     def highlight(self, region_id) -> None:
-        """Make one region stand out (its shapes selected)."""
-        rows = self.rows_of(region_id)
+        """Make one region stand out in any mode: a wider outline in its own colour (napari's
+        selection box shows only in select mode); its shapes are also selected."""
+        self.highlighted = None if region_id is None else str(region_id)
+        self.restyle()
+        rows = self.rows_of(region_id) if region_id is not None else []
         if rows:
             self._layer.selected_data = set(rows)
 
@@ -186,6 +241,10 @@ class RegionsLayer(LazyLayer):
     def _on_zoom(self, event=None) -> None:
         if self.is_shown() and self._layer.nshapes:
             width = self._edge_width()
-            current = self._layer.edge_width
-            if current and abs(current[0] - width) > 0.05 * width:
-                self._layer.edge_width = width
+            current = min(self._layer.edge_width)
+            if abs(current - width) > 0.05 * width:
+                self._updating = True
+                try:
+                    self._layer.edge_width = self._widths()
+                finally:
+                    self._updating = False

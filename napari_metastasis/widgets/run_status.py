@@ -22,7 +22,7 @@ CLICK_HINT = (
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' * (n != 1)}"
+    return f"{n} {word}{'es' if word.endswith('ch') else 's'}" if n != 1 else f"{n} {word}"
 
 
 class RunStatus(QWidget):
@@ -50,20 +50,25 @@ class RunStatus(QWidget):
 
     # --- states ----------------------------------------------------------------------------
     def idle(self) -> None:
+        """No run yet on this slide: an empty bar that says so (not "0 / 1")."""
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.progress.setFormat("%v / %m patches")
+        self.progress.setFormat("no run yet")
 
     def no_slide(self) -> None:
         self.set_text(NO_SLIDE)
 
     def slide_selected(self, slide_path: str | None, running: bool) -> None:
         """Another slide: an earlier slide's message (an error, "Done") no longer applies."""
+        if slide_path == self._slide_path:
+            if not slide_path and not running:
+                self.set_text(NO_SLIDE)
+            return
         self._slide_path = slide_path
-        if not slide_path and not running:
-            self.set_text(NO_SLIDE)
-        elif slide_path and self.text() == NO_SLIDE:
-            self.set_text(READY)
+        if running:
+            return
+        self.idle()
+        self.set_text(READY if slide_path else NO_SLIDE)
 
     def mode_changed(self, click_mode: bool, running: bool) -> None:
         if running:
@@ -85,9 +90,15 @@ class RunStatus(QWidget):
         self.set_text(message)
 
     def planned(self, event: Planned) -> None:
-        self.progress.setRange(0, max(1, event.total))
-        self.progress.setValue(0 if event.total else 1)
-        parts = [f"{event.request.description}: {event.total} patches to classify"]
+        if event.total:
+            self.progress.setRange(0, event.total)
+            self.progress.setValue(0)
+            self.progress.setFormat("%v / %m patches")
+        else:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+            self.progress.setFormat("nothing new to classify")
+        parts = [f"{event.request.description}: {_plural(event.total, 'patch')} to classify"]
         if event.reused:
             parts.append(f"{event.reused} reused from earlier analyses")
         if event.background:
@@ -120,12 +131,28 @@ class RunStatus(QWidget):
                 if summary.prob_map is not None
                 else "Cancelled."
             )
+        elif summary.total == 0 and summary.reused:
+            self.set_text(
+                f"Done: {summary.request.description}, nothing new to classify: "
+                f"{_plural(summary.reused, 'patch')} already analysed, shown as they were."
+            )
+        elif summary.total == 0 and summary.background:
+            self.progress.setFormat("no tissue")
+            self.set_text(
+                f"No tissue under the {summary.request.description}: "
+                f"{_plural(summary.background, 'patch')} of glass or background, none classified."
+            )
+        elif summary.total == 0:
+            self.progress.setFormat("nothing to classify")
+            self.set_text(f"{summary.request.description}: no patch of the slide lies there.")
         else:
             self.progress.setValue(self.progress.maximum())
             reused = f", {summary.reused} reused" if summary.reused else ""
+            background = f", {summary.background} background skipped" if summary.background else ""
             self.set_text(
-                f"Done: {summary.request.description}, {summary.total} patches classified"
-                f"{reused} in {format_duration(summary.seconds)}."
+                f"Done: {summary.request.description}, "
+                f"{_plural(summary.total, 'patch')} classified{reused}{background} "
+                f"in {format_duration(summary.seconds)}."
             )
         if still_running:  # the next queued request started
             self.progress.setRange(0, 0)

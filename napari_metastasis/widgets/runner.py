@@ -48,6 +48,7 @@ class RunSummary:
     total: int  # patches planned
     done: int  # patches classified
     reused: int
+    background: int  # patches of the region left out as background (no tissue)
     seconds: float
     cancelled: bool
     error: str | None  # the message shown to the user, if it failed
@@ -187,6 +188,7 @@ class AnalysisRunner(QObject):
             total=planned.total if planned else 0,
             done=self._done,
             reused=planned.reused if planned else 0,
+            background=planned.background if planned else 0,
             seconds=time.perf_counter() - self._started,
             cancelled=self._cancelled,
             error=self._error,
