@@ -116,11 +116,11 @@ def read_annotation_layers(
     if slide_layer is not None:
         width, height = slide_layer.metadata["slide"]["dimensions"]
         placement = check_placement(annotations, width, height)
-        message = placement_warning(
+        outside = placement_warning(
             placement, Path(path).name, slide_layer.name, mpp[1] if calibrated else None
         )
-        if message:
-            warn(message)
+        if outside:
+            warn(outside)
     if slide_layer is None:
         warn(
             f"{Path(path).name}: no slide is open, so the annotations are shown in pixels; open the "

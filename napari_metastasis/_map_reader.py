@@ -75,7 +75,7 @@ def read_map_layers(path: str | list[str]) -> list[LayerData]:
 
 def map_layer_data(prob_map, path: Path) -> LayerData:
     """(data, kwargs, "image") for a map: on its slide in µm, probabilities 0–1, NaN transparent."""
-    from .widgets.overlay import DEFAULT_OPACITY, METASTASIS_COLORMAP
+    from .widgets.overlay import COLORMAPS, DEFAULT_OPACITY, colormap_for
 
     stem = path.name
     for suffix in (".prob.zarr", ".zarr", ".prob.tiff", ".prob.tif"):
@@ -85,7 +85,7 @@ def map_layer_data(prob_map, path: Path) -> LayerData:
     scale, translate = prob_map.grid.layer_scale, prob_map.grid.layer_translate
     kwargs = {
         "name": f"{stem} · {prob_map.model_name or 'model'} {prob_map.class_name} probability",
-        "colormap": METASTASIS_COLORMAP,
+        "colormap": colormap_for(COLORMAPS[0]),  # the widget's default: fades in, cut at the floor
         "contrast_limits": (0.0, 1.0),
         "opacity": DEFAULT_OPACITY,
         "blending": "translucent",

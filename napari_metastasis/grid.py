@@ -97,7 +97,8 @@ class PatchGrid:
         model sees its full field of view, padded beyond the scan), but what it describes ends
         where the slide ends. :meth:`read_boxes` gives the unclipped boxes the engine reads.
         """
-        return tuple(int(v) for v in self.cell_boxes(np.array([[row, col]]))[0])
+        x, y, w, h = (int(v) for v in self.cell_boxes(np.array([[row, col]]))[0])
+        return x, y, w, h
 
     def read_boxes(self, cells: np.ndarray) -> np.ndarray:
         """(N, 4) int64 level-0 (x, y, width, height) of the cells' whole patches (what is read;

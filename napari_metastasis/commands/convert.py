@@ -76,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {summary}", file=sys.stderr)
     if dimensions is not None:
         placement = check_placement(annotations, *dimensions)
-        message = placement_warning(
+        outside = placement_warning(
             placement, args.input.name, args.slide.name, mpp.mpp if mpp is not None else None
         )
-        if message:
-            print(f"warning: {message}", file=sys.stderr)
+        if outside:
+            print(f"warning: {outside}", file=sys.stderr)
     print(
         f"{args.input.name} ({FORMAT_NAMES[in_kind]}) -> {args.output.name} "
         f"({FORMAT_NAMES[out_kind]}): {summarize(annotations)}"

@@ -122,7 +122,7 @@ class AnalysisFiles(QWidget):
         if layer is None:
             raise MetastasisError("Open the slide this analysis belongs to first.")
         view = self._show(Path(file), layer)
-        self._restored.add(slide_key(slide_path_of(layer)))  # shown already: no restore notice
+        self._restored.add(slide_key(slide_path_of(layer)))  # type: ignore[arg-type]  # shown already: no restore notice
         self.on_shown(layer, [view])
         if not quiet:
             info(f"Loaded {Path(file).name}: {view.prob_map.n_analysed} patches.")

@@ -73,7 +73,7 @@ class ComparisonPanel(QWidget):
         )
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)  # type: ignore[attr-defined]
         self.missed_list = QListWidget()
         self.missed_list.setMaximumHeight(110)
         self.missed_list.setToolTip("Reference lesions no region hits: click one to go there")

@@ -213,7 +213,7 @@ class MetastasisWidget(QWidget):
         layout.addWidget(_group("Analysis files", self.files))
         layout.addWidget(_group("Help", self.help))
         layout.addStretch(1)
-        scroll = self.scroll = QScrollArea()
+        scroll = self.scroll = QScrollArea()  # type: ignore[method-assign]
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         scroll.setWidget(inner)
@@ -226,7 +226,7 @@ class MetastasisWidget(QWidget):
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
         # wide enough for every control (no horizontal scrolling, nothing cut off)
-        bar = scroll.verticalScrollBar().sizeHint().width()
+        bar = scroll.verticalScrollBar().sizeHint().width()  # type: ignore[union-attr]
         self.setMinimumWidth(max(340, inner.minimumSizeHint().width() + bar + 6))
 
     def _fit_width(self) -> None:
@@ -619,7 +619,7 @@ class MetastasisWidget(QWidget):
         if not new:
             view.refresh_overlay()
             if self.current_analysis is view:
-                QTimer.singleShot(0, lambda: self._show_run_regions(view))
+                QTimer.singleShot(0, lambda: self._show_run_regions(view))  # type: ignore[arg-type]
             return
         from napari.qt.threading import create_worker
 
@@ -834,7 +834,7 @@ class MetastasisWidget(QWidget):
         if frame is None:
             return
         minx, miny, maxx, maxy = bounds
-        (y0, x0), (y1, x1) = frame.to_world([[minx, miny], [maxx, maxy]])
+        (y0, x0), (y1, x1) = frame.to_world([[minx, miny], [maxx, maxy]])  # type: ignore[arg-type]
         centre_camera_on(self.viewer, (y0, x0, y1, x1))
 
     def delete_regions(self, indices: list[int]) -> None:

@@ -67,13 +67,13 @@ class ProbabilityLegend(QWidget):
         rect = self.bar_rect()
         n = max(2, int(rect.width()))
         colors = np.ascontiguousarray(np.repeat(self.bar_colors(n)[None], 1, axis=0))
-        image = QImage(colors.data, n, 1, 3 * n, QImage.Format_RGB888)
+        image = QImage(colors.data, n, 1, 3 * n, QImage.Format_RGB888)  # type: ignore[call-overload]
         painter.drawImage(rect, image)
         if self.floor > 0:  # not drawn below the floor
             hidden = QRectF(
                 rect.left(), rect.top(), self.x_of(self.floor) - rect.left(), rect.height()
             )
-            painter.fillRect(hidden, QBrush(QColor(120, 120, 120), Qt.BDiagPattern))
+            painter.fillRect(hidden, QBrush(QColor(120, 120, 120), Qt.BDiagPattern))  # type: ignore[attr-defined]
         painter.setPen(QPen(self.palette().windowText().color(), 1))
         painter.drawRect(rect)
         font = painter.font()
@@ -83,7 +83,9 @@ class ProbabilityLegend(QWidget):
             x = self.x_of(value)
             painter.drawLine(QPointF(x, rect.bottom()), QPointF(x, rect.bottom() + 3))
             painter.drawText(
-                QRectF(x - 15, rect.bottom() + 3, 30, 12), Qt.AlignHCenter, f"{value:g}"
+                QRectF(x - 15, rect.bottom() + 3, 30, 12),
+                Qt.AlignHCenter,  # type: ignore[attr-defined]
+                f"{value:g}",
             )
         # the threshold: a line across the bar, a triangle above it, the value beside
         x = self.x_of(self.threshold)
@@ -91,7 +93,7 @@ class ProbabilityLegend(QWidget):
         painter.drawLine(QPointF(x, rect.top() - 2), QPointF(x, rect.bottom() + 2))
         painter.setPen(QPen(QColor(255, 255, 255), 1))
         painter.drawLine(QPointF(x, rect.top() - 2), QPointF(x, rect.bottom() + 2))
-        painter.setPen(Qt.NoPen)
+        painter.setPen(Qt.NoPen)  # type: ignore[attr-defined]
         painter.setBrush(self.palette().windowText().color())
         painter.drawPolygon(
             QPolygonF(
@@ -106,5 +108,5 @@ class ProbabilityLegend(QWidget):
         label = f"threshold {self.threshold:.3g}"
         width = painter.fontMetrics().horizontalAdvance(label) + 4
         left = min(max(x + 7 if x < self.width() / 2 else x - 7 - width, 0), self.width() - width)
-        painter.drawText(QRectF(left, 0, width, 12), Qt.AlignLeft, label)
+        painter.drawText(QRectF(left, 0, width, 12), Qt.AlignLeft, label)  # type: ignore[attr-defined]
         painter.end()
