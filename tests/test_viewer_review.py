@@ -9,6 +9,8 @@ past the slide's edge, and napari repeated its units notice.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import ANNOTATIONS, SVS, TIFF_6_LEVELS
@@ -18,6 +20,8 @@ from widget_helpers import add_sample_slide, write_test_model
 
 from napari_metastasis._reader import slide_layer_data
 from napari_metastasis.models import DEFAULT_MODEL, resolve_threshold
+from napari_metastasis.models.registry import resolve_model
+from napari_metastasis.models.threshold import MODEL_CARD_FILE
 from napari_metastasis.slide import Slide
 from napari_metastasis.widgets import overlay as overlay_module
 from napari_metastasis.widgets.detection import SHAPES, WHOLE, MetastasisWidget
@@ -196,10 +200,11 @@ def test_new_shapes_layer_draws_rectangles_that_do_not_hide_the_tissue(env, qtbo
 def test_the_slider_starts_at_the_models_threshold_and_says_where_it_comes_from(env):
     _viewer, widget = env
     card = resolve_threshold(None, DEFAULT_MODEL)
-    assert card.source == "model card" and card.value == pytest.approx(0.735, abs=0.001)
+    card_file = json.loads((resolve_model(DEFAULT_MODEL) / MODEL_CARD_FILE).read_text())
+    assert card.source == "model card" and card.value == pytest.approx(card_file["threshold"])
     widget.source.select_model(DEFAULT_MODEL)
     assert widget.display.threshold.value == pytest.approx(card.value, abs=0.005)
-    assert "0.735" in widget.display.threshold_source.value
+    assert f"{card.value:.3g}" in widget.display.threshold_source.value
     assert "model card" in widget.display.threshold_source.value
     widget.source.select_model("darkness")  # no card: 0.5, and it says so
     assert widget.display.threshold.value == pytest.approx(0.5)
@@ -278,7 +283,7 @@ def _count_color(shot, hex_color, tolerance=40):
 # --- 8. contours contrast, low probabilities leave the H&E readable ----------------------------
 @pytest.mark.parametrize("colormap", overlay_module.COLORMAPS)
 def test_contours_contrast_with_every_colormap(colormap):
-    for threshold in (0.3, 0.5, 0.735):
+    for threshold in (0.3, 0.5, 0.65, 0.735):
         color = overlay_module.contour_color(colormap, threshold)
         rgb = np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
         values = np.linspace(threshold, 1.0, 32)
