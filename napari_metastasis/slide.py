@@ -160,7 +160,7 @@ def _probe_readable(path: Path) -> None:
         f.read(1)
 
 
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """Average ``factor``×``factor`` blocks; a partial last block averages the pixels it has."""
     if factor == 1:
         return image
@@ -594,7 +594,7 @@ class Slide:
         for y in range(0, lh, block):
             for x in range(0, lw, block):
                 bw, bh = min(block, lw - x), min(block, lh - y)
-                small = _block_mean(self.read_level_region(level, x, y, bw, bh), factor)
+                small = block_mean(self.read_level_region(level, x, y, bw, bh), factor)
                 out[
                     y // factor : y // factor + small.shape[0],
                     x // factor : x // factor + small.shape[1],

@@ -30,7 +30,7 @@ import numpy as np
 from skimage import color, filters, morphology
 
 from .grid import PatchGrid
-from .slide import Slide
+from .slide import Slide, block_mean
 
 #: Default size of one mask pixel, in µm: fine enough for 0.25-0.5 mm patches, coarse enough to read
 #: a whole slide in well under a second from its pyramid.
@@ -263,22 +263,9 @@ def _read_coarse(slide: Slide, downsample: float) -> tuple[np.ndarray, int, int]
         for x in range(0, lw, block):
             w, h = min(block, lw - x), min(block, lh - y)
             tile = slide.read_level_region(level, x, y, w, h)
-            small = _block_mean(tile, factor)
+            small = block_mean(tile, factor)
             out[
                 y // factor : y // factor + small.shape[0],
                 x // factor : x // factor + small.shape[1],
             ] = small
     return out, level, factor
-
-
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``factor``×``factor`` blocks; a partial last block averages the pixels it has."""
-    if factor == 1:
-        return image
-    h, w = image.shape[:2]
-    ph, pw = -h % factor, -w % factor
-    if ph or pw:
-        image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
-    hh, ww = image.shape[0] // factor, image.shape[1] // factor
-    blocks = image.reshape(hh, factor, ww, factor, 3).astype(np.float32)
-    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
