@@ -28,7 +28,12 @@ from ._napari.helpers import (
     slide_calibration,
     warn,
 )
-from .annotations import AnnotationRepairWarning, read_annotations, write_annotations
+from .annotations import (
+    AnnotationRepairWarning,
+    GeometryRepairWarning,
+    read_annotations,
+    write_annotations,
+)
 from .annotations.io import READ_EXTENSIONS
 from .annotations.layers import (
     annotations_to_layer_data,
@@ -107,9 +112,14 @@ def read_annotation_layers(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnnotationRepairWarning)
         annotations = read_annotations(path)
-    repairs = [str(w.message) for w in caught if issubclass(w.category, AnnotationRepairWarning)]
+    repairs = [str(w.message) for w in caught if issubclass(w.category, GeometryRepairWarning)]
     for message in repairs:
         logger.info("%s", message)
+    for warning in caught:  # other changes (a skipped feature, a replaced character) one by one
+        if issubclass(warning.category, AnnotationRepairWarning) and not issubclass(
+            warning.category, GeometryRepairWarning
+        ):
+            warn(str(warning.message))
     summary = repairs_summary(repairs, Path(path).name)
     if summary:
         warn(summary)

@@ -277,7 +277,7 @@ def test_at_non_integer_downsamples_the_model_sees_the_stored_level(tmp_path, bu
         grid = make_grid(slide, bundled)
         reader = RegionReader(slide, grid, bundled.input_size)
         assert reader.level == 1 and slide.level_downsamples[1] == pytest.approx(2.0005, abs=1e-3)
-        boxes = grid.cell_boxes(grid.all_cells())
+        boxes = grid.read_boxes(grid.all_cells())  # whole patches, as the engine reads them
         crops = reader.crops(boxes)
         stored = np.stack(
             [resize_patch(slide.read_level_region(1, *c), bundled.input_size) for c in crops]

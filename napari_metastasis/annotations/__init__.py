@@ -8,7 +8,7 @@ Public API (level-0 pixel geometry everywhere; µm only in :mod:`.layers`):
 - :func:`~.crops.export_region_crops`: one image per region for review.
 """
 
-from ._validate import AnnotationRepairWarning
+from ._validate import AnnotationRepairWarning, GeometryRepairWarning
 from .geometry import tumour_geometry
 from .io import read_annotations, summarize, write_annotations
 from .model import EXCLUSION_CLASSES, TUMOUR_CLASSES, Annotation
@@ -18,6 +18,7 @@ __all__ = [
     "TUMOUR_CLASSES",
     "Annotation",
     "AnnotationRepairWarning",
+    "GeometryRepairWarning",
     "read_annotations",
     "summarize",
     "tumour_geometry",

@@ -75,6 +75,11 @@ class AnnotationRepairWarning(UserWarning):
     """An annotation was changed (repaired) or skipped while reading; the message says which."""
 
 
+class GeometryRepairWarning(AnnotationRepairWarning):
+    """An outline was invalid (self-intersecting or similar) and was repaired: routine for
+    hand-drawn polygons, so the interfaces log each one and show one summary line."""
+
+
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise AnnotationError(f"{where}: coordinate {value!r} is not a number")
@@ -180,7 +185,7 @@ def repair(geom: BaseGeometry, where: str) -> BaseGeometry:
         raise AnnotationError(f"{where}: invalid polygon that could not be repaired ({reason})")
     warnings.warn(
         f"{where}: invalid polygon ({reason}) repaired; area {geom.area:.6g} -> {fixed.area:.6g} px²",
-        AnnotationRepairWarning,
+        GeometryRepairWarning,
         stacklevel=2,
     )
     return fixed

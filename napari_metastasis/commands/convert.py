@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input.resolve() == args.output.resolve():
         raise AnnotationError(f"{args.output.name}: output would overwrite the input")
     from .._map_reader import is_probability_map
-    from ..annotations import AnnotationRepairWarning
+    from ..annotations import AnnotationRepairWarning, GeometryRepairWarning
     from ..annotations.io import (
         FORMAT_NAMES,
         output_format,
@@ -68,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", AnnotationRepairWarning)
         annotations, in_kind = read_annotations_with_format(args.input)
         write_annotations(args.output, annotations, out_kind, mpp=mpp)
-    repairs = [str(w.message) for w in caught]
+    repairs = [str(w.message) for w in caught if issubclass(w.category, GeometryRepairWarning)]
     for message in repairs:
         log.info("%s", message)
+    for warning in caught:  # other changes (a skipped feature, a replaced character) one by one
+        if not issubclass(warning.category, GeometryRepairWarning):
+            print(f"note: {warning.message}", file=sys.stderr)
     summary = repairs_summary(repairs, args.input.name)
     if summary:
         print(f"note: {summary}", file=sys.stderr)
