@@ -15,7 +15,10 @@ def test_pypi_description_has_no_relative_pictures():
     assert re.search(r"!\[[^\]]*\]\(resources/", readme)  # the repository's README has pictures
     text = SETUP["pypi_readme"](readme, "")
     assert not re.search(r"!\[[^\]]*\]\((?![a-z]+://)", text)
-    assert "*[Picture: After clicking region 1 in the list]*" in text
+    assert (
+        "*[Picture: After clicking region 1 in the list: the camera on it, its outline highlighted]*"
+        in text
+    )
     absolute = SETUP["pypi_readme"](readme, "https://example.org/raw/main/")
     assert "](https://example.org/raw/main/resources/viewer.png)" in absolute
     assert SETUP["project_urls"]("") == {}
