@@ -175,7 +175,7 @@ def test_compare_with_a_reference_colours_regions_and_lists_missed_lesions(env, 
     assert "Dice" in text and "1 of 2 lesions" in text and "3 false positive" in text
     # outlines coloured by status
     colors = view.regions_layer.layer.edge_color
-    rows = view.regions_layer.rows_of(big.id)
+    rows = view.regions_layer.rows_of(big.uid)
     expected = np.array([int(STATUS_COLORS["hit"][i : i + 2], 16) / 255 for i in (1, 3, 5)])
     np.testing.assert_allclose(colors[rows[0]][:3], expected, atol=0.01)
     # the missed lesion is listed; clicking it takes the camera there

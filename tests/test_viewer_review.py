@@ -269,7 +269,7 @@ def test_the_region_clicked_in_the_list_is_highlighted_in_pan_zoom_mode(env, qtb
     lit = _count_color(shot, regions.highlight_color)
     assert lit > 100 and lit > 3 * _count_color(plain, regions.highlight_color), lit
     widget.go_to_region(0)
-    rows = regions.rows_of(widget.current_analysis.regions[0].id)
+    rows = regions.rows_of(widget.current_analysis.regions[0].uid)
     widths = np.asarray(regions.layer.edge_width)
     others = np.setdiff1d(np.arange(len(widths)), rows)
     assert widths[rows].min() > 2 * widths[others].max()
