@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         widget.next_region()  # what the Next button (or a click on the first row) does
         shoot(args.focus_out)
         print(f"{args.focus_out}: camera on region {widget.current_analysis.selected + 1}")
+    if args.verdict_out:
+        _verdict_picture(viewer, widget, args.verdict_out, pump)
+        widget.measure.layer.visible = False  # the ruler belongs to that picture only
     if args.compare_out:
         if args.compare_threshold is not None:
             widget.display.threshold.value = args.compare_threshold
@@ -127,8 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         widget.scroll.ensureWidgetVisible(widget.comparison.missed_list, 0, 10)
         shoot(args.compare_out)
         print(f"{args.compare_out}: {widget.comparison.summary.text()}")
-    if args.verdict_out:
-        _verdict_picture(viewer, widget, args.verdict_out, pump)
     viewer.close()
     return 0
 

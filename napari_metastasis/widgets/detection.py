@@ -198,7 +198,6 @@ class MetastasisWidget(QWidget):
         run_layout.addWidget(self.status)
         layout.addWidget(_group("Slide and model", self.source.native))
         layout.addWidget(_group("Analyse", run_box))
-        layout.addWidget(_group("Overlay and contours", self.display.native))
         self.verdict_panel.add_tool(self.measure)
         self.regions_panel.add_section(self.verdict_panel)
         display_box = QWidget()
