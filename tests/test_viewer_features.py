@@ -188,3 +188,16 @@ def test_compare_with_a_reference_colours_regions_and_lists_missed_lesions(env, 
     # off again: the plain colours come back
     widget.comparison.enabled_check.setChecked(False)
     assert not view.regions_layer.region_colors
+
+
+def test_a_measure_ruler_is_not_offered_as_a_reference(env):
+    viewer, widget, _layer, _prob = env
+    widget.measure.button.click()  # makes the Measure layer (a Shapes layer, but not annotations)
+    viewer.add_shapes(name="drawn reference")
+    widget.comparison.refresh_layers()
+    offered = [
+        widget.comparison.layer_combo.itemText(i)
+        for i in range(widget.comparison.layer_combo.count())
+    ]
+    assert "drawn reference" in offered
+    assert widget.measure.layer.name not in offered

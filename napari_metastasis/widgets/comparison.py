@@ -29,6 +29,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from ..annotations import tumour_geometry
 from ..annotations.layers import layer_to_annotations
 from ..evaluation.compare import FALSE_POSITIVE, HIT, ITC, Comparison
+from .measure import METADATA_KEY as MEASURE_METADATA_KEY
 
 #: Outline colours of regions while comparing.
 STATUS_COLORS = {HIT: "#00ffff", FALSE_POSITIVE: "#ff00ff", ITC: "#ffffff"}
@@ -119,7 +120,9 @@ class ComparisonPanel(QWidget):
         names = [
             layer.name
             for layer in self.viewer.layers
-            if type(layer).__name__ == "Shapes" and not layer.metadata.get("metastasis_regions")
+            if type(layer).__name__ == "Shapes"
+            and not layer.metadata.get("metastasis_regions")
+            and not layer.metadata.get(MEASURE_METADATA_KEY)  # rulers are not annotations
         ]
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
