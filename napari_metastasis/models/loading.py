@@ -202,28 +202,28 @@ def load_model(
     ``sha256``: the weights file must still have this digest (the one the user trusted).
     """
     from .registry import resolve_model
-    from .safe_weights import load_safe_model
+    from .safe_weights import build_safe_module, has_safe_weights
 
     folder = resolve_model(path_or_name)
     config = load_config(folder)
-    # The project's own models carry weights as data (model.safetensors): no code from the folder.
-    safe = load_safe_model(folder, config, device=device, positive_class=positive_class, amp=amp)
-    if safe is not None:
-        return safe
+    torch_device = select_device(device)
     weights = folder / WEIGHTS_FILE
     exported = folder / EXPORTED_FILE
-    if not weights.is_file() and not exported.is_file():
-        raise ModelError(f"{folder}: no {WEIGHTS_FILE} (or {EXPORTED_FILE}) in the model folder")
-    torch_device = select_device(device)
-    if exported.is_file():  # torch.export's program is preferred: TorchScript is deprecated
+    if has_safe_weights(folder, config):
+        # The project's own models carry weights as data (model.safetensors): no code from the
+        # folder runs; the network is the package's.
+        module = build_safe_module(folder, config).to(torch_device)
+    elif exported.is_file():  # torch.export's program is preferred: TorchScript is deprecated
         module = load_exported(exported, torch_device, sha256=sha256)
-    else:
+    elif weights.is_file():
         module = _load_torchscript(folder, weights, torch_device, sha256)
+    else:
+        raise ModelError(f"{folder}: no {WEIGHTS_FILE} (or {EXPORTED_FILE}) in the model folder")
     if torch_device.type in ("cuda", "cpu"):
         with contextlib.suppress(Exception):  # not every scripted module accepts memory_format
             module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = LoadedModel(
-        module,
+        module,  # type: ignore[arg-type]  # an eager network serves like a scripted one
         config,
         folder=folder,
         device=torch_device,

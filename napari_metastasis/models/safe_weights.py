@@ -17,7 +17,6 @@ import torch
 
 from ..errors import ModelError
 from .contract import CONFIG_FILE, ModelConfig
-from .loading import LoadedModel, check_output_shape, select_device
 
 SAFETENSORS_FILE = "model.safetensors"
 #: Key in config.json naming the package network the safetensors file fills.
@@ -60,32 +59,3 @@ def build_safe_module(folder: Path, config: ModelConfig) -> torch.nn.Module:
             f"{CONFIG_FILE} ({reason})"
         ) from None
     return module.eval()
-
-
-def load_safe_model(
-    folder: Path,
-    config: ModelConfig,
-    *,
-    device: str | torch.device | None = "auto",
-    positive_class: str | int | None = None,
-    amp: bool = True,
-) -> LoadedModel | None:
-    """A :class:`LoadedModel` from weights-as-data, or None when the folder has none (then the
-    caller decides whether, and how, to load its TorchScript program)."""
-    folder = Path(folder)
-    if not has_safe_weights(folder, config):
-        return None
-    torch_device = select_device(device)
-    module = build_safe_module(folder, config).to(torch_device)
-    if torch_device.type in ("cuda", "cpu"):
-        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model = LoadedModel(
-        module,  # type: ignore[arg-type]  # an eager module serves like a scripted one
-        config,
-        folder=folder,
-        device=torch_device,
-        positive_class=positive_class,
-        amp=amp,
-    )
-    check_output_shape(model)
-    return model
