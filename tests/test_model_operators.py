@@ -227,3 +227,16 @@ def test_garbage_file_is_not_a_model(tmp_path):
     (folder / "torchscript_model.pt").write_bytes(b"not a zip at all")
     with pytest.raises(ModelError, match="not a loadable TorchScript model"):
         load_model(folder, device="cpu")
+
+
+def test_loading_a_pt2_program_applies_the_operator_allowlist(tmp_path, monkeypatch):
+    """The loader checks an exported program's operators against the same allowlist as
+    TorchScript (an operator the allowlist lacks is refused by name, before the program runs)."""
+    from napari_metastasis.models import exported, operator_check
+
+    path = exported.export_program(DarknessModel(), torch.rand(2, 3, 8, 8), tmp_path / "m.pt2")
+    exported.load_exported(path, torch.device("cpu"))  # pure tensor operators: loads
+    used = sorted(exported_program_operators(torch.export.load(path)))
+    monkeypatch.setattr(operator_check, "ALLOWED_OPERATORS", frozenset(used[1:]))
+    with pytest.raises(UnsafeModelError, match=f"m.pt2: refused: the model calls {used[0]}"):
+        exported.load_exported(path, torch.device("cpu"))

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from .operator_check import check_operator_names, exported_program_operators
 
 EXPORTED_FILE = "model.pt2"
 #: Operator namespaces an exported graph may call: PyTorch's own.
@@ -120,6 +121,9 @@ def load_exported(
         namespace = getattr(node.target, "namespace", None)
         if namespace not in SAFE_NAMESPACES:
             raise _fail(path, f"the graph calls {node.target!r}, not a PyTorch operator; refused")
+    # PyTorch's own namespaces still hold file and storage operators (aten::from_file): the same
+    # allowlist as TorchScript models, over every graph of the program
+    check_operator_names(exported_program_operators(program), path.name)
     module = program.module()
     return module.to(device)
 
