@@ -374,3 +374,13 @@ def test_a_px_slide_next_to_a_um_slide_gives_one_units_notice(make_napari_viewer
         qtbot.wait(30)
     units = [m for _, m in notes() if "Inconsistent units" in m]
     assert len(units) <= 1, units
+
+
+def test_a_case_list_slide_is_checked_against_its_own_calibration(env):
+    """Analysing a case slide never borrows the selected slide's µm/px (nor its refusal)."""
+    viewer, widget = env
+    uncalibrated = add_slide(viewer, TIFF_6_LEVELS)
+    widget.source.mpp.value = 0.5  # given for the uncalibrated slide selected in the dock
+    widget.select_slide_layer(uncalibrated)
+    request = widget.cases.request_for(str(SVS))  # the sample, closed: its file states 0.499
+    assert request is not None and request.slide_path == str(SVS) and request.mpp is None

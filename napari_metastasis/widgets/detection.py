@@ -530,9 +530,11 @@ class MetastasisWidget(QWidget):
             return None
         if not self.ensure_model_trusted(self.model_ref):
             return None
-        layer = self.slide_layer
-        if not is_calibrated(layer):
-            mpp = self.source.mpp_value
+        # a case-list slide is checked against its own layer (if open), never the selected one;
+        # a closed slide's file must state its µm/px (the run says so if it does not)
+        layer = self.slide_layer if slide_path is None else layer_for_slide(self.viewer, slide_path)
+        if layer is not None and not is_calibrated(layer):
+            mpp = self.source.mpp_value if slide_path is None else None
             if mpp is None:
                 message = (
                     f"{layer.name} states no usable µm/px: enter it in the µm/px field "
