@@ -40,6 +40,7 @@ from .engine import (
 from .error_policy import user_message
 from .errors import MetastasisError
 from .evaluation.froc import detections_from_map
+from .grid import PatchGrid
 from .heatmap import render_heatmap, save_heatmap
 from .map_store import ZARR_SUFFIX, ZarrMapWriter, save_zarr
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
@@ -110,7 +111,8 @@ def predict_to_files(
                 f"from its {slide.objective_power:g}x objective (pass --mpp to set it)"
             )
         stem = stem or slide.name
-        check_analysable(slide, make_grid(slide, model, resolution=resolution), options.region)
+        grid = make_grid(slide, model, resolution=resolution, stride_um=options.stride_um)
+        check_analysable(slide, grid, options.region)  # the grid the run classifies
         slide.overview_level(max(slide.dimensions) / 1024, "the heatmap")  # before, not after
         with tqdm(
             desc=slide.name,
@@ -125,7 +127,7 @@ def predict_to_files(
                 bar.total = total
                 bar.update(done - bar.n)
 
-            store = _open_store(out, stem, slide, model, resolution, options)
+            store = _open_store(out, stem, slide, grid, model, options)
             result = predict_slide(
                 slide,
                 model,
@@ -208,12 +210,11 @@ def live_store_path(out: Path, stem: str) -> Path:
 
 
 def _open_store(
-    out: Path, stem: str, slide: Slide, model: LoadedModel, resolution, options: PredictOptions
+    out: Path, stem: str, slide: Slide, grid: PatchGrid, model: LoadedModel, options: PredictOptions
 ) -> ZarrMapWriter:
     """The map the run writes batch by batch: a new one, or (``resume``) the interrupted one,
     else the last complete run's ``<stem>.prob.zarr``."""
     live = live_store_path(out, stem)
-    grid = make_grid(slide, model, resolution=resolution, stride_um=options.stride_um)
     if options.resume:
         previous = live if live.exists() else Path(out) / f"{stem}{ZARR_SUFFIX}"
         if previous.exists():
@@ -307,7 +308,8 @@ def _predict_distributed(
 ) -> Iterator[SlideOutcome]:
     from distributed import Client, LocalCluster, as_completed
 
-    load_model(options.model, device="cpu")  # a bad model fails here, once, not on every worker
+    # a bad model (or --positive-class) fails here, once, not on every worker
+    load_model(options.model, device="cpu", positive_class=options.positive_class)
     worker_options = replace(options, progress=False)
     cluster = None
     if scheduler == "local" or scheduler.startswith("local:"):
