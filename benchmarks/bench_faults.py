@@ -296,10 +296,12 @@ def full_disk(good, model, work: Path, env) -> dict:
 def peak_memory(command: list[str], env) -> dict:
     """Run ``command`` (a napari-metastasis CLI call) and report its peak resident memory."""
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from napari_metastasis.cli import main\n"
         f"c = main({command!r})\n"
-        "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        # VmHWM belongs to this address space; ru_maxrss would inherit the parent's peak.
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print('maxrss_kb', hwm, file=sys.stderr)\n"
         "sys.exit(c)\n"
     )
     started = time.perf_counter()
