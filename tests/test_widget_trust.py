@@ -105,3 +105,45 @@ def _untrusted_copy(folder, target):
     module = torch.jit.load(str(weights))
     torch.jit.save(module, str(weights), _extra_files={"note.txt": str(target)})
     return target
+
+
+def test_a_model_the_loader_refuses_is_not_remembered_as_trusted(widget, qtbot, tmp_path):
+    """Saying yes to a model whose operators are refused must not trust that file for later."""
+    from test_model_operators import FromFileAttack
+
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"precious" * 8)
+    folder = tmp_path / "attack"
+    folder.mkdir()
+    torch.jit.script(FromFileAttack(str(victim), 64)).save(str(folder / "torchscript_model.pt"))
+    (folder / "config.json").write_text(json.dumps(darkness_config(PATCH_PX, SPACING_UM)))
+    widget.add_model_folder(folder)
+    widget.confirm_trust = lambda state: True
+    start = len(notification_manager.records)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
+    errors = _errors_since(start)
+    assert len(errors) == 1 and "aten::from_file" in errors[0], errors
+    assert not check_trust(folder).trusted
+    assert victim.read_bytes() == b"precious" * 8
+
+
+def test_a_file_changed_after_the_user_trusted_it_is_not_run(widget, qtbot, tmp_path):
+    """The loader checks the bytes it loads are the ones the user said yes to."""
+    folder = _untrusted_copy(write_test_model(tmp_path, name="base"), tmp_path / "swapped")
+    widget.add_model_folder(folder)
+
+    def yes_then_swap(state):
+        weights = folder / "torchscript_model.pt"
+        module = torch.jit.load(str(weights))
+        torch.jit.save(module, str(weights), _extra_files={"note.txt": "swapped after the answer"})
+        return True
+
+    widget.confirm_trust = yes_then_swap
+    start = len(notification_manager.records)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
+    errors = _errors_since(start)
+    assert len(errors) == 1 and "changed after it was checked" in errors[0], errors
+    assert widget.current_analysis is None
+    assert not check_trust(folder).trusted

@@ -528,7 +528,8 @@ class MetastasisWidget(QWidget):
         if not self.model_ref:
             warn("No model: choose a model folder (config.json + torchscript_model.pt).")
             return None
-        if not self.ensure_model_trusted(self.model_ref):
+        trust = self.ensure_model_trusted(self.model_ref)
+        if trust is False:
             return None
         # a case-list slide is checked against its own layer (if open), never the selected one;
         # a closed slide's file must state its µm/px (the run says so if it does not)
@@ -555,22 +556,23 @@ class MetastasisWidget(QWidget):
             tissue_min_fraction=float(self.source.tissue_min.value),
             overlap=self.source.overlap_fraction,
             mpp=user_mpp(layer),
+            trust=trust if isinstance(trust, TrustCheck) else None,
         )
 
-    def ensure_model_trusted(self, ref: str) -> bool:
+    def ensure_model_trusted(self, ref: str) -> TrustCheck | bool:
         """A model from outside the package runs only once the user trusts it (asked once per file).
 
-        The same rule as the CLI's ``--trust-model``: a TorchScript model is a program.
+        The same rule as the CLI's ``--trust-model``: a TorchScript model is a program. Returns the
+        trust state for the run (its loader checks the file still has the digest the user said yes
+        to, and remembers a new answer only once the model has loaded), True where there is
+        nothing to check, False when the user said no.
         """
         try:
             state = check_trust(ref)
         except MetastasisError:
             return True  # a missing or broken folder: the loader says what is wrong
-        if state.trusted:
-            return True
-        if self.confirm_trust(state):
-            state.remember()
-            return True
+        if state.trusted or self.confirm_trust(state):
+            return state
         message = f"Not run: model {state.folder.name} is not trusted."
         self.status.set_text(message)
         warn(message)

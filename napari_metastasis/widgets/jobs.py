@@ -20,6 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from .. import engine
 from ..grid import PatchGrid
 from ..models import LoadedModel, load_model
+from ..models.trust import TrustCheck
 from ..probability import ProbabilityMap
 from ..slide import Slide
 from ..tissue import TissueMask
@@ -40,6 +41,9 @@ class JobRequest:
     tissue_min_fraction: float = engine.DEFAULT_TISSUE_MIN_FRACTION
     overlap: float = 0.0  # of neighbouring patches: 0 side by side, 0.5 a step of half a patch
     mpp: float | None = None  # µm/px given for a slide whose file states none
+    #: the model's trust state when the user asked to run it: the loader checks the file still has
+    #: the digest the user trusted, and a newly trusted file is remembered only once it has loaded
+    trust: TrustCheck | None = None
 
 
 # --- events the worker yields ------------------------------------------------------------------
@@ -84,16 +88,17 @@ class Resources:
     """Models and tissue masks kept between runs: a click should not reload the model."""
 
     def __init__(self):
-        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._models: dict[tuple[str, str, str | None], LoadedModel] = {}
         self._tissue: dict[str, TissueMask] = {}
         self._lock = threading.Lock()
 
-    def model(self, ref: str, device: str) -> LoadedModel:
-        key = (ref, device)
+    def model(self, ref: str, device: str, sha256: str | None = None) -> LoadedModel:
+        """The loaded model (cached); ``sha256``: the digest its file must still have."""
+        key = (ref, device, sha256)
         with self._lock:
             model = self._models.get(key)
         if model is None:
-            model = load_model(ref, device=device)
+            model = load_model(ref, device=device, sha256=sha256)
             with self._lock:
                 self._models[key] = model
         return model
@@ -137,7 +142,10 @@ def run_job(
 
 def _run_job(request, map_for, resources, cancel):
     yield Stage(f"Loading model {request.model_name}…")
-    model = resources.model(request.model_ref, request.device)
+    trust = request.trust
+    model = resources.model(request.model_ref, request.device, trust.sha256 if trust else None)
+    if trust is not None:
+        trust.confirm()  # remembered only now: a model the loader refuses is never trusted
     if cancel.is_set():
         return
     yield Stage(f"Opening {Path(request.slide_path).name}…")
