@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import shapely
 import tifffile
+import torch
 from conftest import DICOM_DIR, FIXTURES, SVS, TIFF_6_LEVELS
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 from synthetic_slides import blocky_noise, write_aperio_svs, write_tiled_tiff
@@ -24,7 +25,7 @@ from napari_metastasis.engine import (
     predict_slide,
     run_inference,
 )
-from napari_metastasis.engine.reader import RegionReader
+from napari_metastasis.engine.reader import RegionReader, cpu_forward_threads
 from napari_metastasis.errors import SlideError
 from napari_metastasis.models import load_model
 from napari_metastasis.models.transforms import resize_patch
@@ -343,3 +344,30 @@ def test_plan_counts_reused_and_background_and_calls_tissue_only_when_needed(tmp
         assert counts.reused == 4 and counts.planned == 48 - 4 == len(everything)
         assert counts.region == grid.shape[0] * grid.shape[1]
         assert counts.background == counts.region - 48
+
+
+@pytest.mark.parametrize("reader", ["regions", "patches"])
+def test_the_forward_pass_runs_with_the_threads_the_caller_gave(darkness, monkeypatch, reader):
+    """``forward_threads`` holds for every batch; the region reader once overrode it with its own
+    count while its batches were being drawn."""
+    seen: list[int] = []
+    forward = darkness.forward
+
+    def counting(x):
+        seen.append(torch.get_num_threads())
+        return forward(x)
+
+    monkeypatch.setattr(darkness, "forward", counting)
+    before = torch.get_num_threads()
+    wanted = max(before, cpu_forward_threads()) + 2  # neither torch's count nor the reader's own
+    with Slide(SVS) as slide:
+        grid = make_grid(slide, darkness)
+        cells = grid.all_cells()[:200]
+        results = list(
+            run_inference(
+                slide, darkness, cells, grid, batch_size=32, reader=reader, forward_threads=wanted
+            )
+        )
+    assert sum(len(r.cells) for r in results) == len(cells)
+    assert seen and set(seen) == {wanted}
+    assert torch.get_num_threads() == before

@@ -179,10 +179,10 @@ class RegionReader:
             daemon=True,
         )
         producer.start()
-        threads = cpu_forward_threads(self.num_workers) if self.device.type == "cpu" else None
+        # torch's thread count is the caller's to set (run_inference holds it for the whole run,
+        # forward pass and resize alike); setting it here too would override the caller's.
         try:
-            with torch_threads(threads):
-                yield from self._consume(out, plan)
+            yield from self._consume(out, plan)
         finally:
             stop.set()  # a producer waiting on a full queue sees it within 0.1 s
             producer.join()
