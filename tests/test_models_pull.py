@@ -106,3 +106,25 @@ def test_nothing_reaches_for_the_hub_unless_asked():
         timeout=120,
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("name", ["..", "org/..", "a/b/c", ".hidden", "x/"])
+def test_a_name_with_path_syntax_never_reaches_the_file_system(tmp_path, monkeypatch, capsys, name):
+    """The last part of NAME becomes a folder that --force replaces: ``..`` there would delete
+    the models folder's parent (a registry may list any key)."""
+    files = zoo_files(tmp_path)
+    key = "datasets/kaczmarj/wsinfer-model-zoo-json/main/wsinfer-zoo-registry.json"
+    registry = json.loads(files[key])
+    registry["models"][name] = registry["models"]["darkness-test"]
+    files[key] = json.dumps(registry).encode()
+    parent = tmp_path / "home"
+    dest = parent / "models"
+    dest.mkdir(parents=True)
+    (parent / "keep.txt").write_text("the user's file")
+    with HubStandIn(files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        assert main(["models", "pull", name, "--dest", str(dest), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a model name" in err and "Traceback" not in err
+    assert (parent / "keep.txt").read_text() == "the user's file"
+    assert list(dest.iterdir()) == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -64,8 +65,27 @@ def _download(repo_id: str, filename: str, cache: Path, **kwargs) -> Path:
         raise ModelError(f"cannot fetch {filename} of {repo_id} from the hub ({reason})") from exc
 
 
+#: One part of a hub repository id, and so a folder name: no path syntax ("..", "/") gets through.
+_NAME_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?")
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a name that is not ``NAME`` or ``OWNER/NAME`` of plain parts.
+
+    The last part becomes a folder under the models folder (and ``--force`` replaces it), so
+    ``org/..`` or a registry key such as ``../x`` must never reach the file system.
+    """
+    parts = name.split("/")
+    if len(parts) > 2 or not all(_NAME_PART.fullmatch(p) and ".." not in p for p in parts):
+        raise ModelError(
+            f"{name!r} is not a model name: give NAME or OWNER/NAME (letters, digits, '-', '_', "
+            "'.'; no '..', no other '/')"
+        )
+
+
 def zoo_entry(name: str, cache: Path) -> ZooEntry:
     """Where the zoo keeps model ``name`` (a NAME with a slash is a repository id)."""
+    check_model_name(name)
     if "/" in name:
         return ZooEntry(name.rsplit("/", 1)[-1], name, None)
     path = _download(REGISTRY_REPO, REGISTRY_FILE, cache, repo_type="dataset", revision="main")
