@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ModelError
-
 
 def is_single_output(logits: torch.Tensor) -> bool:
     """One value per patch: (N,) or (N, 1)."""
@@ -24,20 +22,3 @@ def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
     if is_single_output(logits):
         return torch.sigmoid(logits.reshape(-1, 1))
     return torch.softmax(logits, dim=1)
-
-
-def check_logits(out: object, num_classes: int, source: str, batch: int = 1) -> None:
-    """A network's output for ``batch`` patches must be (batch, num_classes), or (batch,) for one
-    class; raises :class:`ModelError` naming ``source`` (the config) otherwise."""
-    if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2) or out.shape[0] != batch:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(
-            f"{source}: the network must return (N, num_classes) logits (or (N,) for a "
-            f"one-class model), got {shape}"
-        )
-    values = 1 if out.ndim == 1 else out.shape[1]
-    if values != num_classes:
-        raise ModelError(
-            f"{source}: field 'num_classes' is {num_classes} but the network returns "
-            f"{values} values per patch"
-        )
