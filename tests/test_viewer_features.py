@@ -201,3 +201,27 @@ def test_a_measure_ruler_is_not_offered_as_a_reference(env):
     ]
     assert "drawn reference" in offered
     assert widget.measure.layer.name not in offered
+
+
+@pytest.mark.parametrize("picked", [".zattrs", "0/.zarray", ""])
+def test_load_analysis_opens_an_ome_zarr_map_picked_by_a_file_inside_it(
+    make_napari_viewer, tmp_path, monkeypatch, picked
+):
+    """A Qt file dialog picks files, not folders: a file inside a ``.prob.zarr`` folder (or the
+    folder itself, where the dialog allows it) loads the whole map."""
+    from napari_metastasis.map_store import save_zarr
+    from napari_metastasis.widgets import analysis_files
+
+    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
+    viewer = make_napari_viewer(show=True)
+    layer = add_sample_slide(viewer)
+    widget = MetastasisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    prob = synthetic_map(layer.metadata["slide_path"])
+    folder = save_zarr(prob, tmp_path / "sample.prob.zarr", ["normal", "tumor"])
+    choice = str(folder / picked) if picked else str(folder)
+    monkeypatch.setattr(analysis_files.QFileDialog, "getOpenFileName", lambda *a, **k: (choice, ""))
+    widget.files.load_button.click()
+    view = widget.current_analysis
+    assert view is not None and view.prob_map.n_analysed == prob.n_analysed
+    np.testing.assert_allclose(view.prob_map.values, prob.values, equal_nan=True, atol=1e-6)

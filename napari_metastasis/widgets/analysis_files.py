@@ -174,10 +174,27 @@ class AnalysisFiles(QWidget):
 
     def _load_dialog(self) -> None:
         file, _ = QFileDialog.getOpenFileName(
-            self, "Load analysis", "", "Probability map (*.tif *.tiff)"
+            self,
+            "Load analysis",
+            "",
+            "Probability map (*.tif *.tiff .zattrs .zgroup zarr.json);;"
+            "OME-Zarr map: any file inside its .zarr folder (*)",
         )
         if file:
             try:
-                self.load(file)
+                self.load(map_path_for(file))
             except MetastasisError as exc:
                 error(str(exc))
+
+
+def map_path_for(picked: str | Path) -> Path:
+    """The probability map a file dialog's choice stands for.
+
+    A Qt file dialog picks files, not folders, and an OME-Zarr map is a ``.zarr`` folder: a file
+    picked inside one (its ``.zattrs``, say) stands for the whole folder.
+    """
+    picked = Path(picked)
+    for folder in (picked, *picked.parents):
+        if folder.suffix.lower() == ".zarr" and folder.is_dir():
+            return folder
+    return picked
