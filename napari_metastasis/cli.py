@@ -11,11 +11,14 @@ COMMAND: error: ...``, with exit code 1, whatever raised it; ``--debug`` (anywhe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .error_policy import user_message
@@ -82,5 +85,21 @@ def _is_ours(exc: BaseException) -> bool:
     return isinstance(exc, MetastasisError)
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console command: :func:`main`, then exit with its code.
+
+    A Ctrl-C that lands once the work is done, while Python shuts down (joining threads, closing
+    files), would otherwise end a finished run as killed by SIGINT (exit -2, nothing printed):
+    from here on it is ignored, and the run's own exit code stands.
+    """
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:  # between main's own handlers and here
+        code = 130
+    with contextlib.suppress(ValueError):  # signals can be set from the main thread only
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

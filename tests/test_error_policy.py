@@ -212,3 +212,23 @@ def test_unexpected_errors_are_one_sentence_and_debug_shows_the_traceback(capsys
     monkeypatch.setattr(info, "run", out_of_space)
     code, _, err = _run(capsys, "info", str(SVS))
     assert "cannot read or write /data/out/x.csv: no space is left on the disk" in err
+
+
+def test_ctrl_c_while_python_shuts_down_keeps_the_runs_exit_code(tmp_path):
+    """A Ctrl-C that lands after the work is done, while the interpreter joins threads on its way
+    out, once ended a finished run as killed by SIGINT (exit -2, no message)."""
+    code = (
+        "import os, signal, threading, time\n"
+        "from napari_metastasis import cli\n"
+        "def finished(argv=None):\n"
+        "    # a thread still finishing (a writer, a pool) keeps Python from exiting at once\n"
+        "    threading.Thread(target=time.sleep, args=(1.0,)).start()\n"
+        "    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "    return 0\n"
+        "cli.main = finished\n"
+        "cli.run()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
