@@ -337,3 +337,23 @@ def test_a_deleted_regions_layer_does_not_come_back_on_slider_moves(env, qtbot):
     assert shapes not in viewer.layers
     assert not [lyr for lyr in viewer.layers if lyr.metadata.get("metastasis_regions")]
     assert widget.navigator.table.rowCount() == 0
+
+
+def test_every_region_table_cell_shows_its_whole_text_in_the_narrowest_dock(env, qtbot):
+    """At the dock's minimum width the figures a pathologist reads (area, size, category) are
+    not cut to "0.0…": columns take their contents' width, the table scrolls sideways if it must."""
+    _viewer, widget, _layer, _prob, saved = env
+    widget.load_analysis(saved)
+    widget.display.threshold.value = 0.5
+    widget.update_contours()
+    dock = widget.parentWidget()
+    dock.resize(widget.minimumWidth(), dock.height())
+    qtbot.wait(50)
+    table = widget.navigator.table
+    assert table.rowCount() == 4
+    header = table.horizontalHeader()
+    metrics = table.fontMetrics()
+    for col, name in enumerate(widget.navigator.COLUMNS):
+        for row in range(table.rowCount()):
+            text = table.item(row, col).text()
+            assert header.sectionSize(col) >= metrics.horizontalAdvance(text) + 6, (name, text)

@@ -212,7 +212,7 @@ class MetastasisWidget(QWidget):
         layout.addWidget(_group("Analysis files", self.files))
         layout.addWidget(_group("Help", self.help))
         layout.addStretch(1)
-        scroll = self.scroll = QScrollArea()  # type: ignore[method-assign]
+        scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         scroll.setWidget(inner)
@@ -220,20 +220,17 @@ class MetastasisWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self._scroll = scroll
-        self._fit_width()
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
-        # wide enough for every control (no horizontal scrolling, nothing cut off)
-        bar = scroll.verticalScrollBar().sizeHint().width()  # type: ignore[union-attr]
-        self.setMinimumWidth(max(340, inner.minimumSizeHint().width() + bar + 6))
+        self._fit_width()
 
     def _fit_width(self) -> None:
         """As wide as the widest panel needs: the scroll area has no horizontal bar to reach the
         rest. Measured again when shown, once napari's style sheet has set the fonts."""
         bar = self._scroll.verticalScrollBar().sizeHint().width()  # type: ignore[union-attr]
         inner = self._scroll.widget().minimumSizeHint().width()  # type: ignore[union-attr]
-        self.setMinimumWidth(max(340, inner + bar + 4))
+        self.setMinimumWidth(max(340, inner + bar + 6))
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

@@ -123,7 +123,12 @@ class RegionNavigator(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        # every column takes its contents' width (figures are never cut to "0.0…" in a narrow
+        # dock), the last one whatever is left; the table scrolls sideways if the dock is narrower
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        header.setMinimumSectionSize(24)
         self.table.setSortingEnabled(True)
         self._sort = (2, Qt.SortOrder.DescendingOrder)  # most probable first, until the user sorts
         self.table.horizontalHeader().sortIndicatorChanged.connect(self._on_sorted)
