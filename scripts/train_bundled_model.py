@@ -14,7 +14,8 @@ Design (what each choice is for):
 
 * **Data**: 4,989 PCam/Kaggle patches (both Camelyon16 centres), the 57 Camelyon16 patches of
   tumor_001/004/064 with exact masks from the official polygons, and normal tiles mined from the two
-  metastasis-free slides (skin, breast). Everything is kept at 0.972 µm/px (PCam's), 64 px.
+  metastasis-free slides (skin, breast). Everything is kept at 0.972 µm/px (PCam's), 96 px
+  (the Camelyon16 patches, 62 µm across, are mirrored out at their edges to that size).
 * **Held-out PCam**: a fixed, stratified 20 % of the PCam patches is the test set, never trained on
   or looked at to choose anything; another 10 % is the validation set (threshold, calibration
   checks, the epoch count chosen in trials). PCam has no slide ids, so these splits may share slides
@@ -25,7 +26,8 @@ Design (what each choice is for):
   needed and each member has missed a different slide.
 * **Encodings**: JPEG re-encoding, per-channel gamma and a near-identity colour matrix (what a
   different scanner profile or a DICOM conversion does) on top of strong HED stain jitter.
-* **Test-time augmentation**: the bundled network averages the 8 flips/90° rotations of each patch.
+* **Test-time augmentation**: the bundled network averages the 8 flips/90° rotations of each patch,
+  dealt out to the three fold networks in turn (8 forward passes a patch, not 24).
 * **Threshold** on the validation PCam patches (Youden's J), never on test numbers.
 """
 
@@ -81,8 +83,10 @@ RESULTS_FILE = PROJECT_ROOT / "resources" / "bundled_model_recipe.json"
 HEATMAP_PATTERN = "bundled_model_fp_{slide}.png"
 
 STORE_SPACING = 0.972  # µm/px the sources are kept at (PCam's spacing)
-STORE_SIZE = 64
-CROP_PX = 48
+STORE_SIZE = 96  # PCam's whole patch: 93 µm
+CAMELYON_STORE_SIZE = 64  # the Camelyon16 patches cover 62 µm (256 px at 0.243 µm/px)
+CROP_PX = 64
+MINE_STRIDE_UM = 32.0  # normal tiles mined from the metastasis-free slides every 32 µm
 MODEL_SPACING = 1.0
 #: µm/px assumed for CropBreastSlide.tiff (its TIFF says 96 dpi, i.e. 264.6 µm/px: impossible).
 CROP_BREAST_MPP = 0.5
@@ -155,17 +159,18 @@ def load_sources(data: Path, pcam_limit: int | None = None) -> dict[str, PatchSe
     camelyon = ingest_labelled_folder(
         data / "patches" / "camelyon16_256",
         spacing_um=STORE_SPACING,
-        patch_size=STORE_SIZE,
+        patch_size=CAMELYON_STORE_SIZE,
         source_mpp=CAMELYON16_MPP,
         geometries=geometries,
     )
+    camelyon = reflect_pad(camelyon, STORE_SIZE)
     mined = [
         extract_from_slide(
             data / rel,
             None,
             spacing_um=STORE_SPACING,
             patch_size=STORE_SIZE,
-            stride_um=32.0,
+            stride_um=MINE_STRIDE_UM,
             min_tissue=0.05,
             mpp=mpp,
             slide_name=name,
@@ -179,6 +184,24 @@ def load_sources(data: Path, pcam_limit: int | None = None) -> dict[str, PatchSe
         limit=pcam_limit,
     )
     return {"camelyon": camelyon, "mined": PatchSet.concat(mined), "pcam": pcam}
+
+
+def reflect_pad(patches: PatchSet, size: int) -> PatchSet:
+    """Patches (and masks) mirrored out at their edges to ``size`` px.
+
+    The Camelyon16 patches cover 62 µm, less than the other sources' 93 µm; mirrored borders let
+    them share batches (a crop always keeps most of the real patch, and the mask follows the
+    pixels, so the soft target stays right).
+    """
+    pad = (size - patches.patch_size) // 2
+    if pad <= 0:
+        return patches
+    spec = ((0, 0), (pad, size - patches.patch_size - pad), (pad, size - patches.patch_size - pad))
+    return replace(
+        patches,
+        images=np.pad(patches.images, (*spec, (0, 0)), mode="reflect"),
+        masks=np.pad(patches.masks, spec, mode="reflect"),
+    )
 
 
 def split_pcam(labels: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
@@ -430,7 +453,8 @@ def build_card(results: dict) -> dict:
         f"Resize to {cfg['crop_px']} px, ToTensor (RGB in [0, 1]); normalisation is inside the network"
     )
     card["test_time_augmentation"] = (
-        "each patch is classified in its 8 flips/90° rotations and the probabilities averaged"
+        "each patch is classified in its 8 flips/90° rotations, dealt out to the fold networks "
+        "in turn (8 forward passes a patch), and the probabilities averaged"
         if results["tta"]
         else "off"
     )
@@ -446,8 +470,10 @@ def build_card(results: dict) -> dict:
         f"Camelyon16 centres), 96 px at 0.972 µm/px: {split['train']} for training, "
         f"{split['val']} validation, {split['test']} held-out test (stratified, fixed seed)",
         f"{counts['camelyon']} Camelyon16 patches (tumor_001/004/064, Radboud) labelled and masked "
-        "from the official lesion polygons; used by slide (see validation)",
-        f"{counts['mined']} normal tiles (64 µm, 50 % overlap) mined from the two metastasis-free "
+        "from the official lesion polygons (62 µm across, mirrored out at the edges to "
+        f"{STORE_SIZE * STORE_SPACING:.0f} µm); used by slide (see validation)",
+        f"{counts['mined']} normal tiles ({STORE_SIZE * STORE_SPACING:.0f} µm, every "
+        f"{MINE_STRIDE_UM:.0f} µm) mined from the two metastasis-free "
         "slides (CMU-1-Small-Region, skin; CropBreastSlide, breast, taken as "
         f"{CROP_BREAST_MPP} µm/px because its resolution tag is bogus)",
     ]
@@ -543,7 +569,8 @@ def build_card(results: dict) -> dict:
         "Negatives include skin and breast tissue, not lymph-node capsule, fat or vessels from "
         "metastasis-free lymph nodes; expect false positives on dense fibrous tissue, germinal "
         "centres and histiocytes.",
-        "48 µm field of view: isolated tumour cells and small clusters are not reliably detected.",
+        f"{cfg['crop_px'] * cfg['spacing_um']:.0f} µm field of view: isolated tumour cells and "
+        "small clusters are not reliably detected.",
     ]
     card["reproduce"] = "make model   # = python scripts/train_bundled_model.py"
     card["environment"] = results["environment"]
@@ -638,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         "architecture": (
             f"napari_metastasis SmallCNN(width={config.width}) x{len(members)} fold networks "
             f"({count_parameters(members[0]):,} parameters each), probabilities averaged"
-            + (" over 8 flips/rotations" if TTA else "")
+            + (" over 8 flips/rotations dealt out to the networks in turn" if TTA else "")
         ),
         "parameters": count_parameters(ensemble),
         "tta": TTA,

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="average each patch's 8 flips/90° rotations in the exported model",
+        help="average each patch's 8 flips/90° rotations in the exported model (dealt out to the "
+        "networks in turn when there are several)",
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
