@@ -33,7 +33,8 @@ def test_quick_recipe_writes_model_results_and_card(recipe, tmp_path):
     assert recipe.main(argv) == 0
     assert (out / SAFETENSORS_FILE).is_file() and (out / "torchscript_model.pt").is_file()
     model = load_model(out, device="cpu")
-    assert model.config.input_size == (48, 48) and model.config.spacing_um_px == 1.0
+    size = recipe.CROP_PX
+    assert model.config.input_size == (size, size) and model.config.spacing_um_px == 1.0
     results = json.loads(results_file.read_text())
     card = json.loads((out / "model_card.json").read_text())
     assert card == json.loads(json.dumps(recipe.build_card(results), default=float)) | {
@@ -53,3 +54,20 @@ def test_quick_recipe_writes_model_results_and_card(recipe, tmp_path):
     text = readme.read_text()
     assert "old" not in text and "### Model card: x" in text and "#### Data" in text
     assert text.startswith("intro\n") and text.endswith("rest\n")
+
+
+def test_camelyon_patches_are_mirrored_out_with_their_masks(recipe):
+    from napari_metastasis.datasets.patchset import PatchSet
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0, :, :10] = True  # tumour along the left edge
+    small = PatchSet(images, np.array([1, 0]), np.array(["a", "b"]), 0.972, masks=masks)
+    big = recipe.reflect_pad(small, 96)
+    assert big.images.shape == (2, 96, 96, 3) and big.masks.shape == (2, 96, 96)
+    np.testing.assert_array_equal(big.images[:, 16:80, 16:80], images)  # the real patch, centred
+    np.testing.assert_array_equal(big.images[:, 16:80, 15], images[:, :, 1])  # mirrored
+    assert big.masks[0, :, 7:26].all() and not big.masks[0, :, 26:].any()
+    assert not big.masks[0, :, :7].any()  # mirrored: the edge tumour reaches 9 px into the pad
+    assert big.has_mask.all() and list(big.labels) == [1, 0]
