@@ -138,13 +138,73 @@ class StallMeter:
         return self.longest
 
 
+class StallSampler:
+    """Where the GUI thread is while it stalls: a watchdog thread samples its stack every 20 ms
+    once the stall meter has not ticked for 100 ms. The JSON gets the most sampled stacks, so a
+    stall can be traced to the call that makes it (the plugin's or napari's)."""
+
+    def __init__(self, meter: StallMeter, threshold_s: float = 0.1, every_s: float = 0.02):
+        import collections
+        import threading
+
+        self.meter, self.threshold_s, self.every_s = meter, threshold_s, every_s
+        self.samples: collections.Counter = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-sampler", daemon=True)
+        self._main = threading.main_thread().ident
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import traceback
+
+        while not self._stop.wait(self.every_s):
+            if not self.meter.timer.isActive():
+                continue
+            if time.perf_counter() - self.meter.last < self.threshold_s:
+                continue
+            frame = sys._current_frames().get(self._main)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            inner = [f for f in stack if "qtpy" not in f.filename][-8:]
+            key = " <- ".join(
+                f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno} {f.name}"
+                for f in reversed(inner)
+            )
+            self.samples[key] += 1
+
+    def top(self, n: int = 5) -> list[dict]:
+        ms = self.every_s * 1000
+        return [{"sampled_ms": round(c * ms), "stack": k} for k, c in self.samples.most_common(n)]
+
+
 def wait_until(app, condition, timeout_s=600.0):
+    """Run the Qt event loop (as napari's own does: idle between events, no polling that would
+    take the GIL from the worker threads) until ``condition()`` holds."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
     end = time.perf_counter() + timeout_s
-    while not condition():
-        if time.perf_counter() > end:
-            raise TimeoutError("the run did not finish")
-        app.processEvents()
-        time.sleep(0.001)
+    loop = QEventLoop()
+    check = QTimer()
+    check.setInterval(20)
+
+    def poll():
+        if condition() or time.perf_counter() > end:
+            loop.quit()
+
+    check.timeout.connect(poll)
+    check.start()
+    if not condition():
+        loop.exec_()
+    check.stop()
+    if not condition():
+        raise TimeoutError("the run did not finish")
 
 
 def predict_round(slide_path: Path, model, batch_size: int, tissue) -> tuple[int, float]:
@@ -222,12 +282,15 @@ def main(argv=None) -> int:
     with Slide(slide_path) as slide:
         tissue = widget.resources.tissue(slide, make_grid(slide, model))
     meter = StallMeter()
+    sampler = StallSampler(meter)
+    sampler.start()
     app.processEvents()
     # warm-up, not counted: the file cache, the reader threads, napari's first layers and shaders
     predict_round(slide_path, model, args.batch_size, tissue)
     gui_round(app, viewer, widget, meter, slots)
 
     rounds = []
+    sampler.samples.clear()  # the warm-up's stalls (first layers, shaders) are not counted
     for index in range(args.rounds):
         if index % 2 == 0:  # alternate which goes first: a shared machine's load drifts
             n_predict, s_predict = predict_round(slide_path, model, args.batch_size, tissue)
@@ -276,8 +339,10 @@ def main(argv=None) -> int:
         "stall_met": stall < GOAL_STALL_S,
         "longest_plugin_call_s": statistics.median(r["longest_plugin_call_s"] for r in rounds),
         "load_average_1min_at_end": os.getloadavg()[0],
+        "stalls_sampled": sampler.top(),
         "rounds": rounds,
     }
+    sampler.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "rounds"}, indent=2))

@@ -85,7 +85,7 @@ HEATMAP_PATTERN = "bundled_model_fp_{slide}.png"
 STORE_SPACING = 0.972  # µm/px the sources are kept at (PCam's spacing)
 STORE_SIZE = 96  # PCam's whole patch: 93 µm
 CAMELYON_STORE_SIZE = 64  # the Camelyon16 patches cover 62 µm (256 px at 0.243 µm/px)
-CROP_PX = 64
+CROP_PX = 80
 MINE_STRIDE_UM = 32.0  # normal tiles mined from the metastasis-free slides every 32 µm
 MODEL_SPACING = 1.0
 #: µm/px assumed for CropBreastSlide.tiff (its TIFF says 96 dpi, i.e. 264.6 µm/px: impossible).
@@ -119,7 +119,7 @@ def recipe_config(quick: bool = False) -> TrainConfig:
         dropout=0.2,
         crop_px=CROP_PX,
         spacing_um=MODEL_SPACING,
-        epochs=2 if quick else 12,
+        epochs=2 if quick else 20,
         steps_per_epoch=2 if quick else 60,
         batch_size=16 if quick else 64,
         lr=3e-3,
