@@ -24,8 +24,12 @@ Design (what each choice is for):
   folds, without one of the normal slides); each held-out slide is predicted only by the network that
   never saw it. The bundled model is the average of the three fold networks, so no extra training is
   needed and each member has missed a different slide.
-* **Encodings**: JPEG re-encoding, per-channel gamma and a near-identity colour matrix (what a
-  different scanner profile or a DICOM conversion does) on top of strong HED stain jitter.
+* **Encodings**: JPEG re-encoding (half of it at twice the model's resolution, as a slide
+  re-encoded at 0.5 µm/px shows it), blur, per-channel gamma and a near-identity colour matrix
+  (what a different scanner profile or a DICOM conversion does) on top of strong HED stain jitter.
+  The first 80-px run without the fine JPEG and the blur moved the sample's probabilities by 0.035
+  on average between its SVS and DICOM copies; re-encoding the SVS pixels as JPEG (quality 90)
+  reproduced that shift exactly, and a 0.5-px blur gave the same shift the other way.
 * **Test-time augmentation**: the bundled network averages the 8 flips/90° rotations of each patch,
   dealt out to the three fold networks in turn (8 forward passes a patch, not 24).
 * **Threshold** on the validation PCam patches (Youden's J), never on test numbers.
@@ -132,8 +136,11 @@ def recipe_config(quick: bool = False) -> TrainConfig:
             greyscale_p=0.05,
             gamma=0.1,
             colour_mix=0.05,
-            jpeg_p=0.5,
-            jpeg_quality_min=60,
+            jpeg_p=0.6,
+            jpeg_quality_min=50,
+            jpeg_fine_share=0.5,
+            blur_p=0.25,
+            blur_sigma=1.0,
         ),
         threads=int(os.environ.get("NAPARI_METASTASIS_THREADS", "1")),
     )
@@ -484,8 +491,10 @@ def build_card(results: dict) -> dict:
         f"augmentation: flips/90° rotations, scale ±{aug['scale_jitter']:.0%}, random position, HED "
         f"stain jitter (×U(1±{aug['hed_scale']}), shift ±{aug['hed_shift']}), brightness/contrast/"
         f"saturation, {aug['greyscale_p']:.0%} greyscale, per-channel gamma ±{aug['gamma']}, colour "
-        f"matrix ±{aug['colour_mix']}, JPEG re-encoding of {aug['jpeg_p']:.0%} of crops at quality "
-        f"{aug['jpeg_quality_min']}-95",
+        f"matrix ±{aug['colour_mix']}, Gaussian blur of {aug['blur_p']:.0%} of crops (sigma "
+        f"0.2-{aug['blur_sigma']} px), JPEG re-encoding of {aug['jpeg_p']:.0%} of crops at quality "
+        f"{aug['jpeg_quality_min']}-95 ({aug['jpeg_fine_share']:.0%} of them at twice the "
+        "resolution, then halved: artefacts of a slide re-encoded at 0.5 µm/px)",
         f"batches of {cfg['batch_size']}, half tumour; normal draws "
         + ", ".join(f"{v:.0%} {k}" for k, v in results["normal_mix"].items())
         + "; tumour draws "

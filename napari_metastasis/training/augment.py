@@ -50,6 +50,11 @@ class AugmentConfig:
     colour_mix: float = 0.0  # off-diagonal terms of a 3x3 colour matrix in [-m, m]
     jpeg_p: float = 0.0  # share of crops re-encoded as JPEG
     jpeg_quality_min: int = 60  # quality drawn in [jpeg_quality_min, 95]
+    #: share of the JPEG re-encodings made at twice the model's resolution (then halved): a slide
+    #: re-encoded at 0.5 µm/px and read at 1 µm/px has its JPEG artefacts at that finer scale
+    jpeg_fine_share: float = 0.0
+    blur_p: float = 0.0  # share of crops blurred (a softer scan or focus)
+    blur_sigma: float = 1.0  # Gaussian sigma in px drawn in [0.2, blur_sigma]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -186,20 +191,52 @@ def encoding_jitter(
         mix = mix / mix.sum(dim=2, keepdim=True)  # rows sum to 1: white stays white
         out = torch.einsum("nij,njhw->nihw", mix, out)
     out = out.clamp(0, 1)
+    if config.blur_p > 0:
+        out = _random_blur(out, config, generator)
     if config.jpeg_p > 0:
         pick = torch.rand(n, generator=generator) < config.jpeg_p
         qualities = torch.randint(config.jpeg_quality_min, 96, (n,), generator=generator)
+        fine = torch.rand(n, generator=generator) < config.jpeg_fine_share
         chosen = torch.nonzero(pick).flatten()
         if len(chosen):
-            batch = out[chosen].permute(0, 2, 3, 1).mul(255).round().to(torch.uint8).numpy()
-            coded = np.stack(
-                [
-                    jpeg_roundtrip(b, int(qualities[i]))
-                    for b, i in zip(batch, chosen.tolist(), strict=True)
-                ]
-            )
             out = out.clone()
-            out[chosen] = torch.from_numpy(coded).permute(0, 3, 1, 2).float().div_(255.0)
+            for finer in (False, True):
+                part = chosen[fine[chosen] == finer]
+                if len(part):
+                    out[part] = _jpeg_batch(out[part], qualities[part], 2 if finer else 1)
+    return out
+
+
+def _jpeg_batch(images: torch.Tensor, qualities: torch.Tensor, scale: int) -> torch.Tensor:
+    """JPEG round trip of (n, 3, H, W) in [0, 1], encoded at ``scale`` times the size."""
+    h, w = images.shape[-2:]
+    x = F.interpolate(images, scale_factor=scale, mode="bilinear") if scale > 1 else images
+    batch = x.clamp(0, 1).permute(0, 2, 3, 1).mul(255).round().to(torch.uint8).numpy()
+    coded = np.stack([jpeg_roundtrip(b, int(q)) for b, q in zip(batch, qualities, strict=True)])
+    y = torch.from_numpy(coded).permute(0, 3, 1, 2).float().div_(255.0)
+    return F.interpolate(y, size=(h, w), mode="area") if scale > 1 else y
+
+
+def _random_blur(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Gaussian blur of a share of (N, 3, H, W) crops, each with its own sigma."""
+    n = images.shape[0]
+    pick = torch.nonzero(torch.rand(n, generator=generator) < config.blur_p).flatten()
+    if not len(pick):
+        return images
+    sigma = 0.2 + torch.rand(len(pick), generator=generator) * max(config.blur_sigma - 0.2, 0)
+    radius = max(1, int(np.ceil(3 * config.blur_sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(3, 0)  # (3k, taps)
+    x = images[pick].reshape(1, -1, *images.shape[-2:])
+    groups = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel[:, None, None, :], groups=groups)
+    x = F.conv2d(x, kernel[:, None, :, None], groups=groups)
+    out = images.clone()
+    out[pick] = x.reshape(len(pick), 3, *images.shape[-2:])
     return out
 
 
