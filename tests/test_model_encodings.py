@@ -12,7 +12,7 @@ from napari_metastasis.models import load_model
 
 def test_bundled_model_is_stable_across_svs_and_dicom():
     agreement = compare_encodings(load_model("default", device="cpu"), SVS, DICOM_VOLUME)
-    assert agreement.patches > 200  # the tissue of the sample slide, analysed in both
+    assert agreement.patches > 100  # the tissue of the sample slide (80 µm cells), in both
     # the goals of issue #10
     assert agreement.mean_abs_difference <= 0.03, agreement
     assert agreement.p99_abs_difference <= 0.15, agreement
