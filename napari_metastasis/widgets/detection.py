@@ -17,6 +17,7 @@ thread on the slide or the model.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -628,9 +629,10 @@ class MetastasisWidget(QWidget):
 
         def built(layers):
             overlay, regions = layers
-            self._building.discard(id(view))
-            self.views.attach(view, layer_for_slide(self.viewer, path), overlay, None)
-            QTimer.singleShot(0, lambda: self._show_run_regions(view, regions))
+            steps = self.views.attach_steps(view, layer_for_slide(self.viewer, path), overlay)
+            steps.append(lambda: self._building.discard(id(view)))
+            steps.append(lambda: self._show_run_regions(view, regions))
+            one_per_turn(steps)
 
         worker.returned.connect(built)
         worker.start()
@@ -999,3 +1001,16 @@ class MetastasisWidget(QWidget):
         self.cancel()
         self.cases.cancel()
         super().closeEvent(event)
+
+
+def one_per_turn(steps: list[Callable[[], None]]) -> None:
+    """Run ``steps`` in order, one per turn of the Qt event loop, so the viewer repaints and
+    answers the mouse between them (napari's layer work is GUI-thread work)."""
+    if not steps:
+        return
+
+    def run() -> None:
+        steps[0]()
+        one_per_turn(steps[1:])
+
+    QTimer.singleShot(0, run)
