@@ -199,8 +199,8 @@ def test_cancel_whole_slide_stops_early_and_keeps_finished_patches(env, qtbot, m
     real_model = widget.resources.model
     gates: list[Gate] = []
 
-    def gated_model(ref, device):
-        model = real_model(ref, device)
+    def gated_model(ref, device, sha256=None):
+        model = real_model(ref, device, sha256)
         if not gates:
             gates.append(Gate(model))
         return model

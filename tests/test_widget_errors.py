@@ -132,8 +132,8 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(env, qtbot, monkeypatch):
     real_model = widget.resources.model
     undo = []
 
-    def exhausted(ref, device):
-        model = real_model(ref, device)
+    def exhausted(ref, device, sha256=None):
+        model = real_model(ref, device, sha256)
         oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         undo.append(fail_inference(model, oom))
         return model

@@ -620,7 +620,7 @@ class MetastasisWidget(QWidget):
         if not new:
             view.refresh_overlay()
             if self.current_analysis is view:
-                QTimer.singleShot(0, lambda: self._show_run_regions(view))  # type: ignore[arg-type]
+                self._one_per_turn([lambda: self._show_run_regions(view)])  # type: ignore[arg-type]
             return
         from napari.qt.threading import create_worker
 
@@ -632,10 +632,27 @@ class MetastasisWidget(QWidget):
             steps = self.views.attach_steps(view, layer_for_slide(self.viewer, path), overlay)
             steps.append(lambda: self._building.discard(id(view)))
             steps.append(lambda: self._show_run_regions(view, regions))
-            one_per_turn(steps)
+            self._one_per_turn(steps)
 
         worker.returned.connect(built)
         worker.start()
+
+    def _one_per_turn(self, steps: list[Callable[[], None]]) -> None:
+        """Run ``steps`` in order, one per turn of the Qt event loop, so the viewer repaints and
+        answers the mouse between them (napari's layer work is GUI-thread work). The timer is
+        the widget's child: once the widget is gone (the viewer closed) nothing more runs."""
+        if not steps:
+            return
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+
+        def run() -> None:
+            timer.deleteLater()
+            steps[0]()
+            self._one_per_turn(steps[1:])
+
+        timer.timeout.connect(run)
+        timer.start(0)
 
     def _show_run_regions(self, view: AnalysisView, regions_layer=None) -> None:
         if regions_layer is not None:
@@ -1001,16 +1018,3 @@ class MetastasisWidget(QWidget):
         self.cancel()
         self.cases.cancel()
         super().closeEvent(event)
-
-
-def one_per_turn(steps: list[Callable[[], None]]) -> None:
-    """Run ``steps`` in order, one per turn of the Qt event loop, so the viewer repaints and
-    answers the mouse between them (napari's layer work is GUI-thread work)."""
-    if not steps:
-        return
-
-    def run() -> None:
-        steps[0]()
-        one_per_turn(steps[1:])
-
-    QTimer.singleShot(0, run)
