@@ -649,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.recard:
         return recard(args.results, args.out, args.readme)
     start = time.time()
+    load_at_start = os.getloadavg()[0]  # other work on the machine stretches the wall clock
     config = recipe_config(args.quick)
     torch.set_num_threads(config.threads or 2)
     progress = not args.no_progress and sys.stderr.isatty()
@@ -691,7 +692,10 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "threads": torch.get_num_threads(),
         "workers": args.workers,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible, shared with other jobs",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} CPUs visible, load average "
+            f"{load_at_start:.1f} when the recipe started"
+        ),
         "environment": {"python": platform.python_version(), "torch": torch.__version__},
     }
     # Whole slides through the real pipeline: the model folder as users load it.

@@ -72,11 +72,15 @@ def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_f
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
 
 
-def test_without_its_resize_the_bundled_config_would_feed_wsinfer_96_px():
+def test_without_its_resize_the_bundled_config_would_feed_wsinfer_level0_sized_patches():
+    """WSInfer resizes only when the config says so: without the Resize step the network would
+    get the level-0 patch (80 µm at 0.499 µm/px: 160 px), not its 80 px."""
     config = json.loads((BUNDLED_DIR / "default" / "config.json").read_text())
+    size_um = config["patch_size_pixels"] * config["spacing_um_px"]
     config["transform"] = [s for s in config["transform"] if s["name"] != "Resize"]
     side = wsinfer_rules.slide_patch_size(config, slide_mpp=0.499)
-    assert wsinfer_rules.preprocess(config, level0_patches(side, 1)[0]).shape[-1] == 96
+    got = wsinfer_rules.preprocess(config, level0_patches(side, 1)[0]).shape[-1]
+    assert got == round(size_um / 0.499) != config["patch_size_pixels"]
 
 
 # --- one-output models: a sigmoid, as in WSInfer ----------------------------------------------------
