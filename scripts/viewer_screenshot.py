@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         layer.edge_width = 3 / viewer.scene.camera.zoom
         viewer.layers.selection.active = widget.slide_layer
         pump(0.5)
-        widget.scroll.ensureWidgetVisible(widget.comparison.missed_list, 0, 10)
+        widget.scroll_area.ensureWidgetVisible(widget.comparison.missed_list, 0, 10)
         shoot(args.compare_out)
         print(f"{args.compare_out}: {widget.comparison.summary.text()}")
     viewer.close()

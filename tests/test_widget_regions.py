@@ -357,3 +357,5 @@ def test_every_region_table_cell_shows_its_whole_text_in_the_narrowest_dock(env,
         for row in range(table.rowCount()):
             text = table.item(row, col).text()
             assert header.sectionSize(col) >= metrics.horizontalAdvance(text) + 6, (name, text)
+    # and side by side: the size and category columns are not behind a sideways scroll
+    assert header.length() <= table.viewport().width(), (header.length(), table.viewport().width())

@@ -220,7 +220,7 @@ class MetastasisWidget(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self._scroll = scroll
+        self.scroll_area = scroll
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
@@ -229,8 +229,8 @@ class MetastasisWidget(QWidget):
     def _fit_width(self) -> None:
         """As wide as the widest panel needs: the scroll area has no horizontal bar to reach the
         rest. Measured again when shown, once napari's style sheet has set the fonts."""
-        bar = self._scroll.verticalScrollBar().sizeHint().width()  # type: ignore[union-attr]
-        inner = self._scroll.widget().minimumSizeHint().width()  # type: ignore[union-attr]
+        bar = self.scroll_area.verticalScrollBar().sizeHint().width()  # type: ignore[union-attr]
+        inner = self.scroll_area.widget().minimumSizeHint().width()  # type: ignore[union-attr]
         self.setMinimumWidth(max(340, inner + bar + 6))
 
     def showEvent(self, event) -> None:

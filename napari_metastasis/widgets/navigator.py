@@ -129,6 +129,7 @@ class RegionNavigator(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         header.setMinimumSectionSize(24)
+        self.table.setMinimumWidth(self._width_for_typical_rows())
         self.table.setSortingEnabled(True)
         self._sort = (2, Qt.SortOrder.DescendingOrder)  # most probable first, until the user sorts
         self.table.horizontalHeader().sortIndicatorChanged.connect(self._on_sorted)
@@ -165,6 +166,22 @@ class RegionNavigator(QWidget):
         layout.addWidget(self.table)
         layout.addLayout(buttons)
         self.set_regions([], [])
+
+    #: the widest text each column usually holds (the dock is made wide enough for these)
+    TYPICAL = ("99", "Tumor", "0.000", "0.000", "0.0000", "00.000", "Macro")
+
+    def _width_for_typical_rows(self) -> int:
+        """Wide enough to show every column of typical rows side by side (the size and category
+        columns, what a pathologist reads first, must not hide behind a sideways scroll)."""
+        metrics = self.table.fontMetrics()
+        bold = self.table.horizontalHeader().fontMetrics()
+        pad = 30  # cell margins and a sort arrow
+        columns = sum(
+            max(bold.horizontalAdvance(name), metrics.horizontalAdvance(text)) + pad
+            for name, text in zip(self.COLUMNS, self.TYPICAL, strict=True)
+        )
+        scrollbar = self.table.verticalScrollBar().sizeHint().width()
+        return columns + 2 * self.table.frameWidth() + scrollbar
 
     # --- content ----------------------------------------------------------------------------
     def set_regions(
