@@ -86,14 +86,19 @@ def test_non_finite_output_is_a_notification_naming_model_and_patch(widget, qtbo
     torch.jit.script(NaNModel()).save(str(folder / "torchscript_model.pt"))
     config = darkness_config(PATCH_PX, SPACING_UM)
     (folder / "config.json").write_text(json.dumps(config))
+    errors = _run_saying_yes(widget, qtbot, folder)
+    assert len(errors) == 1, errors
+    assert "model nan-model: non-finite output" in errors[0] and "level-0 x=" in errors[0]
+
+
+def _run_saying_yes(widget, qtbot, folder) -> list[str]:
+    """Run the model in ``folder`` with the user trusting it; the warnings and errors shown."""
     widget.add_model_folder(folder)
     widget.confirm_trust = lambda state: True
     start = len(notification_manager.records)
     widget.run()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
-    errors = _errors_since(start)
-    assert len(errors) == 1, errors
-    assert "model nan-model: non-finite output" in errors[0] and "level-0 x=" in errors[0]
+    return _errors_since(start)
 
 
 def _untrusted_copy(folder, target):
@@ -117,12 +122,7 @@ def test_a_model_the_loader_refuses_is_not_remembered_as_trusted(widget, qtbot, 
     folder.mkdir()
     torch.jit.script(FromFileAttack(str(victim), 64)).save(str(folder / "torchscript_model.pt"))
     (folder / "config.json").write_text(json.dumps(darkness_config(PATCH_PX, SPACING_UM)))
-    widget.add_model_folder(folder)
-    widget.confirm_trust = lambda state: True
-    start = len(notification_manager.records)
-    widget.run()
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
-    errors = _errors_since(start)
+    errors = _run_saying_yes(widget, qtbot, folder)
     assert len(errors) == 1 and "aten::from_file" in errors[0], errors
     assert not check_trust(folder).trusted
     assert victim.read_bytes() == b"precious" * 8
