@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -229,6 +230,16 @@ def test_ctrl_c_while_python_shuts_down_keeps_the_runs_exit_code(tmp_path):
         "cli.run()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+    def ctrl_c_as_in_a_terminal() -> None:  # a background job (CI, nohup &) starts ignoring it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=ctrl_c_as_in_a_terminal,
+    )
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
