@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MetastasisError
-from .grid import PatchGrid
-from .probability import FORMAT_TAG, ProbabilityMap
+from .probability import ProbabilityMap
 
 NGFF_VERSION = "0.4"
 ZARR_SUFFIX = ".prob.zarr"
@@ -173,21 +172,11 @@ def _read(path: Path, group) -> tuple[ProbabilityMap, list[str]]:
     attrs = dict(group.attrs)
     meta = attrs.get(METADATA_KEY)
     try:
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_TAG:
-            raise ValueError("not written by napari-metastasis")
-        grid = PatchGrid.from_dict(meta["grid"])
         values = np.asarray(group[IMAGE][:], dtype=np.float32)
-    except (KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
         raise MetastasisError(f"{path.name}: not a probability map ({exc})") from exc
-    prob_map = ProbabilityMap(
-        grid,
-        values,
-        class_name=meta.get("class_name", "tumor"),
-        model_name=meta.get("model_name", ""),
-        slide_path=meta.get("slide_path", ""),
-        extra=meta.get("extra", {}),
-    )
-    return prob_map, list(meta.get("class_names") or [prob_map.class_name])
+    prob_map = ProbabilityMap.from_metadata(meta, values, path.name)  # meta: a dict from here
+    return prob_map, list(meta.get("class_names") or [prob_map.class_name])  # type: ignore[union-attr]
 
 
 def save_zarr(

@@ -90,6 +90,28 @@ class ProbabilityMap:
             "extra": self.extra,
         }
 
+    @classmethod
+    def from_metadata(cls, meta: object, values: np.ndarray, where: str) -> ProbabilityMap:
+        """The inverse of :meth:`metadata`: the map ``meta`` describes, holding ``values``.
+
+        Whatever the file format (TIFF description, OME-Zarr attributes), metadata that is not
+        this program's is one sentence naming ``where`` it came from.
+        """
+        try:
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT_TAG:
+                raise ValueError("not written by napari-metastasis")
+            grid = PatchGrid.from_dict(meta["grid"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MetastasisError(f"{where}: not a probability map ({exc})") from exc
+        return cls(
+            grid,
+            values,
+            class_name=meta.get("class_name", "tumor"),
+            model_name=meta.get("model_name", ""),
+            slide_path=meta.get("slide_path", ""),
+            extra=meta.get("extra", {}),
+        )
+
     def save(self, path: str | Path) -> Path:
         """Write a float32 TIFF (NaN kept) with the geometry as JSON in its description."""
         path = Path(path)
@@ -116,16 +138,6 @@ class ProbabilityMap:
                 description = tif.pages[0].description  # type: ignore[union-attr]
                 values = tif.pages[0].asarray()
             meta = json.loads(description)
-            if meta.get("format") != FORMAT_TAG:
-                raise ValueError("not written by napari-metastasis")
-            grid = PatchGrid.from_dict(meta["grid"])
-        except (OSError, ValueError, KeyError, TypeError, tifffile.TiffFileError) as exc:
+        except (OSError, ValueError, TypeError, tifffile.TiffFileError) as exc:
             raise MetastasisError(f"{path.name}: not a probability map ({exc})") from exc
-        return cls(
-            grid,
-            values,
-            class_name=meta.get("class_name", "tumor"),
-            model_name=meta.get("model_name", ""),
-            slide_path=meta.get("slide_path", ""),
-            extra=meta.get("extra", {}),
-        )
+        return cls.from_metadata(meta, values, path.name)
