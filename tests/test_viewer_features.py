@@ -10,26 +10,20 @@ from conftest import SVS, TIFF_6_LEVELS
 from qtpy.QtCore import Qt
 from shapely.geometry import box
 from test_widget_regions import synthetic_map
-from widget_helpers import add_sample_slide
+from widget_helpers import docked_widget
 
 from napari_metastasis.annotations import Annotation, write_annotations
 from napari_metastasis.evaluation.froc import lesion_mask
 from napari_metastasis.evaluation.slides import overlap
 from napari_metastasis.widgets.comparison import STATUS_COLORS
 from napari_metastasis.widgets.detection import SHORTCUTS, MetastasisWidget
-from napari_metastasis.widgets.session import ANALYSES_DIR_ENV
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
 def env(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
-    layer = add_sample_slide(viewer)
-    widget = MetastasisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
     prob = synthetic_map(layer.metadata["slide_path"])
     widget.load_analysis(prob.save(tmp_path / "synthetic.probability.tif"))
     widget.display.threshold.value = 0.5
@@ -212,11 +206,7 @@ def test_load_analysis_opens_an_ome_zarr_map_picked_by_a_file_inside_it(
     from napari_metastasis.map_store import save_zarr
     from napari_metastasis.widgets import analysis_files
 
-    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
-    viewer = make_napari_viewer(show=True)
-    layer = add_sample_slide(viewer)
-    widget = MetastasisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    _viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
     prob = synthetic_map(layer.metadata["slide_path"])
     folder = save_zarr(prob, tmp_path / "sample.prob.zarr", ["normal", "tumor"])
     choice = str(folder / picked) if picked else str(folder)

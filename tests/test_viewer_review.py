@@ -16,7 +16,7 @@ import pytest
 from conftest import ANNOTATIONS, SVS, TIFF_6_LEVELS
 from napari.utils.notifications import notification_manager
 from test_widget_regions import synthetic_map
-from widget_helpers import add_sample_slide, write_test_model
+from widget_helpers import add_sample_slide, docked_widget, write_test_model
 
 from napari_metastasis._reader import slide_layer_data
 from napari_metastasis.models import DEFAULT_MODEL, resolve_threshold
@@ -25,7 +25,6 @@ from napari_metastasis.models.threshold import MODEL_CARD_FILE
 from napari_metastasis.slide import Slide
 from napari_metastasis.widgets import overlay as overlay_module
 from napari_metastasis.widgets.detection import SHAPES, WHOLE, MetastasisWidget
-from napari_metastasis.widgets.session import ANALYSES_DIR_ENV
 
 pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 30_000
@@ -45,11 +44,7 @@ def notes():
 
 @pytest.fixture
 def env(make_napari_viewer, tmp_path, monkeypatch, model_dir):
-    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
-    widget = MetastasisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    viewer, widget, _ = docked_widget(make_napari_viewer, tmp_path, monkeypatch, sample=False)
     widget.add_model_folder(model_dir)
     widget.source.device.value = "cpu"
     widget.source.batch_size.value = 16

@@ -7,8 +7,8 @@ import pytest
 from widget_helpers import (
     PATCH_PX,
     Gate,
-    add_sample_slide,
     analysed_cells,
+    docked_widget,
     write_test_model,
 )
 
@@ -17,7 +17,6 @@ from napari_metastasis.slide import Slide
 from napari_metastasis.widgets import selection
 from napari_metastasis.widgets.detection import CLICK, VISIBLE, WHOLE, MetastasisWidget
 from napari_metastasis.widgets.frame import SlideFrame
-from napari_metastasis.widgets.session import ANALYSES_DIR_ENV
 
 pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 30_000
@@ -31,12 +30,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture
 def env(make_napari_viewer, qtbot, tmp_path, monkeypatch, model_dir):
     """A viewer with the sample slide and the widget set to the test model on the CPU."""
-    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
-    viewer = make_napari_viewer(show=True)  # hidden canvases screenshot black
-    viewer.window._qt_window.resize(1400, 1000)
-    layer = add_sample_slide(viewer)
-    widget = MetastasisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
     widget.add_model_folder(model_dir)
     widget.source.device.value = "cpu"
     widget.source.tissue_min.value = 0.0  # classify every cell: exact expectations

@@ -16,16 +16,15 @@ from napari.utils.interactions import (
     mouse_release_callbacks,
 )
 from qtpy.QtCore import Qt
-from widget_helpers import PATCH_PX, SPACING_UM, add_sample_slide, write_test_model
+from widget_helpers import PATCH_PX, SPACING_UM, docked_widget, write_test_model
 
 from napari_metastasis.clinical import CATEGORY_TINTS
 from napari_metastasis.grid import PatchGrid
 from napari_metastasis.probability import ProbabilityMap
 from napari_metastasis.slide import Slide
-from napari_metastasis.widgets.detection import WHOLE, MetastasisWidget
+from napari_metastasis.widgets.detection import WHOLE
 from napari_metastasis.widgets.measure import format_length, line_length
 from napari_metastasis.widgets.navigator import RegionNavigator
-from napari_metastasis.widgets.session import ANALYSES_DIR_ENV
 
 pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 60_000
@@ -56,12 +55,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture
 def env(make_napari_viewer, tmp_path, monkeypatch, model_dir):
-    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
-    layer = add_sample_slide(viewer)
-    widget = MetastasisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
     widget.add_model_folder(model_dir)
     widget.source.device.value = "cpu"
     widget.source.batch_size.value = 16

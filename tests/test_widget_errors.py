@@ -12,13 +12,18 @@ import pytest
 import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from shapely.geometry import Polygon, box
-from widget_helpers import add_sample_slide, analysed_cells, fail_inference, write_test_model
+from widget_helpers import (
+    add_sample_slide,
+    analysed_cells,
+    docked_widget,
+    fail_inference,
+    write_test_model,
+)
 
 from napari_metastasis import engine
 from napari_metastasis._sample_data import SAMPLE_SLIDE
 from napari_metastasis.slide import Slide
-from napari_metastasis.widgets.detection import SHAPES, VISIBLE, WHOLE, MetastasisWidget
-from napari_metastasis.widgets.session import ANALYSES_DIR_ENV
+from napari_metastasis.widgets.detection import SHAPES, VISIBLE, WHOLE
 
 pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 30_000
@@ -31,10 +36,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture
 def env(make_napari_viewer, tmp_path, monkeypatch, model_dir):
-    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
-    viewer = make_napari_viewer(show=True)
-    widget = MetastasisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    viewer, widget, _ = docked_widget(make_napari_viewer, tmp_path, monkeypatch, sample=False)
     widget.add_model_folder(model_dir)
     widget.source.device.value = "cpu"
     widget.source.tissue_min.value = 0.0

@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
-from widget_helpers import PATCH_PX, SPACING_UM, add_sample_slide, write_test_model
+from widget_helpers import PATCH_PX, SPACING_UM, add_sample_slide, docked_widget, write_test_model
 
 from napari_metastasis.annotations.layers import layer_to_annotations
 from napari_metastasis.contours import REGION_MEASUREMENTS
@@ -22,7 +22,7 @@ from napari_metastasis.probability import ProbabilityMap
 from napari_metastasis.slide import Slide
 from napari_metastasis.widgets import selection
 from napari_metastasis.widgets.detection import MetastasisWidget
-from napari_metastasis.widgets.session import ANALYSES_DIR_ENV, remembered_for
+from napari_metastasis.widgets.session import remembered_for
 
 pytestmark = pytest.mark.gui
 MODEL = "darkness"
@@ -47,12 +47,7 @@ def synthetic_map(slide_path) -> ProbabilityMap:
 
 @pytest.fixture
 def env(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
-    layer = add_sample_slide(viewer)
-    widget = MetastasisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
     prob = synthetic_map(layer.metadata["slide_path"])
     saved = prob.save(tmp_path / "synthetic.probability.tif")
     return viewer, widget, layer, prob, saved

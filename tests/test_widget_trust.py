@@ -8,11 +8,10 @@ import pytest
 import torch
 from engine_helpers import darkness_config
 from napari.utils.notifications import NotificationSeverity, notification_manager
-from widget_helpers import PATCH_PX, SPACING_UM, add_sample_slide, write_test_model
+from widget_helpers import PATCH_PX, SPACING_UM, docked_widget, write_test_model
 
 from napari_metastasis.models.trust import check_trust
-from napari_metastasis.widgets.detection import WHOLE, MetastasisWidget
-from napari_metastasis.widgets.session import ANALYSES_DIR_ENV
+from napari_metastasis.widgets.detection import WHOLE
 
 pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 30_000
@@ -29,13 +28,9 @@ class NaNModel(torch.nn.Module):
 
 @pytest.fixture
 def widget(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
-    viewer = make_napari_viewer(show=True)
-    widget = MetastasisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    _viewer, widget, _ = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
     widget.source.device.value = "cpu"
     widget.source.tissue_min.value = 0.0
-    add_sample_slide(viewer)
     widget.set_mode(WHOLE)
     return widget
 

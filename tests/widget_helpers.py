@@ -77,6 +77,22 @@ def add_sample_slide(viewer, path: Path = SAMPLE_SLIDE):
     return viewer.add_image(data, **kwargs)
 
 
+def docked_widget(make_napari_viewer, tmp_path, monkeypatch, *, sample: bool = True):
+    """A shown viewer (hidden canvases screenshot black) of 1400 x 1000 px with the sample slide
+    (unless ``sample`` is False) and the dock widget, its remembered analyses kept under
+    ``tmp_path``. Returns (viewer, widget, the slide layer or None)."""
+    from napari_metastasis.widgets.detection import MetastasisWidget
+    from napari_metastasis.widgets.session import ANALYSES_DIR_ENV
+
+    monkeypatch.setenv(ANALYSES_DIR_ENV, str(tmp_path / "analyses"))
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 1000)
+    layer = add_sample_slide(viewer) if sample else None
+    widget = MetastasisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Metastasis detection")
+    return viewer, widget, layer
+
+
 def analysed_cells(prob_map) -> set[tuple[int, int]]:
     rows, cols = np.nonzero(~np.isnan(prob_map.values))
     return set(zip(rows.tolist(), cols.tolist(), strict=True))

@@ -174,7 +174,7 @@ class AnalysisViews:
         """
         view, new = self.prepare(slide_path, prob_map, slide_layer)
         if new:
-            self.attach(view, slide_layer, view.overlay.build(), None)
+            self.attach(view, slide_layer, view.overlay.build())
         if regions and not view.regions_layer.is_shown():
             _ = view.regions_layer.layer  # above the overlay
             if slide_layer is not None and slide_layer in self.viewer.layers:
@@ -212,13 +212,13 @@ class AnalysisViews:
         """The view's overlay and regions layers, not yet in the viewer (any thread)."""
         return view.overlay.build(), view.regions_layer.build()
 
-    def attach(self, view: AnalysisView, slide_layer: Any, overlay: Any, regions: Any) -> None:
-        """Put built layers in the viewer (GUI thread), the slide under them, the slide selected."""
-        for step in self.attach_steps(view, slide_layer, overlay, regions):
+    def attach(self, view: AnalysisView, slide_layer: Any, overlay: Any) -> None:
+        """Put a built overlay in the viewer (GUI thread), the slide under it, the slide selected."""
+        for step in self.attach_steps(view, slide_layer, overlay):
             step()
 
     def attach_steps(
-        self, view: AnalysisView, slide_layer: Any, overlay: Any, regions: Any = None
+        self, view: AnalysisView, slide_layer: Any, overlay: Any
     ) -> list[Callable[[], None]]:
         """:meth:`attach` as separate steps, for a caller that runs one per turn of the event
         loop: each costs napari tens of milliseconds (a visual, layer controls, a reorder, the
@@ -233,10 +233,12 @@ class AnalysisViews:
             if slide_layer is not None and slide_layer in self.viewer.layers:
                 self.viewer.layers.selection.active = slide_layer
 
-        steps = [lambda: view.overlay.adopt(overlay), view.refresh_overlay, slide_below]
-        if regions is not None:
-            steps.append(lambda: view.regions_layer.adopt(regions))
-        return [*steps, select_slide]
+        return [
+            lambda: view.overlay.adopt(overlay),
+            view.refresh_overlay,
+            slide_below,
+            select_slide,
+        ]
 
     def _user_deleted(self, view: AnalysisView, ids: set[str]) -> None:
         view.forget_deleted(ids)
