@@ -100,7 +100,9 @@ class LoadedModel:
         self.channels_last = device.type in ("cuda", "cpu")
         mean_std = self.config.normalize
         mean, std = mean_std if mean_std else (None, None)
-        self._scale, self._shift = normalisation_constants(mean, std, device)
+        self._scale, self._shift = normalisation_constants(
+            mean, std, device, self.config.input_size[1]
+        )
 
     # --- description --------------------------------------------------------------------------
     @property
