@@ -293,6 +293,35 @@ def test_at_non_integer_downsamples_the_model_sees_the_stored_level(tmp_path, bu
     assert np.abs(new - old).mean() < 0.05
 
 
+@pytest.mark.parametrize("reader_format", ["tiff", "openslide"])
+def test_region_reader_cuts_each_patch_pixel_for_pixel(
+    tmp_path, darkness, monkeypatch, reader_format
+):
+    """Overlapping patches (a 20-µm step for 32-µm patches) at every offset from the 128-px
+    tiles, a random two thirds of them, in 256-px chunks: every patch crosses tile rows, tile
+    columns or chunks somewhere, and each must be exactly the level's own pixels under it."""
+    monkeypatch.setattr("napari_metastasis.engine.reader.CHUNK_PX", 256)
+    level0 = blocky_noise(1500, 1100, block=3, seed=5)
+    path = write_tiled_tiff(tmp_path / "noise.tif", [level0], tile=128, mpp=1.0)
+    with Slide(path, direct_tiles=reader_format == "tiff") as slide:
+        grid = make_grid(slide, darkness, stride_um=20)
+        cells = grid.all_cells()
+        cells = cells[np.random.default_rng(1).random(len(cells)) < 2 / 3]
+        reader = RegionReader(slide, grid, darkness.input_size, num_workers=2)
+        assert reader.chunk_columns == 2
+        boxes = grid.read_boxes(cells)
+        crops = reader.crops(boxes)
+        assert (crops[:, 2:] == 32).all()
+        got = np.full((len(boxes), 32, 32, 3), 7, np.uint8)
+        seen = np.zeros(len(boxes), bool)
+        for index, pixels in reader.batches(boxes, 50):
+            got[index] = pixels.numpy()
+            seen[index] = True
+        assert seen.all()
+        for i in np.flatnonzero(seen):
+            np.testing.assert_array_equal(got[i], slide.read_level_region(0, *crops[i]), str(i))
+
+
 def test_bad_slide_reports_slide_error(tmp_path, darkness):
     with (
         pytest.raises(SlideError, match=r"unreadable\.svs"),

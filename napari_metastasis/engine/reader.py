@@ -15,9 +15,10 @@ decoded once, and cuts the patches out of them:
   that chunk's first tile column too, so a tile is decoded at most twice, and only there.
 * **Order.** Patches are cut chunk by chunk, row by row, so a region is released as soon as the
   rows below it start. Results name their cells, so the order is the reader's own.
-* **Cut and resize.** Patches are sliced out with numpy into one batch buffer (pinned on CUDA) and
-  the whole batch is resized at once with torch (antialiased bilinear, PIL's pixels) on the model's
-  device, in the consumer's thread.
+* **Cut and resize.** Patches are copied with numpy into one batch buffer (pinned on CUDA), a row
+  of neighbouring patches at a time (one fancy-indexed copy of whole pixel rows, not a Python step
+  per patch: 3x cheaper), and the whole batch is resized at once with torch (antialiased bilinear,
+  PIL's pixels) on the model's device, in the consumer's thread.
 * **Concurrency.** A pool of threads decodes regions ahead (imagecodecs and OpenSlide release the
   GIL; threads measured faster than processes, which must ship every decoded pixel back), while one
   producer thread cuts batches ahead of the model. On the CPU, torch (the batched resize, and the
@@ -36,6 +37,7 @@ with PIL, read ahead in threads): kept as the reference the region reader is tes
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import threading
@@ -230,21 +232,18 @@ class RegionReader:
         loaded: dict[int, list[tuple[int, int, np.ndarray]]] = {}
         submitted = released = 0
         n_regions = len(plan.regions)
-        tops = [row * th for row, _ in plan.regions]
-        # Plain Python numbers: this loop runs once per patch.
-        xs, ys, ws, hs = (a.tolist() for a in (plan.x, plan.y, plan.w, plan.h))
-        firsts, lasts = plan.first_region.tolist(), plan.last_region.tolist()
-        order = plan.order
-        for start in range(0, len(order), batch_size):
+        for start in range(0, len(plan.order), batch_size):
             if stop.is_set() or is_cancelled(cancel):
                 return
-            part = order[start : start + batch_size]
+            part = plan.order[start : start + batch_size]
             crops = torch.empty(
                 (len(part), ch, cw, 3), dtype=torch.uint8, pin_memory=self.pin_memory
             )
             view = crops.numpy()
-            for j, i in enumerate(part.tolist()):
-                first, last = firsts[i], lasts[i]
+            # Patches side by side on one row of one chunk share their regions, top and size:
+            # each such run is cut with a few numpy calls, not one per patch.
+            for j0, j1 in plan.row_runs(part):
+                first, last = int(plan.first_region[part[j0]]), int(plan.last_region[part[j0]])
                 while released < first:  # regions above this row are done with
                     futures.pop(released, None)
                     loaded.pop(released, None)
@@ -253,25 +252,37 @@ class RegionReader:
                 while submitted < target:
                     futures[submitted] = pool.submit(self.read_region, plan, submitted)
                     submitted += 1
-                px, py, pw, ph = xs[i], ys[i], ws[i], hs[i]
                 for r in range(first, last + 1):
-                    runs = loaded.get(r)
-                    if runs is None:
-                        runs = loaded[r] = [
+                    if r not in loaded:
+                        loaded[r] = [
                             (x0, x0 + pixels.shape[1], pixels)
                             for x0, pixels in futures.pop(r).result()
                         ]
-                    top = tops[r]
-                    a, b = max(py, top), min(py + ph, top + th)
-                    for x0, x1, pixels in runs:
-                        if x0 <= px and px + pw <= x1:
-                            view[j, a - py : b - py, :pw] = pixels[
-                                a - top : b - top, px - x0 : px - x0 + pw
-                            ]
-                            break
-                    else:  # cannot happen: every tile under a patch is in one run
-                        raise RuntimeError(f"patch at ({px}, {py}) is not inside region {r}")
+                    top = plan.regions[r][0] * th
+                    self._cut_rows(view[j0:j1], plan, part[j0:j1], loaded[r], top, th)
             yield part, crops
+
+    @staticmethod
+    def _cut_rows(out: np.ndarray, plan: _RegionPlan, patches: np.ndarray, runs, top, th) -> None:
+        """Copy the rows of one region under a row of same-sized patches into ``out``.
+
+        Each patch row (``width x 3`` contiguous bytes) is handled as one opaque numpy item, so a
+        whole row of patches is one fancy-indexed copy of whole rows, not of single pixels.
+        """
+        py, ph, pw = int(plan.y[patches[0]]), int(plan.h[patches[0]]), int(plan.w[patches[0]])
+        a, b = max(py, top), min(py + ph, top + th)
+        xs = plan.x[patches]
+        targets = _row_items(out, pw)[..., 0]  # (patches, slot rows): each slot from column 0
+        placed = 0
+        for x0, x1, pixels in runs:
+            inside = np.flatnonzero((xs >= x0) & (xs + pw <= x1))
+            if len(inside) == 0:
+                continue
+            sources = _row_items(pixels[a - top : b - top], pw)  # (rows, window starts)
+            targets[inside, a - py : b - py] = sources[:, xs[inside] - x0].T
+            placed += len(inside)
+        if placed != len(patches):  # cannot happen: every tile under a patch is in one run
+            raise RuntimeError(f"patches on row {py} are not all inside one run of region {top}")
 
     def _resize(self, crops: torch.Tensor, heights: np.ndarray, widths: np.ndarray) -> torch.Tensor:
         """Each crop (top-left ``height x width`` of its slot) to the input size, one torch call
@@ -358,6 +369,18 @@ class PatchReader:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _row_items(pixels: np.ndarray, width: int) -> np.ndarray:
+    """A view of RGB ``pixels`` (..., rows, columns, 3), rows contiguous, whose item
+    ``[..., i, x]`` is the ``width`` pixels from column ``x`` of row ``i`` as one opaque value."""
+    *lead, rows, columns, _ = pixels.shape
+    return np.ndarray(
+        shape=(*lead, rows, columns - width + 1),
+        dtype=np.dtype((np.void, 3 * width)),
+        buffer=pixels,
+        strides=pixels.strides[:-1],
+    )
+
+
 READERS = {"regions": RegionReader, "patches": PatchReader}
 
 
@@ -397,3 +420,19 @@ class _RegionPlan:
         # Regions are sorted by (chunk, row): a patch's rows are a consecutive span of them.
         self.first_region = np.searchsorted(region_keys, chunk * rows_total + row0)
         self.last_region = np.searchsorted(region_keys, chunk * rows_total + row1)
+
+    def row_runs(self, part: np.ndarray) -> list[tuple[int, int]]:
+        """(start, stop) positions in ``part`` (patches in cutting order) of runs that share a
+        row, a size and their regions: the units :meth:`RegionReader._cut` cuts at once."""
+        keys = np.stack(
+            [
+                self.y[part],
+                self.h[part],
+                self.w[part],
+                self.first_region[part],
+                self.last_region[part],
+            ]
+        )
+        breaks = np.flatnonzero((np.diff(keys, axis=1) != 0).any(axis=0)) + 1
+        bounds = [0, *breaks.tolist(), len(part)]
+        return list(itertools.pairwise(bounds))
