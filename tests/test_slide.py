@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
 import openslide
 import pytest
+import tifffile
 from conftest import DICOM_DIR, DICOM_VOLUME, FIXTURES, SLIDES, SVS, TIFF_6_LEVELS
 from PIL import Image
 from synthetic_slides import swapped_primaries_icc, write_tiled_tiff
@@ -317,6 +319,34 @@ def test_tiff_family_levels_are_decoded_directly_as_openslide_does(path):
                 piece = truth[y0 : y + 30, x0 : x + 40]
                 expected[y0 - y : y0 - y + piece.shape[0], x0 - x : x0 - x + piece.shape[1]] = piece
                 np.testing.assert_array_equal(block, expected)
+
+
+def test_ycbcr_jpeg_tiles_and_missing_tiles_decode_as_openslide_does(tmp_path):
+    """JFIF YCbCr JPEG with 2x2 chroma subsampling (what tifffile and most converters write):
+    decoded into reused buffers, equal to OpenSlide's pixels; a tile the file has no data for
+    reads as white glass, not as the last tile decoded into the same buffer."""
+    rng = np.random.default_rng(0)
+    image = np.repeat(np.repeat(rng.integers(0, 256, (100, 120, 3), np.uint8), 4, 0), 4, 1)
+    path = tmp_path / "ycbcr.tiff"
+    tifffile.imwrite(
+        path, image, tile=(128, 128), compression="jpeg", photometric="ycbcr", subsampling=(2, 2)
+    )
+    truth = np.asarray(openslide.OpenSlide(str(path)).read_region((0, 0), 0, (480, 400)))[..., :3]
+    with Slide(path) as slide:
+        assert slide.reads_stored_pixels(0)
+        np.testing.assert_array_equal(slide.read_level_region(0, 0, 0, 480, 400), truth)
+        np.testing.assert_array_equal(
+            slide.read_level_region(0, 50, 70, 300, 200), truth[70:270, 50:350]
+        )
+        tiles = slide.tiles
+        level = tiles._levels[0]
+        offsets = list(level.offsets)
+        offsets[5] = 0  # row 1, column 1: no data
+        tiles._levels[0] = dataclasses.replace(level, offsets=tuple(offsets))
+        got = tiles.read(0, 0, 0, 384, 384)
+    expected = truth[:384, :384].copy()
+    expected[128:256, 128:256] = 255
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_other_formats_and_opting_out_stay_with_openslide():
