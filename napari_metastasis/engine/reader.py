@@ -255,7 +255,7 @@ class RegionReader:
                 for r in range(first, last + 1):
                     if r not in loaded:
                         loaded[r] = [
-                            (x0, x0 + pixels.shape[1], pixels)
+                            (x0, x0 + pixels.shape[1], np.ascontiguousarray(pixels))
                             for x0, pixels in futures.pop(r).result()
                         ]
                     top = plan.regions[r][0] * th
