@@ -27,8 +27,9 @@ decoded once, and cuts the patches out of them:
 * **Memory.** Regions decoded ahead of the patch being cut hold at most ``REGION_BUDGET_BYTES``
   (64 MB; at least one region per reader thread), each region at most ``tile height x (CHUNK_PX +
   tile width + patch width)`` RGB pixels (3.4 MB for 256-px tiles, 7 MB for 512-px ones), plus the
-  one or two tile rows the current patch spans and ``prefetch_batches`` batches waiting for the
-  model: under 100 MB whatever the slide's size (see README).
+  one or two tile rows the current patch spans, ``prefetch_batches`` batches waiting for the
+  model and one reused tile buffer per reader thread (TIFF-family JPEG): under 100 MB whatever the
+  slide's size (see README).
 
 :class:`PatchReader` is the per-patch reader it replaced (one ``read_region`` per patch, resized
 with PIL, read ahead in threads): kept as the reference the region reader is tested against.
