@@ -31,8 +31,11 @@ def resize_patch(patch: np.ndarray, size: tuple[int, int], resample: int = 2) ->
 def resize_batch(batch: torch.Tensor, size: tuple[int, int], resample: int = 2) -> torch.Tensor:
     """uint8 (N, h, w, 3) -> uint8 (N, size[0], size[1], 3) on the batch's device, all at once.
 
-    Bilinear with antialiasing: on the CPU torch's uint8 kernel gives PIL's pixels exactly (and
-    runs several times faster than PIL patch by patch); elsewhere it runs in float and rounds.
+    Bilinear with antialiasing: on the CPU torch's uint8 kernel runs several times faster than
+    PIL patch by patch and gives PIL's pixels exactly at whole-number ratios (2x, 4x, none); at
+    other ratios (a 129-px crop to 64) its 16-bit filter weights round differently from PIL's
+    22-bit ones, by one or two grey levels in up to 3 % of the values (``tests/test_transforms``).
+    Elsewhere it runs in float and rounds.
     The result is an NHWC view of channels-last memory. Another ``resample`` (a config's Resize
     ``interpolation``, Pillow's filter code) is done by Pillow patch by patch, as torchvision does
     on the PIL images WSInfer feeds it.
