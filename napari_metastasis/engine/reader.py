@@ -17,8 +17,10 @@ decoded once, and cuts the patches out of them:
   rows below it start. Results name their cells, so the order is the reader's own.
 * **Cut and resize.** Patches are copied with numpy into one batch buffer (pinned on CUDA), a row
   of neighbouring patches at a time (one fancy-indexed copy of whole pixel rows, not a Python step
-  per patch: 3x cheaper), and the whole batch is resized at once with torch (antialiased bilinear,
-  PIL's pixels) on the model's device, in the consumer's thread.
+  per patch: 3x cheaper), and the whole batch is resized at once with torch (antialiased bilinear:
+  PIL's pixels at whole-number ratios, within two grey levels at others; see
+  :func:`~napari_metastasis.models.transforms.resize_batch`) on the model's device, in the
+  consumer's thread, one call per crop size.
 * **Concurrency.** A pool of threads decodes regions ahead (imagecodecs and OpenSlide release the
   GIL; threads measured faster than processes, which must ship every decoded pixel back), while one
   producer thread cuts batches ahead of the model. On the CPU, torch (the batched resize, and the
@@ -201,7 +203,7 @@ class RegionReader:
             # Resized here, in the consumer's thread: torch's CPU kernels then run in one thread
             # at a time (the forward pass's), not in two competing thread teams.
             pixels = crops.to(self.device, non_blocking=self.pin_memory)
-            yield part, self._resize(pixels, plan.h[part], plan.w[part])
+            yield self._resize(part, pixels, plan.h[part], plan.w[part])
 
     # --- the producer thread ------------------------------------------------------------------
     def _produce(self, plan, batch_size, out: queue.Queue, stop, cancel) -> None:
@@ -241,8 +243,8 @@ class RegionReader:
                 (len(part), ch, cw, 3), dtype=torch.uint8, pin_memory=self.pin_memory
             )
             view = crops.numpy()
-            # Patches side by side on one row of one chunk share their regions, top and size:
-            # each such run is cut with a few numpy calls, not one per patch.
+            # Patches side by side on one row of one chunk share their regions and top: each
+            # such run is cut with a few numpy calls, not one per patch.
             for j0, j1 in plan.row_runs(part):
                 first, last = int(plan.first_region[part[j0]]), int(plan.last_region[part[j0]])
                 while released < first:  # regions above this row are done with
@@ -265,39 +267,55 @@ class RegionReader:
 
     @staticmethod
     def _cut_rows(out: np.ndarray, plan: _RegionPlan, patches: np.ndarray, runs, top, th) -> None:
-        """Copy the rows of one region under a row of same-sized patches into ``out``.
+        """Copy the rows of one region under a row of patches into ``out``.
 
-        Each patch row (``width x 3`` contiguous bytes) is handled as one opaque numpy item, so a
-        whole row of patches is one fancy-indexed copy of whole rows, not of single pixels.
+        Each patch row (``width x 3`` contiguous bytes) is handled as one opaque numpy item, so
+        the patches of one size are one fancy-indexed copy of whole rows, not of single pixels.
+        (Grid boxes round to two sizes a side, so a row holds at most four sizes.)
         """
-        py, ph, pw = int(plan.y[patches[0]]), int(plan.h[patches[0]]), int(plan.w[patches[0]])
-        a, b = max(py, top), min(py + ph, top + th)
-        xs = plan.x[patches]
-        targets = _row_items(out, pw)[..., 0]  # (patches, slot rows): each slot from column 0
+        py = int(plan.y[patches[0]])
+        xs, hs, ws = plan.x[patches], plan.h[patches], plan.w[patches]
+        sizes = hs * (int(ws.max()) + 1) + ws
         placed = 0
-        for x0, x1, pixels in runs:
-            inside = np.flatnonzero((xs >= x0) & (xs + pw <= x1))
-            if len(inside) == 0:
-                continue
-            sources = _row_items(pixels[a - top : b - top], pw)  # (rows, window starts)
-            targets[inside, a - py : b - py] = sources[:, xs[inside] - x0].T
-            placed += len(inside)
+        for size in np.unique(sizes).tolist():
+            same = np.flatnonzero(sizes == size)
+            ph, pw = int(hs[same[0]]), int(ws[same[0]])
+            a, b = max(py, top), min(py + ph, top + th)
+            targets = _row_items(out, pw)[..., 0]  # (patches, slot rows): each slot from column 0
+            for x0, x1, pixels in runs:
+                inside = same[(xs[same] >= x0) & (xs[same] + pw <= x1)]
+                if len(inside) == 0:
+                    continue
+                sources = _row_items(pixels[a - top : b - top], pw)  # (rows, window starts)
+                targets[inside, a - py : b - py] = sources[:, xs[inside] - x0].T
+                placed += len(inside)
         if placed != len(patches):  # cannot happen: every tile under a patch is in one run
             raise RuntimeError(f"patches on row {py} are not all inside one run of region {top}")
 
-    def _resize(self, crops: torch.Tensor, heights: np.ndarray, widths: np.ndarray) -> torch.Tensor:
+    def _resize(
+        self, part: np.ndarray, crops: torch.Tensor, heights: np.ndarray, widths: np.ndarray
+    ) -> ReadBatch:
         """Each crop (top-left ``height x width`` of its slot) to the input size, one torch call
-        per crop size (grid boxes round to two sizes a side, so at most four)."""
+        per crop size (grid boxes round to two sizes a side, so at most four).
+
+        Crops of one size are gathered whole slots at a time and resized into consecutive rows of
+        the result, so the batch comes back grouped by size and ``part`` reordered to match: on a
+        0.499 µm/px slide, where 128- and 129-px crops mix, indexing the crops and scattering the
+        results patch by patch cost 4x the resizing itself.
+        """
         sizes = heights * (int(widths.max()) + 1) + widths
         if (sizes == sizes[0]).all():
-            return resize_batch(crops[:, : heights[0], : widths[0]], self.input_size, self.resample)
+            h, w = int(heights[0]), int(widths[0])
+            return part, resize_batch(crops[:, :h, :w], self.input_size, self.resample)
+        order = np.argsort(sizes, kind="stable")
+        bounds = [0, *(np.flatnonzero(np.diff(sizes[order])) + 1).tolist(), len(order)]
         out = torch.empty((len(crops), *self.input_size, 3), dtype=torch.uint8, device=crops.device)
-        for size in np.unique(sizes):
-            index = np.flatnonzero(sizes == size)
+        for k0, k1 in itertools.pairwise(bounds):
+            index = order[k0:k1]
             h, w = int(heights[index[0]]), int(widths[index[0]])
-            rows = torch.from_numpy(index).to(crops.device)
-            out[rows] = resize_batch(crops[rows, :h, :w], self.input_size, self.resample)
-        return out
+            group = crops.index_select(0, torch.from_numpy(index).to(crops.device))
+            out[k0:k1] = resize_batch(group[:, :h, :w], self.input_size, self.resample)
+        return part[order], out
 
 
 class PatchReader:
@@ -424,16 +442,8 @@ class _RegionPlan:
 
     def row_runs(self, part: np.ndarray) -> list[tuple[int, int]]:
         """(start, stop) positions in ``part`` (patches in cutting order) of runs that share a
-        row, a size and their regions: the units :meth:`RegionReader._cut` cuts at once."""
-        keys = np.stack(
-            [
-                self.y[part],
-                self.h[part],
-                self.w[part],
-                self.first_region[part],
-                self.last_region[part],
-            ]
-        )
+        row and their regions: the units :meth:`RegionReader._cut` cuts at once."""
+        keys = np.stack([self.y[part], self.first_region[part], self.last_region[part]])
         breaks = np.flatnonzero((np.diff(keys, axis=1) != 0).any(axis=0)) + 1
         bounds = [0, *breaks.tolist(), len(part)]
         return list(itertools.pairwise(bounds))
