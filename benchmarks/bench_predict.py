@@ -9,7 +9,9 @@ over the cells :func:`plan_cells` plans (tissue only), five rates in patches per
   into each thread's reused buffer as the reader does), on all cores, nothing else; also with
   processes instead of threads, shipping the decoded tiles back, which a process-based reader
   would have to do;
-* (b) ``reader``: the engine's :class:`RegionReader` alone (regions, cuts, batched resize);
+* (b) ``reader``: the engine's :class:`RegionReader` alone (regions, cuts, batched resize), with
+  the torch threads a run gives it (on the CPU, the cores the reader threads leave: an OpenMP
+  team of two that spins on after each resize starved the decoders on the 2-core sample runs);
 * (c) ``forward``: the model's forward pass alone on ready batches;
 * (d) ``pipeline``: :func:`run_inference` end to end;
 * (e) ``seeds_way``: one ``read_region`` per patch from the read level, PIL resize, batch, forward,
@@ -282,8 +284,8 @@ def measure(slide_path: Path, model, args) -> dict:
 
         for _ in range(repeats):
             keep("a_decode_limit", time_decode(slide, reader.level, tiles, os.cpu_count(), False))
-            keep("b_reader", time_reader(slide, grid, model, cells, args.batch_size, workers))
-            with torch_threads(threads):
+            with torch_threads(threads):  # the batched resize gets what it gets in a run
+                keep("b_reader", time_reader(slide, grid, model, cells, args.batch_size, workers))
                 keep("c_forward", time_forward(model, n, args.batch_size))
             keep("d_pipeline", time_pipeline(slide, grid, model, cells, args.batch_size, workers))
             with torch_threads(threads):
