@@ -440,7 +440,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=default_num_workers())
-    parser.add_argument("--repeats", type=int, default=3, help="best of this many (short runs)")
+    parser.add_argument("--repeats", type=int, default=5, help="best of this many (short runs)")
     parser.add_argument(
         "--repeat-below",
         type=float,
