@@ -150,10 +150,14 @@ class ZarrMapWriter:
             return
         probabilities = np.asarray(probabilities, dtype=np.float32).reshape(len(cells), -1)
         rows, cols = cells[:, 0], cells[:, 1]
-        # the classes first: a cell shows as analysed (array 0 not NaN) only once both are written
-        classes = self.group[CLASSES]
-        for k in range(probabilities.shape[1]):
-            classes.vindex[rows, cols, np.full(len(cells), k)] = probabilities[:, k]
+        n_classes = probabilities.shape[1]
+        # the classes first: a cell shows as analysed (array 0 not NaN) only once both are written;
+        # every class in one call (each zarr call costs milliseconds, whatever its size)
+        self.group[CLASSES].vindex[
+            np.repeat(rows, n_classes),
+            np.repeat(cols, n_classes),
+            np.tile(np.arange(n_classes), len(cells)),
+        ] = probabilities.ravel()
         self.group[IMAGE].vindex[rows, cols] = probabilities[:, self.positive_index]
 
     def class_probabilities(self) -> np.ndarray:
