@@ -270,13 +270,13 @@ def measure(slide_path: Path, model, args) -> dict:
         threads = cpu_forward_threads(workers) if model.device.type == "cpu" else None
         with torch_threads(threads):
             probe = 4 * args.batch_size / time_forward(model, 4 * args.batch_size, args.batch_size)
-        cells = cells[: max(2048, int(probe * args.budget))]
+        cells = cells[: max(args.min_patches, int(probe * args.budget))]
         n = len(cells)
         repeats = args.repeats if n / probe <= args.repeat_below else 1
         reader = RegionReader(slide, grid, model.input_size, num_workers=workers)
         tiles = planned_tiles(reader, grid.read_boxes(cells))
         seeds_cells = cells[: min(n, args.seeds_patches)]
-        time_reader(slide, grid, model, cells[: min(n, 2048)], args.batch_size, workers)  # warm
+        time_reader(slide, grid, model, cells[: min(n, 2048)], args.batch_size, workers)  # warm-up
         best: dict[str, float | None] = {}
 
         def keep(name, seconds):
@@ -450,6 +450,9 @@ def main() -> None:
     parser.add_argument("--seeds-patches", type=int, default=1024, help="patches for (e)")
     parser.add_argument(
         "--budget", type=float, default=15, help="time at most this many seconds of forward passes"
+    )
+    parser.add_argument(
+        "--min-patches", type=int, default=2048, help="time at least this many patches"
     )
     parser.add_argument("--synthetic", type=Path, help="reuse this synthetic slide")
     parser.add_argument("--wsinfer-venv", type=Path, help="run the WSInfer peer from this venv")
