@@ -171,18 +171,24 @@ def measure_with_utilisation(slide: Path, model, args) -> dict:
     return run
 
 
-def end_to_end(slide: Path, device: str, work: Path, workers: int) -> dict:
+def end_to_end(slide: Path, device: str, work: Path, workers: int, batch_size: int) -> dict:
     """``napari-metastasis predict`` on ``slide`` with the bundled model, as a whole process."""
     out = work / "predict-out"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", "from napari_metastasis.cli import run; run()", "predict",
-         str(slide), "--out", str(out), "--device", device, "--workers", str(workers)],
+         str(slide), "--out", str(out), "--device", device, "--workers", str(workers),
+         "--batch-size", str(batch_size)],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    result: dict = {"slide": slide.name, "device": device, "seconds": round(seconds, 1)}
+    result: dict = {
+        "slide": slide.name,
+        "device": device,
+        "batch_size": batch_size,
+        "seconds": round(seconds, 1),
+    }
     if done.returncode:
         result["failed"] = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return result
@@ -193,7 +199,7 @@ def end_to_end(slide: Path, device: str, work: Path, workers: int) -> dict:
         patches_per_s=round(patches / seconds, 1),
         goal_seconds=GPU_GOAL_SECONDS,
         goal_met=seconds < GPU_GOAL_SECONDS,
-        summary=done.stdout.strip().splitlines()[-1:],
+        summary=done.stdout.strip().splitlines()[:1],  # the slide's line
     )
     return result
 
@@ -235,7 +241,7 @@ def main() -> None:
             runs[name] = measure_with_utilisation(synthetic, model, args)
             print(json.dumps({name: runs[name]}), file=sys.stderr)
         big = bench_predict.write_synthetic_slide(work / "big.tiff", size=args.big_size)
-        whole = end_to_end(big, args.device, work, args.workers)
+        whole = end_to_end(big, args.device, work, args.workers, args.batch_size)
     device = models["bundled"].device
     report = {
         "benchmark": "bench_gpu",
