@@ -257,11 +257,7 @@ def main() -> None:
         "end_to_end": whole,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    bench_predict.emit_report(report, args.out)
 
 
 if __name__ == "__main__":

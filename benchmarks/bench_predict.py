@@ -435,6 +435,15 @@ def run_peer(
             "omp_threads": int(env["OMP_NUM_THREADS"]), "runs": results}  # fmt: skip
 
 
+def emit_report(report: dict, out: Path | None) -> None:
+    """Print the JSON report, and write it to ``out`` when one is given."""
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -515,11 +524,7 @@ def main() -> None:
         "goals_met": goals_met(runs),
         "peer": peer,
     }
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":
