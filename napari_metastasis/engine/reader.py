@@ -275,7 +275,7 @@ class RegionReader:
         """
         py = int(plan.y[patches[0]])
         xs, hs, ws = plan.x[patches], plan.h[patches], plan.w[patches]
-        sizes = hs * (int(ws.max()) + 1) + ws
+        sizes = _size_keys(hs, ws)
         placed = 0
         for size in np.unique(sizes).tolist():
             same = np.flatnonzero(sizes == size)
@@ -303,7 +303,7 @@ class RegionReader:
         0.499 µm/px slide, where 128- and 129-px crops mix, indexing the crops and scattering the
         results patch by patch cost 4x the resizing itself.
         """
-        sizes = heights * (int(widths.max()) + 1) + widths
+        sizes = _size_keys(heights, widths)
         if (sizes == sizes[0]).all():
             h, w = int(heights[0]), int(widths[0])
             return part, resize_batch(crops[:, :h, :w], self.input_size, self.resample)
@@ -386,6 +386,11 @@ class PatchReader:
             for future in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _size_keys(heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """One integer per (height, width) pair, equal where both are."""
+    return heights * (int(widths.max()) + 1) + widths
 
 
 def _row_items(pixels: np.ndarray, width: int) -> np.ndarray:
