@@ -97,26 +97,15 @@ class ResNet50Sized(nn.Module):
 
 def write_resnet50_model(folder: Path) -> Path:
     """A WSInfer-style folder: TorchScript ResNet-50-sized network, 224 px at 0.5 µm/px."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    torch.jit.script(ResNet50Sized().eval()).save(str(folder / "torchscript_model.pt"))
-    config = {
-        "spec_version": "1.0",
-        "architecture": "ResNet-50-sized (random weights; GPU benchmark model)",
-        "num_classes": 2,
-        "class_names": ["normal", "tumor"],
-        "patch_size_pixels": 224,
-        "spacing_um_px": 0.5,
-        "transform": [
-            {"name": "ToTensor", "arguments": {}},
-            {
-                "name": "Normalize",
-                "arguments": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-            },
-        ],
-    }
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    return folder
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    return bench_predict.write_model_folder(
+        folder,
+        ResNet50Sized,
+        "ResNet-50-sized (random weights; GPU benchmark model)",
+        224,
+        0.5,
+        [{"name": "ToTensor", "arguments": {}}, {"name": "Normalize", "arguments": imagenet}],
+    )
 
 
 # --- GPU utilisation ----------------------------------------------------------------------------

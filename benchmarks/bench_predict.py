@@ -135,21 +135,35 @@ class _MeanColour(torch.nn.Module):
         return self.linear(x.mean(dim=(2, 3)))
 
 
-def write_read_bound_model(folder: Path) -> Path:
+def write_model_folder(
+    folder: Path, make_network, architecture: str, patch_px: int, spacing_um: float, transform
+) -> Path:
+    """A WSInfer-style model folder: a TorchScript network (weights from seed 0) and its config."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    torch.jit.script(_MeanColour()).save(str(folder / "torchscript_model.pt"))
+    torch.jit.script(make_network().eval()).save(str(folder / "torchscript_model.pt"))
     config = {
         "spec_version": "1.0",
-        "architecture": "mean colour + linear (read-bound benchmark model)",
+        "architecture": architecture,
         "num_classes": 2,
         "class_names": ["normal", "tumor"],
-        "patch_size_pixels": 64,
-        "spacing_um_px": 1.0,
-        "transform": [{"name": "ToTensor", "arguments": {}}],
+        "patch_size_pixels": patch_px,
+        "spacing_um_px": spacing_um,
+        "transform": transform,
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+def write_read_bound_model(folder: Path) -> Path:
+    return write_model_folder(
+        folder,
+        _MeanColour,
+        "mean colour + linear (read-bound benchmark model)",
+        64,
+        1.0,
+        [{"name": "ToTensor", "arguments": {}}],
+    )
 
 
 # --- the five timings ---------------------------------------------------------------------------

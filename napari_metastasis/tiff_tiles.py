@@ -132,7 +132,8 @@ class TiffTiles:
     def tile(self, level: int, col: int, row: int) -> np.ndarray | None:
         """One stored tile, (tile_height, tile_width, 3) as stored (edge tiles padded), or None
         when the file has no data for it."""
-        return self._decode(self._levels[level], row * self._levels[level].columns + col)
+        lv = self._levels[level]
+        return self._decode(lv, row * lv.columns + col)
 
     def tile_view(self, level: int, col: int, row: int) -> np.ndarray | None:
         """Like :meth:`tile`, for a caller that copies the pixels out at once (:meth:`read`): a
