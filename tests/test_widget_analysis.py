@@ -268,3 +268,37 @@ def test_clicks_during_a_run_are_queued_and_all_analysed(env, qtbot):
     assert analysed_cells(prob_map) == expected
     assert widget.analyse_field_at((-500.0, -500.0)) is None  # beside the slide: nothing
     assert not widget.is_running and "outside the slide" in widget.status.text()
+
+
+def test_contours_finishing_after_the_widget_is_gone_touch_nothing(env, qtbot, monkeypatch):
+    """D15: a contour worker that returns after its dock widget was deleted (the viewer closed
+    mid-run, as at a test's teardown) must not touch the deleted Qt controls."""
+    import threading
+
+    from qtpy import sip
+
+    from napari_metastasis import contours
+
+    viewer, widget, _layer = env
+    widget.set_mode(VISIBLE)
+    view = run_and_wait(qtbot, widget)
+    real = contours.probability_contours
+    release, started = threading.Event(), threading.Event()
+
+    def slow_contours(*args, **kwargs):
+        started.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(contours, "probability_contours", slow_contours)
+    widget._start_contours(view)
+    worker = widget._contour_worker
+    assert worker is not None and started.wait(10)
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
+    viewer.window.remove_dock_widget(widget)
+    sip.delete(widget)  # what closing the viewer does to the dock's controls
+    assert sip.isdeleted(widget)
+    release.set()
+    qtbot.waitUntil(lambda: bool(finished), timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(50)  # the returned/finished slots have run (an exception in them fails the test)

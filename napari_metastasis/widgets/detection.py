@@ -72,6 +72,7 @@ from .controls import (
 from .frame import SlideFrame
 from .jobs import JobRequest, Planned, Resources
 from .legend import ProbabilityLegend
+from .lifetime import while_alive
 from .measure import MeasureTool
 from .overlay import outline_colors
 from .regions_panel import RegionsPanel
@@ -634,7 +635,7 @@ class MetastasisWidget(QWidget):
             steps.append(lambda: self._show_run_regions(view, regions))
             self._one_per_turn(steps)
 
-        worker.returned.connect(built)
+        worker.returned.connect(while_alive(self, built))
         worker.start()
 
     def _one_per_turn(self, steps: list[Callable[[], None]]) -> None:
@@ -728,8 +729,8 @@ class MetastasisWidget(QWidget):
                 self._contours_again = False
                 self._start_contours(view)
 
-        worker.returned.connect(done)
-        worker.finished.connect(finished)
+        worker.returned.connect(while_alive(self, done))
+        worker.finished.connect(while_alive(self, finished))
         self._contour_worker = worker
         worker.start()
 
