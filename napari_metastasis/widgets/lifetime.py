@@ -23,7 +23,7 @@ def is_deleted(obj: Any) -> bool:
         return bool(sip.isdeleted(obj))
     from qtpy import shiboken  # PySide2/6
 
-    return not shiboken.isValid(obj)
+    return not shiboken.isValid(obj)  # type: ignore[attr-defined]
 
 
 def while_alive(owner: Any, callback: Callable[..., Any]) -> Callable[..., Any]:
