@@ -64,10 +64,15 @@ from napari_metastasis.datasets.ingest import (  # noqa: E402
     ingest_labelled_folder,
 )
 from napari_metastasis.datasets.patchset import PatchSet  # noqa: E402
+from napari_metastasis.datasets.pcam_splits import (  # noqa: E402
+    read_kaggle_labels,
+    split_folder_labels,
+)
 from napari_metastasis.evaluation.metrics import (  # noqa: E402
     calibration,
     patch_metrics,
     roc_auc,
+    sensitivity_at_specificity,
     youden_threshold,
 )
 from napari_metastasis.models.registry import BUNDLED_DIR  # noqa: E402
@@ -104,13 +109,17 @@ FOLDS = (
     ("tumor_004", "CMU-1-Small-Region", 1),
     ("tumor_064", None, 2),
 )
-PCAM_TEST_SHARE = 0.2
-PCAM_VAL_SHARE = 0.1
-SPLIT_SEED = 2024
+#: The PCam/Kaggle folders trained on (their splits: napari_metastasis.datasets.pcam_splits).
+PCAM_FOLDERS = ("pcam_kaggle_5k", "pcam_kaggle_more")
 #: Share of each class's draws per source (within the class); the batches are half tumour.
 NORMAL_MIX = {"pcam": 0.75, "camelyon": 0.05, "mined": 0.20}
 TUMOUR_MIX = {"pcam": 0.9, "camelyon": 0.1}
 TTA = True
+#: From this epoch on (every 2 epochs) half the normal draws go to the 20 % of normal training
+#: patches the network scores highest (training/hard_negatives.py).
+HARD_NEGATIVE_START = 8
+#: The specificities a clinic reads a detector at (mostly normal tissue on every node).
+HIGH_SPECIFICITIES = (0.99, 0.999)
 
 README_START = "<!-- bundled-model-card:start -->"
 README_END = "<!-- bundled-model-card:end -->"
@@ -123,7 +132,7 @@ def recipe_config(quick: bool = False) -> TrainConfig:
         dropout=0.2,
         crop_px=CROP_PX,
         spacing_um=MODEL_SPACING,
-        epochs=2 if quick else 20,
+        epochs=2 if quick else 24,
         steps_per_epoch=2 if quick else 60,
         batch_size=16 if quick else 64,
         lr=3e-3,
@@ -131,6 +140,10 @@ def recipe_config(quick: bool = False) -> TrainConfig:
         balance="oversample",
         positive_share=0.5,
         ema=0.98,
+        hard_negative_start=1 if quick else HARD_NEGATIVE_START,
+        hard_negative_every=2,
+        hard_negative_top=0.2,
+        hard_negative_share=0.5,
         augment=AugmentConfig(
             hed_scale=0.3,
             greyscale_p=0.05,
@@ -184,11 +197,17 @@ def load_sources(data: Path, pcam_limit: int | None = None) -> dict[str, PatchSe
         )
         for name, (rel, mpp) in NORMAL_SLIDES.items()
     ]
-    pcam = ingest_kaggle_pcam(
-        data / "patches" / "pcam_kaggle_5k" / "train",
-        spacing_um=STORE_SPACING,
-        patch_size=STORE_SIZE,
-        limit=pcam_limit,
+    pcam = PatchSet.concat(
+        [
+            ingest_kaggle_pcam(
+                data / "patches" / folder / "train",
+                spacing_um=STORE_SPACING,
+                patch_size=STORE_SIZE,
+                limit=pcam_limit,
+            )
+            for folder in PCAM_FOLDERS
+            if (data / "patches" / folder / "train_labels.csv").is_file()
+        ]
     )
     return {"camelyon": camelyon, "mined": PatchSet.concat(mined), "pcam": pcam}
 
@@ -211,17 +230,20 @@ def reflect_pad(patches: PatchSet, size: int) -> PatchSet:
     )
 
 
-def split_pcam(labels: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
-    """Stratified train / validation / test indices (fixed seed: the test set never changes)."""
-    rng = np.random.default_rng(seed)
+def split_pcam(data: Path, pcam_limit: int | None = None) -> dict[str, np.ndarray]:
+    """Train / validation / test indices into the concatenated PCam folders: each folder split as
+    :mod:`napari_metastasis.datasets.pcam_splits` fixes it (the node validation's held-out
+    patches are exactly the "test" ones)."""
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for label in (0, 1):
-        idx = rng.permutation(np.flatnonzero(labels == label))
-        n_test = round(len(idx) * PCAM_TEST_SHARE)
-        n_val = round(len(idx) * PCAM_VAL_SHARE)
-        parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test : n_test + n_val])
-        parts["train"].append(idx[n_test + n_val :])
+    offset = 0
+    for folder in PCAM_FOLDERS:
+        if not (data / "patches" / folder / "train_labels.csv").is_file():
+            continue
+        _ids, labels = read_kaggle_labels(data / "patches" / folder)
+        labels = labels[:pcam_limit] if pcam_limit else labels
+        for part, index in split_folder_labels(folder, labels).items():
+            parts[part].append(index + offset)
+        offset += len(labels)
     return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
 
 
@@ -382,7 +404,14 @@ def whole_slide_false_positives(
 # --- results and card ---------------------------------------------------------------------------
 def _metrics(labels, probs, threshold) -> dict:
     m = patch_metrics(np.asarray(labels), np.asarray(probs), threshold)
+    at_high = {
+        f"sensitivity_at_{spec:.1%}_specificity": sensitivity_at_specificity(
+            np.asarray(labels), np.asarray(probs), spec
+        )[0]
+        for spec in HIGH_SPECIFICITIES
+    }
     return {
+        **at_high,
         "patches": m.n,
         "tumour": m.positives,
         "roc_auc": m.roc_auc,
@@ -473,9 +502,10 @@ def build_card(results: dict) -> dict:
     )
     split = s["pcam_split"]
     card["data"] = [
-        f"{counts['pcam']} PatchCamelyon/Kaggle patches ({counts['pcam_tumour']} tumour; both "
-        f"Camelyon16 centres), 96 px at 0.972 µm/px: {split['train']} for training, "
-        f"{split['val']} validation, {split['test']} held-out test (stratified, fixed seed)",
+        f"{counts['pcam']} PatchCamelyon/Kaggle patches of pcam_kaggle_5k and pcam_kaggle_more "
+        f"({counts['pcam_tumour']} tumour; both Camelyon16 centres), 96 px at 0.972 µm/px: "
+        f"{split['train']} for training, {split['val']} validation, {split['test']} held-out test "
+        "(stratified, fixed seed per folder: napari_metastasis/datasets/pcam_splits.py)",
         f"{counts['camelyon']} Camelyon16 patches (tumor_001/004/064, Radboud) labelled and masked "
         "from the official lesion polygons (62 µm across, mirrored out at the edges to "
         f"{STORE_SIZE * STORE_SPACING:.0f} µm); used by slide (see validation)",
@@ -499,6 +529,16 @@ def build_card(results: dict) -> dict:
         + ", ".join(f"{v:.0%} {k}" for k, v in results["normal_mix"].items())
         + "; tumour draws "
         + ", ".join(f"{v:.0%} {k}" for k, v in results["tumour_mix"].items()),
+        *(
+            [
+                f"hard-negative mining: from epoch {cfg['hard_negative_start'] + 1}, every "
+                f"{cfg['hard_negative_every']} epochs, the averaged network scores every normal "
+                f"training patch and {cfg['hard_negative_share']:.0%} of the normal draws go to the "
+                f"{cfg['hard_negative_top']:.0%} it scores highest"
+            ]
+            if cfg.get("hard_negative_start")
+            else []
+        ),
         f"{cfg['epochs']} epochs of {cfg['steps_per_epoch']} steps, AdamW lr {cfg['lr']} "
         f"one-cycle, weight decay {cfg['weight_decay']}; the weights kept are an exponential moving "
         f"average (decay {cfg['ema']}); fixed schedule, the last epoch is kept",
@@ -522,6 +562,13 @@ def build_card(results: dict) -> dict:
             "ROC AUC": m["roc_auc"],
             "sensitivity": m["sensitivity"],
             "specificity": m["specificity"],
+            **{
+                f"sensitivity at {spec:.1%} specificity": m[
+                    f"sensitivity_at_{spec:.1%}_specificity"
+                ]
+                for spec in HIGH_SPECIFICITIES
+                if f"sensitivity_at_{spec:.1%}_specificity" in m
+            },
             "accuracy": m["accuracy"],
             "Brier score": m["brier"],
             "expected calibration error": m["ece"],
@@ -533,8 +580,9 @@ def build_card(results: dict) -> dict:
             "By slide on Camelyon16: 3 folds, each trained without one tumour slide (tumor_001, "
             "tumor_004, tumor_064) and, in two folds, without one normal slide; each held-out patch "
             "is predicted by the one network that never saw its slide (weaker than the bundled "
-            "3-network average). Held-out PCam: 20 % of the PCam patches, never trained on and "
-            "never used for a choice (PCam has no slide ids, so these may share slides with "
+            "3-network average). Held-out PCam: the test share of each PCam folder (20 % of "
+            "pcam_kaggle_5k, 40 % of pcam_kaggle_more; datasets/pcam_splits.py, fixed seeds), never "
+            "trained on and never used for a choice; the node validation is built from these patches only (PCam has no slide ids, so these may share slides with "
             "training). All at the card's threshold, with test-time augmentation."
         ),
         "results": {
@@ -657,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"reading data from {args.data}")
     sources = load_sources(args.data, args.pcam_limit)
     pcam = sources["pcam"]
-    pcam_split = split_pcam(pcam.labels)
+    pcam_split = split_pcam(args.data, args.pcam_limit)
     _log(
         f"{len(pcam)} PCam ({int(pcam.labels.sum())} tumour; split "
         f"{ {k: len(v) for k, v in pcam_split.items()} }), {len(sources['camelyon'])} Camelyon16, "

@@ -198,3 +198,35 @@ def test_ensemble_averages_member_probabilities(small_set):
     ens = predict_probabilities(Ensemble(members), small_set, cfg)
     each = [predict_probabilities(m, small_set, cfg) for m in members]
     np.testing.assert_allclose(ens, np.mean(each, axis=0), atol=1e-5)
+
+
+def test_hard_negative_mining_changes_the_draws_and_resumes_to_the_same_weights(
+    tmp_path, small_set
+):
+    train = small_set.subset(np.flatnonzero(small_set.slides != "tumor_064"))
+    mining = _config(epochs=3, hard_negative_start=1, hard_negative_every=1, hard_negative_top=0.3)
+    plain = train_model(train, None, _config(epochs=3), progress=False)
+    mined = train_model(train, None, mining, progress=False)
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            plain.model.state_dict().values(), mined.model.state_dict().values(), strict=True
+        )
+    ]
+    assert any(changed)  # epochs 2-3 drew other normal patches
+    calls = {"n": 0}
+
+    def cancel_in_third_epoch():
+        calls["n"] += 1
+        return calls["n"] > 5  # 2 steps an epoch
+
+    ckpt = tmp_path / "ck.pt"
+    with pytest.raises(CancelledError):
+        train_model(
+            train, None, mining, checkpoint=ckpt, progress=False, cancel=cancel_in_third_epoch
+        )
+    resumed = train_model(train, None, mining, checkpoint=ckpt, resume=True, progress=False)
+    for a, b in zip(
+        mined.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b)

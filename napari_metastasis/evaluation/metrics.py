@@ -194,3 +194,22 @@ def patch_metrics(
         brier=cal.brier,
         ece=cal.ece,
     )
+
+
+def sensitivity_at_specificity(
+    labels: np.ndarray, probabilities: np.ndarray, specificity: float
+) -> tuple[float, float]:
+    """(sensitivity, threshold) at the lowest threshold that keeps at least ``specificity``.
+
+    What a clinic asks of a detector on mostly normal tissue: how many tumour patches are still
+    found when at most 1 % (or 0.1 %) of normal patches may be called tumour. The threshold is the
+    smallest value above the allowed number of normal scores (ties count against it).
+    """
+    labels, probs = _check(labels, probabilities)
+    normal = np.sort(probs[labels == 0])[::-1]
+    tumour = probs[labels == 1]
+    if len(normal) == 0 or len(tumour) == 0:
+        return float("nan"), float("nan")
+    allowed = int(np.floor((1 - specificity) * len(normal) + 1e-9))
+    threshold = float(np.nextafter(normal[allowed], np.inf)) if allowed < len(normal) else 0.0
+    return float((tumour >= threshold).mean()), threshold

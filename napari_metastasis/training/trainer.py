@@ -26,6 +26,7 @@ from ..errors import CancelledError, DatasetError
 from ..evaluation.metrics import roc_auc
 from .augment import AugmentConfig, centre_crops, colour_jitter, sample_crops
 from .balance import class_weights, sampling_weights
+from .hard_negatives import hard_negative_weights
 from .networks import build_network
 
 
@@ -46,6 +47,13 @@ class TrainConfig:
     balance: str = "oversample"  # none | undersample | oversample | weights
     positive_share: float = 0.5  # tumour share of the draws when over/undersampling
     ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
+    # hard-negative mining (training/hard_negatives.py): from this epoch (0: off), every
+    # ``hard_negative_every`` epochs, ``hard_negative_share`` of the normal draws go to the
+    # ``hard_negative_top`` fraction of normal patches the network scores highest
+    hard_negative_start: int = 0
+    hard_negative_every: int = 2
+    hard_negative_top: float = 0.2
+    hard_negative_share: float = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     threads: int | None = None
 
@@ -124,6 +132,14 @@ def _better(auc: float, loss: float, best: tuple[float, float] | None) -> bool:
     if a > b + 1e-9:
         return True
     return abs(a - b) <= 1e-9 and loss < best_loss
+
+
+def _mines(config: TrainConfig, epoch: int) -> bool:
+    """Whether the normal draws are re-weighted by hardness before ``epoch`` (0-based)."""
+    start = config.hard_negative_start
+    return (
+        start > 0 and epoch >= start and (epoch - start) % max(1, config.hard_negative_every) == 0
+    )
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -243,7 +259,21 @@ def train_model(
     bar = tqdm(
         range(start_epoch, config.epochs), desc="training", unit="epoch", disable=not progress
     )
+    normal_index = np.flatnonzero(train.labels == 0)
     for epoch in bar:
+        if _mines(config, epoch) or epoch == start_epoch > config.hard_negative_start > 0:
+            scores = np.full(len(train), np.nan)
+            scores[normal_index] = predict_probabilities(
+                evaluated(), train.subset(normal_index), config
+            )
+            within = hard_negative_weights(
+                scores,
+                train.labels,
+                np.ones(len(train)) if sample_weights is None else sample_weights,
+                top=config.hard_negative_top,
+                share=config.hard_negative_share,
+            )
+            draw = sampling_weights(train.labels, config.balance, within, config.positive_share)
         model.train()
         running = 0.0
         for _ in range(config.steps_per_epoch):
