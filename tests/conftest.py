@@ -35,11 +35,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    return DATA
-
-
-@pytest.fixture(scope="session")
 def recipe():
     """The bundled-model recipe, ``scripts/train_bundled_model.py``, imported as a module."""
     import importlib.util

@@ -185,11 +185,6 @@ _UNSAFE_PATTERNS = (
 )
 
 
-def is_allowed(operator: str) -> bool:
-    """Whether ``operator`` (``namespace::name``, an overload suffix ignored) is on the allowlist."""
-    return normalise_operator(operator) in ALLOWED_OPERATORS
-
-
 def normalise_operator(operator: str) -> str:
     """``aten.add.Tensor`` / ``aten::add.Tensor`` / ``aten::add`` -> ``aten::add``."""
     name = str(operator).strip()

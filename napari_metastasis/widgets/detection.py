@@ -890,9 +890,6 @@ class MetastasisWidget(QWidget):
         for layer in pending:
             self.files.restore(layer)
 
-    def restore_remembered(self, layer) -> int:
-        return len(self.files.restore(layer))
-
     def _on_views_shown(self, layer, views: list[AnalysisView]) -> None:
         """A load or restore showed these views: select the slide and the (last) model."""
         self.select_slide_layer(layer)

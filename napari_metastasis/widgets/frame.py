@@ -63,9 +63,6 @@ class SlideFrame:
         """A world length (e.g. a field size in µm) in level-0 px along (x, y)."""
         return world / self.scale_yx[1], world / self.scale_yx[0]
 
-    def area_um2_per_px(self) -> float:
-        return self.scale_yx[0] * self.scale_yx[1]
-
     # --- the probability image -------------------------------------------------------------------
     def overlay_kwargs(self, grid: PatchGrid) -> dict:
         """Scale and translate that put a map on ``grid`` over this slide layer.

@@ -234,13 +234,6 @@ class RegionNavigator(QWidget):
         else:
             self.summary.setText("No region above the threshold.")
 
-    def row_of_index(self, index: int) -> int:
-        """The table row (after sorting) showing region ``index``."""
-        for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == index:
-                return row
-        raise KeyError(index)
-
     def index_at_row(self, row: int) -> int:
         return int(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
 

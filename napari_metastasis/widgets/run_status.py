@@ -55,9 +55,6 @@ class RunStatus(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("no run yet")
 
-    def no_slide(self) -> None:
-        self.set_text(NO_SLIDE)
-
     def slide_selected(self, slide_path: str | None, running: bool) -> None:
         """Another slide: an earlier slide's message (an error, "Done") no longer applies."""
         if slide_path == self._slide_path:
