@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU wheel: installing it first keeps pip from pulling GBs of CUDA packages.
+# torch first, so that installing the package pulls nothing more. Which build pip takes depends on
+# where pip looks: these machines have a CPU wheel on disk; elsewhere plain PyPI gives the CUDA build
+# on Linux. TORCH_INDEX_URL chooses, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
 
 .PHONY: setup system-deps demo test lint typecheck wheel-check format bench model clean
@@ -13,7 +17,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[testing]"
 	touch $@
 

@@ -40,6 +40,7 @@ from .engine import (
 from .error_policy import user_message
 from .errors import MetastasisError
 from .evaluation.froc import detections_from_map
+from .extras import require_extra
 from .grid import PatchGrid
 from .heatmap import render_heatmap, save_heatmap
 from .map_store import ZARR_SUFFIX, ZarrMapWriter, save_zarr
@@ -306,6 +307,7 @@ def predict_many(
 def _predict_distributed(
     paths: list[Path], stems: list[str], options: PredictOptions, out: Path, scheduler: str
 ) -> Iterator[SlideOutcome]:
+    require_extra("distributed", "--dask (many slides on a dask cluster)")
     from distributed import Client, LocalCluster, as_completed
 
     # a bad model (or --positive-class) fails here, once, not on every worker

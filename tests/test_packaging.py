@@ -1,28 +1,46 @@
-"""Packaging facts that need no build: the PyPI description, the manifest, the license, types."""
+"""Packaging facts that need no build: metadata in one place, extras, the manifest, the license, types."""
 
 from __future__ import annotations
 
+import configparser
 import re
-import runpy
 
+import pytest
 from conftest import PROJECT_ROOT
 
-SETUP = runpy.run_path(str(PROJECT_ROOT / "setup.py"), run_name="not_main")
+
+def _requirement_names(block: str) -> list[str]:
+    names = []
+    for line in block.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(re.split(r"[<>=!~\[ ;]", line, maxsplit=1)[0].lower())
+    return names
 
 
-def test_pypi_description_has_no_relative_pictures():
-    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
-    assert re.search(r"!\[[^\]]*\]\(resources/", readme)  # the repository's README has pictures
-    text = SETUP["pypi_readme"](readme, "")
-    assert not re.search(r"!\[[^\]]*\]\((?![a-z]+://)", text)
-    assert (
-        "*[Picture: After clicking region 1 in the list: the camera on it, its outline highlighted]*"
-        in text
-    )
-    absolute = SETUP["pypi_readme"](readme, "https://example.org/raw/main/")
-    assert "](https://example.org/raw/main/resources/viewer.png)" in absolute
-    assert SETUP["project_urls"]("") == {}
-    assert SETUP["project_urls"]("https://host/x")["Bug Tracker"] == "https://host/x/issues"
+def test_metadata_lives_in_setup_cfg_and_pyproject_only_with_each_requirement_once():
+    assert not (PROJECT_ROOT / "setup.py").exists()
+    config = configparser.ConfigParser()
+    config.read(PROJECT_ROOT / "setup.cfg", encoding="utf-8")
+    required = _requirement_names(config["options"]["install_requires"])
+    assert len(required) == len(set(required)), required
+    # what not every user needs is an extra, not a requirement
+    assert not {"distributed", "h5py", "jsonschema", "pytest"} & set(required)
+    extras = config["options.extras_require"]
+    assert "distributed" in _requirement_names(extras["distributed"])
+    assert "h5py" in _requirement_names(extras["pcam-h5"])
+    assert config["metadata"]["long_description"] == "file: README.md"
+
+
+def test_a_missing_extra_is_one_sentence_naming_the_pip_command():
+    from napari_metastasis.extras import MissingExtraError, require_extra
+
+    assert require_extra("json", "Reading JSON").loads("1") == 1
+    with pytest.raises(MissingExtraError) as info:
+        require_extra("no_such_module_here", "Doing a thing")
+    message = str(info.value)
+    assert message.startswith("Doing a thing needs the optional package 'no_such_module_here'")
+    assert "pip install 'napari-metastasis[no_such_module_here]'" in message
 
 
 def test_license_manifest_and_types_ship():

@@ -22,6 +22,7 @@ from PIL import Image
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import DatasetError
+from ..extras import require_extra
 from .labels import HALF_RULE, LabelRule, geometry_mask, label_from_mask
 from .patchset import PatchSet, read_rgb
 
@@ -216,7 +217,7 @@ def ingest_pcam_hdf5(
     limit: int | None = None,
 ) -> PatchSet:
     """PCam HDF5 pair (``x``: (N, 96, 96, 3) uint8, ``y``: (N, 1, 1, 1)); slides from the meta CSV."""
-    import h5py
+    h5py = require_extra("h5py", "Reading PatchCamelyon's HDF5 files")
 
     try:
         with h5py.File(x_path, "r") as fx, h5py.File(y_path, "r") as fy:
