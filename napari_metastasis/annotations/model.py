@@ -29,6 +29,10 @@ EXCLUSION_CLASSES = frozenset({"exclusion", "_2", "normal", "ignore*"})
 
 #: Class we give tumour regions we create (NCRF "positive", contours); QuPath's own name for it.
 TUMOUR_CLASS = "Tumor"
+#: Class we give candidate regions the deposit decision did not confirm: a class of its own, so
+#: QuPath counts and measures them apart from tumour (not a derived class "Tumor: ...", which QuPath
+#: would group under Tumor; not "Region*", which QuPath and our readers treat as ignored/exclusion).
+CANDIDATE_CLASS = "Candidate (not confirmed)"
 #: Class we give exclusion regions we create (NCRF "negative"); ASAP XML writes it as group ``_2``.
 EXCLUSION_CLASS = "Exclusion"
 
@@ -48,6 +52,7 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "immune cells": (160, 90, 160),
     "necrosis": (50, 50, 50),
     "other": (255, 200, 0),
+    CANDIDATE_CLASS.lower(): (150, 150, 150),
 }
 #: Colour of unclassified annotations when one must be shown (ASAP's default yellow).
 UNCLASSIFIED_COLOR = (244, 250, 88)

@@ -3,6 +3,10 @@
 Deleting or relabelling a region is an edit the pathologist makes before export, so it must outlive
 the next threshold change: edits are remembered by a point inside the region
 (:class:`RegionEdits`) and re-applied to whatever regions the new threshold produces.
+
+Candidate regions the deposit decision did not confirm (:mod:`napari_metastasis.deposit_decision`)
+are listed too, in grey, labelled as candidates, with the decision's reason in the *Decision* column
+and every cell's tooltip; they make no verdict.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from qtpy.QtWidgets import (
 )
 from shapely.geometry import Point
 
+from ..annotations.model import CANDIDATE_CLASS
 from ..clinical import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
-from .regions_layer import DEFAULT_CLASSIFICATION
+from .regions_layer import CANDIDATE_DISPLAY_COLOR, DEFAULT_CLASSIFICATION
 
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
@@ -60,7 +65,8 @@ class RegionEdits:
             polygon = region.polygon
             if any(polygon.intersects(p) for p in self.deleted):
                 continue
-            label = DEFAULT_CLASSIFICATION
+            confirmed = getattr(region, "confirmed", True)
+            label = DEFAULT_CLASSIFICATION if confirmed else CANDIDATE_CLASS
             for point, new_label in self.labelled:
                 if polygon.intersects(point):
                     label = new_label
@@ -102,7 +108,7 @@ class RegionNavigator(QWidget):
     #: forget every deletion and relabel
     restore_requested = Signal()
 
-    COLUMNS = ("#", "Label", "Max", "Mean", "mm²", "Size mm", "Category")
+    COLUMNS = ("#", "Label", "Max", "Mean", "mm²", "Size mm", "Category", "Decision")
     TIPS = (
         "Region id",
         "Label used on export",
@@ -111,8 +117,10 @@ class RegionNavigator(QWidget):
         "Area in mm²",
         "Greatest dimension in mm (maximum Feret diameter of the outline; about ± one grid stride)",
         "AJCC size category: ITC ≤ 0.2 mm, micrometastasis ≤ 2 mm, macrometastasis > 2 mm",
+        "Deposit decision: a confirmed deposit counts in the verdict; a candidate not confirmed "
+        "does not (the tooltip says why)",
     )
-    SIZE_COLUMN, CATEGORY_COLUMN = 5, 6
+    SIZE_COLUMN, CATEGORY_COLUMN, DECISION_COLUMN = 5, 6, 7
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -168,7 +176,7 @@ class RegionNavigator(QWidget):
         self.set_regions([], [])
 
     #: the widest text each column usually holds (the dock is made wide enough for these)
-    TYPICAL = ("99", "Tumor", "0.000", "0.000", "0.0000", "00.000", "Macro")
+    TYPICAL = ("99", "Tumor", "0.000", "0.000", "0.0000", "00.000", "Macro", "candidate")
 
     def _width_for_typical_rows(self) -> int:
         """Wide enough to show every column of typical rows side by side (the size and category
@@ -215,8 +223,17 @@ class RegionNavigator(QWidget):
                 items += [size, category]
             else:
                 items += [_NumericItem(0, ""), _NumericItem(0, "")]
+            confirmed = getattr(region, "confirmed", True)
+            decision = getattr(region, "decision", None)
+            reason = decision.reason if decision is not None else "not decided: counts as a deposit"
+            items.append(_NumericItem(int(confirmed), "confirmed" if confirmed else "candidate"))
+            tip = f"Confirmed deposit: {reason}" if confirmed else f"Not confirmed: {reason}"
             for col, item in enumerate(items):  # type: ignore[assignment]
                 item.setData(Qt.ItemDataRole.UserRole, row)
+                if col != self.CATEGORY_COLUMN:
+                    item.setToolTip(tip)
+                if not confirmed and col not in (self.SIZE_COLUMN, self.CATEGORY_COLUMN):
+                    item.setForeground(QBrush(QColor(CANDIDATE_DISPLAY_COLOR)))
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
         self.table.sortItems(*self._sort)  # the user's sort survives new regions
@@ -227,9 +244,11 @@ class RegionNavigator(QWidget):
         if has:
             total = sum(r.area_um2 for r in regions) / 1e6
             top = max(r.max_prob for r in regions)
+            confirmed = sum(bool(getattr(r, "confirmed", True)) for r in regions)
             self.summary.setText(
                 f"{len(regions)} region{'s' * (len(regions) != 1)}, {total:.3f} mm² in all, "
-                f"highest probability {top:.3f}."
+                f"highest probability {top:.3f}; {confirmed} confirmed as "
+                f"deposit{'s' * (confirmed != 1)}."
             )
         else:
             self.summary.setText("No region above the threshold.")
