@@ -157,7 +157,7 @@ def _patches(n: int) -> str:
 
 def decide_one(region_id: int, values: np.ndarray, rule: DecisionRule) -> Decision:
     """The decision on a candidate whose patches have probabilities ``values`` (NaN: not analysed)."""
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)  # compared in the map's own precision, as the contours are
     values = values[~np.isnan(values)]
     seeds = int(np.count_nonzero(values >= rule.seed_threshold))
     total = len(values)
