@@ -2,7 +2,7 @@
 
 Cells that were not analysed (glass, outside the region) stay uncoloured, so the picture also shows
 what the model looked at; regions above the threshold are outlined: confirmed deposits in cyan,
-candidates the deposit decision did not confirm in thin grey.
+candidates the deposit decision did not confirm in grey, thinner.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ def render_heatmap(
         width = max(1, round(max_size / 400))
         for region in sorted(regions, key=lambda r: getattr(r, "confirmed", True)):
             confirmed = getattr(region, "confirmed", True)  # deposits drawn over candidates
-            colour = (0, 255, 255) if confirmed else (170, 170, 170)
+            colour = (0, 255, 255) if confirmed else (200, 200, 200)
             for ring in _rings(region.polygon):
                 points = [(x * scale[0], y * scale[1]) for x, y in ring.coords]
-                draw.line(points, fill=colour, width=width if confirmed else max(1, width // 2))
+                draw.line(points, fill=colour, width=width if confirmed else max(1, width - 1))
     return np.asarray(image)
 
 

@@ -207,8 +207,7 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
         "edition):",
         "isolated tumour cells ≤ 0.2 mm, micrometastasis > 0.2 mm and ≤ 2 mm, macrometastasis > 2 mm.",
         "pN stage by the Camelyon17 rules (one slide per lymph node; ITC do not count as involved).",
-        "Deposit decision: only confirmed deposits count; candidate regions above the threshold "
-        "that the rule does not confirm are listed as not confirmed. Rule:",
+        "Deposit decision: only confirmed deposits count (candidates are listed apart). Rule:",
         *(f"   {part}" for rule in rules for part in _split_source(rule)),
         f"Report date: {date.isoformat()}",
     ]
@@ -235,13 +234,14 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     fig.text(
         0.06,
         0.94,
-        f"{verdict.sentence()}   ·   patient {patient.patient}, {patient.stage}",
+        verdict.sentence(),
         fontsize=10,
         va="top",
         color=CATEGORY_COLOURS[verdict.category],
         weight="bold",
     )
-    ax = fig.add_axes((0.06, 0.42, 0.88, 0.5))
+    fig.text(0.06, 0.922, f"patient {patient.patient}, {patient.stage}", fontsize=9, va="top")
+    ax = fig.add_axes((0.06, 0.42, 0.88, 0.49))
     ax.set_axis_off()
     heatmap = folder / f"{summary.stem}.heatmap.png"
     if heatmap.is_file():
@@ -253,12 +253,14 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     tax = fig.add_axes((0.06, 0.05, 0.88, 0.35))
     tax.set_axis_off()
     candidates = _candidates_line(summary)
-    if candidates:
-        tax.text(0, -0.06, candidates, fontsize=8, va="top", wrap=True)
     if not deposits:
         text = "No confirmed deposit." if summary.unconfirmed else "No region above the threshold."
         tax.text(0, 0.95, text, fontsize=10, va="top")
+        if candidates:
+            tax.text(0, 0.87, candidates, fontsize=8, va="top", wrap=True)
         return fig
+    if candidates:
+        tax.text(0, -0.06, candidates, fontsize=8, va="top", wrap=True)
     shown = sorted(deposits, key=lambda d: -d.greatest_dimension_mm)[:MAX_TABLE_ROWS]
     shown.sort(key=lambda d: d.id)
     rows = [
