@@ -221,11 +221,3 @@ def decided_contours(
 
     regions = probability_contours(prob_map, threshold, min_area_um2)
     return confirm_regions(regions, prob_map, rule or rule_for_map(prob_map, threshold))
-
-
-def is_confirmed(region: Any) -> bool:
-    """Whether a region (or deposit) counts: undecided ones (drawn, from older files) do."""
-    decision = getattr(region, "decision", None)
-    if decision is not None:
-        return bool(decision.confirmed)
-    return bool(getattr(region, "confirmed", True))

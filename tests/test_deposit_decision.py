@@ -7,6 +7,8 @@ with a rule whose numbers say which of them are confirmed.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 
@@ -15,6 +17,7 @@ import pytest
 import shapely
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
+from napari_metastasis.annotations.csv_summary import to_csv
 from napari_metastasis.annotations.geojson import parse_geojson
 from napari_metastasis.annotations.model import CANDIDATE_CLASS, TUMOUR_CLASS
 from napari_metastasis.cli import main
@@ -142,6 +145,14 @@ def test_exported_candidates_are_classified_apart_with_the_numbers():
         assert ann.measurements["seed_patches"] == region.decision.seed_patches
         assert ann.measurements["seed_threshold"] == 0.95
         assert ann.measurements["min_seed_patches"] == 2 and ann.measurements["min_patches"] == 2
+    # the CSV summary of the same export: the class and the decision's numbers as columns
+    rows = list(csv.DictReader(io.StringIO(to_csv(list(annotations.values()), 1.0))))
+    by_id = {row["id"]: row for row in rows}
+    for region in regions:
+        row = by_id[region.uid]
+        assert row["class"] == (TUMOUR_CLASS if region.confirmed else CANDIDATE_CLASS)
+        assert float(row["confirmed"]) == float(region.confirmed)
+        assert float(row["seed_patches"]) == region.decision.seed_patches
 
 
 # --- the rule ---------------------------------------------------------------------------------

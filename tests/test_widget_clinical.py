@@ -162,19 +162,18 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
         assert np.allclose(colours[row], grey) != is_deposit
         assert (widths[row] < deposit_width) != is_deposit
 
-    # the region list: a Decision column, the reason in the tooltip, candidates in grey text
+    # the region list: candidates labelled and greyed, the reason in the tooltip
     table = widget.navigator.table
-    column = RegionNavigator.DECISION_COLUMN
-    assert table.horizontalHeaderItem(column).text() == "Decision"
     by_id = {int(table.item(r, 0).text()): r for r in range(table.rowCount())}
     single = next(r for r in view.regions if r.n_cells == 1)
-    item = table.item(by_id[single.id], column)
-    assert item.text() == "candidate"
-    assert item.toolTip() == (
+    label = table.item(by_id[single.id], 1)
+    assert label.text() == CANDIDATE_CLASS
+    assert label.toolTip() == (
         "Not confirmed: only 1 patch >= 0.85 (rule needs 2); only 1 patch in all (rule needs 2)"
     )
-    assert table.item(by_id[single.id], 0).foreground().color().name() == CANDIDATE_DISPLAY_COLOR
-    assert table.item(by_id[confirmed[0].id], column).text() == "confirmed"
+    assert label.foreground().color().name() == CANDIDATE_DISPLAY_COLOR
+    deposit = table.item(by_id[confirmed[0].id], 1)
+    assert deposit.text() == TUMOUR_CLASS and deposit.toolTip().startswith("Confirmed deposit: 35")
     assert "1 confirmed as deposit." in widget.navigator.summary.text()
 
     # without the deposit, the candidates alone make no verdict

@@ -5,8 +5,9 @@ the next threshold change: edits are remembered by a point inside the region
 (:class:`RegionEdits`) and re-applied to whatever regions the new threshold produces.
 
 Candidate regions the deposit decision did not confirm (:mod:`napari_metastasis.deposit_decision`)
-are listed too, in grey, labelled as candidates, with the decision's reason in the *Decision* column
-and every cell's tooltip; they make no verdict.
+are listed too, in grey, labelled as candidates, with the decision's reason in each cell's tooltip;
+they make no verdict. (No column of its own: the label says it, and the size and category columns
+must stay in view in a narrow dock.)
 """
 
 from __future__ import annotations
@@ -108,19 +109,18 @@ class RegionNavigator(QWidget):
     #: forget every deletion and relabel
     restore_requested = Signal()
 
-    COLUMNS = ("#", "Label", "Max", "Mean", "mm²", "Size mm", "Category", "Decision")
+    COLUMNS = ("#", "Label", "Max", "Mean", "mm²", "Size mm", "Category")
     TIPS = (
         "Region id",
-        "Label used on export",
+        "Label used on export; a candidate the deposit decision did not confirm is grey and "
+        "labelled as one (its tooltip says why); only confirmed deposits make the verdict",
         "Highest probability in the region",
         "Mean probability over its patches",
         "Area in mm²",
         "Greatest dimension in mm (maximum Feret diameter of the outline; about ± one grid stride)",
         "AJCC size category: ITC ≤ 0.2 mm, micrometastasis ≤ 2 mm, macrometastasis > 2 mm",
-        "Deposit decision: a confirmed deposit counts in the verdict; a candidate not confirmed "
-        "does not (the tooltip says why)",
     )
-    SIZE_COLUMN, CATEGORY_COLUMN, DECISION_COLUMN = 5, 6, 7
+    SIZE_COLUMN, CATEGORY_COLUMN = 5, 6
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -176,7 +176,7 @@ class RegionNavigator(QWidget):
         self.set_regions([], [])
 
     #: the widest text each column usually holds (the dock is made wide enough for these)
-    TYPICAL = ("99", "Tumor", "0.000", "0.000", "0.0000", "00.000", "Macro", "candidate")
+    TYPICAL = ("99", "Tumor", "0.000", "0.000", "0.0000", "00.000", "Macro")
 
     def _width_for_typical_rows(self) -> int:
         """Wide enough to show every column of typical rows side by side (the size and category
@@ -226,7 +226,6 @@ class RegionNavigator(QWidget):
             confirmed = getattr(region, "confirmed", True)
             decision = getattr(region, "decision", None)
             reason = decision.reason if decision is not None else "not decided: counts as a deposit"
-            items.append(_NumericItem(int(confirmed), "confirmed" if confirmed else "candidate"))
             tip = f"Confirmed deposit: {reason}" if confirmed else f"Not confirmed: {reason}"
             for col, item in enumerate(items):  # type: ignore[assignment]
                 item.setData(Qt.ItemDataRole.UserRole, row)
