@@ -130,6 +130,7 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
     patch) are candidates, shown in grey, thinner, labelled apart, with the reason."""
     from napari_metastasis.annotations.model import CANDIDATE_CLASS, TUMOUR_CLASS
     from napari_metastasis.deposit_decision import stamp_rule
+    from napari_metastasis.widgets.navigator import CANDIDATE_TEXT_COLOR
     from napari_metastasis.widgets.regions_layer import CANDIDATE_DISPLAY_COLOR
 
     _viewer, widget, layer = env
@@ -171,7 +172,7 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
     assert label.toolTip() == (
         "Not confirmed: only 1 patch >= 0.85 (rule needs 2); only 1 patch in all (rule needs 2)"
     )
-    assert label.foreground().color().name() == CANDIDATE_DISPLAY_COLOR
+    assert label.foreground().color().name() == CANDIDATE_TEXT_COLOR
     deposit = table.item(by_id[confirmed[0].id], 1)
     assert deposit.text() == TUMOUR_CLASS and deposit.toolTip().startswith("Confirmed deposit: 35")
     assert "1 confirmed as deposit." in widget.navigator.summary.text()

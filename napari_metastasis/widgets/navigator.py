@@ -33,8 +33,10 @@ from shapely.geometry import Point
 
 from ..annotations.model import CANDIDATE_CLASS
 from ..clinical import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
-from .regions_layer import CANDIDATE_DISPLAY_COLOR, DEFAULT_CLASSIFICATION
+from .regions_layer import DEFAULT_CLASSIFICATION
 
+#: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
+CANDIDATE_TEXT_COLOR = "#909090"
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
 
@@ -176,7 +178,7 @@ class RegionNavigator(QWidget):
         self.set_regions([], [])
 
     #: the widest text each column usually holds (the dock is made wide enough for these)
-    TYPICAL = ("99", "Tumor", "0.000", "0.000", "0.0000", "00.000", "Macro")
+    TYPICAL = ("99", "Candidate", "0.000", "0.000", "0.0000", "00.000", "Macro")
 
     def _width_for_typical_rows(self) -> int:
         """Wide enough to show every column of typical rows side by side (the size and category
@@ -232,7 +234,7 @@ class RegionNavigator(QWidget):
                 if col != self.CATEGORY_COLUMN:
                     item.setToolTip(tip)
                 if not confirmed and col not in (self.SIZE_COLUMN, self.CATEGORY_COLUMN):
-                    item.setForeground(QBrush(QColor(CANDIDATE_DISPLAY_COLOR)))
+                    item.setForeground(QBrush(QColor(CANDIDATE_TEXT_COLOR)))
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
         self.table.sortItems(*self._sort)  # the user's sort survives new regions

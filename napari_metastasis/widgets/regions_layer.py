@@ -36,10 +36,11 @@ TUMOUR_DISPLAY_COLOR = "#00ff66"
 #: The region selected in the list: drawn this much wider, in a colour unlike the other outlines.
 HIGHLIGHT_WIDTH = 3.0
 HIGHLIGHT_COLOR = "#ffff00"
-#: Outline (and region-list text) of candidates the deposit decision did not confirm.
-CANDIDATE_DISPLAY_COLOR = "#a0a0a0"
+#: Outline of candidates the deposit decision did not confirm: a pale grey, unlike any colormap's
+#: outline colour, visible over the overlay's colours.
+CANDIDATE_DISPLAY_COLOR = "#d8d8d8"
 #: Their outline width, relative to a deposit's.
-CANDIDATE_WIDTH = 0.6
+CANDIDATE_WIDTH = 0.75
 
 
 def display_color(classification: str, tumour_color: str = TUMOUR_DISPLAY_COLOR) -> str:
