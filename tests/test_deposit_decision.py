@@ -350,6 +350,25 @@ def test_predict_exports_keep_every_candidate(node_run):
     assert len((node_run / "camelyon16" / "patient_010_node_0.csv").read_text().splitlines()) == 3
 
 
+def test_predict_maps_carry_the_rule_and_the_report_lists_confirmed_deposits(node_run):
+    import pypdfium2 as pdfium
+
+    prob = ProbabilityMap.load(node_run / "patient_010_node_0.prob.tiff")
+    assert rule_for_map(prob, 0.5) == RULE  # reloaded in the viewer, decided alike
+    assert main(["report", str(node_run)]) == 0
+    pdf = pdfium.PdfDocument(str(node_run / "patient_010.report.pdf"))
+    try:
+        pages = [page.get_textpage().get_text_range() for page in pdf]
+    finally:
+        pdf.close()
+    first, node0, node1 = (" ".join(p.split()) for p in pages)
+    assert "pN1mi" in first and "not confirmed" in first
+    assert "a deposit needs >= 2 patches with p >= 0.95 and >= 2 patches in all" in first
+    assert "2 candidate regions above the threshold not confirmed as deposits" in node0
+    assert node0.count("Micrometastasis") == 2  # the verdict line and the one confirmed row
+    assert "No confirmed deposit." in node1 and "1 candidate region above" in node1
+
+
 def test_a_drawn_region_without_decision_counts():
     grid = PatchGrid(1000, 1000, 1.0, 1.0, 100, 1.0)
     prob = ProbabilityMap.empty(grid)
