@@ -13,7 +13,9 @@ nothing of models, files or napari.
   micrometastasis (``micro``) > 0.2 and <= 2 mm, macrometastasis (``macro``) > 2 mm. Sizes within
   1 nm of a boundary count as on it, so a 200 µm deposit measured as 200.00000000003 µm stays ITC.
 * **Slide verdict**: ``negative`` without deposits, else the category of its largest deposit
-  (Camelyon17's slide labels negative / itc / micro / macro).
+  (Camelyon17's slide labels negative / itc / micro / macro). Only *confirmed* deposits count: a
+  candidate region that the deposit decision (:mod:`napari_metastasis.deposit_decision`) did not
+  confirm is kept, measured and listed, but makes no verdict and no stage.
 * **pN stage** of a patient from one slide per lymph node, by Camelyon17's rules: pN0 (no ITC, micro
   or macro), pN0(i+) (ITC only), pN1mi (micro, no macro), pN1 (metastases, micro or macro, in 1-3
   nodes, at least one macro), pN2 (4-9 nodes, at least one macro). ITC do not count as involved nodes.
@@ -137,6 +139,10 @@ class Deposit:
     mean_prob: float | None = None
     centroid_px: tuple[float, float] | None = None
     uid: str | None = None  # the region's id in the GeoJSON and the napari layer
+    #: Whether the deposit decision confirmed it (True for undecided regions: drawn, older files).
+    confirmed: bool = True
+    decision_reason: str = ""  # the decision's sentence, e.g. "only 1 patch >= 0.95 (rule needs 2)"
+    seed_patches: int | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -155,6 +161,9 @@ class Deposit:
             mean_prob=_optional_float(data.get("mean_prob")),
             centroid_px=(float(centroid[0]), float(centroid[1])) if centroid else None,
             uid=data.get("uid"),
+            confirmed=bool(data.get("confirmed", True)),  # older summaries: all count, as before
+            decision_reason=str(data.get("decision_reason") or ""),
+            seed_patches=None if data.get("seed_patches") is None else int(data["seed_patches"]),
         )
 
 
@@ -170,8 +179,10 @@ def measure_deposit(
     max_prob: float | None = None,
     mean_prob: float | None = None,
     uid: str | None = None,
+    decision=None,
 ) -> Deposit:
-    """Area, greatest dimension and category of one region (level-0 px geometry)."""
+    """Area, greatest dimension and category of one region (level-0 px geometry); ``decision``
+    (a :class:`~napari_metastasis.deposit_decision.Decision`, None: undecided) says if it counts."""
     greatest = greatest_dimension_um(geometry, mpp) / 1000.0
     centroid = geometry.centroid
     return Deposit(
@@ -183,12 +194,15 @@ def measure_deposit(
         mean_prob=mean_prob,
         centroid_px=None if centroid.is_empty else (float(centroid.x), float(centroid.y)),
         uid=uid,
+        confirmed=True if decision is None else bool(decision.confirmed),
+        decision_reason="" if decision is None else str(decision.reason),
+        seed_patches=None if decision is None else int(decision.seed_patches),
     )
 
 
 def measure_regions(regions: Iterable, mpp: Mpp) -> list[Deposit]:
     """:class:`~napari_metastasis.contours.Region` objects (or anything with ``id``, ``polygon``,
-    ``max_prob`` and ``mean_prob``) as deposits, in the regions' order."""
+    ``max_prob`` and ``mean_prob``; ``decision`` if decided) as deposits, in the regions' order."""
     return [
         measure_deposit(
             r.polygon,
@@ -197,6 +211,7 @@ def measure_regions(regions: Iterable, mpp: Mpp) -> list[Deposit]:
             max_prob=float(r.max_prob),
             mean_prob=float(r.mean_prob),
             uid=getattr(r, "uid", None),
+            decision=getattr(r, "decision", None),
         )
         for r in regions
     ]
@@ -210,10 +225,12 @@ def measuring_error_mm(step_um: float) -> float:
 # --- slide verdict ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SlideVerdict:
-    """A slide's category from its largest deposit, and that deposit."""
+    """A slide's category from its largest confirmed deposit, and that deposit."""
 
     category: str
     largest: Deposit | None
+    #: Candidate regions the deposit decision did not confirm (they make no verdict).
+    unconfirmed: int = 0
 
     @property
     def greatest_dimension_mm(self) -> float:
@@ -226,16 +243,25 @@ class SlideVerdict:
     def sentence(self) -> str:
         """One line for a person: "Macrometastasis — largest deposit 3.1 mm"."""
         if self.largest is None:
+            if self.unconfirmed:
+                n = self.unconfirmed
+                return (
+                    f"Negative — no confirmed deposit ({n} candidate region{'s' * (n != 1)} "
+                    "not confirmed)"
+                )
             return "Negative — no deposit above the threshold"
         return f"{self.label} — largest deposit {format_mm(self.greatest_dimension_mm)}"
 
 
 def slide_verdict(deposits: Sequence[Deposit]) -> SlideVerdict:
-    """``negative`` without deposits, else the category of the one with the greatest dimension."""
-    if not deposits:
-        return SlideVerdict("negative", None)
-    largest = max(deposits, key=lambda d: (d.greatest_dimension_mm, d.area_mm2))
-    return SlideVerdict(largest.category, largest)
+    """``negative`` without confirmed deposits, else the category of the confirmed one with the
+    greatest dimension; candidates not confirmed are only counted."""
+    confirmed = [d for d in deposits if d.confirmed]
+    unconfirmed = len(deposits) - len(confirmed)
+    if not confirmed:
+        return SlideVerdict("negative", None, unconfirmed)
+    largest = max(confirmed, key=lambda d: (d.greatest_dimension_mm, d.area_mm2))
+    return SlideVerdict(largest.category, largest, unconfirmed)
 
 
 def format_mm(value_mm: float) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
@@ -19,13 +20,26 @@ from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 from skimage import measure
 
-from .annotations.model import TUMOUR_CLASS, Annotation
+from .annotations.model import CANDIDATE_CLASS, TUMOUR_CLASS, Annotation
 from .probability import ProbabilityMap
+
+if TYPE_CHECKING:
+    from .deposit_decision import Decision
 
 #: The measurements of a detected region, with the same names everywhere: QuPath GeoJSON
 #: ``measurements`` (``predict`` and the widget's export), CSV summary columns and the napari regions
 #: layer's features. ``threshold`` is there when the threshold is known.
 REGION_MEASUREMENTS = ("area_um2", "max_prob", "mean_prob", "patches", "threshold")
+#: The deposit decision's numbers of a decided region (:mod:`napari_metastasis.deposit_decision`):
+#: ``confirmed`` 1 or 0, its patches at or above the rule's seed threshold, and the rule's numbers,
+#: so a QuPath user sees in the measurement table why a candidate was not confirmed.
+DECISION_MEASUREMENTS = (
+    "confirmed",
+    "seed_patches",
+    "seed_threshold",
+    "min_seed_patches",
+    "min_patches",
+)
 
 
 @dataclass
@@ -40,6 +54,20 @@ class Region:
     n_cells: int
     #: A UUID, as QuPath gives its objects: the feature id in every file and in the napari layer.
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: (n, 2) row, col of the grid cells it was made of (None: a region from elsewhere).
+    cells: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: The deposit decision on it (None: not decided, it counts as a deposit, as before).
+    decision: Decision | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether it counts as a deposit: confirmed by the decision, or never decided."""
+        return self.decision is None or self.decision.confirmed
+
+    @property
+    def label(self) -> str:
+        """Its name in files and lists: "Region 3", "Region 3 (not confirmed)"."""
+        return f"Region {self.id}" if self.confirmed else f"Region {self.id} (not confirmed)"
 
     @property
     def area_mm2(self) -> float:
@@ -95,7 +123,15 @@ def probability_contours(
             continue
         probs = values[cells[:, 0], cells[:, 1]]
         regions.append(
-            Region(0, polygon, float(area), float(probs.max()), float(probs.mean()), len(cells))
+            Region(
+                0,
+                polygon,
+                float(area),
+                float(probs.max()),
+                float(probs.mean()),
+                len(cells),
+                cells=np.asarray(cells, np.int64),
+            )
         )
     regions.sort(key=lambda r: (-r.max_prob, -r.area_um2))
     for i, region in enumerate(regions, start=1):
@@ -121,17 +157,31 @@ def region_measurements(region: Region, threshold: float | None = None) -> dict[
     }
     if threshold is not None:
         values["threshold"] = float(threshold)
+    decision = getattr(region, "decision", None)
+    if decision is not None:
+        values["confirmed"] = 1.0 if decision.confirmed else 0.0
+        values["seed_patches"] = float(decision.seed_patches)
+        if decision.rule is not None:
+            values["seed_threshold"] = float(decision.rule.seed_threshold)
+            values["min_seed_patches"] = float(decision.rule.min_seed_patches)
+            values["min_patches"] = float(decision.rule.min_patches)
     return values
+
+
+def region_classification(region: Region, classification: str = TUMOUR_CLASS) -> str:
+    """``classification`` for a deposit; :data:`CANDIDATE_CLASS` for a candidate not confirmed."""
+    return classification if region.confirmed else CANDIDATE_CLASS
 
 
 def region_annotation(
     region: Region, classification: str = TUMOUR_CLASS, threshold: float | None = None
 ) -> Annotation:
-    """One region as an :class:`Annotation` (level-0 px), as ``predict`` and the widget export it."""
+    """One region as an :class:`Annotation` (level-0 px), as ``predict`` and the widget export it:
+    ``classification`` as given, the decision in its name and measurements."""
     return Annotation(
         region.polygon,
         classification=classification,
-        name=f"Region {region.id}",
+        name=getattr(region, "label", f"Region {region.id}"),
         measurements=region_measurements(region, threshold),
         id=region.uid,
     )
@@ -140,5 +190,10 @@ def region_annotation(
 def regions_to_annotations(
     regions: list[Region], classification: str = TUMOUR_CLASS, threshold: float | None = None
 ) -> list[Annotation]:
-    """The regions as :class:`Annotation` objects, ready for any of the annotation writers."""
-    return [region_annotation(region, classification, threshold) for region in regions]
+    """The regions as :class:`Annotation` objects, ready for any of the annotation writers:
+    confirmed deposits (and undecided regions) as ``classification``, candidates the decision did
+    not confirm as :data:`CANDIDATE_CLASS`."""
+    return [
+        region_annotation(region, region_classification(region, classification), threshold)
+        for region in regions
+    ]

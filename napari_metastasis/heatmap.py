@@ -1,7 +1,8 @@
 """A thumbnail of the slide with the probability map over it: a picture to glance at after a batch run.
 
 Cells that were not analysed (glass, outside the region) stay uncoloured, so the picture also shows
-what the model looked at; regions above the threshold are outlined.
+what the model looked at; regions above the threshold are outlined: confirmed deposits in cyan,
+candidates the deposit decision did not confirm in grey, thinner.
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ def render_heatmap(
         draw = ImageDraw.Draw(image)
         scale = (tw / grid.width, th / grid.height)
         width = max(1, round(max_size / 400))
-        for region in regions:
+        for region in sorted(regions, key=lambda r: getattr(r, "confirmed", True)):
+            confirmed = getattr(region, "confirmed", True)  # deposits drawn over candidates
+            colour = (0, 255, 255) if confirmed else (200, 200, 200)
             for ring in _rings(region.polygon):
                 points = [(x * scale[0], y * scale[1]) for x, y in ring.coords]
-                draw.line(points, fill=(0, 255, 255), width=width)
+                draw.line(points, fill=colour, width=width if confirmed else max(1, width - 1))
     return np.asarray(image)
 
 

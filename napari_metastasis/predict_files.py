@@ -28,6 +28,7 @@ from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
 from .atomic import atomic_path
 from .contours import probability_contours, regions_to_annotations
+from .deposit_decision import confirm_regions, rule_for_map, stamp_rule
 from .engine import (
     BOX_COLUMNS,
     DEFAULT_BATCH_SIZE,
@@ -145,7 +146,14 @@ def predict_to_files(
         if options.resume:  # the CSV lists every patch, those of the earlier run too
             result.table = table_from_store(store, model.class_names)
         threshold = resolve_threshold(options.threshold, model).value
-        regions = probability_contours(result.prob_map, threshold, options.min_area_um2)
+        stamp_rule(result.prob_map, model.config.extra)  # a resumed map keeps the model's rule
+        rule = rule_for_map(result.prob_map, threshold)
+        # candidates at the threshold; only those the decision confirms make the verdict
+        regions = confirm_regions(
+            probability_contours(result.prob_map, threshold, options.min_area_um2),
+            result.prob_map,
+            rule,
+        )
         result.prob_map.extra.update(
             resolution_source=resolution.source,
             threshold=threshold,
@@ -161,6 +169,7 @@ def predict_to_files(
             threshold=threshold,
             model=model.name,
             slide_path=str(slide.path),
+            rule=rule,
         )
         # All of the slide's files, or none: see output_set (a manifest marks the set complete).
         info = {"slide": str(slide.path), "model": model.name, "threshold": threshold}
@@ -175,7 +184,7 @@ def predict_to_files(
             save_heatmap(outputs.path(f"{stem}.heatmap.png"), heatmap)
             result.prob_map.save(outputs.path(f"{stem}.prob.tiff"))
             write_summary(outputs.folder, summary)  # type: ignore[arg-type]
-            write_camelyon16_csv(
+            write_camelyon16_csv(  # every candidate, decided or not: a FROC submission
                 outputs.path(f"{CAMELYON16_DIR}/{stem}.csv"),
                 detections_from_map(result.prob_map, threshold),
             )
@@ -199,9 +208,12 @@ def predict_to_files(
             f" (no patch has {options.tissue_min_fraction:g} of its area in tissue; "
             "--tissue-min-fraction 0 classifies every patch)"
         )
+    confirmed = sum(r.confirmed for r in regions)
     return (
         f"{slide.name}: {result.n_done} patches{why}, max {positive} probability {top_text}, "
-        f"{len(regions)} regions >= {threshold:g} ({summary.verdict.sentence()}) -> {out / stem}.*"
+        f"{len(regions)} regions >= {threshold:g} ({confirmed} confirmed as deposits: "
+        f">= {rule.min_seed_patches} patches >= {rule.seed_threshold:g}, "
+        f">= {rule.min_patches} in all): {summary.verdict.sentence()} -> {out / stem}.*"
     )
 
 

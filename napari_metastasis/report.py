@@ -3,8 +3,10 @@
 Page 1 is the answer: the patient's pN stage, each node slide's verdict and largest deposit, the
 model, threshold, grid stride and the measuring error that follows from it, the date, and a plain
 line saying that this is research software, not a diagnosis. Then one page per slide: its thumbnail
-with the probability heatmap (``<stem>.heatmap.png``, written by ``predict``) and the regions numbered
-as in the table below it (area, greatest dimension, category, probabilities).
+with the probability heatmap (``<stem>.heatmap.png``, written by ``predict``) and the confirmed
+deposits numbered as in the table below it (area, greatest dimension, category, probabilities);
+candidate regions the deposit decision did not confirm are counted under the table, with the rule
+that decided (:mod:`napari_metastasis.deposit_decision`): they make no verdict and no stage.
 
 Everything comes from the ``<stem>.summary.json`` files (:mod:`napari_metastasis.summary`), so a
 report can be made again at any time without the slides or the model. Pages are drawn with
@@ -168,7 +170,8 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
                 summary.slide,
                 verdict.label,
                 format_mm(verdict.greatest_dimension_mm) if verdict.largest else "—",
-                str(len(summary.deposits)),
+                str(len(summary.confirmed_deposits)),
+                str(len(summary.unconfirmed)),
             ]
         )
     ax = fig.add_axes((0.08, 0.45, 0.84, 0.33))
@@ -176,8 +179,8 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
     if rows:
         table = ax.table(
             cellText=rows,
-            colLabels=["slide", "verdict", "largest deposit", "regions"],
-            colWidths=[0.44, 0.28, 0.16, 0.12],
+            colLabels=["slide", "verdict", "largest deposit", "deposits", "not confirmed"],
+            colWidths=[0.36, 0.24, 0.14, 0.1, 0.16],
             loc="upper center",
             cellLoc="left",
         )
@@ -191,6 +194,9 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
     thresholds = sorted({s.threshold for s in summaries})
     strides = sorted({s.stride_um for s in summaries})
     errors = sorted({s.measuring_error_mm for s in summaries})
+    rules = sorted({s.rule_text() for s in summaries if s.decision}) or [
+        "none recorded (every region counts as a deposit)"
+    ]
     lines = [
         f"Model: {', '.join(models)}",
         f"Threshold: {', '.join(f'{t:g}' for t in thresholds)} (tumour probability of a region)",
@@ -201,6 +207,8 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
         "edition):",
         "isolated tumour cells ≤ 0.2 mm, micrometastasis > 0.2 mm and ≤ 2 mm, macrometastasis > 2 mm.",
         "pN stage by the Camelyon17 rules (one slide per lymph node; ITC do not count as involved).",
+        "Deposit decision: only confirmed deposits count (candidates are listed apart). Rule:",
+        *(f"   {part}" for rule in rules for part in _split_source(rule)),
         f"Report date: {date.isoformat()}",
     ]
     for i, line in enumerate(lines):
@@ -226,13 +234,14 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     fig.text(
         0.06,
         0.94,
-        f"{verdict.sentence()}   ·   patient {patient.patient}, {patient.stage}",
+        verdict.sentence(),
         fontsize=10,
         va="top",
         color=CATEGORY_COLOURS[verdict.category],
         weight="bold",
     )
-    ax = fig.add_axes((0.06, 0.42, 0.88, 0.5))
+    fig.text(0.06, 0.922, f"patient {patient.patient}, {patient.stage}", fontsize=9, va="top")
+    ax = fig.add_axes((0.06, 0.42, 0.88, 0.49))
     ax.set_axis_off()
     heatmap = folder / f"{summary.stem}.heatmap.png"
     if heatmap.is_file():
@@ -240,12 +249,18 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     else:
         ax.text(0.5, 0.5, f"no heatmap ({heatmap.name} missing)", ha="center", va="center")
 
-    deposits = sorted(summary.deposits, key=lambda d: d.id)
+    deposits = sorted(summary.confirmed_deposits, key=lambda d: d.id)
     tax = fig.add_axes((0.06, 0.05, 0.88, 0.35))
     tax.set_axis_off()
+    candidates = _candidates_line(summary)
     if not deposits:
-        tax.text(0, 0.95, "No region above the threshold.", fontsize=10, va="top")
+        text = "No confirmed deposit." if summary.unconfirmed else "No region above the threshold."
+        tax.text(0, 0.95, text, fontsize=10, va="top")
+        if candidates:
+            tax.text(0, 0.87, candidates, fontsize=8, va="top", wrap=True)
         return fig
+    if candidates:
+        tax.text(0, -0.06, candidates, fontsize=8, va="top", wrap=True)
     shown = sorted(deposits, key=lambda d: -d.greatest_dimension_mm)[:MAX_TABLE_ROWS]
     shown.sort(key=lambda d: d.id)
     rows = [
@@ -274,7 +289,7 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
         tax.text(
             0,
             0.0,
-            f"{len(deposits) - len(shown)} smaller regions not listed "
+            f"{len(deposits) - len(shown)} smaller deposits not listed "
             f"(all are in {summary.stem}.summary.json).",
             fontsize=8,
             va="bottom",
@@ -290,7 +305,7 @@ def _draw_thumbnail(ax, heatmap: Path, summary: SlideSummary) -> None:
     ax.imshow(image, interpolation="antialiased")
     width, height = summary.dimensions_px
     sx, sy = image.shape[1] / max(width, 1), image.shape[0] / max(height, 1)
-    for d in summary.deposits:
+    for d in summary.confirmed_deposits:  # candidates stay unnumbered (grey outlines)
         if d.centroid_px is None:
             continue
         ax.annotate(
@@ -312,6 +327,24 @@ def _draw_thumbnail(ax, heatmap: Path, summary: SlideSummary) -> None:
     x0 = image.shape[1] * 0.03
     ax.plot([x0, x0 + bar], [y, y], color="black", linewidth=3, solid_capstyle="butt")
     ax.text(x0, y - image.shape[0] * 0.015, f"{bar_mm:g} mm", fontsize=8, va="bottom")
+
+
+def _split_source(rule: str) -> list[str]:
+    """A rule's line as two (its numbers, then its source in brackets): one is too wide."""
+    numbers, sep, source = rule.partition(" (")
+    return [numbers, f"({source}"] if sep else [numbers]
+
+
+def _candidates_line(summary: SlideSummary) -> str:
+    """How many candidates the decision did not confirm, and by which rule ("" when none)."""
+    n = len(summary.unconfirmed)
+    if not n:
+        return ""
+    rule = summary.rule_text() or "the deposit decision"
+    return (
+        f"{n} candidate region{'s' * (n != 1)} above the threshold not confirmed as deposits "
+        f"({rule}); not in the verdict, all in {summary.stem}.summary.json."
+    )
 
 
 def _prob(value: float | None) -> str:

@@ -2,7 +2,11 @@
 
 A summary holds what goes into a pathologist's report for one slide: its verdict and largest deposit,
 each region's area, greatest dimension, category and probabilities, and how the numbers were made
-(model, threshold, grid stride, µm/px, the measuring error of about one stride). ``predict`` writes
+(model, threshold, grid stride, µm/px, the measuring error of about one stride), and the deposit
+decision that made the verdict: the rule and its numbers (``decision``), how many candidate regions
+were found above the threshold and how many were confirmed, and per region whether it was confirmed
+and why. Only confirmed deposits make the verdict; a summary written before the decision existed
+reads back with every region confirmed, as it counted then. ``predict`` writes
 one per slide; the ``report`` command and the widget read them back. ``stages.csv`` is the same
 answer per patient, in Camelyon17's submission format (see :mod:`napari_metastasis.clinical`).
 
@@ -53,6 +57,8 @@ class SlideSummary:
     dimensions_px: tuple[int, int]  # level-0 (width, height)
     patches: int = -1  # patches analysed (0: no verdict can be given); -1 unknown
     slide_path: str = ""
+    #: The deposit decision's rule (DecisionRule.to_dict()); None in summaries written before it.
+    decision: dict | None = None
     created: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     )
@@ -84,6 +90,9 @@ class SlideSummary:
             "mpp": list(self.mpp),
             "dimensions_px": list(self.dimensions_px),
             "patches": self.patches,
+            "decision": self.decision,
+            "candidates": len(self.deposits),
+            "confirmed": sum(d.confirmed for d in self.deposits),
             "created": self.created,
             "disclaimer": DISCLAIMER,
             "regions": [d.to_dict() for d in self.deposits],
@@ -104,7 +113,29 @@ class SlideSummary:
             patches=int(data.get("patches", -1)),
             slide_path=str(data.get("slide_path", "")),
             created=str(data.get("created", "")),
+            decision=dict(data["decision"]) if data.get("decision") else None,
         )
+
+    @property
+    def confirmed_deposits(self) -> list[Deposit]:
+        return [d for d in self.deposits if d.confirmed]
+
+    @property
+    def unconfirmed(self) -> list[Deposit]:
+        """Candidate regions the decision did not confirm."""
+        return [d for d in self.deposits if not d.confirmed]
+
+    def rule_text(self) -> str:
+        """The decision rule in one line ("" for a summary written before the decision)."""
+        if not self.decision:
+            return ""
+        from .deposit_decision import DecisionRule
+        from .errors import ModelError
+
+        try:
+            return DecisionRule.from_dict(self.decision, "summary").describe()
+        except ModelError:
+            return str(self.decision)
 
 
 def summarise_regions(
@@ -116,9 +147,22 @@ def summarise_regions(
     threshold: float,
     model: str,
     slide_path: str = "",
+    rule=None,
 ) -> SlideSummary:
-    """The summary of ``regions`` found on ``prob_map`` (a ProbabilityMap) at ``threshold``."""
+    """The summary of ``regions`` found on ``prob_map`` (a ProbabilityMap) at ``threshold``.
+
+    Regions carry their deposit decision (``predict`` and the viewer decide them); with ``rule`` (a
+    DecisionRule) any region not decided yet is decided here. The summary names the rule; regions
+    that no rule decided (drawn ones) count as deposits and the summary then names none."""
+    from .deposit_decision import confirm_regions
+
     grid = prob_map.grid
+    decided = [getattr(r, "decision", None) for r in regions]
+    undecided = [r for r, d in zip(regions, decided, strict=True) if d is None]
+    if rule is not None and undecided:
+        confirm_regions(undecided, prob_map, rule)
+    if rule is None:
+        rule = next((d.rule for d in decided if d is not None and d.rule is not None), None)
     return SlideSummary(
         slide=slide,
         stem=stem,
@@ -131,6 +175,7 @@ def summarise_regions(
         dimensions_px=(int(grid.width), int(grid.height)),
         patches=int(prob_map.n_analysed),
         slide_path=slide_path,
+        decision=None if rule is None else rule.to_dict(),
     )
 
 

@@ -141,7 +141,7 @@ def _verdict_picture(viewer, widget, out: Path, pump) -> None:
     from qtpy.QtCore import QPoint, Qt
     from qtpy.QtWidgets import QScrollArea
 
-    from napari_metastasis.clinical import greatest_dimension_segment
+    from napari_metastasis.clinical import greatest_dimension_segment, measure_regions
     from napari_metastasis.widgets.navigator import RegionNavigator
 
     view = widget.current_analysis
@@ -149,8 +149,10 @@ def _verdict_picture(viewer, widget, out: Path, pump) -> None:
     if not view.regions:
         print("no region: no verdict picture", file=sys.stderr)
         return
-    largest = widget.verdict_panel.verdict.largest
-    index = next(i for i, r in enumerate(view.regions) if r.id == largest.id)
+    largest = widget.verdict_panel.verdict.largest  # the largest confirmed deposit, else
+    deposits = measure_regions(view.regions, grid)  # the largest candidate
+    largest_id = largest.id if largest else max(deposits, key=lambda d: d.greatest_dimension_mm).id
+    index = next(i for i, r in enumerate(view.regions) if r.id == largest_id)
     widget.go_to_region(index)
     viewer.camera.zoom = viewer.camera.zoom / 1.5  # some tissue around it
     ends = greatest_dimension_segment(view.regions[index].polygon, grid)

@@ -66,13 +66,32 @@ def darkness_config(patch_size: int = 32, spacing: float = 1.0, **overrides) -> 
     return config
 
 
+#: A deposit rule that confirms every candidate region (any patch at or above the threshold is a
+#: seed): the test models' rule, so tests of sizes, stages and files see every region as a deposit;
+#: the decision itself is tested with its own rules (test_deposit_decision.py).
+CONFIRM_EVERY_CANDIDATE = {
+    "name": "hysteresis",
+    "seed_threshold": 1e-6,
+    "min_seed_patches": 1,
+    "min_patches": 1,
+    "source": "tests: every candidate confirmed",
+}
+
+
 def write_darkness_model(
-    folder: Path, patch_size: int = 32, spacing: float = 1.0, *, trust: bool = True, **overrides
+    folder: Path,
+    patch_size: int = 32,
+    spacing: float = 1.0,
+    *,
+    trust: bool = True,
+    decision: dict | None = CONFIRM_EVERY_CANDIDATE,
+    **overrides,
 ):
     """A model folder (torchscript_model.pt + config.json) for :class:`DarknessModel`.
 
     ``trust``: the test wrote it, so it is trusted (in the tests' own config folder), as a user
-    would with ``--trust-model`` the first time.
+    would with ``--trust-model`` the first time. ``decision``: its deposit rule block (None: none,
+    so the default rule applies).
     """
     folder.mkdir(parents=True, exist_ok=True)
     # The folder's path in the archive makes each file's bytes (and SHA-256) its own.
@@ -82,6 +101,8 @@ def write_darkness_model(
         _extra_files={"written_for.txt": str(folder)},
     )
     config = darkness_config(patch_size, spacing, **overrides)
+    if decision is not None:
+        config.setdefault("napari_metastasis_decision", decision)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     if trust:
         trust_model_folder(folder)

@@ -72,9 +72,16 @@ def test_sample_end_to_end_with_the_bundled_model(tmp_path):
     assert collection["type"] == "FeatureCollection"
     for feature in collection["features"]:
         assert feature["properties"]["objectType"] == "annotation"
-        assert feature["properties"]["classification"]["name"] == "Tumor"
+        confirmed = feature["properties"]["measurements"]["confirmed"]
+        expected = "Tumor" if confirmed else "Candidate"
+        assert feature["properties"]["classification"]["name"] == expected
         assert feature["properties"]["measurements"]["max_prob"] >= 0.5
         assert shape(feature["geometry"]).within(shapely.box(0, 0, 2220, 2967))
+    # issue 20: the bundled sample is skin without metastasis; its candidates are not confirmed
+    summary = json.loads((out / "CMU-1-Small-Region.summary.json").read_text())
+    assert summary["verdict"] == "negative" and summary["confirmed"] == 0
+    assert summary["candidates"] == len(collection["features"]) > 0
+    assert "CMU-1-Small-Region pN0" in proc.stdout
     heatmap = Image.open(f"{stem}.heatmap.png")
     assert max(heatmap.size) == 1024 and heatmap.mode == "RGB"
     assert _no_partial_files(out)

@@ -10,13 +10,20 @@ import pypdfium2 as pdfium
 import pytest
 from engine_helpers import write_pyramid_tiff
 from napari.utils._proxies import ReadOnlyWrapper
+from napari.utils.colormaps.standardize_color import transform_color
 from napari.utils.interactions import (
     mouse_move_callbacks,
     mouse_press_callbacks,
     mouse_release_callbacks,
 )
 from qtpy.QtCore import Qt
-from widget_helpers import PATCH_PX, SPACING_UM, docked_widget, write_test_model
+from widget_helpers import (
+    PATCH_PX,
+    SPACING_UM,
+    confirm_every_candidate,
+    docked_widget,
+    write_test_model,
+)
 
 from napari_metastasis.clinical import CATEGORY_TINTS
 from napari_metastasis.grid import PatchGrid
@@ -45,7 +52,7 @@ def synthetic_map(slide_path) -> ProbabilityMap:
     prob.values[3, 3] = 0.2
     prob.values[9:11, 5:8] = 0.6
     prob.values[10, 1] = 0.95
-    return prob
+    return confirm_every_candidate(prob)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +122,75 @@ def test_region_list_has_sizes_and_categories_and_the_verdict_line(env, tmp_path
     widget.display.threshold.value = 0.99
     widget.update_contours()
     assert verdict.text.startswith("Negative")
+
+
+def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(env, tmp_path):
+    """The synthetic map decided by a rule of 2 seeds >= 0.85 and 2 patches: the 6 x 6 block (35
+    cells at 0.9) is confirmed; the 2 x 3 block at 0.6 (no seed) and the single 0.95 cell (one
+    patch) are candidates, shown in grey, thinner, labelled apart, with the reason."""
+    from napari_metastasis.annotations.model import CANDIDATE_CLASS, TUMOUR_CLASS
+    from napari_metastasis.deposit_decision import stamp_rule
+    from napari_metastasis.widgets.navigator import CANDIDATE_TEXT_COLOR
+    from napari_metastasis.widgets.regions_layer import CANDIDATE_DISPLAY_COLOR
+
+    _viewer, widget, layer = env
+    prob = synthetic_map(layer.metadata["slide_path"])
+    rule = {"seed_threshold": 0.85, "min_seed_patches": 2, "min_patches": 2, "source": "test"}
+    stamp_rule(prob, {"napari_metastasis_decision": rule})
+    widget.load_analysis(prob.save(tmp_path / "decided.tif"), quiet=True)
+    widget.display.threshold.value = 0.5
+    widget.update_contours()
+    view = widget.current_analysis
+    assert len(view.regions) == 3
+    confirmed = [r for r in view.regions if r.confirmed]
+    assert [r.n_cells for r in confirmed] == [35]
+    verdict = widget.verdict_panel
+    assert verdict.text == "Micrometastasis — largest deposit 1.1 mm"
+    assert "2 candidate regions not confirmed" in verdict.label.toolTip()
+    assert "p >= 0.85" in verdict.label.toolTip()
+
+    # the layer: candidates grey and thinner, classified apart, the decision in the features
+    shapes = view.regions_layer.layer
+    features = shapes.features
+    colours = [np.asarray(c) for c in shapes.edge_color]
+    widths = list(shapes.edge_width)
+    grey = np.asarray(transform_color(CANDIDATE_DISPLAY_COLOR)[0])
+    deposit_width = max(widths)
+    for row, (uid, cls) in enumerate(zip(features["id"], features["classification"], strict=True)):
+        is_deposit = uid == confirmed[0].uid
+        assert cls == (TUMOUR_CLASS if is_deposit else CANDIDATE_CLASS)
+        assert features["confirmed"][row] == float(is_deposit)
+        assert np.allclose(colours[row], grey) != is_deposit
+        assert (widths[row] < deposit_width) != is_deposit
+
+    # the region list: candidates labelled and greyed, the reason in the tooltip
+    table = widget.navigator.table
+    by_id = {int(table.item(r, 0).text()): r for r in range(table.rowCount())}
+    single = next(r for r in view.regions if r.n_cells == 1)
+    label = table.item(by_id[single.id], 1)
+    assert label.text() == CANDIDATE_CLASS
+    assert label.toolTip() == (
+        "Not confirmed: only 1 patch >= 0.85 (rule needs 2); only 1 patch in all (rule needs 2)"
+    )
+    assert label.foreground().color().name() == CANDIDATE_TEXT_COLOR
+    deposit = table.item(by_id[confirmed[0].id], 1)
+    assert deposit.text() == TUMOUR_CLASS and deposit.toolTip().startswith("Confirmed deposit: 35")
+    assert "1 confirmed as deposit." in widget.navigator.summary.text()
+
+    # without the deposit, the candidates alone make no verdict
+    widget.delete_regions([view.regions.index(confirmed[0])])
+    assert verdict.text == "Negative — no confirmed deposit (2 candidate regions not confirmed)"
+    assert verdict.report_button.isEnabled()  # a report can still be written
+    widget.restore_regions()
+    # the live threshold changes the candidates; the decision is made again on the new ones
+    widget.display.threshold.value = 0.92
+    widget.update_contours()
+    assert [(r.n_cells, r.confirmed) for r in view.regions] == [(1, False)]
+    assert verdict.text == "Negative — no confirmed deposit (1 candidate region not confirmed)"
+    widget.display.threshold.value = 0.7
+    widget.update_contours()
+    assert [(r.n_cells, r.confirmed) for r in view.regions] == [(1, False), (35, True)]
+    assert verdict.text == "Micrometastasis — largest deposit 1.1 mm"
 
 
 def _event(kind, position):

@@ -12,7 +12,14 @@ import uuid
 
 import numpy as np
 import pytest
-from widget_helpers import PATCH_PX, SPACING_UM, add_sample_slide, docked_widget, write_test_model
+from widget_helpers import (
+    PATCH_PX,
+    SPACING_UM,
+    add_sample_slide,
+    confirm_every_candidate,
+    docked_widget,
+    write_test_model,
+)
 
 from napari_metastasis.annotations.layers import layer_to_annotations
 from napari_metastasis.contours import REGION_MEASUREMENTS
@@ -42,7 +49,7 @@ def synthetic_map(slide_path) -> ProbabilityMap:
     values[9:11, 5:8] = 0.6  # 6 cells just above 0.5
     values[10, 1] = 0.95  # two single cells
     values[8, 0] = 0.95
-    return prob
+    return confirm_every_candidate(prob)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from engine_helpers import write_darkness_model
+from engine_helpers import CONFIRM_EVERY_CANDIDATE, write_darkness_model
 
 from napari_metastasis._reader import slide_layer_data
 from napari_metastasis._sample_data import SAMPLE_SLIDE
@@ -75,6 +75,15 @@ def add_sample_slide(viewer, path: Path = SAMPLE_SLIDE):
     """Add the sample slide layer exactly as the reader makes it; returns the layer."""
     data, kwargs, _ = slide_layer_data(Slide(path))
     return viewer.add_image(data, **kwargs)
+
+
+def confirm_every_candidate(prob_map):
+    """Stamp ``prob_map`` with the test models' deposit rule (every candidate region confirmed), for
+    tests of regions, sizes and files rather than of the decision itself."""
+    from napari_metastasis.deposit_decision import stamp_rule
+
+    stamp_rule(prob_map, {"napari_metastasis_decision": CONFIRM_EVERY_CANDIDATE})
+    return prob_map
 
 
 def docked_widget(make_napari_viewer, tmp_path, monkeypatch, *, sample: bool = True):

@@ -29,6 +29,12 @@ EXCLUSION_CLASSES = frozenset({"exclusion", "_2", "normal", "ignore*"})
 
 #: Class we give tumour regions we create (NCRF "positive", contours); QuPath's own name for it.
 TUMOUR_CLASS = "Tumor"
+#: Class we give candidate regions the deposit decision did not confirm (named "Region N (not
+#: confirmed)", with ``confirmed`` 0 among their measurements). A base class of its own, so QuPath
+#: counts and measures them apart from tumour: not a derived class "Tumor: ...", which QuPath groups
+#: under Tumor; not "Region*", which QuPath and our readers treat as an ignored (exclusion) class.
+#: Short, so the region list keeps every column in view.
+CANDIDATE_CLASS = "Candidate"
 #: Class we give exclusion regions we create (NCRF "negative"); ASAP XML writes it as group ``_2``.
 EXCLUSION_CLASS = "Exclusion"
 
@@ -48,6 +54,7 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "immune cells": (160, 90, 160),
     "necrosis": (50, 50, 50),
     "other": (255, 200, 0),
+    CANDIDATE_CLASS.lower(): (150, 150, 150),
 }
 #: Colour of unclassified annotations when one must be shown (ASAP's default yellow).
 UNCLASSIFIED_COLOR = (244, 250, 88)

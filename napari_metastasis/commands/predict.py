@@ -24,11 +24,14 @@ Classify whole-slide images with a patch classifier and write, for each slide, i
 
   <stem>.csv              one row per classified patch: WSInfer's columns minx, miny, width,
                           height (level-0 pixels) and prob_<class>
-  <stem>.geojson          the regions at the threshold as QuPath annotations (level-0 pixels)
+  <stem>.geojson          the regions at the threshold as QuPath annotations (level-0 pixels):
+                          confirmed deposits as Tumor, candidates not confirmed as Candidate
   <stem>.heatmap.png      a thumbnail with the probability map over it
   <stem>.prob.tiff        the probability grid, which the viewer and `evaluate` read
   <stem>.prob.zarr        the same map as OME-Zarr, written batch by batch (see --resume)
-  <stem>.summary.json     the clinical answer: slide verdict and each region's size and category
+  <stem>.summary.json     the clinical answer: slide verdict (confirmed deposits only, by the
+                          model folder's deposit rule, named there) and each region's size,
+                          category and decision
   camelyon16/<stem>.csv   Camelyon16's lesion-detection file (Confidence, X, Y; no header)
   <stem>.tiles.geojson    with --tiles: every patch as a QuPath tile with prob_<class>
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..deposit_decision import stamp_rule
 from ..grid import PatchGrid
 from ..models import LoadedModel
 from ..probability import ProbabilityMap
@@ -100,6 +101,7 @@ def predict_slide(
             model_name=model.name,
             slide_path=str(slide.path),
         )
+    stamp_rule(prob_map, model.config.extra)  # the map is decided by its model's deposit rule
     parts: list[BatchResult] = []
     for batch in run_inference(
         slide,

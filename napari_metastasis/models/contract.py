@@ -21,7 +21,9 @@ downloaded by the user) work here unchanged, and ours work there. A config looks
 ``patch_size_pixels`` at ``spacing_um_px`` is the physical field of view of one patch (224 px at
 0.5 µm/px is 112 µm); ``Resize`` is the network's input size. Extra keys are kept in
 :attr:`ModelConfig.extra` and ignored, except ``positive_class`` (our extension: the class whose
-probability the heatmap shows, when no class is called tumour or metastasis).
+probability the heatmap shows, when no class is called tumour or metastasis) and
+``napari_metastasis_decision`` (the deposit decision's rule, plain numbers: see
+:mod:`napari_metastasis.deposit_decision`).
 
 Validation is strict and names the field at fault, because a model folder is usually made by hand
 and a silent misreading (wrong spacing, swapped classes) would produce plausible-looking nonsense.
@@ -228,6 +230,10 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
     )
     if "positive_class" in extra:
         config.positive_class_index()  # fail now, naming the field, rather than at predict time
+    from ..deposit_decision import CONFIG_KEY, DecisionRule
+
+    if CONFIG_KEY in extra:  # the deposit decision's numbers: checked now, not at the verdict
+        DecisionRule.from_dict(extra[CONFIG_KEY], f"{source}: field '{CONFIG_KEY}'")
     return config
 
 

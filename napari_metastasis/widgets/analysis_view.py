@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._napari.helpers import centre_camera_on, keep_below, slide_key
-from ..contours import probability_contours
+from ..deposit_decision import decided_contours
 from ..probability import ProbabilityMap
 from .controls import DisplayStyle
 from .frame import SlideFrame
@@ -73,15 +73,22 @@ class AnalysisView:
 
     # --- regions -----------------------------------------------------------------------------
     def update_regions(self, threshold: float, min_area_um2: float) -> None:
-        """Regions of the map at ``threshold``, minus deletions, relabelled, drawn in the layer."""
+        """Candidate regions of the map at ``threshold``, each decided by the map's deposit rule,
+        minus deletions, relabelled, drawn in the layer."""
         self.show_regions(
-            probability_contours(self.prob_map, threshold, min_area_um2=min_area_um2), threshold
+            decided_contours(self.prob_map, threshold, min_area_um2=min_area_um2), threshold
         )
 
     def regions_snapshot(self) -> ProbabilityMap:
         """A copy of the map to compute regions from on another thread (the run keeps writing)."""
         prob = self.prob_map
-        return ProbabilityMap(prob.grid, prob.values.copy(), prob.class_name, prob.model_name)
+        return ProbabilityMap(
+            prob.grid,
+            prob.values.copy(),
+            prob.class_name,
+            prob.model_name,
+            extra=dict(prob.extra),  # its deposit rule
+        )
 
     def show_regions(self, regions: list, threshold: float | None = None) -> None:
         """Show regions computed from this view's map (edits applied, highlight kept)."""

@@ -44,7 +44,7 @@ from ..clinical import (
     pn_stage,
     slide_verdict,
 )
-from ..contours import probability_contours
+from ..deposit_decision import decided_contours
 from ..probability import ProbabilityMap
 from ..slide import looks_like_slide
 from .jobs import JobRequest, Resources
@@ -267,7 +267,7 @@ class CaseList(QWidget):
         if slide.prob_map is None:
             slide.verdict, slide.regions = None, []
             return
-        slide.regions = probability_contours(
+        slide.regions = decided_contours(  # only confirmed deposits make the verdict
             slide.prob_map, self.threshold(), min_area_um2=self.min_area_um2()
         )
         slide.verdict = slide_verdict(measure_regions(slide.regions, slide.prob_map.grid))

@@ -48,6 +48,7 @@ from .._napari.helpers import (
     warn,
 )
 from ..clinical import camelyon_patient, measure_regions, slide_stem, slide_verdict
+from ..deposit_decision import rule_for_map
 from ..errors import MetastasisError
 from ..evaluation.compare import compare_with_reference
 from ..models import resolve_threshold
@@ -702,13 +703,13 @@ class MetastasisWidget(QWidget):
             return
         from napari.qt.threading import create_worker
 
-        from ..contours import probability_contours
+        from ..deposit_decision import decided_contours
 
         snapshot = view.regions_snapshot()
         threshold, min_area = self.threshold, self.display.min_area_um2
         started = time.perf_counter()
         worker = create_worker(
-            probability_contours, snapshot, threshold, min_area_um2=min_area, _start_thread=False
+            decided_contours, snapshot, threshold, min_area_um2=min_area, _start_thread=False
         )
 
         def done(regions):
@@ -801,7 +802,8 @@ class MetastasisWidget(QWidget):
         self.regions_panel.set_regions(
             view.regions, view.labels, edited=bool(view.edits), deposits=deposits
         )
-        self.verdict_panel.set_verdict(slide_verdict(deposits), grid.step_um)
+        rule = rule_for_map(view.prob_map, self.threshold)
+        self.verdict_panel.set_verdict(slide_verdict(deposits), grid.step_um, rule.describe())
 
     def go_to_region(self, index: int) -> None:
         """Centre and zoom the camera on region ``index`` of the current analysis; highlight it."""

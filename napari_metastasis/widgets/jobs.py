@@ -18,6 +18,7 @@ import numpy as np
 from shapely.geometry.base import BaseGeometry
 
 from .. import engine
+from ..deposit_decision import stamp_rule
 from ..grid import PatchGrid
 from ..models import LoadedModel, load_model
 from ..models.trust import TrustCheck
@@ -152,6 +153,7 @@ def _run_job(request, map_for, resources, cancel):
     with Slide(request.slide_path, mpp=request.mpp) as slide:
         grid = engine.make_grid(slide, model, stride_um=stride_for(model, request.overlap))
         prob_map = map_for(request.slide_path, model.name, grid, model.positive_class)
+        stamp_rule(prob_map, model.config.extra)  # its regions are decided by the model's rule
         region = request.region.as_tuple() if isinstance(request.region, Rect) else request.region
         if request.tissue_min_fraction > 0:
             yield Stage("Finding tissue…")

@@ -3,6 +3,11 @@
 Deleting or relabelling a region is an edit the pathologist makes before export, so it must outlive
 the next threshold change: edits are remembered by a point inside the region
 (:class:`RegionEdits`) and re-applied to whatever regions the new threshold produces.
+
+Candidate regions the deposit decision did not confirm (:mod:`napari_metastasis.deposit_decision`)
+are listed too, in grey, labelled as candidates, with the decision's reason in each cell's tooltip;
+they make no verdict. (No column of its own: the label says it, and the size and category columns
+must stay in view in a narrow dock.)
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from qtpy.QtWidgets import (
 )
 from shapely.geometry import Point
 
+from ..annotations.model import CANDIDATE_CLASS
 from ..clinical import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
 from .regions_layer import DEFAULT_CLASSIFICATION
 
+#: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
+CANDIDATE_TEXT_COLOR = "#909090"
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
 
@@ -60,7 +68,8 @@ class RegionEdits:
             polygon = region.polygon
             if any(polygon.intersects(p) for p in self.deleted):
                 continue
-            label = DEFAULT_CLASSIFICATION
+            confirmed = getattr(region, "confirmed", True)
+            label = DEFAULT_CLASSIFICATION if confirmed else CANDIDATE_CLASS
             for point, new_label in self.labelled:
                 if polygon.intersects(point):
                     label = new_label
@@ -105,7 +114,8 @@ class RegionNavigator(QWidget):
     COLUMNS = ("#", "Label", "Max", "Mean", "mm²", "Size mm", "Category")
     TIPS = (
         "Region id",
-        "Label used on export",
+        "Label used on export; a candidate the deposit decision did not confirm is grey and "
+        "labelled as one (its tooltip says why); only confirmed deposits make the verdict",
         "Highest probability in the region",
         "Mean probability over its patches",
         "Area in mm²",
@@ -168,7 +178,7 @@ class RegionNavigator(QWidget):
         self.set_regions([], [])
 
     #: the widest text each column usually holds (the dock is made wide enough for these)
-    TYPICAL = ("99", "Tumor", "0.000", "0.000", "0.0000", "00.000", "Macro")
+    TYPICAL = ("99", "Candidate", "0.000", "0.000", "0.0000", "00.000", "Macro")
 
     def _width_for_typical_rows(self) -> int:
         """Wide enough to show every column of typical rows side by side (the size and category
@@ -215,8 +225,16 @@ class RegionNavigator(QWidget):
                 items += [size, category]
             else:
                 items += [_NumericItem(0, ""), _NumericItem(0, "")]
+            confirmed = getattr(region, "confirmed", True)
+            decision = getattr(region, "decision", None)
+            reason = decision.reason if decision is not None else "not decided: counts as a deposit"
+            tip = f"Confirmed deposit: {reason}" if confirmed else f"Not confirmed: {reason}"
             for col, item in enumerate(items):  # type: ignore[assignment]
                 item.setData(Qt.ItemDataRole.UserRole, row)
+                if col != self.CATEGORY_COLUMN:
+                    item.setToolTip(tip)
+                if not confirmed and col not in (self.SIZE_COLUMN, self.CATEGORY_COLUMN):
+                    item.setForeground(QBrush(QColor(CANDIDATE_TEXT_COLOR)))
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
         self.table.sortItems(*self._sort)  # the user's sort survives new regions
@@ -227,9 +245,11 @@ class RegionNavigator(QWidget):
         if has:
             total = sum(r.area_um2 for r in regions) / 1e6
             top = max(r.max_prob for r in regions)
+            confirmed = sum(bool(getattr(r, "confirmed", True)) for r in regions)
             self.summary.setText(
                 f"{len(regions)} region{'s' * (len(regions) != 1)}, {total:.3f} mm² in all, "
-                f"highest probability {top:.3f}."
+                f"highest probability {top:.3f}; {confirmed} confirmed as "
+                f"deposit{'s' * (confirmed != 1)}."
             )
         else:
             self.summary.setText("No region above the threshold.")

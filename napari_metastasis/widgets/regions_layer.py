@@ -8,6 +8,8 @@ threshold slider moves), the features table groups rings by region ``id`` with a
 ``patches``, ``threshold``) per region; ``id`` is the region's UUID, as in QuPath. The layer is refilled in place when the threshold moves, so the user's
 settings on it survive. Outlines keep a constant width on screen: napari measures edge width in
 world units (µm), which would make them vanish at whole-slide zoom and fatten at cell level.
+Candidates the deposit decision did not confirm are drawn in grey, thinner, whatever their label
+(napari cannot dash an outline): they make no verdict, and must not look like deposits.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ TUMOUR_DISPLAY_COLOR = "#00ff66"
 #: The region selected in the list: drawn this much wider, in a colour unlike the other outlines.
 HIGHLIGHT_WIDTH = 3.0
 HIGHLIGHT_COLOR = "#ffff00"
+#: Outline of candidates the deposit decision did not confirm: a pale grey, unlike any colormap's
+#: outline colour, visible over the overlay's colours.
+CANDIDATE_DISPLAY_COLOR = "#d8d8d8"
+#: Their outline width, relative to a deposit's.
+CANDIDATE_WIDTH = 0.75
 
 
 def display_color(classification: str, tumour_color: str = TUMOUR_DISPLAY_COLOR) -> str:
@@ -70,6 +77,8 @@ class RegionsLayer(LazyLayer):
         #: called with the ids (str) of regions the user deleted in the layer itself
         self.on_user_delete: Callable[[set[str]], None] | None = None
         self._shown_ids: set[str] = set()
+        #: ids of the regions shown that the deposit decision did not confirm
+        self.unconfirmed: set[str] = set()
         #: outline colour of tumour regions
         self.tumour_color = TUMOUR_DISPLAY_COLOR
         #: region id -> outline colour, over the classification's (e.g. a reference comparison)
@@ -115,6 +124,7 @@ class RegionsLayer(LazyLayer):
     ) -> None:
         """Replace the layer's shapes and features with ``regions`` (one label per region)."""
         layer = self.layer
+        self.unconfirmed = {str(r.uid) for r in regions if not getattr(r, "confirmed", True)}
         built = shapes_layer_data(
             region_annotations(regions, labels, threshold), self.mpp, name=self.name
         )
@@ -129,7 +139,7 @@ class RegionsLayer(LazyLayer):
                 layer.add(
                     data,
                     shape_type=kwargs["shape_type"],
-                    edge_width=self._edge_width(),
+                    edge_width=self._widths(kwargs["features"]),
                     edge_color=self._colors(kwargs["features"]),
                     face_color="transparent",
                 )
@@ -152,14 +162,23 @@ class RegionsLayer(LazyLayer):
                 colors.append(self.highlight_color)
             elif region_id in self.region_colors:
                 colors.append(self.region_colors[region_id])
+            elif region_id in self.unconfirmed:
+                colors.append(CANDIDATE_DISPLAY_COLOR)
             else:
                 colors.append(display_color(classification, self.tumour_color))
         return colors
 
-    def _widths(self) -> list[float]:
+    def _widths(self, features: pd.DataFrame | None = None) -> list[float]:
         width = self._edge_width()
-        ids = self._layer.features["id"].astype(str)
-        return [width * HIGHLIGHT_WIDTH if i == self.highlighted else width for i in ids]
+        ids = (self._layer.features if features is None else features)["id"].astype(str)
+        return [
+            width * HIGHLIGHT_WIDTH
+            if i == self.highlighted
+            else width * CANDIDATE_WIDTH
+            if i in self.unconfirmed
+            else width
+            for i in ids
+        ]
 
     def restyle(self) -> None:
         """Redraw every outline's colour and width (after a colour or highlight change)."""
@@ -240,11 +259,10 @@ class RegionsLayer(LazyLayer):
 
     def _on_zoom(self, event=None) -> None:
         if self.is_shown() and self._layer.nshapes:
-            width = self._edge_width()
-            current = min(self._layer.edge_width)
-            if abs(current - width) > 0.05 * width:
+            widths = self._widths()
+            if not np.allclose(self._layer.edge_width, widths, rtol=0.05, atol=0):
                 self._updating = True
                 try:
-                    self._layer.edge_width = self._widths()
+                    self._layer.edge_width = widths
                 finally:
                     self._updating = False

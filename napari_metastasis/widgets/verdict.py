@@ -1,7 +1,8 @@
 """The slide verdict in one line, and the Report… button, under the region list.
 
-"Macrometastasis — largest deposit 3.1 mm": the category of the slide's largest region at the
-current threshold (after the pathologist's deletions), from :mod:`napari_metastasis.clinical`,
+"Macrometastasis — largest deposit 3.1 mm": the category of the slide's largest *confirmed* deposit
+at the current threshold (after the pathologist's deletions; candidates the deposit decision did not
+confirm are only counted), from :mod:`napari_metastasis.clinical`,
 coloured like the categories in the region list and the report. The tooltip states how fine the
 measure is (about one grid stride). The panel only shows what it is given; the dock widget
 measures the regions and writes the report.
@@ -44,9 +45,11 @@ class VerdictPanel(QWidget):
     def add_tool(self, widget: QWidget) -> None:
         self.tools.addWidget(widget)
 
-    def set_verdict(self, verdict: SlideVerdict | None, stride_um: float | None = None) -> None:
+    def set_verdict(
+        self, verdict: SlideVerdict | None, stride_um: float | None = None, rule: str = ""
+    ) -> None:
         """Show ``verdict`` (None: nothing analysed); ``stride_um`` is the grid step it was
-        measured on."""
+        measured on, ``rule`` the deposit decision's rule in words."""
         self.verdict = verdict
         self.report_button.setEnabled(verdict is not None)
         if verdict is None:
@@ -60,9 +63,14 @@ class VerdictPanel(QWidget):
             if verdict.category != "negative"
             else "font-weight: bold;"
         )
-        tip = "Greatest dimension of the largest region (maximum Feret diameter)"
+        tip = "Greatest dimension of the largest confirmed deposit (maximum Feret diameter)"
         if stride_um:
             tip += f", measured to about ± {stride_um:g} µm (one grid stride)"
+        if verdict.unconfirmed:
+            n = verdict.unconfirmed
+            tip += f". {n} candidate region{'s' * (n != 1)} not confirmed (not counted)"
+        if rule:
+            tip += f". Deposit rule: {rule}"
         self.label.setToolTip(tip + ". Research use, not a diagnosis.")
 
     @property
