@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def camelyon16_csv(detections: np.ndarray) -> str:
     order = np.argsort(-detections[:, 2], kind="stable")
     buffer = io.StringIO()
     for x, y, p in detections[order]:
-        buffer.write(f"{p:.6f},{round(x)},{round(y)}\n")
+        # floored, as the script's own integer division floors: a point on the slide stays on it
+        buffer.write(f"{p:.6f},{math.floor(x)},{math.floor(y)}\n")
     return buffer.getvalue()
 
 
