@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
 
-.PHONY: setup system-deps demo test lint typecheck wheel-check format bench model clean
+.PHONY: setup system-deps demo test conformance lint typecheck wheel-check format bench model clean
 
 setup: $(VENV)/.installed
 
@@ -42,9 +42,16 @@ typecheck: setup
 wheel-check: setup
 	TORCH_SPEC="$(TORCH_SPEC)" bash scripts/check_wheel.sh $(BIN)/python
 
+# The whole suite, the conformance tests (below) included.
 test: system-deps setup lint typecheck
 	$(XVFB) $(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) wheel-check
+
+# Our outputs (predict --sample, evaluate, ASAP XML, maps, JPEG 2000 SVS) through the field's own
+# reference code: Camelyon16's Evaluation_FROC.py and ASAP mask recipe (ported in tests/),
+# ome-zarr-py, napari-ome-zarr, tifffile, OpenSlide. Tests marked `conformance`.
+conformance: setup
+	$(XVFB) $(BIN)/python -m pytest -m conformance $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py --out resources/bench_reader.json

@@ -76,7 +76,9 @@ def _faded(hex_colour: str, strength: float = 0.35) -> str:
 #: The same colours faded, as backgrounds of table cells (report, region list, case list).
 CATEGORY_TINTS = {name: _faded(colour) for name, colour in CATEGORY_COLOURS.items()}
 
-_CAMELYON_NAME = re.compile(r"^(patient_\d+)_node_\d+$", re.IGNORECASE)
+_CAMELYON_NAME = re.compile(r"^(patient_\d+)_node_(\d+)$", re.IGNORECASE)
+#: Camelyon17 patients have five lymph-node slides, ``patient_<id>_node_0`` ... ``_node_4``.
+CAMELYON17_NODES = 5
 
 
 class StagingError(MetastasisError):
@@ -314,6 +316,32 @@ def camelyon_patient(path: str | Path) -> str | None:
     return match.group(1) if match else None
 
 
+def missing_nodes(patient: str, slides: Iterable[str | Path]) -> tuple[str, ...]:
+    """The Camelyon17 node slides (``patient_004_node_3``) a patient's slides lack.
+
+    Camelyon17 stages a patient from all five of its nodes; a stage from four of them could
+    understate it (the missing node may hold the macrometastasis). Only a patient whose slides are
+    all Camelyon17 node slides of that patient is checked; any other grouping returns ().
+    """
+    nodes = set()
+    for slide in slides:
+        match = _CAMELYON_NAME.match(slide_stem(slide))
+        if not match or match.group(1).lower() != patient.lower():
+            return ()
+        nodes.add(int(match.group(2)))
+    return tuple(f"{patient}_node_{n}" for n in range(CAMELYON17_NODES) if n not in nodes)
+
+
+def incomplete_sentence(patient: str, missing: Sequence[str]) -> str:
+    """The one warning for a patient with missing node slides (CLI, report)."""
+    have = CAMELYON17_NODES - len(missing)
+    return (
+        f"{patient}: incomplete, {', '.join(missing)} missing (Camelyon17 patients have "
+        f"{CAMELYON17_NODES} nodes); not staged, since a stage from {have} of "
+        f"{CAMELYON17_NODES} nodes could understate it"
+    )
+
+
 def read_cases(path: str | Path) -> dict[str, str]:
     """A ``slide,patient`` CSV (header optional) as {slide stem: patient}; slides by name or path."""
     path = Path(path)
@@ -338,6 +366,18 @@ def read_cases(path: str | Path) -> dict[str, str]:
             )
         cases[key] = cells[1]
     return cases
+
+
+def grouped_by_name(
+    slides: Sequence[str | Path],
+    *,
+    case: str | None = None,
+    cases: Mapping[str, str] | None = None,
+) -> bool:
+    """Whether :func:`group_patients` grouped these slides (one patient's) by Camelyon17 names."""
+    if case:
+        return False
+    return not (cases and any(slide_stem(s) in cases for s in slides))
 
 
 def group_patients(
@@ -371,13 +411,24 @@ class PatientStage:
     """One patient's stage and its slides' categories, as in a Camelyon17 stages file."""
 
     patient: str
-    stage: str
+    stage: str  # the stage its slides give; not the patient's when ``missing`` is not empty
     slides: tuple[tuple[str, str], ...]  # (slide file name, category)
+    missing: tuple[str, ...] = ()  # Camelyon17 node slides the patient lacks (see missing_nodes)
 
     @classmethod
-    def from_slides(cls, patient: str, slides: Sequence[tuple[str, str]]) -> PatientStage:
+    def from_slides(
+        cls, patient: str, slides: Sequence[tuple[str, str]], *, check_nodes: bool = False
+    ) -> PatientStage:
+        """``check_nodes``: the patient was grouped by Camelyon17 names, so it should have all
+        five node slides (see :func:`missing_nodes`); a patient named by ``--case``/``--cases``
+        has the nodes its pathologist gave."""
         slides = tuple((name, _checked_category(cat)) for name, cat in slides)
-        return cls(patient, pn_stage(cat for _, cat in slides), slides)
+        missing = missing_nodes(patient, [name for name, _ in slides]) if check_nodes else ()
+        return cls(patient, pn_stage(cat for _, cat in slides), slides, missing)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
 
 
 def stages_csv(patients: Iterable[PatientStage]) -> str:

@@ -127,6 +127,22 @@ class PatchGrid:
         pw, ph = self.patch_level0
         return np.stack([cells[:, 1] * sx + pw / 2, cells[:, 0] * sy + ph / 2], axis=1)
 
+    def detection_points(self, cells: np.ndarray) -> np.ndarray:
+        """(N, 2) level-0 (x, y) that stand for the given cells in detection files: the centre of
+        the part of each cell on the slide.
+
+        A cell of the last row or column reaches past the slide's edge, so its centre may lie off
+        the slide (x = 12049 on a slide 12048 px wide), where Camelyon16's ``Evaluation_FROC.py``
+        indexes past its mask and crashes. Every point returned lies on the slide and floors to a
+        pixel of it (0 <= x < width).
+        """
+        centres = self.cell_centres_level0(cells)
+        boxes = self.cell_boxes(cells).astype(np.float64)
+        on_slide = boxes[:, :2] + boxes[:, 2:] / 2
+        limit = np.array([self.width, self.height], dtype=np.float64)
+        points = np.minimum(centres, on_slide)
+        return np.clip(points, 0.0, np.nextafter(limit, 0.0))
+
     def all_cells(self) -> np.ndarray:
         rows, cols = self.shape
         rr, cc = np.mgrid[0:rows, 0:cols]

@@ -3,8 +3,9 @@
 ``<stem>.prob.zarr`` is an NGFF 0.4 image: a zarr (format 2) group whose ``multiscales`` metadata
 has ``y``/``x`` axes in micrometres and, for its one resolution ``0``, the coordinate
 transformations ``scale`` (µm per map pixel, the grid's step) and ``translation`` (µm of the centre
-of cell (0, 0)), which put every map pixel at the centre of its patch on the slide: any NGFF viewer
-overlays it on the slide shown in µm, and the npe2 reader does so in napari. Array ``0`` holds the
+of cell (0, 0)), which put every map pixel at the centre of its patch on the slide: readers that
+apply both (ome-zarr-py, this package's npe2 reader) overlay it on the slide shown in µm;
+napari-ome-zarr 0.10 applies only the scale and draws it half a patch up and left. Array ``0`` holds the
 positive class's probability (float32, NaN = not analysed); ``class_probabilities`` holds every
 class's (rows, cols, classes), so a run can be resumed and its patch CSV rebuilt; the grid, classes
 and model are under the group's ``napari-metastasis`` attribute.

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .annotations.exchange import write_camelyon16_csv, write_tiles_geojson
+from .annotations.exchange import camelyon16_name, write_camelyon16_csv, write_tiles_geojson
 from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
 from .atomic import atomic_path
@@ -185,7 +185,7 @@ def predict_to_files(
             result.prob_map.save(outputs.path(f"{stem}.prob.tiff"))
             write_summary(outputs.folder, summary)  # type: ignore[arg-type]
             write_camelyon16_csv(  # every candidate, decided or not: a FROC submission
-                outputs.path(f"{CAMELYON16_DIR}/{stem}.csv"),
+                outputs.path(f"{CAMELYON16_DIR}/{camelyon16_name(stem)}.csv"),
                 detections_from_map(result.prob_map, threshold),
             )
             if options.tiles:

@@ -22,6 +22,12 @@ from .grid import PatchGrid
 FORMAT_TAG = "napari-metastasis probability map v1"
 
 
+def _rational(value: float) -> tuple[int, int]:
+    """A TIFF RATIONAL (numerator, denominator) for a non-negative value, to 1e-9."""
+    denominator = 1_000_000_000
+    return round(value * denominator), denominator
+
+
 @dataclass
 class ProbabilityMap:
     """Per-cell probability of the positive class on a :class:`PatchGrid`."""
@@ -113,8 +119,18 @@ class ProbabilityMap:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write a float32 TIFF (NaN kept) with the geometry as JSON in its description."""
+        """Write a float32 TIFF (NaN kept) with the geometry as JSON in its description.
+
+        The TIFF's own resolution tags say how big a pixel (one grid step) is, in centimetres as
+        TIFF allows (10,000 / step µm pixels per cm), and XPosition/YPosition where the first
+        pixel's square starts (half a step before the first patch's centre), so QuPath, Fiji and
+        OpenSlide-style readers size and place the map in µm rather than in pixels.
+        """
         path = Path(path)
+        grid = self.grid
+        per_cm = 1e4 / grid.step_um
+        offset_cm = (grid.patch_um - grid.step_um) / 2 / 1e4
+        position = _rational(max(offset_cm, 0.0))
         with atomic_path(path) as tmp:
             tifffile.imwrite(
                 tmp,
@@ -122,6 +138,9 @@ class ProbabilityMap:
                 description=json.dumps(self.metadata()),
                 metadata=None,
                 photometric="minisblack",
+                resolution=(per_cm, per_cm),
+                resolutionunit="CENTIMETER",
+                extratags=[(286, 5, 1, position, True), (287, 5, 1, position, True)],
             )
         return path
 

@@ -16,7 +16,7 @@ matplotlib (no pyplot: safe in a worker thread) and written with its PdfPages, a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from .clinical import (
     CATEGORY_TINTS,
     PatientStage,
     format_mm,
+    incomplete_sentence,
     read_stages,
     slide_stem,
 )
@@ -66,7 +67,9 @@ def write_patient_report(
         for summary in summaries:
             pdf.savefig(_slide_page(patient, summary, Path(folder)))
         info = pdf.infodict()
-        info["Title"] = f"{patient.patient}: {patient.stage}"
+        info["Title"] = f"{patient.patient}: " + (
+            "not staged (incomplete)" if patient.missing else patient.stage
+        )
         info["Subject"] = "Lymph-node metastasis staging (research use, not a diagnosis)"
         info["Creator"] = "napari-metastasis"
     return path
@@ -79,10 +82,13 @@ def write_reports(
     case: str | None = None,
     cases: Mapping[str, str] | None = None,
     date: dt.date | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """One report per patient of a predict output ``folder``, written to ``out`` (default: the
     folder). Patients are grouped by ``case``/``cases`` if given, else as the folder's
-    ``stages.csv`` records, else by Camelyon17 names (see :func:`clinical.group_patients`)."""
+    ``stages.csv`` records, else by Camelyon17 names (see :func:`clinical.group_patients`).
+    A Camelyon17 patient with node slides missing gets a report that says so instead of a stage,
+    and one line to ``warn``."""
     folder = Path(folder)
     out = Path(out) if out is not None else folder
     summaries = read_summaries(folder)
@@ -93,6 +99,8 @@ def write_reports(
     by_slide = {s.slide: s for s in summaries}
     written = []
     for patient in patient_stages(summaries, case=case, cases=cases):
+        if patient.missing and warn is not None:
+            warn(incomplete_sentence(patient.patient, patient.missing))
         slides = [by_slide[name] for name, _ in patient.slides]
         written.append(
             write_patient_report(
@@ -159,8 +167,20 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
     fig = _page()
     fig.text(0.08, 0.95, f"Patient {patient.patient}", fontsize=18, weight="bold", va="top")
     fig.text(0.08, 0.915, "Lymph-node metastases: size and pN stage", fontsize=11, va="top")
-    fig.text(0.08, 0.87, patient.stage, fontsize=34, weight="bold", va="top", color="#222222")
-    fig.text(0.08, 0.815, STAGE_MEANINGS[patient.stage], fontsize=11, va="top")
+    if patient.missing:  # never a stage from some of the nodes without saying so
+        fig.text(0.08, 0.87, "Not staged", fontsize=34, weight="bold", va="top", color="#a01010")
+        fig.text(
+            0.08,
+            0.815,
+            f"Incomplete: {', '.join(patient.missing)} missing. The {len(patient.slides)} nodes "
+            f"present alone give {patient.stage};\nthe missing node may raise it.",
+            fontsize=11,
+            va="top",
+            color="#a01010",
+        )
+    else:
+        fig.text(0.08, 0.87, patient.stage, fontsize=34, weight="bold", va="top", color="#222222")
+        fig.text(0.08, 0.815, STAGE_MEANINGS[patient.stage], fontsize=11, va="top")
 
     rows = []
     for summary in summaries:
@@ -240,7 +260,8 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
         color=CATEGORY_COLOURS[verdict.category],
         weight="bold",
     )
-    fig.text(0.06, 0.922, f"patient {patient.patient}, {patient.stage}", fontsize=9, va="top")
+    staged = "not staged (incomplete)" if patient.missing else patient.stage
+    fig.text(0.06, 0.922, f"patient {patient.patient}, {staged}", fontsize=9, va="top")
     ax = fig.add_axes((0.06, 0.42, 0.88, 0.49))
     ax.set_axis_off()
     heatmap = folder / f"{summary.stem}.heatmap.png"

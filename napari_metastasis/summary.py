@@ -28,6 +28,8 @@ from .clinical import (
     PatientStage,
     SlideVerdict,
     group_patients,
+    grouped_by_name,
+    incomplete_sentence,
     measure_regions,
     measuring_error_mm,
     slide_verdict,
@@ -222,7 +224,9 @@ def patient_stages(
     groups = group_patients(list(by_slide), case=case, cases=cases)
     return [
         PatientStage.from_slides(
-            patient, [(str(name), by_slide[str(name)].verdict.category) for name in names]
+            patient,
+            [(str(name), by_slide[str(name)].verdict.category) for name in names],
+            check_nodes=grouped_by_name(names, case=case, cases=cases),
         )
         for patient, names in groups.items()
     ]
@@ -239,7 +243,9 @@ def stage_run(
 ) -> tuple[list[PatientStage], list[str]]:
     """The patients of a run (slides and their output ``stems``, summaries in ``folder``), and one
     line for each patient left unstaged because one of its slides failed or had no patch analysed
-    (no tissue found): a stage from some of the nodes could understate it."""
+    (no tissue found), or because a Camelyon17 patient lacks node slides (of its five): a stage
+    from some of the nodes could understate it. Unstaged patients are left out of ``stages.csv``,
+    whose format (Camelyon17's) has no way to say "incomplete"."""
     stem_of = {str(path): stem for path, stem in zip(slides, stems, strict=True)}
     failed_set = {str(p) for p in failed}
     staged, unstaged = [], []
@@ -258,9 +264,15 @@ def stage_run(
                 "(no tissue found; --tissue-min-fraction 0 classifies every patch)"
             )
             continue
-        staged.append(
-            PatientStage.from_slides(patient, [(s.slide, s.verdict.category) for s in summaries])
+        stage = PatientStage.from_slides(
+            patient,
+            [(s.slide, s.verdict.category) for s in summaries],
+            check_nodes=grouped_by_name(paths, case=case, cases=cases),
         )
+        if stage.missing:  # left out of stages.csv: its format has no way to say "incomplete"
+            unstaged.append(incomplete_sentence(patient, stage.missing))
+            continue
+        staged.append(stage)
     return staged, unstaged
 
 

@@ -9,8 +9,10 @@ per-call overhead.
 
 A level is read here only when its directory is one we decode exactly as OpenSlide does (verified
 pixel for pixel in the tests): tiled, 8-bit RGB or YCbCr, 3 samples, contiguous, and compressed
-with none, LZW, deflate or JPEG. Any other level (JPEG 2000 SVS, RGBA, ...) and every other format
-stays with OpenSlide. Tiles are read with ``os.pread`` (no shared file position), so any number of
+with none, LZW, deflate, JPEG or Aperio's JPEG 2000 (33005: RGB components; 33003: YCbCr
+components, turned into RGB with OpenSlide's own integer tables, :func:`_ycbcr_to_rgb`). A JPEG 2000
+SVS level of downsample 2.0005 read through OpenSlide's resampling was 7 grey levels off its stored
+pixels on average. Any other level (RGBA, ...) and every other format stays with OpenSlide. Tiles are read with ``os.pread`` (no shared file position), so any number of
 threads may decode at once.
 """
 
@@ -28,8 +30,10 @@ import numpy as np
 #: OpenSlide's names of the formats whose levels are plain tiled TIFF directories.
 TIFF_FAMILY_FORMATS = ("aperio", "generic-tiff")
 
-#: TIFF compression codes decoded here: none, LZW, JPEG, deflate (Adobe and old).
-_COMPRESSIONS = {1, 5, 7, 8, 32946}
+#: TIFF compression codes decoded here: none, LZW, JPEG, deflate (Adobe and old), Aperio's JPEG 2000
+#: with YCbCr (33003) and RGB (33005) components.
+_COMPRESSIONS = {1, 5, 7, 8, 32946, 33003, 33005}
+_APERIO_J2K_YCBCR = 33003
 
 
 class TileDecodeError(ValueError):
@@ -50,6 +54,8 @@ class _Level:
     #: For a JPEG level: ``decode_into(data, out=buffer)`` decodes a tile straight into a
     #: (tile_height, tile_width, 3) buffer, with the arguments tifffile would pass imagecodecs.
     decode_into: Callable[..., np.ndarray] | None = None
+    #: Aperio 33003: the decoded components are Y, Cb, Cr (OpenSlide converts them itself).
+    ycbcr: bool = False
 
 
 class TiffTiles:
@@ -169,7 +175,8 @@ class TiffTiles:
             raise TileDecodeError(f"tile {index}: {type(exc).__name__}: {exc}") from exc
         if segment is None:
             return None
-        return segment.reshape(lv.tile_height, lv.tile_width, -1)[..., :3]
+        tile = segment.reshape(lv.tile_height, lv.tile_width, -1)[..., :3]
+        return _ycbcr_to_rgb(tile) if lv.ycbcr else tile
 
     def _pread(self, count: int, offset: int) -> bytes:
         if self._lock is None:
@@ -213,7 +220,34 @@ def _level_of(page) -> _Level:
         decode=page.decode,
         jpegtables=page.jpegtables,
         decode_into=_jpeg_decode_into(page) if int(page.compression) == 7 else None,
+        ycbcr=int(page.compression) == _APERIO_J2K_YCBCR,
     )
+
+
+@functools.cache
+def _ycbcr_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenSlide's YCbCr -> RGB offsets for Aperio JPEG 2000 (``openslide-decode-jp2k.c``: R = Y +
+    R_Cr[Cr], G = Y + G_CbCr[Cb][Cr], B = Y + B_Cb[Cb], clamped): the JFIF coefficients, R and B
+    rounded half away from zero, G half up, which is what OpenSlide 4.0's tables hold (checked on
+    every (Cb, Cr) pair against OpenSlide in the tests; its exact halves are Cr/Cb = 3 for R/B and
+    two (Cb, Cr) pairs for G)."""
+    c = np.arange(256, dtype=np.float64) - 128
+
+    def away(v: np.ndarray) -> np.ndarray:
+        return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int16)
+
+    r_cr = away(1.402 * c)
+    b_cb = away(1.772 * c)
+    g_cbcr = np.floor(-0.34414 * c[:, None] - 0.71414 * c[None, :] + 0.5).astype(np.int16)
+    return r_cr, g_cbcr, b_cb
+
+
+def _ycbcr_to_rgb(tile: np.ndarray) -> np.ndarray:
+    r_cr, g_cbcr, b_cb = _ycbcr_tables()
+    y = tile[..., 0].astype(np.int16)
+    cb, cr = tile[..., 1], tile[..., 2]
+    rgb = np.stack([y + r_cr[cr], y + g_cbcr[cb, cr], y + b_cb[cb]], axis=-1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
 def _jpeg_decode_into(page) -> Callable[..., np.ndarray]:

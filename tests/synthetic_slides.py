@@ -158,11 +158,16 @@ def write_claimed_tiff(
     return path
 
 
-def write_aperio_svs(path: Path, levels: Sequence[np.ndarray], *, mpp: float = 0.5) -> Path:
+def write_aperio_svs(
+    path: Path, levels: Sequence[np.ndarray], *, mpp: float = 0.5, compression: str | int = "jpeg"
+) -> Path:
     """An Aperio SVS (OpenSlide's "aperio" format): JPEG tiles, one directory per level.
 
     Level sizes are the arrays' own, so a level 0 of 4001 px over a level 1 of 2000 px gives
     OpenSlide's downsample 2.0005, like real Aperio pyramids whose sizes are not exact halves.
+    ``compression`` 33005 (or 33003) writes Aperio's JPEG 2000 tiles (imagecodecs' OpenJPEG,
+    reversible): 33005 stores the array as RGB components, 33003 as Y, Cb, Cr components (the
+    array's three channels are taken as those, as an Aperio scanner writes them).
     """
     height, width = levels[0].shape[:2]
     with tifffile.TiffWriter(path) as tw:
@@ -175,7 +180,7 @@ def write_aperio_svs(path: Path, levels: Sequence[np.ndarray], *, mpp: float = 0
                 np.ascontiguousarray(level),
                 tile=(256, 256),
                 photometric="rgb",
-                compression="jpeg",
+                compression=compression,
                 description=f"Aperio Image Library v12.0.0\r\n{size} JPEG/RGB Q=90|AppMag = 20"
                 f"|MPP = {mpp}",
                 metadata=None,

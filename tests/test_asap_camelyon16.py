@@ -118,3 +118,36 @@ def test_ignore_class_cuts_a_hole_in_tumour_from_geojson(tmp_path):
     )
     region = tumour_geometry(read_annotations(path))
     assert region.area == pytest.approx(100 * 100 - 10 * 10)
+
+
+@pytest.mark.conformance
+def test_f3_a_tumour_island_in_another_regions_hole_survives_the_recipe(tmp_path):
+    """F3: Camelyon16's recipe (ASAP's AnnotationToMask, label map {"_0": 1, "_1": 1, "_2": 0},
+    order _0, _1, _2: ``asap_mask_recipe.py``, from ASAP 1.9's source) paints _2 last; a hole
+    written whole wiped the island inside it. The recipe's mask must equal our own region."""
+    donut = Polygon(
+        [(100, 100), (900, 100), (900, 900), (100, 900)],
+        [[(250.5, 250.5), (750.5, 250.5), (750.5, 750.5), (250.5, 750.5)]],
+    )
+    # an island in the hole, itself with a hole holding a smaller island (three levels deep)
+    island = Polygon(
+        [(350.3, 350.3), (650.3, 350.3), (650.3, 650.3), (350.3, 650.3)],
+        [[(420.7, 420.7), (580.7, 420.7), (580.7, 580.7), (420.7, 580.7)]],
+    )
+    islet = Polygon([(470.2, 470.2), (530.2, 470.2), (530.2, 530.2), (470.2, 530.2)])
+    annotations = [
+        Annotation(donut, "Tumor", "outer"),
+        Annotation(island, "Tumor", "island"),
+        Annotation(islet, "Tumor", "islet"),
+    ]
+    region = tumour_geometry(annotations)
+    path = write_annotations(tmp_path / "nested.xml", annotations)
+    points = sample_points(donut, step=4.0)
+    mask = annotation_to_mask(path.read_bytes(), points)
+    inside, decided = expected_tumour(region, points)
+    assert np.array_equal(mask[decided] == 1, inside[decided])
+    at = {(x, y): m for (x, y), m in zip(points.tolist(), mask.tolist(), strict=True)}
+    assert at[(500.0, 500.0)] == 1 and at[(400.0, 400.0)] == 1  # islet, island
+    assert at[(300.0, 300.0)] == 0 and at[(440.0, 440.0)] == 0  # the two holes
+    # and reading our file back gives the same region
+    assert read_annotations(path) and tumour_geometry(read_annotations(path)).equals(region)

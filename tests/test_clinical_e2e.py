@@ -26,18 +26,32 @@ MPP = 4.0  # µm per slide pixel
 CELL_UM = 128.0  # the model's patch: 16 px at 8 µm/px
 SHAPE = (640, 800)  # px: 2.56 x 3.2 mm
 
+# Camelyon17 patients have five nodes (patient_<id>_node_0 ... _4); the ones not drawn are clear.
 EXPECTED = """patient,stage
 patient_000.zip,pN0(i+)
 patient_000_node_0.tif,negative
 patient_000_node_1.tif,itc
+patient_000_node_2.tif,negative
+patient_000_node_3.tif,negative
+patient_000_node_4.tif,negative
 patient_001.zip,pN1mi
 patient_001_node_0.tif,micro
 patient_001_node_1.tif,negative
+patient_001_node_2.tif,negative
+patient_001_node_3.tif,negative
+patient_001_node_4.tif,negative
 patient_002.zip,pN1
 patient_002_node_0.tif,macro
 patient_002_node_1.tif,micro
+patient_002_node_2.tif,negative
+patient_002_node_3.tif,negative
+patient_002_node_4.tif,negative
 patient_003.zip,pN0
 patient_003_node_0.tif,negative
+patient_003_node_1.tif,negative
+patient_003_node_2.tif,negative
+patient_003_node_3.tif,negative
+patient_003_node_4.tif,negative
 """
 
 
@@ -75,6 +89,9 @@ def _slides(folder):
         "patient_002_node_1.tif": micro_disc,
         "patient_003_node_0.tif": _tissue(),
     }
+    for patient in range(4):  # the other nodes of each patient, clear (listed after the above)
+        for node in range(5):
+            images.setdefault(f"patient_{patient:03d}_node_{node}.tif", _tissue())
     return [write_pyramid_tiff(folder / name, image, mpp=MPP) for name, image in images.items()]
 
 
@@ -153,7 +170,7 @@ def test_predict_writes_the_right_stages(node_slides, darkness, tmp_path, capsys
 
     # And the report of the run: one PDF per patient, summary page + one page per slide.
     assert main(["report", str(out)]) == 0
-    for patient, n_slides in (("patient_000", 2), ("patient_002", 2), ("patient_003", 1)):
+    for patient, n_slides in (("patient_000", 5), ("patient_002", 5), ("patient_003", 5)):
         pdf = pdfium.PdfDocument(str(out / f"{patient}.report.pdf"))
         assert len(pdf) == 1 + n_slides
         pdf.close()
@@ -202,12 +219,42 @@ def test_a_slide_without_analysed_patches_leaves_its_patient_unstaged(
 def test_a_failed_slide_leaves_its_patient_unstaged(node_slides, darkness, tmp_path, capsys):
     out = tmp_path / "run"
     missing = node_slides[0].parent / "patient_001_node_7.tif"
-    code = _predict([node_slides[2], missing, node_slides[6]], out, darkness)
+    patient_003 = [s for s in node_slides if s.name.startswith("patient_003")]
+    code = _predict([node_slides[2], missing, *patient_003], out, darkness)
     assert code == 1
     err = capsys.readouterr().err
     assert "patient_001: not staged" in err and "patient_001_node_7.tif" in err
     assert (out / "stages.csv").read_text().splitlines() == [
         "patient,stage",
         "patient_003.zip,pN0",
-        "patient_003_node_0.tif,negative",
+        *(f"patient_003_node_{n}.tif,negative" for n in range(5)),
     ]
+
+
+def test_f8_a_patient_with_a_missing_node_is_marked_incomplete_never_staged(
+    node_slides, darkness, tmp_path, capsys
+):
+    """F8: Camelyon17 (camelyon17.grand-challenge.org, evaluation and submission format of 2017)
+    stages a patient from its five node slides patient_<id>_node_0 ... _4; its stages file has no
+    way to say "incomplete". A patient with node 3 missing was staged from 4 nodes without a word:
+    now the CLI warns, stages.csv leaves it out, and its report says "Not staged"."""
+    out = tmp_path / "run"
+    four = [s for s in node_slides if s.name.startswith("patient_002") and "node_3" not in s.name]
+    complete = [s for s in node_slides if s.name.startswith("patient_003")]
+    assert len(four) == 4 and len(complete) == 5
+    assert _predict([*four, *complete], out, darkness) == 0
+    err = capsys.readouterr().err
+    assert "warning: patient_002: incomplete, patient_002_node_3 missing" in err
+    assert "patient_003" not in err
+    stages = (out / "stages.csv").read_text()
+    assert "patient_002" not in stages and stages.startswith("patient,stage\npatient_003.zip,pN0")
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: patient_002: incomplete, patient_002_node_3 missing" in err
+    pdf = pdfium.PdfDocument(str(out / "patient_002.report.pdf"))
+    try:
+        text = pdf[0].get_textpage().get_text_range()
+    finally:
+        pdf.close()
+    assert "Not staged" in text and "patient_002_node_3 missing" in text
+    assert "pN1" in text  # what the four present nodes alone give, said as such

@@ -89,10 +89,12 @@ def test_lesion_mask_dilation_fill_connectivity_and_itc():
 
 
 def test_rasterize_respects_holes():
-    shape = box(0, 0, 100, 100).difference(box(40, 40, 60, 60))
+    # top-left sampling (level-0 pixels 0, 10, ..., 90): row and column 0 lie on the outline,
+    # outside it as in ASAP's mask (pixels strictly inside the box); the hole holds 40, 50, 60
+    shape = box(0, 0, 100, 100).difference(box(35, 35, 65, 65))
     mask = rasterize(shape, (10, 10), 10.0)
-    assert mask.sum() == 100 - 4
-    assert not mask[4:6, 4:6].any()
+    assert mask.sum() == 81 - 9
+    assert not mask[4:7, 4:7].any() and not mask[0].any() and not mask[:, 0].any()
 
 
 def _toy_map() -> ProbabilityMap:

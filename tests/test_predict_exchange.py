@@ -13,7 +13,11 @@ from engine_helpers import write_darkness_model, write_pyramid_tiff
 from shapely.geometry import box, shape
 
 from napari_metastasis.annotations import read_annotations
-from napari_metastasis.annotations.exchange import camelyon16_csv, tile_annotations
+from napari_metastasis.annotations.exchange import (
+    camelyon16_csv,
+    camelyon16_name,
+    tile_annotations,
+)
 from napari_metastasis.cli import main
 from napari_metastasis.evaluation.froc import detections_from_map
 from napari_metastasis.probability import ProbabilityMap
@@ -50,8 +54,8 @@ def read_csv_content(path):
 def test_camelyon16_detection_file_reads_as_evaluation_froc_reads_it(predicted):
     folder = predicted / "camelyon16"
     # the script reads every .csv of the folder and takes the slide's name from the file's
-    assert [p.name for p in folder.iterdir()] == ["tumor_901.csv"]
-    probs, xs, ys = read_csv_content(folder / "tumor_901.csv")
+    assert [p.name for p in folder.iterdir()] == ["Tumor_901.csv"]  # the challenge's spelling
+    probs, xs, ys = read_csv_content(folder / "Tumor_901.csv")
     prob_map = ProbabilityMap.load(predicted / "tumor_901.prob.tiff")
     expected = detections_from_map(prob_map, 0.5)
     assert len(probs) == len(expected) >= 2  # the block and the small lesion
@@ -67,7 +71,7 @@ def test_camelyon16_detection_file_reads_as_evaluation_froc_reads_it(predicted):
 
 def test_camelyon16_csv_has_no_header_and_whole_pixels():
     text = camelyon16_csv(np.array([[10.4, 20.6, 0.5], [100.0, 200.0, 0.93]]))
-    assert text == "0.930000,100,200\n0.500000,10,21\n"
+    assert text == "0.930000,100,200\n0.500000,10,20\n"  # floored, as the script divides
     assert camelyon16_csv(np.empty((0, 3))) == ""
 
 
@@ -83,14 +87,14 @@ def test_tiles_geojson_is_what_qupath_measurement_maps_need(predicted):
         assert str(uuid.UUID(feature["id"])) == feature["id"]
         assert set(props["measurements"]) == {"prob_normal", "prob_tumor"}
         assert props["measurements"]["prob_tumor"] == pytest.approx(row.prob_tumor, abs=1e-6)
-        top = "tumor" if row.prob_tumor > row.prob_normal else "normal"
+        top = "Tumor" if row.prob_tumor > row.prob_normal else "normal"  # QuPath's Tumor
         assert props["classification"]["name"] == top
         assert shape(feature["geometry"]).equals(
             box(row.minx, row.miny, row.minx + row.width, row.miny + row.height)
         )
     back = read_annotations(predicted / "tumor_901.tiles.geojson")
     assert {a.object_type for a in back} == {"tile"}
-    assert {a.classification for a in back} == {"normal", "tumor"}
+    assert {a.classification for a in back} == {"normal", "Tumor"}
 
 
 def test_tiles_from_a_wsinfer_csv():
@@ -100,3 +104,32 @@ def test_tiles_from_a_wsinfer_csv():
     (tile,) = tile_annotations(table)
     assert tile.classification == "b" and tile.measurements == {"prob_a": 0.2, "prob_b": 0.8}
     assert tile.geometry.bounds == (0, 10, 5, 15)
+
+
+@pytest.mark.conformance
+def test_f7_camelyon16_names_and_qupath_tumor_class(predicted):
+    """F7: Camelyon16's ``Evaluation_FROC.py`` (commit f8587b4, 2016) scores a result file as a
+    tumour slide only when its name starts with ``Tumor`` (``case[0:5] == 'Tumor'``), though the
+    challenge's mirrors name the slides ``tumor_901.tif``; QuPath's built-in class (0.5) is
+    ``Tumor``, the class our regions carry, so tiles say it too (WSInfer's ``prob_tumor`` stays)."""
+    (name,) = [p.name for p in (predicted / "camelyon16").iterdir()]
+    case = name
+    assert case[0:5] == "Tumor" and case[0:-4] + "_Mask.tif" == "Tumor_901_Mask.tif"
+    assert (
+        camelyon16_name("normal_012") == "Normal_012" and camelyon16_name("TEST_001") == "Test_001"
+    )
+    assert camelyon16_name("patient_004_node_4") == "patient_004_node_4"
+    regions = json.loads((predicted / "tumor_901.geojson").read_text())["features"]
+    tiles = json.loads((predicted / "tumor_901.tiles.geojson").read_text())["features"]
+    region_classes = {f["properties"]["classification"]["name"] for f in regions}
+    tile_classes = {f["properties"]["classification"]["name"] for f in tiles}
+    assert region_classes == {"Tumor"} and "Tumor" in tile_classes and "tumor" not in tile_classes
+    assert all("prob_tumor" in f["properties"]["measurements"] for f in tiles)
+
+
+def test_f7_validation_slides_match_whatever_their_case():
+    from napari_metastasis.training.split import split_by_slide
+
+    slides = np.array(["Tumor_064", "Tumor_064", "tumor_001", "Normal_002"])
+    train, val = split_by_slide(slides, np.array([1, 0, 1, 0]), val_slides=["tumor_064"])
+    assert val.tolist() == [0, 1] and train.tolist() == [2, 3]

@@ -16,7 +16,10 @@ Types: Polygon, Rectangle and Spline become polygons (a spline's control points 
 as Camelyon16's own evaluation code treats them), Dot a point, PointSet a multipoint, Measurement
 a two-point line. ASAP has no holes and no open polylines: on writing, a tumour polygon's holes become
 separate polygons in Camelyon16's exclusion group ``_2`` (so :func:`~.geometry.tumour_geometry` of
-the re-read file is the same region), and lines longer than two points are refused.
+the re-read file is the same region), and lines longer than two points are refused. The recipe paints
+``_2`` last, over every tumour polygon: a hole is therefore written minus any tumour island drawn
+inside it, cut into pieces without holes (see :func:`_hole_pieces`), so the recipe's mask keeps the
+island.
 
 XML is parsed with defusedxml (no entity expansion, no external entities).
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
 import numpy as np
+import shapely
 from defusedxml import DefusedXmlException
 from shapely.geometry import (
     LineString,
@@ -39,7 +43,9 @@ from shapely.geometry import (
     MultiPolygon,
     Point,
     Polygon,
+    box,
 )
+from shapely.geometry.base import BaseGeometry
 
 from ..atomic import write_bytes_atomic
 from ..errors import AnnotationError
@@ -194,13 +200,20 @@ def to_asap_xml(annotations: Sequence[Annotation]) -> bytes:
     root = ET.Element("ASAP_Annotations")
     nodes = ET.SubElement(root, "Annotations")
     groups: dict[str, tuple[int, int, int]] = {}
+    tumour = shapely.union_all(
+        [
+            a.geometry
+            for a in annotations
+            if a.is_tumour and isinstance(a.geometry, (Polygon, MultiPolygon))
+        ]
+    )
     for index, annotation in enumerate(annotations):
         name = annotation.name or f"Annotation {index}"
         where = f"annotation {index + 1} ({name!r})"
         name = xml_safe(name, f"{where}: name")
         group = xml_safe(asap_group(annotation.classification), f"{where}: class")
         color = annotation.display_color
-        for part_name, kind, part_group, coords in _parts(annotation, name, group, where):
+        for part_name, kind, part_group, coords in _parts(annotation, name, group, where, tumour):
             node = ET.SubElement(
                 nodes,
                 "Annotation",
@@ -234,7 +247,7 @@ def write_asap(path: str | Path, annotations: Sequence[Annotation]) -> None:
     write_bytes_atomic(path, to_asap_xml(annotations))
 
 
-def _parts(annotation: Annotation, name: str, group: str, where: str):
+def _parts(annotation: Annotation, name: str, group: str, where: str, tumour: BaseGeometry):
     """(name, ASAP type, group, coordinates) for each ASAP annotation one of ours becomes."""
     geom = annotation.geometry
     if isinstance(geom, Point):
@@ -263,11 +276,47 @@ def _parts(annotation: Annotation, name: str, group: str, where: str):
                     "_2 group); export it as GeoJSON"
                 )
             for h, hole in enumerate(poly.interiors):
-                out.append(
-                    (f"{part_name} hole {h + 1}", "Polygon", EXCLUSION_GROUP, hole.coords[:-1])
-                )
+                pieces = _hole_pieces(Polygon(hole), tumour)
+                for k, piece in enumerate(pieces):
+                    piece_name = _part_name(f"{part_name} hole {h + 1}", k, len(pieces))
+                    out.append((piece_name, "Polygon", EXCLUSION_GROUP, piece.exterior.coords[:-1]))
         return out
     raise AnnotationError(f"{where}: cannot write {geom.geom_type} geometry to ASAP XML")
+
+
+def _hole_pieces(hole: Polygon, tumour: BaseGeometry) -> list[Polygon]:
+    """The part of a hole that no tumour fills, as polygons without holes (what ASAP can hold).
+
+    Camelyon16's recipe paints group ``_2`` after the tumour groups and over them, so a hole
+    written whole wipes a tumour island drawn inside it. The hole minus the tumour is a ring around
+    each island; such a ring is cut in two by a vertical line through the island, at a half-pixel
+    x on which no pixel the recipe tests can lie, until no piece has a hole.
+    """
+    if not hole.intersects(tumour) or hole.intersection(tumour).area == 0:
+        return [hole]  # the usual case: written as drawn
+    free = hole.difference(tumour)
+    stack = [p for p in _polygons(free) if p.area > 1e-9 * max(hole.area, 1.0)]
+    pieces: list[Polygon] = []
+    while stack:
+        piece = stack.pop()
+        if not piece.interiors:
+            pieces.append(piece)
+            continue
+        rx0, _, rx1, _ = Polygon(piece.interiors[0]).bounds
+        cut = np.floor((rx0 + rx1) / 2) + 0.5
+        if not rx0 < cut < rx1:  # an island under a pixel wide: cut through its middle
+            cut = (rx0 + rx1) / 2
+        x0, y0, x1, y1 = piece.bounds
+        for half in (box(x0 - 1, y0 - 1, cut, y1 + 1), box(cut, y0 - 1, x1 + 1, y1 + 1)):
+            stack.extend(p for p in _polygons(piece.intersection(half)) if p.area > 0)
+    return sorted(pieces, key=lambda p: p.bounds)
+
+
+def _polygons(geometry: BaseGeometry) -> list[Polygon]:
+    """The polygons of any geometry (lines and points of a collection dropped)."""
+    if isinstance(geometry, Polygon):
+        return [geometry]
+    return [g for g in getattr(geometry, "geoms", []) for g in _polygons(g)]
 
 
 def _part_name(name: str, k: int, count: int) -> str:

@@ -5,16 +5,19 @@
   The official script reads *every* line as numbers (``float``, ``int``, ``int``), so the file has
   no header line and the coordinates are whole numbers; it also reads every ``.csv`` file of the
   folder it is given and takes the slide's name from the file's, so these files go in a folder of
-  their own, named ``<slide>.csv``.
+  their own, named ``<slide>.csv`` in the challenge's spelling (:func:`camelyon16_name`).
 * :func:`tile_annotations` / :func:`write_tiles_geojson`: every classified patch as a QuPath *tile*
   object (``objectType: "tile"``) with ``measurements`` ``prob_<class>`` and the most probable class
   as its classification, the way WSInfer's QuPath extension shows model output, so QuPath's
-  measurement maps colour the patches by probability.
+  measurement maps colour the patches by probability. A tumour class is written as QuPath's
+  built-in ``Tumor`` (the class our regions carry); the measurements keep the model's names.
 """
 
 from __future__ import annotations
 
 import io
+import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from shapely.geometry import box
 
 from ..atomic import write_text_atomic
 from .geojson import write_geojson
-from .model import Annotation, new_id
+from .model import Annotation, new_id, qupath_class
 
 #: The columns of Camelyon16's detection file, in order (the file itself has no header).
 CAMELYON16_COLUMNS = ("Confidence", "X coordinate", "Y coordinate")
@@ -38,8 +41,28 @@ def camelyon16_csv(detections: np.ndarray) -> str:
     order = np.argsort(-detections[:, 2], kind="stable")
     buffer = io.StringIO()
     for x, y, p in detections[order]:
-        buffer.write(f"{p:.6f},{round(x)},{round(y)}\n")
+        # floored, as the script's own integer division floors: a point on the slide stays on it
+        buffer.write(f"{p:.6f},{math.floor(x)},{math.floor(y)}\n")
     return buffer.getvalue()
+
+
+#: Camelyon16's slide names: Tumor_001, Normal_001, Test_001 (its mirrors also write tumor_001).
+_CAMELYON16_NAME = re.compile(r"^(tumor|normal|test)_(\d+)$", re.IGNORECASE)
+
+
+def camelyon16_name(stem: str) -> str:
+    """The challenge's spelling of a Camelyon16 slide name (``tumor_001`` -> ``Tumor_001``); any
+    other name unchanged.
+
+    Camelyon16's files write both ``Tumor_001`` and ``tumor_001`` (the slides of some mirrors are
+    lower case), but ``Evaluation_FROC.py`` takes a result file for a tumour slide only when its
+    name starts with ``Tumor`` (``case[0:5] == 'Tumor'``) and looks for ``<name>_Mask.tif``: a
+    ``tumor_001.csv`` would be scored as a normal slide, every detection a false positive.
+    """
+    match = _CAMELYON16_NAME.match(stem)
+    if not match:
+        return stem
+    return f"{match.group(1).capitalize()}_{match.group(2)}"
 
 
 def write_camelyon16_csv(path: str | Path, detections: np.ndarray) -> Path:
@@ -72,7 +95,7 @@ def tile_annotations(table, class_names: Sequence[str] | None = None) -> list[An
         tiles.append(
             Annotation(
                 box(x, y, x + w, y + h),
-                classification=names[top],
+                classification=qupath_class(names[top]),
                 object_type="tile",
                 measurements={c: float(p) for c, p in zip(prob_columns, row, strict=True)},
                 id=new_id(),

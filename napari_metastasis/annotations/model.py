@@ -73,6 +73,13 @@ def is_tumour_class(classification: str | None) -> bool:
     return (classification or "").strip().lower() in TUMOUR_CLASSES
 
 
+def qupath_class(name: str) -> str:
+    """The class name we write for a model's class: QuPath's built-in ``Tumor`` for every tumour
+    name (WSInfer models call it ``tumor``), so tiles and regions share one vocabulary; other
+    classes as the model names them."""
+    return TUMOUR_CLASS if is_tumour_class(name) else name
+
+
 def is_exclusion_class(classification: str | None) -> bool:
     """Camelyon16's exclusions, and QuPath's ignored classes (``Ignore*``: a name ending in ``*``)."""
     key = (classification or "").strip().lower()

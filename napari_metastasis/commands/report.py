@@ -9,6 +9,7 @@ and the region table. Patients are grouped as the folder's ``stages.csv`` record
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -46,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from ..report import write_reports
 
     cases = read_cases(args.cases) if args.cases else None
-    for path in write_reports(args.folder, args.out, case=args.case, cases=cases):
+
+    def warn(line: str) -> None:
+        print(f"napari-metastasis report: warning: {line}", file=sys.stderr)
+
+    for path in write_reports(args.folder, args.out, case=args.case, cases=cases, warn=warn):
         print(f"report written to {path}")
     return 0

@@ -69,7 +69,7 @@ def region_detections(prob_map: ProbabilityMap, regions: Sequence) -> np.ndarray
             out.append((point.x, point.y, float(region.max_prob)))
             continue
         best = cells[np.argmax(values[cells[:, 0], cells[:, 1]])]
-        x, y = grid.cell_centres_level0(best[None])[0]
+        x, y = grid.detection_points(best[None])[0]
         out.append((x, y, float(values[best[0], best[1]])))
     return np.asarray(out, dtype=np.float64).reshape(-1, 3)
 

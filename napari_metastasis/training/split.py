@@ -30,10 +30,13 @@ def split_by_slide(
     labels = np.asarray(labels)
     names = np.unique(slides)
     if val_slides:
-        unknown = sorted(set(val_slides) - set(names))
+        # Camelyon16's own files write Tumor_064 and tumor_064: names match whatever their case
+        known = {name.casefold() for name in names}
+        unknown = sorted(s for s in val_slides if s.casefold() not in known)
         if unknown:
             raise DatasetError(f"validation slide(s) not in the dataset: {', '.join(unknown)}")
-        val = np.isin(slides, list(val_slides))
+        wanted = {s.casefold() for s in val_slides}
+        val = np.array([s.casefold() in wanted for s in slides], dtype=bool)
         return np.flatnonzero(~val), np.flatnonzero(val)
     if len(names) < 2:
         raise DatasetError(
