@@ -121,6 +121,9 @@ HARD_NEGATIVE_START = 8
 #: The specificities a clinic reads a detector at (mostly normal tissue on every node).
 HIGH_SPECIFICITIES = (0.99, 0.999)
 
+#: The config.json block of the deposit decision (napari_metastasis.deposit_decision.CONFIG_KEY).
+DECISION_KEY = "napari_metastasis_decision"
+
 README_START = "<!-- bundled-model-card:start -->"
 README_END = "<!-- bundled-model-card:end -->"
 
@@ -632,6 +635,28 @@ def build_card(results: dict) -> dict:
     card["reproduce"] = "make model   # = python scripts/train_bundled_model.py"
     card["environment"] = results["environment"]
     card["recipe_results"] = "resources/bundled_model_recipe.json"
+    decision = results.get("decision")
+    if decision:
+        rule = decision["rule"]
+        card["config_blocks"] = {DECISION_KEY: rule}
+        chosen = decision["chosen"]
+        card["deposit_decision"] = {
+            "note": (
+                "A region above the threshold is a candidate; it is a confirmed deposit (what the "
+                "verdict, the pN stage and the report count) when it holds at least "
+                f"{rule['min_seed_patches']} patches with p >= {rule['seed_threshold']:g}. Chosen "
+                f"on {chosen['nodes']} node slides of the validation patches (never the held-out "
+                f"ones): there the {chosen['false_regions']} false regions held at most "
+                f"{chosen['false_max']} such patches and every micro- or macrometastasis at least "
+                f"{chosen['true_min']}; the count sits at the geometric middle of that gap "
+                f"(scripts/choose_decision_rule.py). ITC deposits confirmed there: "
+                f"{chosen['itc_confirmed']} of {chosen['itc_nodes']}."
+            ),
+            "rule": {k: v for k, v in rule.items() if k != "source"},
+        }
+    nodes = results.get("node_validation")
+    if nodes:
+        card["node_validation"] = nodes
     return card
 
 

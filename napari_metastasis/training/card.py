@@ -85,6 +85,14 @@ def render_card(card: dict, heading: str = "#") -> str:
         for title, metrics in val.get("results", {}).items():
             lines += ["", f"**{title}**", ""]
             lines += _table(list(metrics.items()))
+    if "deposit_decision" in card:
+        decision = card["deposit_decision"]
+        lines += ["", f"{h2} Deposit decision", "", decision.get("note", ""), ""]
+        lines += _table(list(decision.get("rule", {}).items()))
+    if "node_validation" in card:
+        nodes = card["node_validation"]
+        lines += ["", f"{h2} Node-level validation", "", nodes.get("note", ""), ""]
+        lines += [nodes.get("table", "")]
     if "calibration" in card:
         cal = card["calibration"]
         lines += ["", f"{h2} Calibration", "", cal.get("note", ""), ""]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -72,8 +73,12 @@ def export_model(
     card_markdown: str,
     card_data: dict,
     tta: bool = False,
+    config_blocks: Mapping[str, dict] | None = None,
 ) -> Path:
     """Write ``members`` (averaged when several, over flips/rotations with ``tta``) to ``out_dir``.
+
+    ``config_blocks`` are extra blocks of plain numbers for ``config.json`` (the deposit decision's
+    rule, chosen after training): written with the weights so a re-export never drops them.
 
     The scripted module is checked against the eager one on random input before anything is
     written, so a folder is never left with a model that disagrees with its own training.
@@ -97,7 +102,7 @@ def export_model(
     if spec is not None:
         write_bytes_atomic(out_dir / SAFETENSORS_FILE, safetensors_bytes(model))
     write_bytes_atomic(out_dir / "torchscript_model.pt", buf.getvalue())
-    config = contract_config(architecture, patch_px, spacing_um, spec)
+    config = {**contract_config(architecture, patch_px, spacing_um, spec), **(config_blocks or {})}
     write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
     write_text_atomic(out_dir / "README.md", card_markdown)
     write_text_atomic(
@@ -121,4 +126,5 @@ def publish_model(
         card_markdown=render_card(card),
         card_data=card,
         tta=tta,
+        config_blocks=card.get("config_blocks"),
     )
