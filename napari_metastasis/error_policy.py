@@ -20,6 +20,17 @@ from .errors import MetastasisError
 
 #: Longest reason quoted from a library's message.
 MAX_REASON = 300
+#: Longest name (of a region, a class) quoted in a message: a 200,000-character name from a
+#: hostile file is cut, with its length said.
+MAX_QUOTED = 60
+
+
+def quoted(name: str, limit: int = MAX_QUOTED) -> str:
+    """``name`` as ``repr`` quotes it, cut to about ``limit`` characters."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}… ({len(name):,} characters)"
+
 
 _TORCHSCRIPT_PREFIX = "The following operation failed in the TorchScript interpreter"
 

@@ -42,6 +42,7 @@ from shapely.geometry import (
 )
 
 from ..atomic import write_bytes_atomic
+from ..error_policy import quoted
 from ..errors import AnnotationError
 from . import _validate as v
 from ._files import read_bytes
@@ -79,7 +80,7 @@ def read_asap(path: str | Path) -> list[Annotation]:
     annotations = []
     for index, node in enumerate(nodes):
         name = node.get("Name") or None
-        where = f"{path.name}: annotation {index + 1}" + (f" ({name!r})" if name else "")
+        where = f"{path.name}: annotation {index + 1}" + (f" ({quoted(name)})" if name else "")
         group: str = node.get("PartOfGroup") or NO_GROUP
         classification = None if group in ("", NO_GROUP) else group
         color = hex_to_color(node.get("Color", "")) or group_colors.get(group)
@@ -196,7 +197,7 @@ def to_asap_xml(annotations: Sequence[Annotation]) -> bytes:
     groups: dict[str, tuple[int, int, int]] = {}
     for index, annotation in enumerate(annotations):
         name = annotation.name or f"Annotation {index}"
-        where = f"annotation {index + 1} ({name!r})"
+        where = f"annotation {index + 1} ({quoted(name)})"
         name = xml_safe(name, f"{where}: name")
         group = xml_safe(asap_group(annotation.classification), f"{where}: class")
         color = annotation.display_color

@@ -22,6 +22,7 @@ from shapely.geometry import MultiLineString, MultiPoint, mapping
 from shapely.geometry.base import BaseGeometry
 
 from ..atomic import write_text_atomic
+from ..error_policy import quoted
 from ..errors import AnnotationError
 from . import _validate as v
 from .measure import Mpp, measure
@@ -99,7 +100,7 @@ def _feature(feature: Any, where: str) -> Annotation | None:
     name = props.get("name")
     name = str(name) if name is not None else None
     if name:
-        where = f"{where} ({name!r})"
+        where = f"{where} ({quoted(name)})"
     geometry = feature.get("geometry")
     if geometry is None:
         warnings.warn(f"{where}: has no geometry; skipped", v.AnnotationRepairWarning, stacklevel=3)
