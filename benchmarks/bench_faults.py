@@ -308,7 +308,7 @@ def synthetic_commit_kills(work: Path, env, kills: int, stems: int, rng, every_s
     for k, (step, sig) in enumerate(kill_plan(kills, steps, rng, every_step)):
         gen = k + 2
         code, counted, _ = harness("synthetic", [str(out), str(gen), *names], env, step, sig)
-        killed = counted is None or counted >= step
+        killed = code != 0 and (counted is None or counted >= step)
         raw = trusted_mixed(out, names)
         census = synthetic_census(recovered_copy(out, copy), names, old, gen)
         hidden = hidden_entries(copy)
@@ -413,7 +413,7 @@ def predict_commit_kills(slides, model, work: Path, env, kills: int, rng, every_
         code, counted, err = harness(
             "predict", predict_args(slides, out, model)[1:], env, step, sig
         )
-        killed = counted is None or counted >= step
+        killed = code != 0 and (counted is None or counted >= step)
         census = predict_census(recovered_copy(out, copy), stems, old)
         hidden = hidden_entries(copy)
         rounds.append(
@@ -717,8 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         synthetic = synthetic_commit_kills(
             work, env, args.synthetic_kills, args.synthetic_stems, rng, every_step=not args.quick
         )
-        commit = predict_commit_kills(
-            good + broken, model, work, env, args.commit_kills, rng, every_step=False
+        commit = predict_commit_kills(  # good slides only, so that the run writes stages.csv
+            good, model, work, env, args.commit_kills, rng, every_step=False
         )
         # 2. Kills at random moments after the model loaded, and a rerun.
         out = work / "out"

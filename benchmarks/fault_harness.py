@@ -105,6 +105,8 @@ def main() -> int:
     parser.add_argument("mode", choices=["synthetic", "predict"])
     parser.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    # Ctrl-C as in a terminal, even when started as a background job (which ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     steps = Steps(args.kill_at, getattr(signal, args.signal))
     install(steps)
     code = 0

@@ -25,11 +25,13 @@ MAX_REASON = 300
 MAX_QUOTED = 60
 
 
-def quoted(name: str, limit: int = MAX_QUOTED) -> str:
-    """``name`` as ``repr`` quotes it, cut to about ``limit`` characters."""
-    if len(name) <= limit:
-        return repr(name)
-    return f"{name[:limit]!r}… ({len(name):,} characters)"
+def quoted(value: object, limit: int = MAX_QUOTED) -> str:
+    """``value`` as ``repr`` quotes it, cut to about ``limit`` characters (a name from a hostile
+    file can be any length; a message stays one readable line)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}… ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 _TORCHSCRIPT_PREFIX = "The following operation failed in the TorchScript interpreter"

@@ -340,3 +340,21 @@ def test_long_region_names_are_shortened_in_notes(tmp_path):
         warnings.simplefilter("always")
         read_annotations(path)
     assert caught and all(len(str(w.message)) < 400 for w in caught)
+
+
+def test_long_names_in_ncrf_and_asap_notes_are_shortened(tmp_path):
+    from napari_metastasis.annotations.io import read_annotations
+    from napari_metastasis.errors import AnnotationError
+
+    name = "B" * 200_000
+    ncrf = tmp_path / "long_ncrf.json"
+    ncrf.write_text(json.dumps({"positive": [{"name": name, "vertices": [[0, 0], ["x", 1]]}]}))
+    asap = tmp_path / "long.xml"
+    asap.write_text(
+        f'<ASAP_Annotations><Annotations><Annotation Name="{name}" Type="Weird">'
+        "<Coordinates/></Annotation></Annotations></ASAP_Annotations>"
+    )
+    for path in (ncrf, asap):
+        with pytest.raises(AnnotationError) as caught:
+            read_annotations(path)
+        assert name[:40] in str(caught.value) and len(str(caught.value)) < 400

@@ -122,7 +122,7 @@ def _geometry(node: ET.Element, where: str):
         return MultiPoint(coords)
     if kind == "Measurement":
         return v.line(coords, where)
-    raise AnnotationError(f"{where}: unsupported annotation type {kind!r}")
+    raise AnnotationError(f"{where}: unsupported annotation type {quoted(kind)}")
 
 
 def _coordinates(node: ET.Element, where: str) -> np.ndarray:
@@ -134,7 +134,9 @@ def _coordinates(node: ET.Element, where: str) -> np.ndarray:
         try:
             order = int(order_text) if order_text is not None else k
         except ValueError:
-            raise AnnotationError(f"{where}: Order {order_text!r} is not an integer") from None
+            raise AnnotationError(
+                f"{where}: Order {quoted(order_text)} is not an integer"
+            ) from None
         items.append((order, _float(coord.get("X"), where), _float(coord.get("Y"), where)))
     orders = [o for o, _, _ in items]
     if len(set(orders)) != len(orders):
@@ -152,7 +154,7 @@ def _float(text: str | None, where: str) -> float:
     try:
         value = float(cleaned)
     except ValueError:
-        raise AnnotationError(f"{where}: coordinate {text!r} is not a number") from None
+        raise AnnotationError(f"{where}: coordinate {quoted(text)} is not a number") from None
     return v.position([value, 0.0], where)[0]  # rejects NaN and infinity with the same message
 
 

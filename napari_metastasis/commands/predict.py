@@ -32,11 +32,12 @@ Classify whole-slide images with a patch classifier and write, for each slide, i
   camelyon16/<stem>.csv   Camelyon16's lesion-detection file (Confidence, X, Y; no header)
   <stem>.tiles.geojson    with --tiles: every patch as a QuPath tile with prob_<class>
 
-and for the whole run stages.csv, each patient's pN stage in Camelyon17's format.
+and for the whole run stages.csv, each patient's pN stage in Camelyon17's format (a set of its
+own, stages.outputs.json, out of date once a slide it was made from changes).
 
 A slide's files are written as one set (all or none; <stem>.outputs.json, written last, lists
-them with their SHA-256); --out is checked for writing and free space before any slide is
-classified. A slide that fails gets one line on stderr naming it and the reason; the other slides
+them with their SHA-256; a move into place that Ctrl-C or a kill stopped is finished by the next
+run); --out is checked for writing and free space before any slide is classified. A slide that fails gets one line on stderr naming it and the reason; the other slides
 are still processed, and the exit code is then 1."""
 
 
