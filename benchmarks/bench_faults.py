@@ -726,10 +726,10 @@ def main(argv: list[str] | None = None) -> int:
             interrupted_runs(good, broken, model, out, env, args.kills, rng) if args.kills else []
         )
         final = rerun(good, broken, model, out, env) if args.kills else {}
-        disk = {"skipped": "--no-disk"} if args.no_disk else full_disk(good, model, work, env)
+        disk = {} if args.no_disk else full_disk(good, model, work, env)
         memory = {} if args.no_memory else memory_ceilings(work, env)
     half_written = sum(r["half_written"] for r in interruptions) + final.get("half_written", 0)
-    if "fills_up" in disk:
+    if "fills_up" in disk:  # measured in this run
         half_written += disk["fills_up"]["half_written"]
     mixed = (
         synthetic["sets"]["mixed"]
@@ -791,8 +791,8 @@ def main(argv: list[str] | None = None) -> int:
         "commit_kills": {"synthetic": synthetic, "predict": commit},
         "interruptions": interruptions,
         "rerun": final,
-        "full_disk": disk,
-        "memory": memory or _earlier_memory(args.out),
+        "full_disk": disk or _earlier(args.out, "full_disk", "--no-disk"),
+        "memory": memory or _earlier(args.out, "memory", "--no-memory"),
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
@@ -800,15 +800,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report["goals"]["met"] else 1
 
 
-def _earlier_memory(path: Path) -> dict:
-    """With --no-memory: the memory figures of the last full run, said to be such."""
+def _earlier(path: Path, key: str, option: str) -> dict:
+    """With --no-memory / --no-disk: that part of the last run's report, said to be such."""
     try:
-        earlier = json.loads(path.read_text())["memory"]
+        earlier = json.loads(path.read_text())[key]
     except (OSError, ValueError, KeyError):
-        return {"skipped": "--no-memory"}
+        return {"skipped": option}
     if not earlier or "skipped" in earlier:
-        return {"skipped": "--no-memory"}
-    return {"not_rerun": "--no-memory: the figures of an earlier run of this benchmark", **earlier}
+        return {"skipped": option}
+    earlier.pop("not_rerun", None)
+    return {"not_rerun": f"{option}: the figures of an earlier run of this benchmark", **earlier}
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def test_quick_fault_benchmark_leaves_nothing_mixed_and_nothing_hidden(tmp_path)
             "--synthetic-kills",
             "6",
             "--commit-kills",
-            "2",
+            "1",
             "--out",
             str(out),
         ],
