@@ -259,7 +259,7 @@ def test_dask_address_that_is_not_a_scheduler(tmp_path, slide, model, capsys):
 HOSTILE = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"]
 
 
-def test_stages_csv_escapes_formulas_and_reads_back():
+def test_stages_csv_escapes_formulas_and_reads_back(tmp_path):
     from napari_metastasis.clinical import PatientStage, read_stages, stages_csv
 
     patients = [PatientStage.from_slides(name, [(f"{name}.tif", "macro")]) for name in HOSTILE]
@@ -269,7 +269,7 @@ def test_stages_csv_escapes_formulas_and_reads_back():
 
     for row in list(csv.reader(io.StringIO(text)))[1:]:
         assert row[0][0] not in "=+-@\t\r", row
-    path = Path(os.environ["NAPARI_METASTASIS_CONFIG_DIR"]) / "stages_hostile.csv"
+    path = tmp_path / "stages_hostile.csv"
     path.write_text(text, encoding="utf-8", newline="")
     back = read_stages(path)
     assert set(back.patients) == set(HOSTILE)  # the escape is undone when read back
