@@ -30,6 +30,7 @@ cells, so its greatest dimension is off by up to about one grid stride (:func:`m
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from shapely.geometry import LineString
 from shapely.geometry.base import BaseGeometry
 
 from .annotations.measure import Mpp, mpp_yx, to_um
+from .csv_cells import read_cell, text_cell
 from .errors import MetastasisError
 
 #: Slide categories (Camelyon17's slide labels), from least to most severe.
@@ -436,15 +438,9 @@ def stages_csv(patients: Iterable[PatientStage]) -> str:
     followed by one ``<slide file name>,<category>`` row per slide."""
     lines = ["patient,stage"]
     for p in patients:
-        lines.append(f"{_csv_cell(p.patient)}.zip,{p.stage}")
-        lines.extend(f"{_csv_cell(name)},{cat}" for name, cat in p.slides)
+        lines.append(f"{text_cell(f'{p.patient}.zip')},{p.stage}")
+        lines.extend(f"{text_cell(name)},{cat}" for name, cat in p.slides)
     return "\n".join(lines) + "\n"
-
-
-def _csv_cell(text: str) -> str:
-    if any(c in text for c in ',"\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 @dataclass(frozen=True)
@@ -464,7 +460,8 @@ def read_stages(path: str | Path) -> StagesFile:
     """Read a Camelyon17 stages file (ours or the challenge's reference)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # a name may hold a CR
+            text = handle.read()
     except OSError as exc:
         raise StagingError(f"{path.name}: cannot read the stages file ({exc.strerror})") from exc
     patients: dict[str, str] = {}
@@ -472,8 +469,10 @@ def read_stages(path: str | Path) -> StagesFile:
     members: dict[str, list[str]] = {}
     current: str | None = None
     stage_names = {s.lower(): s for s in PN_STAGES}
-    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
-        cells = [c.strip() for c in row]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    for row in reader:
+        number = reader.line_num
+        cells = [read_cell(c.strip()) for c in row]
         if not any(cells):
             continue
         if number == 1 and [c.lower() for c in cells[:2]] == ["patient", "stage"]:

@@ -20,6 +20,19 @@ from .errors import MetastasisError
 
 #: Longest reason quoted from a library's message.
 MAX_REASON = 300
+#: Longest name (of a region, a class) quoted in a message: a 200,000-character name from a
+#: hostile file is cut, with its length said.
+MAX_QUOTED = 60
+
+
+def quoted(value: object, limit: int = MAX_QUOTED) -> str:
+    """``value`` as ``repr`` quotes it, cut to about ``limit`` characters (a name from a hostile
+    file can be any length; a message stays one readable line)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}… ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else f"{text[:limit]}… ({len(text):,} characters)"
+
 
 _TORCHSCRIPT_PREFIX = "The following operation failed in the TorchScript interpreter"
 

@@ -52,3 +52,8 @@ class OutputError(MetastasisError, OSError):
 
     Also an OSError, so code that handled the file system's errors still does.
     """
+
+
+class IncompleteSetError(MetastasisError):
+    """Outputs that are not a whole set (no manifest, a file missing or changed, made from slides
+    that changed since): nothing may be reported from them."""

@@ -12,6 +12,7 @@ that fails is reported and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +39,7 @@ from .engine import (
     patch_table,
     predict_slide,
 )
-from .error_policy import user_message
+from .error_policy import os_error_reason, user_message
 from .errors import MetastasisError
 from .evaluation.froc import detections_from_map
 from .extras import require_extra
@@ -57,6 +58,8 @@ Warn = Callable[[str], None]
 CAMELYON16_DIR = "camelyon16"
 #: Suffix of the hidden map a running prediction grows batch by batch (``.<stem>.resume.zarr``).
 RESUME_SUFFIX = ".resume.zarr"
+#: Stems of the per-run sets (``stages.csv``, the patient reports): never a slide's.
+RUN_SET_STEMS = ("stages", "reports")
 
 
 @dataclass(frozen=True)
@@ -272,8 +275,9 @@ def write_patch_csv(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def unique_stems(paths: Iterable[Path]) -> list[str]:
-    """Output names per slide; two slides with the same name get ``name_2`` and so on."""
-    used: set[str] = set()
+    """Output names per slide; two slides with the same name get ``name_2`` and so on, and so does
+    a slide named like a per-run set (``stages``, ``reports``)."""
+    used: set[str] = set(RUN_SET_STEMS)
     stems = []
     for path in paths:
         name = Path(path).name if Path(path).is_dir() else Path(path).stem
@@ -302,6 +306,8 @@ def predict_many(
     of a running cluster.
     """
     stems = unique_stems(paths)
+    if scheduler is not None and scheduler != "local" and not scheduler.startswith("local:"):
+        check_dask_scheduler(scheduler)  # before --out is made
     check_writable(out)  # before any slide is classified, not after
     for line in recover(out):  # sets a killed run left half-moved, stale temporaries
         (warn or _stderr_warning)(f"{out}: {line}")
@@ -339,6 +345,8 @@ def _predict_distributed(
             raise MetastasisError(
                 f"cannot reach the dask scheduler at {scheduler} ({exc})"
             ) from exc
+        except MemoryError as exc:  # dask read a huge "frame length" from something else
+            raise MetastasisError(_not_a_scheduler(scheduler)) from exc
     try:
         futures = {
             client.submit(
@@ -357,6 +365,54 @@ def _predict_distributed(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+#: How long a scheduler may take to greet a new connection (it does so at once).
+GREETING_SECONDS = 5.0
+
+
+def check_dask_scheduler(address: str, wait_s: float = GREETING_SECONDS) -> None:
+    """Refuse a ``tcp://`` address where nothing listens, or something that is not a dask
+    scheduler (a web server, say), in one sentence and a few seconds.
+
+    dask's own client waits forever on a server that never answers its handshake, and takes the
+    first bytes of one that does (an HTTP error page) for the length of a message, which once came
+    out as "out of memory". A dask scheduler greets every new connection at once with a framed
+    message: 8 bytes of total length, 8 of frame count, the frame lengths; that is what is checked.
+    """
+    import socket
+    import struct
+
+    scheme, _, rest = address.rpartition("://")
+    if scheme not in ("", "tcp"):
+        return  # tls://, ucx://, ws://: left to dask
+    host, _, port = rest.rpartition(":")
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=wait_s)
+    except OSError as exc:
+        raise MetastasisError(
+            f"cannot reach the dask scheduler at {address} ({os_error_reason(exc)})"
+        ) from exc
+    greeting = b""
+    with sock, contextlib.suppress(OSError):
+        sock.settimeout(wait_s)
+        while len(greeting) < 16:
+            chunk = sock.recv(16 - len(greeting))
+            if not chunk:
+                break
+            greeting += chunk
+    if len(greeting) == 16:
+        total, frames = struct.unpack("<QQ", greeting)
+        if 0 < frames <= 64 and 8 * frames < total <= 2**20:
+            return
+    raise MetastasisError(_not_a_scheduler(address, wait_s))
+
+
+def _not_a_scheduler(address: str, wait_s: float = GREETING_SECONDS) -> str:
+    return (
+        f"{address} answers, but it is not a dask scheduler (it did not greet as one within "
+        f"{wait_s:g} s): give the address `dask scheduler` prints, such as tcp://host:8786"
+    )
 
 
 def _predict_on_worker(path: str, options: PredictOptions, out: str, stem: str) -> tuple[bool, str]:

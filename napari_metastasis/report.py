@@ -34,12 +34,23 @@ from .clinical import (
     read_stages,
     slide_stem,
 )
-from .summary import DISCLAIMER, STAGES_FILE, SlideSummary, patient_stages, read_summaries
+from .output_set import OutputSet, require_complete
+from .summary import (
+    DISCLAIMER,
+    STAGES_FILE,
+    SUMMARY_SUFFIX,
+    SlideSummary,
+    check_stages,
+    patient_stages,
+    read_summaries,
+)
 
 A4_PORTRAIT = (8.27, 11.69)  # inches
 #: Regions listed on a slide page; the rest are counted (all are in the summary JSON).
 MAX_TABLE_ROWS = 22
 REPORT_SUFFIX = ".report.pdf"
+#: The patient reports of one ``report`` run are one set: ``reports.outputs.json``.
+REPORTS_STEM = "reports"
 
 STAGE_MEANINGS = {
     "pN0": "no metastasis or isolated tumour cells found",
@@ -92,22 +103,31 @@ def write_reports(
     folder = Path(folder)
     out = Path(out) if out is not None else folder
     summaries = read_summaries(folder)
+    for summary in summaries:  # nothing is reported from a broken or half-moved set
+        require_complete(folder, summary.stem)
+    sources = [f"{s.stem}{SUMMARY_SUFFIX}" for s in summaries]
+    sources += [
+        f"{s.stem}.heatmap.png" for s in summaries if (folder / f"{s.stem}.heatmap.png").exists()
+    ]
     if case is None and cases is None and (folder / STAGES_FILE).is_file():
+        check_stages(folder / STAGES_FILE)
+        sources.append(STAGES_FILE)
         cases = read_stages(folder / STAGES_FILE).cases()
         order = {key: i for i, key in enumerate(cases)}  # patients as the file lists them
         summaries.sort(key=lambda s: order.get(slide_stem(s.slide), len(order)))
     by_slide = {s.slide: s for s in summaries}
-    written = []
-    for patient in patient_stages(summaries, case=case, cases=cases):
-        if patient.missing and warn is not None:
-            warn(incomplete_sentence(patient.patient, patient.missing))
-        slides = [by_slide[name] for name, _ in patient.slides]
-        written.append(
-            write_patient_report(
-                out / report_name(patient.patient), patient, slides, folder, date=date
-            )
-        )
-    return written
+    patients = patient_stages(summaries, case=case, cases=cases)
+    # One set for the run's reports (reports.outputs.json), made from the files above: all of
+    # them or none, and stale once a slide's set changes.
+    depends = sources if out.resolve() == folder.resolve() else []
+    with OutputSet(out, REPORTS_STEM, depends_on=depends) as outputs:
+        for patient in patients:
+            if patient.missing and warn is not None:
+                warn(incomplete_sentence(patient.patient, patient.missing))
+            slides = [by_slide[name] for name, _ in patient.slides]
+            name = report_name(patient.patient)
+            write_patient_report(outputs.path(name), patient, slides, folder, date=date)
+    return [out / report_name(patient.patient) for patient in patients]
 
 
 def write_slide_files(
@@ -130,7 +150,6 @@ def write_slide_files(
     with Slide(slide_path) as slide:
         image = render_heatmap(slide, prob_map, regions)
         name = slide.requested_path.name
-    save_heatmap(folder / f"{stem}.heatmap.png", image)
     summary = summarise_regions(
         regions,
         prob_map,
@@ -140,7 +159,9 @@ def write_slide_files(
         model=prob_map.model_name,
         slide_path=str(slide_path),
     )
-    write_summary(folder, summary)
+    with OutputSet(folder, stem) as outputs:  # a set as predict's, so `report FOLDER` reads it
+        save_heatmap(outputs.path(f"{stem}.heatmap.png"), image)
+        write_summary(outputs.folder, summary)  # type: ignore[arg-type]
     return summary
 
 

@@ -39,6 +39,8 @@ from .errors import MetastasisError
 
 SUMMARY_SUFFIX = ".summary.json"
 STAGES_FILE = "stages.csv"
+#: ``stages.csv`` is a set of its own: ``stages.outputs.json`` (no slide gets this stem).
+STAGES_STEM = "stages"
 FORMAT_TAG = "napari-metastasis slide summary v1"
 #: The line every human-facing output carries.
 DISCLAIMER = "For research use only; not a diagnosis. A pathologist must review every slide."
@@ -276,7 +278,29 @@ def stage_run(
     return staged, unstaged
 
 
-def write_stages(folder: str | Path, patients: Iterable[PatientStage]) -> Path:
-    path = Path(folder) / STAGES_FILE
-    write_text_atomic(path, stages_csv(patients))
-    return path
+def write_stages(
+    folder: str | Path, patients: Iterable[PatientStage], sources: Iterable[str] = ()
+) -> Path:
+    """Write ``stages.csv`` as a set of its own (``stages.outputs.json``) that lists the files it
+    was made from (``sources``: the slides' ``<stem>.summary.json`` in ``folder``), so a
+    ``stages.csv`` older than one of its slides' summaries is found stale, not read as current."""
+    from .output_set import OutputSet
+
+    text = stages_csv(patients)
+    with OutputSet(folder, STAGES_STEM, depends_on=sources) as outputs:
+        write_text_atomic(outputs.path(STAGES_FILE), text)
+    return Path(folder) / STAGES_FILE
+
+
+def check_stages(path: str | Path) -> None:
+    """Refuse a ``stages.csv`` of a predict folder that is not a complete, current set (a file
+    from elsewhere, such as Camelyon17's reference, is not checked)."""
+    from .output_set import is_set_member, require_complete
+
+    path = Path(path)
+    folder = path.parent
+    stem = path.name[: -len(".csv")] if path.name.endswith(".csv") else path.stem
+    if is_set_member(folder, stem) or (
+        path.name == STAGES_FILE and any(folder.glob(f"*{SUMMARY_SUFFIX}"))
+    ):
+        require_complete(folder, stem, path.name)

@@ -14,6 +14,7 @@ from PIL import Image
 from napari_metastasis.cli import main
 from napari_metastasis.contours import Region
 from napari_metastasis.grid import PatchGrid
+from napari_metastasis.output_set import OutputSet
 from napari_metastasis.probability import ProbabilityMap
 from napari_metastasis.report import write_reports
 from napari_metastasis.summary import (
@@ -57,10 +58,11 @@ def predict_folder(tmp_path):
         _summary("patient_007_node_2.tif", []),
         _summary("other.svs", [(100, 100, 250, 200)]),
     ]
-    for i, s in enumerate(summaries):
-        write_summary(folder, s)
-        _heatmap(folder, s.stem, i)
-    write_stages(folder, patient_stages(summaries))
+    for i, s in enumerate(summaries):  # each slide's files as one set, as predict writes them
+        with OutputSet(folder, s.stem) as outputs:
+            write_summary(outputs.folder, s)
+            _heatmap(outputs.folder, s.stem, i)
+    write_stages(folder, patient_stages(summaries), [f"{s.stem}.summary.json" for s in summaries])
     return folder
 
 

@@ -215,3 +215,33 @@ def test_load_analysis_opens_an_ome_zarr_map_picked_by_a_file_inside_it(
     view = widget.current_analysis
     assert view is not None and view.prob_map.n_analysed == prob.n_analysed
     np.testing.assert_allclose(view.prob_map.values, prob.values, equal_nan=True, atol=1e-6)
+
+
+def test_load_analysis_refuses_a_map_of_a_broken_predict_set(
+    make_napari_viewer, tmp_path, monkeypatch
+):
+    """Issue 25, R2: a map whose predict set is not complete (here: outputs beside it, no
+    manifest, as a Ctrl-C during the move-in used to leave) is refused in one notification."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    from napari_metastasis.output_set import OutputSet
+    from napari_metastasis.widgets import analysis_files
+
+    _viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
+    prob = synthetic_map(layer.metadata["slide_path"])
+    out = tmp_path / "out"
+    with OutputSet(out, "sample") as outputs:
+        prob.save(outputs.path("sample.prob.tiff"))
+        outputs.path("sample.summary.json").write_text("{}")
+    (out / "sample.outputs.json").unlink()
+    start = len(notification_manager.records)
+    choice = str(out / "sample.prob.tiff")
+    monkeypatch.setattr(analysis_files.QFileDialog, "getOpenFileName", lambda *a, **k: (choice, ""))
+    widget.files.load_button.click()
+    errors = [
+        str(n.message)
+        for n in notification_manager.records[start:]
+        if n.severity >= NotificationSeverity.ERROR
+    ]
+    assert len(errors) == 1 and "sample.outputs.json" in errors[0] and "missing" in errors[0]
+    assert widget.current_analysis is None

@@ -48,6 +48,7 @@ from shapely.geometry import (
 from shapely.geometry.base import BaseGeometry
 
 from ..atomic import write_bytes_atomic
+from ..error_policy import quoted
 from ..errors import AnnotationError
 from . import _validate as v
 from ._files import read_bytes
@@ -85,7 +86,7 @@ def read_asap(path: str | Path) -> list[Annotation]:
     annotations = []
     for index, node in enumerate(nodes):
         name = node.get("Name") or None
-        where = f"{path.name}: annotation {index + 1}" + (f" ({name!r})" if name else "")
+        where = f"{path.name}: annotation {index + 1}" + (f" ({quoted(name)})" if name else "")
         group: str = node.get("PartOfGroup") or NO_GROUP
         classification = None if group in ("", NO_GROUP) else group
         color = hex_to_color(node.get("Color", "")) or group_colors.get(group)
@@ -127,7 +128,7 @@ def _geometry(node: ET.Element, where: str):
         return MultiPoint(coords)
     if kind == "Measurement":
         return v.line(coords, where)
-    raise AnnotationError(f"{where}: unsupported annotation type {kind!r}")
+    raise AnnotationError(f"{where}: unsupported annotation type {quoted(kind)}")
 
 
 def _coordinates(node: ET.Element, where: str) -> np.ndarray:
@@ -139,7 +140,9 @@ def _coordinates(node: ET.Element, where: str) -> np.ndarray:
         try:
             order = int(order_text) if order_text is not None else k
         except ValueError:
-            raise AnnotationError(f"{where}: Order {order_text!r} is not an integer") from None
+            raise AnnotationError(
+                f"{where}: Order {quoted(order_text)} is not an integer"
+            ) from None
         items.append((order, _float(coord.get("X"), where), _float(coord.get("Y"), where)))
     orders = [o for o, _, _ in items]
     if len(set(orders)) != len(orders):
@@ -157,7 +160,7 @@ def _float(text: str | None, where: str) -> float:
     try:
         value = float(cleaned)
     except ValueError:
-        raise AnnotationError(f"{where}: coordinate {text!r} is not a number") from None
+        raise AnnotationError(f"{where}: coordinate {quoted(text)} is not a number") from None
     return v.position([value, 0.0], where)[0]  # rejects NaN and infinity with the same message
 
 
@@ -209,7 +212,7 @@ def to_asap_xml(annotations: Sequence[Annotation]) -> bytes:
     )
     for index, annotation in enumerate(annotations):
         name = annotation.name or f"Annotation {index}"
-        where = f"annotation {index + 1} ({name!r})"
+        where = f"annotation {index + 1} ({quoted(name)})"
         name = xml_safe(name, f"{where}: name")
         group = xml_safe(asap_group(annotation.classification), f"{where}: class")
         color = annotation.display_color

@@ -1,6 +1,8 @@
 """CSV summary: one row per annotation, sizes in µm, positions in level-0 pixels.
 
 For spreadsheets and reports, not for geometry (it holds none), so it is written but never read.
+Names, classes and measurement names are written as text a spreadsheet never runs as a formula
+(:mod:`napari_metastasis.csv_cells`).
 Columns: id, class, name, type, area_um2, perimeter_um, centroid_x_px, centroid_y_px,
 bbox_x_min_px, bbox_y_min_px, bbox_x_max_px, bbox_y_max_px, max_prob, mean_prob, then any other
 measurements the annotations carry (sorted by name).
@@ -8,13 +10,12 @@ measurements the annotations carry (sorted by name).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from ..csv_cells import neutralise, quote, text_cell
 from .measure import Mpp, measure
 from .model import Annotation
 
@@ -67,12 +68,10 @@ def summary_rows(annotations: Sequence[Annotation], mpp: Mpp) -> list[dict[str, 
 def to_csv(annotations: Sequence[Annotation], mpp: Mpp) -> str:
     rows = summary_rows(annotations, mpp)
     extra = sorted({k for row in rows for k in row} - set(COLUMNS))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*COLUMNS, *extra], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in writer.fieldnames})
-    return buffer.getvalue()
+    columns = [*COLUMNS, *extra]
+    lines = [",".join(text_cell(c) for c in columns)]  # measurement names come from files too
+    lines.extend(",".join(quote(_cell(row.get(k))) for k in columns) for row in rows)
+    return "".join(f"{line}\n" for line in lines)
 
 
 def write_csv(path: str | Path, annotations: Sequence[Annotation], mpp: Mpp) -> None:
@@ -84,4 +83,6 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, float):
         return "" if not math.isfinite(value) else repr(value)
-    return str(value)
+    if isinstance(value, (int, bool)):
+        return str(value)
+    return neutralise(str(value))  # names and classes: never a formula in a spreadsheet

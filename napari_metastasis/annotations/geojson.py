@@ -22,6 +22,7 @@ from shapely.geometry import MultiLineString, MultiPoint, mapping
 from shapely.geometry.base import BaseGeometry
 
 from ..atomic import write_text_atomic
+from ..error_policy import quoted
 from ..errors import AnnotationError
 from . import _validate as v
 from .measure import Mpp, measure
@@ -99,7 +100,7 @@ def _feature(feature: Any, where: str) -> Annotation | None:
     name = props.get("name")
     name = str(name) if name is not None else None
     if name:
-        where = f"{where} ({name!r})"
+        where = f"{where} ({quoted(name)})"
     geometry = feature.get("geometry")
     if geometry is None:
         warnings.warn(f"{where}: has no geometry; skipped", v.AnnotationRepairWarning, stacklevel=3)
@@ -135,7 +136,7 @@ def parse_geometry(geometry: Any, where: str) -> BaseGeometry:
         raise AnnotationError(f"{where}: geometry is not an object")
     kind = geometry.get("type")
     if kind not in GEOMETRY_TYPES:
-        raise AnnotationError(f"{where}: unsupported geometry type {kind!r}")
+        raise AnnotationError(f"{where}: unsupported geometry type {quoted(kind)}")
     coords = geometry.get("coordinates")
     if coords is None:
         raise AnnotationError(f"{where}: {kind} has no coordinates")
@@ -194,7 +195,7 @@ def _color(value: Any, where: str) -> tuple[int, int, int] | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise AnnotationError(f"{where}: colour {value!r} is not a colour")
+        raise AnnotationError(f"{where}: colour {quoted(value)} is not a colour")
     if isinstance(value, int):  # packed (A)RGB
         return ((value >> 16) & 255, (value >> 8) & 255, value & 255)
     if (
@@ -203,7 +204,7 @@ def _color(value: Any, where: str) -> tuple[int, int, int] | None:
         and all(isinstance(c, Real) and not isinstance(c, bool) for c in value)
     ):
         return tuple(max(0, min(255, round(c))) for c in value[:3])  # type: ignore[return-value]
-    raise AnnotationError(f"{where}: colour {value!r} is not [r, g, b]")
+    raise AnnotationError(f"{where}: colour {quoted(value)} is not [r, g, b]")
 
 
 def _measurements(value: Any) -> dict[str, float]:

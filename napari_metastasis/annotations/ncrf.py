@@ -16,6 +16,7 @@ from typing import Any
 from shapely.geometry import MultiPolygon, Polygon
 
 from ..atomic import write_text_atomic
+from ..error_policy import quoted
 from ..errors import AnnotationError
 from . import _validate as v
 from .model import EXCLUSION_CLASS, TUMOUR_CLASS, Annotation
@@ -45,7 +46,7 @@ def parse_ncrf(data: Any, source: str) -> list[Annotation]:
             name = item.get("name")
             name = str(name) if name is not None else None
             if name:
-                where += f" ({name!r})"
+                where += f" ({quoted(name)})"
             shell = v.positions(item["vertices"], where)
             annotations.append(
                 Annotation(
@@ -63,14 +64,14 @@ def to_ncrf(annotations: Sequence[Annotation]) -> dict:
     negative: list[dict] = []
     for index, annotation in enumerate(annotations):
         name = annotation.name or f"_{index}"
-        where = f"annotation {index + 1} ({name!r})"
+        where = f"annotation {index + 1} ({quoted(name)})"
         geom = annotation.geometry
         if not isinstance(geom, (Polygon, MultiPolygon)):
             raise AnnotationError(f"{where}: NCRF JSON holds only polygons, not {geom.geom_type}")
         if not (annotation.is_tumour or annotation.is_exclusion):
             raise AnnotationError(
                 f"{where}: NCRF JSON holds only tumour and exclusion regions, not class "
-                f"{annotation.classification!r}"
+                f"{quoted(str(annotation.classification))}"
             )
         polys = [geom] if isinstance(geom, Polygon) else list(geom.geoms)
         for k, poly in enumerate(polys):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import DatasetError
+from .predict import out_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar=("REFERENCE", "PREDICTED"),
         help="two Camelyon17 stages files: quadratic-weighted kappa, slide confusion matrix",
     )
-    p.add_argument("--out", type=Path, help="folder for metrics.json and plots")
+    p.add_argument("--out", type=out_folder, help="folder for metrics.json and plots")
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--trust-model",
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate_patches(args, results: dict) -> None:
+    from ..csv_cells import neutralise
     from ..datasets.patchset import PatchSet, load_patchset
     from ..evaluation.metrics import calibration, patch_metrics, roc_curve
     from ..evaluation.patches import predict_dataset
@@ -81,7 +83,8 @@ def evaluate_patches(args, results: dict) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["slide", "x_level0", "y_level0", "label", "probability"])
     for i in range(len(data)):
-        w.writerow([data.slides[i], data.x[i], data.y[i], data.labels[i], f"{probs[i]:.5f}"])
+        slide = neutralise(str(data.slides[i]))  # a slide's name is never run as a formula
+        w.writerow([slide, data.x[i], data.y[i], data.labels[i], f"{probs[i]:.5f}"])
     write_text_atomic(args.out / "predictions.csv", buf.getvalue())
     results["patches"] = {**metrics.to_dict(), "model": model.name, "calibration": cal.__dict__}
 
@@ -102,6 +105,10 @@ def evaluate_slides(args, results: dict) -> None:
             f"{len(args.maps)} maps but {len(args.annotations)} annotations: give one per map "
             "('none' for a slide without tumour)"
         )
+    from ..output_set import check_saved_map
+
+    for path in args.maps:  # a map from a broken or half-moved predict set is refused
+        check_saved_map(path)
     maps = [ProbabilityMap.load(path) for path in args.maps]
     # the model card of --model, else of the model that made the maps, else 0.5
     threshold = resolve_threshold(args.threshold, args.model or maps[0].model_name or None).value
@@ -134,8 +141,11 @@ def evaluate_slides(args, results: dict) -> None:
 def evaluate_stages(args, results: dict) -> None:
     from ..clinical import read_stages
     from ..evaluation.stages import compare_stages
+    from ..summary import check_stages
 
     reference, predicted = args.stages
+    for path in (reference, predicted):  # predict's stages.csv: only a complete, current set
+        check_stages(path)
     comparison = compare_stages(read_stages(reference), read_stages(predicted))
     print(comparison.format())
     results["stages"] = {

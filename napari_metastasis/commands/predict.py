@@ -35,11 +35,12 @@ Classify whole-slide images with a patch classifier and write, for each slide, i
   camelyon16/<stem>.csv   Camelyon16's lesion-detection file (Confidence, X, Y; no header)
   <stem>.tiles.geojson    with --tiles: every patch as a QuPath tile with prob_<class>
 
-and for the whole run stages.csv, each patient's pN stage in Camelyon17's format.
+and for the whole run stages.csv, each patient's pN stage in Camelyon17's format (a set of its
+own, stages.outputs.json, out of date once a slide it was made from changes).
 
 A slide's files are written as one set (all or none; <stem>.outputs.json, written last, lists
-them with their SHA-256); --out is checked for writing and free space before any slide is
-classified. A slide that fails gets one line on stderr naming it and the reason; the other slides
+them with their SHA-256; a move into place that Ctrl-C or a kill stopped is finished by the next
+run); --out is checked for writing and free space before any slide is classified. A slide that fails gets one line on stderr naming it and the reason; the other slides
 are still processed, and the exit code is then 1."""
 
 
@@ -58,7 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Slide files (any format OpenSlide reads) or DICOM folders.",
     )
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="Folder to write the files into."
+        "--out",
+        type=out_folder,
+        required=True,
+        metavar="DIR",
+        help="Folder to write the files into (made when the first slide's files are written).",
     )
     parser.add_argument(
         "--model",
@@ -174,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.trust import require_trust
     from ..output_set import check_writable
     from ..predict_files import PredictOptions, predict_many, unique_stems
-    from ..summary import stage_run, write_stages
+    from ..summary import SUMMARY_SUFFIX, stage_run, write_stages
 
     slides = list(args.slides)
     if args.sample:
@@ -198,7 +203,10 @@ def run(args: argparse.Namespace) -> int:
         tiles=args.tiles,
         resume=args.resume,
     )
-    check_writable(args.out)  # a file, a read-only folder or a full disk: found now, not later
+    # A file, a read-only folder or a full disk: found now, not later; nothing is made yet, so a
+    # run refused below (an untrusted model, a bad list of cases) leaves no empty --out behind.
+    check_writable(args.out, create=False)
+    cases = read_cases(args.cases) if args.cases else None  # a bad list fails before the run
     trusted = require_trust(args.model, trust=args.trust_model)
     model = None
     if args.dask is None:
@@ -217,7 +225,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         trusted.confirm()  # each worker's loader still checks the operators
         print(f"scaling out on dask.distributed ({args.dask})", file=sys.stderr)
-    cases = read_cases(args.cases) if args.cases else None  # a bad list fails before the run
     failed = []
     for outcome in predict_many(slides, options, args.out, scheduler=args.dask, model=model):
         if outcome.ok:
@@ -225,13 +232,18 @@ def run(args: argparse.Namespace) -> int:
         else:
             failed.append(outcome.path)
             print(f"napari-metastasis predict: error: {outcome.message}", file=sys.stderr)
-    patients, unstaged = stage_run(
-        slides, unique_stems(slides), failed, args.out, case=args.case, cases=cases
-    )
+    stems = unique_stems(slides)
+    patients, unstaged = stage_run(slides, stems, failed, args.out, case=args.case, cases=cases)
     for line in unstaged:
         print(f"napari-metastasis predict: warning: {line}", file=sys.stderr)
     if patients:
-        path = write_stages(args.out, patients)
+        failed_names = {str(p) for p in failed}
+        sources = [  # the summaries stages.csv is made from: it is stale once one changes
+            f"{stem}{SUMMARY_SUFFIX}"
+            for path, stem in zip(slides, stems, strict=True)
+            if str(path) not in failed_names
+        ]
+        path = write_stages(args.out, patients, sources)
         staged = ", ".join(f"{p.patient} {p.stage}" for p in patients)
         print(f"pN stages ({staged}) -> {path}")
     failures = len(failed)
@@ -243,6 +255,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- argument types ---------------------------------------------------------------------------
+def out_folder(text: str) -> Path:
+    """An output folder: ``--out ''`` is refused, not taken as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the folder name is empty (give a folder, e.g. --out results; --out . is this one)"
+        )
+    return Path(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)

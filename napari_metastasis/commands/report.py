@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("folder", type=Path, metavar="FOLDER", help="a predict --out folder")
     parser.add_argument(
-        "--out", type=Path, metavar="DIR", help="where the PDFs go (default: FOLDER)"
+        "--out", type=_out_folder, metavar="DIR", help="where the PDFs go (default: FOLDER)"
     )
     add_case_arguments(parser)
     parser.set_defaults(func=run)
@@ -40,6 +40,12 @@ def add_case_arguments(parser: argparse.ArgumentParser) -> None:
         help="CSV of slide,patient rows; other slides group by Camelyon17's "
         "patient_<id>_node_<n> names, or are a patient of their own.",
     )
+
+
+def _out_folder(text: str) -> Path:
+    from .predict import out_folder
+
+    return out_folder(text)
 
 
 def run(args: argparse.Namespace) -> int:

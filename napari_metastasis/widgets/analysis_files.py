@@ -26,6 +26,7 @@ from .._napari.helpers import (
     warn,
 )
 from ..errors import MetastasisError
+from ..output_set import check_saved_map
 from ..probability import ProbabilityMap
 from ..slide import is_plausible_mpp
 from .analysis_view import AnalysisView, AnalysisViews
@@ -121,6 +122,9 @@ class AnalysisFiles(QWidget):
         layer = layer or self.current_slide()
         if layer is None:
             raise MetastasisError("Open the slide this analysis belongs to first.")
+        # A map of a predict --out folder: finishes a move an interrupted run left half done,
+        # and refuses a set that is not complete (nothing is shown from a broken set).
+        check_saved_map(file)
         view = self._show(Path(file), layer)
         self._restored.add(slide_key(slide_path_of(layer)))  # type: ignore[arg-type]  # shown already: no restore notice
         self.on_shown(layer, [view])
