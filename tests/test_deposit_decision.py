@@ -310,6 +310,8 @@ def node_run(tmp_path_factory):
             "0",
             "--threshold",
             "0.5",
+            "--case",  # two of a patient's nodes: staged as a case of its own, not incomplete
+            "patient_010",
         ]
     )
     assert code == 0
