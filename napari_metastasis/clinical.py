@@ -148,6 +148,13 @@ class Deposit:
     decision_reason: str = ""  # the decision's sentence, e.g. "only 1 patch >= 0.95 (rule needs 2)"
     seed_patches: int | None = None
 
+    @property
+    def is_candidate(self) -> bool:
+        """A candidate deposit: confirmed, or holding at least one seed patch (hysteresis grows
+        a deposit from its seeds; a region above the threshold without any seed is only the
+        exploring view's contour, not evidence). Undecided regions count, as before."""
+        return self.confirmed or self.seed_patches is None or self.seed_patches > 0
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["centroid_px"] = list(self.centroid_px) if self.centroid_px else None
@@ -233,8 +240,10 @@ class SlideVerdict:
 
     category: str
     largest: Deposit | None
-    #: Candidate regions the deposit decision did not confirm (they make no verdict).
+    #: Candidate regions (holding a seed patch) the deposit decision did not confirm.
     unconfirmed: int = 0
+    #: Regions above the threshold without any seed patch (the exploring view only).
+    below_seed: int = 0
 
     @property
     def greatest_dimension_mm(self) -> float:
@@ -253,6 +262,12 @@ class SlideVerdict:
                     f"Negative — no confirmed deposit ({n} candidate region{'s' * (n != 1)} "
                     "not confirmed)"
                 )
+            if self.below_seed:
+                n = self.below_seed
+                return (
+                    f"Negative — no candidate deposit ({n} region{'s' * (n != 1)} above the "
+                    "threshold without a seed patch)"
+                )
             return "Negative — no deposit above the threshold"
         return f"{self.label} — largest deposit {format_mm(self.greatest_dimension_mm)}"
 
@@ -261,11 +276,12 @@ def slide_verdict(deposits: Sequence[Deposit]) -> SlideVerdict:
     """``negative`` without confirmed deposits, else the category of the confirmed one with the
     greatest dimension; candidates not confirmed are only counted."""
     confirmed = [d for d in deposits if d.confirmed]
-    unconfirmed = len(deposits) - len(confirmed)
+    unconfirmed = sum(d.is_candidate for d in deposits) - len(confirmed)
+    below_seed = sum(not d.is_candidate for d in deposits)
     if not confirmed:
-        return SlideVerdict("negative", None, unconfirmed)
+        return SlideVerdict("negative", None, unconfirmed, below_seed)
     largest = max(confirmed, key=lambda d: (d.greatest_dimension_mm, d.area_mm2))
-    return SlideVerdict(largest.category, largest, unconfirmed)
+    return SlideVerdict(largest.category, largest, unconfirmed, below_seed)
 
 
 def format_mm(value_mm: float) -> str:

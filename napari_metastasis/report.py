@@ -384,7 +384,7 @@ def _candidates_line(summary: SlideSummary) -> str:
         return ""
     rule = summary.rule_text() or "the deposit decision"
     return (
-        f"{n} candidate region{'s' * (n != 1)} above the threshold not confirmed as deposits "
+        f"{n} candidate region{'s' * (n != 1)} (with a seed patch) not confirmed as deposits "
         f"({rule}); not in the verdict, all in {summary.stem}.summary.json."
     )
 

@@ -95,7 +95,8 @@ class SlideSummary:
             "dimensions_px": list(self.dimensions_px),
             "patches": self.patches,
             "decision": self.decision,
-            "candidates": len(self.deposits),
+            "regions_above_threshold": len(self.deposits),
+            "candidates": sum(d.is_candidate for d in self.deposits),
             "confirmed": sum(d.confirmed for d in self.deposits),
             "created": self.created,
             "disclaimer": DISCLAIMER,
@@ -126,8 +127,8 @@ class SlideSummary:
 
     @property
     def unconfirmed(self) -> list[Deposit]:
-        """Candidate regions the decision did not confirm."""
-        return [d for d in self.deposits if not d.confirmed]
+        """Candidate regions (holding a seed patch) the decision did not confirm."""
+        return [d for d in self.deposits if d.is_candidate and not d.confirmed]
 
     def rule_text(self) -> str:
         """The decision rule in one line ("" for a summary written before the decision)."""

@@ -121,11 +121,17 @@ def test_only_confirmed_deposits_make_the_verdict():
     verdict = slide_verdict(deposits)
     a = _by_max(regions, 0.98)
     assert verdict.largest is not None and verdict.largest.id == a.id  # C is larger, unconfirmed
-    assert verdict.category == "micro" and verdict.unconfirmed == 3
+    # B and D hold a seed patch each: candidates; C holds none: above the threshold only
+    assert verdict.category == "micro" and (verdict.unconfirmed, verdict.below_seed) == (2, 1)
     nothing = slide_verdict([d for d in deposits if d.id != a.id])
     assert nothing.category == "negative" and nothing.largest is None
     assert (
-        nothing.sentence() == "Negative — no confirmed deposit (3 candidate regions not confirmed)"
+        nothing.sentence() == "Negative — no confirmed deposit (2 candidate regions not confirmed)"
+    )
+    c = _by_max(regions, 0.8)
+    only_c = slide_verdict([d for d in deposits if d.id == c.id])
+    assert only_c.sentence() == (
+        "Negative — no candidate deposit (1 region above the threshold without a seed patch)"
     )
     assert slide_verdict([]).sentence() == "Negative — no deposit above the threshold"
 
@@ -248,7 +254,7 @@ def test_summary_names_the_rule_and_counts_only_confirmed(tmp_path):
     summary = summarise_regions(regions, prob, slide="s.tif", stem="s", threshold=0.5, model="m")
     data = summary.to_dict()
     assert data["decision"] == RULE.to_dict()
-    assert (data["candidates"], data["confirmed"]) == (4, 1)
+    assert (data["regions_above_threshold"], data["candidates"], data["confirmed"]) == (4, 3, 1)
     assert data["verdict"] == "micro" and data["largest_region"] == _by_max(regions, 0.98).id
     assert [r["confirmed"] for r in data["regions"]] == [r.confirmed for r in regions]
     assert all(r["decision_reason"] for r in data["regions"])
@@ -321,7 +327,8 @@ def node_run(tmp_path_factory):
 def test_predict_summary_has_the_decision_and_candidates_do_not_make_the_verdict(node_run):
     raw = json.loads((node_run / "patient_010_node_0.summary.json").read_text())
     assert raw["decision"] == RULE.to_dict()
-    assert (raw["candidates"], raw["confirmed"]) == (3, 1)
+    # the grey block holds no seed patch: above the threshold, but not a candidate deposit
+    assert (raw["regions_above_threshold"], raw["candidates"], raw["confirmed"]) == (3, 2, 1)
     confirmed = [r for r in raw["regions"] if r["confirmed"]]
     assert len(confirmed) == 1 and confirmed[0]["seed_patches"] == 9
     assert raw["verdict"] == "micro" and raw["largest_region"] == confirmed[0]["id"]
@@ -366,9 +373,9 @@ def test_predict_maps_carry_the_rule_and_the_report_lists_confirmed_deposits(nod
     first, node0, node1 = (" ".join(p.split()) for p in pages)
     assert "pN1mi" in first and "not confirmed" in first
     assert "a deposit needs >= 2 patches with p >= 0.95 and >= 2 patches in all" in first
-    assert "2 candidate regions above the threshold not confirmed as deposits" in node0
+    assert "1 candidate region (with a seed patch) not confirmed as deposits" in node0
     assert node0.count("Micrometastasis") == 2  # the verdict line and the one confirmed row
-    assert "No confirmed deposit." in node1 and "1 candidate region above" in node1
+    assert "No confirmed deposit." in node1 and "1 candidate region (with a seed" in node1
 
 
 def test_a_drawn_region_without_decision_counts():
