@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
 
-.PHONY: setup system-deps demo test lint typecheck wheel-check format bench model clean
+.PHONY: setup system-deps demo test lint typecheck wheel-check format bench validate model clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,12 @@ bench: setup
 	$(BIN)/python benchmarks/bench_model.py --out resources/bench_model.json
 	$(BIN)/python benchmarks/bench_faults.py --out resources/bench_faults.json
 	$(XVFB) $(BIN)/python benchmarks/bench_gui.py --out resources/bench_gui.json
+
+# Node-level validation on held-out patches (issue 20): 40 node slides built in /tmp (cached), then
+# `predict` with the bundled model (MODEL=DIR for another); about 10-20 min on 2 CPU cores.
+MODEL ?= default
+validate: setup
+	$(BIN)/python benchmarks/bench_nodes.py --part test --model $(MODEL) --out resources/bench_nodes.json
 
 model: setup
 	$(BIN)/python scripts/train_bundled_model.py
