@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from napari_metastasis.datasets.pcam_splits import SPLITS, pcam_part  # noqa: E402
-from napari_metastasis.evaluation.node_scores import score_run  # noqa: E402
+from napari_metastasis.evaluation.node_scores import markdown_table, score_run  # noqa: E402
 from napari_metastasis.evaluation.node_slides import TRUTH_FILE, build_node_set  # noqa: E402
 from napari_metastasis.evaluation.nodes import plan_nodes  # noqa: E402
 
@@ -81,6 +81,31 @@ def read_back(truths, folder: Path, spacing_um: float) -> list[dict]:
     return rows
 
 
+def run_predict(
+    command: list[str], out: Path, timeout: float | None
+) -> tuple[int | None, str, float]:
+    """Run ``predict`` into a fresh ``out``: (exit code, None when stopped at ``timeout``; stderr;
+    wall seconds)."""
+    shutil.rmtree(out, ignore_errors=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, env=env, check=False, timeout=timeout
+        )
+        code, stderr = proc.returncode, proc.stderr
+    except subprocess.TimeoutExpired as exc:  # score the nodes that finished
+        code = None
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+    predict_s = time.perf_counter() - t0
+    if code != 0:
+        sys.stderr.write(stderr[-4000:])
+    return code, stderr, predict_s
+
+
 def run_bench(args: argparse.Namespace) -> dict:
     files = pcam_part(args.data, args.part)
     if len(files) == 0:
@@ -96,19 +121,13 @@ def run_bench(args: argparse.Namespace) -> dict:
     readback = read_back(truths, slides_dir, spacing_um=1.0)
     model_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(args.model).name or "model")
     out = base / f"predict-{model_tag}"
-    shutil.rmtree(out, ignore_errors=True)
     slides = [slides_dir / f"{t.name}.tif" for t in truths]
     command = predict_command(slides, out, args.model)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
     load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    predict_s = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
+    if args.score_only:  # an earlier run's output folder, scored again (e.g. after a fix)
+        code, stderr, predict_s = 0, "", float("nan")
+    else:
+        code, stderr, predict_s = run_predict(command, out, args.timeout)
     shutil.copy2(slides_dir / TRUTH_FILE, out / TRUTH_FILE)
     result = score_run(truths, out)
     patches = sum(max(0, n["patches"]) for n in result["nodes"])
@@ -130,14 +149,15 @@ def run_bench(args: argparse.Namespace) -> dict:
         "n_patients": len({t.patient for t in truths}),
         "command": f"napari-metastasis predict <{len(slides)} node slides> --out {out} "
         f"--model {args.model}",
-        "predict_exit_code": proc.returncode,
-        "predict_stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
+        "predict_exit_code": code,  # None: stopped at --timeout
+        "predict_timed_out": code is None,
+        "predict_stderr_tail": stderr[-1500:] if code else "",
         "work": str(base),
         "maps_kept": bool(args.keep_maps),
         "build_s": round(build_s, 1),
-        "predict_wall_s": round(predict_s, 1),
+        "predict_wall_s": round(predict_s, 1) if predict_s == predict_s else None,
         "patches_analysed": patches,
-        "patches_per_s": round(patches / predict_s, 1) if predict_s else None,
+        "patches_per_s": round(patches / predict_s, 1) if predict_s > 0 else None,
         "conditions": {
             "cpu_count": os.cpu_count(),
             "load_average_1min_before": round(load_before, 2),
@@ -175,6 +195,7 @@ def print_report(r: dict) -> None:
     )
     for g in r["goals"]:
         print(f"[{'PASS' if g['pass'] else 'FAIL'}] {g['goal']}: {g['measured']}")
+    print(markdown_table(r))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,13 +209,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--node-cells", type=int, default=32, help="cells per node side")
+    parser.add_argument(
+        "--score-only", action="store_true", help="score the existing predict output again"
+    )
+    parser.add_argument(
+        "--timeout", type=float, help="stop predict after this many seconds; score what finished"
+    )
     args = parser.parse_args(argv)
     result = run_bench(args)
     print_report(result)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
-    return 0 if result["predict_exit_code"] == 0 else 1
+    return 0 if result["predict_exit_code"] == 0 else 1  # None (timed out) is a failure too
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,12 @@ from conftest import DATA, PROJECT_ROOT
 
 from napari_metastasis.clinical import greatest_dimension_um
 from napari_metastasis.datasets.pcam_splits import pcam_part
-from napari_metastasis.evaluation.node_scores import load_node_maps, score_node, score_run
+from napari_metastasis.evaluation.node_scores import (
+    load_node_maps,
+    markdown_table,
+    score_node,
+    score_run,
+)
 from napari_metastasis.evaluation.node_slides import (
     TRUTH_FILE,
     build_node_set,
@@ -77,7 +83,7 @@ def predicted(tmp_path_factory, node_set):
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=900,  # a hang guard; a loaded 2-core machine needs minutes
     )
     assert proc.returncode == 0, proc.stderr
     (out / TRUTH_FILE).write_bytes((folder / TRUTH_FILE).read_bytes())
@@ -213,6 +219,7 @@ def test_predict_on_the_nodes_is_scored(predicted):
         sum(t.normal_cells for t in truths) * 0.0064
     )
     json.dumps(result)  # the bench writes it as JSON
+    assert f"| nodes right | {result['nodes_right']}/4 |" in markdown_table(result)
 
 
 def test_maps_reload_with_their_truth_for_offline_rules(predicted):
@@ -232,3 +239,19 @@ def test_maps_reload_with_their_truth_for_offline_rules(predicted):
             assert m.deposit_cells.sum() > len(m.truth.tumour_cells)
     _, info = read_truth(out)
     assert info["part"] == "test" and info["seed"] == 7
+
+
+def test_an_interrupted_run_is_scored_on_the_nodes_that_finished(predicted, tmp_path):
+    out, truths = predicted
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    full = score_run(truths, out)
+    (partial / "stages.csv").unlink()  # predict stopped before staging
+    staged = score_run(truths, partial)
+    assert staged["stages_source"].startswith("summaries")
+    assert staged["patients"] == full["patients"]  # the same stage, from the verdicts
+    (partial / f"{truths[0].name}.summary.json").unlink()
+    result = score_run(truths, partial)
+    assert result["missing_nodes"] == [truths[0].name]
+    assert result["patients"][0]["predicted"] is None and result["kappa"] is None
+    assert result["nodes_scored"] == len(truths) - 1

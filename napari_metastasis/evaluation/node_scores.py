@@ -29,7 +29,7 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from ..clinical import CATEGORIES, PN_STAGES, StagesFile, read_stages
+from ..clinical import CATEGORIES, PN_STAGES, StagesFile, pn_stage, read_stages
 from ..probability import ProbabilityMap
 from .node_slides import read_truth
 from .nodes import NodeTruth, truth_stages
@@ -162,14 +162,24 @@ def score_run(truths: Sequence[NodeTruth], out: str | Path) -> dict:
     reference = truth_stages_file(truths)
     stages_path = out / "stages.csv"
     predicted = read_stages(stages_path) if stages_path.is_file() else None
+    stages_source = "stages.csv"
+    if predicted is None:  # an interrupted run: stage the patients whose nodes all finished
+        predicted = _stages_from_verdicts(truths, nodes)
+        stages_source = "summaries (no stages.csv: run interrupted)"
     patients = []
     kappa = None
     comparison = None
-    if predicted is not None and all(p in predicted.patients for p in reference.patients):
-        comparison = compare_stages(reference, predicted)
+    staged = [p for p in reference.patients if p in predicted.patients]
+    if staged:
+        partial = StagesFile(
+            {p: reference.patients[p] for p in staged},
+            {s: c for p in staged for s in reference.members[p] for c in [reference.slides[s]]},
+            {p: reference.members[p] for p in staged},
+        )
+        comparison = compare_stages(partial, predicted)
         kappa = comparison.kappa
     for patient, stage in reference.patients.items():
-        got = predicted.patients.get(patient) if predicted else None
+        got = predicted.patients.get(patient)
         patients.append(
             {"patient": patient, "truth": stage, "predicted": got, "correct": got == stage}
         )
@@ -179,6 +189,8 @@ def score_run(truths: Sequence[NodeTruth], out: str | Path) -> dict:
         "missing_nodes": missing,
         "patients": patients,
         "kappa": kappa,
+        "kappa_patients": comparison.patients if comparison else 0,
+        "stages_source": stages_source,
         "stage_confusion": comparison.stage_confusion if comparison else None,
         "slide_confusion": comparison.slide_confusion if comparison else None,
         "stages": list(PN_STAGES),
@@ -187,6 +199,20 @@ def score_run(truths: Sequence[NodeTruth], out: str | Path) -> dict:
     }
     result["goals"] = goal_lines(result, nodes, patients)
     return result
+
+
+def _stages_from_verdicts(truths: Sequence[NodeTruth], nodes: Sequence[NodeResult]) -> StagesFile:
+    """Stages of the patients whose every node has a verdict (pn_stage of the verdicts)."""
+    verdicts = {n.name: n.verdict for n in nodes}
+    members: dict[str, list[str]] = {}
+    for t in truths:
+        members.setdefault(t.patient, []).append(t.name)
+    complete = {p: names for p, names in members.items() if all(n in verdicts for n in names)}
+    return StagesFile(
+        {p: pn_stage([verdicts[n] for n in names]) for p, names in complete.items()},
+        {f"{n}.tif": verdicts[n] for names in complete.values() for n in names},
+        {p: [f"{n}.tif" for n in names] for p, names in complete.items()},
+    )
 
 
 def _aggregates(nodes: Sequence[NodeResult]) -> dict:
@@ -318,3 +344,34 @@ def load_node_maps(folder: str | Path) -> list[NodeMap]:
             )
         )
     return maps
+
+
+def markdown_table(result: dict) -> str:
+    """The run in a few Markdown rows, for a model card (``result``: :func:`score_run`'s dict)."""
+    kappa = "n/a" if result["kappa"] is None else f"{result['kappa']:.3f}"
+    rate = result["false_candidates_per_mm2"]
+    err = result["dimension_error_mm"]
+    rows = [
+        ("nodes right", f"{result['nodes_right']}/{result['nodes_scored']}"),
+        (
+            "negative nodes negative",
+            f"{result['negative_nodes_negative']}/{result['negative_nodes']}",
+        ),
+        ("ITC nodes right", f"{result['itc_nodes_right']}/{result['itc_nodes']}"),
+        (
+            "patients with the right pN (kappa)",
+            f"{sum(p['correct'] for p in result['patients'])}/{len(result['patients'])} ({kappa})",
+        ),
+        (
+            "false candidate regions per mm² of normal tissue",
+            "n/a" if rate is None else f"{rate:.2f}",
+        ),
+        ("largest false candidate", f"{result['largest_false_candidate_mm']:.2f} mm"),
+        ("confirmed false deposits", str(result["confirmed_false_deposits"])),
+        (
+            "micro/macro deposits measured within one stride",
+            f"{result['deposits_within_one_stride']}/{result['deposits']}"
+            + ("" if err["mean"] is None else f" (mean error {err['mean']:+.2f} mm)"),
+        ),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])

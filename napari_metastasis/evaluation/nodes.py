@@ -76,13 +76,14 @@ SHAPES: dict[str, np.ndarray] = {
 
 #: Eight patients of five nodes: ``category:shape`` (``negative`` alone), ``*`` = the patient's node
 #: scanned at 0.25 µm/px. Together: pN0, pN0(i+), pN1mi, pN1 and pN2; 26 negative nodes, 4 ITC,
-#: 7 micro (5 shapes), 3 macro (3 shapes). Node order within a patient is shuffled by the seed.
+#: 7 micro (5 shapes), 3 macro (3 shapes); the first five patients already hold all five stages.
+#: Node order within a patient is shuffled by the seed.
 PATIENT_PLANS: tuple[tuple[str, ...], ...] = (
     ("negative*", "negative", "negative", "negative", "negative"),  # pN0
+    ("macro:disc30*", "micro:block5x10", "micro:ell10", "micro:block8x8", "negative"),  # pN2
     ("itc:cell1", "negative*", "negative", "negative", "negative"),  # pN0(i+)
     ("micro:block8x8*", "negative", "negative", "negative", "negative"),  # pN1mi
     ("macro:block10x30", "micro:disc10", "negative*", "negative", "negative"),  # pN1
-    ("macro:disc30*", "micro:block5x10", "micro:ell10", "micro:block8x8", "negative"),  # pN2
     ("itc:cell2", "itc:cell1", "negative", "negative*", "negative"),  # pN0(i+)
     ("micro:ell10", "micro:block3x3", "itc:cell2*", "negative", "negative"),  # pN1mi
     ("macro:ell28*", "negative", "negative", "negative", "negative"),  # pN1
