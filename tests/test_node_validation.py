@@ -26,10 +26,12 @@ from napari_metastasis.evaluation.node_scores import (
     score_run,
 )
 from napari_metastasis.evaluation.node_slides import (
+    BUILDING_FILE,
     TRUTH_FILE,
     build_node_set,
     read_truth,
     render_node,
+    set_key,
 )
 from napari_metastasis.evaluation.nodes import (
     CELL_UM,
@@ -255,3 +257,25 @@ def test_an_interrupted_run_is_scored_on_the_nodes_that_finished(predicted, tmp_
     assert result["missing_nodes"] == [truths[0].name]
     assert result["patients"][0]["predicted"] is None and result["kappa"] is None
     assert result["nodes_scored"] == len(truths) - 1
+
+
+def test_an_interrupted_build_keeps_its_finished_slides(held_out, tmp_path):
+    specs = [
+        NodeSpec(f"patient_000_node_{i}", "patient_000", "negative", None, node_cells=4, index=i)
+        for i in range(3)
+    ]
+    first = build_node_set(specs, held_out, tmp_path, seed=1)
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.tif")}
+    # as if stopped while writing the last slide: the build marker and two slides are left
+    (tmp_path / TRUTH_FILE).unlink()
+    (tmp_path / "patient_000_node_2.tif").unlink()
+    (tmp_path / BUILDING_FILE).write_text(json.dumps({"key": set_key(specs, held_out, 1)}))
+    again = build_node_set(specs, held_out, tmp_path, seed=1)
+    assert [t.to_dict() for t in again] == [t.to_dict() for t in first]
+    after = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.tif")}
+    assert after["patient_000_node_0.tif"] == stamps["patient_000_node_0.tif"]
+    assert after["patient_000_node_1.tif"] == stamps["patient_000_node_1.tif"]
+    assert not (tmp_path / BUILDING_FILE).exists()
+    # another seed is another set: every slide is written again
+    build_node_set(specs, held_out, tmp_path, seed=2)
+    assert all(p.stat().st_mtime_ns != after[p.name] for p in tmp_path.glob("*.tif"))

@@ -30,6 +30,8 @@ TILE = 256
 #: Levels are halved down to about this size (px, the longer side).
 SMALLEST_LEVEL = 512
 TRUTH_FILE = "nodes_truth.json"
+#: Written first by a build: the set's key, so an interrupted build keeps the slides it finished.
+BUILDING_FILE = ".building.json"
 FORMAT_TAG = "napari-metastasis node set v1"
 
 
@@ -74,11 +76,11 @@ class PatchCache:
         return self._cache[index]
 
 
-def render_node(
-    spec: NodeSpec, files: PatchFiles, seed: int, cache: PatchCache | None = None
-) -> tuple[np.ndarray, NodeTruth]:
-    """The level-0 RGB image of ``spec`` and its truth (random stream: ``seed`` and the index)."""
-    cache = cache or PatchCache(files)
+def draw_node(
+    spec: NodeSpec, files: PatchFiles, seed: int
+) -> tuple[NodeTruth, np.ndarray, np.ndarray, np.ndarray]:
+    """The random choices of ``spec`` (stream: ``seed`` and its index): truth (with its patches),
+    then per cell the patch index, quarter turns and flip. Cheap: no pixels."""
     rng = np.random.default_rng([seed, spec.index])
     tumour = place_deposit(spec, rng)
     truth = node_truth(spec, tumour)
@@ -91,17 +93,27 @@ def render_node(
     chosen[~is_tumour] = _draw(np.flatnonzero(files.labels == 0), int((~is_tumour).sum()), rng)
     turns = rng.integers(4, size=(n, n))
     flips = rng.integers(2, size=(n, n)).astype(bool)
+    truth.patches = [files.paths[int(i)].stem for i in chosen.ravel()]
+    return truth, chosen, turns, flips
+
+
+def render_node(
+    spec: NodeSpec, files: PatchFiles, seed: int, cache: PatchCache | None = None
+) -> tuple[np.ndarray, NodeTruth]:
+    """The level-0 RGB image of ``spec`` and its truth."""
+    cache = cache or PatchCache(files)
+    truth, chosen, turns, flips = draw_node(spec, files, seed)
     cell_px = round(CELL_UM / spec.mpp)
     origin = round(truth.tissue_origin_um / spec.mpp)
     width, height = truth.size_px
     image = np.full((height, width, 3), GLASS, np.uint8)
+    n = spec.node_cells
     for r in range(n):
         for c in range(n):
             y, x = origin + r * cell_px, origin + c * cell_px
             image[y : y + cell_px, x : x + cell_px] = cell_image(
                 cache[int(chosen[r, c])], cell_px, int(turns[r, c]), bool(flips[r, c])
             )
-    truth.patches = [files.paths[int(i)].stem for i in chosen.ravel()]
     return image, truth
 
 
@@ -169,7 +181,9 @@ def build_node_set(
     specs: Sequence[NodeSpec], files: PatchFiles, folder: str | Path, seed: int = 0, **info
 ) -> list[NodeTruth]:
     """Write ``<name>.tif`` for every spec and ``nodes_truth.json`` into ``folder``; a folder that
-    already holds this very set (same key, all slides present) is reused as it is."""
+    already holds this very set (same key, all slides present) is reused as it is, and an
+    interrupted build of the same set keeps the slides it finished (each is written whole or not
+    at all)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = set_key(specs, files, seed)
@@ -180,11 +194,19 @@ def build_node_set(
             truths, old = [], {}
         if old.get("key") == key and all((folder / f"{t.name}.tif").is_file() for t in truths):
             return truths
+    building = folder / BUILDING_FILE
+    resume = building.is_file() and json.loads(building.read_text()).get("key") == key
+    building.write_text(json.dumps({"key": key}))
     cache = PatchCache(files)
     truths = []
     for spec in specs:
-        image, truth = render_node(spec, files, seed, cache)
-        write_pyramid(folder / f"{spec.name}.tif", image, spec.mpp)
+        path = folder / f"{spec.name}.tif"
+        if resume and path.is_file():
+            truth = draw_node(spec, files, seed)[0]
+        else:
+            image, truth = render_node(spec, files, seed, cache)
+            write_pyramid(path, image, spec.mpp)
         truths.append(truth)
     write_truth(folder, truths, key=key, seed=seed, **info)
+    building.unlink()
     return truths
