@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
 
-.PHONY: setup system-deps demo test conformance lint typecheck wheel-check format bench model clean
+.PHONY: setup system-deps demo test conformance lint typecheck wheel-check format bench validate model clean
 
 setup: $(VENV)/.installed
 
@@ -59,6 +59,12 @@ bench: setup
 	$(BIN)/python benchmarks/bench_model.py --out resources/bench_model.json
 	$(BIN)/python benchmarks/bench_faults.py --out resources/bench_faults.json
 	$(XVFB) $(BIN)/python benchmarks/bench_gui.py --out resources/bench_gui.json
+
+# Node-level validation on held-out patches (issue 20): 40 node slides built in /tmp (cached), then
+# `predict` with the bundled model (MODEL=DIR for another); about 10-20 min on 2 CPU cores.
+MODEL ?= default
+validate: setup
+	$(BIN)/python benchmarks/bench_nodes.py --part test --model $(MODEL) --out resources/bench_nodes.json
 
 model: setup
 	$(BIN)/python scripts/train_bundled_model.py
