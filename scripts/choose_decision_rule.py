@@ -24,12 +24,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from napari_metastasis.evaluation.node_scores import load_node_maps  # noqa: E402
-
 from napari_metastasis.evaluation.decision_choice import (  # noqa: E402
+    choose_region_threshold,
     choose_rule,
     region_evidence,
 )
+from napari_metastasis.evaluation.node_scores import load_node_maps  # noqa: E402
 
 RESULTS_FILE = PROJECT_ROOT / "resources" / "bundled_model_recipe.json"
 
@@ -42,22 +42,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     results = json.loads(args.results.read_text())
-    threshold = float(results["summary"]["threshold"])
     maps = load_node_maps(args.folder)
     if not maps:
         print(f"{args.folder}: no node maps found", file=sys.stderr)
         return 1
-    evidence = region_evidence(maps, threshold)
+    measured, measures = choose_region_threshold(maps)
+    for m in measures:
+        print(
+            f"regions at p >= {m.threshold:<5g} deposits within one stride {m.within_stride}/"
+            f"{m.deposits}  mean error {m.mean_error_mm:+.3f} mm  worst {m.worst_error_mm:+.3f} mm"
+        )
+    # Of the region thresholds that measure the most deposits within one stride, the one whose
+    # decision has the widest margin (a higher one breaks small deposits into pieces).
+    top = max(m.within_stride for m in measures)
     categories = {m.truth.name: m.truth.category for m in maps}
-    best, table = choose_rule(evidence, categories)
+    options = []
+    for m in measures:
+        if m.within_stride == top:
+            best, table = choose_rule(region_evidence(maps, m.threshold), categories)
+            options.append((best.margin, -m.threshold, m, best, table))
+    _margin, _low, measured, best, table = max(options, key=lambda o: (o[0], o[1]))
+    threshold = measured.threshold
+    print(f"region threshold: {threshold:g}")
     for row in table:
         print(
             f"seed >= {row.seed_threshold:<6g} false max {row.false_max:3d}  true min "
             f"{row.true_min:3d}  margin {row.margin:6.2f}  count {row.min_seed_patches:3d}  "
-            f"ITC {row.itc_confirmed}/{row.itc_nodes}"
+            f"patches: false max {row.false_max_patches} true min {row.true_min_patches} -> "
+            f"{row.min_patches}  ITC {row.itc_confirmed}/{row.itc_nodes}"
         )
-    print(f"chosen: seed >= {best.seed_threshold:g}, {best.min_seed_patches} seed patches")
-    if best.margin <= 0:
+    print(
+        f"chosen: seed >= {best.seed_threshold:g}, {best.min_seed_patches} seed patches, "
+        f"{best.min_patches} patches in all"
+    )
+    if best.margin < 0:
         print("no rule separates false regions from deposits on these nodes", file=sys.stderr)
         return 1
     if args.dry_run:
@@ -67,23 +85,29 @@ def main(argv: list[str] | None = None) -> int:
             "name": "hysteresis",
             "seed_threshold": best.seed_threshold,
             "min_seed_patches": best.min_seed_patches,
-            "min_patches": best.min_seed_patches,
+            "min_patches": best.min_patches,
             "source": (
-                f"chosen on {best.nodes} validation nodes (widest margin: false regions hold at "
-                f"most {best.false_max} seed patches, deposits at least {best.true_min})"
+                f"chosen on {best.nodes} validation nodes: false regions held at most "
+                f"{best.false_max} seed patches and {best.false_max_patches} patches, deposits at "
+                f"least {best.true_min} and {best.true_min_patches}"
             ),
         },
         "evidence": [row.to_dict() for row in table],
         "chosen": best.to_dict(),
+        "region_threshold": threshold,
+        "measures": [m.to_dict() for m in measures],
+        "measured": measured.to_dict(),
     }
     args.results.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    import train_bundled_model  # the recipe rebuilds the folder and the card from the results
+    import train_bundled_model as recipe  # rebuilds the folder and the card from the results
 
-    return train_bundled_model.recard(
-        args.results,
-        train_bundled_model.DEFAULT_OUT,
-        train_bundled_model.PROJECT_ROOT / "README.md",
+    recipe.recard(args.results, recipe.DEFAULT_OUT, recipe.PROJECT_ROOT / "README.md")
+    # the metastasis-free slides again, at the region threshold and with the rule just chosen
+    results["whole_slide_false_positives"] = recipe.whole_slide_false_positives(
+        recipe.DEFAULT_OUT, recipe.DEFAULT_DATA, threshold, recipe.PROJECT_ROOT / "resources"
     )
+    args.results.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    return recipe.recard(args.results, recipe.DEFAULT_OUT, recipe.PROJECT_ROOT / "README.md")
 
 
 if __name__ == "__main__":

@@ -358,8 +358,9 @@ def train_folds(sources, pcam_split, config: TrainConfig, progress: bool, worker
 def whole_slide_false_positives(
     model_dir: Path, data: Path, threshold: float, heatmap_dir: Path | None
 ) -> dict[str, dict]:
-    """Regions at the threshold per cm² of tissue on the metastasis-free slides (and heatmaps)."""
-    from napari_metastasis.contours import probability_contours
+    """Regions at the threshold per cm² of tissue on the metastasis-free slides, the deposits the
+    model folder's decision confirms there, and heatmaps."""
+    from napari_metastasis.deposit_decision import decided_contours, rule_for_model
     from napari_metastasis.engine import predict_slide
     from napari_metastasis.heatmap import render_heatmap, save_heatmap
     from napari_metastasis.models import load_model
@@ -370,7 +371,9 @@ def whole_slide_false_positives(
     for name, (rel, mpp) in NORMAL_SLIDES.items():
         with Slide(data / rel, mpp=mpp) as slide:
             result = predict_slide(slide, model, num_workers=0)
-            regions = probability_contours(result.prob_map, threshold)
+            rule = rule_for_model(model.config.extra, threshold)
+            regions = decided_contours(result.prob_map, threshold, rule=rule)
+            confirmed = [r for r in regions if r.decision.confirmed]
             tissue = result.tissue
             res = slide.require_resolution()
             tissue_cm2 = (
@@ -389,6 +392,7 @@ def whole_slide_false_positives(
                 "tissue_cm2": tissue_cm2,
                 "regions_at_threshold": len(regions),
                 "regions_per_cm2": len(regions) / tissue_cm2 if tissue_cm2 else float("nan"),
+                "confirmed_deposits": len(confirmed),
                 "patches_at_threshold": int((values >= threshold).sum()),
                 "max_probability": float(values.max()) if len(values) else float("nan"),
                 "mean_probability": float(values.mean()) if len(values) else float("nan"),
@@ -499,6 +503,19 @@ def build_card(results: dict) -> dict:
     )
     card["threshold"] = s["threshold"]
     card["threshold_rule"] = s["threshold_rule"]
+    decision = results.get("decision")
+    if decision and "region_threshold" in decision:
+        measured = decision["measured"]
+        card["patch_threshold"] = s["threshold"]
+        card["threshold"] = decision["region_threshold"]
+        card["threshold_rule"] = (
+            f"the region threshold at which the deposits of {decision['chosen']['nodes']} "
+            f"validation node slides measure best ({measured['within_stride']} of "
+            f"{measured['deposits']} within one stride, mean error "
+            f"{measured['mean_error_mm']:+.3f} mm; scripts/choose_decision_rule.py); Youden's J "
+            f"on the validation PCam patches is {s['threshold']:.3f}, where the patch numbers "
+            "below are taken"
+        )
     card["intended_use"] = (
         "Research use: a first-pass heatmap of possible breast-cancer metastasis in H&E lymph-node "
         "slides at any 20x/40x scan, for a person to review. Not a diagnostic device."
@@ -586,7 +603,8 @@ def build_card(results: dict) -> dict:
             "3-network average). Held-out PCam: the test share of each PCam folder (20 % of "
             "pcam_kaggle_5k, 40 % of pcam_kaggle_more; datasets/pcam_splits.py, fixed seeds), never "
             "trained on and never used for a choice; the node validation is built from these patches only (PCam has no slide ids, so these may share slides with "
-            "training). All at the card's threshold, with test-time augmentation."
+            "training). Patch numbers at Youden's J threshold on the validation patches, with "
+            "test-time augmentation."
         ),
         "results": {
             "Camelyon16 patches, by slide (out of fold)": row(s["camelyon_out_of_fold"]),

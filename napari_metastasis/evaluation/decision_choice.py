@@ -69,6 +69,13 @@ def region_evidence(
     return out
 
 
+def _middle(low: int, high: int) -> int:
+    """The whole number at the geometric middle of ``[low, high]`` (``low`` when they cross)."""
+    if high < low:
+        return low
+    return max(low, min(high, math.ceil(math.sqrt(low * high))))
+
+
 @dataclass(frozen=True)
 class RuleChoice:
     """The chosen numbers and the evidence behind them."""
@@ -77,7 +84,12 @@ class RuleChoice:
     min_seed_patches: int
     false_max: int  # most seed patches in any false region (the rule needs more)
     true_min: int  # fewest seed patches in the best true region of a micro/macro node
-    margin: float  # log(true_min / (false_max + 1)): how far apart the two are
+    margin: float  # log(true_min / (false_max + 1)): how far apart the two are (>= 0: separable)
+    min_patches: (
+        int  # patches in all: the geometric middle between seeded false regions and deposits
+    )
+    false_max_patches: int  # most patches of a false region holding any seed
+    true_min_patches: int  # fewest patches of the best true region of a micro/macro node
     itc_confirmed: int  # ITC nodes whose deposit the rule confirms
     itc_nodes: int
     nodes: int
@@ -100,13 +112,24 @@ def _choice_at(
     true_min = min(best_true.values(), default=0)
     low = false_max + 1  # the fewest seeds that confirm no false region
     margin = math.log(true_min / low) if true_min > 0 else -math.inf
-    count = max(low, min(true_min, math.ceil(math.sqrt(low * max(true_min, 1)))))
+    count = _middle(low, true_min)
+    # the size a deposit needs: seeded false regions are small, deposits are not
+    false_cells = max((e.patches for e in evidence if not e.true and e.seeds[i] > 0), default=0)
+    true_cells: dict[str, int] = {n: 0 for n in best_true}
+    for e in evidence:
+        if e.true and e.node in true_cells and e.seeds[i] >= count:
+            true_cells[e.node] = max(true_cells[e.node], e.patches)
+    true_min_cells = min(true_cells.values(), default=0)
+    min_patches = max(count, _middle(false_cells + 1, true_min_cells))
     return RuleChoice(
         seed_threshold=t,
         min_seed_patches=count,
         false_max=false_max,
         true_min=true_min,
         margin=margin,
+        min_patches=min_patches,
+        false_max_patches=false_cells,
+        true_min_patches=true_min_cells,
         itc_confirmed=sum(v >= count for v in itc.values()),
         itc_nodes=len(itc),
         nodes=len(categories),
@@ -124,4 +147,64 @@ def choose_rule(
     Ties go to the lower seed threshold (a deposit's edge keeps more of its patches)."""
     table = [_choice_at(i, t, evidence, categories) for i, t in enumerate(grid)]
     best = max(table, key=lambda c: (c.margin, -c.seed_threshold))
+    return best, table
+
+
+#: The region thresholds tried for measuring deposits.
+REGION_GRID = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+
+
+@dataclass(frozen=True)
+class MeasureChoice:
+    """How well deposits are measured at one region threshold, on the validation nodes."""
+
+    threshold: float
+    deposits: int  # micro/macro nodes
+    within_stride: int  # greatest dimension within one grid stride of the truth
+    mean_error_mm: float
+    worst_error_mm: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_at(node_maps: Sequence, threshold: float) -> MeasureChoice:
+    """The greatest-dimension errors of the micro/macro deposits at ``threshold``: each node's
+    largest region touching its deposit, measured as ``predict`` measures it."""
+    from ..clinical import measure_regions
+    from ..contours import probability_contours
+    from ..deposit_decision import region_cells
+
+    errors: list[float] = []
+    within = 0
+    for node in node_maps:
+        if node.truth.category not in MUST_CONFIRM:
+            continue
+        regions = probability_contours(node.prob_map, threshold)
+        deposits = measure_regions(regions, node.prob_map.grid)
+        sizes = [
+            d.greatest_dimension_mm
+            for r, d in zip(regions, deposits, strict=True)
+            if node.deposit_cells[tuple(region_cells(r, node.prob_map).T)].any()
+        ]
+        error = max(sizes, default=0.0) - node.truth.greatest_dimension_mm
+        errors.append(error)
+        within += abs(error) <= node.prob_map.grid.step_um / 1000.0 + 1e-9
+    return MeasureChoice(
+        threshold=threshold,
+        deposits=len(errors),
+        within_stride=within,
+        mean_error_mm=float(np.mean(errors)) if errors else 0.0,
+        worst_error_mm=float(max(errors, key=abs)) if errors else 0.0,
+    )
+
+
+def choose_region_threshold(
+    node_maps: Sequence, grid: Sequence[float] = REGION_GRID
+) -> tuple[MeasureChoice, list[MeasureChoice]]:
+    """The region threshold at which the validation deposits are measured best: most within one
+    stride, then the smallest mean error. A low patch threshold (Youden's J) grows a deposit by
+    the partly covered cells at its edge; a high one breaks it up."""
+    table = [measure_at(node_maps, t) for t in grid]
+    best = max(table, key=lambda m: (m.within_stride, -abs(m.mean_error_mm)))
     return best, table
