@@ -4,9 +4,11 @@ Reads a ``predict --out`` folder as a user would have it (``<stem>.summary.json`
 ``stages.csv``) plus the set's ``nodes_truth.json`` (:mod:`napari_metastasis.evaluation.node_slides`).
 
 * A region is **true** when its outline overlaps the deposit (the union of the tumour cells) by
-  some area; any other region is **false**. Candidates are all regions of a summary; *confirmed*
-  ones are those with ``"confirmed": true`` (the deposit decision), or all regions of a summary
-  written without a decision.
+  some area; any other region is **false**. *Candidates* are the regions the summary counts as
+  candidate deposits: those holding at least one seed patch of the deposit decision (hysteresis
+  grows deposits from seeds; ``seed_patches``), or every region of a summary written without a
+  decision; *confirmed* ones are those with ``"confirmed": true``. Every region above the
+  threshold is counted too (``false_regions_above_threshold``), as the exploring view shows it.
 * **False regions per mm² of normal tissue**: false candidates over the area of the nodes' normal
   cells (every node's; the deposit's cells excluded).
 * **Greatest-dimension error** of a deposit: the largest confirmed true region's greatest dimension
@@ -62,6 +64,7 @@ class NodeResult:
     candidates: int
     confirmed: int
     false_candidates: int
+    false_regions_above_threshold: int
     false_confirmed: int
     largest_false_candidate_mm: float
     largest_false_confirmed_mm: float
@@ -86,9 +89,11 @@ def score_node(truth: NodeTruth, summary: dict, outlines: dict[str, BaseGeometry
     regions = summary.get("regions", [])
     has_decision = "decision" in summary or any("confirmed" in r for r in regions)
     true_dims, false_cand, false_conf = [], [], []
-    n_confirmed = 0
+    n_confirmed = false_above = 0
     for region in regions:
         confirmed = bool(region.get("confirmed", True)) if has_decision else True
+        seeds = region.get("seed_patches")
+        candidate = confirmed or not has_decision or seeds is None or int(seeds) > 0
         n_confirmed += confirmed
         outline = outlines.get(str(region.get("uid")))
         if outline is None:  # no outline: a point at the centroid stands in
@@ -101,7 +106,9 @@ def score_node(truth: NodeTruth, summary: dict, outlines: dict[str, BaseGeometry
             if confirmed:
                 true_dims.append(size)
         else:
-            false_cand.append(size)
+            false_above += 1
+            if candidate:
+                false_cand.append(size)
             if confirmed:
                 false_conf.append(size)
     stride_mm = float(summary.get("stride_um", 80.0)) / 1000.0
@@ -126,6 +133,7 @@ def score_node(truth: NodeTruth, summary: dict, outlines: dict[str, BaseGeometry
         candidates=len(regions),
         confirmed=n_confirmed,
         false_candidates=len(false_cand),
+        false_regions_above_threshold=false_above,
         false_confirmed=len(false_conf),
         largest_false_candidate_mm=max(false_cand, default=0.0),
         largest_false_confirmed_mm=max(false_conf, default=0.0),
@@ -232,6 +240,11 @@ def _aggregates(nodes: Sequence[NodeResult]) -> dict:
         "normal_tissue_mm2": normal_area,
         "false_candidates": false_cand,
         "false_candidates_per_mm2": false_cand / normal_area if normal_area else None,
+        "false_regions_above_threshold_per_mm2": (
+            sum(n.false_regions_above_threshold for n in nodes) / normal_area
+            if normal_area
+            else None
+        ),
         "false_candidates_per_mm2_negative_nodes": [min(per_node_rate), max(per_node_rate)]
         if per_node_rate
         else None,
