@@ -89,6 +89,7 @@ from napari_metastasis.training.trainer import (  # noqa: E402
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data"
 DEFAULT_OUT = BUNDLED_DIR / "default"
 RESULTS_FILE = PROJECT_ROOT / "resources" / "bundled_model_recipe.json"
+NODE_VALIDATION_FILE = PROJECT_ROOT / "resources" / "bench_nodes.json"
 HEATMAP_PATTERN = "bundled_model_fp_{slide}.png"
 
 STORE_SPACING = 0.972  # µm/px the sources are kept at (PCam's spacing)
@@ -696,12 +697,33 @@ def update_readme(readme: Path, markdown: str) -> bool:
     return True
 
 
+def node_validation(bench_file: Path) -> dict | None:
+    """The held-out node validation (``make validate``'s JSON) as the card shows it, if run."""
+    if not bench_file.is_file():
+        return None
+    from napari_metastasis.evaluation.node_scores import markdown_table
+
+    bench = json.loads(bench_file.read_text())
+    return {
+        "note": (
+            f"{bench['n_nodes']} node slides ({bench['n_patients']} patients) built from held-out "
+            "patches only (the test share of each PCam folder, datasets/pcam_splits.py), run "
+            "through `predict` with this model folder (`make validate`, "
+            "benchmarks/bench_nodes.py; resources/bench_nodes.json). Mosaics of 80-µm patches "
+            "are not whole sections: no capsule, fat, germinal centres or sinus histiocytes at "
+            "their natural frequency, and a PCam negative may hold tumour outside its centre."
+        ),
+        "table": markdown_table(bench),
+    }
+
+
 def recard(results_file: Path, out: Path, readme: Path) -> int:
     """Rebuild the card from the results file (e.g. after a change of the card's layout)."""
     from napari_metastasis.models import load_config
     from napari_metastasis.models.safe_weights import build_safe_module
 
     results = json.loads(results_file.read_text())
+    results["node_validation"] = node_validation(NODE_VALIDATION_FILE)
     ensemble = build_safe_module(out, load_config(out))
     card = build_card(results)
     publish_model(list(ensemble.members), out, card, tta=results["tta"])

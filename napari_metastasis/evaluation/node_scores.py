@@ -379,6 +379,12 @@ def markdown_table(result: dict) -> str:
             "false candidate regions per mm² of normal tissue",
             "n/a" if rate is None else f"{rate:.2f}",
         ),
+        (
+            "false regions above the threshold per mm² (exploring view)",
+            "n/a"
+            if result.get("false_regions_above_threshold_per_mm2") is None
+            else f"{result['false_regions_above_threshold_per_mm2']:.2f}",
+        ),
         ("largest false candidate", f"{result['largest_false_candidate_mm']:.2f} mm"),
         ("confirmed false deposits", str(result["confirmed_false_deposits"])),
         (
