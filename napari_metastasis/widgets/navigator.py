@@ -29,6 +29,8 @@ from shapely.geometry import Point
 from ..clinical import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
 from .regions_layer import DEFAULT_CLASSIFICATION
 
+#: The region list before anything was analysed (not "no region": nothing was looked at).
+NOT_ANALYSED = "No analysis of this slide yet: run one (Analyse) to list its regions."
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
 
@@ -190,9 +192,11 @@ class RegionNavigator(QWidget):
         labels: Sequence[str],
         edited: bool = False,
         deposits: Sequence[Deposit] | None = None,
+        analysed: bool = True,
     ) -> None:
         """Show ``regions`` with their labels; ``deposits`` (one per region, from
-        :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns."""
+        :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns.
+        ``analysed=False``: nothing was analysed yet, so "no region" would claim too much."""
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
@@ -231,8 +235,10 @@ class RegionNavigator(QWidget):
                 f"{len(regions)} region{'s' * (len(regions) != 1)}, {total:.3f} mm² in all, "
                 f"highest probability {top:.3f}."
             )
-        else:
+        elif analysed:
             self.summary.setText("No region above the threshold.")
+        else:
+            self.summary.setText(NOT_ANALYSED)
 
     def index_at_row(self, row: int) -> int:
         return int(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))

@@ -106,6 +106,13 @@ class RegionsLayer(LazyLayer):
             **self.frame.layer_kwargs(),
         )
 
+    def place(self, frame: SlideFrame) -> None:
+        """Draw over a slide layer in ``frame`` (its shapes are redrawn by the next :meth:`show`)."""
+        self.frame = frame
+        if self.is_shown():
+            self._layer.translate = frame.translate_yx
+            self._layer.metadata["mpp"] = list(self.mpp)
+
     def _attached(self, layer) -> None:
         layer.events.data.connect(self._on_data_changed)
         self._connect_zoom()
