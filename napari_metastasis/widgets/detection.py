@@ -23,9 +23,12 @@ from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QAbstractSlider,
+    QAbstractSpinBox,
     QComboBox,
     QFileDialog,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QScrollArea,
     QVBoxLayout,
@@ -89,6 +92,8 @@ __all__ = ["CLICK", "MODES", "SHAPES", "VISIBLE", "WHOLE", "MetastasisWidget"]
 #: The dock's width on a 1280 × 800 laptop: the canvas keeps at least 900 px (D13).
 DOCK_MAX_WIDTH = 360
 DOCK_MIN_WIDTH = 300
+#: Input fields may shrink to this (px) so that every section fits the dock without clipping.
+FIELD_MIN_WIDTH = 48
 #: The status line follows a run this often (ms).
 REFRESH_MS = 250
 #: While a run streams in, the overlay is redrawn at most this often (s), or after ten times as
@@ -227,7 +232,9 @@ class MetastasisWidget(QWidget):
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
+        # the region table needs ~520 px to show its seven columns side by side: within a
+        # 360 px dock it is reached by scrolling sideways rather than cut off
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)  # type: ignore[attr-defined]
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -238,6 +245,10 @@ class MetastasisWidget(QWidget):
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
+        for field in inner.findChildren((QComboBox, QAbstractSpinBox, QLineEdit, QAbstractSlider)):
+            field.setMinimumWidth(FIELD_MIN_WIDTH)  # a field shrinks; the dock never clips it
+        for label in inner.findChildren(QLabel):
+            label.setWordWrap(True)  # long explanations wrap instead of widening the dock
         self._fit_width()
 
     def _section(self, title: str, widget: QWidget, expanded: bool) -> QCollapsible:
@@ -598,7 +609,7 @@ class MetastasisWidget(QWidget):
                     "(e.g. 0.25 at 40x, 0.5 at 20x), then run again."
                 )
                 warn(message)
-                self.status.set_text(message)
+                self.state_of(slide_path_of(layer) or "").set_status(message)  # its own status
                 return None
             self.set_slide_mpp(layer, mpp)
         return JobRequest(
