@@ -21,12 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractSlider,
     QAbstractSpinBox,
     QComboBox,
     QFileDialog,
+    QFrame,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -90,8 +91,7 @@ from .verdict import VerdictPanel
 __all__ = ["CLICK", "MODES", "SHAPES", "VISIBLE", "WHOLE", "MetastasisWidget"]
 
 #: The dock's width on a 1280 × 800 laptop: the canvas keeps at least 900 px (D13).
-DOCK_MAX_WIDTH = 360
-DOCK_MIN_WIDTH = 300
+DOCK_WIDTH = 360
 #: Input fields may shrink to this (px) so that every section fits the dock without clipping.
 FIELD_MIN_WIDTH = 48
 #: The status line follows a run this often (ms).
@@ -129,6 +129,29 @@ def shortcuts_help() -> str:
         f"<tr><td><b>{key}</b></td><td>{what}</td></tr>" for key, (_, what) in SHORTCUTS.items()
     )
     return f"<b>Keyboard shortcuts</b> (in the viewer)<table>{rows}</table>"
+
+
+class SidewaysScroll(QScrollArea):
+    """Scrolls a panel sideways only, as tall as the panel wants: the region table needs about
+    520 px for its seven columns side by side, more than a laptop's dock; it scrolls on its own
+    instead of widening (and clipping) every other section."""
+
+    def __init__(self, widget: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)  # type: ignore[attr-defined]
+        self.setFrameShape(QFrame.NoFrame)
+        self.setWidget(widget)
+
+    def _height(self, hint: QSize) -> int:
+        return hint.height() + self.horizontalScrollBar().sizeHint().height()  # type: ignore[union-attr]
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(0, self._height(self.widget().minimumSizeHint()))  # type: ignore[union-attr]
+
+    def sizeHint(self) -> QSize:
+        return QSize(0, self._height(self.widget().sizeHint()))  # type: ignore[union-attr]
 
 
 class MetastasisWidget(QWidget):
@@ -199,7 +222,7 @@ class MetastasisWidget(QWidget):
 
     # ============================================================================ building
     def _build(self) -> None:
-        """A dock for a 1280 × 800 laptop (D13): at most :data:`DOCK_MAX_WIDTH` px wide, and
+        """A dock for a 1280 × 800 laptop (D13): :data:`DOCK_WIDTH` px wide, and
         what a pathologist reads and does first at the top without scrolling: the verdict
         (with Report… and Measure), what to analyse with the one Run button, and the progress.
         Everything else sits in sections that open on demand."""
@@ -221,7 +244,7 @@ class MetastasisWidget(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         for title, widget, expanded in (
             ("Slide and model", self.source.native, True),
-            ("Regions", self.regions_panel, True),
+            ("Regions", SidewaysScroll(self.regions_panel), True),
             ("Overlay and contours", display_box, False),
             ("Case (pN stage of a patient)", self.cases, False),
             ("Annotations", self.annotation_io, False),
@@ -232,9 +255,7 @@ class MetastasisWidget(QWidget):
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        # the region table needs ~520 px to show its seven columns side by side: within a
-        # 360 px dock it is reached by scrolling sideways rather than cut off
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)  # type: ignore[attr-defined]
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -262,14 +283,9 @@ class MetastasisWidget(QWidget):
         return section
 
     def _fit_width(self) -> None:
-        """As wide as the widest panel needs, within :data:`DOCK_MAX_WIDTH` (the canvas keeps the
-        rest of a laptop's screen). Measured again when shown, once napari's style sheet has set
-        the fonts."""
-        bar = self.scroll_area.verticalScrollBar().sizeHint().width()  # type: ignore[union-attr]
-        inner = self.scroll_area.widget().minimumSizeHint().width()  # type: ignore[union-attr]
-        top = self.top_box.minimumSizeHint().width()
-        self.setMinimumWidth(min(DOCK_MAX_WIDTH, max(DOCK_MIN_WIDTH, inner + bar + 6, top)))
-        self.setMaximumWidth(DOCK_MAX_WIDTH)
+        """:data:`DOCK_WIDTH` px: room for every section (fields shrink, long texts wrap, the
+        region table scrolls sideways) while the canvas keeps the rest of a laptop's screen."""
+        self.setFixedWidth(DOCK_WIDTH)
 
     def _connect(self) -> None:
         runner = self.runner
