@@ -132,26 +132,31 @@ def shortcuts_help() -> str:
 
 
 class SidewaysScroll(QScrollArea):
-    """Scrolls a panel sideways only, as tall as the panel wants: the region table needs about
+    """Scrolls a widget sideways only, as tall as the widget wants: the region table needs about
     520 px for its seven columns side by side, more than a laptop's dock; it scrolls on its own
     instead of widening (and clipping) every other section."""
 
-    def __init__(self, widget: QWidget):
+    def __init__(self) -> None:
         super().__init__()
         self.setWidgetResizable(True)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)  # type: ignore[attr-defined]
         self.setFrameShape(QFrame.NoFrame)
-        self.setWidget(widget)
 
     def _height(self, hint: QSize) -> int:
         return hint.height() + self.horizontalScrollBar().sizeHint().height()  # type: ignore[union-attr]
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(0, self._height(self.widget().minimumSizeHint()))  # type: ignore[union-attr]
+        widget = self.widget()
+        if widget is None:
+            return super().minimumSizeHint()
+        return QSize(0, self._height(widget.minimumSizeHint()))
 
     def sizeHint(self) -> QSize:
-        return QSize(0, self._height(self.widget().sizeHint()))  # type: ignore[union-attr]
+        widget = self.widget()
+        if widget is None:
+            return super().sizeHint()
+        return QSize(0, self._height(widget.sizeHint()))
 
 
 class MetastasisWidget(QWidget):
@@ -226,6 +231,11 @@ class MetastasisWidget(QWidget):
         what a pathologist reads and does first at the top without scrolling: the verdict
         (with Report… and Measure), what to analyse with the one Run button, and the progress.
         Everything else sits in sections that open on demand."""
+        table = self.navigator.table  # the one panel wider than the dock scrolls on its own
+        layout_of_table = table.parentWidget().layout()  # type: ignore[union-attr]
+        sideways = SidewaysScroll()
+        layout_of_table.replaceWidget(table, sideways)  # type: ignore[union-attr]
+        sideways.setWidget(table)
         top = QWidget()
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(4, 4, 4, 4)
@@ -244,7 +254,7 @@ class MetastasisWidget(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         for title, widget, expanded in (
             ("Slide and model", self.source.native, True),
-            ("Regions", SidewaysScroll(self.regions_panel), True),
+            ("Regions", self.regions_panel, True),
             ("Overlay and contours", display_box, False),
             ("Case (pN stage of a patient)", self.cases, False),
             ("Annotations", self.annotation_io, False),
