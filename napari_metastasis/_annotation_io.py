@@ -139,6 +139,8 @@ def read_annotation_layers(
     layers = annotations_to_layer_data(annotations, mpp, name=Path(path).stem)
     for _, kwargs, _ in layers:
         kwargs.update(layer_units(slide_layer))  # µm like the slide: napari wants one unit
+        if slide_layer is not None:  # on the slide wherever it lies (slides sit side by side)
+            kwargs["translate"] = tuple(float(t) for t in slide_layer.translate[-2:])
         kwargs["metadata"].update(
             {
                 "annotation_source": str(path),

@@ -243,8 +243,8 @@ def test_status_is_never_stale_nor_unclear(env, qtbot):
     other = add_slide(viewer, TIFF_6_LEVELS)
     widget.select_slide_layer(other)
     assert widget.status.text() == "Ready." and widget.progress.text() == "no run yet"
-    widget.select_slide_layer(sample)
-    assert widget.status.text() == "Ready."
+    widget.select_slide_layer(sample)  # back: the sample's own last message (issue 21, D4)
+    assert widget.status.text().startswith("No tissue under the 1 drawn shape")
 
 
 # --- 7. the selected region stands out in pan/zoom mode ----------------------------------------
@@ -307,7 +307,7 @@ def test_low_probabilities_leave_the_tissue_readable_and_a_floor_hides_them(env,
     floored = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     assert np.abs(floored[low] - bare[low]).max() <= 2  # below the floor: nothing drawn
     high = _cell_pixels(viewer, prob.grid, rows=range(2, 3), cols=range(4, 6))  # p = 0.9
-    assert np.abs(floored[high] - bare[high]).mean() > 40
+    assert np.abs(floored[high] - bare[high]).mean() > 25  # at 50 % opacity (issue 21, D8)
 
 
 def _cell_pixels(viewer, grid, rows, cols):

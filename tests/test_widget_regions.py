@@ -262,7 +262,8 @@ def test_saved_analysis_is_restored_when_the_slide_is_reopened(env, qtbot, tmp_p
     assert remembered_for(layer.metadata["slide_path"])
     # close everything, reopen the slide: the overlay comes back without running anything
     for lyr in list(viewer.layers):
-        viewer.layers.remove(lyr)
+        if lyr in viewer.layers:  # closing the slide removed its overlay and regions already
+            viewer.layers.remove(lyr)
     assert len(widget.source.slide.choices) == 0
     reopened = add_sample_slide(viewer)
     qtbot.waitUntil(

@@ -55,8 +55,9 @@ def placement_warning(
     """One sentence when annotations fall outside the slide; None when all lie on it."""
     if not (placement.outside or placement.partly):
         return None
-    if mpp:
-        distance = f"{placement.farthest_px * mpp / 1000:.1f} mm"
+    if mpp:  # in mm from 1 mm on, else in µm: "outside, up to 0.0 mm away" contradicted itself
+        um = placement.farthest_px * mpp
+        distance = f"{um / 1000:.1f} mm" if um >= 1000 else f"{max(1.0, um):.0f} µm"
     else:
         distance = f"{placement.farthest_px:.0f} px"
     parts = []

@@ -98,7 +98,9 @@ class AnalysisFiles(QWidget):
         self._restored.add(slide_key(path))
         shown = []
         in_memory = self.views.for_slide(path)
+        frame = SlideFrame.from_layer(layer)
         for view in in_memory:
+            view.place(frame)  # the reopened layer, with the µm/px and place its state gave it
             view.refresh_overlay()  # adds the layer again if it was closed
             shown.append(view)
         files = remembered_for(path) if self.remember_enabled else []
@@ -135,18 +137,15 @@ class AnalysisFiles(QWidget):
     def _show(self, file: Path, layer: Any) -> AnalysisView:
         prob_map = ProbabilityMap.load(file)
         grid = prob_map.grid
+        # every check before anything changes: a refused file leaves the slide as it was (D2)
+        before = SlideFrame.from_layer(layer)
+        check_matches_slide(prob_map, before.width, before.height, file.name)
         if (
             not is_calibrated(layer)
             and is_plausible_mpp(grid.mpp_x)
-            and (grid.mpp_x, grid.mpp_y)
-            != (
-                1.0,
-                1.0,
-            )
+            and (grid.mpp_x, grid.mpp_y) != (1.0, 1.0)
         ):
             apply_slide_mpp(layer, grid.mpp_x)  # the µm/px the analysis was made with
-        frame = SlideFrame.from_layer(layer)
-        check_matches_slide(prob_map, frame.width, frame.height, file.name)
         path = slide_path_of(layer)
         prob_map = self.store.put(path, prob_map)  # type: ignore[arg-type]
         view = self.views.show(path, prob_map, layer)  # type: ignore[arg-type]
@@ -202,3 +201,21 @@ def map_path_for(picked: str | Path) -> Path:
         if folder.suffix.lower() == ".zarr" and folder.is_dir():
             return folder
     return picked
+
+
+def map_file_of(layer: Any) -> Path | None:
+    """The probability-map file an Image layer was read from (File > Open, by our reader or
+    another one such as napari-ome-zarr's), or None: not from a file, or the widget's own
+    overlay."""
+    from .._map_reader import is_probability_map
+
+    if type(layer).__name__ != "Image":
+        return None
+    meta = getattr(layer, "metadata", None) or {}
+    if meta.get("probability_map") is True or "slide" in meta:
+        return None  # an overlay of the widget's, or a slide
+    source = getattr(getattr(layer, "source", None), "path", None)
+    for candidate in (meta.get("map_path"), source):
+        if candidate and is_probability_map(map_path_for(candidate)):
+            return map_path_for(candidate)
+    return None

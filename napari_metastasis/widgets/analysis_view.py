@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._napari.helpers import centre_camera_on, keep_below, slide_key
+from .._napari.helpers import centre_camera_on, keep_below, layer_for_slide, slide_key
 from ..deposit_decision import decided_contours
 from ..probability import ProbabilityMap
 from .controls import DisplayStyle
@@ -41,6 +41,8 @@ class AnalysisView:
     regions: list = field(default_factory=list)  # after edits, in the layer's order
     labels: list = field(default_factory=list)
     selected: int | None = None  # index into ``regions`` of the highlighted region
+    #: whether the slide layer is shown: a hidden slide hides what is drawn over it
+    slide_visible: bool = True
 
     @property
     def model_name(self) -> str:
@@ -68,8 +70,23 @@ class AnalysisView:
         self.overlay.set_map(prob_map, frame)
         self.edits.clear()
 
+    def place(self, frame: SlideFrame) -> None:
+        """Draw over a slide layer in ``frame`` (a reopened slide, a slide moved beside another);
+        the map and the pathologist's edits stay."""
+        if frame == self.frame and frame == self.overlay.frame:
+            return
+        self.regions_layer.frame = frame
+        self.overlay.set_map(self.prob_map, frame)
+        self.regions_layer.place(frame)  # its shapes are drawn again by the next contours
+
+    def slide_is_open(self) -> bool:
+        return layer_for_slide(self.overlay.viewer, self.slide_path) is not None
+
     def refresh_overlay(self) -> None:
-        self.overlay.refresh()
+        """Show the map's current values; nothing while the slide is closed (a run on it goes
+        on filling the map, which shows again when the slide is reopened)."""
+        if self.slide_is_open():
+            self.overlay.refresh()
 
     # --- regions -----------------------------------------------------------------------------
     def update_regions(self, threshold: float, min_area_um2: float) -> None:
@@ -136,11 +153,17 @@ class AnalysisView:
 
     # --- drawing -----------------------------------------------------------------------------
     def apply_style(self, style: DisplayStyle) -> None:
-        self.overlay.set_visible(style.show_overlay)
+        self.overlay.set_visible(style.show_overlay and self.slide_visible)
         self.overlay.set_opacity(style.opacity)
         self.overlay.set_colormap(style.colormap, style.floor)
         self.regions_layer.set_colors(*outline_colors(style.colormap, style.threshold))
-        self.regions_layer.set_visible(style.show_contours)
+        self.regions_layer.set_visible(style.show_contours and self.slide_visible)
+
+    def set_slide_visible(self, visible: bool, style: DisplayStyle) -> None:
+        """The slide was hidden or shown: its overlay and regions follow."""
+        self.slide_visible = bool(visible)
+        self.overlay.set_visible(style.show_overlay and self.slide_visible)
+        self.regions_layer.set_visible(style.show_contours and self.slide_visible)
 
     def keep_slide_below(self, viewer: Any, slide_layer: Any) -> None:
         """The slide under its overlay and regions (e.g. after it was closed and reopened)."""
@@ -201,8 +224,10 @@ class AnalysisViews:
         )
         view = self._views.get(key)
         if view is not None:
-            if view.prob_map is not prob_map or view.frame != frame:
+            if view.prob_map is not prob_map:
                 view.set_map(prob_map, frame)
+            elif view.frame != frame:
+                view.place(frame)  # the same analysis over its reopened or moved slide
             return view, False
         slide_name = slide_layer.name if slide_layer is not None else Path(slide_path).stem
         title = f"{slide_name} · {prob_map.model_name}"

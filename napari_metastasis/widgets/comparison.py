@@ -149,9 +149,14 @@ class ComparisonPanel(QWidget):
             if n
             else "no reference lesion of 275 µm or more"
         )
-        dice = "–" if math.isnan(comparison.dice) else f"{comparison.dice:.2f}"
+        dice = (
+            "cannot be measured"
+            if math.isnan(comparison.dice)
+            else f"{comparison.dice:.2f} (Dice: 0 none, 1 the same area)"
+        )
         self.summary.setText(
-            f"At threshold {comparison.threshold:.2f}: Dice {dice}; {sensitivity}; "
+            f"At threshold {comparison.threshold:.2f}: overlap of the regions with the "
+            f"reference {dice}; {sensitivity}; "
             f"{comparison.false_positives} false positive region"
             f"{'s' * (comparison.false_positives != 1)}. "
             "Outlines: cyan = hit, magenta = false positive, white = isolated tumour cells."

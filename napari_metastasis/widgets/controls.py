@@ -270,7 +270,7 @@ class DisplayControls(Container):
 
     def __init__(self):
         self.show_overlay = CheckBox(
-            text="Probability map", value=True, tooltip="Show or hide the overlay (Shift-O)"
+            text="Overlay", value=True, tooltip="Show or hide the probability map (Shift-O)"
         )
         self.show_contours = CheckBox(
             text="Contours", value=True, tooltip="Show or hide the contours (Shift-C)"

@@ -21,17 +21,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import (
+    QAbstractSlider,
+    QAbstractSpinBox,
     QComboBox,
     QFileDialog,
-    QGroupBox,
+    QFrame,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QScrollArea,
     QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
 from .._napari.helpers import (
     apply_slide_mpp,
@@ -53,9 +57,10 @@ from ..errors import MetastasisError
 from ..evaluation.compare import compare_with_reference
 from ..models import resolve_threshold
 from ..models.trust import TrustCheck, check_trust
+from ..probability import ProbabilityMap
 from ..report import write_case_report, write_slide_files
-from . import selection
-from .analysis_files import AnalysisFiles
+from . import run_status, selection
+from .analysis_files import AnalysisFiles, map_file_of
 from .analysis_view import AnalysisView, AnalysisViews
 from .annotation_io import AnnotationIOWidget
 from .cases import CaseList
@@ -80,10 +85,16 @@ from .regions_panel import RegionsPanel
 from .run_status import RunStatus
 from .runner import AnalysisRunner, Progress, RunSummary
 from .session import AnalysisStore, slide_key
+from .slides import SlideKeeper
+from .state import SlideAnalysis, SlideStates, confirmed_regions
 from .verdict import VerdictPanel
 
 __all__ = ["CLICK", "MODES", "SHAPES", "VISIBLE", "WHOLE", "MetastasisWidget"]
 
+#: The dock's width on a 1280 × 800 laptop: the canvas keeps at least 900 px (D13).
+DOCK_WIDTH = 360
+#: Input fields may shrink to this (px) so that every section fits the dock without clipping.
+FIELD_MIN_WIDTH = 48
 #: The status line follows a run this often (ms).
 REFRESH_MS = 250
 #: While a run streams in, the overlay is redrawn at most this often (s), or after ten times as
@@ -121,12 +132,32 @@ def shortcuts_help() -> str:
     return f"<b>Keyboard shortcuts</b> (in the viewer)<table>{rows}</table>"
 
 
-def _group(title: str, widget: QWidget) -> QGroupBox:
-    box = QGroupBox(title)
-    layout = QVBoxLayout(box)
-    layout.setContentsMargins(4, 4, 4, 4)
-    layout.addWidget(widget)
-    return box
+class SidewaysScroll(QScrollArea):
+    """Scrolls a widget sideways only, as tall as the widget wants: the region table needs about
+    520 px for its seven columns side by side, more than a laptop's dock; it scrolls on its own
+    instead of widening (and clipping) every other section."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)  # type: ignore[attr-defined]
+        self.setFrameShape(QFrame.NoFrame)
+
+    def _height(self, hint: QSize) -> int:
+        return hint.height() + self.horizontalScrollBar().sizeHint().height()  # type: ignore[union-attr]
+
+    def minimumSizeHint(self) -> QSize:
+        widget = self.widget()
+        if widget is None:
+            return super().minimumSizeHint()
+        return QSize(0, self._height(widget.minimumSizeHint()))
+
+    def sizeHint(self) -> QSize:
+        widget = self.widget()
+        if widget is None:
+            return super().sizeHint()
+        return QSize(0, self._height(widget.sizeHint()))
 
 
 class MetastasisWidget(QWidget):
@@ -136,6 +167,8 @@ class MetastasisWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.store = AnalysisStore()
+        #: one analysis state per slide opened this session (what the views show)
+        self.states = SlideStates()
         self.resources = Resources()
         self.runner = AnalysisRunner(self.store, self.resources, parent=self)
 
@@ -144,6 +177,7 @@ class MetastasisWidget(QWidget):
         self.display = DisplayControls()
         self.status = RunStatus()
         self.views = AnalysisViews(napari_viewer, self.display.style)
+        self.slides = SlideKeeper(napari_viewer, self.states, self.views)
         self.regions_panel = RegionsPanel()
         self.annotation_io = AnnotationIOWidget(napari_viewer)
         self.files = AnalysisFiles(napari_viewer, self.store, self.views)
@@ -168,6 +202,7 @@ class MetastasisWidget(QWidget):
         self._refresh_timer = self._timer(REFRESH_MS, self._refresh_current_run)
         self._contour_timer = self._timer(CONTOUR_DEBOUNCE_MS, self.update_contours)
         self._pending_restore: list = []
+        self._pending_maps: list = []
         self._restore_timer = self._timer(0, self._restore_pending)
         self._cases_timer = self._timer(CASES_DEBOUNCE_MS, self.cases.remeasure)
 
@@ -179,6 +214,7 @@ class MetastasisWidget(QWidget):
         self._on_mode_changed()
         for layer in list(self.viewer.layers):  # slides opened before the widget
             if is_slide_layer(layer):
+                self.slides.opened(layer)
                 layer.events.name.connect(self._on_layers_changed)
                 show_scale_bar(self.viewer, layer)
                 self._schedule_restore(layer)
@@ -192,28 +228,41 @@ class MetastasisWidget(QWidget):
 
     # ============================================================================ building
     def _build(self) -> None:
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        run_box = QWidget()
-        run_layout = QVBoxLayout(run_box)
-        run_layout.setContentsMargins(0, 0, 0, 0)
-        run_layout.addWidget(self.run_controls.native)
-        run_layout.addWidget(self.status)
-        layout.addWidget(_group("Slide and model", self.source.native))
-        layout.addWidget(_group("Analyse", run_box))
+        """A dock for a 1280 × 800 laptop (D13): :data:`DOCK_WIDTH` px wide, and
+        what a pathologist reads and does first at the top without scrolling: the verdict
+        (with Report… and Measure), what to analyse with the one Run button, and the progress.
+        Everything else sits in sections that open on demand."""
+        table = self.navigator.table  # the one panel wider than the dock scrolls on its own
+        layout_of_table = table.parentWidget().layout()  # type: ignore[union-attr]
+        sideways = SidewaysScroll()
+        layout_of_table.replaceWidget(table, sideways)  # type: ignore[union-attr]
+        sideways.setWidget(table)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(4, 4, 4, 4)
         self.verdict_panel.add_tool(self.measure)
-        self.regions_panel.add_section(self.verdict_panel)
+        top_layout.addWidget(self.verdict_panel)
+        top_layout.addWidget(self.run_controls.native)
+        top_layout.addWidget(self.status)
         display_box = QWidget()
         display_layout = QVBoxLayout(display_box)
         display_layout.setContentsMargins(0, 0, 0, 0)
         display_layout.addWidget(self.display.native)
         display_layout.addWidget(self.legend)
-        layout.addWidget(_group("Overlay and contours", display_box))
-        layout.addWidget(_group("Regions", self.regions_panel))
-        layout.addWidget(_group("Case", self.cases))
-        layout.addWidget(_group("Annotations", self.annotation_io))
-        layout.addWidget(_group("Analysis files", self.files))
-        layout.addWidget(_group("Help", self.help))
+        self.sections: dict[str, QCollapsible] = {}
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for title, widget, expanded in (
+            ("Slide and model", self.source.native, True),
+            ("Regions", self.regions_panel, True),
+            ("Overlay and contours", display_box, False),
+            ("Case (pN stage of a patient)", self.cases, False),
+            ("Annotations", self.annotation_io, False),
+            ("Analysis files", self.files, False),
+            ("Help", self.help, False),
+        ):
+            layout.addWidget(self._section(title, widget, expanded))
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -221,27 +270,37 @@ class MetastasisWidget(QWidget):
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(top)
+        outer.addWidget(scroll, 1)
+        self.top_box = top
         self.scroll_area = scroll
         for combo in self.findChildren(QComboBox):  # long layer names must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
+        for field in inner.findChildren((QComboBox, QAbstractSpinBox, QLineEdit, QAbstractSlider)):
+            field.setMinimumWidth(FIELD_MIN_WIDTH)  # a field shrinks; the dock never clips it
+        for label in inner.findChildren(QLabel):
+            label.setWordWrap(True)  # long explanations wrap instead of widening the dock
         self._fit_width()
+
+    def _section(self, title: str, widget: QWidget, expanded: bool) -> QCollapsible:
+        section = QCollapsible(title)
+        section.addWidget(widget)
+        if expanded:
+            section.expand(animate=False)
+        else:
+            section.collapse(animate=False)
+        self.sections[title] = section
+        return section
 
     def _fit_width(self) -> None:
-        """As wide as the widest panel needs: the scroll area has no horizontal bar to reach the
-        rest. Measured again when shown, once napari's style sheet has set the fonts."""
-        bar = self.scroll_area.verticalScrollBar().sizeHint().width()  # type: ignore[union-attr]
-        inner = self.scroll_area.widget().minimumSizeHint().width()  # type: ignore[union-attr]
-        self.setMinimumWidth(max(340, inner + bar + 6))
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        self._fit_width()
+        """:data:`DOCK_WIDTH` px: room for every section (fields shrink, long texts wrap, the
+        region table scrolls sideways) while the canvas keeps the rest of a laptop's screen."""
+        self.setFixedWidth(DOCK_WIDTH)
 
     def _connect(self) -> None:
         runner = self.runner
-        runner.stage.connect(self.status.stage)
+        runner.stage.connect(self._on_stage)
         runner.planned.connect(self._on_planned)
         runner.progressed.connect(self._on_progress)
         runner.failed.connect(self._on_failed)
@@ -256,6 +315,7 @@ class MetastasisWidget(QWidget):
         self.run_controls.run_button.changed.connect(self.run)
         self.run_controls.cancel_button.changed.connect(self.cancel)
         self.display.on_style_changed(self._on_style_changed)
+        self.display.on_regions_changed(self._threshold_moved)
         self.display.on_regions_changed(self._contour_timer.start)
         self.display.on_regions_changed(self._cases_timer.start)
         self.display.on_regions_changed(self._update_legend)
@@ -360,19 +420,52 @@ class MetastasisWidget(QWidget):
         layer = self.slide_layer
         return SlideFrame.from_layer(layer) if layer is not None else None
 
+    @property
+    def selected_state(self) -> SlideAnalysis | None:
+        """The analysis state of the selected slide (what the views show)."""
+        path = self.slide_path
+        return self.states.get_or_create(path) if path else None
+
+    def state_of(self, slide_path: str) -> SlideAnalysis:
+        """The state of the slide a run or file belongs to, whichever slide is selected."""
+        return self.states.get_or_create(slide_path)
+
+    def _threshold_moved(self) -> None:
+        """The slider is the selected slide's threshold: the slide keeps it."""
+        state = self.selected_state
+        if state is not None:
+            state.threshold = self.threshold
+
+    def _show_selected_state(self) -> None:
+        """Every view follows the selected slide: its status, threshold, regions and verdict."""
+        state = self.selected_state
+        self.status.show_state(state)
+        if state is not None and state.threshold is not None:
+            if abs(state.threshold - self.threshold) > 1e-9:
+                self.display.threshold.value = state.threshold
+        elif state is not None:
+            state.threshold = self.threshold
+        self._sync_regions_panel()
+
     # ============================================================================ viewer events
     def _on_layer_inserted(self, event) -> None:
         layer = event.value
+        if is_slide_layer(layer):
+            self.slides.opened(layer)  # its µm/px and place, before anything reads its frame
         layer.events.name.connect(self._on_layers_changed)
         self._on_layers_changed()
         if is_slide_layer(layer):
             show_scale_bar(self.viewer, layer)
             self.select_slide_layer(layer)
             self._schedule_restore(layer)
+        elif map_file_of(layer) is not None:
+            self._pending_maps.append(layer)  # File > Open of a map: shown as an analysis
+            self._restore_timer.start()
 
     def _on_layer_removed(self, event) -> None:
         if is_slide_layer(event.value):
             self.files.slide_closed(event.value)
+            self.slides.closed(event.value)
         self._on_layers_changed()
 
     def _on_layers_changed(self, event=None) -> None:
@@ -384,8 +477,7 @@ class MetastasisWidget(QWidget):
         self.run_controls.shapes_layer.reset_choices()
         self.source.show_mpp(self.slide_layer)
         self._update_run_button()
-        self.status.slide_selected(self.slide_path, self.is_running)
-        self._sync_regions_panel()
+        self._show_selected_state()
 
     def _update_run_button(self) -> None:
         self.run_controls.run_button.enabled = self.slide_layer is not None and self.mode != CLICK
@@ -395,12 +487,13 @@ class MetastasisWidget(QWidget):
         click = self.mode == CLICK
         self._update_run_button()
         self.run_controls.run_button.text = "Run (click the slide)" if click else "Run"
-        self.status.mode_changed(click, self.is_running)
+        state = self.selected_state
+        if state is not None:
+            run_status.mode_changed(state, click)
 
     def _on_slide_changed(self, *_) -> None:
         self.source.show_mpp(self.slide_layer)
-        self.status.slide_selected(self.slide_path, self.is_running)
-        self._sync_regions_panel()
+        self._show_selected_state()
 
     def _on_mpp_changed(self, *_) -> None:
         """The user gave the selected (uncalibrated) slide a µm/px: rescale it to µm."""
@@ -416,9 +509,10 @@ class MetastasisWidget(QWidget):
             warn(f"{layer.name}: {exc}.")
             return False
         if changed:
+            self.slides.record_calibration(layer)  # kept for the session: a reopen restores it
             show_scale_bar(self.viewer, layer)  # the slide is in µm now
             frame = SlideFrame.from_layer(layer)
-            for view in self.views.for_slide(slide_path_of(layer)):
+            for view in self.views.for_slide(slide_path_of(layer)):  # type: ignore[arg-type]
                 view.set_map(view.prob_map, frame)
                 view.refresh_overlay()
             if layer is self.slide_layer:
@@ -542,7 +636,7 @@ class MetastasisWidget(QWidget):
                     "(e.g. 0.25 at 40x, 0.5 at 20x), then run again."
                 )
                 warn(message)
-                self.status.set_text(message)
+                self.state_of(slide_path_of(layer) or "").set_status(message)  # its own status
                 return None
             self.set_slide_mpp(layer, mpp)
         return JobRequest(
@@ -597,18 +691,31 @@ class MetastasisWidget(QWidget):
         """Run ``request`` now, or after the runs already queued (clicks can pile up)."""
         was_running = self.runner.is_running
         self.runner.submit(request)
+        state = self.state_of(request.slide_path)
         if was_running:
-            self.status.queued(len(self.runner.queue))
+            run_status.queued(state, request.description, len(self.runner.queue))
         else:
-            self.status.starting(request.description)
+            run_status.starting(state, request.description)
             self.run_controls.cancel_button.enabled = True
         return request
 
     def cancel(self, *_) -> None:
         """Stop the current run after its current batch (finished patches are kept), drop the queue."""
+        waiting = list(self.runner.queue)
+        current = self.runner.current
         if self.runner.cancel():
             self.run_controls.cancel_button.enabled = False
-            self.status.cancelling()
+            if current is not None:
+                run_status.cancelling(self.state_of(current.slide_path))
+        for request in waiting:  # dropped from the queue: their slides wait no longer
+            state = self.state_of(request.slide_path)
+            if state.run_state == run_status.QUEUED:
+                state.set_status(
+                    "Cancelled before it started.",
+                    run_state="cancelled",
+                    progress=(0, 1),
+                    progress_format="cancelled",
+                )
 
     def _on_planned(self, event: Planned) -> None:
         """The run's map is known: show it. A new analysis's layers are built on a worker
@@ -618,7 +725,7 @@ class MetastasisWidget(QWidget):
         slide_layer = layer_for_slide(self.viewer, path)
         view, new = self.views.prepare(path, event.prob_map, slide_layer)
         self._run_view = view
-        self.status.planned(event)
+        run_status.planned(self.state_of(path), event)
         if not new:
             view.refresh_overlay()
             if self.current_analysis is view:
@@ -680,9 +787,7 @@ class MetastasisWidget(QWidget):
         redraw is timed, and the next one waits ten times as long as it took, so redrawing
         never takes more than a tenth of the GUI thread's time however large the map.
         """
-        if self._latest_progress is not None:
-            self.status.progressed(self._latest_progress)
-            self._latest_progress = None
+        self._show_latest_progress()
         view = self._run_view
         if view is None or id(view) in self._building:
             return  # its layers are still being made
@@ -735,18 +840,33 @@ class MetastasisWidget(QWidget):
         self._contour_worker = worker
         worker.start()
 
+    def _show_latest_progress(self) -> None:
+        p, self._latest_progress = self._latest_progress, None
+        if p is not None:
+            run_status.progressed(self.state_of(p.request.slide_path), p)
+
+    def _on_stage(self, message: str) -> None:
+        request = self.runner.current
+        if request is not None:
+            run_status.stage(self.state_of(request.slide_path), message)
+
     def _on_failed(self, message: str) -> None:
-        self.status.failed(message)
+        request = self.runner.current
+        if request is not None:
+            run_status.failed(self.state_of(request.slide_path), message)
         error(message)
 
     def _on_run_finished(self, summary: RunSummary) -> None:
+        """A run ended: everything it found goes into the state of the slide it ran on, whichever
+        slide is selected now (D1): its regions and verdict are measured here, not when (or if)
+        the user selects it again."""
         view = self._run_view
         self._run_view = None
         self._refresh_timer.stop()
         self.run_controls.cancel_button.enabled = self.runner.is_running
-        if self._latest_progress is not None:
-            self.status.progressed(self._latest_progress)
-            self._latest_progress = None
+        self._show_latest_progress()
+        state = self.state_of(summary.request.slide_path)
+        run_status.finished(state, summary)
         if view is not None:
             view.refresh_overlay()
             if view is self.current_analysis:
@@ -755,8 +875,50 @@ class MetastasisWidget(QWidget):
                 else:
                     self._next_contours_at = 0.0
                     self._start_contours(view)  # large ones: off the GUI thread
+            else:
+                self._measure_slide(view, state)
             self.files.remember(view)
-        self.status.finished(summary, still_running=self.runner.is_running)
+        following = self.runner.current  # the next queued request started
+        if following is not None:
+            run_status.starting(self.state_of(following.slide_path), following.description)
+        self._release_dropped_requests(summary)
+
+    def _release_dropped_requests(self, summary: RunSummary) -> None:
+        """Slides whose queued requests the runner dropped (after a failure) say so, instead of
+        waiting "queued" for ever (D11)."""
+        waiting = {slide_key(r.slide_path) for r in self.runner.queue}
+        if self.runner.current is not None:
+            waiting.add(slide_key(self.runner.current.slide_path))
+        for state in self.states:
+            if state.run_state == run_status.QUEUED and state.key not in waiting:
+                why = "the run before it failed" if summary.error else "the queue was emptied"
+                state.set_status(
+                    f"Not run: {why}. Run it again.",
+                    run_state="cancelled",
+                    progress=(0, 1),
+                    progress_format="not run",
+                )
+
+    def _measure_slide(self, view: AnalysisView, state: SlideAnalysis) -> None:
+        """The regions and verdict of a slide that is not selected, at its own threshold."""
+        if not view.slide_is_open():
+            state.clear_regions()  # measured again when it is reopened
+            return
+        threshold = state.threshold if state.threshold is not None else self.threshold
+        try:
+            view.update_regions(threshold, self.display.min_area_um2)
+        except MetastasisError as exc:
+            error(str(exc))
+            return
+        self._record_regions(view, state)
+
+    def _record_regions(self, view: AnalysisView, state: SlideAnalysis | None = None) -> None:
+        """The view's regions and the verdict measured from them, in its slide's state."""
+        state = state or self.state_of(view.slide_path)
+        grid = view.prob_map.grid
+        verdict = slide_verdict(measure_regions(view.regions, grid))
+        state.model_name, state.prob_map = view.model_name, view.prob_map
+        state.set_regions(view.regions, confirmed_regions(view.regions), verdict)
 
     # ============================================================================ regions
     def update_contours(self, recreate: bool = False) -> None:
@@ -794,7 +956,7 @@ class MetastasisWidget(QWidget):
         (never adds layers)."""
         view = self.current_analysis
         if view is None or not view.regions_layer.is_shown():
-            self.regions_panel.set_regions([], [])
+            self.regions_panel.set_regions([], [], analysed=False)
             self.verdict_panel.set_verdict(None)
             return
         grid = view.prob_map.grid
@@ -803,7 +965,11 @@ class MetastasisWidget(QWidget):
             view.regions, view.labels, edited=bool(view.edits), deposits=deposits
         )
         rule = rule_for_map(view.prob_map, self.threshold)
-        self.verdict_panel.set_verdict(slide_verdict(deposits), grid.step_um, rule.describe())
+        verdict = slide_verdict(deposits)
+        self.verdict_panel.set_verdict(verdict, grid.step_um, rule.describe())
+        state = self.state_of(view.slide_path)
+        state.model_name, state.prob_map = view.model_name, view.prob_map
+        state.set_regions(view.regions, confirmed_regions(view.regions), verdict)
 
     def go_to_region(self, index: int) -> None:
         """Centre and zoom the camera on region ``index`` of the current analysis; highlight it."""
@@ -891,9 +1057,42 @@ class MetastasisWidget(QWidget):
         pending, self._pending_restore = self._pending_restore, []
         for layer in pending:
             self.files.restore(layer)
+        maps, self._pending_maps = self._pending_maps, []
+        for layer in maps:
+            self._adopt_map_layer(layer)
+
+    def _adopt_map_layer(self, layer) -> None:
+        """A probability map opened with File > Open (any reader) becomes the analysis of its
+        slide: placed as a run's overlay is, with its contours and verdict (D6). Its slide is
+        opened if it is not yet and its file is where the map says."""
+        file = map_file_of(layer)
+        if file is None or layer not in self.viewer.layers:
+            return
+        try:
+            prob_map = ProbabilityMap.load(file)
+        except MetastasisError as exc:
+            error(str(exc))
+            return
+        slide_path = prob_map.slide_path
+        slide = layer_for_slide(self.viewer, slide_path) if slide_path else None
+        if slide is None and slide_path and Path(slide_path).exists():
+            slide = self.open_case_slide(slide_path)
+        if slide is None:
+            warn(
+                f"{Path(file).name}: open its slide ({Path(slide_path or '?').name}) and load "
+                "the map with Load analysis… to see its regions and verdict."
+            )
+            return
+        try:
+            self.files.load(file, slide)
+        except MetastasisError as exc:
+            error(str(exc))
+            return
+        self.viewer.layers.remove(layer)  # the analysis's own overlay shows it now
 
     def _on_views_shown(self, layer, views: list[AnalysisView]) -> None:
         """A load or restore showed these views: select the slide and the (last) model."""
+        self.slides.record_calibration(layer)  # e.g. the µm/px a loaded analysis gave it
         self.select_slide_layer(layer)
         for view in views:
             self.source.add_model(view.model_name, view.model_name, select=False)

@@ -37,6 +37,8 @@ from .regions_layer import DEFAULT_CLASSIFICATION
 
 #: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
 CANDIDATE_TEXT_COLOR = "#909090"
+#: The region list before anything was analysed (not "no region": nothing was looked at).
+NOT_ANALYSED = "No analysis of this slide yet: run one (Analyse) to list its regions."
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
 
@@ -200,9 +202,11 @@ class RegionNavigator(QWidget):
         labels: Sequence[str],
         edited: bool = False,
         deposits: Sequence[Deposit] | None = None,
+        analysed: bool = True,
     ) -> None:
         """Show ``regions`` with their labels; ``deposits`` (one per region, from
-        :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns."""
+        :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns.
+        ``analysed=False``: nothing was analysed yet, so "no region" would claim too much."""
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
@@ -251,8 +255,10 @@ class RegionNavigator(QWidget):
                 f"highest probability {top:.3f}; {confirmed} confirmed as "
                 f"deposit{'s' * (confirmed != 1)}."
             )
-        else:
+        elif analysed:
             self.summary.setText("No region above the threshold.")
+        else:
+            self.summary.setText(NOT_ANALYSED)
 
     def index_at_row(self, row: int) -> int:
         return int(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))

@@ -38,7 +38,7 @@ METASTASIS_COLORS = Colormap(
 #: Colormaps offered in the widget (napari names, plus ours first).
 COLORMAPS = ("metastasis", "inferno", "viridis", "turbo", "magma")
 
-DEFAULT_OPACITY = 0.7
+DEFAULT_OPACITY = 0.5
 #: Probabilities below this are not drawn (0: every analysed patch is tinted, faintly).
 DEFAULT_FLOOR = 0.0
 #: Every colormap fades in: opacity FADE[0] at probability 0, rising linearly to 1 at FADE[1].
@@ -52,7 +52,7 @@ RASTER_PIXELS = 1_500_000
 SAMPLES = 256
 
 #: Contour colours to choose from, and colours of H&E they must also stand out against.
-CONTOUR_CANDIDATES = ("#00ff66", "#00ffff", "#ff00ff", "#ffffff", "#ffff00")
+CONTOUR_CANDIDATES = ("#00ff66", "#00ffff", "#ff00ff", "#ffffff", "#ffff00", "#ff0000", "#0044ff")
 HE_COLORS = np.array([[0.92, 0.60, 0.75], [0.45, 0.25, 0.60], [0.95, 0.93, 0.95]])
 
 
@@ -104,11 +104,17 @@ def contour_color(name: str, threshold: float = 0.5, exclude: tuple[str, ...] = 
     return best
 
 
+#: The comparison with a reference colours outlines cyan (hit), magenta (false positive) and white
+#: (isolated tumour cells):
+#: no other outline may take these colours, or magenta would mean two things on screen.
+COMPARISON_COLORS = ("#00ffff", "#ff00ff", "#ffffff")
+
+
 def outline_colors(name: str, threshold: float = 0.5) -> tuple[str, str]:
-    """(contour colour, highlight colour) for a colormap: both stand out, and from each other;
-    the comparison's colours (cyan, magenta) are kept for the highlight only if nothing else is."""
-    contour = contour_color(name, threshold)
-    highlight = contour_color(name, threshold, exclude=(contour, "#00ffff", "#ff00ff"))
+    """(contour colour, highlight colour) for a colormap: both stand out, and from each other,
+    and neither is one of the comparison's colours (:data:`COMPARISON_COLORS`)."""
+    contour = contour_color(name, threshold, exclude=COMPARISON_COLORS)
+    highlight = contour_color(name, threshold, exclude=(contour, *COMPARISON_COLORS))
     return contour, highlight
 
 

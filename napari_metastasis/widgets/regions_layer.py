@@ -29,7 +29,7 @@ from .frame import SlideFrame
 MEASUREMENTS = REGION_MEASUREMENTS
 DEFAULT_CLASSIFICATION = TUMOUR_CLASS
 #: Outline width in screen pixels, whatever the zoom.
-EDGE_SCREEN_PX = 2.0
+EDGE_SCREEN_PX = 3.0  # 2 px outlines were lost over the tissue at whole-slide zoom
 #: Tumour outlines on screen by default (the widget picks the colour that stands out against the
 #: overlay's colormap, see :func:`.overlay.contour_color`); other classes use their export colour.
 TUMOUR_DISPLAY_COLOR = "#00ff66"
@@ -114,6 +114,13 @@ class RegionsLayer(LazyLayer):
             },
             **self.frame.layer_kwargs(),
         )
+
+    def place(self, frame: SlideFrame) -> None:
+        """Draw over a slide layer in ``frame`` (its shapes are redrawn by the next :meth:`show`)."""
+        self.frame = frame
+        if self.is_shown():
+            self._layer.translate = frame.translate_yx
+            self._layer.metadata["mpp"] = list(self.mpp)
 
     def _attached(self, layer) -> None:
         layer.events.data.connect(self._on_data_changed)

@@ -51,8 +51,11 @@ class RegionsPanel(QWidget):
         labels: Sequence[str],
         edited: bool = False,
         deposits: Sequence | None = None,
+        analysed: bool = True,
     ) -> None:
-        self.navigator.set_regions(regions, labels, edited=edited, deposits=deposits)
+        self.navigator.set_regions(
+            regions, labels, edited=edited, deposits=deposits, analysed=analysed
+        )
         has = len(regions) > 0
         self.previous_button.setEnabled(has)
         self.next_button.setEnabled(has)

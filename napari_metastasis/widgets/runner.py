@@ -17,13 +17,19 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
 from ..error_policy import user_message
-from ..errors import MetastasisError
+from ..errors import MetastasisError, ResolutionError
 from ..grid import PatchGrid
 from ..probability import ProbabilityMap
 from .jobs import Batch, Failed, JobRequest, Planned, Resources, RunClock, Stage, run_job
 from .session import AnalysisStore
 
 log = logging.getLogger(__name__)
+
+#: What a viewer user does about a slide that states no µm/px (the CLI says ``--mpp``).
+OPEN_AND_GIVE_MPP = (
+    "open the slide and enter its µm/px in the dock's µm/px field "
+    "(e.g. 0.25 at 40x, 0.5 at 20x), then run again."
+)
 
 
 @dataclass
@@ -62,6 +68,8 @@ def error_message(exc: BaseException, batch_size: int) -> str:
             f"Out of GPU memory with batch size {batch_size}: try a smaller batch size "
             f"(e.g. {max(1, batch_size // 2)}) or the CPU device."
         )
+    if isinstance(exc, ResolutionError):  # the library's advice names the CLI's flag
+        return text.split("; pass --mpp")[0] + f"; {OPEN_AND_GIVE_MPP}"
     if isinstance(exc, MetastasisError):
         return text
     log.error("analysis failed", exc_info=(type(exc), exc, exc.__traceback__))
