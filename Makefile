@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
 
-.PHONY: setup system-deps demo test conformance lint typecheck wheel-check format bench validate model clean
+.PHONY: setup system-deps demo test conformance lint typecheck docs wheel-check format bench validate model clean
 
 setup: $(VENV)/.installed
 
@@ -38,12 +38,18 @@ format: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# The docs site (mkdocs.yml, docs/) into site/, with every warning an error (a broken link or anchor,
+# a page left out of the nav); first the CLI reference must match the parsers (scripts/).
+docs: setup
+	$(BIN)/python scripts/cli_reference.py --check
+	$(BIN)/mkdocs build --strict --quiet
+
 # The built wheel in a clean venv: napari lists the plugin, `predict --sample` runs (scripts/).
 wheel-check: setup
 	TORCH_SPEC="$(TORCH_SPEC)" bash scripts/check_wheel.sh $(BIN)/python
 
 # The whole suite, the conformance tests (below) included.
-test: system-deps setup lint typecheck
+test: system-deps setup lint typecheck docs
 	$(XVFB) $(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) wheel-check
 
@@ -70,4 +76,4 @@ model: setup
 	$(BIN)/python scripts/train_bundled_model.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-output site .pytest_cache .ruff_cache

@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     args.results.write_text(json.dumps(results, indent=1, default=float) + "\n")
     import train_bundled_model as recipe  # rebuilds the folder and the card from the results
 
-    recipe.recard(args.results, recipe.DEFAULT_OUT, recipe.PROJECT_ROOT / "README.md")
+    recipe.recard(args.results, recipe.DEFAULT_OUT, recipe.CARD_PAGE)
     # the metastasis-free slides again, at the region threshold and with the rule just chosen
     results["whole_slide_false_positives"] = recipe.whole_slide_false_positives(
         recipe.DEFAULT_OUT, recipe.DEFAULT_DATA, threshold, recipe.PROJECT_ROOT / "resources"
     )
     args.results.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    return recipe.recard(args.results, recipe.DEFAULT_OUT, recipe.PROJECT_ROOT / "README.md")
+    return recipe.recard(args.results, recipe.DEFAULT_OUT, recipe.CARD_PAGE)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Picture of a report's slide page for the README: ``make demo``'s run, reported and rendered.
+"""Picture of a report's slide page for the docs: ``make demo``'s run, reported and rendered.
 
     python scripts/report_picture.py --out resources/report_slide_page.png
 

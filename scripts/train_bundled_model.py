@@ -8,7 +8,8 @@ It reads ``../shared/data`` only, runs on 2 CPU cores in well under 30 minutes, 
   out-of-fold and held-out predictions' metrics, calibration, whole-slide false positives); the model
   card is built from this file only, and a test checks that they agree;
 * ``resources/bundled_model_fp_<slide>.png``: heatmaps of the two metastasis-free slides;
-* the model-card section of the README (between its markers).
+* the model-card section of the docs' model-card page, ``docs/model-card.md`` (between its
+  markers).
 
 Design (what each choice is for):
 
@@ -125,6 +126,8 @@ HIGH_SPECIFICITIES = (0.99, 0.999)
 #: The config.json block of the deposit decision (napari_metastasis.deposit_decision.CONFIG_KEY).
 DECISION_KEY = "napari_metastasis_decision"
 
+#: The docs page that shows the card (between these markers): docs/model-card.md.
+CARD_PAGE = PROJECT_ROOT / "docs" / "model-card.md"
 README_START = "<!-- bundled-model-card:start -->"
 README_END = "<!-- bundled-model-card:end -->"
 
@@ -680,7 +683,8 @@ def build_card(results: dict) -> dict:
 
 
 def update_readme(readme: Path, markdown: str) -> bool:
-    """Replace the text between the README's bundled-model-card markers (if present)."""
+    """Replace the text between the page's bundled-model-card markers (if present): the docs'
+    model-card page (:data:`CARD_PAGE`) by default."""
     if not readme.is_file():
         return False
     text = readme.read_text()
@@ -740,7 +744,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--results", type=Path, default=RESULTS_FILE)
     parser.add_argument("--heatmaps", type=Path, default=PROJECT_ROOT / "resources")
-    parser.add_argument("--readme", type=Path, default=PROJECT_ROOT / "README.md")
+    parser.add_argument(
+        "--card-page",
+        "--readme",
+        dest="readme",
+        type=Path,
+        default=CARD_PAGE,
+        help="the page whose bundled-model-card section gets the card (default: %(default)s)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a few steps only (to test the recipe)"
     )
@@ -755,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--recard",
         action="store_true",
-        help="no training: rebuild the card, the model folder's files and the README section from "
+        help="no training: rebuild the card, the model folder's files and the card page's section from "
         "--results and the weights already in --out",
     )
     args = parser.parse_args(argv)

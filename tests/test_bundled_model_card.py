@@ -1,6 +1,6 @@
 """The bundled model's card says what its recipe measured: every number comes from the recipe's
-results file (resources/bundled_model_recipe.json), none is typed by hand, and the README shows the
-same card, heatmaps and all."""
+results file (resources/bundled_model_recipe.json), none is typed by hand, and the docs' model-card page
+(docs/model-card.md) shows the same card, heatmaps and all."""
 
 from __future__ import annotations
 
@@ -63,14 +63,15 @@ def test_card_fields_agree_with_the_recipe_outputs():
         assert (PROJECT_ROOT / row["heatmap"]).is_file()
 
 
-def test_readme_shows_the_card_and_the_heatmaps(recipe):
+def test_the_model_card_page_shows_the_card_and_the_heatmaps(recipe):
     _, card = _load()
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    start = readme.index(recipe.README_START) + len(recipe.README_START) + 1
-    section = readme[start : readme.index(recipe.README_END)]
+    assert recipe.CARD_PAGE == PROJECT_ROOT / "docs" / "model-card.md"
+    page = recipe.CARD_PAGE.read_text()
+    start = page.index(recipe.README_START) + len(recipe.README_START) + 1
+    section = page[start : page.index(recipe.README_END)]
     body = (
         render_card(card).replace("# Model card", "### Model card", 1).replace("\n## ", "\n#### ")
     )
     assert section == body
     for row in _load()[0]["whole_slide_false_positives"].values():
-        assert row["heatmap"] in readme
+        assert f"](../{row['heatmap']})" in page  # a link that works from docs/

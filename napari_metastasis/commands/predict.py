@@ -1,6 +1,6 @@
 """``napari-metastasis predict SLIDE ... --out DIR``: classify slides headless and write their files.
 
-What is written is listed in :data:`DESCRIPTION` (the command's ``--help``) and in the README.
+What is written is listed in :data:`DESCRIPTION` (the command's ``--help``) and in docs/formats.md.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ decoded once, and cuts the patches out of them:
   tile width + patch width)`` RGB pixels (3.4 MB for 256-px tiles, 7 MB for 512-px ones), plus the
   one or two tile rows the current patch spans, ``prefetch_batches`` batches waiting for the
   model and one reused tile buffer per reader thread (TIFF-family JPEG): under 100 MB whatever the
-  slide's size (see README).
+  slide's size (see docs/benchmarks.md).
 
 :class:`PatchReader` is the per-patch reader it replaced (one ``read_region`` per patch, resized
 with PIL, read ahead in threads): kept as the reference the region reader is tested against.

@@ -17,7 +17,7 @@ The check takes plain operator names (:func:`check_operator_names`), so other pr
 ``torch.export`` ``.pt2`` program: :func:`exported_program_operators`) use the same list.
 
 This is a filter, not a sandbox: it cannot defend against a bug in PyTorch's own operators or its file
-parser. The README's "Safety" section says what is and is not safe.
+parser. docs/models.md ("Safety checks") says what is and is not safe.
 """
 
 from __future__ import annotations

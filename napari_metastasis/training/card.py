@@ -1,7 +1,7 @@
 """Model cards: what a model was trained on, how it was checked, and what its numbers mean.
 
 The card is built as plain data (saved as ``model_card.json``) and rendered to Markdown (saved as
-the model folder's ``README.md`` and pasted into the project README for the bundled model), so both say the same thing.
+the model folder's ``README.md`` and pasted into docs/model-card.md for the bundled model), so both say the same thing.
 """
 
 from __future__ import annotations
