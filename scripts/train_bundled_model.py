@@ -516,9 +516,9 @@ def build_card(results: dict) -> dict:
             f"the region threshold at which the deposits of {decision['chosen']['nodes']} "
             f"validation node slides measure best ({measured['within_stride']} of "
             f"{measured['deposits']} within one stride, mean error "
-            f"{measured['mean_error_mm']:+.3f} mm; scripts/choose_decision_rule.py); Youden's J "
-            f"on the validation PCam patches is {s['threshold']:.3f}, where the patch numbers "
-            "below are taken"
+            f"{measured['mean_error_mm']:+.3f} mm; scripts/choose_decision_rule.py), never on the "
+            f"test (held-out) nodes or patches; Youden's J on the validation PCam patches is "
+            f"{s['threshold']:.3f}, where the patch numbers below are taken"
         )
     card["intended_use"] = (
         "Research use: a first-pass heatmap of possible breast-cancer metastasis in H&E lymph-node "
@@ -728,6 +728,7 @@ def recard(results_file: Path, out: Path, readme: Path) -> int:
 
     results = json.loads(results_file.read_text())
     results["node_validation"] = node_validation(NODE_VALIDATION_FILE)
+    results_file.write_text(json.dumps(results, indent=1, default=float) + "\n")
     ensemble = build_safe_module(out, load_config(out))
     card = build_card(results)
     publish_model(list(ensemble.members), out, card, tta=results["tta"])

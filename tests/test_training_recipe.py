@@ -13,15 +13,29 @@ from napari_metastasis.models import load_model
 from napari_metastasis.models.safe_weights import SAFETENSORS_FILE
 
 
-def test_pcam_split_is_stratified_disjoint_and_fixed(recipe):
+def test_pcam_split_is_stratified_disjoint_and_fixed():
+    from napari_metastasis.datasets.pcam_splits import split_folder_labels
+
     labels = np.array([0] * 600 + [1] * 400)
-    split = recipe.split_pcam(labels)
-    again = recipe.split_pcam(labels)
+    split = split_folder_labels("pcam_kaggle_5k", labels)
+    again = split_folder_labels("pcam_kaggle_5k", labels)
     assert all(np.array_equal(split[k], again[k]) for k in split)
     everything = np.concatenate(list(split.values()))
     assert len(everything) == len(set(everything.tolist())) == 1000
     assert [len(split[k]) for k in ("train", "val", "test")] == [700, 100, 200]
     assert labels[split["test"]].mean() == pytest.approx(0.4)
+    more = split_folder_labels("pcam_kaggle_more", labels)  # the larger held-out share
+    assert [len(more[k]) for k in ("train", "val", "test")] == [400, 200, 400]
+
+
+def test_the_recipe_trains_on_the_training_part_of_both_folders_only(recipe):
+    from napari_metastasis.datasets.pcam_splits import pcam_part
+
+    split = recipe.split_pcam(DATA)
+    files = pcam_part(DATA, "test")
+    assert len(split["test"]) == len(files) and len(split["val"]) == len(pcam_part(DATA, "val"))
+    everything = np.concatenate(list(split.values()))
+    assert len(everything) == len(set(everything.tolist()))
 
 
 def test_quick_recipe_writes_model_results_and_card(recipe, tmp_path):

@@ -146,7 +146,8 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
     assert [r.n_cells for r in confirmed] == [35]
     verdict = widget.verdict_panel
     assert verdict.text == "Micrometastasis — largest deposit 1.1 mm"
-    assert "2 candidate regions not confirmed" in verdict.label.toolTip()
+    # the single 0.95 cell holds a seed: a candidate; the 0.6 block holds none
+    assert "1 candidate region not confirmed" in verdict.label.toolTip()
     assert "p >= 0.85" in verdict.label.toolTip()
 
     # the layer: candidates grey and thinner, classified apart, the decision in the features
@@ -179,7 +180,7 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
 
     # without the deposit, the candidates alone make no verdict
     widget.delete_regions([view.regions.index(confirmed[0])])
-    assert verdict.text == "Negative — no confirmed deposit (2 candidate regions not confirmed)"
+    assert verdict.text == "Negative — no confirmed deposit (1 candidate region not confirmed)"
     assert verdict.report_button.isEnabled()  # a report can still be written
     widget.restore_regions()
     # the live threshold changes the candidates; the decision is made again on the new ones
