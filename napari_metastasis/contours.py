@@ -20,7 +20,7 @@ from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 from skimage import measure
 
-from .annotations.model import CANDIDATE_CLASS, TUMOUR_CLASS, Annotation
+from .annotations.model import BELOW_SEED_CLASS, CANDIDATE_CLASS, TUMOUR_CLASS, Annotation
 from .probability import ProbabilityMap
 
 if TYPE_CHECKING:
@@ -169,8 +169,12 @@ def region_measurements(region: Region, threshold: float | None = None) -> dict[
 
 
 def region_classification(region: Region, classification: str = TUMOUR_CLASS) -> str:
-    """``classification`` for a deposit; :data:`CANDIDATE_CLASS` for a candidate not confirmed."""
-    return classification if region.confirmed else CANDIDATE_CLASS
+    """``classification`` for a deposit; :data:`CANDIDATE_CLASS` for a candidate not confirmed
+    (it holds a seed patch); :data:`BELOW_SEED_CLASS` for a region without any seed patch."""
+    if region.confirmed:
+        return classification
+    seeds = region.decision.seed_patches if region.decision is not None else 1
+    return CANDIDATE_CLASS if seeds > 0 else BELOW_SEED_CLASS
 
 
 def region_annotation(

@@ -20,7 +20,7 @@ from engine_helpers import write_darkness_model, write_pyramid_tiff
 
 from napari_metastasis.annotations.csv_summary import to_csv
 from napari_metastasis.annotations.geojson import parse_geojson
-from napari_metastasis.annotations.model import CANDIDATE_CLASS, TUMOUR_CLASS
+from napari_metastasis.annotations.model import BELOW_SEED_CLASS, CANDIDATE_CLASS, TUMOUR_CLASS
 from napari_metastasis.cli import main
 from napari_metastasis.clinical import measure_regions, slide_verdict
 from napari_metastasis.contours import Region, probability_contours, regions_to_annotations
@@ -145,8 +145,9 @@ def test_exported_candidates_are_classified_apart_with_the_numbers():
         ann = annotations[region.uid]
         if region.confirmed:
             assert ann.classification == TUMOUR_CLASS and ann.name == f"Region {region.id}"
-        else:
-            assert ann.classification == CANDIDATE_CLASS
+        else:  # a candidate holds a seed patch; C (no seed) is only above the threshold
+            seeded = region.decision.seed_patches > 0
+            assert ann.classification == (CANDIDATE_CLASS if seeded else BELOW_SEED_CLASS)
             assert ann.name == f"Region {region.id} (not confirmed)"
         assert ann.measurements["confirmed"] == float(region.confirmed)
         assert ann.measurements["seed_patches"] == region.decision.seed_patches
@@ -157,7 +158,7 @@ def test_exported_candidates_are_classified_apart_with_the_numbers():
     by_id = {row["id"]: row for row in rows}
     for region in regions:
         row = by_id[region.uid]
-        assert row["class"] == (TUMOUR_CLASS if region.confirmed else CANDIDATE_CLASS)
+        assert row["class"] == annotations[region.uid].classification
         assert float(row["confirmed"]) == float(region.confirmed)
         assert float(row["seed_patches"]) == region.decision.seed_patches
 
@@ -353,7 +354,8 @@ def test_predict_exports_keep_every_candidate(node_run):
     path = node_run / "patient_010_node_0.geojson"
     annotations = parse_geojson(json.loads(path.read_text()), path.name)
     classes = sorted(a.classification for a in annotations)
-    assert classes == sorted([TUMOUR_CLASS, CANDIDATE_CLASS, CANDIDATE_CLASS])
+    # the 3 x 3 deposit, the single black cell (one seed) and the grey block (no seed)
+    assert classes == sorted([TUMOUR_CLASS, CANDIDATE_CLASS, BELOW_SEED_CLASS])
     for a in annotations:
         assert a.measurements["confirmed"] == (a.classification == TUMOUR_CLASS)
     # Camelyon16's detection file is a FROC submission: every candidate, with its probability

@@ -72,8 +72,9 @@ def test_sample_end_to_end_with_the_bundled_model(tmp_path):
     assert collection["type"] == "FeatureCollection"
     for feature in collection["features"]:
         assert feature["properties"]["objectType"] == "annotation"
-        confirmed = feature["properties"]["measurements"]["confirmed"]
-        expected = "Tumor" if confirmed else "Candidate"
+        measurements = feature["properties"]["measurements"]
+        confirmed, seeded = measurements["confirmed"], measurements["seed_patches"] > 0
+        expected = "Tumor" if confirmed else "Candidate" if seeded else "Region"
         assert feature["properties"]["classification"]["name"] == expected
         assert feature["properties"]["measurements"]["max_prob"] >= 0.5
         assert shape(feature["geometry"]).within(shapely.box(0, 0, 2220, 2967))

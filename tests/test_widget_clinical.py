@@ -128,7 +128,7 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
     """The synthetic map decided by a rule of 2 seeds >= 0.85 and 2 patches: the 6 x 6 block (35
     cells at 0.9) is confirmed; the 2 x 3 block at 0.6 (no seed) and the single 0.95 cell (one
     patch) are candidates, shown in grey, thinner, labelled apart, with the reason."""
-    from napari_metastasis.annotations.model import CANDIDATE_CLASS, TUMOUR_CLASS
+    from napari_metastasis.annotations.model import BELOW_SEED_CLASS, CANDIDATE_CLASS, TUMOUR_CLASS
     from napari_metastasis.deposit_decision import stamp_rule
     from napari_metastasis.widgets.navigator import CANDIDATE_TEXT_COLOR
     from napari_metastasis.widgets.regions_layer import CANDIDATE_DISPLAY_COLOR
@@ -159,7 +159,10 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
     deposit_width = max(widths)
     for row, (uid, cls) in enumerate(zip(features["id"], features["classification"], strict=True)):
         is_deposit = uid == confirmed[0].uid
-        assert cls == (TUMOUR_CLASS if is_deposit else CANDIDATE_CLASS)
+        seeded = next(r for r in view.regions if r.uid == uid).decision.seed_patches > 0
+        assert cls == (
+            TUMOUR_CLASS if is_deposit else CANDIDATE_CLASS if seeded else BELOW_SEED_CLASS
+        )
         assert features["confirmed"][row] == float(is_deposit)
         assert np.allclose(colours[row], grey) != is_deposit
         assert (widths[row] < deposit_width) != is_deposit

@@ -35,6 +35,9 @@ TUMOUR_CLASS = "Tumor"
 #: under Tumor; not "Region*", which QuPath and our readers treat as an ignored (exclusion) class.
 #: Short, so the region list keeps every column in view.
 CANDIDATE_CLASS = "Candidate"
+#: Class of a region above the threshold that holds no seed patch of the deposit decision: the
+#: exploring view's contour, no evidence of a deposit (the verdict says "no candidate deposit").
+BELOW_SEED_CLASS = "Region"
 #: Class we give exclusion regions we create (NCRF "negative"); ASAP XML writes it as group ``_2``.
 EXCLUSION_CLASS = "Exclusion"
 
@@ -55,6 +58,7 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "necrosis": (50, 50, 50),
     "other": (255, 200, 0),
     CANDIDATE_CLASS.lower(): (150, 150, 150),
+    BELOW_SEED_CLASS.lower(): (150, 150, 150),
 }
 #: Colour of unclassified annotations when one must be shown (ASAP's default yellow).
 UNCLASSIFIED_COLOR = (244, 250, 88)

@@ -31,8 +31,8 @@ from qtpy.QtWidgets import (
 )
 from shapely.geometry import Point
 
-from ..annotations.model import CANDIDATE_CLASS
 from ..clinical import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
+from ..contours import region_classification
 from .regions_layer import DEFAULT_CLASSIFICATION
 
 #: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
@@ -70,8 +70,11 @@ class RegionEdits:
             polygon = region.polygon
             if any(polygon.intersects(p) for p in self.deleted):
                 continue
-            confirmed = getattr(region, "confirmed", True)
-            label = DEFAULT_CLASSIFICATION if confirmed else CANDIDATE_CLASS
+            label = (
+                region_classification(region, DEFAULT_CLASSIFICATION)
+                if hasattr(region, "decision")
+                else DEFAULT_CLASSIFICATION
+            )
             for point, new_label in self.labelled:
                 if polygon.intersects(point):
                     label = new_label
