@@ -162,7 +162,10 @@ def _verdict_picture(viewer, widget, out: Path, pump) -> None:
     table = widget.navigator.table
     table.sortItems(RegionNavigator.SIZE_COLUMN, Qt.SortOrder.DescendingOrder)
     for scroll in widget.findChildren(QScrollArea):
-        top = widget.regions_panel.mapTo(scroll.widget(), QPoint(0, 0)).y()
+        inner = scroll.widget()
+        if inner is None or not inner.isAncestorOf(widget.regions_panel):
+            continue  # e.g. the region table's own sideways scroll (mapTo needs an ancestor)
+        top = widget.regions_panel.mapTo(inner, QPoint(0, 0)).y()
         scroll.verticalScrollBar().setValue(top - 40)
         scroll.horizontalScrollBar().setValue(0)
     pump(1.0)
