@@ -135,3 +135,19 @@ def test_slide_hits_and_plot(tmp_path):
     result = froc([hits])
     out = plot_froc(result, tmp_path / "froc.png")
     assert out.stat().st_size > 1000
+
+
+def test_the_detection_file_counts_the_regions_the_outlines_and_summary_count():
+    """Issue 22: one region finder. Two cells touching only at a corner are two outlines (and two
+    summary regions), so they are two Camelyon16 detections, not one 8-connected blob."""
+    from napari_metastasis.contours import probability_contours
+
+    grid = PatchGrid(width=1000, height=1000, mpp_x=1.0, mpp_y=1.0, patch_px=100, spacing_um=1.0)
+    prob = ProbabilityMap.empty(grid, model_name="synthetic")
+    prob.values[:] = 0.1
+    prob.values[2, 2], prob.values[3, 3] = 0.9, 0.8  # diagonal neighbours
+    prob.values[6, 6:8] = 0.7  # an edge-sharing pair: one region
+    regions = probability_contours(prob, 0.5)
+    detections = detections_from_map(prob, 0.5)
+    assert len(regions) == len(detections) == 3
+    assert sorted(detections[:, 2].tolist()) == pytest.approx([0.7, 0.8, 0.9])

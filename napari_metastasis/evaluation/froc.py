@@ -106,13 +106,20 @@ def lesion_mask(
 
 
 def detections_from_map(pmap: ProbabilityMap, threshold: float = 0.5) -> np.ndarray:
-    """(K, 3) level-0 (x, y, probability): one point per 8-connected region of cells >= threshold,
-    at the region's most probable cell."""
+    """(K, 3) level-0 (x, y, probability): one point per region of cells >= threshold, at the
+    region's most probable cell.
+
+    The regions are :func:`napari_metastasis.contours.probability_contours`' own, so the
+    Camelyon16 file, the GeoJSON and the summary count the same regions: 4-connected, because
+    cells that touch only at a corner share no edge and their outlines make two polygons.
+    """
+    from ..contours import probability_contours
+    from ..deposit_decision import region_cells
+
     values = np.nan_to_num(pmap.values, nan=0.0)
-    regions = measure.label(values >= threshold, connectivity=2)
     out = []
-    for region in measure.regionprops(regions, intensity_image=values):
-        coords = region.coords
+    for region in probability_contours(pmap, threshold):
+        coords = region_cells(region, pmap)
         best = coords[np.argmax(values[coords[:, 0], coords[:, 1]])]
         x, y = pmap.grid.detection_points(best[None])[0]
         out.append((x, y, float(values[best[0], best[1]])))
