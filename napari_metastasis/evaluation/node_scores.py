@@ -31,7 +31,7 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from ..clinical import CATEGORIES, PN_STAGES, Deposit, StagesFile, pn_stage, read_stages
+from ..clinical import CATEGORIES, PN_STAGES, StagesFile, pn_stage, read_stages
 from ..probability import ProbabilityMap
 from .node_slides import read_truth
 from .nodes import NodeTruth, truth_stages
@@ -91,9 +91,9 @@ def score_node(truth: NodeTruth, summary: dict, outlines: dict[str, BaseGeometry
     true_dims, false_cand, false_conf = [], [], []
     n_confirmed = false_above = 0
     for region in regions:
-        # the summary's own reading of a region (older summaries: every region confirmed)
-        as_deposit = Deposit.from_dict(region)
-        confirmed, candidate = as_deposit.confirmed, as_deposit.is_candidate
+        confirmed = bool(region.get("confirmed", True)) if has_decision else True
+        seeds = region.get("seed_patches")
+        candidate = confirmed or not has_decision or seeds is None or int(seeds) > 0
         n_confirmed += confirmed
         outline = outlines.get(str(region.get("uid")))
         if outline is None:  # no outline: a point at the centroid stands in
