@@ -131,6 +131,13 @@ def deposit_category(greatest_dimension_mm: float) -> str:
     return "macro"
 
 
+def is_candidate(confirmed: bool, seed_patches: int | None) -> bool:
+    """A candidate deposit: confirmed, or holding at least one seed patch (hysteresis grows a
+    deposit from its seeds; a region above the threshold without any seed is only the exploring
+    view's contour, not evidence). Undecided regions (no seed count) count, as before."""
+    return confirmed or seed_patches is None or seed_patches > 0
+
+
 @dataclass(frozen=True)
 class Deposit:
     """One region's clinical measures (sizes in mm, position in level-0 px)."""
@@ -150,10 +157,7 @@ class Deposit:
 
     @property
     def is_candidate(self) -> bool:
-        """A candidate deposit: confirmed, or holding at least one seed patch (hysteresis grows
-        a deposit from its seeds; a region above the threshold without any seed is only the
-        exploring view's contour, not evidence). Undecided regions count, as before."""
-        return self.confirmed or self.seed_patches is None or self.seed_patches > 0
+        return is_candidate(self.confirmed, self.seed_patches)
 
     def to_dict(self) -> dict:
         data = asdict(self)

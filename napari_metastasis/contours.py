@@ -21,6 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from skimage import measure
 
 from .annotations.model import BELOW_SEED_CLASS, CANDIDATE_CLASS, TUMOUR_CLASS, Annotation
+from .clinical import is_candidate
 from .probability import ProbabilityMap
 
 if TYPE_CHECKING:
@@ -173,8 +174,8 @@ def region_classification(region: Region, classification: str = TUMOUR_CLASS) ->
     (it holds a seed patch); :data:`BELOW_SEED_CLASS` for a region without any seed patch."""
     if region.confirmed:
         return classification
-    seeds = region.decision.seed_patches if region.decision is not None else 1
-    return CANDIDATE_CLASS if seeds > 0 else BELOW_SEED_CLASS
+    seeds = region.decision.seed_patches if region.decision is not None else None
+    return CANDIDATE_CLASS if is_candidate(False, seeds) else BELOW_SEED_CLASS
 
 
 def region_annotation(

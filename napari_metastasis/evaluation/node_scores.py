@@ -31,7 +31,7 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from ..clinical import CATEGORIES, PN_STAGES, StagesFile, pn_stage, read_stages
+from ..clinical import CATEGORIES, PN_STAGES, StagesFile, is_candidate, pn_stage, read_stages
 from ..probability import ProbabilityMap
 from .node_slides import read_truth
 from .nodes import NodeTruth, truth_stages
@@ -92,8 +92,8 @@ def score_node(truth: NodeTruth, summary: dict, outlines: dict[str, BaseGeometry
     n_confirmed = false_above = 0
     for region in regions:
         confirmed = bool(region.get("confirmed", True)) if has_decision else True
-        seeds = region.get("seed_patches")
-        candidate = confirmed or not has_decision or seeds is None or int(seeds) > 0
+        seeds = region.get("seed_patches") if has_decision else None
+        candidate = is_candidate(confirmed, None if seeds is None else int(seeds))
         n_confirmed += confirmed
         outline = outlines.get(str(region.get("uid")))
         if outline is None:  # no outline: a point at the centroid stands in
