@@ -28,6 +28,7 @@ from .clinical import (
     CATEGORY_COLOURS,
     CATEGORY_LABELS,
     CATEGORY_TINTS,
+    Deposit,
     PatientStage,
     format_mm,
     incomplete_sentence,
@@ -296,8 +297,7 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     tax.set_axis_off()
     candidates = _candidates_line(summary)
     if not deposits:
-        text = "No confirmed deposit." if summary.unconfirmed else "No region above the threshold."
-        tax.text(0, 0.95, text, fontsize=10, va="top")
+        tax.text(0, 0.95, _table_text(summary.deposits), fontsize=10, va="top")
         if candidates:
             tax.text(0, 0.87, candidates, fontsize=8, va="top", wrap=True)
         return fig
@@ -375,6 +375,12 @@ def _split_source(rule: str) -> list[str]:
     """A rule's line as two (its numbers, then its source in brackets): one is too wide."""
     numbers, sep, source = rule.partition(" (")
     return [numbers, f"({source}"] if sep else [numbers]
+
+
+def _table_text(deposits: Sequence[Deposit]) -> str:
+    """The line in place of the deposit table when nothing is confirmed: it must agree with the
+    verdict line, which counts regions above the threshold even without a seed patch."""
+    return "No confirmed deposit." if deposits else "No region above the threshold."
 
 
 def _candidates_line(summary: SlideSummary) -> str:

@@ -135,3 +135,14 @@ def test_report_without_summaries_is_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "no .summary.json files" in err and "Traceback" not in err
+
+
+def test_a_slide_with_regions_but_no_candidate_is_not_said_to_have_no_region(tmp_path):
+    """The slide page's table line must agree with its verdict line: regions above the threshold
+    without a seed patch are regions, just not candidate deposits."""
+    from napari_metastasis.clinical import Deposit
+    from napari_metastasis.report import _table_text
+
+    below_seed = Deposit(1, 0.01, 0.25, "micro", confirmed=False, seed_patches=0)
+    assert _table_text([below_seed]) == "No confirmed deposit."
+    assert _table_text([]) == "No region above the threshold."
