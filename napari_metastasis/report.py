@@ -169,8 +169,13 @@ def write_slide_files(
 def write_case_report(
     folder: str | Path, patient: str, summaries: Sequence[SlideSummary], date: dt.date | None = None
 ) -> Path:
-    """The report of one patient whose slides' files (:func:`write_slide_files`) are in ``folder``."""
-    stage = PatientStage.from_slides(patient, [(s.slide, s.verdict.category) for s in summaries])
+    """The report of one patient whose slides' files (:func:`write_slide_files`) are in ``folder``.
+
+    A Camelyon17 patient (``patient_<id>``, its slides ``patient_<id>_node_<n>``) lacking node slides
+    is reported "not staged": a stage from some of its nodes could understate it."""
+    stage = PatientStage.from_slides(
+        patient, [(s.slide, s.verdict.category) for s in summaries], check_nodes=True
+    )
     folder = Path(folder)
     return write_patient_report(folder / report_name(patient), stage, summaries, folder, date=date)
 

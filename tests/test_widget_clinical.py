@@ -282,21 +282,25 @@ def test_case_list_analyses_closed_slides_and_stages_the_patient(env, qtbot, tmp
     _node_slide(folder, "patient_001_node_0.tif", 0)
     _node_slide(folder, "patient_001_node_1.tif", 2 * CELL_UM)  # 256 µm square: micro
     _node_slide(folder, "patient_001_node_2.tif", CELL_UM)  # one cell: 181 µm, ITC
+    _node_slide(folder, "patient_001_node_3.tif", 0)
+    _node_slide(folder, "patient_001_node_4.tif", 0)
     cases = widget.cases
-    assert cases.add_folder(folder) == 3
-    assert cases.table.rowCount() == 3
-    assert "0 of 3 slides analysed" in cases.stage_label.text()
+    assert cases.add_folder(folder) == 5
+    assert cases.table.rowCount() == 5
+    assert "0 of 5 slides analysed" in cases.stage_label.text()
     n_layers = len(viewer.layers)
     cases.analyse_button.click()
     assert cases.is_running
     qtbot.waitUntil(lambda: not cases.is_running, timeout=RUN_TIMEOUT_MS)
     assert len(viewer.layers) == n_layers  # analysed without opening anything
-    assert [s.status for s in cases.slides] == ["done"] * 3
+    assert [s.status for s in cases.slides] == ["done"] * 5
     table = cases.table
-    assert [table.item(r, 2).text() for r in range(3)] == [
+    assert [table.item(r, 2).text() for r in range(5)] == [
         "Negative",
         "Micrometastasis",
         "Isolated tumour cells",
+        "Negative",
+        "Negative",
     ]
     assert table.item(1, 3).text() == "0.36 mm"  # 2 cells: 256 µm side, 362 µm diagonal
     assert "patient_001: pN1mi" in cases.stage_label.text()
@@ -313,8 +317,37 @@ def test_case_list_analyses_closed_slides_and_stages_the_patient(env, qtbot, tmp
     path = widget.write_report(tmp_path / "out")
     assert path.name == "patient_001.report.pdf"
     pdf = pdfium.PdfDocument(str(path))
-    assert len(pdf) == 4
+    assert len(pdf) == 6  # the patient's page, then one per slide
     pdf.close()
     widget.display.threshold.value = 1.0  # the darkness model never says 1: nothing is left
     qtbot.waitUntil(lambda: "patient_001: pN0" in cases.stage_label.text(), timeout=5_000)
-    assert [table.item(r, 2).text() for r in range(3)] == ["Negative"] * 3
+    assert [table.item(r, 2).text() for r in range(5)] == ["Negative"] * 5
+
+
+def test_case_list_never_stages_a_patient_lacking_node_slides(env, qtbot, tmp_path):
+    """Issue 23, F8: a Camelyon17 patient with two of its five node slides is not staged in the
+    viewer (as in predict's stages.csv and the report): a stage from two nodes could understate it."""
+    _viewer, widget, _layer = env
+    widget.source.tissue_min.value = 0.0
+    folder = tmp_path / "case"
+    folder.mkdir()
+    _node_slide(folder, "patient_002_node_0.tif", 2 * CELL_UM)  # micro
+    _node_slide(folder, "patient_002_node_1.tif", 0)
+    cases = widget.cases
+    assert cases.add_folder(folder) == 2
+    cases.analyse_button.click()
+    qtbot.waitUntil(lambda: not cases.is_running, timeout=RUN_TIMEOUT_MS)
+    assert [s.status for s in cases.slides] == ["done"] * 2
+    text = cases.stage_label.text()
+    assert cases.stages() == {"patient_002": None}
+    assert "pN1mi" not in text
+    assert "not staged" in text and "patient_002_node_2" in text and "patient_002_node_4" in text
+
+    cases.table.itemClicked.emit(cases.table.item(0, 0))
+    qtbot.waitUntil(lambda: widget.slide_path and "node_0" in widget.slide_path, timeout=10_000)
+    widget.update_contours()
+    path = widget.write_report(tmp_path / "out")
+    pdf = pdfium.PdfDocument(str(path))
+    first_page = pdf[0].get_textpage().get_text_range()
+    pdf.close()
+    assert "Not staged" in first_page and "patient_002_node_4" in first_page

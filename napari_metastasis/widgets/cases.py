@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 from qtpy.QtCore import Qt, Signal
@@ -40,7 +41,9 @@ from ..clinical import (
     SlideVerdict,
     format_mm,
     group_patients,
+    incomplete_sentence,
     measure_regions,
+    missing_nodes,
     pn_stage,
     slide_verdict,
 )
@@ -287,12 +290,22 @@ class CaseList(QWidget):
         return {patient: [by_path[str(p)] for p in paths] for patient, paths in groups.items()}
 
     def stages(self) -> dict[str, str | None]:
-        """Each patient's pN stage, None until all its slides are done."""
-        out = {}
+        """Each patient's pN stage; None until all its slides are done, and None for a Camelyon17
+        patient lacking node slides: a stage from some of its nodes could understate it (the
+        ``predict`` command and the report leave such a patient unstaged too)."""
+        out: dict[str, str | None] = {}
         for patient, slides in self.patients().items():
-            done = all(s.status == DONE and s.verdict is not None for s in slides)
-            out[patient] = pn_stage(s.verdict.category for s in slides) if done else None  # type: ignore[union-attr]
+            verdicts = [s.verdict for s in slides if s.status == DONE and s.verdict is not None]
+            complete = len(verdicts) == len(slides) and not self.missing_nodes(patient, slides)
+            out[patient] = pn_stage(v.category for v in verdicts) if complete else None
         return out
+
+    def missing_nodes(self, patient: str, slides: list[CaseSlide]) -> tuple[str, ...]:
+        """The Camelyon17 node slides a patient grouped by its slides' names lacks (a patient
+        named in the dock's patient field has the slides its pathologist gave)."""
+        if self.patient_edit.text().strip():
+            return ()
+        return missing_nodes(patient, [s.path for s in slides])
 
     def patient_of(self, path: str | Path) -> tuple[str, list[CaseSlide]] | None:
         key = slide_key(path)
@@ -344,8 +357,11 @@ class CaseList(QWidget):
         for patient, slides in self.patients().items():
             stage = self.stages()[patient]
             done = sum(s.status == DONE for s in slides)
+            missing = self.missing_nodes(patient, slides)
             if stage is not None:
                 lines.append(f"<b>{patient}: {stage}</b> ({len(slides)} slides)")
+            elif missing and done == len(slides):
+                lines.append(escape(incomplete_sentence(patient, missing)))
             else:
                 lines.append(f"{patient}: {done} of {len(slides)} slides analysed")
         self.stage_label.setText("<br>".join(lines))
