@@ -33,6 +33,7 @@ or all at once, keeping every finished batch if cancelled::
 The engine holds no global state; one model may serve several slides one after the other.
 """
 
+from .answer import SlideAnswer, answer_slide
 from .cancel import CancelToken
 from .inference import (
     DEFAULT_BATCH_SIZE,
@@ -52,7 +53,7 @@ from .plan import (
     plan_cells,
     region_to_level0,
 )
-from .predict import BOX_COLUMNS, PredictionResult, patch_table, predict_slide
+from .predict import BOX_COLUMNS, PredictionResult, collect, patch_table, predict_slide
 from .reader import (
     DEFAULT_PREFETCH_BATCHES,
     PatchReader,
@@ -60,21 +61,29 @@ from .reader import (
     default_num_workers,
     read_level,
 )
+from .run import Batch, Event, Planned, Stage, run_slide
 
 __all__ = [
     "BOX_COLUMNS",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_PREFETCH_BATCHES",
     "DEFAULT_TISSUE_MIN_FRACTION",
+    "Batch",
     "BatchResult",
     "CancelToken",
+    "Event",
     "PatchReader",
     "PlanCounts",
+    "Planned",
     "PredictionResult",
     "Progress",
     "Region",
     "RegionReader",
+    "SlideAnswer",
+    "Stage",
+    "answer_slide",
     "check_analysable",
+    "collect",
     "cpu_forward_threads",
     "default_num_workers",
     "detect_tissue",
@@ -85,5 +94,6 @@ __all__ = [
     "read_level",
     "region_to_level0",
     "run_inference",
+    "run_slide",
     "torch_threads",
 ]
