@@ -1,6 +1,9 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
-The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
+The ``predict`` command runs :func:`predict_to_files`, which classifies one slide through the
+engine's one pipeline (:func:`~napari_metastasis.engine.run_slide`: a progress bar, and a store on
+disk that a killed run resumes from), answers it through the one finish step
+(:func:`~napari_metastasis.engine.answer_slide`: regions, deposit decision, summary) and writes its
 outputs as one set (:mod:`napari_metastasis.output_set`: all or none, with a manifest
 ``<stem>.outputs.json``): the patch CSV, the regions as GeoJSON, the heatmap, the probability map,
 the Camelyon16 detection CSV and the clinical summary (verdict and deposit sizes, see

@@ -14,8 +14,8 @@ the GUI thread. It yields small events:
 What it does once for every caller: the grid comes from the map given (else the slide and the model);
 cells the map already holds are skipped (``prob_map=`` resumes an earlier or interrupted run); the
 tissue mask is made only when cells are left to classify (``tissue=`` a mask or a function giving one
-lets the viewer keep one per slide); the model's output is checked for NaN or probabilities that do
-not sum to one (:func:`~napari_metastasis.models.output_check.check_probabilities`, in
+lets the viewer keep one per slide); every batch the model returns is checked for NaN, infinity or
+a wrong number of results (:func:`~napari_metastasis.models.output_check.check_probabilities`, in
 :func:`.run_inference`); ``cancel`` is checked before every batch, and everything yielded before it
 stands; ``store`` (a sink: the ``predict`` command's OME-Zarr map) gets each batch on the run's own
 thread before the batch is yielded, so a killed run loses at most one batch; ``progress(done,
