@@ -140,6 +140,21 @@ def probability_contours(
     return regions
 
 
+def region_detections(regions: list[Region], prob_map: ProbabilityMap) -> np.ndarray:
+    """(K, 3) level-0 (x, y, probability): one point per region, at its most probable cell (the
+    Camelyon16 detection file's rows; :meth:`PatchGrid.detection_points` puts it on the slide)."""
+    from .deposit_decision import region_cells
+
+    values = np.nan_to_num(prob_map.values, nan=0.0)
+    out = []
+    for region in regions:
+        coords = region_cells(region, prob_map)
+        best = coords[np.argmax(values[coords[:, 0], coords[:, 1]])]
+        x, y = prob_map.grid.detection_points(best[None])[0]
+        out.append((x, y, float(values[best[0], best[1]])))
+    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
+
+
 def _largest_polygon(geometry: BaseGeometry) -> BaseGeometry:
     """A 4-connected union is one polygon; clipping or float noise may leave slivers: keep the body."""
     if isinstance(geometry, Polygon):

@@ -1,6 +1,9 @@
 """Whole-slide prediction to files, for one slide, a list of slides, or a dask.distributed cluster.
 
-The ``predict`` command runs :func:`predict_to_files`, which classifies one slide and writes its
+The ``predict`` command runs :func:`predict_to_files`, which classifies one slide through the
+engine's one pipeline (:func:`~napari_metastasis.engine.run_slide`: a progress bar, and a store on
+disk that a killed run resumes from), answers it through the one finish step
+(:func:`~napari_metastasis.engine.answer_slide`: regions, deposit decision, summary) and writes its
 outputs as one set (:mod:`napari_metastasis.output_set`: all or none, with a manifest
 ``<stem>.outputs.json``): the patch CSV, the regions as GeoJSON, the heatmap, the probability map,
 the Camelyon16 detection CSV and the clinical summary (verdict and deposit sizes, see
@@ -28,20 +31,20 @@ from .annotations.exchange import camelyon16_name, write_camelyon16_csv, write_t
 from .annotations.geojson import write_geojson
 from .annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
 from .atomic import atomic_path
-from .contours import probability_contours, regions_to_annotations
-from .deposit_decision import confirm_regions, rule_for_map, stamp_rule
+from .contours import regions_to_annotations
 from .engine import (
     BOX_COLUMNS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_TISSUE_MIN_FRACTION,
+    answer_slide,
     check_analysable,
+    collect,
     make_grid,
     patch_table,
-    predict_slide,
+    run_slide,
 )
 from .error_policy import os_error_reason, user_message
 from .errors import MetastasisError
-from .evaluation.froc import detections_from_map
 from .extras import require_extra
 from .grid import PatchGrid
 from .heatmap import render_heatmap, save_heatmap
@@ -50,7 +53,7 @@ from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_threshold
 from .output_set import OutputSet, check_writable, recover
 from .probability import ProbabilityMap
 from .slide import Slide
-from .summary import summarise_regions, write_summary
+from .summary import write_summary
 
 Warn = Callable[[str], None]
 #: Sub-folder of ``--out`` holding Camelyon16's detection files (``<stem>.csv``, no other file), so
@@ -133,30 +136,26 @@ def predict_to_files(
                 bar.update(done - bar.n)
 
             store = _open_store(out, stem, slide, grid, model, options)
-            result = predict_slide(
-                slide,
+            result = collect(
+                run_slide(  # the map grows on disk batch by batch: a killed run can be resumed
+                    slide,
+                    model,
+                    region=options.region,
+                    tissue_min_fraction=options.tissue_min_fraction,
+                    prob_map=store.prob_map,
+                    batch_size=options.batch_size,
+                    num_workers=options.reader_threads,
+                    store=lambda batch: store.write(batch.cells, batch.probabilities),
+                    progress=progress,
+                ),
                 model,
-                region=options.region,
-                tissue_min_fraction=options.tissue_min_fraction,
-                prob_map=store.prob_map,
-                resolution=resolution,
-                stride_um=options.stride_um,
-                batch_size=options.batch_size,
-                num_workers=options.reader_threads,
-                progress=progress,
-                on_batch=lambda batch: store.write(batch.cells, batch.probabilities),
             )
         if options.resume:  # the CSV lists every patch, those of the earlier run too
             result.table = table_from_store(store, model.class_names)
         threshold = resolve_threshold(options.threshold, model).value
-        stamp_rule(result.prob_map, model.config.extra)  # a resumed map keeps the model's rule
-        rule = rule_for_map(result.prob_map, threshold)
         # candidates at the threshold; only those the decision confirms make the verdict
-        regions = confirm_regions(
-            probability_contours(result.prob_map, threshold, options.min_area_um2),
-            result.prob_map,
-            rule,
-        )
+        answer = answer_slide(result.prob_map, threshold, options.min_area_um2)
+        regions, rule = answer.regions, answer.rule
         result.prob_map.extra.update(
             resolution_source=resolution.source,
             threshold=threshold,
@@ -164,15 +163,8 @@ def predict_to_files(
         )
         positive = model.positive_class
         classification = TUMOUR_CLASS if positive.lower() in TUMOUR_CLASSES else positive
-        summary = summarise_regions(
-            regions,
-            result.prob_map,
-            slide=slide.requested_path.name,
-            stem=stem,
-            threshold=threshold,
-            model=model.name,
-            slide_path=str(slide.path),
-            rule=rule,
+        summary = answer.summary(
+            slide=slide.requested_path.name, stem=stem, model=model.name, slide_path=str(slide.path)
         )
         # All of the slide's files, or none: see output_set (a manifest marks the set complete).
         info = {"slide": str(slide.path), "model": model.name, "threshold": threshold}
@@ -189,7 +181,7 @@ def predict_to_files(
             write_summary(outputs.folder, summary)  # type: ignore[arg-type]
             write_camelyon16_csv(  # every candidate, decided or not: a FROC submission
                 outputs.path(f"{CAMELYON16_DIR}/{camelyon16_name(stem)}.csv"),
-                detections_from_map(result.prob_map, threshold),
+                answer.detections(),
             )
             if options.tiles:
                 write_tiles_geojson(

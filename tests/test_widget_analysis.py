@@ -277,12 +277,12 @@ def test_contours_finishing_after_the_widget_is_gone_touch_nothing(env, qtbot, m
 
     from qtpy import sip
 
-    from napari_metastasis import contours
+    from napari_metastasis.engine import answer
 
     viewer, widget, _layer = env
     widget.set_mode(VISIBLE)
     view = run_and_wait(qtbot, widget)
-    real = contours.probability_contours
+    real = answer.probability_contours  # the region finder of the finish step
     release, started = threading.Event(), threading.Event()
 
     def slow_contours(*args, **kwargs):
@@ -290,7 +290,7 @@ def test_contours_finishing_after_the_widget_is_gone_touch_nothing(env, qtbot, m
         release.wait(10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(contours, "probability_contours", slow_contours)
+    monkeypatch.setattr(answer, "probability_contours", slow_contours)
     widget._start_contours(view)
     worker = widget._contour_worker
     assert worker is not None and started.wait(10)

@@ -160,13 +160,13 @@ def test_an_unexpected_error_is_reported_not_raised(env, qtbot, monkeypatch):
     def broken_plan(*args, **kwargs):
         raise RuntimeError("something nobody planned for")
 
-    real_plan = engine.plan_cells
-    monkeypatch.setattr(engine, "plan_cells", broken_plan)
+    real_plan = engine.run.plan_cells  # the planner the one pipeline calls
+    monkeypatch.setattr(engine.run, "plan_cells", broken_plan)
     notes = Notes()
     run_and_wait(qtbot, widget)
     errors = notes.since(NotificationSeverity.ERROR)
     assert errors == ["Analysis failed: RuntimeError: something nobody planned for"]
-    monkeypatch.setattr(engine, "plan_cells", real_plan)
+    monkeypatch.setattr(engine.run, "plan_cells", real_plan)
     assert_usable(qtbot, viewer, widget)
 
 

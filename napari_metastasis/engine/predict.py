@@ -1,28 +1,29 @@
-"""Whole runs: plan, classify and collect one slide (or a region of it) in one call.
+"""Whole runs collected in memory: one slide (or a region of it) in one call.
 
-:func:`predict_slide` returns the probability map, the patch table (WSInfer's columns plus row and
-col) and what was left undone if cancelled. Writing files from it is
+:func:`predict_slide` drives the one pipeline (:func:`.run_slide`) and returns the probability map,
+the patch table (WSInfer's columns plus row and col) and what was left undone if cancelled;
+:func:`collect` is its consumer, which the ``predict`` command shares. Writing files is
 :mod:`napari_metastasis.predict_files`'s job.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ..deposit_decision import stamp_rule
 from ..grid import PatchGrid
 from ..models import LoadedModel
 from ..probability import ProbabilityMap
 from ..slide import Resolution, Slide
 from ..tissue import TissueMask
 from .cancel import Cancel
-from .inference import DEFAULT_BATCH_SIZE, BatchResult, Progress, run_inference
-from .plan import DEFAULT_TISSUE_MIN_FRACTION, Region, detect_tissue, make_grid, plan_cells
+from .inference import DEFAULT_BATCH_SIZE, Progress
+from .plan import DEFAULT_TISSUE_MIN_FRACTION, Region, Tissue
+from .run import Batch, Event, Planned, Store, run_slide
 
 #: WSInfer's patch columns (level-0 px), before one ``prob_<class>`` column per class.
 BOX_COLUMNS = ("minx", "miny", "width", "height")
@@ -39,7 +40,7 @@ class PredictionResult:
     n_planned: int
     cancelled: bool
     seconds: float
-    tissue: TissueMask | None = None
+    tissue: TissueMask | None = None  # the mask planning used (None: none was needed)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -57,7 +58,7 @@ def predict_slide(
     *,
     region: Region = None,
     region_units: str = "px",
-    tissue: TissueMask | bool | None = True,
+    tissue: Tissue = True,
     tissue_min_fraction: float = DEFAULT_TISSUE_MIN_FRACTION,
     prob_map: ProbabilityMap | None = None,
     resolution: Resolution | None = None,
@@ -66,58 +67,51 @@ def predict_slide(
     num_workers: int | None = None,
     progress: Progress | None = None,
     cancel: Cancel = None,
-    on_batch: Callable[[BatchResult], None] | None = None,
+    on_batch: Store | None = None,
 ) -> PredictionResult:
-    """Plan, classify and collect in one call.
+    """Plan, classify and collect in one call: :func:`.run_slide`'s events through :func:`collect`.
 
     With ``prob_map`` (an earlier result on the same grid) only cells it lacks are classified and
     the map is updated in place; the table then lists only the newly classified patches.
     ``stride_um`` sets the grid step of a new map (None: patches side by side). ``on_batch`` is
-    called with each batch as it finishes (``predict`` stores it on disk there).
+    called with each :class:`.Batch` as it is classified (the ``predict`` command's store).
     """
     started = time.perf_counter()
-    grid = (
-        prob_map.grid
-        if prob_map is not None
-        else make_grid(slide, model, resolution=resolution, stride_um=stride_um)
-    )
-    mask = tissue if isinstance(tissue, TissueMask) else None
-    if tissue is True:
-        mask = detect_tissue(slide, grid)
-    cells = plan_cells(
-        slide,
-        grid,
-        region,
-        region_units=region_units,
-        tissue=mask,
-        tissue_min_fraction=tissue_min_fraction,
-        skip=prob_map,
-    )
-    assert isinstance(cells, np.ndarray)  # no return_counts: the cells alone
-    if prob_map is None:
-        prob_map = ProbabilityMap.empty(
-            grid,
-            class_name=model.positive_class,
-            model_name=model.name,
-            slide_path=str(slide.path),
-        )
-    stamp_rule(prob_map, model.config.extra)  # the map is decided by its model's deposit rule
-    parts: list[BatchResult] = []
-    for batch in run_inference(
+    events = run_slide(
         slide,
         model,
-        cells,
-        grid,
+        region=region,
+        region_units=region_units,
+        tissue=tissue,
+        tissue_min_fraction=tissue_min_fraction,
+        prob_map=prob_map,
+        resolution=resolution,
+        stride_um=stride_um,
         batch_size=batch_size,
         num_workers=num_workers,
-        progress=progress,
         cancel=cancel,
-    ):
-        prob_map.update(batch.cells, batch.positive)
-        parts.append(batch)
-        if on_batch is not None:
-            on_batch(batch)
-    done = sum(len(p.cells) for p in parts)
+        store=on_batch,
+        progress=progress,
+    )
+    return collect(events, model, started)
+
+
+def collect(
+    events: Iterable[Event], model: LoadedModel, started: float | None = None
+) -> PredictionResult:
+    """Apply a run's events to its map (on this thread) and gather its batches into a
+    :class:`PredictionResult` (the patch table row by row, whatever order reading took)."""
+    started = time.perf_counter() if started is None else started
+    planned: Planned | None = None
+    parts: list[Batch] = []
+    for event in events:
+        event.apply()
+        if isinstance(event, Planned):
+            planned = event
+        elif isinstance(event, Batch):
+            parts.append(event)
+    if planned is None:
+        raise ValueError("the events hold no Planned: not a run's (see run_slide)")
     table = patch_table(
         np.concatenate([p.cells for p in parts]) if parts else np.empty((0, 2), np.int64),
         np.concatenate([p.boxes for p in parts]) if parts else np.empty((0, 4), np.int64),
@@ -125,14 +119,14 @@ def predict_slide(
         if parts
         else np.empty((0, model.config.num_classes), np.float32),
         model.class_names,
-    ).sort_values(["row", "col"], ignore_index=True)  # row by row, whatever order reading took
+    ).sort_values(["row", "col"], ignore_index=True)
     return PredictionResult(
-        prob_map,
+        planned.prob_map,
         table,
-        n_planned=len(cells),
-        cancelled=done < len(cells),
+        n_planned=planned.total,
+        cancelled=len(table) < planned.total,
         seconds=time.perf_counter() - started,
-        tissue=mask,
+        tissue=planned.tissue,
     )
 
 

@@ -113,17 +113,9 @@ def detections_from_map(pmap: ProbabilityMap, threshold: float = 0.5) -> np.ndar
     Camelyon16 file, the GeoJSON and the summary count the same regions: 4-connected, because
     cells that touch only at a corner share no edge and their outlines make two polygons.
     """
-    from ..contours import probability_contours
-    from ..deposit_decision import region_cells
+    from ..contours import probability_contours, region_detections
 
-    values = np.nan_to_num(pmap.values, nan=0.0)
-    out = []
-    for region in probability_contours(pmap, threshold):
-        coords = region_cells(region, pmap)
-        best = coords[np.argmax(values[coords[:, 0], coords[:, 1]])]
-        x, y = pmap.grid.detection_points(best[None])[0]
-        out.append((x, y, float(values[best[0], best[1]])))
-    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
+    return region_detections(probability_contours(pmap, threshold), pmap)
 
 
 @dataclass

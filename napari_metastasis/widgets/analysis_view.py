@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._napari.helpers import centre_camera_on, keep_below, layer_for_slide, slide_key
-from ..deposit_decision import decided_contours
+from ..engine.answer import SlideAnswer, answer_slide
 from ..probability import ProbabilityMap
 from .controls import DisplayStyle
 from .frame import SlideFrame
@@ -41,6 +41,8 @@ class AnalysisView:
     regions: list = field(default_factory=list)  # after edits, in the layer's order
     labels: list = field(default_factory=list)
     selected: int | None = None  # index into ``regions`` of the highlighted region
+    #: the map's answer the regions come from (before edits): regions, deposit rule, threshold
+    answer: SlideAnswer | None = None
     #: whether the slide layer is shown: a hidden slide hides what is drawn over it
     slide_visible: bool = True
 
@@ -90,11 +92,15 @@ class AnalysisView:
 
     # --- regions -----------------------------------------------------------------------------
     def update_regions(self, threshold: float, min_area_um2: float) -> None:
-        """Candidate regions of the map at ``threshold``, each decided by the map's deposit rule,
-        minus deletions, relabelled, drawn in the layer."""
-        self.show_regions(
-            decided_contours(self.prob_map, threshold, min_area_um2=min_area_um2), threshold
-        )
+        """Candidate regions of the map at ``threshold``, each decided by the map's deposit rule
+        (:func:`~napari_metastasis.engine.answer.answer_slide`, as ``predict`` finds them), minus
+        deletions, relabelled, drawn in the layer."""
+        self.show_answer(answer_slide(self.prob_map, threshold, min_area_um2), threshold)
+
+    def show_answer(self, answer: SlideAnswer, threshold: float | None = None) -> None:
+        """Show the regions of ``answer`` (computed from this view's map, perhaps elsewhere)."""
+        self.answer = answer
+        self.show_regions(answer.regions, threshold)
 
     def regions_snapshot(self) -> ProbabilityMap:
         """A copy of the map to compute regions from on another thread (the run keeps writing)."""

@@ -47,7 +47,7 @@ from ..clinical import (
     pn_stage,
     slide_verdict,
 )
-from ..deposit_decision import decided_contours
+from ..engine.answer import answer_slide
 from ..probability import ProbabilityMap
 from ..slide import looks_like_slide
 from .jobs import JobRequest, Resources
@@ -270,9 +270,8 @@ class CaseList(QWidget):
         if slide.prob_map is None:
             slide.verdict, slide.regions = None, []
             return
-        slide.regions = decided_contours(  # only confirmed deposits make the verdict
-            slide.prob_map, self.threshold(), min_area_um2=self.min_area_um2()
-        )
+        # the regions predict finds; only confirmed deposits make the verdict
+        slide.regions = answer_slide(slide.prob_map, self.threshold(), self.min_area_um2()).regions
         slide.verdict = slide_verdict(measure_regions(slide.regions, slide.prob_map.grid))
 
     def remeasure(self) -> None:

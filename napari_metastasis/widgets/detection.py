@@ -808,22 +808,20 @@ class MetastasisWidget(QWidget):
             return
         from napari.qt.threading import create_worker
 
-        from ..deposit_decision import decided_contours
+        from ..engine.answer import answer_slide
 
         snapshot = view.regions_snapshot()
         threshold, min_area = self.threshold, self.display.min_area_um2
         started = time.perf_counter()
-        worker = create_worker(
-            decided_contours, snapshot, threshold, min_area_um2=min_area, _start_thread=False
-        )
+        worker = create_worker(answer_slide, snapshot, threshold, min_area, _start_thread=False)
 
-        def done(regions):
+        def done(answer):
             computed = time.perf_counter() - started
             current = (threshold, min_area) == (self.threshold, self.display.min_area_um2)
             shown = time.perf_counter()
             if view is self.current_analysis and not view.regions_layer.was_removed and current:
                 self._style_outlines(view)
-                view.show_regions(regions)
+                view.show_answer(answer)
                 self._after_regions_shown(view)
             # what drawing them at once would cost the GUI thread (decides the end of a run)
             self._contour_cost = computed + time.perf_counter() - shown
@@ -964,7 +962,9 @@ class MetastasisWidget(QWidget):
         self.regions_panel.set_regions(
             view.regions, view.labels, edited=bool(view.edits), deposits=deposits
         )
-        rule = rule_for_map(view.prob_map, self.threshold)
+        # the rule that decided the regions shown (the map's, at their threshold)
+        answer = view.answer
+        rule = answer.rule if answer is not None else rule_for_map(view.prob_map, self.threshold)
         verdict = slide_verdict(deposits)
         self.verdict_panel.set_verdict(verdict, grid.step_um, rule.describe())
         state = self.state_of(view.slide_path)

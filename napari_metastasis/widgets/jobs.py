@@ -1,9 +1,11 @@
-"""One analysis run as a generator for napari's thread worker: load, plan, classify, stream.
+"""One analysis run as a generator for napari's thread worker: load the model, open the slide, and
+drive the one pipeline (:func:`napari_metastasis.engine.run_slide`).
 
 Everything slow (loading the model, opening the slide, detecting tissue, reading and classifying
-patches) happens here, off the GUI thread. The generator yields small event objects; the widget
-applies them on the GUI thread, so the probability map is only ever written there and the overlay
-can be redrawn between batches while the viewer keeps panning and zooming.
+patches) happens here, off the GUI thread. The generator forwards the pipeline's events (its
+:class:`Planned` with the request added); the runner applies them on the GUI thread
+(``event.apply()``), so the probability map is only ever written there and the overlay can be
+redrawn between batches while the viewer keeps panning and zooming.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from shapely.geometry.base import BaseGeometry
 
 from .. import engine
-from ..deposit_decision import stamp_rule
+from ..engine.run import Batch, Stage
 from ..grid import PatchGrid
 from ..models import LoadedModel, load_model
 from ..models.trust import TrustCheck
@@ -47,23 +48,36 @@ class JobRequest:
     trust: TrustCheck | None = None
 
 
-# --- events the worker yields ------------------------------------------------------------------
-@dataclass
-class Stage:
-    """A step before patches flow (loading the model, finding tissue): a status message."""
-
-    message: str
-
-
+# --- events the worker yields: the pipeline's Stage and Batch, and these ---------------------------
 @dataclass
 class Planned:
-    """The cells to classify are known; ``prob_map`` is the map they will be written into."""
+    """The cells to classify are known (the pipeline's :class:`engine.Planned` of ``request``);
+    ``prob_map`` is the map they will be written into."""
 
     request: JobRequest
-    prob_map: ProbabilityMap
-    total: int  # patches to classify in this run
-    reused: int  # patches of the region already analysed earlier (not classified again)
-    background: int  # patches of the region left out as background
+    event: engine.Planned
+
+    @property
+    def prob_map(self) -> ProbabilityMap:
+        return self.event.prob_map
+
+    @property
+    def total(self) -> int:
+        """Patches to classify in this run."""
+        return self.event.total
+
+    @property
+    def reused(self) -> int:
+        """Patches of the region already analysed earlier (not classified again)."""
+        return self.event.reused
+
+    @property
+    def background(self) -> int:
+        """Patches of the region left out as background."""
+        return self.event.background
+
+    def apply(self) -> None:
+        self.event.apply()
 
 
 @dataclass
@@ -72,16 +86,8 @@ class Failed:
 
     error: Exception
 
-
-@dataclass
-class Batch:
-    """One classified batch: write ``probabilities`` into the map's ``cells``."""
-
-    prob_map: ProbabilityMap
-    cells: np.ndarray
-    probabilities: np.ndarray
-    done: int
-    total: int
+    def apply(self) -> None:
+        """Nothing to write into the map."""
 
 
 # --- caches shared by runs ---------------------------------------------------------------------
@@ -131,6 +137,8 @@ def run_job(
 ) -> Iterator[Stage | Planned | Batch | Failed]:
     """The generator a napari thread worker runs. ``map_for(slide, model, grid, class)`` gives the
     shared :class:`ProbabilityMap` of this slide and model, so cells analysed earlier are skipped.
+    The map is never written here: the consumer applies each event (``event.apply()``) on the GUI
+    thread.
 
     Errors are yielded as :class:`Failed`, never raised: the thread worker silently drops a
     RuntimeError (it takes it for a deleted Qt object), and CUDA's out-of-memory error is one.
@@ -141,7 +149,9 @@ def run_job(
         yield Failed(exc)
 
 
-def _run_job(request, map_for, resources, cancel):
+def _run_job(
+    request: JobRequest, map_for: MapFor, resources: Resources, cancel: threading.Event
+) -> Iterator[Stage | Planned | Batch]:
     yield Stage(f"Loading model {request.model_name}…")
     trust = request.trust
     model = resources.model(request.model_ref, request.device, trust.sha256 if trust else None)
@@ -152,27 +162,18 @@ def _run_job(request, map_for, resources, cancel):
     yield Stage(f"Opening {Path(request.slide_path).name}…")
     with Slide(request.slide_path, mpp=request.mpp) as slide:
         grid = engine.make_grid(slide, model, stride_um=stride_for(model, request.overlap))
-        prob_map = map_for(request.slide_path, model.name, grid, model.positive_class)
-        stamp_rule(prob_map, model.config.extra)  # its regions are decided by the model's rule
         region = request.region.as_tuple() if isinstance(request.region, Rect) else request.region
-        if request.tissue_min_fraction > 0:
-            yield Stage("Finding tissue…")
-        cells, counts = engine.plan_cells(
+        for event in engine.run_slide(
             slide,
-            grid,
-            region,
-            tissue=lambda: resources.tissue(slide, grid),
+            model,
+            region=region,
+            tissue=lambda: resources.tissue(slide, grid),  # one mask per slide, kept between runs
             tissue_min_fraction=request.tissue_min_fraction,
-            skip=prob_map,
-            return_counts=True,
-        )
-        yield Planned(request, prob_map, counts.planned, counts.reused, counts.background)
-        for result in engine.run_inference(
-            slide, model, cells, grid, batch_size=request.batch_size, cancel=cancel
+            prob_map=map_for(request.slide_path, model.name, grid, model.positive_class),
+            batch_size=request.batch_size,
+            cancel=cancel,
         ):
-            yield Batch(prob_map, result.cells, result.positive, result.done, result.total)
-            if cancel.is_set():
-                return
+            yield Planned(request, event) if isinstance(event, engine.Planned) else event
 
 
 def stride_for(model: LoadedModel, overlap: float) -> float | None:

@@ -1,8 +1,8 @@
 """Runs analysis requests one after another in napari thread workers, and reports as Qt signals.
 
-The runner owns the queue (clicks can pile up), the worker, the cancel flag and the clock; it writes
-each batch into its probability map on the GUI thread and turns every failure into one readable
-sentence. It knows nothing about layers or controls: the dock widget listens to its signals.
+The runner owns the queue (clicks can pile up), the worker, the cancel flag and the clock; it applies
+the pipeline's events to the probability map on the GUI thread (each batch, the model's deposit
+rule) and turns every failure into one readable sentence. It knows nothing about layers or controls: the dock widget listens to its signals.
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ class AnalysisRunner(QObject):
         return self.store.get_or_create(slide_path, model_name, grid, class_name)
 
     def _on_yielded(self, event) -> None:
+        event.apply()  # the map is written here, on the GUI thread only (see engine.run)
         if isinstance(event, Batch):
-            event.prob_map.update(event.cells, event.probabilities)  # GUI thread only
             self._done = event.done
             clock = self._clock
             self.progressed.emit(
