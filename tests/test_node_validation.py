@@ -15,7 +15,6 @@ import numpy as np
 import openslide
 import pytest
 import shapely
-from conftest import DATA, PROJECT_ROOT
 
 from napari_metastasis.clinical import greatest_dimension_um
 from napari_metastasis.datasets.pcam_splits import pcam_part
@@ -64,8 +63,8 @@ SPECS = [
 
 
 @pytest.fixture(scope="module")
-def held_out():
-    return pcam_part(DATA, "test")
+def held_out(shared_data_dir):
+    return pcam_part(shared_data_dir, "test")
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +74,10 @@ def node_set(tmp_path_factory, held_out):
 
 
 @pytest.fixture(scope="module")
-def predicted(tmp_path_factory, node_set):
+def predicted(project_root, tmp_path_factory, node_set):
     folder, truths = node_set
     out = tmp_path_factory.mktemp("predict")
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(project_root)}
     slides = [str(folder / f"{t.name}.tif") for t in truths]
     proc = subprocess.run(
         [sys.executable, "-m", "napari_metastasis.cli", "predict", *slides, "--out", str(out)],

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import wsinfer_rules
-from conftest import SVS
 from engine_helpers import DarknessModel, darkness_config
 
 from napari_metastasis.errors import ModelError
@@ -22,9 +21,9 @@ from napari_metastasis.training.export import export_model
 from napari_metastasis.training.networks import SmallCNN
 
 
-def level0_patches(side: int, n: int = 6) -> list[np.ndarray]:
-    """Level-0 patches of the sample slide, as WSInfer reads them (read_region at level 0)."""
-    with Slide(SVS) as slide:
+def level0_patches(path, side: int, n: int = 6) -> list[np.ndarray]:
+    """Level-0 patches of a slide, as WSInfer reads them (read_region at level 0)."""
+    with Slide(path) as slide:
         width, height = slide.dimensions
         xs = np.linspace(0, width - side, n).astype(int)
         ys = np.linspace(0, height - side, n).astype(int)[::-1]
@@ -54,7 +53,7 @@ def project_folders(exported_folder):
 
 
 @pytest.mark.parametrize("which", ["bundled default", "training export"])
-def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_folder):
+def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_folder, svs_file):
     folder = project_folders(exported_folder)[which]
     config = json.loads((folder / "config.json").read_text())
     wsinfer_rules.validate_config(config)
@@ -62,7 +61,7 @@ def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_f
     # the network was trained on, or WSInfer silently feeds it a bigger patch
     side = wsinfer_rules.slide_patch_size(config, slide_mpp=0.499)
     assert side != config["patch_size_pixels"]
-    patches = level0_patches(side)
+    patches = level0_patches(svs_file, side)
     tensor = wsinfer_rules.preprocess(config, patches[0])
     size = config["patch_size_pixels"]
     assert tuple(tensor.shape) == (3, size, size), f"{which}: no Resize to the patch size"
@@ -72,14 +71,14 @@ def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_f
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
 
 
-def test_without_its_resize_the_bundled_config_would_feed_wsinfer_level0_sized_patches():
+def test_without_its_resize_the_bundled_config_would_feed_wsinfer_level0_sized_patches(svs_file):
     """WSInfer resizes only when the config says so: without the Resize step the network would
     get the level-0 patch (80 µm at 0.499 µm/px: 160 px), not its 80 px."""
     config = json.loads((BUNDLED_DIR / "default" / "config.json").read_text())
     size_um = config["patch_size_pixels"] * config["spacing_um_px"]
     config["transform"] = [s for s in config["transform"] if s["name"] != "Resize"]
     side = wsinfer_rules.slide_patch_size(config, slide_mpp=0.499)
-    got = wsinfer_rules.preprocess(config, level0_patches(side, 1)[0]).shape[-1]
+    got = wsinfer_rules.preprocess(config, level0_patches(svs_file, side, 1)[0]).shape[-1]
     assert got == round(size_um / 0.499) != config["patch_size_pixels"]
 
 
