@@ -18,6 +18,10 @@ import shared_data
 os.environ["NAPARI_METASTASIS_CONFIG_DIR"] = tempfile.mkdtemp(prefix="napari-metastasis-config-")
 
 
+#: Fixtures that start Qt: a test using one is a GUI test and must be marked ``gui``.
+QT_FIXTURES = frozenset({"qtbot", "qapp", "make_napari_viewer", "make_napari_viewer_proxy"})
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Fail early, not skip, when CI lacks the shared data or a display for the GUI tests."""
     if not shared_data.DATA.is_dir():
@@ -25,6 +29,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if os.environ.get("CI", "").lower() == "true" and not os.environ.get("DISPLAY"):
         raise pytest.UsageError(
             "CI=true but no DISPLAY: GUI tests must run (use `make test`, which starts Xvfb)"
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that starts Qt without the ``gui`` marker would abort a headless ``-m "not gui"``
+    run (``make test-fast``) the moment Qt looks for a display: refuse it at collection."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if QT_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("gui") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use Qt but are not marked gui: " + ", ".join(unmarked[:10])
         )
 
 

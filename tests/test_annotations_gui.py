@@ -51,6 +51,7 @@ def notifications(kind: str) -> list[str]:
     ]
 
 
+@pytest.mark.gui
 def test_reader_places_annotations_on_the_slide_in_um(viewer_with_slide, geojson_file):
     viewer = viewer_with_slide
     layers = viewer.open(str(geojson_file), plugin="napari-metastasis")
@@ -71,6 +72,7 @@ def test_reader_places_annotations_on_the_slide_in_um(viewer_with_slide, geojson
     assert (shapes.extent.world[1] <= slide_extent).all()
 
 
+@pytest.mark.gui
 def test_reader_without_a_slide_uses_pixels_and_says_so(make_napari_viewer, geojson_file):
     viewer = make_napari_viewer()
     (shapes, _) = viewer.open(str(geojson_file), plugin="napari-metastasis")
@@ -96,6 +98,7 @@ def test_reader_declines_other_json_and_xml(svs_file, tmp_path):
     assert get_annotation_reader(str(svs_file)) is None
 
 
+@pytest.mark.gui
 @pytest.mark.parametrize("suffix", [".geojson", ".xml", ".csv"])
 def test_npe2_writers_export_a_shapes_layer_exactly(
     viewer_with_slide, geojson_file, tmp_path, suffix
@@ -126,6 +129,7 @@ def test_npe2_writers_export_a_shapes_layer_exactly(
         assert shapely.equals_exact(back[1].geometry, Polygon(DONUT.interiors[0]), 0)
 
 
+@pytest.mark.gui
 def test_user_drawn_shapes_export_in_slide_pixels(viewer_with_slide, tmp_path):
     viewer = viewer_with_slide
     drawn = viewer.add_shapes(
@@ -138,6 +142,7 @@ def test_user_drawn_shapes_export_in_slide_pixels(viewer_with_slide, tmp_path):
     assert drawn.data[0].shape == (3, 2)
 
 
+@pytest.mark.gui
 def test_panel_buttons_import_export_and_crops(
     annotations_dir, viewer_with_slide, qtbot, geojson_file, tmp_path
 ):
@@ -175,6 +180,7 @@ def test_panel_buttons_import_export_and_crops(
     assert Image.open(crops[0]).size == (800, 900)  # level 0 of the single-level slide
 
 
+@pytest.mark.gui
 def test_panel_reports_errors_and_keeps_going(annotations_dir, viewer_with_slide, qtbot, tmp_path):
     viewer = viewer_with_slide
     panel = AnnotationIOWidget(viewer)
@@ -195,6 +201,7 @@ def test_panel_reports_errors_and_keeps_going(annotations_dir, viewer_with_slide
     assert any("polyline.xml: annotation 1 ('polyline'): ASAP XML cannot hold" in m for m in errors)
 
 
+@pytest.mark.gui
 def test_buttons_ask_for_a_path_then_call_the_handlers(
     viewer_with_slide, qtbot, geojson_file, tmp_path, monkeypatch
 ):

@@ -169,6 +169,7 @@ def test_sample_is_the_shipped_cc0_slide(svs_file):
     assert tissue.std() > 10
 
 
+@pytest.mark.gui
 def test_layer_data_reports_a_corrupt_block_once(tmp_path, notes, qtbot):
     """Blocks fail in dask's threads; the one report reaches napari on the Qt main thread."""
     from synthetic_slides import write_tiled_tiff
