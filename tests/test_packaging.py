@@ -24,7 +24,8 @@ def test_metadata_lives_in_setup_cfg_and_pyproject_only_with_each_requirement_on
     required = _requirement_names(config["options"]["install_requires"])
     assert len(required) == len(set(required)), required
     # what not every user needs is an extra, not a requirement
-    assert not {"distributed", "h5py", "jsonschema", "pytest"} & set(required)
+    assert not {"distributed", "h5py", "pytest"} & set(required)
+    assert "jsonschema" in required  # every model config is checked against its schema
     extras = config["options.extras_require"]
     assert "distributed" in _requirement_names(extras["distributed"])
     assert "h5py" in _requirement_names(extras["pcam-h5"])
@@ -46,6 +47,7 @@ def test_license_manifest_and_types_ship(project_root):
     assert "BSD 3-Clause License" in (project_root / "LICENSE").read_text()
     setup_cfg = (project_root / "setup.cfg").read_text()
     assert "license = BSD-3-Clause" in setup_cfg and "py.typed" in setup_cfg
+    assert "models/*.schema.json" in setup_cfg  # the model-config schema ships in the wheel
     assert (project_root / "napari_metastasis" / "py.typed").is_file()
     from npe2 import PluginManifest
 

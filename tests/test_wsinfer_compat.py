@@ -162,6 +162,109 @@ def test_arguments_wsinfer_could_not_use_are_refused(step, message):
         parse_config(config)
 
 
+# --- the config schema: ours inside WSInfer's ---------------------------------------------------------
+def _wsinfer_zoo_config(**changes):
+    """A config shaped as WSInfer's zoo writes them (e.g. its TCGA-BRCA ResNet-34)."""
+    config = {
+        "spec_version": "1.0",
+        "architecture": "resnet34",
+        "num_classes": 2,
+        "class_names": ["notumor", "tumor"],
+        "patch_size_pixels": 350,
+        "spacing_um_px": 0.25,
+        "transform": [
+            {"name": "Resize", "arguments": {"size": 224}},
+            {"name": "ToTensor"},
+            {
+                "name": "Normalize",
+                "arguments": {"mean": [0.7238, 0.5716, 0.6779], "std": [0.112, 0.1459, 0.1089]},
+            },
+        ],
+    }
+    config.update(changes)
+    return config
+
+
+def _steps(*steps):
+    return {"transform": list(steps)}
+
+
+TO_TENSOR = {"name": "ToTensor"}
+#: Configs WSInfer takes and torchvision runs: accepted here too.
+WSINFER_RUNS = [
+    {},
+    {"num_classes": 2.0, "patch_size_pixels": 350.0},  # JSON Schema's integers include 2.0
+    {"spacing_um_px": 1},
+    {"class_names": ["Tumor", "Stroma", "Lymph"], "num_classes": 3},
+    {"positive_class": "tumor", "other_tool_block": {"anything": [1, 2]}},
+    _steps({"name": "Resize", "arguments": {"size": [224, 224]}}, TO_TENSOR),
+    _steps({"name": "Resize", "arguments": {"size": [224], "interpolation": 3}}, TO_TENSOR),
+    _steps(
+        {"name": "Resize", "arguments": {"size": 224, "max_size": 300, "antialias": True}},
+        TO_TENSOR,
+    ),
+    _steps({"name": "ToTensor", "arguments": {}}),
+    _steps(
+        TO_TENSOR,
+        {"name": "Normalize", "arguments": {"mean": [0.5], "std": [0.5], "inplace": False}},
+    ),
+]
+#: Configs WSInfer's schema refuses: refused here too.
+WSINFER_REFUSES = [
+    {"spec_version": "2.0"},
+    {"spec_version": 1.0},
+    {"num_classes": 0},
+    {"num_classes": True},
+    {"patch_size_pixels": 0},
+    {"spacing_um_px": -0.5},
+    {"spacing_um_px": "0.25"},
+    {"architecture": None},
+    {"class_names": ["tumor", "tumor"]},
+    {"class_names": "tumor"},
+    {"transform": {"name": "ToTensor"}},
+    _steps({"name": "RandomFlip"}, TO_TENSOR),
+    _steps({"name": "ToTensor", "p": 0.5}),
+    _steps({"name": "ToTensor", "arguments": None}),
+    _steps({"arguments": {}}, TO_TENSOR),
+    _steps("ToTensor"),
+]
+
+
+@pytest.mark.parametrize("change", WSINFER_RUNS)
+def test_configs_wsinfer_runs_are_accepted(change):
+    from napari_metastasis.models import parse_config
+
+    config = _wsinfer_zoo_config(**change)
+    wsinfer_rules.validate_config(config)
+    parse_config(config)
+
+
+@pytest.mark.parametrize("change", WSINFER_REFUSES)
+def test_configs_wsinfer_refuses_are_refused_in_one_sentence(change):
+    import jsonschema
+
+    from napari_metastasis.models import parse_config
+
+    config = _wsinfer_zoo_config(**change)
+    with pytest.raises(jsonschema.ValidationError):
+        wsinfer_rules.validate_config(config)
+    with pytest.raises(ModelError, match=r"^config\.json: field '[\w.\[\]]+' ") as caught:
+        parse_config(config)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_the_shipped_schema_is_a_valid_schema_and_the_shipped_configs_pass_both():
+    import jsonschema
+
+    from napari_metastasis.models.contract import config_schema
+
+    jsonschema.Draft202012Validator.check_schema(config_schema())
+    for folder in sorted(BUNDLED_DIR.iterdir()):
+        config = json.loads((folder / "config.json").read_text())
+        jsonschema.validate(config, config_schema())
+        wsinfer_rules.validate_config(config)
+
+
 # --- torch.export programs ----------------------------------------------------------------------------
 class WeightedDarkness(torch.nn.Module):
     """DarknessModel with a weight (1.0), so the exported program stores a tensor."""
