@@ -1,4 +1,5 @@
-"""Shared fixtures: paths into ../shared/data and the rule that GUI tests never skip in CI.
+"""Shared fixtures (paths into ../shared/data), and two rules: GUI tests never skip in CI, and a test
+that starts Qt is marked ``gui``.
 
 Tests take these as fixtures (``def test_x(svs_file): ...``); a ``parametrize`` list, built before
 fixtures exist, imports the same paths from ``shared_data``.
@@ -23,18 +24,15 @@ QT_FIXTURES = frozenset({"qtbot", "qapp", "make_napari_viewer", "make_napari_vie
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Fail early, not skip, when CI lacks the shared data or a display for the GUI tests."""
+    """Fail early, not skip, when the shared data is missing."""
     if not shared_data.DATA.is_dir():
         raise pytest.UsageError(f"shared test data not found at {shared_data.DATA}")
-    if os.environ.get("CI", "").lower() == "true" and not os.environ.get("DISPLAY"):
-        raise pytest.UsageError(
-            "CI=true but no DISPLAY: GUI tests must run (use `make test`, which starts Xvfb)"
-        )
 
 
+@pytest.hookimpl(trylast=True)  # after ``-m`` has deselected: only the tests that will run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test that starts Qt without the ``gui`` marker would abort a headless ``-m "not gui"``
-    run (``make test-fast``) the moment Qt looks for a display: refuse it at collection."""
+    """GUI tests never skip in CI, and a test that starts Qt must be marked ``gui``: unmarked, it
+    would abort a headless ``-m "not gui"`` run (``make test-fast``) when Qt finds no display."""
     unmarked = [
         item.nodeid
         for item in items
@@ -44,6 +42,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         raise pytest.UsageError(
             "these tests use Qt but are not marked gui: " + ", ".join(unmarked[:10])
+        )
+    gui = any(item.get_closest_marker("gui") is not None for item in items)
+    if gui and os.environ.get("CI", "").lower() == "true" and not os.environ.get("DISPLAY"):
+        raise pytest.UsageError(
+            "CI=true but no DISPLAY: GUI tests must run (use `make test`, which starts Xvfb)"
         )
 
 

@@ -220,6 +220,7 @@ def _assert_same(before, after, fmt):
             assert same_region(ours, theirs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["geojson", "asap", "ncrf"])
 @pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
 def test_round_trip(path, fmt, tmp_path):
@@ -243,6 +244,7 @@ def test_round_trip(path, fmt, tmp_path):
     assert read_annotations(again) == after
 
 
+@pytest.mark.slow
 def test_cross_format_chain_keeps_tumour_064(ncrf_dir, tmp_path):
     """ncrf_dir -> GeoJSON -> ASAP XML -> ncrf_dir -> GeoJSON: the same tumour region at every step."""
     start = read_quiet(ncrf_dir / "Tumor_064.json")

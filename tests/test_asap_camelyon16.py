@@ -42,6 +42,7 @@ def expected_tumour(geometry, points: np.ndarray, margin: float = 1.0):
     return inside, decided
 
 
+@pytest.mark.slow
 def test_camelyon16_recipe_finds_the_tumour_in_our_xml(ncrf_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnnotationRepairWarning)

@@ -11,7 +11,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_quick_fault_benchmark_leaves_nothing_mixed_and_nothing_hidden(project_root, tmp_path):
     out = tmp_path / "bench_faults.json"
     proc = subprocess.run(

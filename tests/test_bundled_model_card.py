@@ -30,6 +30,7 @@ def test_card_is_built_from_the_recipe_results(recipe, results, card):
     assert card == rebuilt | {"date": card["date"]}
 
 
+@pytest.mark.slow
 def test_card_fields_agree_with_the_recipe_outputs(project_root, results, card):
     s = results["summary"]
     # the region threshold chosen on validation nodes; the patch numbers at Youden's J

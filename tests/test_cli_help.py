@@ -67,6 +67,7 @@ def test_convert_offers_every_annotation_format():
     assert set(ANNOTATION_FORMATS) == set(FORMAT_NAMES)
 
 
+@pytest.mark.slow
 def test_view_without_a_display_says_so_instead_of_aborting(tmp_path, project_env):
     env = {
         k: v

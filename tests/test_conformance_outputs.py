@@ -42,6 +42,7 @@ def summary(predicted):
     return json.loads((predicted / f"{STEM}.summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_detection_file_is_read_by_the_official_script_and_lies_on_the_slide(predicted, summary):
     width, height = summary["dimensions_px"]
     (path,) = (predicted / "camelyon16").iterdir()

@@ -17,6 +17,7 @@ NCRF_064 = ANNOTATIONS / "camelyon16_ncrf_json" / "Tumor_064.json"
 POLYLINE = ANNOTATIONS / "qupath_geojson" / "qupath-polyline.json"
 
 
+@pytest.mark.slow
 def test_ncrf_to_asap_to_geojson_to_csv(svs_file, tmp_path, capsys):
     xml = tmp_path / "Tumor_064.xml"
     assert main(["convert", str(NCRF_064), str(xml)]) == 0

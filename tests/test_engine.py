@@ -240,6 +240,7 @@ def _probabilities(slide, model, reader, every: int = 1) -> np.ndarray:
     return probs[cells[:, 0], cells[:, 1]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("slide_path", "mpp", "level", "zoom"),
     [
@@ -268,6 +269,7 @@ def test_region_reader_gives_the_per_patch_answers(tmp_path, bundled, slide_path
     assert regions.std() > 0.01  # the model saw tissue, not a blank
 
 
+@pytest.mark.slow
 def test_at_non_integer_downsamples_the_model_sees_the_stored_level(tmp_path, bundled):
     """Level 1 of an Aperio pyramid at 2.0005: the region reader cuts the level's own pixels
     (the per-patch reader given those pixels agrees to float precision), where the old per-patch

@@ -66,6 +66,7 @@ def test_pull_fetches_the_pinned_revision_into_the_models_folder(tmp_path, monke
     assert probs[0, 1] == pytest.approx(0.8, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_pulled_model_is_found_by_name(project_root, tmp_path):
     """From the command line, as a user runs it: pull, then --model NAME finds it."""
     home = tmp_path / "home"
@@ -92,6 +93,7 @@ def test_pulled_model_is_found_by_name(project_root, tmp_path):
     assert str(home / ".napari-metastasis" / "models" / "darkness-test") in line
 
 
+@pytest.mark.slow
 def test_nothing_reaches_for_the_hub_unless_asked(project_env):
     code = (
         "import sys, napari_metastasis.cli, napari_metastasis.models, napari_metastasis.predict_files;"

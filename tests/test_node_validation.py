@@ -91,6 +91,7 @@ def predicted(project_root, tmp_path_factory, node_set):
     return out, truths
 
 
+@pytest.mark.slow
 def test_truth_geometry_is_the_max_feret_of_the_tumour_cells(node_set):
     _, truths = node_set
     by_shape = {t.shape: t for t in truths}
@@ -196,6 +197,7 @@ def test_scoring_sorts_regions_into_true_and_false(node_set):
     assert score_node(t, summary, outlines).false_confirmed == 2
 
 
+@pytest.mark.slow
 def test_predict_on_the_nodes_is_scored(predicted):
     out, truths = predicted
     result = score_run(truths, out)

@@ -38,6 +38,7 @@ def _no_partial_files(folder):
     return not [p for p in folder.iterdir() if p.name.endswith(".part")]
 
 
+@pytest.mark.slow
 def test_sample_end_to_end_with_the_bundled_model(project_env, tmp_path):
     out = tmp_path / "demo"
     env = project_env
@@ -267,6 +268,7 @@ def test_models_lists_the_bundled_default(capsys, monkeypatch, darkness_dir):
     assert "32 px at 1 µm/px" in lines["darkness"]
 
 
+@pytest.mark.slow
 def test_dask_distributed_batch_matches_local_run(tmp_path, capsys, darkness_dir, shapes_slide):
     """Slides spread over a dask.distributed LocalCluster give the same files as a local run."""
     bad = tmp_path / "broken.svs"

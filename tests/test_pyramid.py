@@ -214,6 +214,7 @@ def test_corrupt_tile_is_drawn_white_and_reported(tmp_path):
             np.asarray(build_pyramid(slide).levels[0][:300, :300])
 
 
+@pytest.mark.slow
 def test_concurrent_failures_blame_only_the_corrupt_blocks(tmp_path):
     """A failed read poisons OpenSlide's handle for reads running beside it; those must not be
     reported or drawn white. Repeated because the interleaving differs from run to run."""

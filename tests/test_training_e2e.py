@@ -25,6 +25,7 @@ from napari_metastasis.training.trainer import TrainConfig, predict_probabilitie
 TINY = dict(epochs=1, steps_per_epoch=2, batch_size=8, width=4)
 
 
+@pytest.mark.slow
 def test_extract_train_evaluate_cli(ncrf_dir, patches_dir, tmp_path, capsys):
     ds, model_dir, eval_dir = tmp_path / "ds", tmp_path / "model", tmp_path / "eval"
     with warnings.catch_warnings():
@@ -164,6 +165,7 @@ def _config(**kw):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, small_set):
     train = small_set.subset(np.flatnonzero(small_set.slides != "tumor_064"))
     val = small_set.subset(np.flatnonzero(small_set.slides == "tumor_064"))
@@ -189,6 +191,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, small_set):
         train_model(train, val, _config(lr=0.1), checkpoint=ckpt, resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_ensemble_averages_member_probabilities(small_set):
     torch.manual_seed(0)
     members = [SmallCNN(width=4).eval(), SmallCNN(width=4).eval()]
@@ -198,6 +201,7 @@ def test_ensemble_averages_member_probabilities(small_set):
     np.testing.assert_allclose(ens, np.mean(each, axis=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hard_negative_mining_changes_the_draws_and_resumes_to_the_same_weights(
     tmp_path, small_set
 ):

@@ -44,6 +44,7 @@ def _csv_rows(folder):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_camelyon16_labels_agree_with_polygons(camelyon, geometries):
     # whole 256-px patches (62 µm) at their own 0.243 µm/px, downsampled to 64 px
     patches = ingest_labelled_folder(
@@ -61,6 +62,7 @@ def test_camelyon16_labels_agree_with_polygons(camelyon, geometries):
     assert (patches.x == [int(r["x_level0"]) for r in rows]).all()
 
 
+@pytest.mark.slow
 def test_centre_crop_masks_and_round_trip(camelyon, tmp_path, geometries):
     patches = ingest_labelled_folder(
         camelyon,
@@ -89,6 +91,7 @@ def test_slide_annotation_mismatch_is_a_clear_error(camelyon, geometries):
         )
 
 
+@pytest.mark.slow
 def test_corrupt_patch_is_a_clear_error(camelyon, tmp_path):
     folder = tmp_path / "patches"
     (folder / "tumor").mkdir(parents=True)

@@ -39,6 +39,7 @@ def test_the_recipe_trains_on_the_training_part_of_both_folders_only(shared_data
     assert len(everything) == len(set(everything.tolist()))
 
 
+@pytest.mark.slow
 def test_quick_recipe_writes_model_results_and_card(shared_data_dir, recipe, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{recipe.README_START}\nold\n{recipe.README_END}\nrest\n")
