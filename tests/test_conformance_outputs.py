@@ -26,7 +26,8 @@ from napari_metastasis.annotations import Annotation, write_annotations
 from napari_metastasis.cli import main
 from napari_metastasis.probability import ProbabilityMap
 
-pytestmark = pytest.mark.conformance
+# every test reads the outputs of one whole `predict --sample` run (the module fixture)
+pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 STEM = "CMU-1-Small-Region"
 
 
@@ -42,7 +43,6 @@ def summary(predicted):
     return json.loads((predicted / f"{STEM}.summary.json").read_text())
 
 
-@pytest.mark.slow
 def test_detection_file_is_read_by_the_official_script_and_lies_on_the_slide(predicted, summary):
     width, height = summary["dimensions_px"]
     (path,) = (predicted / "camelyon16").iterdir()

@@ -104,6 +104,7 @@ def test_safetensors_that_do_not_fit_the_named_network_are_refused(tmp_path):
         load_model(folder, device="cpu")
 
 
+@pytest.mark.slow
 def test_bundled_model_ships_weights_as_data():
     folder = BUNDLED_DIR / "default"
     config = json.loads((folder / "config.json").read_text())

@@ -191,6 +191,7 @@ def test_registry_lists_bundled_default_and_user_folders(tmp_path, monkeypatch, 
         resolve_model("no-such-model")
 
 
+@pytest.mark.slow
 def test_bundled_default_model_loads_and_scores_patches():
     model = load_model("default", device="cpu")
     assert model.config.num_classes == 2 and model.positive_class in ("tumor", "tumour")

@@ -111,6 +111,7 @@ def test_truth_geometry_is_the_max_feret_of_the_tumour_cells(node_set):
     assert truth_stages(truths) == {"patient_000": "pN1mi"}
 
 
+@pytest.mark.slow
 def test_tissue_sits_on_and_off_the_model_grid(node_set):
     _, truths = node_set
     for t in truths:
@@ -119,6 +120,7 @@ def test_tissue_sits_on_and_off_the_model_grid(node_set):
     assert {t.offset_um for t in truths} == {0.0, OFF_GRID_UM}
 
 
+@pytest.mark.slow
 def test_slides_read_back_at_the_written_resolution(node_set):
     folder, truths = node_set
     for t in truths:
@@ -169,6 +171,7 @@ def test_the_default_set_covers_every_stage_and_both_scans():
     assert len({s.shape for s in specs if s.category == "macro"}) >= 3
 
 
+@pytest.mark.slow
 def test_scoring_sorts_regions_into_true_and_false(node_set):
     _, truths = node_set
     t = next(t for t in truths if t.shape == "block8x8")
@@ -225,6 +228,7 @@ def test_predict_on_the_nodes_is_scored(predicted):
     assert f"| nodes right | {result['nodes_right']}/4 |" in markdown_table(result)
 
 
+@pytest.mark.slow
 def test_maps_reload_with_their_truth_for_offline_rules(predicted):
     out, truths = predicted
     maps = load_node_maps(out)
@@ -244,6 +248,7 @@ def test_maps_reload_with_their_truth_for_offline_rules(predicted):
     assert info["part"] == "test" and info["seed"] == 7
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_scored_on_the_nodes_that_finished(predicted, tmp_path):
     out, truths = predicted
     partial = tmp_path / "partial"

@@ -52,6 +52,7 @@ def project_folders(exported_folder):
     return {"bundled default": BUNDLED_DIR / "default", "training export": exported_folder}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["bundled default", "training export"])
 def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_folder, svs_file):
     folder = project_folders(exported_folder)[which]
