@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
 
-.PHONY: setup system-deps demo test conformance lint typecheck docs wheel-check format bench validate model clean
+.PHONY: setup system-deps demo test test-fast conformance lint typecheck docs wheel-check format bench validate model clean
 
 setup: $(VENV)/.installed
 
@@ -52,6 +52,11 @@ wheel-check: setup
 test: system-deps setup lint typecheck docs
 	$(XVFB) $(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) wheel-check
+
+# The edit loop: every test but the slow ones (marked `slow`: a whole prediction, a training run)
+# and the GUI ones, with no display needed; under a minute on two quiet cores.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not gui" $(PYTEST_ARGS)
 
 # Our outputs (predict --sample, evaluate, ASAP XML, maps, JPEG 2000 SVS) through the field's own
 # reference code: Camelyon16's Evaluation_FROC.py and ASAP mask recipe (ported in tests/),

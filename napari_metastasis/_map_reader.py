@@ -13,8 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import MetastasisError
+
+if TYPE_CHECKING:
+    from .probability import ProbabilityMap
 
 LayerData = tuple
 NO_LAYERS: list[LayerData] = [(None,)]
@@ -73,7 +77,7 @@ def read_map_layers(path: str | list[str]) -> list[LayerData]:
     return [map_layer_data(prob_map, Path(single))]
 
 
-def map_layer_data(prob_map, path: Path) -> LayerData:
+def map_layer_data(prob_map: ProbabilityMap, path: Path) -> LayerData:
     """(data, kwargs, "image") for a map: on its slide in µm, probabilities 0–1, NaN transparent."""
     from .widgets.overlay import COLORMAPS, DEFAULT_OPACITY, colormap_for
 

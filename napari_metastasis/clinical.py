@@ -36,6 +36,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from shapely.geometry import LineString
@@ -44,6 +45,9 @@ from shapely.geometry.base import BaseGeometry
 from .annotations.measure import Mpp, mpp_yx, to_um
 from .csv_cells import read_cell, text_cell
 from .errors import MetastasisError
+
+if TYPE_CHECKING:
+    from .deposit_decision import Decision
 
 #: Slide categories (Camelyon17's slide labels), from least to most severe.
 CATEGORIES = ("negative", "itc", "micro", "macro")
@@ -182,7 +186,7 @@ class Deposit:
         )
 
 
-def _optional_float(value) -> float | None:
+def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
@@ -194,7 +198,7 @@ def measure_deposit(
     max_prob: float | None = None,
     mean_prob: float | None = None,
     uid: str | None = None,
-    decision=None,
+    decision: Decision | None = None,
 ) -> Deposit:
     """Area, greatest dimension and category of one region (level-0 px geometry); ``decision``
     (a :class:`~napari_metastasis.deposit_decision.Decision`, None: undecided) says if it counts."""

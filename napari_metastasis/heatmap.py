@@ -7,8 +7,9 @@ candidates the deposit decision did not confirm in grey, thinner.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -18,6 +19,9 @@ from .atomic import atomic_path
 from .contours import Region
 from .probability import ProbabilityMap
 from .slide import Slide
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 
 def render_heatmap(
@@ -70,7 +74,7 @@ def save_heatmap(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
-def _rings(geometry):
+def _rings(geometry: BaseGeometry) -> Iterator[Any]:
     polygons = getattr(geometry, "geoms", [geometry])
     for polygon in polygons:
         if hasattr(polygon, "exterior"):

@@ -22,6 +22,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ CLASSES = "class_probabilities"
 CHUNK = 256
 
 
-def _zarr():
+def _zarr() -> Any:
     import zarr
 
     return zarr
@@ -46,7 +47,7 @@ def _zarr_v3() -> bool:
     return int(_zarr().__version__.split(".")[0]) >= 3
 
 
-def _open_group(path: Path, mode: str):
+def _open_group(path: Path, mode: str) -> Any:
     zarr = _zarr()
     kwargs = {"zarr_format": 2} if _zarr_v3() and mode == "w" else {}
     try:
@@ -55,7 +56,7 @@ def _open_group(path: Path, mode: str):
         raise MetastasisError(f"{path.name}: not a probability map ({exc})") from exc
 
 
-def _create(group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...]):
+def _create(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...]) -> Any:
     if _zarr_v3():
         return group.create_array(
             name,
@@ -111,7 +112,9 @@ def _attributes(prob_map: ProbabilityMap, class_names: Sequence[str], complete: 
 class ZarrMapWriter:
     """An OME-Zarr map on disk that grows batch by batch (see the module's docstring)."""
 
-    def __init__(self, path: Path, group, prob_map: ProbabilityMap, class_names: Sequence[str]):
+    def __init__(
+        self, path: Path, group: Any, prob_map: ProbabilityMap, class_names: Sequence[str]
+    ) -> None:
         self.path = path
         self.group = group
         self.prob_map = prob_map
@@ -173,7 +176,7 @@ class ZarrMapWriter:
         return self.path
 
 
-def _read(path: Path, group) -> tuple[ProbabilityMap, list[str]]:
+def _read(path: Path, group: Any) -> tuple[ProbabilityMap, list[str]]:
     attrs = dict(group.attrs)
     meta = attrs.get(METADATA_KEY)
     try:

@@ -45,6 +45,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from .atomic import fsync_path, make_folder, write_text_atomic
 from .error_policy import os_error_sentence
@@ -171,7 +172,12 @@ class OutputSet:
             raise OutputError(os_error_sentence(exc, self.out, "write into")) from exc
         return self
 
-    def __exit__(self, kind, exc, tb) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         try:
             if kind is None:
                 self.commit()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -40,7 +41,7 @@ class ProbabilityMap:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, grid: PatchGrid, **kwargs) -> ProbabilityMap:
+    def empty(cls, grid: PatchGrid, **kwargs: Any) -> ProbabilityMap:
         return cls(grid, np.full(grid.shape, np.nan, np.float32), **kwargs)
 
     def __post_init__(self) -> None:

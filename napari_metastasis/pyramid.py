@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -52,7 +53,7 @@ class LevelArray:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, key) -> np.ndarray:
+    def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
             key = (key,)
         if len(key) > 3:
@@ -78,7 +79,7 @@ class LevelArray:
             return np.full((height, width, 3), 255, np.uint8)
 
 
-def _as_range(index, length: int) -> tuple[tuple[int, int, int], bool]:
+def _as_range(index: int | slice, length: int) -> tuple[tuple[int, int, int], bool]:
     """(start, stop, step) covered by a slice or integer index, and whether to drop the axis."""
     if isinstance(index, slice):
         start, stop, step = index.indices(length)

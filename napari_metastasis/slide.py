@@ -17,9 +17,10 @@ import ctypes
 import math
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openslide
@@ -433,7 +434,9 @@ class Slide:
         rgb = self._to_rgb(self._with_recovery(self._read_image, level, x, y, width, height))
         return np.ascontiguousarray(rgb)
 
-    def _with_recovery(self, read, level: int, x: int, y: int, width: int, height: int):
+    def _with_recovery(
+        self, read: Callable[..., Any], level: int, x: int, y: int, width: int, height: int
+    ) -> Any:
         """Run ``read(osr, level, x, y, width, height)`` surviving OpenSlide's sticky errors.
 
         After any failed read OpenSlide refuses every later call on that handle, including reads
@@ -460,7 +463,9 @@ class Slide:
             finally:
                 private.close()
 
-    def _decode_error(self, level, x, y, width, height, exc: Exception) -> SlideError:
+    def _decode_error(
+        self, level: int, x: int, y: int, width: int, height: int, exc: Exception
+    ) -> SlideError:
         return SlideError(
             f"{self.path.name}: cannot decode pixels at level {level}, "
             f"({x}, {y}) + {width}x{height} ({exc})"
@@ -573,7 +578,9 @@ class Slide:
             )
         return level
 
-    def _read_tiles(self, _osr, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+    def _read_tiles(
+        self, _osr: openslide.OpenSlide, level: int, x: int, y: int, width: int, height: int
+    ) -> np.ndarray:
         return self._tiles.read(level, x, y, width, height)  # type: ignore[union-attr]
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
@@ -665,7 +672,7 @@ class Slide:
     def __enter__(self) -> Slide:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

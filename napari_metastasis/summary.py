@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .atomic import write_text_atomic
 from .clinical import (
@@ -36,6 +37,11 @@ from .clinical import (
     stages_csv,
 )
 from .errors import MetastasisError
+
+if TYPE_CHECKING:
+    from .contours import Region
+    from .deposit_decision import DecisionRule
+    from .probability import ProbabilityMap
 
 SUMMARY_SUFFIX = ".summary.json"
 STAGES_FILE = "stages.csv"
@@ -144,15 +150,15 @@ class SlideSummary:
 
 
 def summarise_regions(
-    regions: Sequence,
-    prob_map,
+    regions: Sequence[Region],
+    prob_map: ProbabilityMap,
     *,
     slide: str,
     stem: str,
     threshold: float,
     model: str,
     slide_path: str = "",
-    rule=None,
+    rule: DecisionRule | None = None,
 ) -> SlideSummary:
     """The summary of ``regions`` found on ``prob_map`` (a ProbabilityMap) at ``threshold``.
 

@@ -24,8 +24,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tifffile
 
 #: OpenSlide's names of the formats whose levels are plain tiled TIFF directories.
 TIFF_FAMILY_FORMATS = ("aperio", "generic-tiff")
@@ -191,7 +195,7 @@ class TiffTiles:
             self._fd = -1
 
 
-def _decodable(page) -> bool:
+def _decodable(page: tifffile.TiffPage) -> bool:
     return (
         int(page.compression) in _COMPRESSIONS
         and int(page.photometric) in (2, 6)  # RGB, YCbCr
@@ -208,7 +212,7 @@ def _decodable(page) -> bool:
     )
 
 
-def _level_of(page) -> _Level:
+def _level_of(page: tifffile.TiffPage) -> _Level:
     return _Level(
         width=page.imagewidth,
         height=page.imagelength,
@@ -250,7 +254,7 @@ def _ycbcr_to_rgb(tile: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def _jpeg_decode_into(page) -> Callable[..., np.ndarray]:
+def _jpeg_decode_into(page: tifffile.TiffPage) -> Callable[..., np.ndarray]:
     """imagecodecs' JPEG decoder with what tifffile passes it for a directory of the kind
     :func:`_decodable` accepts (3 contiguous samples, no extra samples): YCbCr is converted to
     RGB, and RGB-coded JPEG without a JFIF marker (Aperio's) is declared RGB so it is not taken

@@ -24,6 +24,7 @@ tissue, through a summed-area table (constant time per cell).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -239,7 +240,7 @@ def _clean(mask: np.ndarray, *, min_object_px: float, max_hole_px: float) -> np.
     return mask
 
 
-def _size_filter(func, mask: np.ndarray, size: int) -> np.ndarray:
+def _size_filter(func: Callable[..., np.ndarray], mask: np.ndarray, size: int) -> np.ndarray:
     """scikit-image >= 0.26 names the size ``max_size`` (inclusive); older versions differ."""
     try:
         return func(mask, max_size=size)

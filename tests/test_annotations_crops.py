@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SVS, TIFF_6_LEVELS
 from PIL import Image
 from shapely.geometry import LineString, Point, Polygon
 
@@ -16,9 +15,9 @@ from napari_metastasis.slide import Slide
 TRIANGLE = Polygon([(1000, 1200), (1300, 1200), (1150, 1500)])
 
 
-def test_level0_crop_is_the_bounding_box_and_the_outline_is_drawn(tmp_path):
+def test_level0_crop_is_the_bounding_box_and_the_outline_is_drawn(svs_file, tmp_path):
     ann = Annotation(TRIANGLE, "Tumor", "lesion A")
-    with Slide(SVS) as slide:
+    with Slide(svs_file) as slide:
         plain = export_region_crops(slide, [ann], tmp_path / "plain", level=0, outline=False)
         drawn = export_region_crops(slide, [ann], tmp_path / "drawn", level=0)
         truth = slide.read_region(0, 1000, 1200, 300, 300)
@@ -34,10 +33,10 @@ def test_level0_crop_is_the_bounding_box_and_the_outline_is_drawn(tmp_path):
     np.testing.assert_array_equal(drawn_px[~red], plain_px[~red])
 
 
-def test_automatic_level_fits_max_side_and_tiff_output(tmp_path):
+def test_automatic_level_fits_max_side_and_tiff_output(six_level_tiff, tmp_path):
     big = Annotation(Polygon([(0, 0), (2000, 0), (2000, 1500), (0, 1500)]), "Tumor", id="9")
     small = Annotation(Polygon([(10, 10), (110, 10), (110, 60)]), None)
-    with Slide(TIFF_6_LEVELS) as slide:
+    with Slide(six_level_tiff) as slide:
         paths = export_region_crops(slide, [big, small], tmp_path, fmt="tiff", max_side=300)
         ds = slide.level_downsamples
     big_img, small_img = (Image.open(p) for p in paths)
@@ -47,12 +46,12 @@ def test_automatic_level_fits_max_side_and_tiff_output(tmp_path):
     assert small_img.size == (100, 50) and paths[1].name == "002_unclassified.tiff"
 
 
-def test_points_need_a_margin_and_lines_get_crops(tmp_path):
+def test_points_need_a_margin_and_lines_get_crops(svs_file, tmp_path):
     anns = [
         Annotation(Point(500, 500), "Mitosis"),
         Annotation(LineString([(100, 100), (140, 130)]), None, "ruler"),
     ]
-    with Slide(SVS) as slide:
+    with Slide(svs_file) as slide:
         assert [p.name for p in export_region_crops(slide, anns, tmp_path / "a")] == [
             "002_unclassified_ruler.png"
         ]
@@ -61,18 +60,18 @@ def test_points_need_a_margin_and_lines_get_crops(tmp_path):
     assert Image.open(with_margin[1]).size == (104, 94)
 
 
-def test_regions_outside_the_slide_are_clipped_or_skipped(tmp_path):
+def test_regions_outside_the_slide_are_clipped_or_skipped(svs_file, tmp_path):
     anns = [
         Annotation(Polygon([(2100, 2900), (2500, 2900), (2500, 3100)]), "Tumor"),
         Annotation(Polygon([(5000, 5000), (5100, 5000), (5100, 5100)]), "Tumor"),
     ]
-    with Slide(SVS) as slide:
+    with Slide(svs_file) as slide:
         paths = export_region_crops(slide, anns, tmp_path)
     assert len(paths) == 1 and Image.open(paths[0]).size == (120, 67)
 
 
-def test_bad_arguments(tmp_path):
-    with Slide(SVS) as slide:
+def test_bad_arguments(svs_file, tmp_path):
+    with Slide(svs_file) as slide:
         with pytest.raises(AnnotationError, match="no level 3"):
             export_region_crops(slide, [Annotation(TRIANGLE)], tmp_path, level=3)
         with pytest.raises(AnnotationError, match="PNG or TIFF, not 'jpg'"):

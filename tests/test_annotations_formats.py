@@ -10,8 +10,8 @@ import defusedxml.ElementTree as SafeET
 import pytest
 import shapely
 from _annotation_checks import check_asap_xml, check_geojson, load_strict_json
-from conftest import ANNOTATIONS
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
+from shared_data import ANNOTATIONS
 
 from napari_metastasis.annotations import (
     Annotation,
@@ -24,7 +24,6 @@ from napari_metastasis.annotations import (
 from napari_metastasis.errors import AnnotationError
 
 ALL_FILES = sorted(p for p in ANNOTATIONS.rglob("*") if p.is_file())
-NCRF = ANNOTATIONS / "camelyon16_ncrf_json"
 TOL = 1e-6
 
 
@@ -46,8 +45,8 @@ def test_the_shared_data_is_all_here():
 
 
 # --- what the readers find --------------------------------------------------------------------
-def test_qupath_polygon_properties():
-    (ann,) = read_annotations(ANNOTATIONS / "qupath_geojson" / "qupath-polygon.json")
+def test_qupath_polygon_properties(annotations_dir):
+    (ann,) = read_annotations(annotations_dir / "qupath_geojson" / "qupath-polygon.json")
     assert isinstance(ann.geometry, Polygon)
     assert ann.name == "polygon"
     assert ann.object_type == "annotation"  # from the v0.2 id "PathAnnotationObject"
@@ -67,34 +66,34 @@ def test_qupath_polygon_properties():
         ("qupath-point.json", "Point"),
     ],
 )
-def test_qupath_geometry_types(name, kind):
-    (ann,) = read_annotations(ANNOTATIONS / "qupath_geojson" / name)
+def test_qupath_geometry_types(annotations_dir, name, kind):
+    (ann,) = read_annotations(annotations_dir / "qupath_geojson" / name)
     assert ann.geometry.geom_type == kind
     assert ann.name == name[len("qupath-") : -len(".json")]
 
 
-def test_qupath_rectangle_area():
-    (ann,) = read_annotations(ANNOTATIONS / "qupath_geojson" / "qupath-rectangle.json")
+def test_qupath_rectangle_area(annotations_dir):
+    (ann,) = read_annotations(annotations_dir / "qupath_geojson" / "qupath-rectangle.json")
     assert ann.geometry.area == (26478 - 26268) * (15474 - 15298)
 
 
-def test_plain_geojson_feature_collection():
-    anns = read_annotations(ANNOTATIONS / "geojson_misc" / "napari-wsi_annotations.json")
+def test_plain_geojson_feature_collection(annotations_dir):
+    anns = read_annotations(annotations_dir / "geojson_misc" / "napari-wsi_annotations.json")
     assert [a.geometry.geom_type for a in anns] == ["Point", "LineString", "Polygon"]
     assert anns[0].geometry.equals(Point(0, 1))
     assert anns[2].geometry.area == 1.0
     assert all(a.classification is None for a in anns)
 
 
-def test_asap_files():
-    (dot,) = read_annotations(ANNOTATIONS / "asap_xml" / "asap-dot.xml")
+def test_asap_files(annotations_dir):
+    (dot,) = read_annotations(annotations_dir / "asap_xml" / "asap-dot.xml")
     assert dot.geometry.equals(Point(23071.5605, 16831.0098))
     assert dot.name == "Annotation 0" and dot.classification is None  # PartOfGroup="None"
     assert dot.color == (0xF4, 0xFA, 0x58)
-    (pointset,) = read_annotations(ANNOTATIONS / "asap_xml" / "asap-pointset.xml")
+    (pointset,) = read_annotations(annotations_dir / "asap_xml" / "asap-pointset.xml")
     assert pointset.geometry.geom_type == "MultiPoint"
     assert [p.coords[0] for p in pointset.geometry.geoms][1] == (22746.7793, 16708.4414)
-    (polygon,) = read_annotations(ANNOTATIONS / "asap_xml" / "asap-polygon.xml")
+    (polygon,) = read_annotations(annotations_dir / "asap_xml" / "asap-polygon.xml")
     assert polygon.geometry.exterior.coords[:-1][5] == (22954.1191, 16565.2363)
 
 
@@ -128,16 +127,16 @@ def test_asap_types_rectangle_spline_measurement(tmp_path):
     assert line.geometry.equals(LineString([(0, 0), (4, 0)]))
 
 
-def test_ncrf_classes_come_from_the_list_not_the_name():
-    anns = read_quiet(NCRF / "Tumor_004.json")
+def test_ncrf_classes_come_from_the_list_not_the_name(ncrf_dir):
+    anns = read_quiet(ncrf_dir / "Tumor_004.json")
     assert len(anns) == 7
     assert all(a.classification == "Tumor" and a.is_tumour for a in anns)
     # the names are ASAP annotation names, one of which is "_2"; still tumour
     assert [a.name for a in anns][:3] == ["_0", "_1", "_2"]
 
 
-def test_tumor_064_exclusions_are_holes_in_the_tumour_geometry():
-    anns = read_quiet(NCRF / "Tumor_064.json")
+def test_tumor_064_exclusions_are_holes_in_the_tumour_geometry(ncrf_dir):
+    anns = read_quiet(ncrf_dir / "Tumor_064.json")
     positive = [a for a in anns if a.is_tumour]
     negative = [a for a in anns if a.is_exclusion]
     assert (len(positive), len(negative)) == (11, 24)
@@ -154,15 +153,15 @@ def test_tumor_064_exclusions_are_holes_in_the_tumour_geometry():
         assert not region.contains(a.geometry.representative_point())
 
 
-def test_tumour_geometry_matches_the_patch_labels():
+def test_tumour_geometry_matches_the_patch_labels(ncrf_dir, annotations_dir):
     """The labels of the shared Camelyon16 patches agree with tumour_geometry (centre pixel)."""
-    labels = ANNOTATIONS.parent / "patches" / "camelyon16_256" / "labels.csv"
+    labels = annotations_dir.parent / "patches" / "camelyon16_256" / "labels.csv"
     regions = {}
     agree = total = 0
     for row in csv.DictReader(labels.open()):
         slide = row["camelyon16_slide"].lower().replace("tumor_", "Tumor_")
         if slide not in regions:
-            regions[slide] = tumour_geometry(read_quiet(NCRF / f"{slide}.json"))
+            regions[slide] = tumour_geometry(read_quiet(ncrf_dir / f"{slide}.json"))
         size = float(row["size_px_level0"])
         centre = Point(float(row["x_level0"]) + size / 2, float(row["y_level0"]) + size / 2)
         fraction = float(row["tumor_area_fraction_from_ncrf_json"])
@@ -172,9 +171,9 @@ def test_tumour_geometry_matches_the_patch_labels():
     assert total > 20 and agree == total
 
 
-def test_self_intersecting_camelyon_polygons_are_repaired_and_reported():
+def test_self_intersecting_camelyon_polygons_are_repaired_and_reported(ncrf_dir):
     with pytest.warns(AnnotationRepairWarning, match=r"Tumor_004.json: positive polygon 1"):
-        anns = read_annotations(NCRF / "Tumor_004.json")
+        anns = read_annotations(ncrf_dir / "Tumor_004.json")
     assert all(a.geometry.is_valid for a in anns)
 
 
@@ -221,6 +220,7 @@ def _assert_same(before, after, fmt):
             assert same_region(ours, theirs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["geojson", "asap", "ncrf"])
 @pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
 def test_round_trip(path, fmt, tmp_path):
@@ -244,9 +244,10 @@ def test_round_trip(path, fmt, tmp_path):
     assert read_annotations(again) == after
 
 
-def test_cross_format_chain_keeps_tumour_064(tmp_path):
-    """NCRF -> GeoJSON -> ASAP XML -> NCRF -> GeoJSON: the same tumour region at every step."""
-    start = read_quiet(NCRF / "Tumor_064.json")
+@pytest.mark.slow
+def test_cross_format_chain_keeps_tumour_064(ncrf_dir, tmp_path):
+    """ncrf_dir -> GeoJSON -> ASAP XML -> ncrf_dir -> GeoJSON: the same tumour region at every step."""
+    start = read_quiet(ncrf_dir / "Tumor_064.json")
     region = tumour_geometry(start)
     current = start
     for step, fmt in enumerate(["geojson", "asap", "ncrf", "geojson"]):
@@ -343,7 +344,7 @@ def test_csv_summary(tmp_path):
         write_annotations(tmp_path / "no-mpp.csv", anns)
 
 
-def test_summary_line():
-    anns = read_quiet(NCRF / "Tumor_004.json")
+def test_summary_line(ncrf_dir):
+    anns = read_quiet(ncrf_dir / "Tumor_004.json")
     assert summarize(anns) == "7 features (4 Polygon, 3 MultiPolygon)"
     assert summarize([]) == "0 features"

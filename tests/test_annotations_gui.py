@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import shapely
-from conftest import ANNOTATIONS, SVS
 from PIL import Image
 from shapely.geometry import MultiPoint, Polygon
+from shared_data import ANNOTATIONS
 
 from napari_metastasis.annotations import Annotation, read_annotations, write_annotations
 from napari_metastasis.widgets.annotation_io import AnnotationIOWidget
@@ -33,9 +33,9 @@ def geojson_file(tmp_path):
 
 
 @pytest.fixture
-def viewer_with_slide(make_napari_viewer):
+def viewer_with_slide(svs_file, make_napari_viewer):
     viewer = make_napari_viewer()
-    viewer.open(str(SVS), plugin="napari-metastasis")
+    viewer.open(str(svs_file), plugin="napari-metastasis")
     assert tuple(viewer.layers[0].scale) == (MPP, MPP)
     return viewer
 
@@ -51,6 +51,7 @@ def notifications(kind: str) -> list[str]:
     ]
 
 
+@pytest.mark.gui
 def test_reader_places_annotations_on_the_slide_in_um(viewer_with_slide, geojson_file):
     viewer = viewer_with_slide
     layers = viewer.open(str(geojson_file), plugin="napari-metastasis")
@@ -71,6 +72,7 @@ def test_reader_places_annotations_on_the_slide_in_um(viewer_with_slide, geojson
     assert (shapes.extent.world[1] <= slide_extent).all()
 
 
+@pytest.mark.gui
 def test_reader_without_a_slide_uses_pixels_and_says_so(make_napari_viewer, geojson_file):
     viewer = make_napari_viewer()
     (shapes, _) = viewer.open(str(geojson_file), plugin="napari-metastasis")
@@ -86,16 +88,17 @@ def test_reader_claims_every_shared_annotation_file(path):
     assert get_annotation_reader(str(path)) is not None
 
 
-def test_reader_declines_other_json_and_xml(tmp_path):
+def test_reader_declines_other_json_and_xml(svs_file, tmp_path):
     from napari_metastasis._annotation_io import get_annotation_reader
 
     (tmp_path / "config.json").write_text('{"model": "x", "patch_size": 96}')
     (tmp_path / "other.xml").write_text("<svg/>")
     assert get_annotation_reader(str(tmp_path / "config.json")) is None
     assert get_annotation_reader(str(tmp_path / "other.xml")) is None
-    assert get_annotation_reader(str(SVS)) is None
+    assert get_annotation_reader(str(svs_file)) is None
 
 
+@pytest.mark.gui
 @pytest.mark.parametrize("suffix", [".geojson", ".xml", ".csv"])
 def test_npe2_writers_export_a_shapes_layer_exactly(
     viewer_with_slide, geojson_file, tmp_path, suffix
@@ -126,6 +129,7 @@ def test_npe2_writers_export_a_shapes_layer_exactly(
         assert shapely.equals_exact(back[1].geometry, Polygon(DONUT.interiors[0]), 0)
 
 
+@pytest.mark.gui
 def test_user_drawn_shapes_export_in_slide_pixels(viewer_with_slide, tmp_path):
     viewer = viewer_with_slide
     drawn = viewer.add_shapes(
@@ -138,13 +142,16 @@ def test_user_drawn_shapes_export_in_slide_pixels(viewer_with_slide, tmp_path):
     assert drawn.data[0].shape == (3, 2)
 
 
-def test_panel_buttons_import_export_and_crops(viewer_with_slide, qtbot, geojson_file, tmp_path):
+@pytest.mark.gui
+def test_panel_buttons_import_export_and_crops(
+    annotations_dir, viewer_with_slide, qtbot, geojson_file, tmp_path
+):
     viewer = viewer_with_slide
     panel = AnnotationIOWidget(viewer)
     qtbot.addWidget(panel)
     assert panel.import_button.text() == "Import…" and panel.crops_button.text() == "Region crops…"
 
-    added = panel.import_file(ANNOTATIONS / "asap_xml" / "asap-polygon.xml")
+    added = panel.import_file(annotations_dir / "asap_xml" / "asap-polygon.xml")
     assert [type(layer).__name__ for layer in added] == ["Shapes"]
     assert panel.layer_combo.currentText() == "asap-polygon"
     panel.import_file(geojson_file)
@@ -173,7 +180,8 @@ def test_panel_buttons_import_export_and_crops(viewer_with_slide, qtbot, geojson
     assert Image.open(crops[0]).size == (800, 900)  # level 0 of the single-level slide
 
 
-def test_panel_reports_errors_and_keeps_going(viewer_with_slide, qtbot, tmp_path):
+@pytest.mark.gui
+def test_panel_reports_errors_and_keeps_going(annotations_dir, viewer_with_slide, qtbot, tmp_path):
     viewer = viewer_with_slide
     panel = AnnotationIOWidget(viewer)
     qtbot.addWidget(panel)
@@ -184,7 +192,7 @@ def test_panel_reports_errors_and_keeps_going(viewer_with_slide, qtbot, tmp_path
     assert panel.import_file(bad) == []
     assert len(viewer.layers) == 1
     assert panel.export(tmp_path / "nothing.geojson") is None  # no annotation layer yet
-    panel.import_file(ANNOTATIONS / "qupath_geojson" / "qupath-polyline.json")
+    panel.import_file(annotations_dir / "qupath_geojson" / "qupath-polyline.json")
     assert panel.export(tmp_path / "polyline.xml") is None  # ASAP cannot hold it
     assert not (tmp_path / "polyline.xml").exists()
     errors = notifications("error")
@@ -193,6 +201,7 @@ def test_panel_reports_errors_and_keeps_going(viewer_with_slide, qtbot, tmp_path
     assert any("polyline.xml: annotation 1 ('polyline'): ASAP XML cannot hold" in m for m in errors)
 
 
+@pytest.mark.gui
 def test_buttons_ask_for_a_path_then_call_the_handlers(
     viewer_with_slide, qtbot, geojson_file, tmp_path, monkeypatch
 ):

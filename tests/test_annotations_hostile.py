@@ -111,10 +111,9 @@ def test_large_invalid_polygon_is_refused_not_repaired(tmp_path, monkeypatch):
         read_annotations(path)
 
 
-def test_limits_are_documented_in_the_formats_page():
-    from conftest import PROJECT_ROOT
+def test_limits_are_documented_in_the_formats_page(project_root):
 
-    readme = (PROJECT_ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
+    readme = (project_root / "docs" / "formats.md").read_text(encoding="utf-8")
     for number in (v.MAX_FEATURES, v.MAX_VERTICES_PER_GEOMETRY, v.MAX_VERTICES_PER_FILE):
         assert f"{number:,}" in readme
     assert f"{v.MAX_REPAIR_VERTICES:,}" in readme

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from conftest import ANNOTATIONS
 from napari.layers import Points, Shapes
 from shapely.geometry import LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon
 
@@ -27,10 +26,12 @@ from napari_metastasis.annotations.layers import (
 MPP = (0.2431, 0.2427)  # (mpp_y, mpp_x), deliberately anisotropic
 
 
-def tumor_064():
+@pytest.fixture
+def tumor_064(ncrf_dir):
+    """Camelyon16's Tumor_064 outline: 11 lesions, 24 cut-outs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return read_annotations(ANNOTATIONS / "camelyon16_ncrf_json" / "Tumor_064.json")
+        return read_annotations(ncrf_dir / "Tumor_064.json")
 
 
 def make_layer(layer_data):
@@ -54,9 +55,9 @@ def test_float64_round_trip_error_is_below_1e_minus_9_px():
     assert err < 1e-9
 
 
-def test_tumour_064_through_a_real_shapes_layer_is_exact():
+def test_tumour_064_through_a_real_shapes_layer_is_exact(tumor_064):
     """float32 napari vertices still give back the exact level-0 px (via the exact-px record)."""
-    anns = tumor_064()
+    anns = tumor_064
     layer = make_layer(annotations_to_layer_data(anns, MPP)[0])
     assert layer.data[0].dtype == np.float32  # what napari does, and why the record exists
     back = layer_to_annotations(layer)
@@ -71,8 +72,8 @@ def test_tumour_064_through_a_real_shapes_layer_is_exact():
     assert y_um.max() == pytest.approx(y1 * MPP[0], rel=1e-6)
 
 
-def test_without_the_record_float32_error_is_tiny_and_edits_are_used():
-    anns = [Annotation(tumour_geometry(tumor_064()), "Tumor", id="1")]
+def test_without_the_record_float32_error_is_tiny_and_edits_are_used(tumor_064):
+    anns = [Annotation(tumour_geometry(tumor_064), "Tumor", id="1")]
     data, kwargs, _ = shapes_layer_data(anns, MPP)
     layer = Shapes(data, **kwargs)
     layer.metadata = {"mpp": kwargs["metadata"]["mpp"]}  # lose the exact record
@@ -205,8 +206,8 @@ def test_ids_never_collide():
     assert len(layer_to_annotations(make_layer(points))) == 4
 
 
-def test_every_shared_file_survives_the_layers():
-    for path in sorted(ANNOTATIONS.rglob("*.*")):
+def test_every_shared_file_survives_the_layers(annotations_dir):
+    for path in sorted(annotations_dir.rglob("*.*")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             anns = read_annotations(path)

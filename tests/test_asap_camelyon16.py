@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import shapely
 from asap_mask_recipe import annotation_to_mask
-from conftest import ANNOTATIONS
 from shapely.geometry import Polygon
 
 from napari_metastasis.annotations import (
@@ -20,8 +19,6 @@ from napari_metastasis.annotations import (
     write_annotations,
 )
 from napari_metastasis.annotations.asap import to_asap_xml
-
-NCRF_064 = ANNOTATIONS / "camelyon16_ncrf_json" / "Tumor_064.json"
 
 
 def sample_points(geometry, step: float | None = None, n: int = 40) -> np.ndarray:
@@ -45,10 +42,13 @@ def expected_tumour(geometry, points: np.ndarray, margin: float = 1.0):
     return inside, decided
 
 
-def test_camelyon16_recipe_finds_the_tumour_in_our_xml(tmp_path):
+@pytest.mark.slow
+def test_camelyon16_recipe_finds_the_tumour_in_our_xml(ncrf_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnnotationRepairWarning)
-        annotations = read_annotations(NCRF_064)  # a real Camelyon16 slide: 11 lesions, 24 cut-outs
+        annotations = read_annotations(
+            ncrf_dir / "Tumor_064.json"
+        )  # a real Camelyon16 slide: 11 lesions, 24 cut-outs
     region = tumour_geometry(annotations)
     path = write_annotations(tmp_path / "Tumor_064.xml", annotations)
     # a 25 x 25 grid over each annotation's box: every lesion and cut-out gets looked at

@@ -11,15 +11,16 @@ import json
 import subprocess
 import sys
 
-from conftest import PROJECT_ROOT
+import pytest
 
 
-def test_quick_fault_benchmark_leaves_nothing_mixed_and_nothing_hidden(tmp_path):
+@pytest.mark.slow
+def test_quick_fault_benchmark_leaves_nothing_mixed_and_nothing_hidden(project_root, tmp_path):
     out = tmp_path / "bench_faults.json"
     proc = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "benchmarks" / "bench_faults.py"),
+            str(project_root / "benchmarks" / "bench_faults.py"),
             "--quick",
             "--synthetic-kills",
             "6",

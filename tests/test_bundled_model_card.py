@@ -7,27 +7,31 @@ from __future__ import annotations
 import json
 import math
 
-from conftest import PROJECT_ROOT
+import pytest
 
 from napari_metastasis.models import BUNDLED_DIR, load_model
 from napari_metastasis.training.card import render_card
 
-RESULTS = PROJECT_ROOT / "resources" / "bundled_model_recipe.json"
-FOLDER = BUNDLED_DIR / "default"
+
+@pytest.fixture
+def results(project_root):
+    """What the recipe measured: resources/bundled_model_recipe.json."""
+    return json.loads((project_root / "resources" / "bundled_model_recipe.json").read_text())
 
 
-def _load():
-    return json.loads(RESULTS.read_text()), json.loads((FOLDER / "model_card.json").read_text())
+@pytest.fixture
+def card():
+    """The bundled model's card."""
+    return json.loads((BUNDLED_DIR / "default" / "model_card.json").read_text())
 
 
-def test_card_is_built_from_the_recipe_results(recipe):
-    results, card = _load()
+def test_card_is_built_from_the_recipe_results(recipe, results, card):
     rebuilt = json.loads(json.dumps(recipe.build_card(results), default=float))
     assert card == rebuilt | {"date": card["date"]}
 
 
-def test_card_fields_agree_with_the_recipe_outputs():
-    results, card = _load()
+@pytest.mark.slow
+def test_card_fields_agree_with_the_recipe_outputs(project_root, results, card):
     s = results["summary"]
     # the region threshold chosen on validation nodes; the patch numbers at Youden's J
     assert (
@@ -64,12 +68,11 @@ def test_card_fields_agree_with_the_recipe_outputs():
             == (row["regions_per_cm2"])
         )
         assert math.isclose(row["regions_per_cm2"], row["regions_at_threshold"] / row["tissue_cm2"])
-        assert (PROJECT_ROOT / row["heatmap"]).is_file()
+        assert (project_root / row["heatmap"]).is_file()
 
 
-def test_the_model_card_page_shows_the_card_and_the_heatmaps(recipe):
-    _, card = _load()
-    assert recipe.CARD_PAGE == PROJECT_ROOT / "docs" / "model-card.md"
+def test_the_model_card_page_shows_the_card_and_the_heatmaps(project_root, recipe, results, card):
+    assert project_root / "docs" / "model-card.md" == recipe.CARD_PAGE
     page = recipe.CARD_PAGE.read_text()
     start = page.index(recipe.README_START) + len(recipe.README_START) + 1
     section = page[start : page.index(recipe.README_END)]
@@ -77,5 +80,5 @@ def test_the_model_card_page_shows_the_card_and_the_heatmaps(recipe):
         render_card(card).replace("# Model card", "### Model card", 1).replace("\n## ", "\n#### ")
     )
     assert section == body
-    for row in _load()[0]["whole_slide_false_positives"].values():
+    for row in results["whole_slide_false_positives"].values():
         assert f"](../{row['heatmap']})" in page  # a link that works from docs/

@@ -4,41 +4,38 @@ defaults; ``view`` without a display says so; ``info --sample``."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import PROJECT_ROOT
 
 from napari_metastasis.annotations.io import FORMAT_NAMES
 from napari_metastasis.cli import COMMAND_MODULES, build_parser
 from napari_metastasis.commands.view import display_problem
 from napari_metastasis.defaults import ANNOTATION_FORMATS
 
-ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
 HEAVY = ("torch", "skimage", "pandas", "scipy", "napari", "shapely", "dask", "matplotlib")
 
 
-def _python(code: str, env=ENV, timeout=120) -> subprocess.CompletedProcess:
+def _python(code: str, env: dict, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
-def test_building_the_parser_imports_nothing_heavy():
+def test_building_the_parser_imports_nothing_heavy(project_env):
     code = (
         "import sys; from napari_metastasis.cli import build_parser; build_parser();"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
-    out = _python(code)
+    out = _python(code, project_env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("command", [None, *COMMAND_MODULES])
-def test_every_help_is_fast(command):
+def test_every_help_is_fast(command, project_env):
     args = [
         sys.executable,
         "-m",
@@ -47,7 +44,7 @@ def test_every_help_is_fast(command):
         "--help",
     ]
     started = time.perf_counter()
-    out = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(args, env=project_env, capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - started
     assert out.returncode == 0, out.stderr
     assert "usage: napari-metastasis" in out.stdout
@@ -70,9 +67,12 @@ def test_convert_offers_every_annotation_format():
     assert set(ANNOTATION_FORMATS) == set(FORMAT_NAMES)
 
 
-def test_view_without_a_display_says_so_instead_of_aborting(tmp_path):
+@pytest.mark.slow
+def test_view_without_a_display_says_so_instead_of_aborting(tmp_path, project_env):
     env = {
-        k: v for k, v in ENV.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+        k: v
+        for k, v in project_env.items()
+        if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
     }
     out = subprocess.run(
         [sys.executable, "-m", "napari_metastasis.cli", "view"],

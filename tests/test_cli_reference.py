@@ -8,16 +8,13 @@ import importlib.util
 import sys
 
 import pytest
-from conftest import PROJECT_ROOT
 
 from napari_metastasis.cli import COMMAND_MODULES, build_parser
 
-PAGE = PROJECT_ROOT / "docs" / "cli.md"
-
 
 @pytest.fixture(scope="module")
-def reference():
-    path = PROJECT_ROOT / "scripts" / "cli_reference.py"
+def reference(project_root):
+    path = project_root / "scripts" / "cli_reference.py"
     spec = importlib.util.spec_from_file_location("cli_reference", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -33,8 +30,8 @@ def _parsers(parser: argparse.ArgumentParser):
                 yield from _parsers(child)
 
 
-def test_the_page_is_what_the_parsers_say(reference):
-    assert PAGE.read_text(encoding="utf-8") == reference.render(), (
+def test_the_page_is_what_the_parsers_say(project_root, reference):
+    assert (project_root / "docs" / "cli.md").read_text(encoding="utf-8") == reference.render(), (
         "docs/cli.md is out of date with the parsers: run python scripts/cli_reference.py"
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pypdfium2 as pdfium
@@ -123,6 +124,7 @@ def _predict(slides, out, model, *extra):
     )
 
 
+@pytest.mark.slow
 def test_predict_writes_the_right_stages(node_slides, darkness, tmp_path, capsys):
     out = tmp_path / "run"
     assert _predict(node_slides, out, darkness) == 0, capsys.readouterr().err
@@ -176,6 +178,7 @@ def test_predict_writes_the_right_stages(node_slides, darkness, tmp_path, capsys
         pdf.close()
 
 
+@pytest.mark.slow
 def test_stride_and_case_options(node_slides, darkness, tmp_path, capsys):
     out = tmp_path / "run"
     slides = [node_slides[5], node_slides[1]]  # 1.2 mm disc, ITC
@@ -216,6 +219,7 @@ def test_a_slide_without_analysed_patches_leaves_its_patient_unstaged(
     assert read_summary(out / "patient_000_node_0.summary.json").patches == 0
 
 
+@pytest.mark.slow
 def test_a_failed_slide_leaves_its_patient_unstaged(node_slides, darkness, tmp_path, capsys):
     out = tmp_path / "run"
     missing = node_slides[0].parent / "patient_001_node_7.tif"
@@ -231,6 +235,7 @@ def test_a_failed_slide_leaves_its_patient_unstaged(node_slides, darkness, tmp_p
     ]
 
 
+@pytest.mark.slow
 def test_f8_a_patient_with_a_missing_node_is_marked_incomplete_never_staged(
     node_slides, darkness, tmp_path, capsys
 ):
@@ -245,7 +250,9 @@ def test_f8_a_patient_with_a_missing_node_is_marked_incomplete_never_staged(
     assert _predict([*four, *complete], out, darkness) == 0
     err = capsys.readouterr().err
     assert "warning: patient_002: incomplete, patient_002_node_3 missing" in err
-    assert "patient_003" not in err
+    # the messages, not the progress bars (a slide slower than tqdm's delay gets one, named)
+    messages = [m for m in re.split(r"[\r\n]+", err) if m.startswith("napari-metastasis ")]
+    assert not [m for m in messages if "patient_003" in m], messages
     stages = (out / "stages.csv").read_text()
     assert "patient_002" not in stages and stages.startswith("patient,stage\npatient_003.zip,pN0")
     assert main(["report", str(out)]) == 0

@@ -122,12 +122,11 @@ def test_froc_score_equals_the_official_one_on_a_mixed_set():
     assert froc(hits).score == pytest.approx(froc_score(total_fps, sensitivity), abs=1e-9)
 
 
-def test_f9_docs_state_only_the_real_differences_from_the_official_script():
+def test_f9_docs_state_only_the_real_differences_from_the_official_script(project_root):
     """F9: the README (now docs/validation.md) said the ITC rule deliberately differs from Evaluation_FROC.py; it does not
     (the script's 275 / (0.243 * 2**5) level-5 pixels is 275 µm). What does differ is stated."""
-    from conftest import PROJECT_ROOT
 
-    readme = (PROJECT_ROOT / "docs" / "validation.md").read_text(encoding="utf-8")
+    readme = (project_root / "docs" / "validation.md").read_text(encoding="utf-8")
     assert "level-5 pixels with a\nlevel-0 length" not in readme
     assert "compares µm with µm" not in readme
     assert "takes 0.243 µm/px for every slide" in readme

@@ -30,6 +30,7 @@ def _openslide_level0(path) -> np.ndarray:
         return np.asarray(osr.read_region((0, 0), 0, (w, h)))[..., :3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compression", [33005, 33003])
 def test_f6_jpeg2000_svs_reads_the_stored_pixels_at_every_level(tmp_path, compression):
     levels = _levels()

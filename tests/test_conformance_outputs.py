@@ -26,7 +26,8 @@ from napari_metastasis.annotations import Annotation, write_annotations
 from napari_metastasis.cli import main
 from napari_metastasis.probability import ProbabilityMap
 
-pytestmark = pytest.mark.conformance
+# every test reads the outputs of one whole `predict --sample` run (the module fixture)
+pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 STEM = "CMU-1-Small-Region"
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from _annotation_checks import check_asap_xml, check_geojson, load_strict_json
-from conftest import ANNOTATIONS, PROJECT_ROOT, SVS
+from shared_data import ANNOTATIONS
 
 from napari_metastasis.annotations import read_annotations, tumour_geometry
 from napari_metastasis.cli import main
@@ -17,7 +17,8 @@ NCRF_064 = ANNOTATIONS / "camelyon16_ncrf_json" / "Tumor_064.json"
 POLYLINE = ANNOTATIONS / "qupath_geojson" / "qupath-polyline.json"
 
 
-def test_ncrf_to_asap_to_geojson_to_csv(tmp_path, capsys):
+@pytest.mark.slow
+def test_ncrf_to_asap_to_geojson_to_csv(svs_file, tmp_path, capsys):
     xml = tmp_path / "Tumor_064.xml"
     assert main(["convert", str(NCRF_064), str(xml)]) == 0
     out, err = capsys.readouterr()
@@ -45,7 +46,7 @@ def test_ncrf_to_asap_to_geojson_to_csv(tmp_path, capsys):
     assert original.symmetric_difference(tumour_geometry(read_annotations(geojson))).area < 1e-6
 
     table = tmp_path / "Tumor_064.csv"
-    assert main(["convert", str(geojson), str(table), "--slide", str(SVS)]) == 0
+    assert main(["convert", str(geojson), str(table), "--slide", str(svs_file)]) == 0
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == in_xml and {r["class"] for r in rows} == {"_0", "_2"}
     area_px = read_annotations(geojson)[0].geometry.area
@@ -83,7 +84,7 @@ def test_errors_are_one_line_and_exit_1(tmp_path, capsys, args, message):
     assert not (tmp_path / "x.xml").exists() and not (tmp_path / "x.csv").exists()
 
 
-def test_console_entry_point_runs(tmp_path):
+def test_console_entry_point_runs(annotations_dir, project_root, tmp_path):
     """The real process: the summary on stdout, exit status 0 (and 1 on error)."""
     out = tmp_path / "point.xml"
     run = subprocess.run(
@@ -92,12 +93,12 @@ def test_console_entry_point_runs(tmp_path):
             "-m",
             "napari_metastasis.cli",
             "convert",
-            str(ANNOTATIONS / "qupath_geojson" / "qupath-point.json"),
+            str(annotations_dir / "qupath_geojson" / "qupath-point.json"),
             str(out),
         ],
         capture_output=True,
         text=True,
-        cwd=PROJECT_ROOT,
+        cwd=project_root,
         check=False,
     )
     assert run.returncode == 0, run.stderr

@@ -15,7 +15,6 @@ import math
 import numpy as np
 import pytest
 import shapely
-from conftest import PROJECT_ROOT
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
 from napari_metastasis.annotations.csv_summary import to_csv
@@ -232,10 +231,10 @@ def test_the_model_folder_rule_or_the_default():
     assert rule_for_model({}, 0.93).seed_threshold == 0.93  # never below the candidate threshold
 
 
-def test_the_bundled_model_has_the_rule_chosen_on_validation_nodes():
+def test_the_bundled_model_has_the_rule_chosen_on_validation_nodes(project_root):
     config = load_config(BUNDLED_DIR / "default")
     rule = rule_for_model(config.extra, 0.5)
-    recipe = json.loads((PROJECT_ROOT / "resources" / "bundled_model_recipe.json").read_text())
+    recipe = json.loads((project_root / "resources" / "bundled_model_recipe.json").read_text())
     chosen = recipe["decision"]["rule"]
     assert rule.to_dict() == chosen  # config.json says what the recipe's results say
     assert rule.source.startswith("chosen on 40 validation nodes")

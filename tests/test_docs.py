@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import re
 
-from conftest import PROJECT_ROOT
-
-README = PROJECT_ROOT / "README.md"
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -18,20 +15,20 @@ def _slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def test_readme_is_short_and_starts_with_the_two_commands():
-    lines = README.read_text(encoding="utf-8").splitlines()
+def test_readme_is_short_and_starts_with_the_two_commands(project_root):
+    lines = (project_root / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 200
     block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
     assert block[0].startswith("make demo   #") and block[1].startswith("make test   #")
 
 
-def test_readme_links_resolve_to_files_and_headings():
-    text = README.read_text(encoding="utf-8")
+def test_readme_links_resolve_to_files_and_headings(project_root):
+    text = (project_root / "README.md").read_text(encoding="utf-8")
     targets = [t for t in LINK.findall(text) if "://" not in t]
     assert any(t.startswith("docs/") for t in targets)
     for target in targets:
         path, _, anchor = target.partition("#")
-        file = PROJECT_ROOT / path
+        file = project_root / path
         assert file.is_file(), target
         if anchor:
             headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), flags=re.M)

@@ -13,8 +13,8 @@ import pytest
 import shapely
 import tifffile
 import torch
-from conftest import DICOM_DIR, FIXTURES, SVS, TIFF_6_LEVELS
 from engine_helpers import write_darkness_model, write_pyramid_tiff
+from shared_data import DICOM_DIR, SVS, TIFF_6_LEVELS
 from synthetic_slides import blocky_noise, write_aperio_svs, write_tiled_tiff
 
 from napari_metastasis.engine import (
@@ -240,6 +240,7 @@ def _probabilities(slide, model, reader, every: int = 1) -> np.ndarray:
     return probs[cells[:, 0], cells[:, 1]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("slide_path", "mpp", "level", "zoom"),
     [
@@ -268,6 +269,7 @@ def test_region_reader_gives_the_per_patch_answers(tmp_path, bundled, slide_path
     assert regions.std() > 0.01  # the model saw tissue, not a blank
 
 
+@pytest.mark.slow
 def test_at_non_integer_downsamples_the_model_sees_the_stored_level(tmp_path, bundled):
     """Level 1 of an Aperio pyramid at 2.0005: the region reader cuts the level's own pixels
     (the per-patch reader given those pixels agrees to float precision), where the old per-patch
@@ -330,17 +332,17 @@ def test_region_reader_cuts_each_patch_pixel_for_pixel(
             np.testing.assert_array_equal(got[i], expected, str(i))
 
 
-def test_bad_slide_reports_slide_error(tmp_path, darkness):
+def test_bad_slide_reports_slide_error(format_fixtures, tmp_path, darkness):
     with (
         pytest.raises(SlideError, match=r"unreadable\.svs"),
-        Slide(FIXTURES / "unreadable.svs") as s,
+        Slide(format_fixtures / "unreadable.svs") as s,
     ):
         s.check_readable()
         predict_slide(s, darkness, tissue=False)
 
 
-def test_empty_plan_yields_nothing(darkness):
-    with Slide(SVS) as slide:
+def test_empty_plan_yields_nothing(svs_file, darkness):
+    with Slide(svs_file) as slide:
         grid = make_grid(slide, darkness)
         result = predict_slide(slide, darkness, region=(-500, -500, 100, 100), tissue=False)
         assert grid == result.grid
@@ -385,7 +387,9 @@ def test_plan_counts_reused_and_background_and_calls_tissue_only_when_needed(tmp
 
 
 @pytest.mark.parametrize("reader", ["regions", "patches"])
-def test_the_forward_pass_runs_with_the_threads_the_caller_gave(darkness, monkeypatch, reader):
+def test_the_forward_pass_runs_with_the_threads_the_caller_gave(
+    svs_file, darkness, monkeypatch, reader
+):
     """``forward_threads`` holds for every batch; the region reader once overrode it with its own
     count while its batches were being drawn."""
     seen: list[int] = []
@@ -398,7 +402,7 @@ def test_the_forward_pass_runs_with_the_threads_the_caller_gave(darkness, monkey
     monkeypatch.setattr(darkness, "forward", counting)
     before = torch.get_num_threads()
     wanted = max(before, cpu_forward_threads()) + 2  # neither torch's count nor the reader's own
-    with Slide(SVS) as slide:
+    with Slide(svs_file) as slide:
         grid = make_grid(slide, darkness)
         cells = grid.all_cells()[:200]
         results = list(

@@ -3,6 +3,7 @@ passes a patch whatever the member count (every member on every view cost 3x for
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from napari_metastasis.training.networks import DIHEDRAL_VIEWS, Ensemble, SmallCNN
@@ -23,6 +24,7 @@ def _view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(x, k, dims=[2, 3])
 
 
+@pytest.mark.slow
 def test_each_view_is_seen_once_by_one_member_in_turn():
     torch.manual_seed(0)
     members = [Counting().eval() for _ in range(3)]
@@ -37,6 +39,7 @@ def test_each_view_is_seen_once_by_one_member_in_turn():
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_one_member_sees_all_eight_views_and_scripting_keeps_the_answer():
     torch.manual_seed(1)
     member = SmallCNN(width=4).eval()

@@ -19,7 +19,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PROJECT_ROOT, SVS
 from engine_helpers import write_darkness_model
 from synthetic_slides import write_claimed_tiff
 
@@ -50,7 +49,9 @@ def claimed(tmp_path_factory):
     return write_claimed_tiff(tmp_path_factory.mktemp("claimed") / "claimed.tiff", 10**6, 10**6)
 
 
-def test_thumbnail_of_a_slide_claiming_a_terapixel_is_refused_in_bounded_memory(tmp_path, claimed):
+def test_thumbnail_of_a_slide_claiming_a_terapixel_is_refused_in_bounded_memory(
+    project_env, tmp_path, claimed
+):
     code = (
         "import sys\n"
         "from napari_metastasis.cli import main\n"
@@ -60,7 +61,7 @@ def test_thumbnail_of_a_slide_claiming_a_terapixel_is_refused_in_bounded_memory(
         "print('maxrss_kb', hwm, file=sys.stderr)\n"
         "sys.exit(c)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env = project_env
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
     )
@@ -82,15 +83,15 @@ def test_predict_on_a_slide_claiming_a_terapixel_is_refused(tmp_path, capsys, cl
 
 
 @pytest.mark.parametrize("size", ["0", "-5", "100000", "big"])
-def test_info_size_must_be_a_sensible_number(capsys, size):
+def test_info_size_must_be_a_sensible_number(svs_file, capsys, size):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["info", str(SVS), "--size", size])
+        cli.main(["info", str(svs_file), "--size", size])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--size" in err and "Traceback" not in err
 
 
-def test_info_and_convert_to_places_they_cannot_write(tmp_path, capsys):
+def test_info_and_convert_to_places_they_cannot_write(svs_file, tmp_path, capsys):
     a_file = tmp_path / "a-file.txt"
     a_file.write_text("not a folder")
     geojson = tmp_path / "in.geojson"
@@ -102,7 +103,9 @@ def test_info_and_convert_to_places_they_cannot_write(tmp_path, capsys):
         "/sys/thumb.png": "permission denied",  # root too may not write there
     }
     for target, reason in targets.items():
-        code, _, err = _run(capsys, "info", str(SVS), "--thumbnail", str(target), "--size", "64")
+        code, _, err = _run(
+            capsys, "info", str(svs_file), "--thumbnail", str(target), "--size", "64"
+        )
         line = _one_sentence(err, "info")
         assert code == 1 and str(target) in line and reason in line and ".part" not in line
         out = str(target).replace("thumb.png", "out.xml")
@@ -150,9 +153,9 @@ def test_lone_surrogate_in_geojson_is_replaced_with_a_note(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value", ["local:abc", "local:0", "foo", "tcp://host", "host:99999"])
-def test_bad_dask_scheduler_is_refused_at_once(tmp_path, capsys, value):
+def test_bad_dask_scheduler_is_refused_at_once(svs_file, tmp_path, capsys, value):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["predict", str(SVS), "--out", str(tmp_path), "--dask", value])
+        cli.main(["predict", str(svs_file), "--out", str(tmp_path), "--dask", value])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--dask" in err and "local:N" in err and "Traceback" not in err
@@ -173,9 +176,9 @@ def test_corrupt_training_checkpoint(tmp_path):
         load_checkpoint(path)
 
 
-def test_permission_denied_is_not_called_an_unknown_format(tmp_path, monkeypatch):
+def test_permission_denied_is_not_called_an_unknown_format(svs_file, tmp_path, monkeypatch):
     copy = tmp_path / "locked.svs"
-    copy.write_bytes(SVS.read_bytes())
+    copy.write_bytes(svs_file.read_bytes())
 
     def denied(path):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
@@ -192,18 +195,20 @@ def test_permission_denied_is_not_called_an_unknown_format(tmp_path, monkeypatch
             slide_module.Slide(copy)
 
 
-def test_unexpected_errors_are_one_sentence_and_debug_shows_the_traceback(capsys, monkeypatch):
+def test_unexpected_errors_are_one_sentence_and_debug_shows_the_traceback(
+    svs_file, capsys, monkeypatch
+):
     from napari_metastasis.commands import info
 
     def boom(args):
         raise RuntimeError("something nobody planned for\nsecond line")
 
     monkeypatch.setattr(info, "run", boom)
-    code, _, err = _run(capsys, "info", str(SVS))
+    code, _, err = _run(capsys, "info", str(svs_file))
     line = _one_sentence(err, "info")
     assert code == 1 and "RuntimeError: something nobody planned for" in line
     assert "--debug" in line and "second line" not in err
-    for argv in (["--debug", "info", str(SVS)], ["info", str(SVS), "--debug"]):
+    for argv in (["--debug", "info", str(svs_file)], ["info", str(svs_file), "--debug"]):
         code, _, err = _run(capsys, *argv)
         assert code == 1 and "Traceback" in err and "RuntimeError" in err
 
@@ -211,11 +216,11 @@ def test_unexpected_errors_are_one_sentence_and_debug_shows_the_traceback(capsys
         raise OSError(errno.ENOSPC, "No space left on device", "/data/out/x.csv")
 
     monkeypatch.setattr(info, "run", out_of_space)
-    code, _, err = _run(capsys, "info", str(SVS))
+    code, _, err = _run(capsys, "info", str(svs_file))
     assert "cannot read or write /data/out/x.csv: no space is left on the disk" in err
 
 
-def test_ctrl_c_while_python_shuts_down_keeps_the_runs_exit_code(tmp_path):
+def test_ctrl_c_while_python_shuts_down_keeps_the_runs_exit_code(project_env, tmp_path):
     """A Ctrl-C that lands after the work is done, while the interpreter joins threads on its way
     out, once ended a finished run as killed by SIGINT (exit -2, no message)."""
     code = (
@@ -229,7 +234,7 @@ def test_ctrl_c_while_python_shuts_down_keeps_the_runs_exit_code(tmp_path):
         "cli.main = finished\n"
         "cli.run()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env = project_env
 
     def ctrl_c_as_in_a_terminal() -> None:  # a background job (CI, nohup &) starts ignoring it
         signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DICOM_DIR, DICOM_VOLUME, FIXTURES, SVS, TIFF_6_LEVELS
 from napari.layers import Image as ImageLayer
 from napari.utils.notifications import notification_manager
 from PIL import Image
+from shared_data import DICOM_DIR, DICOM_VOLUME
 from synthetic_slides import write_tiled_tiff
 
 from napari_metastasis.slide import Slide
@@ -44,9 +44,9 @@ def _assert_shows_slide(viewer, path):
     assert np.corrcoef(crop.mean(axis=2).ravel(), expected)[0, 1] > 0.9
 
 
-def test_svs_opens_as_one_multiscale_rgb_layer_in_um(make_napari_viewer):
+def test_svs_opens_as_one_multiscale_rgb_layer_in_um(svs_file, make_napari_viewer):
     viewer = make_napari_viewer(show=True)
-    layers = viewer.open(SVS, plugin=PLUGIN)
+    layers = viewer.open(svs_file, plugin=PLUGIN)
     assert len(layers) == 1 and len(viewer.layers) == 1
     layer = layers[0]
     assert isinstance(layer, ImageLayer) and layer.multiscale and layer.rgb
@@ -56,25 +56,25 @@ def test_svs_opens_as_one_multiscale_rgb_layer_in_um(make_napari_viewer):
     assert layer.metadata["slide"]["vendor"] == "aperio"
     # World extent is the slide in µm.
     assert layer.extent.world[1] == pytest.approx([2967 * 0.499, 2220 * 0.499], rel=1e-3)
-    _assert_shows_slide(viewer, SVS)
+    _assert_shows_slide(viewer, svs_file)
 
 
 @pytest.mark.parametrize("path", [DICOM_DIR, DICOM_VOLUME], ids=["folder", "instance"])
-def test_dicom_opens_in_viewer(make_napari_viewer, path):
+def test_dicom_opens_in_viewer(dicom_volume, make_napari_viewer, path):
     viewer = make_napari_viewer(show=True)
     [layer] = viewer.open(path, plugin=PLUGIN)
     assert tuple(layer.scale) == pytest.approx((0.499, 0.499))
     assert layer.metadata["slide"]["vendor"] == "dicom"
-    _assert_shows_slide(viewer, DICOM_VOLUME)
+    _assert_shows_slide(viewer, dicom_volume)
 
 
 def test_uncalibrated_slide_opens_in_pixels_with_a_visible_warning(
-    make_napari_viewer, notes, qtbot
+    six_level_tiff, make_napari_viewer, notes, qtbot
 ):
     from napari._qt.dialogs.qt_notification import NapariQtNotification
 
     viewer = make_napari_viewer(show=True)
-    [layer] = viewer.open(TIFF_6_LEVELS, plugin=PLUGIN)
+    [layer] = viewer.open(six_level_tiff, plugin=PLUGIN)
     assert tuple(layer.scale) == (1.0, 1.0)
     assert len(layer.data) == 6 and layer.metadata["slide"]["calibrated"] is False
     [(severity, message)] = notes()
@@ -87,7 +87,7 @@ def test_uncalibrated_slide_opens_in_pixels_with_a_visible_warning(
         ),
         timeout=3000,
     )
-    _assert_shows_slide(viewer, TIFF_6_LEVELS)
+    _assert_shows_slide(viewer, six_level_tiff)
 
 
 @pytest.mark.parametrize(
@@ -95,12 +95,12 @@ def test_uncalibrated_slide_opens_in_pixels_with_a_visible_warning(
     [("unreadable.svs", "cannot be decoded"), ("unopenable.tiff", "Unsupported TIFF compression")],
 )
 def test_broken_slide_shows_an_error_and_the_viewer_carries_on(
-    make_napari_viewer, notes, qtbot, name, reason
+    format_fixtures, svs_file, make_napari_viewer, notes, qtbot, name, reason
 ):
     from napari._qt.dialogs.qt_notification import NapariQtNotification
 
     viewer = make_napari_viewer(show=True)
-    path = FIXTURES / name
+    path = format_fixtures / name
     # The way File > Open and drag-and-drop open files: no exception, no reader dialog.
     viewer.window._qt_viewer._qt_open([str(path)], stack=False, plugin=PLUGIN)
     assert viewer.open(path, plugin=PLUGIN) == []
@@ -116,12 +116,14 @@ def test_broken_slide_shows_an_error_and_the_viewer_carries_on(
         timeout=3000,
     )
     # Still usable: a good slide opens and draws.
-    [layer] = viewer.open(SVS, plugin=PLUGIN)
+    [layer] = viewer.open(svs_file, plugin=PLUGIN)
     assert tuple(layer.scale) == (0.499, 0.499)
-    _assert_shows_slide(viewer, SVS)
+    _assert_shows_slide(viewer, svs_file)
 
 
-def test_broken_svs_through_the_remembered_reader(make_napari_viewer, notes, monkeypatch):
+def test_broken_svs_through_the_remembered_reader(
+    format_fixtures, svs_file, make_napari_viewer, notes, monkeypatch
+):
     """File > Open once napari-metastasis is the remembered reader for .svs: one clean error.
 
     (napari's builtins claim every file, so napari asks the first time which reader to use.)
@@ -131,19 +133,19 @@ def test_broken_svs_through_the_remembered_reader(make_napari_viewer, notes, mon
     viewer = make_napari_viewer(show=True)
     plugins = get_settings().plugins
     monkeypatch.setattr(plugins, "extension2reader", {"*.svs": PLUGIN})
-    viewer.window._qt_viewer._qt_open([str(FIXTURES / "unreadable.svs")], stack=False)
+    viewer.window._qt_viewer._qt_open([str(format_fixtures / "unreadable.svs")], stack=False)
     assert len(viewer.layers) == 0
     assert [s for s, _ in notes()] == ["error"]
-    viewer.window._qt_viewer._qt_open([str(SVS)], stack=False)
+    viewer.window._qt_viewer._qt_open([str(svs_file)], stack=False)
     assert len(viewer.layers) == 1
 
 
-def test_sample_data_opens(make_napari_viewer):
+def test_sample_data_opens(svs_file, make_napari_viewer):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample(PLUGIN, "CMU-1-Small-Region")
     [layer] = viewer.layers
     assert layer.multiscale and layer.rgb and tuple(layer.scale) == (0.499, 0.499)
-    _assert_shows_slide(viewer, SVS)
+    _assert_shows_slide(viewer, svs_file)
 
 
 def test_corrupt_tile_is_drawn_white_and_reported(make_napari_viewer, notes, qtbot, tmp_path):

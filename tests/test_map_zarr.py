@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from conftest import SVS
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
 from napari_metastasis import map_store
@@ -93,13 +92,13 @@ def test_convert_writes_a_map_as_ome_tiff_and_zarr(tmp_path, capsys):
     assert load_zarr(tmp_path / "copy.prob.zarr").n_analysed == 9
 
 
-def test_reader_claims_maps_and_declines_other_files(tmp_path):
+def test_reader_claims_maps_and_declines_other_files(svs_file, tmp_path):
     prob = _map()
     tiff = prob.save(tmp_path / "s.prob.tiff")
     zarr_path = save_zarr(prob, tmp_path / "s.prob.zarr")
     assert is_probability_map(tiff) and is_probability_map(zarr_path)
     assert get_map_reader(str(zarr_path)) is not None and get_map_reader([str(tiff)]) is not None
-    assert get_map_reader(str(SVS)) is None
+    assert get_map_reader(str(svs_file)) is None
     other = tmp_path / "other.zarr"
     other.mkdir()
     assert get_map_reader(str(other)) is None
@@ -190,10 +189,10 @@ def test_map_store_module_documents_zarr_version():
 
 
 @pytest.mark.gui
-def test_the_reader_puts_a_zarr_map_on_top_of_its_slide(make_napari_viewer, tmp_path):
+def test_the_reader_puts_a_zarr_map_on_top_of_its_slide(svs_file, make_napari_viewer, tmp_path):
     from napari_metastasis.slide import Slide
 
-    with Slide(SVS) as slide:
+    with Slide(svs_file) as slide:
         width, height = slide.dimensions
         mpp = slide.require_resolution()
     grid = PatchGrid(width, height, mpp.mpp_x, mpp.mpp_y, patch_px=48, spacing_um=1.0)
@@ -201,7 +200,7 @@ def test_the_reader_puts_a_zarr_map_on_top_of_its_slide(make_napari_viewer, tmp_
     prob.values[10:20, 5:15] = 0.95
     path = save_zarr(prob, tmp_path / "CMU-1-Small-Region.prob.zarr", ["normal", "tumor"])
     viewer = make_napari_viewer(show=True)
-    (slide_layer,) = viewer.open(SVS, plugin="napari-metastasis")
+    (slide_layer,) = viewer.open(svs_file, plugin="napari-metastasis")
     (map_layer,) = viewer.open(str(path), plugin="napari-metastasis")
     assert [layer.name for layer in viewer.layers] == [
         slide_layer.name,

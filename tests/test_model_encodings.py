@@ -4,14 +4,15 @@ before issue #10 was up to 0.57 apart (99th percentile 0.40, mean 0.038)."""
 
 from __future__ import annotations
 
-from conftest import DICOM_VOLUME, SVS
+import pytest
 
 from napari_metastasis.evaluation.stability import compare_encodings
 from napari_metastasis.models import load_model
 
 
-def test_bundled_model_is_stable_across_svs_and_dicom():
-    agreement = compare_encodings(load_model("default", device="cpu"), SVS, DICOM_VOLUME)
+@pytest.mark.slow
+def test_bundled_model_is_stable_across_svs_and_dicom(dicom_volume, svs_file):
+    agreement = compare_encodings(load_model("default", device="cpu"), svs_file, dicom_volume)
     assert agreement.patches > 100  # the tissue of the sample slide (80 µm cells), in both
     # the goals of issue #10
     assert agreement.mean_abs_difference <= 0.03, agreement

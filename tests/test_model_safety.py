@@ -71,6 +71,7 @@ def _write_model(folder, members, tta=True):
     return folder
 
 
+@pytest.mark.slow
 def test_own_models_load_from_safetensors_without_their_torchscript(tmp_path):
     torch.manual_seed(0)
     members = [SmallCNN(width=4).eval(), SmallCNN(width=4).eval()]
@@ -84,6 +85,7 @@ def test_own_models_load_from_safetensors_without_their_torchscript(tmp_path):
     np.testing.assert_allclose(model.predict(x), expected.detach().numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_safetensors_that_do_not_fit_the_named_network_are_refused(tmp_path):
     folder = _write_model(tmp_path / "m", [SmallCNN(width=4).eval()])
     config = json.loads((folder / "config.json").read_text())
@@ -102,6 +104,7 @@ def test_safetensors_that_do_not_fit_the_named_network_are_refused(tmp_path):
         load_model(folder, device="cpu")
 
 
+@pytest.mark.slow
 def test_bundled_model_ships_weights_as_data():
     folder = BUNDLED_DIR / "default"
     config = json.loads((folder / "config.json").read_text())

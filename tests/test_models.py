@@ -51,7 +51,7 @@ def test_valid_config_round_trips():
         ({"transform": "Resize"}, "field 'transform' must be a list"),
         (
             {"transform": [{"name": "RandomFlip"}, {"name": "ToTensor"}]},
-            "field 'transform[0]' is an unknown transform 'RandomFlip'",
+            "field 'transform[0].name' is an unknown transform 'RandomFlip'",
         ),
         (
             {"transform": [{"name": "Resize", "arguments": {"size": 0}}, {"name": "ToTensor"}]},
@@ -73,7 +73,7 @@ def test_valid_config_round_trips():
                     {"name": "Normalize", "arguments": {"mean": [0, 0, 0], "std": [1, 0, 1]}},
                 ]
             },
-            "field 'transform[1].arguments.std' must be greater than 0",
+            "field 'transform[1].arguments.std[1]' must be greater than 0, got 0",
         ),
         ({"transform": [{"name": "Resize", "arguments": {"size": 8}}]}, "must include ToTensor"),
         ({"positive_class": "lymphocyte"}, "positive class 'lymphocyte' is not one of"),
@@ -191,6 +191,7 @@ def test_registry_lists_bundled_default_and_user_folders(tmp_path, monkeypatch, 
         resolve_model("no-such-model")
 
 
+@pytest.mark.slow
 def test_bundled_default_model_loads_and_scores_patches():
     model = load_model("default", device="cpu")
     assert model.config.num_classes == 2 and model.positive_class in ("tumor", "tumour")

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import PROJECT_ROOT
 from engine_helpers import DarknessModel, darkness_config
 from hub_standin import HubStandIn
 
@@ -67,7 +66,8 @@ def test_pull_fetches_the_pinned_revision_into_the_models_folder(tmp_path, monke
     assert probs[0, 1] == pytest.approx(0.8, abs=1e-5)
 
 
-def test_pulled_model_is_found_by_name(tmp_path):
+@pytest.mark.slow
+def test_pulled_model_is_found_by_name(project_root, tmp_path):
     """From the command line, as a user runs it: pull, then --model NAME finds it."""
     home = tmp_path / "home"
     with HubStandIn(zoo_files(tmp_path)) as hub:
@@ -75,7 +75,7 @@ def test_pulled_model_is_found_by_name(tmp_path):
             **os.environ,
             "HF_ENDPOINT": hub.url,
             "HOME": str(home),
-            "PYTHONPATH": str(PROJECT_ROOT),
+            "PYTHONPATH": str(project_root),
         }
         env.pop("NAPARI_METASTASIS_MODELS", None)
         cli = [sys.executable, "-m", "napari_metastasis.cli"]
@@ -93,14 +93,15 @@ def test_pulled_model_is_found_by_name(tmp_path):
     assert str(home / ".napari-metastasis" / "models" / "darkness-test") in line
 
 
-def test_nothing_reaches_for_the_hub_unless_asked():
+@pytest.mark.slow
+def test_nothing_reaches_for_the_hub_unless_asked(project_env):
     code = (
         "import sys, napari_metastasis.cli, napari_metastasis.models, napari_metastasis.predict_files;"
         "print('huggingface_hub' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        env=project_env,
         capture_output=True,
         text=True,
         timeout=120,

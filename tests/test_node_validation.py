@@ -15,7 +15,6 @@ import numpy as np
 import openslide
 import pytest
 import shapely
-from conftest import DATA, PROJECT_ROOT
 
 from napari_metastasis.clinical import greatest_dimension_um
 from napari_metastasis.datasets.pcam_splits import pcam_part
@@ -64,8 +63,8 @@ SPECS = [
 
 
 @pytest.fixture(scope="module")
-def held_out():
-    return pcam_part(DATA, "test")
+def held_out(shared_data_dir):
+    return pcam_part(shared_data_dir, "test")
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +74,10 @@ def node_set(tmp_path_factory, held_out):
 
 
 @pytest.fixture(scope="module")
-def predicted(tmp_path_factory, node_set):
+def predicted(project_root, tmp_path_factory, node_set):
     folder, truths = node_set
     out = tmp_path_factory.mktemp("predict")
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(project_root)}
     slides = [str(folder / f"{t.name}.tif") for t in truths]
     proc = subprocess.run(
         [sys.executable, "-m", "napari_metastasis.cli", "predict", *slides, "--out", str(out)],
@@ -92,6 +91,7 @@ def predicted(tmp_path_factory, node_set):
     return out, truths
 
 
+@pytest.mark.slow
 def test_truth_geometry_is_the_max_feret_of_the_tumour_cells(node_set):
     _, truths = node_set
     by_shape = {t.shape: t for t in truths}
@@ -111,6 +111,7 @@ def test_truth_geometry_is_the_max_feret_of_the_tumour_cells(node_set):
     assert truth_stages(truths) == {"patient_000": "pN1mi"}
 
 
+@pytest.mark.slow
 def test_tissue_sits_on_and_off_the_model_grid(node_set):
     _, truths = node_set
     for t in truths:
@@ -119,6 +120,7 @@ def test_tissue_sits_on_and_off_the_model_grid(node_set):
     assert {t.offset_um for t in truths} == {0.0, OFF_GRID_UM}
 
 
+@pytest.mark.slow
 def test_slides_read_back_at_the_written_resolution(node_set):
     folder, truths = node_set
     for t in truths:
@@ -169,6 +171,7 @@ def test_the_default_set_covers_every_stage_and_both_scans():
     assert len({s.shape for s in specs if s.category == "macro"}) >= 3
 
 
+@pytest.mark.slow
 def test_scoring_sorts_regions_into_true_and_false(node_set):
     _, truths = node_set
     t = next(t for t in truths if t.shape == "block8x8")
@@ -197,6 +200,7 @@ def test_scoring_sorts_regions_into_true_and_false(node_set):
     assert score_node(t, summary, outlines).false_confirmed == 2
 
 
+@pytest.mark.slow
 def test_predict_on_the_nodes_is_scored(predicted):
     out, truths = predicted
     result = score_run(truths, out)
@@ -224,6 +228,7 @@ def test_predict_on_the_nodes_is_scored(predicted):
     assert f"| nodes right | {result['nodes_right']}/4 |" in markdown_table(result)
 
 
+@pytest.mark.slow
 def test_maps_reload_with_their_truth_for_offline_rules(predicted):
     out, truths = predicted
     maps = load_node_maps(out)
@@ -243,6 +248,7 @@ def test_maps_reload_with_their_truth_for_offline_rules(predicted):
     assert info["part"] == "test" and info["seed"] == 7
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_scored_on_the_nodes_that_finished(predicted, tmp_path):
     out, truths = predicted
     partial = tmp_path / "partial"

@@ -238,6 +238,7 @@ def test_stray_old_folders_are_removed(tmp_path, slide, model):
 
 
 # --- R5: an address that answers but is not a dask scheduler ---------------------------------
+@pytest.mark.slow
 def test_dask_address_that_is_not_a_scheduler(tmp_path, slide, model, capsys):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -6,7 +6,6 @@ import configparser
 import re
 
 import pytest
-from conftest import PROJECT_ROOT
 
 
 def _requirement_names(block: str) -> list[str]:
@@ -18,14 +17,15 @@ def _requirement_names(block: str) -> list[str]:
     return names
 
 
-def test_metadata_lives_in_setup_cfg_and_pyproject_only_with_each_requirement_once():
-    assert not (PROJECT_ROOT / "setup.py").exists()
+def test_metadata_lives_in_setup_cfg_and_pyproject_only_with_each_requirement_once(project_root):
+    assert not (project_root / "setup.py").exists()
     config = configparser.ConfigParser()
-    config.read(PROJECT_ROOT / "setup.cfg", encoding="utf-8")
+    config.read(project_root / "setup.cfg", encoding="utf-8")
     required = _requirement_names(config["options"]["install_requires"])
     assert len(required) == len(set(required)), required
     # what not every user needs is an extra, not a requirement
-    assert not {"distributed", "h5py", "jsonschema", "pytest"} & set(required)
+    assert not {"distributed", "h5py", "pytest"} & set(required)
+    assert "jsonschema" in required  # every model config is checked against its schema
     extras = config["options.extras_require"]
     assert "distributed" in _requirement_names(extras["distributed"])
     assert "h5py" in _requirement_names(extras["pcam-h5"])
@@ -43,13 +43,14 @@ def test_a_missing_extra_is_one_sentence_naming_the_pip_command():
     assert "pip install 'napari-metastasis[no_such_module_here]'" in message
 
 
-def test_license_manifest_and_types_ship():
-    assert "BSD 3-Clause License" in (PROJECT_ROOT / "LICENSE").read_text()
-    setup_cfg = (PROJECT_ROOT / "setup.cfg").read_text()
+def test_license_manifest_and_types_ship(project_root):
+    assert "BSD 3-Clause License" in (project_root / "LICENSE").read_text()
+    setup_cfg = (project_root / "setup.cfg").read_text()
     assert "license = BSD-3-Clause" in setup_cfg and "py.typed" in setup_cfg
-    assert (PROJECT_ROOT / "napari_metastasis" / "py.typed").is_file()
+    assert "models/*.schema.json" in setup_cfg  # the model-config schema ships in the wheel
+    assert (project_root / "napari_metastasis" / "py.typed").is_file()
     from npe2 import PluginManifest
 
-    manifest = PluginManifest.from_file(PROJECT_ROOT / "napari_metastasis" / "napari.yaml")
+    manifest = PluginManifest.from_file(project_root / "napari_metastasis" / "napari.yaml")
     assert manifest.display_name == "Metastasis Detection"
     assert set(manifest.categories) == {"Annotation", "Segmentation", "Measurement", "IO"}

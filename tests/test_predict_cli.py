@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from conftest import FIXTURES, PROJECT_ROOT, TIFF_6_LEVELS
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 from PIL import Image
 from shapely.geometry import shape
@@ -39,9 +38,10 @@ def _no_partial_files(folder):
     return not [p for p in folder.iterdir() if p.name.endswith(".part")]
 
 
-def test_sample_end_to_end_with_the_bundled_model(tmp_path):
+@pytest.mark.slow
+def test_sample_end_to_end_with_the_bundled_model(project_env, tmp_path):
     out = tmp_path / "demo"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env = project_env
     proc = subprocess.run(
         [sys.executable, "-m", "napari_metastasis.cli", "predict", "--sample", "--out", str(out)],
         capture_output=True,
@@ -151,10 +151,14 @@ def test_region_limits_the_patches(tmp_path, capsys, darkness_dir, shapes_slide)
 
 
 def test_bad_slides_are_reported_and_the_others_processed(
-    tmp_path, capsys, darkness_dir, shapes_slide
+    format_fixtures, tmp_path, capsys, darkness_dir, shapes_slide
 ):
     out = tmp_path / "out"
-    bad = [FIXTURES / "unreadable.svs", FIXTURES / "boxes.png", tmp_path / "missing.svs"]
+    bad = [
+        format_fixtures / "unreadable.svs",
+        format_fixtures / "boxes.png",
+        tmp_path / "missing.svs",
+    ]
     code = main(
         [
             "predict",
@@ -178,9 +182,11 @@ def test_bad_slides_are_reported_and_the_others_processed(
     assert _no_partial_files(out)
 
 
-def test_slide_without_resolution_is_refused_unless_mpp_given(tmp_path, capsys, darkness_dir):
+def test_slide_without_resolution_is_refused_unless_mpp_given(
+    six_level_tiff, tmp_path, capsys, darkness_dir
+):
     out = tmp_path / "out"
-    args = ["predict", str(TIFF_6_LEVELS), "--out", str(out), "--model", str(darkness_dir)]
+    args = ["predict", str(six_level_tiff), "--out", str(out), "--model", str(darkness_dir)]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "CropBreastSlide.tiff: no usable resolution" in err and "pass --mpp" in err
@@ -262,6 +268,7 @@ def test_models_lists_the_bundled_default(capsys, monkeypatch, darkness_dir):
     assert "32 px at 1 µm/px" in lines["darkness"]
 
 
+@pytest.mark.slow
 def test_dask_distributed_batch_matches_local_run(tmp_path, capsys, darkness_dir, shapes_slide):
     """Slides spread over a dask.distributed LocalCluster give the same files as a local run."""
     bad = tmp_path / "broken.svs"

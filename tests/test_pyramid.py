@@ -14,7 +14,7 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from conftest import DICOM_DIR, FIXTURES, PROJECT_ROOT, SVS, TIFF_6_LEVELS
+from shared_data import DICOM_DIR, FIXTURES, SVS, TIFF_6_LEVELS
 from synthetic_slides import blocky_noise, halving_sizes, write_aperio_svs, write_tiled_tiff
 
 from napari_metastasis.errors import SlideError
@@ -76,11 +76,11 @@ def test_levels_equal_openslide_pixels(path):
                     np.testing.assert_array_equal(block, np.asarray(direct)[..., :3])
 
 
-def test_blocks_follow_tiles():
-    with Slide(SVS) as slide:
+def test_blocks_follow_tiles(svs_file, six_level_tiff):
+    with Slide(svs_file) as slide:
         rows, cols, _ = build_pyramid(slide).levels[0].chunks
         assert rows == (480,) * 6 + (87,) and cols == (480,) * 4 + (300,)  # two 240 px tiles
-    with Slide(TIFF_6_LEVELS) as slide:
+    with Slide(six_level_tiff) as slide:
         levels = build_pyramid(slide).levels
         assert levels[0].chunks[:2] == ((512, 512, 501), (512, 512, 512, 497))
         assert all(len(a.chunks[0]) == 1 for a in levels[1:])  # small levels: one block
@@ -165,9 +165,9 @@ def test_aperio_level_at_non_integer_downsample_shows_its_own_pixels(tmp_path):
         assert np.mean(errors) > 4  # what the viewer showed before: up to ~7 grey levels off
 
 
-def test_level_array_indexing():
-    with Slide(TIFF_6_LEVELS) as slide:
-        truth = _whole_level(TIFF_6_LEVELS, 0)  # level 0: every position is exact
+def test_level_array_indexing(six_level_tiff):
+    with Slide(six_level_tiff) as slide:
+        truth = _whole_level(six_level_tiff, 0)  # level 0: every position is exact
         array = LevelArray(slide, 0)
         assert array.shape == truth.shape and len(array) == truth.shape[0]
         np.testing.assert_array_equal(array[10:20, 30:50], truth[10:20, 30:50])
@@ -181,20 +181,20 @@ def test_level_array_indexing():
             array[::-1]
 
 
-def test_each_pyramid_has_its_own_dask_keys():
+def test_each_pyramid_has_its_own_dask_keys(svs_file):
     """napari's dask cache is keyed by name: two openings must never share blocks."""
-    with Slide(SVS) as a, Slide(SVS) as b:
+    with Slide(svs_file) as a, Slide(svs_file) as b:
         assert build_pyramid(a).levels[0].name != build_pyramid(b).levels[0].name
 
 
-def test_scale_and_calibration():
-    with Slide(SVS) as slide:
+def test_scale_and_calibration(svs_file, six_level_tiff):
+    with Slide(svs_file) as slide:
         pyramid = build_pyramid(slide)
         assert pyramid.scale == (0.499, 0.499) and pyramid.calibrated
-    with Slide(TIFF_6_LEVELS) as slide:
+    with Slide(six_level_tiff) as slide:
         pyramid = build_pyramid(slide)
         assert pyramid.scale == (1.0, 1.0) and not pyramid.calibrated
-    with Slide(TIFF_6_LEVELS, mpp=0.3) as slide:
+    with Slide(six_level_tiff, mpp=0.3) as slide:
         assert build_pyramid(slide).scale == (0.3, 0.3)
 
 
@@ -214,6 +214,7 @@ def test_corrupt_tile_is_drawn_white_and_reported(tmp_path):
             np.asarray(build_pyramid(slide).levels[0][:300, :300])
 
 
+@pytest.mark.slow
 def test_concurrent_failures_blame_only_the_corrupt_blocks(tmp_path):
     """A failed read poisons OpenSlide's handle for reads running beside it; those must not be
     reported or drawn white. Repeated because the interleaving differs from run to run."""
@@ -231,8 +232,8 @@ def test_concurrent_failures_blame_only_the_corrupt_blocks(tmp_path):
         assert len(reports) == 3
 
 
-def test_close_waits_for_running_reads():
-    slide = Slide(TIFF_6_LEVELS)
+def test_close_waits_for_running_reads(six_level_tiff):
+    slide = Slide(six_level_tiff)
     outcomes = []
 
     def keep_reading():
@@ -294,20 +295,22 @@ _RSS_PROBE = textwrap.dedent(
 )
 
 
-def _rss_growth_on_open(path) -> int:
+def _rss_growth_on_open(path, cwd) -> int:
     out = subprocess.run(
         [sys.executable, "-c", _RSS_PROBE, str(path)],
         capture_output=True,
         text=True,
         check=True,
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["growth"]
 
 
-def test_memory_after_opening_does_not_grow_with_slide_size(large_slide, tmp_path):
+def test_memory_after_opening_does_not_grow_with_slide_size(large_slide, tmp_path, project_root):
     small = write_tiled_tiff(tmp_path / "small.tif", halving_sizes(4096, 4096), tile=512, mpp=0.25)
-    small_growth = _rss_growth_on_open(small)
-    large_growth = _rss_growth_on_open(large_slide)  # 256x the pixels of the small one
+    small_growth = _rss_growth_on_open(small, project_root)
+    large_growth = _rss_growth_on_open(
+        large_slide, project_root
+    )  # 256x the pixels of the small one
     assert large_growth < 48 * 2**20, large_growth  # vs 12.9 GB if level 0 were read
     assert large_growth - small_growth < 16 * 2**20, (small_growth, large_growth)

@@ -8,8 +8,8 @@ import dask.array as da
 import numpy as np
 import pytest
 import tifffile
-from conftest import DICOM_DIR, DICOM_VOLUME, FIXTURES, SVS, TIFF_6_LEVELS
 from napari.utils.notifications import notification_manager
+from shared_data import DICOM_DIR, DICOM_VOLUME, FIXTURES, SVS, TIFF_6_LEVELS
 
 from napari_metastasis import _reader
 from napari_metastasis._reader import (
@@ -41,14 +41,14 @@ def test_reader_claims_slides(path):
     assert get_slide_reader([str(path)]) is read_slide_layers
 
 
-def test_reader_declines_what_is_not_a_slide(tmp_path):
-    assert get_slide_reader(str(FIXTURES / "boxes.png")) is None
+def test_reader_declines_what_is_not_a_slide(format_fixtures, svs_file, tmp_path):
+    assert get_slide_reader(str(format_fixtures / "boxes.png")) is None
     plain = tmp_path / "plain.tif"  # a striped, single-image TIFF: for napari's own reader
     tifffile.imwrite(plain, np.zeros((64, 64, 3), np.uint8))
     assert get_slide_reader(str(plain)) is None
     (tmp_path / "notes.txt").write_text("x")
     assert get_slide_reader(str(tmp_path)) is None  # a folder without DICOM files
-    assert get_slide_reader([str(SVS), str(SVS)]) is None  # stacks are not slides
+    assert get_slide_reader([str(svs_file), str(svs_file)]) is None  # stacks are not slides
 
 
 def test_reader_claims_a_broken_file_with_a_slide_extension(tmp_path):
@@ -57,8 +57,8 @@ def test_reader_claims_a_broken_file_with_a_slide_extension(tmp_path):
     assert get_slide_reader(str(garbage)) is read_slide_layers
 
 
-def test_svs_layer_data():
-    [(levels, kwargs, layer_type)] = read_slide(SVS)
+def test_svs_layer_data(svs_file):
+    [(levels, kwargs, layer_type)] = read_slide(svs_file)
     assert layer_type == "image"
     assert isinstance(levels, list) and all(isinstance(a, da.Array) for a in levels)
     assert levels[0].shape == (2967, 2220, 3)
@@ -67,11 +67,11 @@ def test_svs_layer_data():
     assert kwargs["contrast_limits"] == (0, 255)  # napari must not scan a level for limits
     assert kwargs["name"] == "CMU-1-Small-Region"
     meta = kwargs["metadata"]["slide"]
-    assert meta["path"] == str(SVS) and meta["vendor"] == "aperio"
+    assert meta["path"] == str(svs_file) and meta["vendor"] == "aperio"
     assert meta["mpp"] == [0.499, 0.499] and meta["objective_power"] == 20
     assert meta["level_dimensions"] == [[2220, 2967]] and meta["level_downsamples"] == [1.0]
     assert meta["calibrated"] is True
-    assert kwargs["metadata"]["slide_path"] == str(SVS)
+    assert kwargs["metadata"]["slide_path"] == str(svs_file)
 
 
 @pytest.mark.parametrize("path", [DICOM_DIR, DICOM_VOLUME], ids=["folder", "instance"])
@@ -94,8 +94,8 @@ def test_uncalibrated_slide_gets_pixel_scale_and_a_warning(path, notes):
     assert path.stem in message and "implausible" in message and "in pixels" in message
 
 
-def test_six_level_tiff_layer():
-    [(levels, kwargs, _)] = read_slide(TIFF_6_LEVELS)
+def test_six_level_tiff_layer(six_level_tiff):
+    [(levels, kwargs, _)] = read_slide(six_level_tiff)
     assert [a.shape[:2] for a in levels] == [
         (1525, 2033), (762, 1016), (381, 508), (190, 254), (95, 127), (47, 63)
     ]  # fmt: skip
@@ -109,8 +109,8 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
-def test_broken_slide_gives_one_clear_error_notification(name, notes):
-    path = FIXTURES / name
+def test_broken_slide_gives_one_clear_error_notification(format_fixtures, name, notes):
+    path = format_fixtures / name
     assert get_slide_reader(str(path)) is read_slide_layers  # claimed: it is a slide
     assert read_slide_layers(str(path)) == NO_LAYERS
     [(severity, message)] = notes()
@@ -128,12 +128,12 @@ def test_garbage_with_a_slide_extension_is_explained(tmp_path, notes):
     assert severity == "error" and "scan.svs" in message and "not a whole-slide image" in message
 
 
-def test_unforeseen_failures_are_still_one_sentence(monkeypatch, notes):
+def test_unforeseen_failures_are_still_one_sentence(svs_file, monkeypatch, notes):
     def explode(*args, **kwargs):
         raise MemoryError("cannot allocate")
 
     monkeypatch.setattr(_reader, "Slide", explode)
-    assert read_slide_layers(str(SVS)) == NO_LAYERS
+    assert read_slide_layers(str(svs_file)) == NO_LAYERS
     [(severity, message)] = notes()
     assert severity == "error"
     assert message == (
@@ -142,7 +142,7 @@ def test_unforeseen_failures_are_still_one_sentence(monkeypatch, notes):
     )
 
 
-def test_npe2_finds_the_reader_and_sample():
+def test_npe2_finds_the_reader_and_sample(svs_file):
     import npe2
 
     pm = npe2.PluginManager.instance()
@@ -151,17 +151,17 @@ def test_npe2_finds_the_reader_and_sample():
     patterns = manifest.contributions.readers[0].filename_patterns
     assert {"*.svs", "*.tiff", "*.ndpi", "*.mrxs", "*.dcm"} <= set(patterns)
     assert manifest.contributions.readers[0].accepts_directories
-    readers = {r.plugin_name for r in pm.iter_compatible_readers([str(SVS)])}
+    readers = {r.plugin_name for r in pm.iter_compatible_readers([str(svs_file)])}
     assert "napari-metastasis" in readers
-    layer_data = npe2.read([str(SVS)], stack=False, plugin_name="napari-metastasis")
+    layer_data = npe2.read([str(svs_file)], stack=False, plugin_name="napari-metastasis")
     assert layer_data[0][1]["scale"] == (0.499, 0.499)
     samples = dict(pm.iter_sample_data())["napari-metastasis"]
     assert [s.key for s in samples] == ["CMU-1-Small-Region"]
 
 
-def test_sample_is_the_shipped_cc0_slide():
+def test_sample_is_the_shipped_cc0_slide(svs_file):
     digest = hashlib.sha256(SAMPLE_SLIDE.read_bytes()).hexdigest()
-    assert digest == hashlib.sha256(SVS.read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(svs_file.read_bytes()).hexdigest()
     [(levels, kwargs, layer_type)] = cmu1_small_region()
     assert layer_type == "image" and kwargs["scale"] == (0.499, 0.499)
     assert levels[0].shape == (2967, 2220, 3)
@@ -169,6 +169,7 @@ def test_sample_is_the_shipped_cc0_slide():
     assert tissue.std() > 10
 
 
+@pytest.mark.gui
 def test_layer_data_reports_a_corrupt_block_once(tmp_path, notes, qtbot):
     """Blocks fail in dask's threads; the one report reaches napari on the Qt main thread."""
     from synthetic_slides import write_tiled_tiff

@@ -9,8 +9,8 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from conftest import DICOM_DIR, DICOM_VOLUME, FIXTURES, SLIDES, SVS, TIFF_6_LEVELS
 from PIL import Image
+from shared_data import DICOM_DIR, DICOM_VOLUME, FIXTURES, SLIDES, SVS, TIFF_6_LEVELS
 from synthetic_slides import swapped_primaries_icc, write_tiled_tiff
 
 from napari_metastasis import slide as slide_module
@@ -58,8 +58,8 @@ def test_every_shared_slide_opens_or_fails_clearly(path):
     assert "\n" not in message and "Traceback" not in message
 
 
-def test_svs_metadata():
-    with Slide(SVS) as slide:
+def test_svs_metadata(svs_file):
+    with Slide(svs_file) as slide:
         assert slide.dimensions == (2220, 2967)
         assert slide.level_count == 1
         assert slide.vendor == "aperio" and slide.format == "aperio"
@@ -79,11 +79,11 @@ def test_svs_metadata():
 
 
 @pytest.mark.parametrize("path", [DICOM_DIR, DICOM_VOLUME], ids=["folder", "volume-instance"])
-def test_dicom_folder_and_instance(path):
-    with Slide(path) as slide, Slide(SVS) as svs:
+def test_dicom_folder_and_instance(dicom_folder, dicom_volume, svs_file, path):
+    with Slide(path) as slide, Slide(svs_file) as svs:
         assert slide.vendor == "dicom"
-        assert slide.path == DICOM_VOLUME  # a folder resolves to its full-resolution volume
-        assert slide.name == ("CMU-1-Small-Region" if path == DICOM_DIR else DICOM_VOLUME.stem)
+        assert slide.path == dicom_volume  # a folder resolves to its full-resolution volume
+        assert slide.name == ("CMU-1-Small-Region" if path == dicom_folder else dicom_volume.stem)
         assert slide.dimensions == svs.dimensions
         assert slide.resolution.mpp_x == pytest.approx(0.499)
         # Same scan, JPEG re-encoded: the same place holds the same tissue (a 3 px offset
@@ -95,16 +95,16 @@ def test_dicom_folder_and_instance(path):
         assert same > 0.95 and same > np.corrcoef(a.ravel(), shifted.ravel())[0, 1] + 0.05
 
 
-def test_every_dicom_instance_opens_the_series():
+def test_every_dicom_instance_opens_the_series(dicom_folder):
     sizes = set()
-    for instance in DICOM_DIR.glob("*.dcm"):
+    for instance in dicom_folder.glob("*.dcm"):
         with Slide(instance) as slide:
             sizes.add(slide.dimensions)
     assert sizes == {(2220, 2967)}
 
 
-def test_six_level_tiff_with_bogus_resolution():
-    with Slide(TIFF_6_LEVELS) as slide:
+def test_six_level_tiff_with_bogus_resolution(six_level_tiff):
+    with Slide(six_level_tiff) as slide:
         assert slide.level_count == 6
         assert slide.level_dimensions[0] == (2033, 1525)
         assert slide.level_downsamples[1] == pytest.approx(2.001148, abs=1e-6)
@@ -114,13 +114,13 @@ def test_six_level_tiff_with_bogus_resolution():
         with pytest.raises(ResolutionError, match=r"CropBreastSlide\.tiff: no usable resolution"):
             slide.require_resolution()
         assert slide.metadata()["mpp"] is None
-    with Slide(TIFF_6_LEVELS, mpp=0.25) as slide:
+    with Slide(six_level_tiff, mpp=0.25) as slide:
         assert slide.resolution.source == "user" and slide.mpp == 0.25
 
 
-def test_objective_power_fallback(monkeypatch):
+def test_objective_power_fallback(format_fixtures, monkeypatch):
     # small.svs states 0.499 µm/px and 20x; hide the µm/px to exercise the fallback.
-    with Slide(FIXTURES / "small.svs") as slide:
+    with Slide(format_fixtures / "small.svs") as slide:
         props = {
             k: v
             for k, v in slide.properties.items()
@@ -137,23 +137,23 @@ def test_objective_power_fallback(monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf")])
-def test_bad_user_mpp_is_refused(bad):
+def test_bad_user_mpp_is_refused(svs_file, bad):
     with pytest.raises(ResolutionError, match="positive number"):
-        Slide(SVS, mpp=bad)
+        Slide(svs_file, mpp=bad)
 
 
-def test_missing_file_and_empty_folder(tmp_path):
+def test_missing_file_and_empty_folder(dicom_folder, format_fixtures, tmp_path):
     with pytest.raises(SlideError, match="no such file"):
         Slide(tmp_path / "absent.svs")
     with pytest.raises(UnsupportedSlideError, match="no DICOM"):
         Slide(tmp_path)
     assert detect_format(tmp_path) is None
-    assert detect_format(FIXTURES / "boxes.png") is None
-    assert detect_format(DICOM_DIR) == "dicom"
+    assert detect_format(format_fixtures / "boxes.png") is None
+    assert detect_format(dicom_folder) == "dicom"
 
 
-def test_outside_the_slide_is_white(read_path):
-    with Slide(SVS) as slide:
+def test_outside_the_slide_is_white(svs_file, read_path):
+    with Slide(svs_file) as slide:
         w, h = slide.dimensions
         block = slide.read_region(0, w - 10, h - 10, 20, 20)
         assert block.shape == (20, 20, 3)
@@ -163,11 +163,11 @@ def test_outside_the_slide_is_white(read_path):
         assert slide.read_region(0, 0, 0, 0, 5).shape == (5, 0, 3)
 
 
-def test_alpha_is_composited_over_white():
+def test_alpha_is_composited_over_white(svs_file):
     rgba = np.zeros((1, 4, 4), np.uint8)
     rgba[0, :, :3] = [200, 100, 0]
     rgba[0, :, 3] = [0, 128, 255, 1]
-    with Slide(SVS) as slide:
+    with Slide(svs_file) as slide:
         rgb = slide._to_rgb(Image.fromarray(rgba, "RGBA"))
     expected = np.rint(
         rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)
@@ -176,9 +176,9 @@ def test_alpha_is_composited_over_white():
     assert (rgb[0, 0] == 255).all()  # fully transparent -> white, not black
 
 
-def test_read_region_matches_openslide(read_path):
-    osr = openslide.OpenSlide(str(TIFF_6_LEVELS))
-    with Slide(TIFF_6_LEVELS) as slide:
+def test_read_region_matches_openslide(six_level_tiff, read_path):
+    osr = openslide.OpenSlide(str(six_level_tiff))
+    with Slide(six_level_tiff) as slide:
         for level in range(slide.level_count):
             w, h = slide.level_dimensions[level]
             ours = slide.read_region(level, 7, 11, w // 2, h // 2)
@@ -188,11 +188,11 @@ def test_read_region_matches_openslide(read_path):
             assert ours.flags.c_contiguous
 
 
-def test_level_reads_are_exact_where_openslide_allows():
+def test_level_reads_are_exact_where_openslide_allows(six_level_tiff):
     """Through OpenSlide, level-grid reads equal the level's pixels when OpenSlide needs no
     sub-pixel shift."""
-    osr = openslide.OpenSlide(str(TIFF_6_LEVELS))
-    with Slide(TIFF_6_LEVELS, direct_tiles=False) as slide:
+    osr = openslide.OpenSlide(str(six_level_tiff))
+    with Slide(six_level_tiff, direct_tiles=False) as slide:
         level, ds = 1, slide.level_downsamples[1]
         w, h = slide.level_dimensions[level]
         whole = np.asarray(osr.read_region((0, 0), level, (w, h)))[..., :3]
@@ -210,15 +210,15 @@ def test_level_reads_are_exact_where_openslide_allows():
         assert 0 < np.abs(off - whole[100:164, 500:564]).mean() < 10
 
 
-def test_thumbnail_keeps_aspect():
-    with Slide(TIFF_6_LEVELS) as slide:
+def test_thumbnail_keeps_aspect(six_level_tiff):
+    with Slide(six_level_tiff) as slide:
         thumb = slide.thumbnail(256)
     assert thumb.shape == (192, 256, 3)
     assert thumb.std() > 10
 
 
-def test_best_level_for_downsample():
-    with Slide(TIFF_6_LEVELS) as slide:
+def test_best_level_for_downsample(six_level_tiff):
+    with Slide(six_level_tiff) as slide:
         assert slide.best_level_for_downsample(1) == 0
         assert slide.best_level_for_downsample(2.0) == 0  # level 1 is 2.001: not within 2
         assert slide.best_level_for_downsample(4.5) == 2
@@ -239,18 +239,18 @@ def test_to_srgb_applies_the_embedded_profile(tmp_path, read_path):
         assert srgb.metadata()["srgb"] and not raw.metadata()["srgb"]
 
 
-def test_to_srgb_on_an_srgb_profile_changes_little():
-    with Slide(DICOM_VOLUME) as raw, Slide(DICOM_VOLUME, to_srgb=True) as srgb:
+def test_to_srgb_on_an_srgb_profile_changes_little(dicom_volume, svs_file):
+    with Slide(dicom_volume) as raw, Slide(dicom_volume, to_srgb=True) as srgb:
         a = raw.read_region(0, 500, 500, 128, 128).astype(int)
         b = srgb.read_region(0, 500, 500, 128, 128).astype(int)
     assert np.abs(a - b).max() <= 3
-    with Slide(SVS, to_srgb=True) as no_profile:  # nothing to convert from
+    with Slide(svs_file, to_srgb=True) as no_profile:  # nothing to convert from
         assert no_profile.metadata()["srgb"] is False
 
 
-def test_concurrent_reads_agree_with_serial_reads(read_path):
+def test_concurrent_reads_agree_with_serial_reads(dicom_volume, read_path):
     """One Slide shared by threads (napari's dask pool, the engine's prefetch) reads correctly."""
-    with Slide(DICOM_VOLUME, to_srgb=True) as slide:
+    with Slide(dicom_volume, to_srgb=True) as slide:
         positions = [(x, y) for x in range(0, 1900, 300) for y in range(0, 2600, 400)]
         serial = {p: slide.read_region(0, *p, 240, 240) for p in positions}
         results, errors = {}, []
@@ -285,8 +285,8 @@ def test_one_corrupt_tile_costs_one_block_not_the_slide(tmp_path, read_path):
         assert tuple(slide.read_region(0, 600, 600, 8, 8)[0, 0]) == (200, 120, 180)
 
 
-def test_closed_slide_raises_a_slide_error():
-    slide = Slide(SVS)
+def test_closed_slide_raises_a_slide_error(svs_file):
+    slide = Slide(svs_file)
     slide.close()
     slide.close()  # idempotent
     assert slide.closed and "closed" in repr(slide)
@@ -294,8 +294,8 @@ def test_closed_slide_raises_a_slide_error():
         slide.read_region(0, 0, 0, 8, 8)
 
 
-def test_no_level_and_invalid_arguments():
-    with Slide(SVS) as slide, pytest.raises(SlideError, match="no level 3"):
+def test_no_level_and_invalid_arguments(svs_file):
+    with Slide(svs_file) as slide, pytest.raises(SlideError, match="no level 3"):
         slide.read_region(3, 0, 0, 8, 8)
 
 
@@ -349,8 +349,8 @@ def test_ycbcr_jpeg_tiles_and_missing_tiles_decode_as_openslide_does(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_other_formats_and_opting_out_stay_with_openslide():
-    with Slide(DICOM_DIR) as dicom, Slide(TIFF_6_LEVELS, direct_tiles=False) as tiff:
+def test_other_formats_and_opting_out_stay_with_openslide(dicom_folder, six_level_tiff):
+    with Slide(dicom_folder) as dicom, Slide(six_level_tiff, direct_tiles=False) as tiff:
         assert dicom.metadata()["direct_tile_levels"] == []
         assert tiff.metadata()["direct_tile_levels"] == []
         assert tiff.reads_stored_pixels(0) and not tiff.reads_stored_pixels(1)  # 2.0011

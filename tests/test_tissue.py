@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DICOM_DIR, SVS, TIFF_6_LEVELS
 from engine_helpers import write_pyramid_tiff
 
 from napari_metastasis import tissue as tissue_module
@@ -14,8 +13,8 @@ from napari_metastasis.tissue import classify_pixels, tissue_mask
 
 
 @pytest.fixture(scope="module")
-def svs_mask():
-    with Slide(SVS) as slide:
+def svs_mask(svs_file):
+    with Slide(svs_file) as slide:
         return slide.dimensions, tissue_mask(slide)
 
 
@@ -45,18 +44,18 @@ def test_mask_geometry_covers_the_slide(svs_mask):
     assert mask.layer_scale == pytest.approx((mask.downsample_y * 0.499, mask.downsample_x * 0.499))
 
 
-def test_all_tissue_crop_is_not_split_by_otsu():
+def test_all_tissue_crop_is_not_split_by_otsu(six_level_tiff):
     # CropBreastSlide is stroma and a lobule wall to wall: a plain Otsu would cut it in two.
-    with Slide(TIFF_6_LEVELS) as slide:
+    with Slide(six_level_tiff) as slide:
         mask = tissue_mask(slide)
         assert mask.level > 0  # read from the pyramid, not level 0
     assert mask.fraction > 0.95
 
 
-def test_block_reading_matches_single_read(monkeypatch, svs_mask):
+def test_block_reading_matches_single_read(svs_file, monkeypatch, svs_mask):
     _, whole = svs_mask
     monkeypatch.setattr(tissue_module, "_READ_BLOCK", 200)
-    with Slide(SVS) as slide:
+    with Slide(svs_file) as slide:
         blocked = tissue_mask(slide)
     assert np.array_equal(blocked.mask, whole.mask)
 
@@ -102,14 +101,14 @@ def test_pen_kept_when_asked(tmp_path):
     assert with_pen.all() and not without_pen.any()
 
 
-def test_bad_method_is_refused():
-    with Slide(SVS) as slide, pytest.raises(ValueError, match="unknown tissue method"):
+def test_bad_method_is_refused(svs_file):
+    with Slide(svs_file) as slide, pytest.raises(ValueError, match="unknown tissue method"):
         tissue_mask(slide, method="magic")
 
 
-def test_dicom_copy_of_the_sample_gives_the_same_mask(svs_mask):
+def test_dicom_copy_of_the_sample_gives_the_same_mask(dicom_folder, svs_mask):
     _, from_svs = svs_mask
-    with Slide(DICOM_DIR) as slide:
+    with Slide(dicom_folder) as slide:
         from_dicom = tissue_mask(slide)
     assert from_dicom.mask.shape == from_svs.mask.shape
     # Same tissue, re-encoded JPEG tiles: the masks agree almost everywhere.

@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import ANNOTATIONS, PATCHES
 from shapely.geometry import box
 
 from napari_metastasis.annotations import Annotation, write_annotations
@@ -23,11 +22,11 @@ from napari_metastasis.training.augment import AugmentConfig
 from napari_metastasis.training.networks import Ensemble, SmallCNN
 from napari_metastasis.training.trainer import TrainConfig, predict_probabilities, train_model
 
-NCRF = ANNOTATIONS / "camelyon16_ncrf_json"
 TINY = dict(epochs=1, steps_per_epoch=2, batch_size=8, width=4)
 
 
-def test_extract_train_evaluate_cli(tmp_path, capsys):
+@pytest.mark.slow
+def test_extract_train_evaluate_cli(ncrf_dir, patches_dir, tmp_path, capsys):
     ds, model_dir, eval_dir = tmp_path / "ds", tmp_path / "model", tmp_path / "eval"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -36,9 +35,9 @@ def test_extract_train_evaluate_cli(tmp_path, capsys):
                 [
                     "extract",
                     "--patch-folder",
-                    str(PATCHES / "camelyon16_256"),
+                    str(patches_dir / "camelyon16_256"),
                     "--annotations",
-                    *[str(NCRF / f"Tumor_{n}.json") for n in ("001", "004", "064")],
+                    *[str(ncrf_dir / f"Tumor_{n}.json") for n in ("001", "004", "064")],
                     "--spacing",
                     "2",
                     "--size",
@@ -152,9 +151,9 @@ def test_evaluate_slides_cli(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def small_set():
+def small_set(patches_dir):
     return ingest_labelled_folder(
-        PATCHES / "camelyon16_256", spacing_um=2.0, patch_size=24, source_mpp=0.243
+        patches_dir / "camelyon16_256", spacing_um=2.0, patch_size=24, source_mpp=0.243
     )
 
 
@@ -166,6 +165,7 @@ def _config(**kw):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, small_set):
     train = small_set.subset(np.flatnonzero(small_set.slides != "tumor_064"))
     val = small_set.subset(np.flatnonzero(small_set.slides == "tumor_064"))
@@ -191,6 +191,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, small_set):
         train_model(train, val, _config(lr=0.1), checkpoint=ckpt, resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_ensemble_averages_member_probabilities(small_set):
     torch.manual_seed(0)
     members = [SmallCNN(width=4).eval(), SmallCNN(width=4).eval()]
@@ -200,6 +201,7 @@ def test_ensemble_averages_member_probabilities(small_set):
     np.testing.assert_allclose(ens, np.mean(each, axis=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hard_negative_mining_changes_the_draws_and_resumes_to_the_same_weights(
     tmp_path, small_set
 ):

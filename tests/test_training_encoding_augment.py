@@ -5,15 +5,18 @@ re-encoding at the model's resolution or at twice it (a slide re-encoded at 0.5 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
-from conftest import SVS
 
 from napari_metastasis.slide import Slide
 from napari_metastasis.training.augment import AugmentConfig, encoding_jitter, jpeg_roundtrip
 
 
-def _tissue(n: int = 8, size: int = 64) -> torch.Tensor:
-    with Slide(SVS) as slide:
+@pytest.fixture
+def tissue(svs_file) -> torch.Tensor:
+    """Eight 64-px crops of the sample's tissue, as a float batch."""
+    n, size = 8, 64
+    with Slide(svs_file) as slide:
         region = slide.read_region(0, 600, 800, n * size, size)
     crops = [region[:, i * size : (i + 1) * size] for i in range(n)]
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
@@ -23,8 +26,8 @@ def _sharpness(x: torch.Tensor) -> float:
     return float((x[..., 1:] - x[..., :-1]).abs().mean())
 
 
-def test_blur_softens_texture_and_keeps_flat_colour():
-    x = _tissue()
+def test_blur_softens_texture_and_keeps_flat_colour(tissue):
+    x = tissue
     blurred = encoding_jitter(x, AugmentConfig(blur_p=1.0, blur_sigma=1.0), torch.Generator())
     assert blurred.shape == x.shape
     assert _sharpness(blurred) < 0.9 * _sharpness(x)
@@ -34,8 +37,8 @@ def test_blur_softens_texture_and_keeps_flat_colour():
     torch.testing.assert_close(encoding_jitter(flat, config, torch.Generator()), flat)
 
 
-def test_fine_jpeg_is_encoded_at_twice_the_size_and_halved():
-    x = _tissue()
+def test_fine_jpeg_is_encoded_at_twice_the_size_and_halved(tissue):
+    x = tissue
     generator = torch.Generator().manual_seed(0)
     config = AugmentConfig(jpeg_p=1.0, jpeg_quality_min=70, jpeg_fine_share=1.0)
     fine = encoding_jitter(x, config, generator)

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import ANNOTATIONS, SVS, TIFF_6_LEVELS
 from shapely.geometry import box
 
 from napari_metastasis.datasets.annotations_source import load_tumour_geometry
@@ -18,8 +17,8 @@ TUMOUR = box(700, 900, 1500, 1900)  # level-0 px of CMU-1-Small-Region (0.499 µ
 
 
 @pytest.fixture(scope="module")
-def extracted():
-    return extract_from_slide(SVS, TUMOUR, spacing_um=4.0, patch_size=24, min_tissue=0.2)
+def extracted(svs_file):
+    return extract_from_slide(svs_file, TUMOUR, spacing_um=4.0, patch_size=24, min_tissue=0.2)
 
 
 def test_labels_and_masks_follow_the_geometry(extracted):
@@ -37,9 +36,9 @@ def test_labels_and_masks_follow_the_geometry(extracted):
     assert p.images.shape[1:] == (24, 24, 3)
 
 
-def test_fraction_rule_and_negative_cap():
+def test_fraction_rule_and_negative_cap(svs_file):
     p = extract_from_slide(
-        SVS,
+        svs_file,
         TUMOUR,
         spacing_um=4.0,
         patch_size=24,
@@ -50,17 +49,17 @@ def test_fraction_rule_and_negative_cap():
     assert (p.labels == 0).sum() == 5
 
 
-def test_annotation_of_another_slide_is_refused():
+def test_annotation_of_another_slide_is_refused(annotations_dir, svs_file):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        camelyon = load_tumour_geometry(ANNOTATIONS / "camelyon16_ncrf_json" / "Tumor_001.json")
+        camelyon = load_tumour_geometry(annotations_dir / "camelyon16_ncrf_json" / "Tumor_001.json")
     with pytest.raises(DatasetError, match="do not match this slide"):
-        extract_from_slide(SVS, camelyon, spacing_um=4.0, patch_size=24)
+        extract_from_slide(svs_file, camelyon, spacing_um=4.0, patch_size=24)
 
 
-def test_slide_without_resolution_needs_mpp():
+def test_slide_without_resolution_needs_mpp(six_level_tiff):
     with pytest.raises(ResolutionError):
-        extract_from_slide(TIFF_6_LEVELS, None, spacing_um=4.0, patch_size=24)
-    p = extract_from_slide(TIFF_6_LEVELS, None, spacing_um=4.0, patch_size=24, mpp=0.5)
+        extract_from_slide(six_level_tiff, None, spacing_um=4.0, patch_size=24)
+    p = extract_from_slide(six_level_tiff, None, spacing_um=4.0, patch_size=24, mpp=0.5)
     assert len(p) > 10 and p.labels.sum() == 0
     assert np.all(p.size_level0 == 192)

@@ -11,7 +11,6 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-from conftest import ANNOTATIONS, PATCHES
 from PIL import Image
 
 from napari_metastasis.datasets.annotations_source import geometries_by_slide
@@ -24,30 +23,34 @@ from napari_metastasis.datasets.labels import LabelRule
 from napari_metastasis.datasets.patchset import load_patchset, save_patchset
 from napari_metastasis.errors import DatasetError
 
-CAMELYON = PATCHES / "camelyon16_256"
-NCRF = ANNOTATIONS / "camelyon16_ncrf_json"
+
+@pytest.fixture(scope="module")
+def camelyon(patches_dir):
+    """Camelyon16 patches, 256 px at 0.243 µm/px, with their labels.csv."""
+    return patches_dir / "camelyon16_256"
 
 
 @pytest.fixture(scope="module")
-def geometries():
+def geometries(ncrf_dir):
     with warnings.catch_warnings():
         warnings.simplefilter(
             "ignore"
         )  # the official polygons self-intersect; repairs are reported
-        return geometries_by_slide(sorted(NCRF.glob("*.json")))
+        return geometries_by_slide(sorted(ncrf_dir.glob("*.json")))
 
 
-def _csv_rows():
-    with (CAMELYON / "labels.csv").open() as fh:
+def _csv_rows(folder):
+    with (folder / "labels.csv").open() as fh:
         return list(csv.DictReader(fh))
 
 
-def test_camelyon16_labels_agree_with_polygons(geometries):
+@pytest.mark.slow
+def test_camelyon16_labels_agree_with_polygons(camelyon, geometries):
     # whole 256-px patches (62 µm) at their own 0.243 µm/px, downsampled to 64 px
     patches = ingest_labelled_folder(
-        CAMELYON, spacing_um=0.243 * 4, patch_size=64, source_mpp=0.243, geometries=geometries
+        camelyon, spacing_um=0.243 * 4, patch_size=64, source_mpp=0.243, geometries=geometries
     )
-    rows = _csv_rows()
+    rows = _csv_rows(camelyon)
     assert len(patches) == len(rows) == 57
     assert patches.has_mask.all()
     assert patches.labels.tolist() == [int(r["label"]) for r in rows]
@@ -59,9 +62,10 @@ def test_camelyon16_labels_agree_with_polygons(geometries):
     assert (patches.x == [int(r["x_level0"]) for r in rows]).all()
 
 
-def test_centre_crop_masks_and_round_trip(tmp_path, geometries):
+@pytest.mark.slow
+def test_centre_crop_masks_and_round_trip(camelyon, tmp_path, geometries):
     patches = ingest_labelled_folder(
-        CAMELYON,
+        camelyon,
         spacing_um=1.0,
         patch_size=48,
         source_mpp=0.243,
@@ -79,18 +83,19 @@ def test_centre_crop_masks_and_round_trip(tmp_path, geometries):
     assert again.slides.tolist() == patches.slides.tolist()
 
 
-def test_slide_annotation_mismatch_is_a_clear_error(geometries):
+def test_slide_annotation_mismatch_is_a_clear_error(camelyon, geometries):
     swapped = {"tumor_001": geometries["tumor_004"], "tumor_004": geometries["tumor_001"]}
     with pytest.raises(DatasetError, match="annotations of slide tumor_001 do not match"):
         ingest_labelled_folder(
-            CAMELYON, spacing_um=1.0, patch_size=48, source_mpp=0.243, geometries=swapped
+            camelyon, spacing_um=1.0, patch_size=48, source_mpp=0.243, geometries=swapped
         )
 
 
-def test_corrupt_patch_is_a_clear_error(tmp_path):
+@pytest.mark.slow
+def test_corrupt_patch_is_a_clear_error(camelyon, tmp_path):
     folder = tmp_path / "patches"
     (folder / "tumor").mkdir(parents=True)
-    good = next((CAMELYON / "tumor").glob("*.png"))
+    good = next((camelyon / "tumor").glob("*.png"))
     shutil.copy(good, folder / "tumor" / good.name)
     (folder / "tumor" / "tumor_001_1_2.png").write_bytes(good.read_bytes()[:300])  # truncated
     (folder / "labels.csv").write_text(
@@ -103,7 +108,7 @@ def test_corrupt_patch_is_a_clear_error(tmp_path):
         ingest_labelled_folder(folder, spacing_um=1.0, patch_size=48, source_mpp=0.243)
     # a dataset folder whose image went bad after extraction
     patches = ingest_labelled_folder(
-        CAMELYON, spacing_um=1.0, patch_size=48, source_mpp=0.243
+        camelyon, spacing_um=1.0, patch_size=48, source_mpp=0.243
     ).subset(np.arange(3))
     save_patchset(patches, tmp_path / "ds")
     victim = sorted((tmp_path / "ds" / "images").glob("*.png"))[1]
@@ -112,13 +117,13 @@ def test_corrupt_patch_is_a_clear_error(tmp_path):
         load_patchset(tmp_path / "ds")
 
 
-def test_patch_too_small_for_request():
+def test_patch_too_small_for_request(camelyon):
     with pytest.raises(DatasetError, match="covers 62 µm"):
-        ingest_labelled_folder(CAMELYON, spacing_um=1.0, patch_size=96, source_mpp=0.243)
+        ingest_labelled_folder(camelyon, spacing_um=1.0, patch_size=96, source_mpp=0.243)
 
 
-def test_kaggle_pcam_tiffs():
-    folder = PATCHES / "pcam_kaggle_96" / "train"
+def test_kaggle_pcam_tiffs(patches_dir):
+    folder = patches_dir / "pcam_kaggle_96" / "train"
     patches = ingest_kaggle_pcam(folder)
     assert len(patches) == 8 and patches.labels.sum() == 3
     assert patches.images.shape == (8, 96, 96, 3)

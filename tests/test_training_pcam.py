@@ -4,7 +4,7 @@ trained on) beats chance by a clear margin on patches it never saw."""
 from __future__ import annotations
 
 import numpy as np
-from conftest import PATCHES
+import pytest
 
 from napari_metastasis.datasets.ingest import ingest_kaggle_pcam
 from napari_metastasis.evaluation.metrics import roc_auc
@@ -12,9 +12,10 @@ from napari_metastasis.training.augment import AugmentConfig
 from napari_metastasis.training.trainer import TrainConfig, predict_probabilities, train_model
 
 
-def test_short_training_on_pcam_beats_chance_on_unseen_patches():
+@pytest.mark.slow
+def test_short_training_on_pcam_beats_chance_on_unseen_patches(patches_dir):
     patches = ingest_kaggle_pcam(
-        PATCHES / "pcam_kaggle_5k" / "train", spacing_um=0.972, patch_size=64, limit=480
+        patches_dir / "pcam_kaggle_5k" / "train", spacing_um=0.972, patch_size=64, limit=480
     )
     train = patches.subset(np.arange(0, 360))
     held = patches.subset(np.arange(360, 480))

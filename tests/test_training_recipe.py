@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DATA
 
 from napari_metastasis.models import load_model
 from napari_metastasis.models.safe_weights import SAFETENSORS_FILE
@@ -28,21 +27,24 @@ def test_pcam_split_is_stratified_disjoint_and_fixed():
     assert [len(more[k]) for k in ("train", "val", "test")] == [400, 200, 400]
 
 
-def test_the_recipe_trains_on_the_training_part_of_both_folders_only(recipe):
+def test_the_recipe_trains_on_the_training_part_of_both_folders_only(shared_data_dir, recipe):
     from napari_metastasis.datasets.pcam_splits import pcam_part
 
-    split = recipe.split_pcam(DATA)
-    files = pcam_part(DATA, "test")
-    assert len(split["test"]) == len(files) and len(split["val"]) == len(pcam_part(DATA, "val"))
+    split = recipe.split_pcam(shared_data_dir)
+    files = pcam_part(shared_data_dir, "test")
+    assert len(split["test"]) == len(files) and len(split["val"]) == len(
+        pcam_part(shared_data_dir, "val")
+    )
     everything = np.concatenate(list(split.values()))
     assert len(everything) == len(set(everything.tolist()))
 
 
-def test_quick_recipe_writes_model_results_and_card(recipe, tmp_path):
+@pytest.mark.slow
+def test_quick_recipe_writes_model_results_and_card(shared_data_dir, recipe, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{recipe.README_START}\nold\n{recipe.README_END}\nrest\n")
     out, results_file = tmp_path / "default", tmp_path / "results.json"
-    argv = ["--data", str(DATA), "--out", str(out), "--results", str(results_file)]
+    argv = ["--data", str(shared_data_dir), "--out", str(out), "--results", str(results_file)]
     argv += ["--readme", str(readme), "--quick", "--pcam-limit", "300", "--no-progress"]
     assert recipe.main(argv) == 0
     assert (out / SAFETENSORS_FILE).is_file() and (out / "torchscript_model.pt").is_file()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SVS, TIFF_6_LEVELS
 from qtpy.QtCore import Qt
 from shapely.geometry import box
 from test_widget_regions import synthetic_map
@@ -70,12 +69,14 @@ def test_the_legend_shows_the_colormap_and_marks_the_threshold(env, qtbot):
 
 
 # --- scale bar ----------------------------------------------------------------------------------
-def test_the_scale_bar_comes_on_for_a_calibrated_slide_only(make_napari_viewer):
+def test_the_scale_bar_comes_on_for_a_calibrated_slide_only(
+    svs_file, six_level_tiff, make_napari_viewer
+):
     viewer = make_napari_viewer(show=True)
     MetastasisWidget(viewer)
-    viewer.open(str(TIFF_6_LEVELS), plugin="napari-metastasis")  # no µm/px: no scale bar
+    viewer.open(str(six_level_tiff), plugin="napari-metastasis")  # no µm/px: no scale bar
     assert not viewer.scale_bar.visible
-    viewer.open(str(SVS), plugin="napari-metastasis")
+    viewer.open(str(svs_file), plugin="napari-metastasis")
     assert viewer.scale_bar.visible
     assert str(viewer.layers[-1].units[-1]) in ("µm", "micrometer")
 

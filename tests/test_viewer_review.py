@@ -13,7 +13,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ANNOTATIONS, SVS, TIFF_6_LEVELS
 from napari.utils.notifications import notification_manager
 from test_widget_regions import synthetic_map
 from widget_helpers import add_sample_slide, docked_widget, write_test_model
@@ -28,7 +27,6 @@ from napari_metastasis.widgets.detection import SHAPES, WHOLE, MetastasisWidget
 
 pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 30_000
-TUMOR_064 = ANNOTATIONS / "camelyon16_ncrf_json" / "Tumor_064.json"
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +72,10 @@ def reopen(viewer, qtbot, widget, path):
 
 # --- 1. µm/px for slides that state none ------------------------------------------------------
 def test_an_uncalibrated_slide_is_analysed_with_the_um_per_px_given_and_remembers_it(
-    env, qtbot, notes, make_napari_viewer
+    six_level_tiff, env, qtbot, notes, make_napari_viewer
 ):
     viewer, widget = env
-    layer = add_slide(viewer, TIFF_6_LEVELS)  # CropBreastSlide: 96 dpi tag, no objective power
+    layer = add_slide(viewer, six_level_tiff)  # CropBreastSlide: 96 dpi tag, no objective power
     assert tuple(layer.scale) == (1.0, 1.0)
     field = widget.source.mpp
     assert field.enabled and widget.source.mpp_value is None
@@ -103,7 +101,7 @@ def test_an_uncalibrated_slide_is_analysed_with_the_um_per_px_given_and_remember
     viewer2 = make_napari_viewer(show=True)
     widget2 = MetastasisWidget(viewer2)
     viewer2.window.add_dock_widget(widget2, name="Metastasis detection")
-    layer2 = add_slide(viewer2, TIFF_6_LEVELS)
+    layer2 = add_slide(viewer2, six_level_tiff)
     qtbot.waitUntil(lambda: widget2.current_analysis is not None, timeout=5000)
     assert tuple(layer2.scale) == (0.5, 0.5)
     assert widget2.source.mpp_value == 0.5 and "given" in widget2.source.mpp_source.value
@@ -142,12 +140,12 @@ def test_a_reopened_slide_lies_under_its_restored_overlay_and_regions(env, qtbot
 
 # --- 3. annotations from another slide ----------------------------------------------------------
 def test_annotations_outside_the_slide_are_warned_once_and_repairs_summarised(
-    make_napari_viewer, notes
+    ncrf_dir, svs_file, make_napari_viewer, notes
 ):
     viewer = make_napari_viewer()
-    viewer.open(str(SVS), plugin="napari-metastasis")
+    viewer.open(str(svs_file), plugin="napari-metastasis")
     start = len(notes())
-    viewer.open(str(TUMOR_064), plugin="napari-metastasis")
+    viewer.open(str(ncrf_dir / "Tumor_064.json"), plugin="napari-metastasis")
     new = [m for s, m in notes()[start:] if s == "warning"]
     outside = [m for m in new if "outside" in m]
     assert len(outside) == 1, new
@@ -157,10 +155,20 @@ def test_annotations_outside_the_slide_are_warned_once_and_repairs_summarised(
     assert len(new) == 2, new  # and no "Inconsistent units": the layers are in µm like the slide
 
 
-def test_convert_with_a_slide_warns_about_annotations_outside_it(tmp_path, capsys):
+def test_convert_with_a_slide_warns_about_annotations_outside_it(
+    ncrf_dir, svs_file, tmp_path, capsys
+):
     from napari_metastasis.cli import main
 
-    code = main(["convert", str(TUMOR_064), str(tmp_path / "t.geojson"), "--slide", str(SVS)])
+    code = main(
+        [
+            "convert",
+            str(ncrf_dir / "Tumor_064.json"),
+            str(tmp_path / "t.geojson"),
+            "--slide",
+            str(svs_file),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0
     assert err.count("outside CMU-1-Small-Region") == 1 and "another slide" in err
@@ -211,7 +219,7 @@ def test_the_slider_starts_at_the_models_threshold_and_says_where_it_comes_from(
 
 
 # --- 6. status texts ----------------------------------------------------------------------------
-def test_status_is_never_stale_nor_unclear(env, qtbot):
+def test_status_is_never_stale_nor_unclear(six_level_tiff, env, qtbot):
     viewer, widget = env
     sample = add_sample_slide(viewer)
     assert widget.progress.text() == "no run yet"  # not "0 / 1"
@@ -240,7 +248,7 @@ def test_status_is_never_stale_nor_unclear(env, qtbot):
         widget.status.text()
     )
     # another slide: the first slide's message does not stay
-    other = add_slide(viewer, TIFF_6_LEVELS)
+    other = add_slide(viewer, six_level_tiff)
     widget.select_slide_layer(other)
     assert widget.status.text() == "Ready." and widget.progress.text() == "no run yet"
     widget.select_slide_layer(sample)  # back: the sample's own last message (issue 21, D4)
@@ -344,26 +352,28 @@ def test_the_overlay_ends_at_the_slide_edge(env, qtbot):
     np.testing.assert_allclose(end, [slide_h, slide_w], atol=scale.max() / 2 + 1e-6)
 
 
-def test_predict_csv_rows_end_at_the_slide_edge(tmp_path, model_dir):
+def test_predict_csv_rows_end_at_the_slide_edge(svs_file, tmp_path, model_dir):
     import pandas as pd
 
     from napari_metastasis.cli import main
 
     out = tmp_path / "out"
     args = ["--model", str(model_dir), "--device", "cpu", "--tissue-min-fraction", "0"]
-    assert main(["predict", str(SVS), "--out", str(out), *args]) == 0
-    table = pd.read_csv(out / f"{SVS.stem}.csv")
-    with Slide(SVS) as slide:
+    assert main(["predict", str(svs_file), "--out", str(out), *args]) == 0
+    table = pd.read_csv(out / f"{svs_file.stem}.csv")
+    with Slide(svs_file) as slide:
         width, height = slide.dimensions
     assert (table["minx"] + table["width"]).max() == width
     assert (table["miny"] + table["height"]).max() == height
 
 
 # --- 10. napari's units notice, once ------------------------------------------------------------
-def test_a_px_slide_next_to_a_um_slide_gives_one_units_notice(make_napari_viewer, notes, qtbot):
+def test_a_px_slide_next_to_a_um_slide_gives_one_units_notice(
+    svs_file, six_level_tiff, make_napari_viewer, notes, qtbot
+):
     viewer = make_napari_viewer(show=True)
-    viewer.open(str(SVS), plugin="napari-metastasis")
-    viewer.open(str(TIFF_6_LEVELS), plugin="napari-metastasis")
+    viewer.open(str(svs_file), plugin="napari-metastasis")
+    viewer.open(str(six_level_tiff), plugin="napari-metastasis")
     for i in range(3):  # every layer change makes napari re-check units
         viewer.add_points(np.array([[10.0 * i, 10.0]]), name=f"p{i}")
         qtbot.wait(30)
@@ -371,11 +381,11 @@ def test_a_px_slide_next_to_a_um_slide_gives_one_units_notice(make_napari_viewer
     assert len(units) <= 1, units
 
 
-def test_a_case_list_slide_is_checked_against_its_own_calibration(env):
+def test_a_case_list_slide_is_checked_against_its_own_calibration(svs_file, six_level_tiff, env):
     """Analysing a case slide never borrows the selected slide's µm/px (nor its refusal)."""
     viewer, widget = env
-    uncalibrated = add_slide(viewer, TIFF_6_LEVELS)
+    uncalibrated = add_slide(viewer, six_level_tiff)
     widget.source.mpp.value = 0.5  # given for the uncalibrated slide selected in the dock
     widget.select_slide_layer(uncalibrated)
-    request = widget.cases.request_for(str(SVS))  # the sample, closed: its file states 0.499
-    assert request is not None and request.slide_path == str(SVS) and request.mpp is None
+    request = widget.cases.request_for(str(svs_file))  # the sample, closed: its file states 0.499
+    assert request is not None and request.slide_path == str(svs_file) and request.mpp is None

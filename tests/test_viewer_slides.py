@@ -13,7 +13,6 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SVS, TIFF_6_LEVELS
 from test_widget_regions import synthetic_map
 from widget_helpers import (
     PATCH_PX,
@@ -70,10 +69,10 @@ def add_slide(viewer, path):
     return viewer.add_image(data, **kwargs)
 
 
-def two_slides(viewer, widget):
+def two_slides(viewer, widget, uncalibrated):
     """The sample and the shared uncalibrated slide (given 0.5 µm/px), the sample selected."""
     sample = add_sample_slide(viewer)
-    other = add_slide(viewer, TIFF_6_LEVELS)
+    other = add_slide(viewer, uncalibrated)
     assert widget.set_slide_mpp(other, 0.5)
     widget.select_slide_layer(sample)
     return sample, other
@@ -105,10 +104,10 @@ def finish(gate: Gate, widget, qtbot) -> None:
 
 # --- D1 -----------------------------------------------------------------------------------------
 def test_d1_a_run_that_ends_while_another_slide_is_selected_gives_its_own_slide_the_verdict(
-    env, qtbot, monkeypatch, tmp_path
+    env, qtbot, monkeypatch, tmp_path, six_level_tiff
 ):
     viewer, widget = env
-    sample, other = two_slides(viewer, widget)
+    sample, other = two_slides(viewer, widget, six_level_tiff)
     widget.display.threshold.value = THRESHOLD
     gate = start_gated_run(widget, qtbot, monkeypatch)
     gate.release(2)
@@ -141,10 +140,12 @@ def test_d1_a_run_that_ends_while_another_slide_is_selected_gives_its_own_slide_
 
 
 # --- D2 -----------------------------------------------------------------------------------------
-def test_d2_a_refused_load_leaves_the_slides_um_per_px_as_it_was(env, tmp_path):
+def test_d2_a_refused_load_leaves_the_slides_um_per_px_as_it_was(
+    svs_file, six_level_tiff, env, tmp_path
+):
     viewer, widget = env
-    other = add_slide(viewer, TIFF_6_LEVELS)  # states no µm/px
-    of_another_slide = synthetic_map(SVS).save(tmp_path / "CMU-1-Small-Region.probability.tif")
+    other = add_slide(viewer, six_level_tiff)  # states no µm/px
+    of_another_slide = synthetic_map(svs_file).save(tmp_path / "CMU-1-Small-Region.probability.tif")
     with pytest.raises(MetastasisError, match="not of the selected"):
         widget.load_analysis(of_another_slide, other)
     assert tuple(other.scale) == (1.0, 1.0)
@@ -154,17 +155,17 @@ def test_d2_a_refused_load_leaves_the_slides_um_per_px_as_it_was(env, tmp_path):
 
 # --- D3 -----------------------------------------------------------------------------------------
 def test_d3_a_reopened_uncalibrated_slide_keeps_its_um_per_px_and_its_overlay_in_place(
-    env, qtbot, tmp_path
+    six_level_tiff, env, qtbot, tmp_path
 ):
     viewer, widget = env
     widget.remember = False  # what brings 0.5 back is the session, not a file on disk
-    layer = add_slide(viewer, TIFF_6_LEVELS)
+    layer = add_slide(viewer, six_level_tiff)
     widget.source.mpp.value = 0.5
     assert tuple(layer.scale) == (0.5, 0.5)
-    with Slide(TIFF_6_LEVELS) as slide:
+    with Slide(six_level_tiff) as slide:
         width, height = slide.dimensions
     grid = PatchGrid(width, height, 0.5, 0.5, PATCH_PX, SPACING_UM)
-    prob = ProbabilityMap.empty(grid, model_name="darkness", slide_path=str(TIFF_6_LEVELS))
+    prob = ProbabilityMap.empty(grid, model_name="darkness", slide_path=str(six_level_tiff))
     prob.values[:] = 0.05
     prob.values[2:5, 2:5] = 0.9
     widget.load_analysis(prob.save(tmp_path / "crop.probability.tif"), layer)
@@ -172,7 +173,7 @@ def test_d3_a_reopened_uncalibrated_slide_keeps_its_um_per_px_and_its_overlay_in
     scale, translate = np.array(placed.scale), np.array(placed.translate)
 
     viewer.layers.remove(layer)
-    reopened = add_slide(viewer, TIFF_6_LEVELS)
+    reopened = add_slide(viewer, six_level_tiff)
     qtbot.waitUntil(
         lambda: widget.current_analysis is not None and widget.current_analysis.overlay.is_shown(),
         timeout=5000,
@@ -188,9 +189,9 @@ def test_d3_a_reopened_uncalibrated_slide_keeps_its_um_per_px_and_its_overlay_in
 
 
 # --- D4 -----------------------------------------------------------------------------------------
-def test_d4_the_status_line_is_the_selected_slides(env, qtbot, monkeypatch):
+def test_d4_the_status_line_is_the_selected_slides(env, qtbot, monkeypatch, six_level_tiff):
     viewer, widget = env
-    sample, other = two_slides(viewer, widget)
+    sample, other = two_slides(viewer, widget, six_level_tiff)
     gate = start_gated_run(widget, qtbot, monkeypatch)
     gate.release(1)
     qtbot.waitUntil(lambda: "patches" in widget.status.text(), timeout=RUN_TIMEOUT_MS)
@@ -206,11 +207,11 @@ def test_d4_the_status_line_is_the_selected_slides(env, qtbot, monkeypatch):
 
 # --- D5 -----------------------------------------------------------------------------------------
 def test_d5_slides_lie_side_by_side_and_take_their_layers_when_hidden_or_closed(
-    env, qtbot, tmp_path
+    svs_file, env, qtbot, tmp_path
 ):
     viewer, widget = env
     sample = add_sample_slide(viewer)
-    copy = shutil.copy(SVS, tmp_path / "second.svs")
+    copy = shutil.copy(svs_file, tmp_path / "second.svs")
     second = add_slide(viewer, copy)
     first_box, second_box = world_extent(sample), world_extent(second)
     assert second_box[1] > first_box[3]  # to the right of the first, not over it
@@ -285,11 +286,11 @@ def test_d8_the_h_and_e_shows_through_the_overlay_of_a_likely_tumour(env, tmp_pa
 
 
 # --- D11, D12: words and colours ------------------------------------------------------------------
-def test_d11_a_slide_without_um_per_px_is_explained_in_the_viewers_words():
+def test_d11_a_slide_without_um_per_px_is_explained_in_the_viewers_words(six_level_tiff):
     from napari_metastasis.errors import ResolutionError
     from napari_metastasis.widgets.runner import error_message
 
-    with Slide(TIFF_6_LEVELS) as slide, pytest.raises(ResolutionError) as caught:
+    with Slide(six_level_tiff) as slide, pytest.raises(ResolutionError) as caught:
         slide.require_resolution()
     message = error_message(caught.value, 16)
     assert "--" not in message and "µm/px field" in message

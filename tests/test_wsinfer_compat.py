@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import wsinfer_rules
-from conftest import SVS
 from engine_helpers import DarknessModel, darkness_config
 
 from napari_metastasis.errors import ModelError
@@ -22,9 +21,9 @@ from napari_metastasis.training.export import export_model
 from napari_metastasis.training.networks import SmallCNN
 
 
-def level0_patches(side: int, n: int = 6) -> list[np.ndarray]:
-    """Level-0 patches of the sample slide, as WSInfer reads them (read_region at level 0)."""
-    with Slide(SVS) as slide:
+def level0_patches(path, side: int, n: int = 6) -> list[np.ndarray]:
+    """Level-0 patches of a slide, as WSInfer reads them (read_region at level 0)."""
+    with Slide(path) as slide:
         width, height = slide.dimensions
         xs = np.linspace(0, width - side, n).astype(int)
         ys = np.linspace(0, height - side, n).astype(int)[::-1]
@@ -53,8 +52,9 @@ def project_folders(exported_folder):
     return {"bundled default": BUNDLED_DIR / "default", "training export": exported_folder}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["bundled default", "training export"])
-def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_folder):
+def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_folder, svs_file):
     folder = project_folders(exported_folder)[which]
     config = json.loads((folder / "config.json").read_text())
     wsinfer_rules.validate_config(config)
@@ -62,7 +62,7 @@ def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_f
     # the network was trained on, or WSInfer silently feeds it a bigger patch
     side = wsinfer_rules.slide_patch_size(config, slide_mpp=0.499)
     assert side != config["patch_size_pixels"]
-    patches = level0_patches(side)
+    patches = level0_patches(svs_file, side)
     tensor = wsinfer_rules.preprocess(config, patches[0])
     size = config["patch_size_pixels"]
     assert tuple(tensor.shape) == (3, size, size), f"{which}: no Resize to the patch size"
@@ -72,14 +72,14 @@ def test_project_model_folders_give_the_same_answer_in_wsinfer(which, exported_f
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
 
 
-def test_without_its_resize_the_bundled_config_would_feed_wsinfer_level0_sized_patches():
+def test_without_its_resize_the_bundled_config_would_feed_wsinfer_level0_sized_patches(svs_file):
     """WSInfer resizes only when the config says so: without the Resize step the network would
     get the level-0 patch (80 µm at 0.499 µm/px: 160 px), not its 80 px."""
     config = json.loads((BUNDLED_DIR / "default" / "config.json").read_text())
     size_um = config["patch_size_pixels"] * config["spacing_um_px"]
     config["transform"] = [s for s in config["transform"] if s["name"] != "Resize"]
     side = wsinfer_rules.slide_patch_size(config, slide_mpp=0.499)
-    got = wsinfer_rules.preprocess(config, level0_patches(side, 1)[0]).shape[-1]
+    got = wsinfer_rules.preprocess(config, level0_patches(svs_file, side, 1)[0]).shape[-1]
     assert got == round(size_um / 0.499) != config["patch_size_pixels"]
 
 
@@ -161,6 +161,109 @@ def test_arguments_wsinfer_could_not_use_are_refused(step, message):
     config["transform"][1] = {"name": "ToTensor", "arguments": {"x": 1}}
     with pytest.raises(ModelError, match="ToTensor does not take"):
         parse_config(config)
+
+
+# --- the config schema: ours inside WSInfer's ---------------------------------------------------------
+def _wsinfer_zoo_config(**changes):
+    """A config shaped as WSInfer's zoo writes them (e.g. its TCGA-BRCA ResNet-34)."""
+    config = {
+        "spec_version": "1.0",
+        "architecture": "resnet34",
+        "num_classes": 2,
+        "class_names": ["notumor", "tumor"],
+        "patch_size_pixels": 350,
+        "spacing_um_px": 0.25,
+        "transform": [
+            {"name": "Resize", "arguments": {"size": 224}},
+            {"name": "ToTensor"},
+            {
+                "name": "Normalize",
+                "arguments": {"mean": [0.7238, 0.5716, 0.6779], "std": [0.112, 0.1459, 0.1089]},
+            },
+        ],
+    }
+    config.update(changes)
+    return config
+
+
+def _steps(*steps):
+    return {"transform": list(steps)}
+
+
+TO_TENSOR = {"name": "ToTensor"}
+#: Configs WSInfer takes and torchvision runs: accepted here too.
+WSINFER_RUNS = [
+    {},
+    {"num_classes": 2.0, "patch_size_pixels": 350.0},  # JSON Schema's integers include 2.0
+    {"spacing_um_px": 1},
+    {"class_names": ["Tumor", "Stroma", "Lymph"], "num_classes": 3},
+    {"positive_class": "tumor", "other_tool_block": {"anything": [1, 2]}},
+    _steps({"name": "Resize", "arguments": {"size": [224, 224]}}, TO_TENSOR),
+    _steps({"name": "Resize", "arguments": {"size": [224], "interpolation": 3}}, TO_TENSOR),
+    _steps(
+        {"name": "Resize", "arguments": {"size": 224, "max_size": 300, "antialias": True}},
+        TO_TENSOR,
+    ),
+    _steps({"name": "ToTensor", "arguments": {}}),
+    _steps(
+        TO_TENSOR,
+        {"name": "Normalize", "arguments": {"mean": [0.5], "std": [0.5], "inplace": False}},
+    ),
+]
+#: Configs WSInfer's schema refuses: refused here too.
+WSINFER_REFUSES = [
+    {"spec_version": "2.0"},
+    {"spec_version": 1.0},
+    {"num_classes": 0},
+    {"num_classes": True},
+    {"patch_size_pixels": 0},
+    {"spacing_um_px": -0.5},
+    {"spacing_um_px": "0.25"},
+    {"architecture": None},
+    {"class_names": ["tumor", "tumor"]},
+    {"class_names": "tumor"},
+    {"transform": {"name": "ToTensor"}},
+    _steps({"name": "RandomFlip"}, TO_TENSOR),
+    _steps({"name": "ToTensor", "p": 0.5}),
+    _steps({"name": "ToTensor", "arguments": None}),
+    _steps({"arguments": {}}, TO_TENSOR),
+    _steps("ToTensor"),
+]
+
+
+@pytest.mark.parametrize("change", WSINFER_RUNS)
+def test_configs_wsinfer_runs_are_accepted(change):
+    from napari_metastasis.models import parse_config
+
+    config = _wsinfer_zoo_config(**change)
+    wsinfer_rules.validate_config(config)
+    parse_config(config)
+
+
+@pytest.mark.parametrize("change", WSINFER_REFUSES)
+def test_configs_wsinfer_refuses_are_refused_in_one_sentence(change):
+    import jsonschema
+
+    from napari_metastasis.models import parse_config
+
+    config = _wsinfer_zoo_config(**change)
+    with pytest.raises(jsonschema.ValidationError):
+        wsinfer_rules.validate_config(config)
+    with pytest.raises(ModelError, match=r"^config\.json: field '[\w.\[\]]+' ") as caught:
+        parse_config(config)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_the_shipped_schema_is_a_valid_schema_and_the_shipped_configs_pass_both():
+    import jsonschema
+
+    from napari_metastasis.models.contract import config_schema
+
+    jsonschema.Draft202012Validator.check_schema(config_schema())
+    for folder in sorted(BUNDLED_DIR.iterdir()):
+        config = json.loads((folder / "config.json").read_text())
+        jsonschema.validate(config, config_schema())
+        wsinfer_rules.validate_config(config)
 
 
 # --- torch.export programs ----------------------------------------------------------------------------

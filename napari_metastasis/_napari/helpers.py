@@ -205,7 +205,7 @@ def show_repeated_notices_once() -> None:
         return
     seen: set[str] = set()
 
-    def dispatch_once(notification):
+    def dispatch_once(notification: Any) -> Any:
         text = str(getattr(notification, "message", ""))
         for prefix in ONCE_PER_SESSION:
             if text.startswith(prefix):

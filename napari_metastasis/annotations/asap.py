@@ -31,6 +31,7 @@ import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import defusedxml.ElementTree as SafeET
 import numpy as np
@@ -113,7 +114,7 @@ def _parse(path: Path) -> ET.Element:
         raise AnnotationError(f"{path.name}: not valid XML ({exc})") from exc
 
 
-def _geometry(node: ET.Element, where: str):
+def _geometry(node: ET.Element, where: str) -> BaseGeometry:
     kind = node.get("Type", "")
     coords = _coordinates(node, where)
     if kind in POLYGON_TYPES:
@@ -250,7 +251,9 @@ def write_asap(path: str | Path, annotations: Sequence[Annotation]) -> None:
     write_bytes_atomic(path, to_asap_xml(annotations))
 
 
-def _parts(annotation: Annotation, name: str, group: str, where: str, tumour: BaseGeometry):
+def _parts(
+    annotation: Annotation, name: str, group: str, where: str, tumour: BaseGeometry
+) -> list[tuple[str, str, str, Any]]:
     """(name, ASAP type, group, coordinates) for each ASAP annotation one of ours becomes."""
     geom = annotation.geometry
     if isinstance(geom, Point):

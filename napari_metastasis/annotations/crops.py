@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -15,13 +16,16 @@ from ..atomic import atomic_path
 from ..errors import AnnotationError
 from .model import Annotation
 
+if TYPE_CHECKING:
+    from ..slide import Slide
+
 #: Longest side of a crop when the level is chosen automatically.
 DEFAULT_MAX_SIDE = 2048
 FORMATS = {"png": "PNG", "tif": "TIFF", "tiff": "TIFF"}
 
 
 def export_region_crops(
-    slide,
+    slide: Slide,
     annotations: Sequence[Annotation],
     out_dir: str | Path,
     *,
@@ -71,7 +75,7 @@ def export_region_crops(
     return written
 
 
-def _level_for(slide, extent_px: float, max_side: int) -> int:
+def _level_for(slide: Slide, extent_px: float, max_side: int) -> int:
     for lv, ds in enumerate(slide.level_downsamples):
         if extent_px / ds <= max_side:
             return lv
@@ -83,7 +87,7 @@ def _draw(image: Image.Image, annotation: Annotation, x0: int, y0: int, ds: floa
     color = annotation.display_color
     width = max(2, round(min(image.size) / 300))
 
-    def pts(coords) -> list[tuple[float, float]]:
+    def pts(coords: Any) -> list[tuple[float, float]]:
         arr = (np.asarray(coords, dtype=np.float64) - (x0, y0)) / ds
         return [tuple(p) for p in arr]
 

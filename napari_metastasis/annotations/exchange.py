@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from shapely.geometry import box
@@ -27,6 +28,9 @@ from shapely.geometry import box
 from ..atomic import write_text_atomic
 from .geojson import write_geojson
 from .model import Annotation, new_id, qupath_class
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The columns of Camelyon16's detection file, in order (the file itself has no header).
 CAMELYON16_COLUMNS = ("Confidence", "X coordinate", "Y coordinate")
@@ -73,7 +77,9 @@ def write_camelyon16_csv(path: str | Path, detections: np.ndarray) -> Path:
 
 
 # --- QuPath tiles -------------------------------------------------------------------------------
-def tile_annotations(table, class_names: Sequence[str] | None = None) -> list[Annotation]:
+def tile_annotations(
+    table: pd.DataFrame, class_names: Sequence[str] | None = None
+) -> list[Annotation]:
     """One QuPath tile per row of a patch table (``minx, miny, width, height, prob_<class>``).
 
     ``table`` is a pandas DataFrame (the engine's patch table, or WSInfer's CSV read back);
@@ -104,7 +110,9 @@ def tile_annotations(table, class_names: Sequence[str] | None = None) -> list[An
     return tiles
 
 
-def write_tiles_geojson(path: str | Path, table, class_names: Sequence[str] | None = None) -> Path:
+def write_tiles_geojson(
+    path: str | Path, table: pd.DataFrame, class_names: Sequence[str] | None = None
+) -> Path:
     """Write the patch table's tiles as a QuPath GeoJSON FeatureCollection, atomically."""
     path = Path(path)
     write_geojson(path, tile_annotations(table, class_names))

@@ -232,7 +232,9 @@ def to_geojson(annotations: Sequence[Annotation], mpp: Mpp | None = None) -> dic
     return {"type": "FeatureCollection", "features": [_to_feature(a, mpp) for a in annotations]}
 
 
-def write_geojson(path: str | Path, annotations: Sequence[Annotation], mpp: Mpp | None = None):
+def write_geojson(
+    path: str | Path, annotations: Sequence[Annotation], mpp: Mpp | None = None
+) -> None:
     text = json.dumps(to_geojson(annotations, mpp), allow_nan=False, ensure_ascii=False)
     write_text_atomic(path, text + "\n")
 

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -207,7 +207,7 @@ def points_layer_data(
     return (np.array(coords, dtype=np.float64).reshape(-1, 2), kwargs, "points")
 
 
-def _rings(geom: BaseGeometry):
+def _rings(geom: BaseGeometry) -> Iterator[tuple[int, str, np.ndarray]]:
     """(part, role, (N, 2) px xy) for each napari shape a geometry becomes."""
     if isinstance(geom, (Polygon, MultiPolygon)):
         polys = [geom] if isinstance(geom, Polygon) else list(geom.geoms)
@@ -413,7 +413,9 @@ def _annotation(geom: BaseGeometry, row: Mapping[str, Any], ident: str | None) -
     )
 
 
-def _to_px(yx: np.ndarray, mpp: Mpp, exact: Mapping[str, np.ndarray], shape_type: str):
+def _to_px(
+    yx: np.ndarray, mpp: Mpp, exact: Mapping[str, np.ndarray], shape_type: str
+) -> np.ndarray:
     yx = np.asarray(yx)
     cached = exact.get(_key(yx))
     if cached is not None:

@@ -89,5 +89,5 @@ def write_ncrf(path: str | Path, annotations: Sequence[Annotation]) -> None:
     write_text_atomic(path, json.dumps(to_ncrf(annotations), allow_nan=False) + "\n")
 
 
-def _vertices(ring) -> list[list[float]]:
+def _vertices(ring: Any) -> list[list[float]]:
     return [[float(x), float(y)] for x, y in ring.coords[:-1]]

@@ -17,6 +17,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from ..defaults import ANNOTATION_FORMATS
 from ..errors import AnnotationError
@@ -118,8 +119,9 @@ def convert_map(source: Path, target: Path) -> int:
     return 0
 
 
-def _mpp(args: argparse.Namespace):
-    """(µm/px or None, the slide's level-0 (width, height) or None)."""
+def _mpp(args: argparse.Namespace) -> tuple[Any, tuple[int, int] | None]:
+    """(µm/px (a number, or the slide's Resolution) or None, the slide's level-0 (width, height) or
+    None)."""
     if args.mpp is not None:
         if not args.mpp > 0:
             raise AnnotationError(f"--mpp must be a positive number, got {args.mpp}")

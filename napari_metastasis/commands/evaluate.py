@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def evaluate_patches(args, results: dict) -> None:
+def evaluate_patches(args: argparse.Namespace, results: dict) -> None:
     from ..csv_cells import neutralise
     from ..datasets.patchset import PatchSet, load_patchset
     from ..evaluation.metrics import calibration, patch_metrics, roc_curve
@@ -89,7 +89,7 @@ def evaluate_patches(args, results: dict) -> None:
     results["patches"] = {**metrics.to_dict(), "model": model.name, "calibration": cal.__dict__}
 
 
-def evaluate_slides(args, results: dict) -> None:
+def evaluate_slides(args: argparse.Namespace, results: dict) -> None:
     import numpy as np
 
     from ..datasets.annotations_source import load_tumour_geometry
@@ -138,7 +138,7 @@ def evaluate_slides(args, results: dict) -> None:
     }
 
 
-def evaluate_stages(args, results: dict) -> None:
+def evaluate_stages(args: argparse.Namespace, results: dict) -> None:
     from ..clinical import read_stages
     from ..evaluation.stages import compare_stages
     from ..summary import check_stages

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..defaults import BALANCE_STRATEGIES as STRATEGIES
 from ..errors import DatasetError
+
+if TYPE_CHECKING:
+    from ..datasets.patchset import PatchSet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def build(args: argparse.Namespace):
+def build(args: argparse.Namespace) -> PatchSet:
     from ..datasets.annotations_source import geometries_by_slide, load_tumour_geometry
     from ..datasets.extract import extract_from_slide
     from ..datasets.ingest import ingest_kaggle_pcam, ingest_labelled_folder, ingest_pcam_hdf5

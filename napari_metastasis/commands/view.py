@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 PLUGIN = "napari-metastasis"
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def display_problem(environ=os.environ, platform: str = sys.platform) -> str | None:
+def display_problem(
+    environ: Mapping[str, str] = os.environ, platform: str = sys.platform
+) -> str | None:
     """Why no window can open here (None when one can, as far as can be told without Qt)."""
     if not platform.startswith("linux"):
         return None  # macOS and Windows always have a display for a logged-in user

@@ -57,7 +57,7 @@ def resample_patch(rgb: np.ndarray, source_mpp: float, spacing_um: float, size: 
 
 def _crop_box_level0(
     x: float, y: float, size0: float, source_mpp: float, spacing: float, size: int
-):
+) -> tuple[float, float, float]:
     """Level-0 box of the centre crop :func:`resample_patch` takes from a patch at (x, y)."""
     crop0 = min(size0, round(size * spacing / source_mpp))
     off = (size0 - crop0) // 2

@@ -133,7 +133,7 @@ class PatchSet:
                 f"{sorted(sizes)} px"
             )
 
-        def cat(name):
+        def cat(name: str) -> np.ndarray:
             return np.concatenate([getattr(s, name) for s in sets])
 
         return PatchSet(

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -161,7 +162,7 @@ def set_key(specs: Sequence[NodeSpec], files: PatchFiles, seed: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_truth(folder: Path, truths: Sequence[NodeTruth], **info) -> Path:
+def write_truth(folder: Path, truths: Sequence[NodeTruth], **info: Any) -> Path:
     path = Path(folder) / TRUTH_FILE
     data = {"format": FORMAT_TAG, **info, "nodes": [t.to_dict() for t in truths]}
     path.write_text(json.dumps(data, indent=1) + "\n")
@@ -178,7 +179,7 @@ def read_truth(folder: str | Path) -> tuple[list[NodeTruth], dict]:
 
 
 def build_node_set(
-    specs: Sequence[NodeSpec], files: PatchFiles, folder: str | Path, seed: int = 0, **info
+    specs: Sequence[NodeSpec], files: PatchFiles, folder: str | Path, seed: int = 0, **info: Any
 ) -> list[NodeTruth]:
     """Write ``<name>.tif`` for every spec and ``nodes_truth.json`` into ``folder``; a folder that
     already holds this very set (same key, all slides present) is reused as it is, and an

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..datasets.ingest import resample_patch
 from ..datasets.patchset import PatchSet
 from ..errors import DatasetError
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 
 def model_inputs(patches: PatchSet, patch_px: int, spacing_um: float) -> np.ndarray:
@@ -19,7 +24,7 @@ def model_inputs(patches: PatchSet, patch_px: int, spacing_um: float) -> np.ndar
         raise DatasetError(f"dataset patches do not fit the model's input: {exc}") from None
 
 
-def predict_dataset(model, patches: PatchSet, batch_size: int = 256) -> np.ndarray:
+def predict_dataset(model: LoadedModel, patches: PatchSet, batch_size: int = 256) -> np.ndarray:
     """Tumour probability per patch from a :class:`~napari_metastasis.models.LoadedModel`."""
     cfg = model.config
     inputs = model_inputs(patches, cfg.patch_size_pixels, cfg.spacing_um_px)

@@ -7,6 +7,7 @@ changes the backend of a running napari session.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -16,12 +17,12 @@ from .froc import FP_RATES, FrocResult
 from .metrics import Calibration
 
 
-def _figure(size: tuple[float, float]):
+def _figure(size: tuple[float, float]) -> tuple[Figure, Any]:
     fig = Figure(figsize=size)
     return fig, fig.subplots()
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 
 @dataclass
@@ -30,7 +34,7 @@ class EncodingAgreement:
 
 
 def compare_encodings(
-    model, path_a: str | Path, path_b: str | Path, threshold: float | None = None
+    model: LoadedModel, path_a: str | Path, path_b: str | Path, threshold: float | None = None
 ) -> EncodingAgreement:
     """Predict both slides with ``model`` on the same grid and compare patch by patch."""
     from ..contours import probability_contours

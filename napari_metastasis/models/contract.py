@@ -25,15 +25,21 @@ probability the heatmap shows, when no class is called tumour or metastasis) and
 ``napari_metastasis_decision`` (the deposit decision's rule, plain numbers: see
 :mod:`napari_metastasis.deposit_decision`).
 
-Validation is strict and names the field at fault, because a model folder is usually made by hand
-and a silent misreading (wrong spacing, swapped classes) would produce plausible-looking nonsense.
+A config is validated against ``config.schema.json`` (beside this module): WSInfer's own schema,
+narrowed to the transform arguments torchvision takes (WSInfer would fail on the others at run time),
+plus our blocks. Validation is strict and names the field at fault in one sentence, because a model
+folder is usually made by hand and a silent misreading (wrong spacing, swapped classes) would produce
+plausible-looking nonsense.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +47,6 @@ from ..errors import ModelError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "torchscript_model.pt"
-SUPPORTED_SPEC_VERSIONS = ("1.0",)
-KNOWN_TRANSFORMS = ("Resize", "ToTensor", "Normalize")
 
 #: Class names taken as the positive (tumour) class, compared case-insensitively.
 POSITIVE_CLASS_NAMES = ("tumor", "tumour", "metastasis", "metastases", "cancer", "malignant")
@@ -144,92 +148,71 @@ class ModelConfig:
         return data
 
 
-class _Fields:
-    """Field readers that raise ``ModelError`` naming the file and the field."""
+#: The JSON Schema a config must satisfy, shipped beside this module: WSInfer's model-config schema
+#: narrowed to what torchvision takes, plus our blocks. Its ``x-message`` entries word the errors.
+SCHEMA_FILE = "config.schema.json"
+#: The fields WSInfer requires, in the order errors are reported.
+REQUIRED_FIELDS = (
+    "spec_version",
+    "architecture",
+    "num_classes",
+    "class_names",
+    "patch_size_pixels",
+    "spacing_um_px",
+    "transform",
+)
+_TYPE_NAMES = {
+    "integer": "a whole number",
+    "number": "a number",
+    "string": "a string",
+    "array": "a list",
+    "object": "an object",
+    "boolean": "true or false",
+    "null": "null",
+}
 
-    def __init__(self, data: dict, source: str):
-        self.data = data
-        self.source = source
 
-    def error(self, name: str, problem: str) -> ModelError:
-        return ModelError(f"{self.source}: field '{name}' {problem}")
+def config_schema() -> dict[str, Any]:
+    """The model-config JSON Schema (a fresh copy)."""
+    text = resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
-    def get(self, name: str) -> Any:
-        if name not in self.data:
-            raise ModelError(f"{self.source}: missing required field '{name}'")
-        return self.data[name]
 
-    def string(self, name: str) -> str:
-        value = self.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(name, f"must be a non-empty string, got {value!r}")
-        return value
+@functools.cache
+def _validator() -> Any:
+    import jsonschema  # ~0.2 s: only when a model config is read, never for --help
 
-    def positive_int(self, name: str) -> int:
-        value = self.get(name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(name, f"must be a whole number, got {value!r}")
-        if value <= 0:
-            raise self.error(name, f"must be greater than 0, got {value}")
-        return value
-
-    def positive_float(self, name: str) -> float:
-        value = self.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(name, f"must be a number, got {value!r}")
-        if not math.isfinite(value) or value <= 0:
-            raise self.error(name, f"must be greater than 0, got {value}")
-        return float(value)
+    return jsonschema.Draft202012Validator(config_schema())
 
 
 def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
-    """Validate a parsed ``config.json``; ``source`` names it in error messages."""
-    if not isinstance(data, dict):
-        raise ModelError(f"{source}: must hold a JSON object, got {type(data).__name__}")
-    fields = _Fields(data, source)
-    spec_version = str(fields.get("spec_version"))
-    if spec_version not in SUPPORTED_SPEC_VERSIONS:
-        raise fields.error(
-            "spec_version", f"is {spec_version!r}; supported: {', '.join(SUPPORTED_SPEC_VERSIONS)}"
-        )
-    architecture = fields.string("architecture")
-    num_classes = fields.positive_int("num_classes")
-    class_names = fields.get("class_names")
-    if not isinstance(class_names, list) or not all(
-        isinstance(n, str) and n.strip() for n in class_names
-    ):
-        raise fields.error("class_names", "must be a list of non-empty strings")
-    if len(class_names) != num_classes:
-        raise fields.error(
-            "class_names", f"lists {len(class_names)} names but num_classes is {num_classes}"
-        )
-    if len({n.lower() for n in class_names}) != len(class_names):
-        raise fields.error("class_names", f"has duplicate names: {class_names}")
-    patch_size = fields.positive_int("patch_size_pixels")
-    spacing = fields.positive_float("spacing_um_px")
-    transform = _parse_transform(fields.get("transform"), fields)
-    known = {
-        "spec_version",
-        "architecture",
-        "num_classes",
-        "class_names",
-        "patch_size_pixels",
-        "spacing_um_px",
-        "transform",
-    }
-    extra = {k: v for k, v in data.items() if k not in known}
+    """Validate a parsed ``config.json`` against the schema; ``source`` names it in errors, which
+    are one sentence naming the field at fault."""
+    errors = list(_validator().iter_errors(data))
+    if errors:
+        first = min(enumerate(errors), key=lambda item: (_rank(item[1]), item[0]))[1]
+        raise ModelError(_sentence(first, source))
+    _check_beyond_schema(data, source)
+    extra = {k: v for k, v in data.items() if k not in REQUIRED_FIELDS}
     config = ModelConfig(
-        spec_version,
-        architecture,
-        num_classes,
-        tuple(class_names),
-        patch_size,
-        spacing,
-        transform,
-        extra,
+        spec_version=data["spec_version"],
+        architecture=data["architecture"],
+        num_classes=int(data["num_classes"]),
+        class_names=tuple(data["class_names"]),
+        patch_size_pixels=int(data["patch_size_pixels"]),
+        spacing_um_px=float(data["spacing_um_px"]),
+        transform=tuple(
+            TransformStep(step["name"], _arguments(step["name"], step.get("arguments", {})))
+            for step in data["transform"]
+        ),
+        extra=extra,
     )
-    if "positive_class" in extra:
-        config.positive_class_index()  # fail now, naming the field, rather than at predict time
+    if "positive_class" in extra:  # fail now, naming the field, rather than at predict time
+        try:
+            config.positive_class_index()
+        except ModelError as exc:
+            raise ModelError(f"{source}: field 'positive_class': {exc}") from None
     from ..deposit_decision import CONFIG_KEY, DecisionRule
 
     if CONFIG_KEY in extra:  # the deposit decision's numbers: checked now, not at the verdict
@@ -237,117 +220,151 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
     return config
 
 
-def _parse_transform(steps: Any, fields: _Fields) -> tuple[TransformStep, ...]:
-    if not isinstance(steps, list):
-        raise fields.error("transform", "must be a list of {name, arguments} steps")
-    parsed: list[TransformStep] = []
-    for i, step in enumerate(steps):
-        where = f"transform[{i}]"
-        if not isinstance(step, dict) or "name" not in step:
-            raise fields.error(where, "must be an object with a 'name'")
-        name = step["name"]
-        if name not in KNOWN_TRANSFORMS:
-            raise fields.error(
-                where, f"is an unknown transform {name!r}; known: {', '.join(KNOWN_TRANSFORMS)}"
-            )
-        args = step.get("arguments") or {}
-        if not isinstance(args, dict):
-            raise fields.error(f"{where}.arguments", "must be an object")
-        args = _transform_arguments(name, args, where, fields)
-        parsed.append(TransformStep(name, args))
-    names = [s.name for s in parsed]
-    if "ToTensor" not in names:
-        raise fields.error("transform", "must include ToTensor (the network takes floats)")
-    if names.count("Resize") > 1 or names.count("Normalize") > 1 or names.count("ToTensor") > 1:
-        raise fields.error("transform", f"repeats a step: {names}")
-    if "Normalize" in names and names.index("Normalize") < names.index("ToTensor"):
-        raise fields.error("transform", "has Normalize before ToTensor")
-    return tuple(parsed)
+def _field(path: Sequence[str | int]) -> str:
+    """``transform[0].arguments.size`` for the path ("transform", 0, "arguments", "size")."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
 
 
-#: The arguments WSInfer passes on to each torchvision transform (``cls(**arguments)``) that a JSON
-#: config can express; anything else would make torchvision raise in WSInfer, so it is refused here.
-TRANSFORM_ARGUMENTS = {
-    "Resize": ("size", "interpolation", "max_size", "antialias"),
-    "ToTensor": (),
-    "Normalize": ("mean", "std", "inplace"),
-}
-#: torchvision's Resize takes Pillow's integer filter codes for ``interpolation`` (what JSON can
-#: hold): 0 nearest, 1 Lanczos, 2 bilinear (its default), 3 bicubic, 4 box, 5 Hamming.
-PIL_INTERPOLATIONS = {
-    0: "nearest",
-    1: "lanczos",
-    2: "bilinear",
-    3: "bicubic",
-    4: "box",
-    5: "hamming",
-}
+def _missing(error: Any) -> str:
+    """The first field a ``required`` error is about."""
+    present = error.instance if isinstance(error.instance, dict) else {}
+    return next((name for name in error.validator_value if name not in present), "")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _rank(error: Any) -> int:
+    """Errors are reported in WSInfer's field order, a non-object config first."""
+    path = list(error.absolute_path)
+    if path:
+        field = path[0]
+    elif error.validator == "required":
+        field = _missing(error)
+    else:
+        return -1
+    return REQUIRED_FIELDS.index(field) if field in REQUIRED_FIELDS else len(REQUIRED_FIELDS)
 
 
-def _transform_arguments(name: str, args: dict, where: str, fields: _Fields) -> dict:
-    """Checked arguments of one step, as torchvision (and so WSInfer) would take them."""
-    unknown = sorted(set(args) - set(TRANSFORM_ARGUMENTS[name]))
-    if unknown:
-        allowed = ", ".join(TRANSFORM_ARGUMENTS[name]) or "none"
-        raise fields.error(
-            f"{where}.arguments", f"has {unknown} which {name} does not take (it takes: {allowed})"
+def _sentence(error: Any, source: str) -> str:
+    """One sentence for a schema error: the file, the field, what is wrong with its value."""
+    path = list(error.absolute_path)
+    keyword, schema = error.validator, error.schema
+    if not path and keyword == "type":
+        return f"{source}: must hold a JSON object, got {type(error.instance).__name__}"
+    value = _Shown(error.instance)
+    if keyword == "required":
+        if not path:
+            return f"{source}: missing required field '{_missing(error)}'"
+        return f"{source}: field '{_field(path)}' is missing '{_missing(error)}'"
+    names = list(schema.get("properties", {})) if isinstance(schema, dict) else []
+    instance = error.instance
+    extra = sorted(set(instance) - set(names)) if isinstance(instance, dict) else []
+    allowed = ", ".join(names) or "none"
+    template = schema.get("x-message") if isinstance(schema, dict) else None
+    if isinstance(template, dict):
+        template = template.get(keyword)
+    if template:
+        problem = template.format(value=value, extra=_Shown(extra), allowed=allowed)
+    elif keyword == "type":
+        types = (
+            error.validator_value
+            if isinstance(error.validator_value, list)
+            else [error.validator_value]
         )
+        problem = f"must be {' or '.join(_TYPE_NAMES[t] for t in types)}, got {value!r}"
+    elif keyword == "exclusiveMinimum":
+        problem = f"must be greater than {error.validator_value}, got {value!r}"
+    elif keyword == "minimum":
+        problem = f"must be at least {error.validator_value}, got {value!r}"
+    elif keyword == "enum":
+        choices = ", ".join(repr(v) for v in error.validator_value)
+        problem = f"must be one of {choices}, got {value!r}"
+    elif keyword == "additionalProperties":
+        problem = f"has {extra}, which it may not (it may hold: {allowed})"
+    else:  # a keyword the schema does not word itself: jsonschema's own sentence
+        problem = error.message
+    return f"{source}: field '{_field(path)}' {problem}" if path else f"{source}: {problem}"
+
+
+class _Shown:
+    """A value as an error sentence shows it: its repr, cut short when long (a config is a file
+    from anywhere; one sentence stays one line on a screen)."""
+
+    LIMIT = 80
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def _cut(self, text: str) -> str:
+        return text if len(text) <= self.LIMIT else text[: self.LIMIT - 1] + "…"
+
+    def __repr__(self) -> str:
+        return self._cut(repr(self.value))
+
+    def __str__(self) -> str:
+        return self._cut(str(self.value))
+
+
+def _check_beyond_schema(data: dict[str, Any], source: str) -> None:
+    """What JSON Schema cannot say: finite numbers, a name per class, case-blind uniqueness, the
+    order of the steps, and ``max_size`` above ``size``."""
+
+    def error(field: str, problem: str) -> ModelError:
+        return ModelError(f"{source}: field '{field}' {problem}")
+
+    def finite(value: Any, path: list[str | int]) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error(_field(path), f"must be a finite number, got {value}")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                finite(item, [*path, key])
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                finite(item, [*path, index])
+
+    for name in REQUIRED_FIELDS:
+        finite(data[name], [name])
+    class_names, num_classes = data["class_names"], data["num_classes"]
+    if len(class_names) != num_classes:
+        raise error(
+            "class_names", f"lists {len(class_names)} names but num_classes is {num_classes}"
+        )
+    if len({n.lower() for n in class_names}) != len(class_names):
+        raise error("class_names", f"has duplicate names: {_Shown(class_names)}")
+    names = [step["name"] for step in data["transform"]]
+    if "Normalize" in names and names.index("Normalize") < names.index("ToTensor"):
+        raise error("transform", "has Normalize before ToTensor")
+    for index, step in enumerate(data["transform"]):
+        args = step.get("arguments", {})
+        if step["name"] == "Resize" and args.get("max_size") is not None:
+            size = _arguments("Resize", {"size": args["size"]})["size"]
+            if not isinstance(size, int) or args["max_size"] <= size:
+                raise error(
+                    f"transform[{index}].arguments.max_size",
+                    f"must be a whole number above an int size, got {args['max_size']!r}",
+                )
+
+
+def _arguments(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A valid step's arguments as torchvision (and so WSInfer) would take them: a one-element
+    ``size`` list is the int, 1 mean or std value stands for all 3 channels, JSON nulls are
+    torchvision's defaults."""
     if name == "Resize":
-        size = args.get("size")
+        size = args["size"]
         if isinstance(size, list) and len(size) == 1:
             size = size[0]  # torchvision reads a one-element list as the int
-        square = isinstance(size, int) and not isinstance(size, bool) and size > 0
-        pair = isinstance(size, list) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)
-        if not (square or pair):
-            raise fields.error(
-                f"{where}.arguments.size", f"must be a size in pixels > 0, got {args.get('size')!r}"
-            )
-        out: dict[str, Any] = {"size": size if square else list(size or [])}
+        out: dict[str, Any] = {
+            "size": int(size) if isinstance(size, int | float) else [int(v) for v in size]
+        }
         if args.get("interpolation") is not None:
-            code = args["interpolation"]
-            if not _is_int(code) or code not in PIL_INTERPOLATIONS:
-                raise fields.error(
-                    f"{where}.arguments.interpolation",
-                    f"must be one of Pillow's filter codes {sorted(PIL_INTERPOLATIONS)} "
-                    f"({', '.join(PIL_INTERPOLATIONS.values())}), got {code!r}",
-                )
-            out["interpolation"] = code
+            out["interpolation"] = int(args["interpolation"])
         if args.get("max_size") is not None:
-            max_size = args["max_size"]
-            if not square or not _is_int(max_size) or max_size <= (size or 0):
-                raise fields.error(
-                    f"{where}.arguments.max_size",
-                    f"must be a whole number above an int size, got {max_size!r}",
-                )
-            out["max_size"] = max_size
+            out["max_size"] = int(args["max_size"])
         if args.get("antialias") is not None:
-            if not isinstance(args["antialias"], bool):
-                raise fields.error(f"{where}.arguments.antialias", "must be true or false")
             out["antialias"] = args["antialias"]  # patches are PIL images: always antialiased
         return out
     if name == "Normalize":
-        for key in ("mean", "std"):
-            values = args.get(key)
-            if (
-                not isinstance(values, list)
-                or len(values) not in (1, 3)
-                or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in values
-                )
-            ):
-                raise fields.error(
-                    f"{where}.arguments.{key}",
-                    f"must be 3 numbers (R, G, B) or 1 for all, got {values!r}",
-                )
-        if any(v <= 0 for v in args["std"]):
-            raise fields.error(f"{where}.arguments.std", "must be greater than 0")
-        if "inplace" in args and not isinstance(args["inplace"], bool):
-            raise fields.error(f"{where}.arguments.inplace", "must be true or false")
         return {
             "mean": [float(v) for v in args["mean"]] * (3 // len(args["mean"])),
             "std": [float(v) for v in args["std"]] * (3 // len(args["std"])),

@@ -185,7 +185,7 @@ class LoadedModel:
         self._set_device(target)
         return self
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
@@ -243,7 +243,9 @@ def _one_row_per_patch(logits: torch.Tensor, expected: tuple[int, int]) -> bool:
     return expected[1] == 1 and is_single_output(logits) and logits.shape[0] == expected[0]
 
 
-def _load_torchscript(folder: Path, weights: Path, torch_device, sha256: str | None):
+def _load_torchscript(
+    folder: Path, weights: Path, torch_device: torch.device, sha256: str | None
+) -> torch.jit.ScriptModule:
     source = f"{folder.name}/{WEIGHTS_FILE}"
     try:
         raw = weights.read_bytes()  # the bytes inspected are the bytes loaded

@@ -27,6 +27,7 @@ import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ..errors import UnsafeModelError
 
@@ -249,7 +250,7 @@ def check_torchscript_archive(data: bytes | Path, source: str) -> None:
         ) from exc
 
 
-def torchscript_operators(module) -> set[str]:
+def torchscript_operators(module: Any) -> set[str]:
     """Every operator a loaded ScriptModule can run: all methods of all submodules, their forward
     hooks and properties, with calls inlined, nested blocks included."""
     import torch
@@ -269,7 +270,7 @@ def torchscript_operators(module) -> set[str]:
     return operators
 
 
-def _collect(block, out: set[str]) -> None:
+def _collect(block: Any, out: set[str]) -> None:
     for node in block.nodes():
         out.add(node.kind())
         for inner in node.blocks():
@@ -279,13 +280,13 @@ def _collect(block, out: set[str]) -> None:
                 _collect(node.g(attribute), out)
 
 
-def check_torchscript_module(module, source: str) -> None:
+def check_torchscript_module(module: Any, source: str) -> None:
     """Refuse ``module`` if any of its code may call an operator outside the allowlist."""
     check_operator_names(torchscript_operators(module), source)
 
 
 # --- torch.export -------------------------------------------------------------------------------
-def exported_program_operators(program) -> set[str]:
+def exported_program_operators(program: Any) -> set[str]:
     """Operator names of a ``torch.export`` ExportedProgram (every graph module, subgraphs too)."""
     names: set[str] = set()
     for graph_module in program.graph_module.modules():
@@ -300,7 +301,7 @@ def exported_program_operators(program) -> set[str]:
     return names
 
 
-def _callable_name(target) -> str:
+def _callable_name(target: Any) -> str:
     schema = getattr(target, "_schema", None)
     if schema is not None:
         return schema.name

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelError
 from .contract import CONFIG_FILE, WEIGHTS_FILE, load_config
@@ -37,7 +38,7 @@ class ZooEntry:
     description: str = ""
 
 
-def _hub():
+def _hub() -> Any:
     try:
         import huggingface_hub
     except ImportError:
@@ -47,7 +48,7 @@ def _hub():
     return huggingface_hub
 
 
-def _download(repo_id: str, filename: str, cache: Path, **kwargs) -> Path:
+def _download(repo_id: str, filename: str, cache: Path, **kwargs: Any) -> Path:
     hub = _hub()
     try:
         return Path(

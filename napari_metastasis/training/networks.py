@@ -7,6 +7,8 @@ network, so the model contract's transform is just ``ToTensor`` (pixels in [0, 1
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -101,7 +103,7 @@ class Ensemble(nn.Module):
 ARCHITECTURES = {"smallcnn": SmallCNN}
 
 
-def build_network(name: str = "smallcnn", **kwargs) -> nn.Module:
+def build_network(name: str = "smallcnn", **kwargs: Any) -> nn.Module:
     try:
         return ARCHITECTURES[name](**kwargs)
     except KeyError:

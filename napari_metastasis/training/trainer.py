@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -114,7 +116,7 @@ def _soft_targets(
     return torch.where(has_mask, frac.clamp(0, 1), labels.float())
 
 
-def _evaluate(model, val: PatchSet, config: TrainConfig) -> tuple[float, float]:
+def _evaluate(model: nn.Module, val: PatchSet, config: TrainConfig) -> tuple[float, float]:
     probs = predict_probabilities(model, val, config)
     auc = roc_auc(val.labels, probs)
     p = np.clip(probs, 1e-6, 1 - 1e-6)
@@ -175,8 +177,8 @@ def train_model(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    cancel=None,
-    on_epoch=None,
+    cancel: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train one network; returns the best epoch's weights (by validation AUC, else the last).
 
