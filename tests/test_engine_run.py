@@ -17,7 +17,6 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SVS
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
 from napari_metastasis.cli import main
@@ -66,7 +65,9 @@ def _black_fraction(grid, cells) -> np.ndarray:
 
 # --- one pipeline: the three callers agree ---------------------------------------------------------
 @pytest.mark.gui
-def test_predict_command_predict_slide_and_viewer_job_give_the_same_probabilities(tmp_path, qtbot):
+def test_predict_command_predict_slide_and_viewer_job_give_the_same_probabilities(
+    tmp_path, qtbot, svs_file
+):
     from napari_metastasis.widgets.jobs import JobRequest, Resources
     from napari_metastasis.widgets.runner import AnalysisRunner
     from napari_metastasis.widgets.selection import Rect
@@ -75,20 +76,21 @@ def test_predict_command_predict_slide_and_viewer_job_give_the_same_probabilitie
     out = tmp_path / "out"
     region = ",".join(str(v) for v in REGION)
     assert (
-        main(["predict", str(SVS), "--out", str(out), "--region", region, "--device", "cpu"]) == 0
+        main(["predict", str(svs_file), "--out", str(out), "--region", region, "--device", "cpu"])
+        == 0
     )
     command = load_zarr(out / "CMU-1-Small-Region.prob.zarr")
     command_csv = pd.read_csv(out / "CMU-1-Small-Region.csv")
 
     model = load_model("default", device="cpu")
-    with Slide(SVS) as slide:
+    with Slide(svs_file) as slide:
         library = predict_slide(slide, model, region=REGION)
 
     runner = AnalysisRunner(AnalysisStore(), Resources())
     ended = []
     runner.finished.connect(ended.append)
     request = JobRequest(
-        slide_path=str(SVS),
+        slide_path=str(svs_file),
         model_ref="default",
         model_name="default",
         description="a rectangle",
