@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from pathlib import Path
@@ -245,7 +245,7 @@ def _open_store(
     return ZarrMapWriter.create(live, prob_map, model.class_names)
 
 
-def table_from_store(store: ZarrMapWriter, class_names) -> pd.DataFrame:
+def table_from_store(store: ZarrMapWriter, class_names: Sequence[str]) -> pd.DataFrame:
     """The patch table of every cell the stored map has analysed, row by row."""
     probabilities = store.class_probabilities()
     cells = np.argwhere(~np.isnan(probabilities[..., 0]))

@@ -9,7 +9,7 @@ the patch table (WSInfer's columns plus row and col) and what was left undone if
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,7 +131,7 @@ def collect(
 
 
 def patch_table(
-    cells: np.ndarray, boxes: np.ndarray, probabilities: np.ndarray, class_names
+    cells: np.ndarray, boxes: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
 ) -> pd.DataFrame:
     """WSInfer's columns (minx, miny, width, height in level-0 px, then prob_<class>) + row, col."""
     data: dict[str, np.ndarray] = {
