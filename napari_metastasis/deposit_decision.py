@@ -208,16 +208,3 @@ def confirm_regions(
     for region, decision in zip(regions, decide(regions, prob_map, rule), strict=True):
         region.decision = decision
     return list(regions)
-
-
-def decided_contours(
-    prob_map: ProbabilityMap,
-    threshold: float,
-    min_area_um2: float = 0.0,
-    rule: DecisionRule | None = None,
-) -> list[Region]:
-    """The candidate regions at ``threshold``, each decided by ``rule`` (default: the map's)."""
-    from .contours import probability_contours
-
-    regions = probability_contours(prob_map, threshold, min_area_um2)
-    return confirm_regions(regions, prob_map, rule or rule_for_map(prob_map, threshold))

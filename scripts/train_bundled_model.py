@@ -364,8 +364,8 @@ def whole_slide_false_positives(
 ) -> dict[str, dict]:
     """Regions at the threshold per cm² of tissue on the metastasis-free slides, the deposits the
     model folder's decision confirms there, and heatmaps."""
-    from napari_metastasis.deposit_decision import decided_contours, rule_for_model
-    from napari_metastasis.engine import predict_slide
+    from napari_metastasis.deposit_decision import rule_for_model
+    from napari_metastasis.engine import answer_slide, predict_slide
     from napari_metastasis.heatmap import render_heatmap, save_heatmap
     from napari_metastasis.models import load_model
     from napari_metastasis.slide import Slide
@@ -376,8 +376,8 @@ def whole_slide_false_positives(
         with Slide(data / rel, mpp=mpp) as slide:
             result = predict_slide(slide, model, num_workers=0)
             rule = rule_for_model(model.config.extra, threshold)
-            regions = decided_contours(result.prob_map, threshold, rule=rule)
-            confirmed = [r for r in regions if r.decision.confirmed]
+            answer = answer_slide(result.prob_map, threshold, rule=rule)
+            regions, confirmed = answer.regions, answer.confirmed
             tissue = result.tissue
             res = slide.require_resolution()
             tissue_cm2 = (

@@ -28,11 +28,11 @@ from napari_metastasis.deposit_decision import (
     DEFAULT_RULE,
     DecisionRule,
     decide,
-    decided_contours,
     rule_for_map,
     rule_for_model,
     stamp_rule,
 )
+from napari_metastasis.engine import answer_slide
 from napari_metastasis.errors import ModelError
 from napari_metastasis.grid import PatchGrid
 from napari_metastasis.models import load_config
@@ -83,13 +83,13 @@ def test_hysteresis_confirms_seeded_regions_only():
 def test_min_patches_and_seed_count_are_separate_conditions():
     prob = _map()
     one_seed = DecisionRule(0.95, min_seed_patches=1, min_patches=2)
-    regions = decided_contours(prob, 0.5, rule=one_seed)
+    regions = answer_slide(prob, 0.5, rule=one_seed).regions
     confirmed = {round(r.max_prob, 2): r.confirmed for r in regions}
     assert confirmed[0.98] and confirmed[0.97]  # A, D
     assert not confirmed[0.99]  # B: a seed, but a single patch
     assert not confirmed[0.8]  # C: four patches, no seed
     # at a candidate threshold above the seed threshold every patch is a seed
-    high = decided_contours(prob, 0.96, rule=DecisionRule(0.95, 2, 2))
+    high = answer_slide(prob, 0.96, rule=DecisionRule(0.95, 2, 2)).regions
     assert [(r.n_cells, r.confirmed) for r in high] == [(1, False), (3, True), (1, False)]
 
 
@@ -110,13 +110,15 @@ def test_unanalysed_cells_are_not_seeds_and_outline_only_regions_are_decided_ali
 def test_a_seed_at_exactly_the_seed_threshold_counts_as_the_contours_count_it():
     prob = _map()
     prob.values[1, 1:6] = 0.9  # float32: 0.89999998, yet ">= 0.9" for the contours too
-    (a,) = [r for r in decided_contours(prob, 0.9, rule=DecisionRule(0.9, 5, 5)) if r.n_cells == 5]
+    (a,) = [
+        r for r in answer_slide(prob, 0.9, rule=DecisionRule(0.9, 5, 5)).regions if r.n_cells == 5
+    ]
     assert a.confirmed and a.decision.seed_patches == 5
 
 
 def test_only_confirmed_deposits_make_the_verdict():
     prob = _map()
-    regions = decided_contours(prob, 0.5, rule=RULE)
+    regions = answer_slide(prob, 0.5, rule=RULE).regions
     deposits = measure_regions(regions, prob.grid)
     verdict = slide_verdict(deposits)
     a = _by_max(regions, 0.98)
@@ -138,7 +140,7 @@ def test_only_confirmed_deposits_make_the_verdict():
 
 def test_exported_candidates_are_classified_apart_with_the_numbers():
     prob = _map()
-    regions = decided_contours(prob, 0.5, rule=RULE)
+    regions = answer_slide(prob, 0.5, rule=RULE).regions
     annotations = {a.id: a for a in regions_to_annotations(regions, TUMOUR_CLASS, 0.5)}
     for region in regions:
         ann = annotations[region.uid]
@@ -253,7 +255,7 @@ def test_a_map_carries_its_models_rule_through_a_file(tmp_path):
 # --- the summary ------------------------------------------------------------------------------
 def test_summary_names_the_rule_and_counts_only_confirmed(tmp_path):
     prob = _map()
-    regions = decided_contours(prob, 0.5, rule=RULE)
+    regions = answer_slide(prob, 0.5, rule=RULE).regions
     summary = summarise_regions(regions, prob, slide="s.tif", stem="s", threshold=0.5, model="m")
     data = summary.to_dict()
     assert data["decision"] == RULE.to_dict()
