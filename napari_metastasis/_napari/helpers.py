@@ -301,10 +301,20 @@ class LazyLayer:
     def _attached(self, layer: Any) -> None:
         """Called once the layer is in the viewer (connect its events here)."""
 
-    def adopt(self, layer: Any) -> Any:
-        """Show ``layer`` (from :meth:`build`), unless one is shown already."""
+    def adopt(self, layer: Any, select: bool = True) -> Any:
+        """Show ``layer`` (from :meth:`build`), unless one is shown already. ``select=False``
+        leaves the selected layer selected (napari selects a layer it inserts, which swaps the
+        layer controls twice when the caller selects the slide again)."""
         if not self.is_shown():
-            self._layer = self.viewer.add_layer(layer)
+            layers = self.viewer.layers
+            activate = getattr(layers, "_activate_on_insert", None)
+            if not select and activate is not None:
+                layers._activate_on_insert = False
+            try:
+                self._layer = self.viewer.add_layer(layer)
+            finally:
+                if not select and activate is not None:
+                    layers._activate_on_insert = activate
             self._attached(self._layer)
         return self._layer
 

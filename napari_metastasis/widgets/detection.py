@@ -764,8 +764,10 @@ class MetastasisWidget(QWidget):
         timer.start(0)
 
     def _show_run_regions(self, view: AnalysisView, regions_layer=None) -> None:
-        if regions_layer is not None:
-            view.regions_layer.adopt(regions_layer)
+        if regions_layer is not None:  # hidden until the next turn (its first drawing)
+            regions_layer.visible = False
+            view.regions_layer.adopt(regions_layer, select=False)
+            self._one_per_turn([view.reveal])
         if view is self.current_analysis:
             if self.is_running and self._run_view is view:
                 self._next_contours_at = 0.0
@@ -824,7 +826,8 @@ class MetastasisWidget(QWidget):
             if view is self.current_analysis and not view.regions_layer.was_removed and current:
                 self._style_outlines(view)
                 view.show_regions(regions)
-                self._after_regions_shown(view)
+                # the list, verdict and comparison at the next turn: the viewer draws between
+                self._one_per_turn([lambda: self._after_regions_shown(view)])
             # what drawing them at once would cost the GUI thread (decides the end of a run)
             self._contour_cost = computed + time.perf_counter() - shown
             self._next_contours_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * computed)
@@ -868,20 +871,26 @@ class MetastasisWidget(QWidget):
         state = self.state_of(summary.request.slide_path)
         run_status.finished(state, summary)
         if view is not None:
-            view.refresh_overlay()
-            if view is self.current_analysis:
-                if self._contour_cost < SYNC_CONTOURS_S:
-                    self.update_contours()  # small maps: at once
-                else:
-                    self._next_contours_at = 0.0
-                    self._start_contours(view)  # large ones: off the GUI thread
-            else:
-                self._measure_slide(view, state)
-            self.files.remember(view)
+            view.reveal()  # layers put in hidden for their first drawing show by now
+            view.refresh_overlay()  # the chunks the last batches changed
+            self._regions_after_run(view, state)
+            # writing the map to disk waits a turn of the event loop: the viewer draws first
+            self._one_per_turn([lambda: self.files.remember(view)])
         following = self.runner.current  # the next queued request started
         if following is not None:
             run_status.starting(self.state_of(following.slide_path), following.description)
         self._release_dropped_requests(summary)
+
+    def _regions_after_run(self, view: AnalysisView, state: SlideAnalysis) -> None:
+        """The regions of a finished run: at once for a small map, off the GUI thread for a
+        large one; a slide not selected is measured into its own state."""
+        if view is not self.current_analysis:
+            self._measure_slide(view, state)
+        elif self._contour_cost < SYNC_CONTOURS_S:
+            self.update_contours()  # small maps: at once
+        else:
+            self._next_contours_at = 0.0
+            self._start_contours(view)  # large ones: off the GUI thread
 
     def _release_dropped_requests(self, summary: RunSummary) -> None:
         """Slides whose queued requests the runner dropped (after a failure) say so, instead of

@@ -180,6 +180,7 @@ class RegionNavigator(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
+        self._shown: tuple | None = None  # what the table shows (see _rows_signature)
         self.set_regions([], [])
 
     #: the widest text each column usually holds (the dock is made wide enough for these)
@@ -209,7 +210,13 @@ class RegionNavigator(QWidget):
     ) -> None:
         """Show ``regions`` with their labels; ``deposits`` (one per region, from
         :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns.
-        ``analysed=False``: nothing was analysed yet, so "no region" would claim too much."""
+        ``analysed=False``: nothing was analysed yet, so "no region" would claim too much.
+        The same rows as shown already are not built again (contours are recomputed often
+        while a run lasts, and mostly come back unchanged)."""
+        shown = self._rows_signature(regions, labels, edited, deposits, analysed)
+        if shown == self._shown:
+            return
+        self._shown = shown
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
@@ -262,6 +269,34 @@ class RegionNavigator(QWidget):
             self.summary.setText("No region above the threshold.")
         else:
             self.summary.setText(NOT_ANALYSED)
+
+    @staticmethod
+    def _rows_signature(
+        regions: Sequence,
+        labels: Sequence[str],
+        edited: bool,
+        deposits: Sequence[Deposit] | None,
+        analysed: bool,
+    ) -> tuple:
+        """Everything the table and the summary line show of these regions."""
+        rows = tuple(
+            (
+                r.id,
+                label,
+                r.max_prob,
+                r.mean_prob,
+                r.area_um2,
+                bool(getattr(r, "confirmed", True)),
+                getattr(getattr(r, "decision", None), "reason", None),
+            )
+            for r, label in zip(regions, labels, strict=True)
+        )
+        sizes = (
+            None
+            if deposits is None
+            else tuple((d.category, d.greatest_dimension_mm) for d in deposits)
+        )
+        return rows, sizes, edited, analysed
 
     def index_at_row(self, row: int) -> int:
         return int(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))

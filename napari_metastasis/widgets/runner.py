@@ -3,10 +3,17 @@
 The runner owns the queue (clicks can pile up), the worker, the cancel flag and the clock; it writes
 each batch into its probability map on the GUI thread and turns every failure into one readable
 sentence. It knows nothing about layers or controls: the dock widget listens to its signals.
+
+While runs are under way the objects alive when they started (napari's, Qt's, torch's, the
+model's: hundreds of thousands) are out of the cyclic garbage collector's sight (``gc.freeze``):
+a full collection of a napari process's heap holds the GIL, and so the GUI thread, for 0.2–0.6 s
+on a laptop, and a run's allocations trigger several (issue 21, D7). They are handed back when
+the last run ends (``gc.unfreeze``), so nothing stays uncollectable.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -58,6 +65,25 @@ class RunSummary:
     seconds: float
     cancelled: bool
     error: str | None  # the message shown to the user, if it failed
+
+
+#: Runs under way, of any runner (the dock's, the case list's): the heap is frozen while > 0.
+_RUNS_FROZEN = 0
+
+
+def freeze_heap() -> None:
+    """A run starts: the objects alive now leave the collector's generations until it ends."""
+    global _RUNS_FROZEN
+    gc.freeze()
+    _RUNS_FROZEN += 1
+
+
+def thaw_heap() -> None:
+    """A run ended: once none is under way, the frozen objects are collectable again."""
+    global _RUNS_FROZEN
+    _RUNS_FROZEN = max(0, _RUNS_FROZEN - 1)
+    if _RUNS_FROZEN == 0:
+        gc.unfreeze()
 
 
 def error_message(exc: BaseException, batch_size: int) -> str:
@@ -141,6 +167,7 @@ class AnalysisRunner(QObject):
         self._cancelled = False
         self._error = None
         self._cancel = threading.Event()
+        freeze_heap()
         worker = create_worker(
             run_job, self._request, self._map_for, self.resources, self._cancel, _start_thread=False
         )
@@ -204,6 +231,9 @@ class AnalysisRunner(QObject):
         self._worker = None
         self._cancel = None
         self._request = None
-        self.finished.emit(summary)
-        if self.queue:
-            self._start_next()
+        try:
+            self.finished.emit(summary)
+            if self.queue:
+                self._start_next()
+        finally:
+            thaw_heap()  # after the next run froze it again, if one started
