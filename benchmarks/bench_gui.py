@@ -167,35 +167,32 @@ class SlotTimer:
     """The longest single call of the widget's own GUI-thread work during a run (its slots and
     redraws), to tell the plugin's share of a stall from napari's drawing of the frame."""
 
-    SLOTS = (
-        "_on_planned",
-        "_on_progress",
-        "_refresh_current_run",
-        "_show_run_regions",
-        "_on_run_finished",
-        "update_contours",
-        "_after_regions_shown",
-    )
-
-    def __init__(self, widget_class):
-        """Wraps the methods of the class, before any widget connects them to signals."""
+    def __init__(self):
+        """Wraps the methods of the dock's parts, before any widget connects them to signals."""
         import functools
+
+        from napari_metastasis.widgets.regions_control import RegionsControl
+        from napari_metastasis.widgets.run_follow import RunFollower
 
         self.longest = 0.0
         self.where = ""
-        for name in self.SLOTS:
-            original = getattr(widget_class, name)
+        for owner, names in (
+            (RunFollower, ("on_planned", "on_progress", "refresh", "show_regions", "on_finished")),
+            (RegionsControl, ("update", "after_shown", "sync", "measure")),
+        ):
+            for name in names:
+                original = getattr(owner, name)
 
-            def timed(*args, _original=original, _name=name, **kwargs):
-                started = time.perf_counter()
-                try:
-                    return _original(*args, **kwargs)
-                finally:
-                    spent = time.perf_counter() - started
-                    if spent > self.longest:
-                        self.longest, self.where = spent, _name
+                def timed(*args, _original=original, _name=name, **kwargs):
+                    started = time.perf_counter()
+                    try:
+                        return _original(*args, **kwargs)
+                    finally:
+                        spent = time.perf_counter() - started
+                        if spent > self.longest:
+                            self.longest, self.where = spent, _name
 
-            setattr(widget_class, name, functools.wraps(original)(timed))
+                setattr(owner, name, functools.wraps(original)(timed))
 
     def reset(self):
         self.longest, self.where = 0.0, ""
@@ -320,7 +317,11 @@ def gui_round(app, viewer, widget, meter, slots=None) -> tuple[int, float, float
     widget.set_mode(WHOLE)
     app.processEvents()
     done = {}
-    widget.runner.finished.connect(lambda summary: done.setdefault("summary", summary))
+
+    def record(summary):
+        done.setdefault("summary", summary)
+
+    widget.runner.finished.connect(record)
     if slots is not None:
         slots.reset()
     meter.start()
@@ -331,8 +332,7 @@ def gui_round(app, viewer, widget, meter, slots=None) -> tuple[int, float, float
     settle = time.perf_counter() + 1.0  # the result layers are drawn after the run
     wait_until(app, lambda: time.perf_counter() > settle)
     stall = meter.stop()
-    widget.runner.finished.disconnect()
-    widget.runner.finished.connect(widget._on_run_finished)
+    widget.runner.finished.disconnect(record)
     return done["summary"].done, seconds, stall
 
 
@@ -384,7 +384,7 @@ def main(argv=None) -> int:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1280, 800)  # a laptop's screen
     app = napari.qt.get_qapp()
-    slots = SlotTimer(MetastasisWidget)
+    slots = SlotTimer()
     widget = MetastasisWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Metastasis detection")
     widget.remember = False

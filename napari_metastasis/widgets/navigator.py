@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QBrush, QColor
+from qtpy.QtGui import QBrush, QColor, QKeyEvent
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -50,10 +51,10 @@ class RegionEdits:
     deleted: list[Point] = field(default_factory=list)
     labelled: list[tuple[Point, str]] = field(default_factory=list)
 
-    def delete(self, region) -> None:
+    def delete(self, region: Any) -> None:
         self.deleted.append(region.polygon.representative_point())
 
-    def relabel(self, region, label: str) -> None:
+    def relabel(self, region: Any, label: str) -> None:
         self.labelled.append((region.polygon.representative_point(), label))
 
     def clear(self) -> None:
@@ -83,6 +84,15 @@ class RegionEdits:
         return kept, labels
 
 
+T = TypeVar("T")
+
+
+def _present(value: T | None) -> T:
+    """A Qt getter's result that cannot be None here (the stubs allow None)."""
+    assert value is not None
+    return value
+
+
 #: Category names short enough for a narrow column (the tooltip has the full name).
 SHORT_CATEGORY = {"negative": "—", "itc": "ITC", "micro": "Micro", "macro": "Macro"}
 
@@ -98,7 +108,7 @@ class _NumericItem(QTableWidgetItem):
         super().__init__(text)
         self.value = float(value)
 
-    def __lt__(self, other):  # Qt calls this when sorting
+    def __lt__(self, other: QTableWidgetItem) -> bool:  # Qt calls this when sorting
         if isinstance(other, _NumericItem):
             return self.value < other.value
         return super().__lt__(other)
@@ -129,25 +139,25 @@ class RegionNavigator(QWidget):
     )
     SIZE_COLUMN, CATEGORY_COLUMN = 5, 6
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         for col, tip in enumerate(self.TIPS):
-            self.table.horizontalHeaderItem(col).setToolTip(tip)
+            _present(self.table.horizontalHeaderItem(col)).setToolTip(tip)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
+        _present(self.table.verticalHeader()).setVisible(False)
         # every column takes its contents' width (figures are never cut to "0.0…" in a narrow
         # dock), the last one whatever is left; the table scrolls sideways if the dock is narrower
-        header = self.table.horizontalHeader()
+        header = _present(self.table.horizontalHeader())
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         header.setMinimumSectionSize(24)
         self.table.setMinimumWidth(self._width_for_typical_rows())
         self.table.setSortingEnabled(True)
         self._sort = (2, Qt.SortOrder.DescendingOrder)  # most probable first, until the user sorts
-        self.table.horizontalHeader().sortIndicatorChanged.connect(self._on_sorted)
+        header.sortIndicatorChanged.connect(self._on_sorted)
         self.table.setMinimumHeight(160)
         self.table.itemClicked.connect(self._on_clicked)
         self.table.itemActivated.connect(self._on_clicked)
@@ -190,13 +200,13 @@ class RegionNavigator(QWidget):
         """Wide enough to show every column of typical rows side by side (the size and category
         columns, what a pathologist reads first, must not hide behind a sideways scroll)."""
         metrics = self.table.fontMetrics()
-        bold = self.table.horizontalHeader().fontMetrics()
+        bold = _present(self.table.horizontalHeader()).fontMetrics()
         pad = 30  # cell margins and a sort arrow
         columns = sum(
             max(bold.horizontalAdvance(name), metrics.horizontalAdvance(text)) + pad
             for name, text in zip(self.COLUMNS, self.TYPICAL, strict=True)
         )
-        scrollbar = self.table.verticalScrollBar().sizeHint().width()
+        scrollbar = _present(self.table.verticalScrollBar()).sizeHint().width()
         return columns + 2 * self.table.frameWidth() + scrollbar
 
     # --- content ----------------------------------------------------------------------------
@@ -299,14 +309,14 @@ class RegionNavigator(QWidget):
         return rows, sizes, edited, analysed
 
     def index_at_row(self, row: int) -> int:
-        return int(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+        return int(_present(self.table.item(row, 0)).data(Qt.ItemDataRole.UserRole))
 
     def selected_indices(self) -> list[int]:
         rows = {i.row() for i in self.table.selectedIndexes()}
         return sorted(self.index_at_row(r) for r in rows)
 
     # --- user actions -----------------------------------------------------------------------
-    def _on_sorted(self, column: int, order) -> None:
+    def _on_sorted(self, column: int, order: Any) -> None:
         self._sort = (column, order)
 
     def _on_clicked(self, item: QTableWidgetItem) -> None:
@@ -323,8 +333,8 @@ class RegionNavigator(QWidget):
         if indices and label:
             self.relabel_requested.emit(indices, label)
 
-    def keyPressEvent(self, event) -> None:
-        if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+    def keyPressEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
             self._on_delete()
             return
         super().keyPressEvent(event)

@@ -19,10 +19,13 @@ own array, and leaves the layer alone (no canvas redraw) when none did: a whole-
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from napari.utils.colormaps import Colormap
 
 from .._napari.helpers import LazyLayer
+from ..grid import DisplayRaster
 from ..probability import ProbabilityMap
 from .frame import SlideFrame
 
@@ -152,8 +155,8 @@ class ProbabilityOverlay(LazyLayer):
     """
 
     def __init__(
-        self, viewer, prob_map: ProbabilityMap, name: str, frame: SlideFrame | None = None
-    ):
+        self, viewer: Any, prob_map: ProbabilityMap, name: str, frame: SlideFrame | None = None
+    ) -> None:
         super().__init__(viewer, name)
         self.prob_map = prob_map
         self.frame = frame or SlideFrame.from_grid(prob_map.grid)
@@ -168,7 +171,7 @@ class ProbabilityOverlay(LazyLayer):
         self.last_chunks = 0
 
     @property
-    def raster(self):
+    def raster(self) -> DisplayRaster:
         """How the map is drawn: a few pixels per cell, cut at the slide's edge."""
         return self.prob_map.grid.display_raster(max_pixels=RASTER_PIXELS, target_um=RASTER_UM)
 
@@ -185,7 +188,7 @@ class ProbabilityOverlay(LazyLayer):
         f = self.raster.factor
         return np.asarray(self.layer.data)[::f, ::f]
 
-    def build(self):
+    def build(self) -> Any:
         from napari.layers import Image
 
         return Image(

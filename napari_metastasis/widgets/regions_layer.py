@@ -85,7 +85,7 @@ def empty_features() -> pd.DataFrame:
 class RegionsLayer(LazyLayer):
     """Keeps a Shapes layer showing a list of regions (objects with ``polygon``, ``id``, ...)."""
 
-    def __init__(self, viewer, frame: SlideFrame, name: str):
+    def __init__(self, viewer: Any, frame: SlideFrame, name: str) -> None:
         super().__init__(viewer, name)
         self.frame = frame
         #: called with the ids (str) of regions the user deleted in the layer itself
@@ -110,7 +110,7 @@ class RegionsLayer(LazyLayer):
         """What the annotation convention calls mpp: world units per level-0 px, (y, x)."""
         return self.frame.scale_yx
 
-    def build(self):
+    def build(self) -> Any:
         from napari.layers import Shapes
 
         return Shapes(
@@ -138,7 +138,7 @@ class RegionsLayer(LazyLayer):
             self._layer.translate = frame.translate_yx
             self._layer.metadata["mpp"] = list(self.mpp)
 
-    def _attached(self, layer) -> None:
+    def _attached(self, layer: Any) -> None:
         layer.events.data.connect(self._on_data_changed)
         self._connect_zoom()
 
@@ -269,14 +269,14 @@ class RegionsLayer(LazyLayer):
         self.region_colors = {str(k): v for k, v in colors.items()}
         self.restyle()
 
-    def rows_of(self, region_id) -> list[int]:
+    def rows_of(self, region_id: Any) -> list[int]:
         """Shape indices (exterior and holes) of one region, by its ``uid``."""
         if not self.is_shown() or "id" not in self._layer.features:
             return []
         ids = self._layer.features["id"].astype(str).to_numpy()
         return np.flatnonzero(ids == str(region_id)).tolist()
 
-    def highlight(self, region_id) -> None:
+    def highlight(self, region_id: Any) -> None:
         """Make one region stand out in any mode: a wider outline in its own colour (napari's
         selection box shows only in select mode); its shapes are also selected."""
         self.highlighted = None if region_id is None else str(region_id)
@@ -293,7 +293,7 @@ class RegionsLayer(LazyLayer):
         super().remove()
 
     # --- regions deleted with napari's own tools ---------------------------------------------
-    def _on_data_changed(self, event=None) -> None:
+    def _on_data_changed(self, event: Any = None) -> None:
         if self._updating or self.on_user_delete is None or not self.is_shown():
             return
         action = str(getattr(event, "action", ""))
@@ -310,7 +310,7 @@ class RegionsLayer(LazyLayer):
             self.on_user_delete(gone)
 
     # --- constant on-screen outline width ---------------------------------------------------
-    def _camera(self):
+    def _camera(self) -> Any:
         return camera(self.viewer)
 
     def _edge_width(self) -> float:
@@ -326,7 +326,7 @@ class RegionsLayer(LazyLayer):
             self._camera().events.zoom.disconnect(self._on_zoom)
             self._zoom_connected = False
 
-    def _on_zoom(self, event=None) -> None:
+    def _on_zoom(self, event: Any = None) -> None:
         if self.is_shown() and self._layer.nshapes:
             widths = self._widths()
             if not np.allclose(self._layer.edge_width, widths, rtol=0.05, atol=0):

@@ -116,7 +116,9 @@ class AnalysisRunner(QObject):
     #: the run ended, whatever the reason (a :class:`RunSummary`)
     finished = Signal(object)
 
-    def __init__(self, store: AnalysisStore, resources: Resources, parent=None):
+    def __init__(
+        self, store: AnalysisStore, resources: Resources, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.store = store
         self.resources = resources
@@ -177,11 +179,13 @@ class AnalysisRunner(QObject):
         self._worker = worker
         worker.start()
 
-    def _map_for(self, slide_path: str, model_name: str, grid: PatchGrid, class_name: str):
+    def _map_for(
+        self, slide_path: str, model_name: str, grid: PatchGrid, class_name: str
+    ) -> ProbabilityMap:
         """Called on the worker thread: the shared map of this slide and model."""
         return self.store.get_or_create(slide_path, model_name, grid, class_name)
 
-    def _on_yielded(self, event) -> None:
+    def _on_yielded(self, event: object) -> None:
         if isinstance(event, Batch):
             event.prob_map.update(event.cells, event.probabilities)  # GUI thread only
             self._done = event.done

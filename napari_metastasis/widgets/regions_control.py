@@ -1,0 +1,273 @@
+"""The regions of the selected analysis: computed at the threshold, drawn, listed, edited, compared.
+
+:class:`RegionsControl` turns the selected analysis's probability map into regions at the dock's
+threshold and minimum area (:func:`napari_metastasis.deposit_decision.decided_contours`), draws
+them (:meth:`.analysis_view.AnalysisView.show_regions`) and records them, their sizes and the
+verdict in the slide's state (:func:`.panels.record_regions`), which the region list and the
+verdict show. Contours of a large map are computed on a worker thread, the GUI thread only draws
+them (issue 21, D7): at once when the last ones took under :data:`SYNC_CONTOURS_S`, else off it.
+It also colours the regions by a reference annotation (:mod:`.comparison`), frames a region or a
+reference lesion, and applies the pathologist's deletions and relabels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .._napari.helpers import centre_camera_on, error
+from ..deposit_decision import decided_contours
+from ..errors import MetastasisError
+from ..evaluation.compare import compare_with_reference
+from .analysis_view import AnalysisView
+from .annotation_io import AnnotationIOWidget
+from .comparison import STATUS_COLORS, ComparisonPanel, reference_geometry
+from .controls import DisplayControls
+from .lifetime import one_per_turn, single_shot_timer, while_alive
+from .overlay import outline_colors
+from .panels import SelectedSlideViews, record_regions
+from .selected import SelectedSlide
+from .state import SlideAnalysis
+
+#: Wait this long after the threshold or min-area last moved before recomputing contours (ms).
+CONTOUR_DEBOUNCE_MS = 60
+#: While a run streams in, contours are computed at most this often (s), or five times as
+#: rarely as they take.
+CONTOUR_RUN_S = 4.0
+#: Contours that took less than this (s) last time are computed on the GUI thread at once (small
+#: maps: the result is there when the call returns); slower ones on a worker thread.
+SYNC_CONTOURS_S = 0.05
+#: A slide that is not selected is measured on the GUI thread when its map has at most this many
+#: cells, on a worker thread above.
+SYNC_MEASURE_CELLS = 20_000
+
+
+class RegionsControl:
+    """Computes, draws and records the regions of the selected analysis (and of others)."""
+
+    def __init__(
+        self,
+        owner: Any,
+        viewer: Any,
+        selected: SelectedSlide,
+        display: DisplayControls,
+        panels: SelectedSlideViews,
+        comparison: ComparisonPanel,
+        annotation_io: AnnotationIOWidget,
+    ) -> None:
+        self.owner = owner  # the dock widget: timers and worker callbacks die with it
+        self.viewer = viewer
+        self.selected = selected
+        self.display = display
+        self.panels = panels
+        self.comparison = comparison
+        self.annotation_io = annotation_io
+        self.worker: Any = None  # the contour worker now running, if any
+        self._again = False  # contours were asked for while the worker ran
+        self.cost = 0.0  # seconds the last contours took (computed and drawn)
+        self.next_at = 0.0  # during a run: no new contours before this time (perf_counter)
+        self.last_comparison: Any = None
+        self.debounce = single_shot_timer(owner, CONTOUR_DEBOUNCE_MS, self.update)
+
+    @property
+    def threshold(self) -> float:
+        return self.display.threshold_value
+
+    # --- the selected analysis ---------------------------------------------------------------
+    def update(self, recreate: bool = False) -> None:
+        """Recompute the regions of the selected analysis at the current threshold and min area.
+
+        A regions layer the user deleted comes back only on an explicit action (``recreate``: a
+        new run, ticking Contours, reopening the slide), not on every slider move. Large maps
+        (the last contours took over :data:`SYNC_CONTOURS_S`) are computed off the GUI thread.
+        """
+        self.debounce.stop()
+        view = self.selected.analysis
+        if view is None or (view.regions_layer.was_removed and not recreate):
+            self.sync()
+            return
+        if self.cost >= SYNC_CONTOURS_S:
+            self.start(view)
+            return
+        self.style_outlines(view)
+        started = time.perf_counter()
+        try:
+            view.update_regions(self.threshold, self.display.min_area_um2)
+        except MetastasisError as exc:
+            error(str(exc))
+            return
+        self.cost = time.perf_counter() - started
+        self.after_shown(view)
+
+    def start(self, view: AnalysisView) -> None:
+        """Compute the regions of ``view`` off the GUI thread; draw them when they arrive (if
+        the view is still the selected one and the settings have not moved meanwhile)."""
+        if self.worker is not None:
+            self._again = True
+            return
+        from napari.qt.threading import create_worker
+
+        snapshot = view.regions_snapshot()
+        threshold, min_area = self.threshold, self.display.min_area_um2
+        started = time.perf_counter()
+        worker = create_worker(
+            decided_contours, snapshot, threshold, min_area_um2=min_area, _start_thread=False
+        )
+
+        def done(regions: list) -> None:
+            computed = time.perf_counter() - started
+            current = (threshold, min_area) == (self.threshold, self.display.min_area_um2)
+            shown = time.perf_counter()
+            if view is self.selected.analysis and not view.regions_layer.was_removed and current:
+                self.style_outlines(view)
+                view.show_regions(regions, threshold)
+                # the list, verdict and comparison at the next turn: the viewer draws between
+                one_per_turn(self.owner, [lambda: self.after_shown(view)])
+            # what drawing them at once would cost the GUI thread
+            self.cost = computed + time.perf_counter() - shown
+            self.next_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * computed)
+
+        def finished() -> None:
+            self.worker = None
+            if self._again:
+                self._again = False
+                self.start(view)
+
+        worker.returned.connect(while_alive(self.owner, done))
+        worker.finished.connect(while_alive(self.owner, finished))
+        self.worker = worker
+        worker.start()
+
+    def style_outlines(self, view: AnalysisView) -> None:
+        tumour, highlight = outline_colors(self.display.colormap.value, self.threshold)
+        view.regions_layer.tumour_color, view.regions_layer.highlight_color = tumour, highlight
+
+    def after_shown(self, view: AnalysisView) -> None:
+        self.sync()
+        self.update_comparison()
+        self.annotation_io.select_layer(view.regions_layer.name)
+
+    def sync(self) -> None:
+        """The selected analysis's regions, sizes and verdict into the selected slide's state
+        (the region list and the verdict show it); never adds layers."""
+        state = self.selected.state
+        if state is None:
+            self.panels.show(None)
+            return
+        view = self.selected.analysis
+        if view is None or not view.regions_layer.is_shown():
+            state.clear_regions()
+        else:
+            record_regions(state, view, self.threshold)
+        self.panels.show(state)
+
+    # --- a run's end, and slides that are not selected ---------------------------------------
+    def after_run(self, view: AnalysisView, state: SlideAnalysis) -> None:
+        """The regions of a finished run: the selected analysis as :meth:`update` does (the
+        pace of a run's contours reset); another slide measured into its own state."""
+        if view is not self.selected.analysis:
+            self.measure(view, state)
+        elif self.cost < SYNC_CONTOURS_S:
+            self.update()
+        else:
+            self.next_at = 0.0
+            self.start(view)
+
+    def measure(self, view: AnalysisView, state: SlideAnalysis) -> None:
+        """The regions and verdict of a slide that is not selected, at its own threshold."""
+        if not view.slide_is_open():
+            state.clear_regions()  # measured again when it is reopened
+            return
+        threshold = state.threshold if state.threshold is not None else self.threshold
+        min_area = self.display.min_area_um2
+        if view.prob_map.values.size <= SYNC_MEASURE_CELLS:
+            try:
+                view.update_regions(threshold, min_area)
+            except MetastasisError as exc:
+                error(str(exc))
+                return
+            record_regions(state, view, threshold)
+            return
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(
+            decided_contours,
+            view.regions_snapshot(),
+            threshold,
+            min_area_um2=min_area,
+            _start_thread=False,
+        )
+
+        def done(regions: list) -> None:
+            view.show_regions(regions, threshold)
+            record_regions(state, view, threshold)
+
+        worker.returned.connect(while_alive(self.owner, done))
+        worker.start()
+
+    def on_user_deleted(self, view: AnalysisView, ids: set[str]) -> None:
+        """Regions deleted with napari's own tools: redrawn (orphaned holes go) once napari is
+        done with its event."""
+        if view is self.selected.analysis:
+            self.debounce.start()
+
+    # --- navigation, edits and the comparison ------------------------------------------------
+    def go_to_region(self, index: int) -> None:
+        """Centre and zoom the camera on region ``index`` of the selected analysis; highlight it."""
+        view = self.selected.analysis
+        if view is not None:
+            view.go_to(self.viewer, index)
+
+    def go_to_lesion(self, bounds: tuple[float, float, float, float]) -> None:
+        """Centre the camera on a reference lesion (level-0 bounds)."""
+        view = self.selected.analysis
+        frame = view.frame if view is not None else self.selected.frame()
+        if frame is None:
+            return
+        minx, miny, maxx, maxy = bounds
+        (y0, x0), (y1, x1) = frame.to_world([[minx, miny], [maxx, maxy]])  # type: ignore[arg-type]
+        centre_camera_on(self.viewer, (y0, x0, y1, x1))
+
+    def delete(self, indices: list[int]) -> None:
+        view = self.selected.analysis
+        if view is not None:
+            view.delete(indices)
+            self.update()
+
+    def relabel(self, indices: list[int], label: str) -> None:
+        view = self.selected.analysis
+        if view is not None:
+            view.relabel(indices, label)
+            self.update()
+
+    def restore(self) -> None:
+        view = self.selected.analysis
+        if view is not None:
+            view.edits.clear()
+            self.update()
+
+    def update_comparison(self) -> None:
+        """Colour the regions by the reference (hit / false positive) and show the score."""
+        view = self.selected.analysis
+        if view is None or not view.regions_layer.is_shown():
+            self.comparison.show_comparison(None)
+            return
+        layer = self.comparison.reference_layer
+        if not self.comparison.active or layer is None:
+            view.regions_layer.set_region_colors({})
+            self.comparison.show_comparison(None)
+            return
+        geometry = reference_geometry(layer, view.frame.scale_yx)
+        if geometry.is_empty:
+            view.regions_layer.set_region_colors({})
+            self.comparison.show_comparison(None, f"{layer.name}: no outline to compare with.")
+            return
+        result = compare_with_reference(view.prob_map, view.regions, geometry, self.threshold)
+        view.regions_layer.set_region_colors(
+            {
+                str(r.uid): STATUS_COLORS[s]
+                for r, s in zip(view.regions, result.region_status, strict=True)
+            }
+        )
+        self.comparison.show_comparison(result)
+        self.last_comparison = result
