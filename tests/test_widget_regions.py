@@ -362,3 +362,52 @@ def test_every_region_table_cell_shows_its_whole_text_in_the_narrowest_dock(env,
             assert header.sectionSize(col) >= metrics.horizontalAdvance(text) + 6, (name, text)
     # and side by side: the size and category columns are not behind a sideways scroll
     assert header.length() <= table.viewport().width(), (header.length(), table.viewport().width())
+
+
+def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
+    make_napari_viewer, tmp_path, monkeypatch, qtbot
+):
+    """D7: moving the threshold over a whole node's map (~25,000 cells here, 100,000 on a real
+    node) computed its contours on the GUI thread, freezing the viewer for tenths of a second
+    each time; a small map's are still computed at once."""
+    import threading
+
+    from napari_metastasis import deposit_decision
+
+    _viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
+    with Slide(layer.metadata["slide_path"]) as slide:
+        width, height = slide.dimensions
+        res = slide.require_resolution()
+    grid = PatchGrid(width, height, res.mpp_x, res.mpp_y, 16, 0.5)  # 8 µm cells
+    prob = ProbabilityMap.empty(grid, model_name=MODEL, slide_path=layer.metadata["slide_path"])
+    assert prob.values.size > 20_000
+    prob.values[:] = 0.05
+    prob.values[40:60, 40:70] = 0.9
+    confirm_every_candidate(prob)
+    threads = []
+    real = deposit_decision.decided_contours
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deposit_decision, "decided_contours", recorded)
+    from napari_metastasis.widgets import analysis_view, regions_control
+
+    monkeypatch.setattr(analysis_view, "decided_contours", recorded)
+    monkeypatch.setattr(regions_control, "decided_contours", recorded)
+    widget.load_analysis(prob.save(tmp_path / "node.probability.tif"))
+    qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 1, timeout=10_000)
+    threads.clear()
+    widget.display.threshold.value = 0.95  # no region at 0.95
+    widget.update_contours()
+    assert widget.navigator.table.rowCount() == 1  # not yet: the worker computes them
+    qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 0, timeout=10_000)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+    small = synthetic_map(layer.metadata["slide_path"])  # 13 × 18 cells: at once
+    widget.load_analysis(small.save(tmp_path / "small.probability.tif"))
+    threads.clear()
+    widget.display.threshold.value = 0.5
+    widget.update_contours()
+    assert threads == [threading.main_thread()]

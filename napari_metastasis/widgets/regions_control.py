@@ -4,8 +4,9 @@
 threshold and minimum area (:func:`napari_metastasis.deposit_decision.decided_contours`), draws
 them (:meth:`.analysis_view.AnalysisView.show_regions`) and records them, their sizes and the
 verdict in the slide's state (:func:`.panels.record_regions`), which the region list and the
-verdict show. Contours of a large map are computed on a worker thread, the GUI thread only draws
-them (issue 21, D7): at once when the last ones took under :data:`SYNC_CONTOURS_S`, else off it.
+verdict show. Contours of a large map (over :data:`SYNC_CONTOUR_CELLS` cells, a whole node's) are
+computed on a worker thread and the GUI thread only draws them (issue 21, D7); a small map's are
+computed at once, so they are there when the call returns.
 It also colours the regions by a reference annotation (:mod:`.comparison`), frames a region or a
 reference lesion, and applies the pathologist's deletions and relabels.
 """
@@ -33,13 +34,16 @@ from .state import SlideAnalysis
 CONTOUR_DEBOUNCE_MS = 60
 #: While a run streams in, contours are computed at most this often (s), or five times as
 #: rarely as they take.
-CONTOUR_RUN_S = 4.0
-#: Contours that took less than this (s) last time are computed on the GUI thread at once (small
-#: maps: the result is there when the call returns); slower ones on a worker thread.
-SYNC_CONTOURS_S = 0.05
-#: A slide that is not selected is measured on the GUI thread when its map has at most this many
-#: cells, on a worker thread above.
-SYNC_MEASURE_CELLS = 20_000
+CONTOUR_RUN_S = 6.0
+#: Maps of at most this many cells have their contours computed on the GUI thread at once (a few
+#: milliseconds to a few tens); larger ones on a worker thread (a whole node's map has ~100,000
+#: cells and takes a few tenths of a second).
+SYNC_CONTOUR_CELLS = 20_000
+
+
+def in_background(view: AnalysisView) -> bool:
+    """Whether the contours of ``view``'s map are computed off the GUI thread."""
+    return int(view.prob_map.values.size) > SYNC_CONTOUR_CELLS
 
 
 class RegionsControl:
@@ -63,8 +67,7 @@ class RegionsControl:
         self.comparison = comparison
         self.annotation_io = annotation_io
         self.worker: Any = None  # the contour worker now running, if any
-        self._again = False  # contours were asked for while the worker ran
-        self.cost = 0.0  # seconds the last contours took (computed and drawn)
+        self._pending: tuple[AnalysisView, bool] | None = None  # asked for while it ran
         self.next_at = 0.0  # during a run: no new contours before this time (perf_counter)
         self.last_comparison: Any = None
         self.debounce = single_shot_timer(owner, CONTOUR_DEBOUNCE_MS, self.update)
@@ -79,31 +82,30 @@ class RegionsControl:
 
         A regions layer the user deleted comes back only on an explicit action (``recreate``: a
         new run, ticking Contours, reopening the slide), not on every slider move. Large maps
-        (the last contours took over :data:`SYNC_CONTOURS_S`) are computed off the GUI thread.
+        are computed off the GUI thread (:func:`in_background`).
         """
         self.debounce.stop()
         view = self.selected.analysis
         if view is None or (view.regions_layer.was_removed and not recreate):
             self.sync()
             return
-        if self.cost >= SYNC_CONTOURS_S:
-            self.start(view)
+        if in_background(view):
+            self.start(view, recreate)
             return
         self.style_outlines(view)
-        started = time.perf_counter()
         try:
             view.update_regions(self.threshold, self.display.min_area_um2)
         except MetastasisError as exc:
             error(str(exc))
             return
-        self.cost = time.perf_counter() - started
         self.after_shown(view)
 
-    def start(self, view: AnalysisView) -> None:
+    def start(self, view: AnalysisView, recreate: bool = False) -> None:
         """Compute the regions of ``view`` off the GUI thread; draw them when they arrive (if
-        the view is still the selected one and the settings have not moved meanwhile)."""
+        the view is still the selected one and the settings have not moved meanwhile). Asked
+        again while a worker runs, the latest request runs once it is done."""
         if self.worker is not None:
-            self._again = True
+            self._pending = (view, recreate)
             return
         from napari.qt.threading import create_worker
 
@@ -117,21 +119,19 @@ class RegionsControl:
         def done(regions: list) -> None:
             computed = time.perf_counter() - started
             current = (threshold, min_area) == (self.threshold, self.display.min_area_um2)
-            shown = time.perf_counter()
-            if view is self.selected.analysis and not view.regions_layer.was_removed and current:
+            wanted = recreate or not view.regions_layer.was_removed
+            if view is self.selected.analysis and wanted and current:
                 self.style_outlines(view)
                 view.show_regions(regions, threshold)
                 # the list, verdict and comparison at the next turn: the viewer draws between
                 one_per_turn(self.owner, [lambda: self.after_shown(view)])
-            # what drawing them at once would cost the GUI thread
-            self.cost = computed + time.perf_counter() - shown
             self.next_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * computed)
 
         def finished() -> None:
             self.worker = None
-            if self._again:
-                self._again = False
-                self.start(view)
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self.start(*pending)
 
         worker.returned.connect(while_alive(self.owner, done))
         worker.finished.connect(while_alive(self.owner, finished))
@@ -167,11 +167,9 @@ class RegionsControl:
         pace of a run's contours reset); another slide measured into its own state."""
         if view is not self.selected.analysis:
             self.measure(view, state)
-        elif self.cost < SYNC_CONTOURS_S:
-            self.update()
         else:
             self.next_at = 0.0
-            self.start(view)
+            self.update()
 
     def measure(self, view: AnalysisView, state: SlideAnalysis) -> None:
         """The regions and verdict of a slide that is not selected, at its own threshold."""
@@ -180,7 +178,7 @@ class RegionsControl:
             return
         threshold = state.threshold if state.threshold is not None else self.threshold
         min_area = self.display.min_area_um2
-        if view.prob_map.values.size <= SYNC_MEASURE_CELLS:
+        if not in_background(view):
             try:
                 view.update_regions(threshold, min_area)
             except MetastasisError as exc:
@@ -199,8 +197,11 @@ class RegionsControl:
         )
 
         def done(regions: list) -> None:
-            view.show_regions(regions, threshold)
-            record_regions(state, view, threshold)
+            if view.slide_is_open():  # it may have been closed meanwhile
+                view.show_regions(regions, threshold)
+                record_regions(state, view, threshold)
+            else:
+                state.clear_regions()
 
         worker.returned.connect(while_alive(self.owner, done))
         worker.start()

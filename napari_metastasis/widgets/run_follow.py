@@ -32,7 +32,7 @@ from .session import slide_key
 from .state import QUEUED, SlideStates
 
 #: The status line follows a run this often (ms).
-REFRESH_MS = 250
+REFRESH_MS = 500
 #: While a run streams in, the overlay is refreshed at most this often (s), or after ten times
 #: as long as its last refresh took: each refresh also makes napari draw the canvas, which with
 #: software OpenGL costs the classifying threads CPU time (benchmarks/bench_gui.py).
