@@ -318,3 +318,26 @@ def test_case_list_analyses_closed_slides_and_stages_the_patient(env, qtbot, tmp
     widget.display.threshold.value = 1.0  # the darkness model never says 1: nothing is left
     qtbot.waitUntil(lambda: "patient_001: pN0" in cases.stage_label.text(), timeout=5_000)
     assert [table.item(r, 2).text() for r in range(3)] == ["Negative"] * 3
+
+
+def test_the_size_and_category_of_each_region_show_without_scrolling_sideways(
+    env, tmp_path, qtbot
+):
+    """At 1280 × 800 the 360 px dock shows four of the region table's seven columns; the size
+    and AJCC category, what a pathologist reads first, were the last two, behind the sideways
+    scroll, while the probabilities showed."""
+    from napari_metastasis.widgets.dock import SidewaysScroll
+
+    viewer, widget, layer = env
+    viewer.window._qt_window.resize(1280, 800)
+    _load_synthetic(widget, layer, tmp_path)
+    qtbot.wait(200)
+    table = widget.navigator.table
+    sideways = widget.sections["Regions"].content().findChild(SidewaysScroll)
+    assert sideways is not None and sideways.horizontalScrollBar().value() == 0
+    header = table.horizontalHeader()
+    seen = sideways.viewport().width() - table.frameWidth()
+    for column in (RegionNavigator.SIZE_COLUMN, RegionNavigator.CATEGORY_COLUMN):
+        right = header.sectionPosition(column) + header.sectionSize(column)
+        assert right <= seen, (RegionNavigator.COLUMNS[column], right, seen)
+    assert header.length() > seen  # the probabilities and the area scroll sideways

@@ -182,8 +182,11 @@ def test_clicking_a_region_in_the_navigator_moves_the_camera_there(env, qtbot):
     table = widget.navigator.table
     assert table.rowCount() == 4
     # sorted by max probability: the 0.95 single cells come first
-    assert float(table.item(0, 2).text()) == pytest.approx(0.95, abs=1e-3)
-    target_row = next(r for r in range(table.rowCount()) if table.item(r, 3).text() == "0.600")
+    max_col, mean_col = (widget.navigator.COLUMNS.index(c) for c in ("Max", "Mean"))
+    assert float(table.item(0, max_col).text()) == pytest.approx(0.95, abs=1e-3)
+    target_row = next(
+        r for r in range(table.rowCount()) if table.item(r, mean_col).text() == "0.600"
+    )
     zoom_before = viewer.scene.camera.zoom
     table.itemClicked.emit(table.item(target_row, 0))
     # the 0.6 block is cells rows 9-10, cols 5-7: its centre in µm

@@ -126,18 +126,20 @@ class RegionNavigator(QWidget):
     #: forget every deletion and relabel
     restore_requested = Signal()
 
-    COLUMNS = ("#", "Label", "Max", "Mean", "mm²", "Size mm", "Category")
+    #: What a pathologist reads first (the size and its category) comes first: a laptop's dock
+    #: shows four columns, the rest scroll sideways.
+    COLUMNS = ("#", "Label", "Size mm", "Category", "Max", "Mean", "mm²")
     TIPS = (
         "Region id",
         "Label used on export; a candidate the deposit decision did not confirm is grey and "
         "labelled as one (its tooltip says why); only confirmed deposits make the verdict",
+        "Greatest dimension in mm (maximum Feret diameter of the outline; about ± one grid stride)",
+        "AJCC size category: ITC ≤ 0.2 mm, micrometastasis ≤ 2 mm, macrometastasis > 2 mm",
         "Highest probability in the region",
         "Mean probability over its patches",
         "Area in mm²",
-        "Greatest dimension in mm (maximum Feret diameter of the outline; about ± one grid stride)",
-        "AJCC size category: ITC ≤ 0.2 mm, micrometastasis ≤ 2 mm, macrometastasis > 2 mm",
     )
-    SIZE_COLUMN, CATEGORY_COLUMN = 5, 6
+    SIZE_COLUMN, CATEGORY_COLUMN, MAX_COLUMN = 2, 3, 4
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -156,7 +158,8 @@ class RegionNavigator(QWidget):
         header.setMinimumSectionSize(24)
         self.table.setMinimumWidth(self._width_for_typical_rows())
         self.table.setSortingEnabled(True)
-        self._sort = (2, Qt.SortOrder.DescendingOrder)  # most probable first, until the user sorts
+        # most probable first, until the user sorts
+        self._sort = (self.MAX_COLUMN, Qt.SortOrder.DescendingOrder)
         header.sortIndicatorChanged.connect(self._on_sorted)
         self.table.setMinimumHeight(160)
         self.table.itemClicked.connect(self._on_clicked)
@@ -194,7 +197,7 @@ class RegionNavigator(QWidget):
         self.set_regions([], [])
 
     #: the widest text each column usually holds (the dock is made wide enough for these)
-    TYPICAL = ("99", "Candidate", "0.000", "0.000", "0.0000", "00.000", "Macro")
+    TYPICAL = ("99", "Candidate", "00.000", "Macro", "0.000", "0.000", "00.0000")
 
     def _width_for_typical_rows(self) -> int:
         """Wide enough to show every column of typical rows side by side (the size and category
@@ -230,12 +233,9 @@ class RegionNavigator(QWidget):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
-            items = [
+            items: list[QTableWidgetItem] = [
                 _NumericItem(region.id, str(region.id)),
                 QTableWidgetItem(label),
-                _NumericItem(region.max_prob, f"{region.max_prob:.3f}"),
-                _NumericItem(region.mean_prob, f"{region.mean_prob:.3f}"),
-                _NumericItem(region.area_um2, f"{region.area_um2 / 1e6:.4f}"),
             ]
             if deposits is not None:
                 deposit = deposits[row]
@@ -243,17 +243,22 @@ class RegionNavigator(QWidget):
                 size = _NumericItem(deposit.greatest_dimension_mm, _mm(deposit))
                 category = _NumericItem(severity, SHORT_CATEGORY[deposit.category])
                 category.setToolTip(CATEGORY_LABELS[deposit.category])
-                for item in (size, category):
-                    item.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
-                    item.setForeground(QBrush(QColor("black")))
+                for tinted in (size, category):
+                    tinted.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
+                    tinted.setForeground(QBrush(QColor("black")))
                 items += [size, category]
             else:
                 items += [_NumericItem(0, ""), _NumericItem(0, "")]
+            items += [
+                _NumericItem(region.max_prob, f"{region.max_prob:.3f}"),
+                _NumericItem(region.mean_prob, f"{region.mean_prob:.3f}"),
+                _NumericItem(region.area_um2, f"{region.area_um2 / 1e6:.4f}"),
+            ]
             confirmed = getattr(region, "confirmed", True)
             decision = getattr(region, "decision", None)
             reason = decision.reason if decision is not None else "not decided: counts as a deposit"
             tip = f"Confirmed deposit: {reason}" if confirmed else f"Not confirmed: {reason}"
-            for col, item in enumerate(items):  # type: ignore[assignment]
+            for col, item in enumerate(items):
                 item.setData(Qt.ItemDataRole.UserRole, row)
                 if col != self.CATEGORY_COLUMN:
                     item.setToolTip(tip)
