@@ -14,6 +14,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QFileDialog, QWidget
 
+from .._napari.helpers import slide_path_of
 from ..models import resolve_threshold
 from . import run_status
 from .analysis_view import AnalysisViews
@@ -69,8 +70,21 @@ class ControlEvents:
         self.show_selected_state()
 
     def slide_changed(self, *_: Any) -> None:
-        self.source.show_mpp(self.selected.slide_layer)
+        """Another slide chosen in the dock: its µm/px and state, and the layer list selects
+        it (unless one of its own layers is selected there)."""
+        layer = self.selected.slide_layer
+        self.source.show_mpp(layer)
+        active = self.viewer.layers.selection.active
+        if layer is not None and active is not layer and not self._belongs(active, layer):
+            self.viewer.layers.selection.active = layer
         self.show_selected_state()
+
+    def _belongs(self, layer: Any, slide_layer: Any) -> bool:
+        """Whether ``layer`` is an overlay or regions layer of the slide ``slide_layer``."""
+        path = slide_path_of(slide_layer)
+        return path is not None and any(
+            layer in view.layers() for view in self.views.for_slide(path)
+        )
 
     def show_selected_state(self) -> None:
         """Every view follows the selected slide: its status, threshold, regions and verdict."""

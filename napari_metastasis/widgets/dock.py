@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import (
     QAbstractSlider,
     QAbstractSpinBox,
@@ -81,6 +81,38 @@ class SidewaysScroll(QScrollArea):
         return QSize(0, self._height(widget.sizeHint()))
 
 
+class Section(QCollapsible):
+    """A collapsible section that opens to the height its content needs at the dock's width.
+    superqt's QCollapsible opens to its content's size hint, which a label that wraps in a narrow
+    dock exceeds: the Help section's last line was cut off at 1280 × 800."""
+
+    def eventFilter(self, a0: QObject | None, a1: QEvent | None) -> bool:
+        handled = bool(super().eventFilter(a0, a1))  # type: ignore[arg-type]
+        if a1 is not None and a1.type() == QEvent.Type.Resize and self.isExpanded():
+            self.fit()
+        return handled
+
+    def expand(self, animate: bool = True) -> None:
+        super().expand(animate)
+        if not animate:
+            self.fit()
+
+    def collapse(self, animate: bool = True) -> None:
+        self.content().setMinimumHeight(0)
+        super().collapse(animate)
+
+    def fit(self) -> None:
+        """Room for every line of the content at its width (never less than superqt gives)."""
+        content = self.content()
+        layout = content.layout()
+        if layout is None or not layout.hasHeightForWidth() or content.width() <= 0:
+            return
+        needed = layout.totalHeightForWidth(content.width())
+        content.setMinimumHeight(needed)
+        if content.maximumHeight() < needed + 10:  # superqt's margin
+            content.setMaximumHeight(needed + 10)
+
+
 @dataclass
 class DockLayout:
     """The parts of the laid-out dock that others look at."""
@@ -113,7 +145,7 @@ def lay_out(
     layout.setContentsMargins(0, 0, 0, 0)
     made = DockLayout(top_box, QScrollArea())
     for title, content, expanded in sections:
-        section = QCollapsible(title)
+        section = Section(title)
         section.addWidget(content)
         if expanded:
             section.expand(animate=False)

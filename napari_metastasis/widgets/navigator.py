@@ -39,7 +39,9 @@ from .regions_layer import DEFAULT_CLASSIFICATION
 #: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
 CANDIDATE_TEXT_COLOR = "#909090"
 #: The region list before anything was analysed (not "no region": nothing was looked at).
-NOT_ANALYSED = "No analysis of this slide yet: run one (Analyse) to list its regions."
+NOT_ANALYSED = "No analysis of this slide yet: choose what to analyse and press Run."
+#: ... and while its first run has not drawn any region yet.
+RUNNING = "The analysis is running: its regions are listed as they are found."
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
 
@@ -220,13 +222,15 @@ class RegionNavigator(QWidget):
         edited: bool = False,
         deposits: Sequence[Deposit] | None = None,
         analysed: bool = True,
+        running: bool = False,
     ) -> None:
         """Show ``regions`` with their labels; ``deposits`` (one per region, from
         :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns.
-        ``analysed=False``: nothing was analysed yet, so "no region" would claim too much.
+        ``analysed=False``: nothing was analysed yet, so "no region" would claim too much
+        (``running``: a run is under way).
         The same rows as shown already are not built again (contours are recomputed often
         while a run lasts, and mostly come back unchanged)."""
-        shown = self._rows_signature(regions, labels, edited, deposits, analysed)
+        shown = (self._rows_signature(regions, labels, edited, deposits, analysed), running)
         if shown == self._shown:
             return
         self._shown = shown
@@ -283,7 +287,7 @@ class RegionNavigator(QWidget):
         elif analysed:
             self.summary.setText("No region above the threshold.")
         else:
-            self.summary.setText(NOT_ANALYSED)
+            self.summary.setText(RUNNING if running else NOT_ANALYSED)
 
     @staticmethod
     def _rows_signature(

@@ -56,9 +56,11 @@ class SelectedSlideViews:
         if state is not self.state:
             if self.state is not None:
                 self.state.events.revision.disconnect(self._on_revision)
+                self.state.events.run_state.disconnect(self._on_revision)
             self.state = state
             if state is not None:
                 state.events.revision.connect(self._on_revision)
+                state.events.run_state.connect(self._on_revision)
         self._render()
 
     def _on_revision(self, *_: Any) -> None:
@@ -67,8 +69,9 @@ class SelectedSlideViews:
     def _render(self) -> None:
         state = self.state
         if state is None or not state.shown:
-            self.regions.set_regions([], [], analysed=False)
-            self.verdict.set_verdict(None)
+            running = state is not None and state.is_running
+            self.regions.set_regions([], [], analysed=False, running=running)
+            self.verdict.set_verdict(None, running=running)
             return
         self.regions.set_regions(
             state.candidates, state.labels, edited=state.edited, deposits=state.deposits

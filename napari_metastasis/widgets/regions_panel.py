@@ -52,9 +52,10 @@ class RegionsPanel(QWidget):
         edited: bool = False,
         deposits: Sequence | None = None,
         analysed: bool = True,
+        running: bool = False,
     ) -> None:
         self.navigator.set_regions(
-            regions, labels, edited=edited, deposits=deposits, analysed=analysed
+            regions, labels, edited=edited, deposits=deposits, analysed=analysed, running=running
         )
         has = len(regions) > 0
         self.previous_button.setEnabled(has)

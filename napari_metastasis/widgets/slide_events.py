@@ -5,8 +5,9 @@ and place (:class:`.slides.SlideKeeper`), a scale bar, the selection, and its an
 in memory, then those remembered on disk, :class:`.analysis_files.AnalysisFiles`); a slide closed
 takes its overlays and regions with it; a probability map opened with File > Open becomes the
 analysis of its slide, placed as a run's overlay is, with its regions and verdict (issue 21, D6).
-It also gives an uncalibrated slide the µm/px the user enters, and opens the slides of the case
-list. Restoring waits until napari has finished inserting the layer (a zero-delay timer).
+It also gives an uncalibrated slide the µm/px the user enters, opens the slides of the case
+list, keeps the scale bar readable (:func:`update_scale_bar`) and makes the dock show the slide
+the user selects in the layer list. Restoring waits until napari has finished inserting the layer (a zero-delay timer).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 from .._napari.helpers import (
     apply_slide_mpp,
     error,
+    is_calibrated,
     is_slide_layer,
     layer_for_slide,
-    show_scale_bar,
+    slide_layers,
     slide_path_of,
     warn,
 )
@@ -34,6 +36,21 @@ from .lifetime import single_shot_timer
 from .regions_control import RegionsControl
 from .selected import SelectedSlide
 from .slides import SlideKeeper
+
+
+def update_scale_bar(viewer: Any) -> None:
+    """napari's scale bar while it can be read: on once every open slide is in µm (it reads µm,
+    then mm); off while slides in µm and slides in pixels lie side by side, where its number, in
+    pixels and without a unit, would read as µm beside the others."""
+    slides = slide_layers(viewer)
+    calibrated = [is_calibrated(layer) for layer in slides]
+    bar = viewer.scale_bar
+    if slides and all(calibrated):
+        if not bar.visible:
+            bar.visible = True
+            bar.box = True
+    elif any(calibrated) and bar.visible:
+        bar.visible = False
 
 
 class SlideEvents:
@@ -69,12 +86,13 @@ class SlideEvents:
         events.inserted.connect(self.on_inserted)
         events.removed.connect(self.on_removed)
         events.reordered.connect(self.layers_changed)
+        self.viewer.layers.selection.events.active.connect(self.on_active)
         for layer in list(self.viewer.layers):  # slides opened before the dock
             if is_slide_layer(layer):
                 self.slides.opened(layer)
                 layer.events.name.connect(self.layers_changed)
-                show_scale_bar(self.viewer, layer)
                 self.schedule_restore(layer)
+        update_scale_bar(self.viewer)
 
     # --- the viewer's layer list -------------------------------------------------------------
     def on_inserted(self, event: Any) -> None:
@@ -84,7 +102,7 @@ class SlideEvents:
         layer.events.name.connect(self.layers_changed)
         self.layers_changed()
         if is_slide_layer(layer):
-            show_scale_bar(self.viewer, layer)
+            update_scale_bar(self.viewer)
             self.selected.select_slide_layer(layer)
             self.schedule_restore(layer)
         elif map_file_of(layer) is not None:
@@ -96,6 +114,13 @@ class SlideEvents:
             self.files.slide_closed(event.value)
             self.slides.closed(event.value)
         self.layers_changed()
+        update_scale_bar(self.viewer)
+
+    def on_active(self, event: Any) -> None:
+        """The user selected a slide in the layer list: the dock shows that slide."""
+        layer = getattr(event, "value", None)
+        if is_slide_layer(layer) and layer is not self.selected.slide_layer:
+            self.selected.select_slide_layer(layer)
 
     def schedule_restore(self, layer: Any) -> None:
         """Restore after the layer is fully inserted (the timer dies with the dock)."""
@@ -159,7 +184,7 @@ class SlideEvents:
             return False
         if changed:
             self.slides.record_calibration(layer)  # kept for the session: a reopen restores it
-            show_scale_bar(self.viewer, layer)  # the slide is in µm now
+            update_scale_bar(self.viewer)  # the slide is in µm now
             frame = SlideFrame.from_layer(layer)
             for view in self.views.for_slide(slide_path_of(layer)):  # type: ignore[arg-type]
                 view.set_map(view.prob_map, frame)

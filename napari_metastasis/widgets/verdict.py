@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from ..clinical import CATEGORY_COLOURS, SlideVerdict
 
 NO_ANALYSIS = "No analysis of this slide yet."
+RUNNING = "No verdict yet: the analysis is running."
 
 
 class VerdictPanel(QWidget):
@@ -46,14 +47,19 @@ class VerdictPanel(QWidget):
         self.tools.addWidget(widget)
 
     def set_verdict(
-        self, verdict: SlideVerdict | None, stride_um: float | None = None, rule: str = ""
+        self,
+        verdict: SlideVerdict | None,
+        stride_um: float | None = None,
+        rule: str = "",
+        running: bool = False,
     ) -> None:
-        """Show ``verdict`` (None: nothing analysed); ``stride_um`` is the grid step it was
-        measured on, ``rule`` the deposit decision's rule in words."""
+        """Show ``verdict`` (None: nothing analysed; ``running``: a run is under way);
+        ``stride_um`` is the grid step it was measured on, ``rule`` the deposit decision's rule
+        in words."""
         self.verdict = verdict
         self.report_button.setEnabled(verdict is not None)
         if verdict is None:
-            self.label.setText(NO_ANALYSIS)
+            self.label.setText(RUNNING if running else NO_ANALYSIS)
             self.label.setStyleSheet("")
             self.label.setToolTip("")
             return
