@@ -320,9 +320,7 @@ def test_case_list_analyses_closed_slides_and_stages_the_patient(env, qtbot, tmp
     assert [table.item(r, 2).text() for r in range(3)] == ["Negative"] * 3
 
 
-def test_the_size_and_category_of_each_region_show_without_scrolling_sideways(
-    env, tmp_path, qtbot
-):
+def test_the_size_and_category_of_each_region_show_without_scrolling_sideways(env, tmp_path, qtbot):
     """At 1280 × 800 the 360 px dock shows four of the region table's seven columns; the size
     and AJCC category, what a pathologist reads first, were the last two, behind the sideways
     scroll, while the probabilities showed."""
