@@ -18,10 +18,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .contours import Region
+    from .probability import ProbabilityMap
 
 from .atomic import atomic_path
 from .clinical import (
@@ -47,6 +54,13 @@ from .summary import (
 )
 
 A4_PORTRAIT = (8.27, 11.69)  # inches
+#: Points per inch (matplotlib measures text in points).
+POINTS_PER_INCH = 72.0
+#: Left and right margins of the summary page's text, and of the slide pages' (page fractions).
+SUMMARY_MARGINS = (0.08, 0.92)
+SLIDE_MARGINS = (0.06, 0.94)
+#: A wrapped line goes on after this indent.
+CONTINUATION = "   "
 #: Regions listed on a slide page; the rest are counted (all are in the summary JSON).
 MAX_TABLE_ROWS = 22
 REPORT_SUFFIX = ".report.pdf"
@@ -134,8 +148,8 @@ def write_reports(
 def write_slide_files(
     folder: str | Path,
     slide_path: str | Path,
-    prob_map,
-    regions: Sequence,
+    prob_map: ProbabilityMap,
+    regions: Sequence[Region],
     *,
     threshold: float,
     stem: str | None = None,
@@ -190,19 +204,21 @@ def _page() -> Figure:
     return Figure(figsize=A4_PORTRAIT)
 
 
-def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date) -> Figure:
+def _summary_page(
+    patient: PatientStage, summaries: Sequence[SlideSummary], date: dt.date
+) -> Figure:
     fig = _page()
     fig.text(0.08, 0.95, f"Patient {patient.patient}", fontsize=18, weight="bold", va="top")
     fig.text(0.08, 0.915, "Lymph-node metastases: size and pN stage", fontsize=11, va="top")
     if patient.missing:  # never a stage from some of the nodes without saying so
         fig.text(0.08, 0.87, "Not staged", fontsize=34, weight="bold", va="top", color="#a01010")
-        fig.text(
-            0.08,
+        _text_lines(
+            fig,
+            SUMMARY_MARGINS,
             0.815,
             f"Incomplete: {', '.join(patient.missing)} missing. The {len(patient.slides)} nodes "
-            f"present alone give {patient.stage};\nthe missing node may raise it.",
+            f"present alone give {patient.stage}; the missing node may raise it.",
             fontsize=11,
-            va="top",
             color="#a01010",
         )
     else:
@@ -227,7 +243,7 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
         table = ax.table(
             cellText=rows,
             colLabels=["slide", "verdict", "largest deposit", "deposits", "not confirmed"],
-            colWidths=[0.36, 0.24, 0.14, 0.1, 0.16],
+            colWidths=[0.33, 0.23, 0.18, 0.1, 0.16],
             loc="upper center",
             cellLoc="left",
         )
@@ -258,17 +274,17 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
         *(f"   {part}" for rule in rules for part in _split_source(rule)),
         f"Report date: {date.isoformat()}",
     ]
-    for i, line in enumerate(lines):
-        fig.text(0.08, 0.40 - i * 0.025, line, fontsize=9, va="top")
-    fig.text(
-        0.08,
-        0.12,
+    # every line fits between the margins (a long one wraps), and the disclaimer stays below
+    # the last of them however many there are
+    bottom = _text_lines(fig, SUMMARY_MARGINS, 0.40, lines, fontsize=9, spacing=0.025)
+    _text_lines(
+        fig,
+        SUMMARY_MARGINS,
+        min(0.12, bottom - 0.02),
         DISCLAIMER,
         fontsize=11,
         weight="bold",
         color="#a01010",
-        va="top",
-        wrap=True,
     )
     fig.text(0.08, 0.04, "napari-metastasis", fontsize=8, color="#777777")
     return fig
@@ -277,19 +293,20 @@ def _summary_page(patient: PatientStage, summaries: Sequence[SlideSummary], date
 def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> Figure:
     fig = _page()
     verdict = summary.verdict
-    fig.text(0.06, 0.965, summary.slide, fontsize=13, weight="bold", va="top")
-    fig.text(
-        0.06,
-        0.94,
+    y = _text_lines(fig, SLIDE_MARGINS, 0.965, summary.slide, fontsize=13, weight="bold")
+    y = _text_lines(
+        fig,
+        SLIDE_MARGINS,
+        max(y, 0.94),
         verdict.sentence(),
         fontsize=10,
-        va="top",
         color=CATEGORY_COLOURS[verdict.category],
         weight="bold",
     )
     staged = "not staged (incomplete)" if patient.missing else patient.stage
-    fig.text(0.06, 0.922, f"patient {patient.patient}, {staged}", fontsize=9, va="top")
-    ax = fig.add_axes((0.06, 0.42, 0.88, 0.49))
+    y = _text_lines(fig, SLIDE_MARGINS, max(y, 0.922), f"patient {patient.patient}, {staged}")
+    top = min(0.91, y - 0.005)  # the picture starts below the heading, however many lines
+    ax = fig.add_axes((0.06, 0.42, 0.88, top - 0.42))
     ax.set_axis_off()
     heatmap = folder / f"{summary.stem}.heatmap.png"
     if heatmap.is_file():
@@ -304,10 +321,10 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     if not deposits:
         tax.text(0, 0.95, _table_text(summary.deposits), fontsize=10, va="top")
         if candidates:
-            tax.text(0, 0.87, candidates, fontsize=8, va="top", wrap=True)
+            tax.text(0, 0.87, _fit(candidates, 8, _column_pt(SLIDE_MARGINS)), fontsize=8, va="top")
         return fig
     if candidates:
-        tax.text(0, -0.06, candidates, fontsize=8, va="top", wrap=True)
+        tax.text(0, -0.06, _fit(candidates, 8, _column_pt(SLIDE_MARGINS)), fontsize=8, va="top")
     shown = sorted(deposits, key=lambda d: -d.greatest_dimension_mm)[:MAX_TABLE_ROWS]
     shown.sort(key=lambda d: d.id)
     rows = [
@@ -344,7 +361,68 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     return fig
 
 
-def _draw_thumbnail(ax, heatmap: Path, summary: SlideSummary) -> None:
+def _column_pt(margins: tuple[float, float]) -> float:
+    """The width between a page's margins, in points."""
+    return (margins[1] - margins[0]) * A4_PORTRAIT[0] * POINTS_PER_INCH
+
+
+def _fit_lines(text: str, fontsize: float, width_pt: float, weight: str = "normal") -> list[str]:
+    """``text`` as lines no wider than ``width_pt`` when set at ``fontsize``: broken between
+    words (a word longer than the line stands alone), each following line indented."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    measure = TextToPath().get_text_width_height_descent
+    font = FontProperties(size=fontsize, weight=weight)
+
+    def fits(line: str) -> bool:
+        return measure(line, font, ismath=False)[0] <= width_pt
+
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        lead = (
+            ""
+            if not paragraph.startswith(" ")
+            else paragraph[: len(paragraph) - len(paragraph.lstrip())]
+        )
+        for word in paragraph.split():
+            candidate = f"{line} {word}" if line else f"{lead}{word}"
+            if line and not fits(candidate):
+                lines.append(line)
+                candidate = f"{lead}{CONTINUATION}{word}"
+            line = candidate
+        lines.append(line)
+    return lines
+
+
+def _fit(text: str, fontsize: float, width_pt: float, weight: str = "normal") -> str:
+    return "\n".join(_fit_lines(text, fontsize, width_pt, weight))
+
+
+def _text_lines(
+    fig: Figure,
+    margins: tuple[float, float],
+    y: float,
+    text: str | Sequence[str],
+    *,
+    fontsize: float = 9,
+    spacing: float | None = None,
+    weight: str = "normal",
+    **style: Any,
+) -> float:
+    """Set ``text`` (one string or several lines) from ``y`` (page fraction, top) down, each line
+    wrapped to fit between ``margins``; returns the page fraction below the last line."""
+    width = _column_pt(margins)
+    step = spacing or fontsize * 1.35 / (A4_PORTRAIT[1] * POINTS_PER_INCH)
+    for line in [text] if isinstance(text, str) else text:
+        for part in _fit_lines(line, fontsize, width, weight):
+            fig.text(margins[0], y, part, fontsize=fontsize, weight=weight, va="top", **style)
+            y -= step
+    return y
+
+
+def _draw_thumbnail(ax: Axes, heatmap: Path, summary: SlideSummary) -> None:
     from PIL import Image
 
     with Image.open(heatmap) as im:

@@ -57,8 +57,9 @@ def test_table_lists_regions_by_max_probability_and_sorts_numerically(qtbot):
     table = navigator.table
     assert [table.item(r, 0).text() for r in range(3)] == ["2", "3", "1"]
     assert "3 regions" in navigator.summary.text()
-    table.sortItems(4, Qt.SortOrder.AscendingOrder)  # by area: numeric, not text, order
-    areas = [float(table.item(r, 4).text()) for r in range(3)]
+    area = RegionNavigator.COLUMNS.index("mm²")
+    table.sortItems(area, Qt.SortOrder.AscendingOrder)  # by area: numeric, not text, order
+    areas = [float(table.item(r, area).text()) for r in range(3)]
     assert areas == sorted(areas)
     assert [navigator.index_at_row(r) for r in range(3)] == [2, 0, 1]
     navigator.set_regions([], [])

@@ -122,3 +122,86 @@ def test_a_map_on_a_new_grid_reuses_the_layer(make_napari_viewer):
     np.testing.assert_allclose(
         np.array(layer.translate) + (f - 1) * np.array(layer.scale) / 2, fine.layer_translate
     )
+
+
+# --- D7: drawing that never blocks ---------------------------------------------------------------
+def _whole_slide_grid() -> PatchGrid:
+    """A lymph node's map: 40,000 × 32,000 px at 0.5 µm/px in 80 µm patches (200 × 250 cells)."""
+    return PatchGrid(40000, 32000, 0.5, 0.5, patch_px=80, spacing_um=1.0)
+
+
+def test_d7_a_refresh_renders_only_the_chunks_a_batch_changed(make_napari_viewer):
+    """D7: while a run streams in, each refresh used to render all ~50,000 cells of the map again
+    and make napari redraw the layer, even when no batch had arrived since the last one."""
+    viewer = make_napari_viewer()
+    prob = ProbabilityMap.empty(_whole_slide_grid())
+    overlay = ProbabilityOverlay(viewer, prob, "probability")
+    prob.values[:] = 0.2
+    overlay.refresh()
+    data = overlay.layer.data
+    f = overlay.raster.factor
+    far = (150, 200)  # a cell in another chunk than the batch below
+    data[far[0] * f, far[1] * f] = 0.77  # a mark that a render of the whole map overwrites
+    redraws = []
+    overlay.layer.events.set_data.connect(redraws.append)
+
+    overlay.refresh()  # no batch since the last refresh: napari draws nothing
+    assert redraws == []
+
+    prob.values[3, 4] = 0.9  # a batch's cell
+    overlay.refresh()
+    assert len(redraws) == 1
+    assert overlay.layer.data is data  # drawn into the same array, not a new one
+    assert data[3 * f, 4 * f] == pytest.approx(0.9)
+    assert data[far[0] * f, far[1] * f] == pytest.approx(0.77)  # its chunk was not rendered
+
+    prob.values[far] = 0.5  # a batch in that chunk redraws it
+    overlay.refresh()
+    assert data[far[0] * f, far[1] * f] == pytest.approx(0.5)
+    np.testing.assert_array_equal(overlay.cell_values(), prob.values)
+
+
+def test_d7_regions_computed_again_change_only_the_rings_that_changed(make_napari_viewer):
+    """D7: the contours are recomputed every few seconds during a run; the regions layer used to
+    be emptied and filled again each time (napari rebuilt every mesh and its thumbnail), even
+    when every region came back as it was."""
+    viewer = make_napari_viewer()
+    grid = _whole_slide_grid()
+    prob = ProbabilityMap.empty(grid)
+    prob.values[:] = 0.0
+    for row, col in ((10, 10), (60, 120), (150, 30)):
+        prob.values[row : row + 4, col : col + 5] = 0.9
+    prob.values[61, 121] = 0.1  # a hole in the second region
+    regions_layer = RegionsLayer(viewer, SlideFrame.from_grid(grid), "regions")
+    first = probability_contours(prob, 0.5)
+    regions_layer.show(first, ["Tumor"] * len(first))
+    layer = regions_layer.layer
+    assert layer.nshapes == 4  # three exteriors and a hole
+    changes = []
+    layer.events.data.connect(lambda event: changes.append(str(event.action)))
+
+    again = probability_contours(prob, 0.5)  # the same regions, new uids
+    regions_layer.show(again, ["Tumor"] * len(again))
+    assert changes == []
+    assert set(layer.features["id"]) == {r.uid for r in again}
+
+    prob.values[150:156, 30:35] = 0.9  # a batch grows the third region
+    grown = probability_contours(prob, 0.5)
+    regions_layer.show(grown, ["Tumor"] * len(grown))
+    assert sum("removed" in a for a in changes) == 1  # its old ring
+    assert sum("added" in a for a in changes) == 1  # its new ring
+    # the layer holds what a layer made from scratch holds (rows in another order)
+    fresh = RegionsLayer(viewer, SlideFrame.from_grid(grid), "fresh")
+    fresh.show(grown, ["Tumor"] * len(grown))
+
+    def rings(lyr):
+        table = lyr.layer.features
+        return sorted(
+            (str(i), str(role), float(area), tuple(np.round(d, 3).ravel()))
+            for i, role, area, d in zip(
+                table["id"], table["role"], table["area_um2"], lyr.layer.data, strict=True
+            )
+        )
+
+    assert rings(regions_layer) == rings(fresh)
+    assert list(layer.edge_width) == pytest.approx(list(fresh.layer.edge_width))

@@ -4,6 +4,7 @@ and no page is blank (rendered to pixels with pypdfium2)."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pypdfium2 as pdfium
@@ -146,3 +147,72 @@ def test_a_slide_with_regions_but_no_candidate_is_not_said_to_have_no_region(tmp
     below_seed = Deposit(1, 0.01, 0.25, "micro", confirmed=False, seed_patches=0)
     assert _table_text([below_seed]) == "No confirmed deposit."
     assert _table_text([]) == "No region above the threshold."
+
+
+def _text_outside_the_page(pdf_path, margin_pt: float = 18.0) -> list[tuple[int, str]]:
+    """(page, line of text) of every character drawn less than ``margin_pt`` from a page edge
+    (or past it: a PDF viewer clips it)."""
+    pdf = pdfium.PdfDocument(str(pdf_path))
+    outside = []
+    try:
+        for index in range(len(pdf)):
+            page = pdf[index]
+            width, height = page.get_size()
+            text = page.get_textpage()
+            for i in range(text.count_chars()):
+                char = text.get_text_range(i, 1)
+                if not char.strip():
+                    continue
+                left, bottom, right, top = text.get_charbox(i)
+                if (
+                    left < margin_pt
+                    or bottom < margin_pt
+                    or right > width - margin_pt
+                    or top > height - margin_pt
+                ):
+                    start = max(0, i - 40)
+                    outside.append((index, text.get_text_range(start, i - start + 1)))
+    finally:
+        pdf.close()
+    return outside
+
+
+def test_d10_every_line_of_the_report_lies_inside_the_page(predict_folder, tmp_path):
+    """D10: the first page's line on the grid stride and the measuring error ran past the right
+    edge of the page and was clipped; so did long deposit rules. Every character of every page
+    lies inside the page, with a margin."""
+    import json
+
+    import napari_metastasis
+    from napari_metastasis.clinical import slide_stem
+    from napari_metastasis.deposit_decision import rule_for_map, stamp_rule
+
+    bundled = Path(napari_metastasis.__file__).parent / "models/bundled/default/config.json"
+    grid = PatchGrid(20000, 16000, 0.5, 0.5, patch_px=224, spacing_um=0.5)
+    prob = ProbabilityMap.empty(grid)
+    stamp_rule(prob, json.loads(bundled.read_text()))  # the bundled model's rule: a long source
+    prob.values[:] = 0.1
+    regions = [Region(1, shapely.box(2000, 2000, 4000, 3000), 2e5, 0.95, 0.9, 8)]
+    summary = summarise_regions(
+        regions,
+        prob,
+        slide="patient_009_node_0_scanned_again_at_40x_after_recutting.tif",
+        stem="patient_009_node_0",
+        threshold=0.5,
+        model="default",
+        rule=rule_for_map(prob, 0.5),
+    )
+    with OutputSet(predict_folder, summary.stem) as outputs:
+        write_summary(outputs.folder, summary)
+    out = tmp_path / "reports"
+    stem = slide_stem(summary.slide)
+    written = write_reports(predict_folder, out, cases={stem: "Mrs Y"})
+    names = {p.name for p in written}
+    assert {"patient_007.report.pdf", "other.report.pdf", "Mrs_Y.report.pdf"} <= names
+    first_page = " ".join(_page_text(out / "Mrs_Y.report.pdf", 0).split())
+    assert "Rule: hysteresis" in first_page, first_page
+    for pdf_path in written:
+        assert _text_outside_the_page(pdf_path) == [], pdf_path.name
+    text = " ".join(_page_text(out / "patient_007.report.pdf", 0).split())
+    # the long line is all there, wrapped
+    assert "Grid stride: 112 µm. Measuring error" in text and "follow the grid cells)." in text

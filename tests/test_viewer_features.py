@@ -73,10 +73,14 @@ def test_the_scale_bar_comes_on_for_a_calibrated_slide_only(
     svs_file, six_level_tiff, make_napari_viewer
 ):
     viewer = make_napari_viewer(show=True)
-    MetastasisWidget(viewer)
+    widget = MetastasisWidget(viewer)
     viewer.open(str(six_level_tiff), plugin="napari-metastasis")  # no µm/px: no scale bar
+    uncalibrated = viewer.layers[-1]
     assert not viewer.scale_bar.visible
     viewer.open(str(svs_file), plugin="napari-metastasis")
+    # beside a slide in pixels the bar's unitless number would read as µm: still off
+    assert not viewer.scale_bar.visible
+    assert widget.set_slide_mpp(uncalibrated, 0.5)  # every slide in µm now
     assert viewer.scale_bar.visible
     assert str(viewer.layers[-1].units[-1]) in ("µm", "micrometer")
 

@@ -380,3 +380,55 @@ def test_d13_the_dock_fits_a_laptop_with_the_verdict_run_and_progress_on_top(
     assert [t for t in titles if t.strip().rstrip(":") == "Analyse"] == ["Analyse"], titles
     # nothing ran: no claim that there is no region
     assert "No region" not in widget.navigator.summary.text()
+
+
+# --- found by using the viewer at 1280 × 800 (issue 21, part 4) ---------------------------------
+def test_every_wrapped_line_of_the_dock_shows_when_its_sections_are_open(
+    make_napari_viewer, tmp_path, monkeypatch, qtbot
+):
+    """The sections open to their content's size hint, which a label that wraps in the narrow
+    dock exceeds: the Help section's last shortcut (Shift-C) was cut off."""
+    from qtpy.QtWidgets import QLabel
+
+    viewer, widget, _layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
+    viewer.window._qt_window.resize(1280, 800)
+    for section in widget.sections.values():
+        section.expand(animate=False)
+    qtbot.wait(300)
+    cut = []
+    for title, section in widget.sections.items():
+        content = section.content()
+        for label in content.findChildren(QLabel):
+            if not label.isVisible() or not label.wordWrap() or not label.text():
+                continue
+            needed = label.heightForWidth(label.width())
+            bottom = label.mapTo(content, label.rect().bottomLeft()).y()
+            if label.height() < needed or bottom > content.height():
+                cut.append((title, label.text()[:40], label.height(), needed))
+    assert cut == []
+    help_label = widget.help
+    assert "Shift-C" in help_label.text()
+
+
+def test_the_scale_bar_hides_while_slides_in_um_and_in_pixels_lie_side_by_side(env, six_level_tiff):
+    """With the sample (µm) open, opening a slide that states no µm/px left napari's scale bar
+    on, reading a number of pixels without a unit beside a slide in µm."""
+    viewer, widget = env
+    add_sample_slide(viewer)
+    assert viewer.scale_bar.visible
+    other = add_slide(viewer, six_level_tiff)
+    assert not is_calibrated(other) and not viewer.scale_bar.visible
+    assert widget.set_slide_mpp(other, 0.5)
+    assert viewer.scale_bar.visible  # every slide in µm again
+
+
+def test_the_dock_and_the_layer_list_select_the_same_slide(env, qtbot, six_level_tiff):
+    """Selecting a slide in napari's layer list left the dock on the other slide (its verdict,
+    status and Run button), and the reverse."""
+    viewer, widget = env
+    sample, other = two_slides(viewer, widget, six_level_tiff)
+    assert widget.slide_layer is sample
+    viewer.layers.selection.active = other  # a click in the layer list
+    assert widget.slide_layer is other
+    widget.source.slide.value = sample  # the dock's Slide list
+    assert viewer.layers.selection.active is sample

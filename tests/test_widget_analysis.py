@@ -291,8 +291,8 @@ def test_contours_finishing_after_the_widget_is_gone_touch_nothing(env, qtbot, m
         return real(*args, **kwargs)
 
     monkeypatch.setattr(answer, "probability_contours", slow_contours)
-    widget._start_contours(view)
-    worker = widget._contour_worker
+    widget.regions.start(view)
+    worker = widget.regions.worker
     assert worker is not None and started.wait(10)
     finished: list[bool] = []
     worker.finished.connect(lambda: finished.append(True))

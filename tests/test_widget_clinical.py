@@ -351,3 +351,24 @@ def test_case_list_never_stages_a_patient_lacking_node_slides(env, qtbot, tmp_pa
     first_page = pdf[0].get_textpage().get_text_range()
     pdf.close()
     assert "Not staged" in first_page and "patient_002_node_4" in first_page
+
+
+def test_the_size_and_category_of_each_region_show_without_scrolling_sideways(env, tmp_path, qtbot):
+    """At 1280 × 800 the 360 px dock shows four of the region table's seven columns; the size
+    and AJCC category, what a pathologist reads first, were the last two, behind the sideways
+    scroll, while the probabilities showed."""
+    from napari_metastasis.widgets.dock import SidewaysScroll
+
+    viewer, widget, layer = env
+    viewer.window._qt_window.resize(1280, 800)
+    _load_synthetic(widget, layer, tmp_path)
+    qtbot.wait(200)
+    table = widget.navigator.table
+    sideways = widget.sections["Regions"].content().findChild(SidewaysScroll)
+    assert sideways is not None and sideways.horizontalScrollBar().value() == 0
+    header = table.horizontalHeader()
+    seen = sideways.viewport().width() - table.frameWidth()
+    for column in (RegionNavigator.SIZE_COLUMN, RegionNavigator.CATEGORY_COLUMN):
+        right = header.sectionPosition(column) + header.sectionSize(column)
+        assert right <= seen, (RegionNavigator.COLUMNS[column], right, seen)
+    assert header.length() > seen  # the probabilities and the area scroll sideways

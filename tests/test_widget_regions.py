@@ -182,8 +182,11 @@ def test_clicking_a_region_in_the_navigator_moves_the_camera_there(env, qtbot):
     table = widget.navigator.table
     assert table.rowCount() == 4
     # sorted by max probability: the 0.95 single cells come first
-    assert float(table.item(0, 2).text()) == pytest.approx(0.95, abs=1e-3)
-    target_row = next(r for r in range(table.rowCount()) if table.item(r, 3).text() == "0.600")
+    max_col, mean_col = (widget.navigator.COLUMNS.index(c) for c in ("Max", "Mean"))
+    assert float(table.item(0, max_col).text()) == pytest.approx(0.95, abs=1e-3)
+    target_row = next(
+        r for r in range(table.rowCount()) if table.item(r, mean_col).text() == "0.600"
+    )
     zoom_before = viewer.scene.camera.zoom
     table.itemClicked.emit(table.item(target_row, 0))
     # the 0.6 block is cells rows 9-10, cols 5-7: its centre in µm
@@ -362,3 +365,51 @@ def test_every_region_table_cell_shows_its_whole_text_in_the_narrowest_dock(env,
             assert header.sectionSize(col) >= metrics.horizontalAdvance(text) + 6, (name, text)
     # and side by side: the size and category columns are not behind a sideways scroll
     assert header.length() <= table.viewport().width(), (header.length(), table.viewport().width())
+
+
+def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
+    make_napari_viewer, tmp_path, monkeypatch, qtbot
+):
+    """D7: moving the threshold over a whole node's map (~25,000 cells here, 100,000 on a real
+    node) computed its contours on the GUI thread, freezing the viewer for tenths of a second
+    each time; a small map's are still computed at once."""
+    import threading
+
+    from napari_metastasis.engine import answer
+
+    _viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
+    with Slide(layer.metadata["slide_path"]) as slide:
+        width, height = slide.dimensions
+        res = slide.require_resolution()
+    grid = PatchGrid(width, height, res.mpp_x, res.mpp_y, 16, 0.5)  # 8 µm cells
+    prob = ProbabilityMap.empty(grid, model_name=MODEL, slide_path=layer.metadata["slide_path"])
+    assert prob.values.size > 20_000
+    prob.values[:] = 0.05
+    prob.values[40:60, 40:70] = 0.9
+    confirm_every_candidate(prob)
+    threads = []
+    real = answer.answer_slide
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    from napari_metastasis.widgets import analysis_view, regions_control
+
+    monkeypatch.setattr(analysis_view, "answer_slide", recorded)
+    monkeypatch.setattr(regions_control, "answer_slide", recorded)
+    widget.load_analysis(prob.save(tmp_path / "node.probability.tif"))
+    qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 1, timeout=10_000)
+    threads.clear()
+    widget.display.threshold.value = 0.95  # no region at 0.95
+    widget.update_contours()
+    assert widget.navigator.table.rowCount() == 1  # not yet: the worker computes them
+    qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 0, timeout=10_000)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+    small = synthetic_map(layer.metadata["slide_path"])  # 13 × 18 cells: at once
+    widget.load_analysis(small.save(tmp_path / "small.probability.tif"))
+    threads.clear()
+    widget.display.threshold.value = 0.5
+    widget.update_contours()
+    assert threads == [threading.main_thread()]

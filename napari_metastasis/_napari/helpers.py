@@ -268,16 +268,6 @@ def centre_camera_on(
     cam.zoom = min(height / extent_y, width / extent_x)
 
 
-def show_scale_bar(viewer: Any, slide_layer: Any) -> None:
-    """Turn napari's scale bar on for a calibrated slide (it reads µm, then mm, from the units)."""
-    if viewer is None or not is_calibrated(slide_layer):
-        return
-    bar = viewer.scale_bar
-    if not bar.visible:
-        bar.visible = True
-        bar.box = True
-
-
 # --- layers ------------------------------------------------------------------------------------
 class LazyLayer:
     """A layer the viewer shows on request and the user may delete at any time.
@@ -301,19 +291,30 @@ class LazyLayer:
     def _attached(self, layer: Any) -> None:
         """Called once the layer is in the viewer (connect its events here)."""
 
-    def adopt(self, layer: Any) -> Any:
-        """Show ``layer`` (from :meth:`build`), unless one is shown already."""
+    def adopt(self, layer: Any, select: bool = True) -> Any:
+        """Show ``layer`` (from :meth:`build`), unless one is shown already. ``select=False``
+        leaves the selected layer selected (napari selects a layer it inserts, which swaps the
+        layer controls twice when the caller selects the slide again)."""
         if not self.is_shown():
-            self._layer = self.viewer.add_layer(layer)
+            layers = self.viewer.layers
+            activate = getattr(layers, "_activate_on_insert", None)
+            if not select and activate is not None:
+                layers._activate_on_insert = False
+            try:
+                self._layer = self.viewer.add_layer(layer)
+            finally:
+                if not select and activate is not None:
+                    layers._activate_on_insert = activate
             self._attached(self._layer)
         return self._layer
 
     @property
     def layer(self) -> Any:
-        """The layer, added to the viewer if it is not there (any more)."""
+        """The layer, added to the viewer if it is not there (any more), without taking the
+        selection from the layer the user selected."""
         if self._layer is None or self._layer not in self.viewer.layers:
             self._layer = None
-            self.adopt(self.build())
+            self.adopt(self.build(), select=False)
         return self._layer
 
     def is_shown(self) -> bool:

@@ -39,7 +39,13 @@ NOTHING_TO_SAVE = "Nothing to save: run an analysis of this slide first."
 class AnalysisFiles(QWidget):
     """Save / Load buttons, the Remember checkbox, and restoring analyses of reopened slides."""
 
-    def __init__(self, viewer: Any, store: AnalysisStore, views: AnalysisViews, parent=None):
+    def __init__(
+        self,
+        viewer: Any,
+        store: AnalysisStore,
+        views: AnalysisViews,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.store = store

@@ -81,6 +81,13 @@ class AnalysisView:
         self.overlay.set_map(self.prob_map, frame)
         self.regions_layer.place(frame)  # its shapes are drawn again by the next contours
 
+    def reveal(self) -> None:
+        """Show the layers as the display settings want them (they are put in the viewer
+        hidden, so that napari's first drawing of a new layer is a step of its own)."""
+        for layer in (self.overlay, self.regions_layer):
+            if layer.is_shown() and layer._layer.visible != layer.visible:
+                layer.set_visible(layer.visible)
+
     def slide_is_open(self) -> bool:
         return layer_for_slide(self.overlay.viewer, self.slide_path) is not None
 
@@ -251,7 +258,8 @@ class AnalysisViews:
         return view.overlay.build(), view.regions_layer.build()
 
     def attach(self, view: AnalysisView, slide_layer: Any, overlay: Any) -> None:
-        """Put a built overlay in the viewer (GUI thread), the slide under it, the slide selected."""
+        """Put a built overlay in the viewer (GUI thread), the slide under it (the selected layer
+        stays selected: the dock follows the slide the user selects, not a run's new layers)."""
         for step in self.attach_steps(view, slide_layer, overlay):
             step()
 
@@ -259,23 +267,24 @@ class AnalysisViews:
         self, view: AnalysisView, slide_layer: Any, overlay: Any
     ) -> list[Callable[[], None]]:
         """:meth:`attach` as separate steps, for a caller that runs one per turn of the event
-        loop: each costs napari tens of milliseconds (a visual, layer controls, a reorder, the
-        selected layer's controls), so run back to back they freeze the viewer for a third of a
-        second on two cores."""
+        loop: each costs napari tens of milliseconds (a visual, layer controls, a reorder), so run
+        back to back they freeze the viewer for a third of a second on two cores. The overlay goes
+        in hidden and shows at the last step: its first drawing (napari compiles the layer's
+        shaders then) is a step of its own."""
 
         def slide_below() -> None:
             if slide_layer is not None and slide_layer in self.viewer.layers:
                 view.keep_slide_below(self.viewer, slide_layer)
 
-        def select_slide() -> None:
-            if slide_layer is not None and slide_layer in self.viewer.layers:
-                self.viewer.layers.selection.active = slide_layer
+        def adopt_hidden() -> None:
+            overlay.visible = False
+            view.overlay.adopt(overlay, select=False)
 
         return [
-            lambda: view.overlay.adopt(overlay),
+            adopt_hidden,
             view.refresh_overlay,
             slide_below,
-            select_slide,
+            view.reveal,
         ]
 
     def _user_deleted(self, view: AnalysisView, ids: set[str]) -> None:

@@ -144,12 +144,12 @@ class AnnotationIOWidget(QWidget):
         return matches[0] if matches else None
 
     # --- helpers -------------------------------------------------------------------------------
-    def _layer_mpp(self, layer: Any):
+    def _layer_mpp(self, layer: Any) -> Any:
         if "mpp" in layer.metadata:
             return layer.metadata["mpp"]
         return slide_calibration(self.slide_layer_provider())[0]
 
-    def _measure_mpp(self, layer: Any):
+    def _measure_mpp(self, layer: Any) -> Any:
         """µm/px for measurements: only when it is real (a calibrated slide)."""
         if "mpp" in layer.metadata:
             return layer.metadata["mpp"] if layer.metadata.get("calibrated", True) else None

@@ -50,7 +50,7 @@ from ..clinical import (
 from ..engine.answer import answer_slide
 from ..probability import ProbabilityMap
 from ..slide import looks_like_slide
-from .jobs import JobRequest, Resources
+from .jobs import JobRequest, Planned, Resources
 from .runner import AnalysisRunner, Progress, RunSummary
 from .session import AnalysisStore, slide_key
 
@@ -96,7 +96,9 @@ class CaseList(QWidget):
 
     COLUMNS = ("Slide", "Status", "Verdict", "Largest")
 
-    def __init__(self, store: AnalysisStore, resources: Resources, parent=None):
+    def __init__(
+        self, store: AnalysisStore, resources: Resources, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.store = store
         self.slides: list[CaseSlide] = []
@@ -232,7 +234,7 @@ class CaseList(QWidget):
                     slide.status = STOPPED
         self._refresh()
 
-    def _on_planned(self, event) -> None:
+    def _on_planned(self, event: Planned) -> None:
         slide = self.slide_for(event.request.slide_path)
         if slide is not None:
             slide.status = RUNNING

@@ -61,7 +61,7 @@ class ComparisonPanel(QWidget):
     #: go to a missed lesion: its level-0 (minx, miny, maxx, maxy)
     lesion_activated = Signal(tuple)
 
-    def __init__(self, viewer: Any, parent=None):
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.enabled_check = QCheckBox("Compare with a reference")

@@ -52,7 +52,7 @@ MPP_SOURCES = {
 }
 
 
-def _row(*widgets, label: str = "") -> Container:
+def _row(*widgets: Any, label: str = "") -> Container:
     return Container(widgets=list(widgets), layout="horizontal", labels=False, label=label)
 
 
@@ -130,7 +130,7 @@ class SourceControls(Container):
         return OVERLAPS[self.overlap.value]
 
     # --- choices ---------------------------------------------------------------------------
-    def _slide_choices(self, *_) -> list[tuple[str, Any]]:
+    def _slide_choices(self, *_: Any) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in slide_layers(self._viewer)]
 
     @staticmethod
@@ -225,7 +225,7 @@ class RunControls(Container):
         self.mode.changed.connect(self._show_options)
         self._show_options()
 
-    def _shapes_choices(self, *_) -> list[tuple[str, Any]]:
+    def _shapes_choices(self, *_: Any) -> list[tuple[str, Any]]:
         from napari.layers import Shapes
 
         return [
@@ -234,7 +234,7 @@ class RunControls(Container):
             if isinstance(layer, Shapes) and not layer.metadata.get("metastasis_regions")
         ]
 
-    def _show_options(self, *_) -> None:
+    def _show_options(self, *_: Any) -> None:
         for mode, widgets in self.mode_options.items():
             for widget in widgets:  # type: ignore[attr-defined]
                 widget.visible = mode == self.mode.value
@@ -268,7 +268,7 @@ class DisplayStyle:
 class DisplayControls(Container):
     """Overlay and contours: visibility, opacity, colormap, floor, threshold, minimum area."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.show_overlay = CheckBox(
             text="Overlay", value=True, tooltip="Show or hide the probability map (Shift-O)"
         )
@@ -351,11 +351,11 @@ class DisplayControls(Container):
         self.threshold.value = threshold.value
         self._describe_threshold()
 
-    def _reset_threshold(self, *_) -> None:
+    def _reset_threshold(self, *_: Any) -> None:
         if self._model_threshold is not None:
             self.threshold.value = self._model_threshold.value
 
-    def _describe_threshold(self, *_) -> None:
+    def _describe_threshold(self, *_: Any) -> None:
         model = self._model_threshold
         if model is None:
             self.threshold_source.value = ""

@@ -10,6 +10,7 @@ may fall back on the objective power for its grid), or a layer the user has move
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class SlideFrame:
     units: tuple[str, str] | None = None  # the slide layer's units (µm when calibrated)
 
     @classmethod
-    def from_layer(cls, layer) -> SlideFrame:
+    def from_layer(cls, layer: Any) -> SlideFrame:
         """Frame of a slide Image layer (multiscale or not, RGB)."""
         data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         height, width = data.shape[:2]

@@ -94,7 +94,7 @@ class Failed:
 class Resources:
     """Models and tissue masks kept between runs: a click should not reload the model."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._models: dict[tuple[str, str, str | None], LoadedModel] = {}
         self._tissue: dict[str, TissueMask] = {}
         self._lock = threading.Lock()

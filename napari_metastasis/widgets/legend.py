@@ -7,8 +7,10 @@ drawn) are hatched; a triangle and a line mark the threshold, with its value abo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
@@ -23,7 +25,7 @@ MARGIN = 10
 class ProbabilityLegend(QWidget):
     """Colour bar of the probability overlay with the threshold marked."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.colormap = "metastasis"
         self.floor = DEFAULT_FLOOR
@@ -36,7 +38,7 @@ class ProbabilityLegend(QWidget):
             "threshold (regions are outlined at and above it)"
         )
 
-    def sizeHint(self):
+    def sizeHint(self) -> QSize:
         hint = super().sizeHint()
         hint.setHeight(48)
         return hint
@@ -61,7 +63,7 @@ class ProbabilityLegend(QWidget):
         alpha = (fade_alpha(values, self.floor) * self.opacity)[:, None]
         return np.round((rgb * alpha + TISSUE_RGB * (1 - alpha)) * 255).astype(np.uint8)
 
-    def paintEvent(self, event) -> None:
+    def paintEvent(self, event: Any) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.Antialiasing)
         rect = self.bar_rect()

@@ -1,4 +1,4 @@
-"""Callbacks of background work that outlive the widget that started them.
+"""Callbacks of background work that outlive the widget that started them, and timers.
 
 A napari thread worker's signals belong to the worker, not to the widget that connected a closure
 to them: when the viewer closes mid-run (or a test tears it down), the worker still returns and its
@@ -36,3 +36,35 @@ def while_alive(owner: Any, callback: Callable[..., Any]) -> Callable[..., Any]:
         return callback(*args, **kwargs)
 
     return guarded
+
+
+def one_per_turn(owner: Any, steps: list[Callable[[], Any]]) -> None:
+    """Run ``steps`` in order, one per turn of the Qt event loop, so the viewer repaints and
+    answers the mouse between them (napari's layer work is GUI-thread work, tens of milliseconds
+    a step). The timers are ``owner``'s children (a QObject): once it is deleted (the viewer
+    closed) nothing more runs."""
+    if not steps or is_deleted(owner):
+        return
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+
+    def run() -> None:
+        timer.deleteLater()
+        steps[0]()
+        one_per_turn(owner, steps[1:])
+
+    timer.timeout.connect(run)
+    timer.start(0)
+
+
+def single_shot_timer(owner: Any, ms: int, slot: Callable[[], Any]) -> Any:
+    """A single-shot QTimer of ``ms`` milliseconds calling ``slot``, dying with ``owner``."""
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.setInterval(ms)
+    timer.timeout.connect(slot)
+    return timer

@@ -9,7 +9,7 @@ Euclidean length in world units; on an uncalibrated slide it is given in pixels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,9 @@ def format_length(length: float, calibrated: bool = True) -> str:
 class MeasureTool(QWidget):
     """A checkable *Measure* button and the length of the line being drawn."""
 
-    def __init__(self, viewer: Any, slide_layer: Callable[[], Any | None], parent=None):
+    def __init__(
+        self, viewer: Any, slide_layer: Callable[[], Any | None], parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.slide_layer = slide_layer
@@ -60,7 +62,7 @@ class MeasureTool(QWidget):
 
     # --- the layer ---------------------------------------------------------------------------
     @property
-    def layer(self):
+    def layer(self) -> Any:
         """The Measure layer, made (over the selected slide) if there is none in the viewer."""
         if self._layer is None or self._layer not in self.viewer.layers:
             slide = self.slide_layer()
@@ -117,7 +119,7 @@ class MeasureTool(QWidget):
     def _show(self, length: float) -> None:
         self.label.setText(format_length(length, self.calibrated))
 
-    def _on_data(self, event=None) -> None:
+    def _on_data(self, event: Any = None) -> None:
         layer = self._layer
         lengths = self.lengths()
         texts = [format_length(v, self.calibrated) for v in lengths]
@@ -127,7 +129,7 @@ class MeasureTool(QWidget):
         if lengths:
             self._show(lengths[-1])
 
-    def _on_drag(self, layer, event):
+    def _on_drag(self, layer: Any, event: Any) -> Iterator[None]:
         """While a line is being drawn, show its length on every mouse move."""
         if layer.mode not in ("add_line", "add_path", "direct", "select"):
             return

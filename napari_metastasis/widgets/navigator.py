@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QBrush, QColor
+from qtpy.QtGui import QBrush, QColor, QKeyEvent
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -38,7 +39,9 @@ from .regions_layer import DEFAULT_CLASSIFICATION
 #: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
 CANDIDATE_TEXT_COLOR = "#909090"
 #: The region list before anything was analysed (not "no region": nothing was looked at).
-NOT_ANALYSED = "No analysis of this slide yet: run one (Analyse) to list its regions."
+NOT_ANALYSED = "No analysis of this slide yet: choose what to analyse and press Run."
+#: ... and while its first run has not drawn any region yet.
+RUNNING = "The analysis is running: its regions are listed as they are found."
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
 
@@ -50,10 +53,10 @@ class RegionEdits:
     deleted: list[Point] = field(default_factory=list)
     labelled: list[tuple[Point, str]] = field(default_factory=list)
 
-    def delete(self, region) -> None:
+    def delete(self, region: Any) -> None:
         self.deleted.append(region.polygon.representative_point())
 
-    def relabel(self, region, label: str) -> None:
+    def relabel(self, region: Any, label: str) -> None:
         self.labelled.append((region.polygon.representative_point(), label))
 
     def clear(self) -> None:
@@ -83,6 +86,15 @@ class RegionEdits:
         return kept, labels
 
 
+T = TypeVar("T")
+
+
+def _present(value: T | None) -> T:
+    """A Qt getter's result that cannot be None here (the stubs allow None)."""
+    assert value is not None
+    return value
+
+
 #: Category names short enough for a narrow column (the tooltip has the full name).
 SHORT_CATEGORY = {"negative": "—", "itc": "ITC", "micro": "Micro", "macro": "Macro"}
 
@@ -98,7 +110,7 @@ class _NumericItem(QTableWidgetItem):
         super().__init__(text)
         self.value = float(value)
 
-    def __lt__(self, other):  # Qt calls this when sorting
+    def __lt__(self, other: QTableWidgetItem) -> bool:  # Qt calls this when sorting
         if isinstance(other, _NumericItem):
             return self.value < other.value
         return super().__lt__(other)
@@ -116,38 +128,41 @@ class RegionNavigator(QWidget):
     #: forget every deletion and relabel
     restore_requested = Signal()
 
-    COLUMNS = ("#", "Label", "Max", "Mean", "mm²", "Size mm", "Category")
+    #: What a pathologist reads first (the size and its category) comes first: a laptop's dock
+    #: shows four columns, the rest scroll sideways.
+    COLUMNS = ("#", "Label", "Size mm", "Category", "Max", "Mean", "mm²")
     TIPS = (
         "Region id",
         "Label used on export; a candidate the deposit decision did not confirm is grey and "
         "labelled as one (its tooltip says why); only confirmed deposits make the verdict",
+        "Greatest dimension in mm (maximum Feret diameter of the outline; about ± one grid stride)",
+        "AJCC size category: ITC ≤ 0.2 mm, micrometastasis ≤ 2 mm, macrometastasis > 2 mm",
         "Highest probability in the region",
         "Mean probability over its patches",
         "Area in mm²",
-        "Greatest dimension in mm (maximum Feret diameter of the outline; about ± one grid stride)",
-        "AJCC size category: ITC ≤ 0.2 mm, micrometastasis ≤ 2 mm, macrometastasis > 2 mm",
     )
-    SIZE_COLUMN, CATEGORY_COLUMN = 5, 6
+    SIZE_COLUMN, CATEGORY_COLUMN, MAX_COLUMN = 2, 3, 4
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         for col, tip in enumerate(self.TIPS):
-            self.table.horizontalHeaderItem(col).setToolTip(tip)
+            _present(self.table.horizontalHeaderItem(col)).setToolTip(tip)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
+        _present(self.table.verticalHeader()).setVisible(False)
         # every column takes its contents' width (figures are never cut to "0.0…" in a narrow
         # dock), the last one whatever is left; the table scrolls sideways if the dock is narrower
-        header = self.table.horizontalHeader()
+        header = _present(self.table.horizontalHeader())
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         header.setMinimumSectionSize(24)
         self.table.setMinimumWidth(self._width_for_typical_rows())
         self.table.setSortingEnabled(True)
-        self._sort = (2, Qt.SortOrder.DescendingOrder)  # most probable first, until the user sorts
-        self.table.horizontalHeader().sortIndicatorChanged.connect(self._on_sorted)
+        # most probable first, until the user sorts
+        self._sort = (self.MAX_COLUMN, Qt.SortOrder.DescendingOrder)
+        header.sortIndicatorChanged.connect(self._on_sorted)
         self.table.setMinimumHeight(160)
         self.table.itemClicked.connect(self._on_clicked)
         self.table.itemActivated.connect(self._on_clicked)
@@ -180,22 +195,23 @@ class RegionNavigator(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
+        self._shown: tuple | None = None  # what the table shows (see _rows_signature)
         self.set_regions([], [])
 
     #: the widest text each column usually holds (the dock is made wide enough for these)
-    TYPICAL = ("99", "Candidate", "0.000", "0.000", "0.0000", "00.000", "Macro")
+    TYPICAL = ("99", "Candidate", "00.000", "Macro", "0.000", "0.000", "00.0000")
 
     def _width_for_typical_rows(self) -> int:
         """Wide enough to show every column of typical rows side by side (the size and category
         columns, what a pathologist reads first, must not hide behind a sideways scroll)."""
         metrics = self.table.fontMetrics()
-        bold = self.table.horizontalHeader().fontMetrics()
+        bold = _present(self.table.horizontalHeader()).fontMetrics()
         pad = 30  # cell margins and a sort arrow
         columns = sum(
             max(bold.horizontalAdvance(name), metrics.horizontalAdvance(text)) + pad
             for name, text in zip(self.COLUMNS, self.TYPICAL, strict=True)
         )
-        scrollbar = self.table.verticalScrollBar().sizeHint().width()
+        scrollbar = _present(self.table.verticalScrollBar()).sizeHint().width()
         return columns + 2 * self.table.frameWidth() + scrollbar
 
     # --- content ----------------------------------------------------------------------------
@@ -206,19 +222,24 @@ class RegionNavigator(QWidget):
         edited: bool = False,
         deposits: Sequence[Deposit] | None = None,
         analysed: bool = True,
+        running: bool = False,
     ) -> None:
         """Show ``regions`` with their labels; ``deposits`` (one per region, from
         :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns.
-        ``analysed=False``: nothing was analysed yet, so "no region" would claim too much."""
+        ``analysed=False``: nothing was analysed yet, so "no region" would claim too much
+        (``running``: a run is under way).
+        The same rows as shown already are not built again (contours are recomputed often
+        while a run lasts, and mostly come back unchanged)."""
+        shown = (self._rows_signature(regions, labels, edited, deposits, analysed), running)
+        if shown == self._shown:
+            return
+        self._shown = shown
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
-            items = [
+            items: list[QTableWidgetItem] = [
                 _NumericItem(region.id, str(region.id)),
                 QTableWidgetItem(label),
-                _NumericItem(region.max_prob, f"{region.max_prob:.3f}"),
-                _NumericItem(region.mean_prob, f"{region.mean_prob:.3f}"),
-                _NumericItem(region.area_um2, f"{region.area_um2 / 1e6:.4f}"),
             ]
             if deposits is not None:
                 deposit = deposits[row]
@@ -226,17 +247,22 @@ class RegionNavigator(QWidget):
                 size = _NumericItem(deposit.greatest_dimension_mm, _mm(deposit))
                 category = _NumericItem(severity, SHORT_CATEGORY[deposit.category])
                 category.setToolTip(CATEGORY_LABELS[deposit.category])
-                for item in (size, category):
-                    item.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
-                    item.setForeground(QBrush(QColor("black")))
+                for tinted in (size, category):
+                    tinted.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
+                    tinted.setForeground(QBrush(QColor("black")))
                 items += [size, category]
             else:
                 items += [_NumericItem(0, ""), _NumericItem(0, "")]
+            items += [
+                _NumericItem(region.max_prob, f"{region.max_prob:.3f}"),
+                _NumericItem(region.mean_prob, f"{region.mean_prob:.3f}"),
+                _NumericItem(region.area_um2, f"{region.area_um2 / 1e6:.4f}"),
+            ]
             confirmed = getattr(region, "confirmed", True)
             decision = getattr(region, "decision", None)
             reason = decision.reason if decision is not None else "not decided: counts as a deposit"
             tip = f"Confirmed deposit: {reason}" if confirmed else f"Not confirmed: {reason}"
-            for col, item in enumerate(items):  # type: ignore[assignment]
+            for col, item in enumerate(items):
                 item.setData(Qt.ItemDataRole.UserRole, row)
                 if col != self.CATEGORY_COLUMN:
                     item.setToolTip(tip)
@@ -261,17 +287,45 @@ class RegionNavigator(QWidget):
         elif analysed:
             self.summary.setText("No region above the threshold.")
         else:
-            self.summary.setText(NOT_ANALYSED)
+            self.summary.setText(RUNNING if running else NOT_ANALYSED)
+
+    @staticmethod
+    def _rows_signature(
+        regions: Sequence,
+        labels: Sequence[str],
+        edited: bool,
+        deposits: Sequence[Deposit] | None,
+        analysed: bool,
+    ) -> tuple:
+        """Everything the table and the summary line show of these regions."""
+        rows = tuple(
+            (
+                r.id,
+                label,
+                r.max_prob,
+                r.mean_prob,
+                r.area_um2,
+                bool(getattr(r, "confirmed", True)),
+                getattr(getattr(r, "decision", None), "reason", None),
+            )
+            for r, label in zip(regions, labels, strict=True)
+        )
+        sizes = (
+            None
+            if deposits is None
+            else tuple((d.category, d.greatest_dimension_mm) for d in deposits)
+        )
+        return rows, sizes, edited, analysed
 
     def index_at_row(self, row: int) -> int:
-        return int(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+        return int(_present(self.table.item(row, 0)).data(Qt.ItemDataRole.UserRole))
 
     def selected_indices(self) -> list[int]:
         rows = {i.row() for i in self.table.selectedIndexes()}
         return sorted(self.index_at_row(r) for r in rows)
 
     # --- user actions -----------------------------------------------------------------------
-    def _on_sorted(self, column: int, order) -> None:
+    def _on_sorted(self, column: int, order: Any) -> None:
         self._sort = (column, order)
 
     def _on_clicked(self, item: QTableWidgetItem) -> None:
@@ -288,8 +342,8 @@ class RegionNavigator(QWidget):
         if indices and label:
             self.relabel_requested.emit(indices, label)
 
-    def keyPressEvent(self, event) -> None:
-        if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+    def keyPressEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
             self._on_delete()
             return
         super().keyPressEvent(event)

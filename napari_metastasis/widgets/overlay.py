@@ -10,14 +10,22 @@ Its scale and translate come from the map's :class:`~napari_metastasis.grid.Patc
 slide layer's frame (:meth:`SlideFrame.raster_kwargs`), which puts every cell exactly over the
 slide pixels its patch was read from; each cell is drawn as a few pixels so that the image ends at
 the slide's edge (:meth:`PatchGrid.display_raster`) instead of a whole patch past it.
+
+While a run fills the map, :meth:`ProbabilityOverlay.refresh` renders again only the chunks
+(:data:`CHUNK_CELLS` cells a side) whose cells changed since the last refresh, into the layer's
+own array, and leaves the layer alone (no canvas redraw) when none did: a whole-slide map has
+~100,000 cells, and a batch changes a few dozen of them (issue 21, D7).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from napari.utils.colormaps import Colormap
 
 from .._napari.helpers import LazyLayer
+from ..grid import DisplayRaster
 from ..probability import ProbabilityMap
 from .frame import SlideFrame
 
@@ -48,6 +56,8 @@ FADE = (0.15, 0.6)
 #: them from the slide's edge), with at most this many pixels in all (redraws stay cheap).
 RASTER_UM = 4.0
 RASTER_PIXELS = 1_500_000
+#: The overlay is refreshed by square chunks of this many cells a side (only changed ones).
+CHUNK_CELLS = 32
 #: Samples of a faded colormap (napari interpolates linearly between them).
 SAMPLES = 256
 
@@ -118,6 +128,25 @@ def outline_colors(name: str, threshold: float = 0.5) -> tuple[str, str]:
     return contour, highlight
 
 
+def changed_chunks(
+    values: np.ndarray, shown: np.ndarray, size: int = CHUNK_CELLS
+) -> list[tuple[slice, slice]]:
+    """(rows, cols) slices of the ``size`` × ``size`` chunks of cells where ``values`` differ
+    from ``shown`` (NaN equals NaN)."""
+    changed = (values != shown) & ~(np.isnan(values) & np.isnan(shown))
+    if not changed.any():
+        return []
+    rows, cols = changed.shape
+    padded = np.zeros((-(-rows // size) * size, -(-cols // size) * size), dtype=bool)
+    padded[:rows, :cols] = changed
+    blocks = padded.reshape(padded.shape[0] // size, size, padded.shape[1] // size, size)
+    flags = blocks.any(axis=(1, 3))
+    return [
+        (slice(r * size, min(rows, (r + 1) * size)), slice(c * size, min(cols, (c + 1) * size)))
+        for r, c in zip(*np.nonzero(flags), strict=True)
+    ]
+
+
 class ProbabilityOverlay(LazyLayer):
     """Keeps an Image layer in step with a :class:`ProbabilityMap` that fills while it is shown.
 
@@ -126,31 +155,40 @@ class ProbabilityOverlay(LazyLayer):
     """
 
     def __init__(
-        self, viewer, prob_map: ProbabilityMap, name: str, frame: SlideFrame | None = None
-    ):
+        self, viewer: Any, prob_map: ProbabilityMap, name: str, frame: SlideFrame | None = None
+    ) -> None:
         super().__init__(viewer, name)
         self.prob_map = prob_map
         self.frame = frame or SlideFrame.from_grid(prob_map.grid)
         self.colormap = "metastasis"
         self.floor = DEFAULT_FLOOR
         self.opacity = DEFAULT_OPACITY
+        #: the map's values as the layer shows them, and the layer data array they were drawn
+        #: into (a refresh into any other array draws the whole map)
+        self._shown: np.ndarray | None = None
+        self._shown_in: np.ndarray | None = None
+        #: how many chunks the last refresh rendered again (for checks and the benchmark)
+        self.last_chunks = 0
 
     @property
-    def raster(self):
+    def raster(self) -> DisplayRaster:
         """How the map is drawn: a few pixels per cell, cut at the slide's edge."""
         return self.prob_map.grid.display_raster(max_pixels=RASTER_PIXELS, target_um=RASTER_UM)
 
     def image(self) -> np.ndarray:
         """The layer's data for the map's current values (a new array: the engine keeps writing
-        into the map)."""
-        return self.raster.render(self.prob_map.values)
+        into the map); they become the values the layer shows."""
+        values = self.prob_map.values.copy()
+        image = self.raster.render(values)
+        self._shown, self._shown_in = values, image
+        return image
 
     def cell_values(self) -> np.ndarray:
         """The (rows, cols) values the layer shows, one per cell (for checks)."""
         f = self.raster.factor
         return np.asarray(self.layer.data)[::f, ::f]
 
-    def build(self):
+    def build(self) -> Any:
         from napari.layers import Image
 
         return Image(
@@ -167,18 +205,45 @@ class ProbabilityOverlay(LazyLayer):
             **self.frame.layer_kwargs(),
         )
 
-    def refresh(self) -> None:
-        """Show the map's current values (a copy: the engine keeps writing into the original)."""
+    def refresh(self) -> bool:
+        """Show the map's current values: the chunks whose cells changed since the last refresh
+        are rendered again into the layer's array and nothing else; when none changed the layer
+        is left alone (napari draws nothing). Returns whether the layer changed."""
         layer = self.layer
         data = layer.data
         raster = self.raster
-        if isinstance(data, np.ndarray) and data.shape == raster.shape and data.flags.writeable:
-            data[...] = raster.render(self.prob_map.values)  # in place: no new texture buffer
-            layer.refresh()
+        values = self.prob_map.values
+        shown = self._shown
+        if (
+            shown is None
+            or data is not self._shown_in
+            or not isinstance(data, np.ndarray)
+            or data.shape != raster.shape
+            or not data.flags.writeable
+            or shown.shape != values.shape
+        ):
+            layer.data = self.image()
+            self.last_chunks = -1  # the whole map
         else:
-            layer.data = raster.render(self.prob_map.values)
+            chunks = changed_chunks(values, shown)
+            self.last_chunks = len(chunks)
+            if not chunks:
+                return False
+            f = raster.factor
+            for rows, cols in chunks:
+                target = data[rows.start * f : rows.stop * f, cols.start * f : cols.stop * f]
+                block = values[rows, cols]
+                if f > 1:
+                    block = np.repeat(np.repeat(block, f, axis=0), f, axis=1)
+                target[...] = block[: target.shape[0], : target.shape[1]]
+                shown[rows, cols] = values[rows, cols]
+            try:  # the layer's extent is unchanged: napari need not work out the dims again
+                layer.refresh(extent=False)
+            except TypeError:  # a napari without refresh's keywords
+                layer.refresh()
         if tuple(layer.contrast_limits) != (0.0, 1.0):
             layer.contrast_limits = (0.0, 1.0)
+        return True
 
     def set_map(self, prob_map: ProbabilityMap, frame: SlideFrame | None = None) -> None:
         """Show another map (e.g. on a new grid) in the same layer."""

@@ -22,16 +22,16 @@ class RegionsPanel(QWidget):
     #: go to region ``index`` (clicked in the list, or stepped to)
     activated = Signal(int)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.navigator = RegionNavigator()
         self.navigator.activated.connect(self.activated.emit)
         self.previous_button = QPushButton("◀ Previous")
         self.previous_button.setToolTip("Go to the previous region in the list (Shift-B)")
-        self.previous_button.clicked.connect(lambda: self.step(-1))
+        self.previous_button.clicked.connect(lambda: self._step(-1))
         self.next_button = QPushButton("Next ▶")
         self.next_button.setToolTip("Go to the next region in the list (Shift-N)")
-        self.next_button.clicked.connect(lambda: self.step(1))
+        self.next_button.clicked.connect(lambda: self._step(1))
         steps = QHBoxLayout()
         steps.addWidget(self.previous_button)
         steps.addWidget(self.next_button)
@@ -52,13 +52,17 @@ class RegionsPanel(QWidget):
         edited: bool = False,
         deposits: Sequence | None = None,
         analysed: bool = True,
+        running: bool = False,
     ) -> None:
         self.navigator.set_regions(
-            regions, labels, edited=edited, deposits=deposits, analysed=analysed
+            regions, labels, edited=edited, deposits=deposits, analysed=analysed, running=running
         )
         has = len(regions) > 0
         self.previous_button.setEnabled(has)
         self.next_button.setEnabled(has)
+
+    def _step(self, offset: int) -> None:
+        self.step(offset)
 
     def step(self, delta: int) -> int | None:
         """Select the region ``delta`` rows from the current one (wrapping); returns its index."""

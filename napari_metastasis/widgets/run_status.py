@@ -146,7 +146,7 @@ def finished(state: State, summary: RunSummary) -> None:
 class RunStatus(QWidget):
     """Progress bar + status line of the dock widget: the selected slide's status."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.progress = QProgressBar()
         self.label = QLabel(READY)

@@ -2,11 +2,19 @@
 
 The runner owns the queue (clicks can pile up), the worker, the cancel flag and the clock; it applies
 the pipeline's events to the probability map on the GUI thread (each batch, the model's deposit
-rule) and turns every failure into one readable sentence. It knows nothing about layers or controls: the dock widget listens to its signals.
+rule) and turns every failure into one readable sentence. It knows nothing about layers or
+controls: the dock widget listens to its signals.
+
+While runs are under way the objects alive when they started (napari's, Qt's, torch's, the
+model's: hundreds of thousands) are out of the cyclic garbage collector's sight (``gc.freeze``):
+a full collection of a napari process's heap holds the GIL, and so the GUI thread, for 0.2–0.6 s
+on a laptop, and a run's allocations trigger several (issue 21, D7). They are handed back when
+the last run ends (``gc.unfreeze``), so nothing stays uncollectable.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -60,6 +68,25 @@ class RunSummary:
     error: str | None  # the message shown to the user, if it failed
 
 
+#: Runs under way, of any runner (the dock's, the case list's): the heap is frozen while > 0.
+_RUNS_FROZEN = 0
+
+
+def freeze_heap() -> None:
+    """A run starts: the objects alive now leave the collector's generations until it ends."""
+    global _RUNS_FROZEN
+    gc.freeze()
+    _RUNS_FROZEN += 1
+
+
+def thaw_heap() -> None:
+    """A run ended: once none is under way, the frozen objects are collectable again."""
+    global _RUNS_FROZEN
+    _RUNS_FROZEN = max(0, _RUNS_FROZEN - 1)
+    if _RUNS_FROZEN == 0:
+        gc.unfreeze()
+
+
 def error_message(exc: BaseException, batch_size: int) -> str:
     """One sentence for the user: ours as they are, out-of-memory with advice, anything else named."""
     text = str(exc)
@@ -90,7 +117,9 @@ class AnalysisRunner(QObject):
     #: the run ended, whatever the reason (a :class:`RunSummary`)
     finished = Signal(object)
 
-    def __init__(self, store: AnalysisStore, resources: Resources, parent=None):
+    def __init__(
+        self, store: AnalysisStore, resources: Resources, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.store = store
         self.resources = resources
@@ -141,6 +170,7 @@ class AnalysisRunner(QObject):
         self._cancelled = False
         self._error = None
         self._cancel = threading.Event()
+        freeze_heap()
         worker = create_worker(
             run_job, self._request, self._map_for, self.resources, self._cancel, _start_thread=False
         )
@@ -150,11 +180,13 @@ class AnalysisRunner(QObject):
         self._worker = worker
         worker.start()
 
-    def _map_for(self, slide_path: str, model_name: str, grid: PatchGrid, class_name: str):
+    def _map_for(
+        self, slide_path: str, model_name: str, grid: PatchGrid, class_name: str
+    ) -> ProbabilityMap:
         """Called on the worker thread: the shared map of this slide and model."""
         return self.store.get_or_create(slide_path, model_name, grid, class_name)
 
-    def _on_yielded(self, event) -> None:
+    def _on_yielded(self, event: Stage | Planned | Batch | Failed) -> None:
         event.apply()  # the map is written here, on the GUI thread only (see engine.run)
         if isinstance(event, Batch):
             self._done = event.done
@@ -204,6 +236,9 @@ class AnalysisRunner(QObject):
         self._worker = None
         self._cancel = None
         self._request = None
-        self.finished.emit(summary)
-        if self.queue:
-            self._start_next()
+        try:
+            self.finished.emit(summary)
+            if self.queue:
+                self._start_next()
+        finally:
+            thaw_heap()  # after the next run froze it again, if one started

@@ -8,7 +8,9 @@ around the point under the cursor.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -64,7 +66,7 @@ def clip_to_slide(x0: float, y0: float, x1: float, y1: float, frame: SlideFrame)
 
 
 # --- the camera ------------------------------------------------------------------------------
-def visible_region(viewer, frame: SlideFrame) -> Rect | None:
+def visible_region(viewer: Any, frame: SlideFrame) -> Rect | None:
     """The level-0 rectangle of the slide currently in view, clipped to the slide."""
     y0, x0, y1, x1 = visible_world_rect(viewer)
     (px0, py0), (px1, py1) = frame.to_level0(np.array([[y0, x0], [y1, x1]]))
@@ -72,7 +74,7 @@ def visible_region(viewer, frame: SlideFrame) -> Rect | None:
 
 
 # --- a click ---------------------------------------------------------------------------------
-def field_around(point_yx_um, size_um: float, frame: SlideFrame) -> Rect | None:
+def field_around(point_yx_um: Sequence[float], size_um: float, frame: SlideFrame) -> Rect | None:
     """The square field of side ``size_um`` centred on a world point, clipped to the slide.
 
     Returns None when the point lies outside the slide: a click beside the tissue's image should
@@ -86,7 +88,7 @@ def field_around(point_yx_um, size_um: float, frame: SlideFrame) -> Rect | None:
 
 
 # --- drawn shapes ----------------------------------------------------------------------------
-def shapes_geometry(layer, frame: SlideFrame, selected_only: bool = False) -> BaseGeometry:
+def shapes_geometry(layer: Any, frame: SlideFrame, selected_only: bool = False) -> BaseGeometry:
     """The union, in level-0 px, of the area shapes (rectangles, polygons, ellipses) of a layer.
 
     Vertices go through the layer's own transform to world µm first, so a Shapes layer with a

@@ -77,7 +77,7 @@ class AnalysisStore:
     thread reads the same map to draw it. Cells are written on the GUI thread only.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._maps: dict[tuple[str, str], ProbabilityMap] = {}
         self._lock = threading.Lock()
 

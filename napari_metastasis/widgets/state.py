@@ -77,6 +77,20 @@ class SlideAnalysis:
     confirmed: list = field(default_factory=list)
     #: the slide verdict (:class:`napari_metastasis.clinical.SlideVerdict`) or None
     verdict: Any = None
+    #: what the region list shows of the candidates: each one's label (after the pathologist's
+    #: relabels) and measured deposit (:class:`napari_metastasis.clinical.Deposit`), whether
+    #: regions were deleted or relabelled, the grid stride (µm) the sizes are measured to, the
+    #: deposit rule in words, and whether the regions are on screen at all (False: the dock
+    #: shows no analysis of this slide, e.g. none was run with the selected model)
+    labels: list = field(default_factory=list)
+    deposits: list = field(default_factory=list)
+    edited: bool = False
+    stride_um: float | None = None
+    rule_text: str = ""
+    shown: bool = False
+    #: counts the changes of the regions fields above, each made in one go: the region list and
+    #: the verdict redraw once per change (not once per field)
+    revision: int = 0
     #: the run status: state, one line of words, and the progress bar (value, maximum, format)
     run_state: str = IDLE
     status_text: str = READY
@@ -112,14 +126,35 @@ class SlideAnalysis:
             self.progress_format = progress_format
         self.status_text = text
 
-    def set_regions(self, candidates: list, confirmed: list | None, verdict: Any) -> None:
-        """The regions at the current threshold and the verdict measured from them."""
+    def set_regions(
+        self,
+        candidates: list,
+        confirmed: list | None,
+        verdict: Any,
+        *,
+        labels: list[str] | None = None,
+        deposits: list | None = None,
+        edited: bool = False,
+        stride_um: float | None = None,
+        rule_text: str = "",
+        shown: bool = True,
+    ) -> None:
+        """The regions at the current threshold and the verdict measured from them, and what
+        the region list shows of them; one :attr:`revision` for the whole change."""
         self.candidates = list(candidates)
         self.confirmed = list(candidates if confirmed is None else confirmed)
         self.verdict = verdict
+        self.labels = list(labels) if labels is not None else [""] * len(self.candidates)
+        self.deposits = list(deposits or [])
+        self.edited = bool(edited)
+        self.stride_um = stride_um
+        self.rule_text = rule_text
+        self.shown = bool(shown)
+        self.revision += 1
 
     def clear_regions(self) -> None:
-        self.set_regions([], [], None)
+        """No regions shown for this slide (nothing analysed with the selected model)."""
+        self.set_regions([], [], None, shown=False)
 
 
 class SlideStates:

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from ..clinical import CATEGORY_COLOURS, SlideVerdict
 
 NO_ANALYSIS = "No analysis of this slide yet."
+RUNNING = "No verdict yet: the analysis is running."
 
 
 class VerdictPanel(QWidget):
@@ -24,7 +25,7 @@ class VerdictPanel(QWidget):
     #: the user asked for a PDF report of the current slide (or its case)
     report_requested = Signal()
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.label = QLabel(NO_ANALYSIS)
         self.label.setWordWrap(True)
@@ -46,14 +47,19 @@ class VerdictPanel(QWidget):
         self.tools.addWidget(widget)
 
     def set_verdict(
-        self, verdict: SlideVerdict | None, stride_um: float | None = None, rule: str = ""
+        self,
+        verdict: SlideVerdict | None,
+        stride_um: float | None = None,
+        rule: str = "",
+        running: bool = False,
     ) -> None:
-        """Show ``verdict`` (None: nothing analysed); ``stride_um`` is the grid step it was
-        measured on, ``rule`` the deposit decision's rule in words."""
+        """Show ``verdict`` (None: nothing analysed; ``running``: a run is under way);
+        ``stride_um`` is the grid step it was measured on, ``rule`` the deposit decision's rule
+        in words."""
         self.verdict = verdict
         self.report_button.setEnabled(verdict is not None)
         if verdict is None:
-            self.label.setText(NO_ANALYSIS)
+            self.label.setText(RUNNING if running else NO_ANALYSIS)
             self.label.setStyleSheet("")
             self.label.setToolTip("")
             return
