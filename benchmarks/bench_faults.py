@@ -65,9 +65,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tests' synthetic slide and model 
 from engine_helpers import write_darkness_model, write_pyramid_tiff  # noqa: E402
 from synthetic_slides import halving_sizes, write_claimed_tiff, write_tiled_tiff  # noqa: E402
 
-from napari_metastasis.atomic import write_text_atomic  # noqa: E402
-from napari_metastasis.output_set import recover, verify_set  # noqa: E402
-from napari_metastasis.predict_files import unique_stems  # noqa: E402
+from napari_metastasis.outputs.atomic import write_text_atomic  # noqa: E402
+from napari_metastasis.outputs.output_set import recover, verify_set  # noqa: E402
+from napari_metastasis.pipeline.slide_outputs import unique_stems  # noqa: E402
 
 #: The tmpfs for the full-disk scenario.
 DISK_MB = 48

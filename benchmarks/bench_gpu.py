@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_predict
 
-from napari_metastasis.engine import default_num_workers, make_grid, plan_cells
 from napari_metastasis.models import load_model
-from napari_metastasis.slide import Slide
+from napari_metastasis.pipeline import default_num_workers, make_grid, plan_cells
+from napari_metastasis.slides.slide import Slide
 
 GPU_GOAL_SECONDS = 60.0
 

@@ -8,7 +8,7 @@ The analysed slide is by default a large one, 50,000 × 40,000 px (a lymph node'
 pieces of real tissue, so that a whole-slide run classifies ~1,900 patches and lasts ~20 s on two
 cores (``--slide mosaic`` gives the older 3 × 3 mosaic of the sample). Alternating:
 
-* **predict**: :func:`napari_metastasis.engine.predict_slide`, what ``napari-metastasis predict``
+* **predict**: :func:`napari_metastasis.pipeline.predict_slide`, what ``napari-metastasis predict``
   runs per slide (opening the slide, planning, classification; the tissue mask is computed once beforehand and
   given to both, as the widget keeps it between runs);
 * **GUI**: the dock widget's Whole slide run, from the Run button to the finished overlay and
@@ -54,8 +54,8 @@ def mosaic_slide(folder: Path, tiles: int) -> Path:
     """A pyramidal tiled TIFF of the sample slide repeated tiles × tiles, at the sample's µm/px."""
     import tifffile
 
-    from napari_metastasis._sample_data import SAMPLE_SLIDE
-    from napari_metastasis.slide import Slide
+    from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
+    from napari_metastasis.slides.slide import Slide
 
     with Slide(SAMPLE_SLIDE) as slide:
         width, height = slide.dimensions
@@ -104,8 +104,8 @@ SPARSE_PIECES = (
 
 
 def _read_piece(source: str) -> np.ndarray:
-    from napari_metastasis._sample_data import SAMPLE_SLIDE
-    from napari_metastasis.slide import Slide
+    from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
+    from napari_metastasis.slides.slide import Slide
 
     with Slide(SAMPLE_SLIDE if source == "sample" else source) as slide:
         width, height = slide.dimensions
@@ -307,8 +307,8 @@ def wait_until(app, condition, timeout_s=600.0):
 
 
 def predict_round(slide_path: Path, model, batch_size: int, tissue) -> tuple[int, float]:
-    from napari_metastasis.engine import predict_slide
-    from napari_metastasis.slide import Slide
+    from napari_metastasis.pipeline import predict_slide
+    from napari_metastasis.slides.slide import Slide
 
     started = time.perf_counter()  # from opening the slide, as `predict` and the widget do
     with Slide(slide_path) as slide:
@@ -401,7 +401,7 @@ def main(argv=None) -> int:
     widget.remember = False
     second = None
     if args.second_slide != "none":
-        from napari_metastasis._sample_data import SAMPLE_SLIDE
+        from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
 
         second = SAMPLE_SLIDE if args.second_slide == "sample" else Path(args.second_slide)
         viewer.open(str(second), plugin="napari-metastasis")
@@ -412,8 +412,8 @@ def main(argv=None) -> int:
     widget.source.batch_size.value = args.batch_size
     model = widget.resources.model(widget.model_ref, args.device)  # loaded once, shared
     # the tissue mask once, for both (the widget keeps it between runs; predict gets it given)
-    from napari_metastasis.engine import make_grid
-    from napari_metastasis.slide import Slide
+    from napari_metastasis.pipeline import make_grid
+    from napari_metastasis.slides.slide import Slide
 
     with Slide(slide_path) as slide:
         tissue = widget.resources.tissue(slide, make_grid(slide, model))

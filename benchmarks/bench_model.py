@@ -31,10 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from napari_metastasis.atomic import write_text_atomic  # noqa: E402
 from napari_metastasis.evaluation.stability import compare_encodings  # noqa: E402
 from napari_metastasis.models import load_model  # noqa: E402
-from napari_metastasis.slide import Slide  # noqa: E402
+from napari_metastasis.outputs.atomic import write_text_atomic  # noqa: E402
+from napari_metastasis.slides.slide import Slide  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "slides"
 SVS = DATA / "aperio_svs" / "CMU-1-Small-Region.svs"

@@ -61,7 +61,7 @@ def predict_command(slides: list[Path], out: Path, model: str) -> list[str]:
 
 def read_back(truths, folder: Path, spacing_um: float) -> list[dict]:
     """The µm/px and pyramid level the project's reader finds on each written slide."""
-    from napari_metastasis.slide import Slide
+    from napari_metastasis.slides.slide import Slide
 
     rows = []
     for t in truths:

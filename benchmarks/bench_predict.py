@@ -48,8 +48,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from napari_metastasis._sample_data import SAMPLE_SLIDE
-from napari_metastasis.engine import (
+from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
+from napari_metastasis.models import load_model
+from napari_metastasis.models.transforms import resize_patch
+from napari_metastasis.pipeline import (
     RegionReader,
     cpu_forward_threads,
     default_num_workers,
@@ -58,9 +60,7 @@ from napari_metastasis.engine import (
     run_inference,
     torch_threads,
 )
-from napari_metastasis.models import load_model
-from napari_metastasis.models.transforms import resize_patch
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 
 GOALS = {"reader_over_decode": 0.5, "pipeline_over_min": 0.8, "read_bound_over_seeds": 5.0}
 SYNTHETIC_SIZE = (50_000, 40_000)

@@ -37,11 +37,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from napari_metastasis._reader import read_slide  # noqa: E402
-from napari_metastasis._sample_data import SAMPLE_SLIDE  # noqa: E402
-from napari_metastasis.atomic import write_text_atomic  # noqa: E402
-from napari_metastasis.pyramid import build_pyramid  # noqa: E402
-from napari_metastasis.slide import Slide  # noqa: E402
+from napari_metastasis._napari.sample_data import SAMPLE_SLIDE  # noqa: E402
+from napari_metastasis._napari.slide_reader import read_slide  # noqa: E402
+from napari_metastasis.outputs.atomic import write_text_atomic  # noqa: E402
+from napari_metastasis.slides.pyramid import build_pyramid  # noqa: E402
+from napari_metastasis.slides.slide import Slide  # noqa: E402
 
 VIEW = 2048
 GOAL = 1.2

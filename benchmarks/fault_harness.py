@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from napari_metastasis import output_set  # noqa: E402
+from napari_metastasis.outputs import output_set  # noqa: E402
 
 
 class Steps:
@@ -76,8 +76,8 @@ def install(steps: Steps) -> None:
 
 
 def write_synthetic(out: Path, gen: int, stems: list[str]) -> None:
-    from napari_metastasis.clinical import PatientStage
-    from napari_metastasis.summary import write_stages
+    from napari_metastasis.clinical.staging import PatientStage
+    from napari_metastasis.clinical.summary import write_stages
 
     for stem in stems:
         with output_set.OutputSet(out, stem, info={"generation": gen}) as outputs:

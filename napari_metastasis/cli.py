@@ -20,8 +20,8 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__
-from .error_policy import user_message
+from napari_metastasis import __version__
+from napari_metastasis.errors.policy import user_message
 
 DEBUG_ENV_VAR = "NAPARI_METASTASIS_DEBUG"
 
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_ours(exc: BaseException) -> bool:
-    from .errors import MetastasisError
+    from napari_metastasis.errors import MetastasisError
 
     return isinstance(exc, MetastasisError)
 

@@ -76,11 +76,11 @@ from napari_metastasis.evaluation.metrics import (  # noqa: E402
     sensitivity_at_specificity,
     youden_threshold,
 )
+from napari_metastasis.models.networks import Ensemble, SmallCNN, count_parameters  # noqa: E402
 from napari_metastasis.models.registry import BUNDLED_DIR  # noqa: E402
 from napari_metastasis.training.augment import AugmentConfig  # noqa: E402
 from napari_metastasis.training.card import base_card, render_card  # noqa: E402
 from napari_metastasis.training.export import publish_model  # noqa: E402
-from napari_metastasis.training.networks import Ensemble, SmallCNN, count_parameters  # noqa: E402
 from napari_metastasis.training.trainer import (  # noqa: E402
     TrainConfig,
     predict_probabilities,
@@ -123,7 +123,7 @@ HARD_NEGATIVE_START = 8
 #: The specificities a clinic reads a detector at (mostly normal tissue on every node).
 HIGH_SPECIFICITIES = (0.99, 0.999)
 
-#: The config.json block of the deposit decision (napari_metastasis.deposit_decision.CONFIG_KEY).
+#: The config.json block of the deposit decision (napari_metastasis.clinical.decision.CONFIG_KEY).
 DECISION_KEY = "napari_metastasis_decision"
 
 #: The docs page that shows the card (between these markers): docs/model-card.md.
@@ -364,11 +364,11 @@ def whole_slide_false_positives(
 ) -> dict[str, dict]:
     """Regions at the threshold per cm² of tissue on the metastasis-free slides, the deposits the
     model folder's decision confirms there, and heatmaps."""
-    from napari_metastasis.deposit_decision import rule_for_model
-    from napari_metastasis.engine import answer_slide, predict_slide
-    from napari_metastasis.heatmap import render_heatmap, save_heatmap
+    from napari_metastasis.clinical.decision import rule_for_model
+    from napari_metastasis.maps.heatmap import render_heatmap, save_heatmap
     from napari_metastasis.models import load_model
-    from napari_metastasis.slide import Slide
+    from napari_metastasis.pipeline import answer_slide, predict_slide
+    from napari_metastasis.slides.slide import Slide
 
     model = load_model(model_dir, device="cpu")
     out = {}

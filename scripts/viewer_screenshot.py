@@ -141,7 +141,7 @@ def _verdict_picture(viewer, widget, out: Path, pump) -> None:
     from qtpy.QtCore import QPoint, Qt
     from qtpy.QtWidgets import QScrollArea
 
-    from napari_metastasis.clinical import greatest_dimension_segment, measure_regions
+    from napari_metastasis.clinical.staging import greatest_dimension_segment, measure_regions
     from napari_metastasis.widgets.navigator import RegionNavigator
 
     view = widget.current_analysis

@@ -10,7 +10,7 @@ from shapely.geometry import LineString, Point, Polygon
 from napari_metastasis.annotations import Annotation
 from napari_metastasis.annotations.crops import export_region_crops
 from napari_metastasis.errors import AnnotationError
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 
 TRIANGLE = Polygon([(1000, 1200), (1300, 1200), (1150, 1500)])
 

@@ -13,7 +13,7 @@ from shapely.geometry import MultiPoint, Polygon
 from shared_data import ANNOTATIONS
 
 from napari_metastasis.annotations import Annotation, read_annotations, write_annotations
-from napari_metastasis.widgets.annotation_io import AnnotationIOWidget
+from napari_metastasis.widgets.annotation_buttons import AnnotationIOWidget
 
 MPP = 0.499  # CMU-1-Small-Region
 DONUT = Polygon(
@@ -83,13 +83,13 @@ def test_reader_without_a_slide_uses_pixels_and_says_so(make_napari_viewer, geoj
 
 @pytest.mark.parametrize("path", sorted(ANNOTATIONS.rglob("*.*")), ids=lambda p: p.name)
 def test_reader_claims_every_shared_annotation_file(path):
-    from napari_metastasis._annotation_io import get_annotation_reader
+    from napari_metastasis._napari.annotation_files import get_annotation_reader
 
     assert get_annotation_reader(str(path)) is not None
 
 
 def test_reader_declines_other_json_and_xml(svs_file, tmp_path):
-    from napari_metastasis._annotation_io import get_annotation_reader
+    from napari_metastasis._napari.annotation_files import get_annotation_reader
 
     (tmp_path / "config.json").write_text('{"model": "x", "patch_size": 96}')
     (tmp_path / "other.xml").write_text("<svg/>")
@@ -206,7 +206,7 @@ def test_buttons_ask_for_a_path_then_call_the_handlers(
     viewer_with_slide, qtbot, geojson_file, tmp_path, monkeypatch
 ):
     """The button wiring, with the file dialogs answered by the test (no modal dialog opens)."""
-    from napari_metastasis.widgets import annotation_io
+    from napari_metastasis.widgets import annotation_buttons as annotation_io
 
     dialog = annotation_io.QFileDialog
     monkeypatch.setattr(dialog, "getOpenFileName", lambda *a, **k: (str(geojson_file), ""))

@@ -122,7 +122,7 @@ def test_limits_are_documented_in_the_formats_page(project_root):
 def test_the_napari_annotation_reader_notifies_instead_of_raising(tmp_path):
     from napari.utils.notifications import notification_manager
 
-    from napari_metastasis._annotation_io import get_annotation_reader
+    from napari_metastasis._napari.annotation_files import get_annotation_reader
 
     bad = tmp_path / "digits.geojson"
     bad.write_text(

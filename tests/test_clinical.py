@@ -10,7 +10,7 @@ import shapely
 from shapely import affinity
 from shapely.geometry import Point
 
-from napari_metastasis.clinical import (
+from napari_metastasis.clinical.staging import (
     PN_STAGES,
     Deposit,
     PatientStage,
@@ -27,7 +27,7 @@ from napari_metastasis.clinical import (
     slide_verdict,
     stages_csv,
 )
-from napari_metastasis.slide import Resolution
+from napari_metastasis.slides.slide import Resolution
 
 # Slides of different µm/px, as (mpp_x, mpp_y): 40x, 20x, and an anisotropic scanner.
 SLIDE_MPPS = [(0.25, 0.25), (0.5, 0.5), (0.243, 0.5)]

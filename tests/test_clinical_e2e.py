@@ -21,7 +21,7 @@ import pytest
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
 from napari_metastasis.cli import main
-from napari_metastasis.summary import read_summary
+from napari_metastasis.clinical.summary import read_summary
 
 MPP = 4.0  # µm per slide pixel
 CELL_UM = 128.0  # the model's patch: 16 px at 8 µm/px

@@ -29,11 +29,9 @@ from napari_metastasis.evaluation.froc import (
     lesion_mask,
     score_detections,
 )
-from napari_metastasis.evaluation.froc import (
-    detections_from_map as ours_detections,
-)
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps.detections import detections_from_map as ours_detections
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
 
 pytestmark = pytest.mark.conformance
 

@@ -11,7 +11,7 @@ import openslide
 import pytest
 from synthetic_slides import blocky_noise, write_aperio_svs
 
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 
 pytestmark = pytest.mark.conformance
 

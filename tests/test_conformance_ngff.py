@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.map_store import save_zarr
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.maps.store import save_zarr
+from napari_metastasis.slides.grid import PatchGrid
 
 pytestmark = pytest.mark.conformance
 

@@ -24,7 +24,7 @@ from shapely.geometry import Point
 
 from napari_metastasis.annotations import Annotation, write_annotations
 from napari_metastasis.cli import main
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps.probability import ProbabilityMap
 
 # every test reads the outputs of one whole `predict --sample` run (the module fixture)
 pytestmark = [pytest.mark.conformance, pytest.mark.slow]

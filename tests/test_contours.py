@@ -10,9 +10,10 @@ import pytest
 import shapely
 
 from napari_metastasis.annotations.geojson import parse_geojson, to_geojson
-from napari_metastasis.contours import probability_contours, regions_to_annotations
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.clinical.region_annotations import regions_to_annotations
+from napari_metastasis.maps.contours import probability_contours
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
 
 
 def _map(stride_um=None) -> ProbabilityMap:
@@ -89,7 +90,7 @@ def test_regions_become_annotations_that_round_trip_geojson():
 
 
 def test_cli_and_widget_write_one_measurement_vocabulary_with_uuid_ids():
-    from napari_metastasis.contours import REGION_MEASUREMENTS
+    from napari_metastasis.maps.contours import REGION_MEASUREMENTS
     from napari_metastasis.widgets.regions_layer import MEASUREMENTS, region_annotations
 
     prob = _map()

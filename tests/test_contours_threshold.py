@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from napari_metastasis.contours import probability_contours
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps.contours import probability_contours
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
 
 #: 100 level-0 px per cell at 0.5 µm/px: a cell is 50 × 50 µm = 2500 µm².
 GRID = PatchGrid(2000, 1500, 0.5, 0.5, patch_px=100, spacing_um=0.5)

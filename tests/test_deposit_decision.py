@@ -21,9 +21,7 @@ from napari_metastasis.annotations.csv_summary import to_csv
 from napari_metastasis.annotations.geojson import parse_geojson
 from napari_metastasis.annotations.model import BELOW_SEED_CLASS, CANDIDATE_CLASS, TUMOUR_CLASS
 from napari_metastasis.cli import main
-from napari_metastasis.clinical import measure_regions, slide_verdict
-from napari_metastasis.contours import Region, probability_contours, regions_to_annotations
-from napari_metastasis.deposit_decision import (
+from napari_metastasis.clinical.decision import (
     CONFIG_KEY,
     DEFAULT_RULE,
     DecisionRule,
@@ -32,13 +30,21 @@ from napari_metastasis.deposit_decision import (
     rule_for_model,
     stamp_rule,
 )
-from napari_metastasis.engine import answer_slide
+from napari_metastasis.clinical.region_annotations import regions_to_annotations
+from napari_metastasis.clinical.staging import measure_regions, slide_verdict
+from napari_metastasis.clinical.summary import (
+    FORMAT_TAG,
+    SlideSummary,
+    read_summary,
+    summarise_regions,
+)
 from napari_metastasis.errors import ModelError
-from napari_metastasis.grid import PatchGrid
+from napari_metastasis.maps.contours import Region, probability_contours
+from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.models import load_config
 from napari_metastasis.models.registry import BUNDLED_DIR
-from napari_metastasis.probability import ProbabilityMap
-from napari_metastasis.summary import FORMAT_TAG, SlideSummary, read_summary, summarise_regions
+from napari_metastasis.pipeline import answer_slide
+from napari_metastasis.slides.grid import PatchGrid
 
 RULE = DecisionRule(seed_threshold=0.95, min_seed_patches=2, min_patches=2, source="test")
 

@@ -17,7 +17,11 @@ from engine_helpers import write_darkness_model, write_pyramid_tiff
 from shared_data import DICOM_DIR, SVS, TIFF_6_LEVELS
 from synthetic_slides import blocky_noise, write_aperio_svs, write_tiled_tiff
 
-from napari_metastasis.engine import (
+from napari_metastasis.errors import SlideError
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.models import load_model
+from napari_metastasis.models.transforms import resize_batch, resize_patch
+from napari_metastasis.pipeline import (
     CancelToken,
     PatchReader,
     make_grid,
@@ -25,14 +29,10 @@ from napari_metastasis.engine import (
     predict_slide,
     run_inference,
 )
-from napari_metastasis.engine.reader import RegionReader, cpu_forward_threads
-from napari_metastasis.errors import SlideError
-from napari_metastasis.models import load_model
-from napari_metastasis.models.transforms import resize_batch, resize_patch
-from napari_metastasis.predict_files import write_patch_csv
-from napari_metastasis.probability import ProbabilityMap
-from napari_metastasis.slide import Slide
-from napari_metastasis.tissue import tissue_mask
+from napari_metastasis.pipeline.reader import RegionReader, cpu_forward_threads
+from napari_metastasis.pipeline.slide_outputs import write_patch_csv
+from napari_metastasis.slides.slide import Slide
+from napari_metastasis.slides.tissue import tissue_mask
 
 
 def _shapes_image() -> np.ndarray:
@@ -307,7 +307,7 @@ def test_region_reader_cuts_each_patch_pixel_for_pixel(
     0.97 µm/px crops of 32 and 33 px mix (as 128 and 129 do on a 0.499 µm/px scan) and each is
     resized from its own size (by torch's kernel, as the batch is: see test_transforms for how
     close that is to PIL)."""
-    monkeypatch.setattr("napari_metastasis.engine.reader.CHUNK_PX", 256)
+    monkeypatch.setattr("napari_metastasis.pipeline.reader.CHUNK_PX", 256)
     level0 = blocky_noise(1500, 1100, block=3, seed=5)
     path = write_tiled_tiff(tmp_path / "noise.tif", [level0], tile=128, mpp=mpp)
     with Slide(path, direct_tiles=reader_format == "tiff") as slide:

@@ -20,9 +20,13 @@ import pytest
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
 from napari_metastasis.cli import main
-from napari_metastasis.contours import probability_contours
-from napari_metastasis.deposit_decision import DecisionRule
-from napari_metastasis.engine import (
+from napari_metastasis.clinical.decision import DecisionRule
+from napari_metastasis.maps.contours import probability_contours
+from napari_metastasis.maps.detections import detections_from_map
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.maps.store import load_zarr
+from napari_metastasis.models import load_model
+from napari_metastasis.pipeline import (
     Batch,
     CancelToken,
     Planned,
@@ -32,11 +36,7 @@ from napari_metastasis.engine import (
     predict_slide,
     run_slide,
 )
-from napari_metastasis.evaluation.froc import detections_from_map
-from napari_metastasis.map_store import load_zarr
-from napari_metastasis.models import load_model
-from napari_metastasis.probability import ProbabilityMap
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 
 #: A part of the 2220 x 2967 px sample slide with tissue and glass (level-0 px: x, y, w, h).
 REGION = (300, 500, 1300, 1500)
@@ -227,7 +227,7 @@ def test_a_finished_map_resumes_without_finding_tissue(darkness, shapes_slide):
 # --- the finish step ---------------------------------------------------------------------------------
 def _two_blobs_map() -> ProbabilityMap:
     """A map with a large region (12 cells) and a small one (1 cell) above 0.5."""
-    from napari_metastasis.grid import PatchGrid
+    from napari_metastasis.slides.grid import PatchGrid
 
     grid = PatchGrid(1000, 1000, 1.0, 1.0, patch_px=100, spacing_um=1.0)
     prob = ProbabilityMap.empty(grid, class_name="tumor", model_name="t")

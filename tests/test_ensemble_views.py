@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_metastasis.training.networks import DIHEDRAL_VIEWS, Ensemble, SmallCNN
+from napari_metastasis.models.networks import DIHEDRAL_VIEWS, Ensemble, SmallCNN
 
 
 class Counting(SmallCNN):

@@ -23,9 +23,9 @@ from engine_helpers import write_darkness_model
 from synthetic_slides import write_claimed_tiff
 
 from napari_metastasis import cli
-from napari_metastasis import slide as slide_module
 from napari_metastasis.errors import DatasetError, ModelError, SlideError
 from napari_metastasis.models import load_model
+from napari_metastasis.slides import slide as slide_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

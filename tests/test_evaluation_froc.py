@@ -9,7 +9,6 @@ from shapely.geometry import Point, box
 from napari_metastasis.evaluation.froc import (
     FP_RATES,
     LesionMask,
-    detections_from_map,
     froc,
     lesion_mask,
     rasterize,
@@ -17,8 +16,9 @@ from napari_metastasis.evaluation.froc import (
 )
 from napari_metastasis.evaluation.plots import plot_froc
 from napari_metastasis.evaluation.slides import overlap, slide_hits
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps.detections import detections_from_map
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
 
 
 def _toy_lesions() -> LesionMask:
@@ -140,7 +140,7 @@ def test_slide_hits_and_plot(tmp_path):
 def test_the_detection_file_counts_the_regions_the_outlines_and_summary_count():
     """Issue 22: one region finder. Two cells touching only at a corner are two outlines (and two
     summary regions), so they are two Camelyon16 detections, not one 8-connected blob."""
-    from napari_metastasis.contours import probability_contours
+    from napari_metastasis.maps.contours import probability_contours
 
     grid = PatchGrid(width=1000, height=1000, mpp_x=1.0, mpp_y=1.0, patch_px=100, spacing_um=1.0)
     prob = ProbabilityMap.empty(grid, model_name="synthetic")

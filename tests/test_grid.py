@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
-from napari_metastasis.grid import PatchGrid
+from napari_metastasis.slides.grid import PatchGrid
 
 
 def make_grid(**kwargs) -> PatchGrid:

@@ -10,7 +10,7 @@ from PIL import Image
 from shared_data import DICOM_DIR, DICOM_VOLUME
 from synthetic_slides import write_tiled_tiff
 
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-metastasis"

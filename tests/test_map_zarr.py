@@ -11,12 +11,12 @@ import pytest
 import tifffile
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
-from napari_metastasis import map_store
-from napari_metastasis._map_reader import get_map_reader, is_probability_map
+from napari_metastasis._napari.map_reader import get_map_reader, is_probability_map
 from napari_metastasis.cli import main
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.map_store import ZarrMapWriter, load_zarr, save_ome_tiff, save_zarr
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps import store as map_store
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.maps.store import ZarrMapWriter, load_zarr, save_ome_tiff, save_zarr
+from napari_metastasis.slides.grid import PatchGrid
 
 
 def _map() -> ProbabilityMap:
@@ -190,7 +190,7 @@ def test_map_store_module_documents_zarr_version():
 
 @pytest.mark.gui
 def test_the_reader_puts_a_zarr_map_on_top_of_its_slide(svs_file, make_napari_viewer, tmp_path):
-    from napari_metastasis.slide import Slide
+    from napari_metastasis.slides.slide import Slide
 
     with Slide(svs_file) as slide:
         width, height = slide.dimensions

@@ -12,10 +12,10 @@ import torch
 
 from napari_metastasis.errors import DatasetError, ModelError
 from napari_metastasis.models import BUNDLED_DIR, load_model
+from napari_metastasis.models.networks import Ensemble, SmallCNN
 from napari_metastasis.models.safe_weights import NETWORK_KEY, SAFETENSORS_FILE
 from napari_metastasis.training.card import base_card
 from napari_metastasis.training.export import publish_model
-from napari_metastasis.training.networks import Ensemble, SmallCNN
 from napari_metastasis.training.trainer import TrainConfig, load_checkpoint, train_model
 
 

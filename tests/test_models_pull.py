@@ -96,7 +96,7 @@ def test_pulled_model_is_found_by_name(project_root, tmp_path):
 @pytest.mark.slow
 def test_nothing_reaches_for_the_hub_unless_asked(project_env):
     code = (
-        "import sys, napari_metastasis.cli, napari_metastasis.models, napari_metastasis.predict_files;"
+        "import sys, napari_metastasis.cli, napari_metastasis.models, napari_metastasis.pipeline.slide_outputs;"
         "print('huggingface_hub' in sys.modules)"
     )
     out = subprocess.run(

@@ -7,7 +7,7 @@ from qtpy.QtCore import Qt
 from shapely.geometry import box
 
 from napari_metastasis._napari.helpers import MIN_VIEW_UM, centre_camera_on
-from napari_metastasis.contours import Region
+from napari_metastasis.maps.contours import Region
 from napari_metastasis.widgets import selection
 from napari_metastasis.widgets.navigator import (
     RegionEdits,

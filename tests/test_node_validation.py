@@ -16,7 +16,7 @@ import openslide
 import pytest
 import shapely
 
-from napari_metastasis.clinical import greatest_dimension_um
+from napari_metastasis.clinical.staging import greatest_dimension_um
 from napari_metastasis.datasets.pcam_splits import pcam_part
 from napari_metastasis.evaluation.node_scores import (
     load_node_maps,
@@ -40,7 +40,7 @@ from napari_metastasis.evaluation.nodes import (
     plan_nodes,
     truth_stages,
 )
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 
 SPECS = [
     NodeSpec("patient_000_node_0", "patient_000", "negative", None, node_cells=10, index=0),
@@ -161,7 +161,7 @@ def test_the_default_set_covers_every_stage_and_both_scans():
     stages = set()
     for p in sorted({s.patient for s in specs}):
         cats = [s.category for s in specs if s.patient == p]
-        from napari_metastasis.clinical import pn_stage
+        from napari_metastasis.clinical.staging import pn_stage
 
         stages.add(pn_stage(cats))
     assert stages == {"pN0", "pN0(i+)", "pN1mi", "pN1", "pN2"}

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
-from napari_metastasis import output_set, predict_files
 from napari_metastasis.cli import main
 from napari_metastasis.errors import OutputError
-from napari_metastasis.output_set import OutputSet, check_writable, recover, verify_set
+from napari_metastasis.outputs import output_set
+from napari_metastasis.outputs.output_set import OutputSet, check_writable, recover, verify_set
+from napari_metastasis.pipeline import slide_outputs as predict_files
 
 SET_FILES = {
     "csv",

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from engine_helpers import write_darkness_model, write_pyramid_tiff
 
-from napari_metastasis import output_set
 from napari_metastasis.cli import main
-from napari_metastasis.output_set import recover, verify_set
+from napari_metastasis.outputs import output_set
+from napari_metastasis.outputs.output_set import recover, verify_set
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +195,7 @@ def test_stages_csv_is_a_set_and_goes_stale_with_its_slides(
     assert main(["evaluate", "--stages", str(truth), str(out / "stages.csv")]) == 0
 
     # Killed after the slide's new set, before the new stages.csv: the old one is stale.
-    from napari_metastasis import summary
+    from napari_metastasis.clinical import summary
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -261,7 +261,7 @@ HOSTILE = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)
 
 
 def test_stages_csv_escapes_formulas_and_reads_back(tmp_path):
-    from napari_metastasis.clinical import PatientStage, read_stages, stages_csv
+    from napari_metastasis.clinical.staging import PatientStage, read_stages, stages_csv
 
     patients = [PatientStage.from_slides(name, [(f"{name}.tif", "macro")]) for name in HOSTILE]
     text = stages_csv(patients)

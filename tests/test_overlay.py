@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from widget_helpers import add_sample_slide
 
-from napari_metastasis.contours import probability_contours
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps.contours import probability_contours
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
 from napari_metastasis.widgets.frame import SlideFrame
 from napari_metastasis.widgets.overlay import ProbabilityOverlay
 from napari_metastasis.widgets.regions_layer import EDGE_SCREEN_PX, RegionsLayer

@@ -33,7 +33,7 @@ def test_metadata_lives_in_setup_cfg_and_pyproject_only_with_each_requirement_on
 
 
 def test_a_missing_extra_is_one_sentence_naming_the_pip_command():
-    from napari_metastasis.extras import MissingExtraError, require_extra
+    from napari_metastasis.errors.extras import MissingExtraError, require_extra
 
     assert require_extra("json", "Reading JSON").loads("1") == 1
     with pytest.raises(MissingExtraError) as info:

@@ -16,9 +16,9 @@ from PIL import Image
 from shapely.geometry import shape
 
 from napari_metastasis.cli import main
+from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.models import BUNDLED_DIR
-from napari_metastasis.probability import ProbabilityMap
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,8 @@ def test_objective_power_fallback_warns(tmp_path, capsys, monkeypatch, darkness_
 
 
 def test_the_model_is_loaded_once(tmp_path, monkeypatch, darkness_dir, shapes_slide):
-    from napari_metastasis import models, predict_files
+    from napari_metastasis import models
+    from napari_metastasis.pipeline import slide_outputs as predict_files
 
     loads = []
     real = models.load_model
@@ -226,7 +227,7 @@ def test_the_model_is_loaded_once(tmp_path, monkeypatch, darkness_dir, shapes_sl
 def test_failed_write_leaves_no_partial_file(
     tmp_path, capsys, monkeypatch, darkness_dir, shapes_slide
 ):
-    from napari_metastasis import predict_files
+    from napari_metastasis.pipeline import slide_outputs as predict_files
 
     def broken(*args, **kwargs):
         raise OSError("disk full")

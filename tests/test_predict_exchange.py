@@ -19,8 +19,8 @@ from napari_metastasis.annotations.exchange import (
     tile_annotations,
 )
 from napari_metastasis.cli import main
-from napari_metastasis.evaluation.froc import detections_from_map
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps.detections import detections_from_map
+from napari_metastasis.maps.probability import ProbabilityMap
 
 BLOCK = (320, 200, 800, 600)  # x0, y0, x1, y1 of the dark block, level-0 px
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_metastasis.errors import MetastasisError
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
 
 GRID = PatchGrid(width=900, height=500, mpp_x=0.5, mpp_y=0.5, patch_px=100, spacing_um=1.0)
 

@@ -18,8 +18,8 @@ from shared_data import DICOM_DIR, FIXTURES, SVS, TIFF_6_LEVELS
 from synthetic_slides import blocky_noise, halving_sizes, write_aperio_svs, write_tiled_tiff
 
 from napari_metastasis.errors import SlideError
-from napari_metastasis.pyramid import LevelArray, axis_chunks, block_starts, build_pyramid
-from napari_metastasis.slide import EXACT_SHIFT, OPENSLIDE_MAX_PIECE, Slide, read_shift
+from napari_metastasis.slides.pyramid import LevelArray, axis_chunks, block_starts, build_pyramid
+from napari_metastasis.slides.slide import EXACT_SHIFT, OPENSLIDE_MAX_PIECE, Slide, read_shift
 
 dask.config.set(scheduler="threads")
 
@@ -261,7 +261,7 @@ def large_slide(tmp_path_factory):
 
 
 def test_opening_reads_no_level_and_blocks_read_on_demand(large_slide, monkeypatch):
-    from napari_metastasis._reader import read_slide
+    from napari_metastasis._napari.slide_reader import read_slide
 
     requested = []
     original = Slide._with_recovery  # every pixel read from OpenSlide passes here
@@ -287,7 +287,7 @@ _RSS_PROBE = textwrap.dedent(
     def rss():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * 4096
-    from napari_metastasis._reader import read_slide
+    from napari_metastasis._napari.slide_reader import read_slide
     before = rss()
     layers = read_slide(sys.argv[1])
     print(json.dumps({"growth": rss() - before, "shape": layers[0][0][0].shape}))

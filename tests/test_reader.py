@@ -11,17 +11,17 @@ import tifffile
 from napari.utils.notifications import notification_manager
 from shared_data import DICOM_DIR, DICOM_VOLUME, FIXTURES, SVS, TIFF_6_LEVELS
 
-from napari_metastasis import _reader
-from napari_metastasis._reader import (
+from napari_metastasis._napari import slide_reader as _reader
+from napari_metastasis._napari.sample_data import SAMPLE_SLIDE, cmu1_small_region
+from napari_metastasis._napari.slide_reader import (
     NO_LAYERS,
     get_slide_reader,
     read_slide,
     read_slide_layers,
     slide_layer_data,
 )
-from napari_metastasis._sample_data import SAMPLE_SLIDE, cmu1_small_region
 from napari_metastasis.errors import SlideError
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 
 
 @pytest.fixture

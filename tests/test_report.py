@@ -13,12 +13,8 @@ import shapely
 from PIL import Image
 
 from napari_metastasis.cli import main
-from napari_metastasis.contours import Region
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.output_set import OutputSet
-from napari_metastasis.probability import ProbabilityMap
-from napari_metastasis.report import write_reports
-from napari_metastasis.summary import (
+from napari_metastasis.clinical.report import write_reports
+from napari_metastasis.clinical.summary import (
     SlideSummary,
     patient_stages,
     read_summary,
@@ -26,6 +22,10 @@ from napari_metastasis.summary import (
     write_stages,
     write_summary,
 )
+from napari_metastasis.maps.contours import Region
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.outputs.output_set import OutputSet
+from napari_metastasis.slides.grid import PatchGrid
 
 
 def _summary(slide: str, boxes_um: list[tuple[float, float, float, float]], mpp=0.5):
@@ -141,8 +141,8 @@ def test_report_without_summaries_is_one_line(tmp_path, capsys):
 def test_a_slide_with_regions_but_no_candidate_is_not_said_to_have_no_region(tmp_path):
     """The slide page's table line must agree with its verdict line: regions above the threshold
     without a seed patch are regions, just not candidate deposits."""
-    from napari_metastasis.clinical import Deposit
-    from napari_metastasis.report import _table_text
+    from napari_metastasis.clinical.report import _table_text
+    from napari_metastasis.clinical.staging import Deposit
 
     below_seed = Deposit(1, 0.01, 0.25, "micro", confirmed=False, seed_patches=0)
     assert _table_text([below_seed]) == "No confirmed deposit."
@@ -184,8 +184,8 @@ def test_d10_every_line_of_the_report_lies_inside_the_page(predict_folder, tmp_p
     import json
 
     import napari_metastasis
-    from napari_metastasis.clinical import slide_stem
-    from napari_metastasis.deposit_decision import rule_for_map, stamp_rule
+    from napari_metastasis.clinical.decision import rule_for_map, stamp_rule
+    from napari_metastasis.clinical.staging import slide_stem
 
     bundled = Path(napari_metastasis.__file__).parent / "models/bundled/default/config.json"
     grid = PatchGrid(20000, 16000, 0.5, 0.5, patch_px=224, spacing_um=0.5)

@@ -13,9 +13,9 @@ from PIL import Image
 from shared_data import DICOM_DIR, DICOM_VOLUME, FIXTURES, SLIDES, SVS, TIFF_6_LEVELS
 from synthetic_slides import swapped_primaries_icc, write_tiled_tiff
 
-from napari_metastasis import slide as slide_module
 from napari_metastasis.errors import ResolutionError, SlideError, UnsupportedSlideError
-from napari_metastasis.slide import EXACT_SHIFT, Slide, detect_format, read_shift
+from napari_metastasis.slides import slide as slide_module
+from napari_metastasis.slides.slide import EXACT_SHIFT, Slide, detect_format, read_shift
 
 #: Shared slides that must fail, with the error class and words the message must contain.
 EXPECTED_FAILURES = {

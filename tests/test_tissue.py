@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from engine_helpers import write_pyramid_tiff
 
-from napari_metastasis import tissue as tissue_module
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.slide import Slide
-from napari_metastasis.tissue import classify_pixels, tissue_mask
+from napari_metastasis.slides import tissue as tissue_module
+from napari_metastasis.slides.grid import PatchGrid
+from napari_metastasis.slides.slide import Slide
+from napari_metastasis.slides.tissue import classify_pixels, tissue_mask
 
 
 @pytest.fixture(scope="module")

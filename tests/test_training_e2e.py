@@ -15,11 +15,11 @@ from napari_metastasis.annotations import Annotation, write_annotations
 from napari_metastasis.cli import main
 from napari_metastasis.datasets.ingest import ingest_labelled_folder
 from napari_metastasis.errors import CancelledError
-from napari_metastasis.grid import PatchGrid
+from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.models import load_model
-from napari_metastasis.probability import ProbabilityMap
+from napari_metastasis.models.networks import Ensemble, SmallCNN
+from napari_metastasis.slides.grid import PatchGrid
 from napari_metastasis.training.augment import AugmentConfig
-from napari_metastasis.training.networks import Ensemble, SmallCNN
 from napari_metastasis.training.trainer import TrainConfig, predict_probabilities, train_model
 
 TINY = dict(epochs=1, steps_per_epoch=2, batch_size=8, width=4)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 from napari_metastasis.training.augment import AugmentConfig, encoding_jitter, jpeg_roundtrip
 
 

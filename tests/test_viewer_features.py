@@ -208,7 +208,7 @@ def test_load_analysis_opens_an_ome_zarr_map_picked_by_a_file_inside_it(
 ):
     """A Qt file dialog picks files, not folders: a file inside a ``.prob.zarr`` folder (or the
     folder itself, where the dialog allows it) loads the whole map."""
-    from napari_metastasis.map_store import save_zarr
+    from napari_metastasis.maps.store import save_zarr
     from napari_metastasis.widgets import analysis_files
 
     _viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
@@ -229,7 +229,7 @@ def test_load_analysis_refuses_a_map_of_a_broken_predict_set(
     manifest, as a Ctrl-C during the move-in used to leave) is refused in one notification."""
     from napari.utils.notifications import NotificationSeverity, notification_manager
 
-    from napari_metastasis.output_set import OutputSet
+    from napari_metastasis.outputs.output_set import OutputSet
     from napari_metastasis.widgets import analysis_files
 
     _viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)

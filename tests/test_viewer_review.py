@@ -17,12 +17,12 @@ from napari.utils.notifications import notification_manager
 from test_widget_regions import synthetic_map
 from widget_helpers import add_sample_slide, docked_widget, write_test_model
 
-from napari_metastasis._reader import slide_layer_data
+from napari_metastasis._napari import colormaps as overlay_module
+from napari_metastasis._napari.slide_reader import slide_layer_data
 from napari_metastasis.models import DEFAULT_MODEL, resolve_threshold
 from napari_metastasis.models.registry import resolve_model
 from napari_metastasis.models.threshold import MODEL_CARD_FILE
-from napari_metastasis.slide import Slide
-from napari_metastasis.widgets import overlay as overlay_module
+from napari_metastasis.slides.slide import Slide
 from napari_metastasis.widgets.detection import SHAPES, WHOLE, MetastasisWidget
 
 pytestmark = pytest.mark.gui

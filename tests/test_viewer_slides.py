@@ -24,14 +24,14 @@ from widget_helpers import (
 )
 
 from napari_metastasis._napari.helpers import is_calibrated, user_mpp
-from napari_metastasis._reader import slide_layer_data
-from napari_metastasis.clinical import measure_regions, slide_verdict
-from napari_metastasis.contours import probability_contours
+from napari_metastasis._napari.slide_reader import slide_layer_data
+from napari_metastasis.clinical.staging import measure_regions, slide_verdict
 from napari_metastasis.errors import MetastasisError
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.map_store import save_zarr
-from napari_metastasis.probability import ProbabilityMap
-from napari_metastasis.slide import Slide
+from napari_metastasis.maps.contours import probability_contours
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.maps.store import save_zarr
+from napari_metastasis.slides.grid import PatchGrid
+from napari_metastasis.slides.slide import Slide
 from napari_metastasis.widgets.detection import WHOLE
 from napari_metastasis.widgets.frame import SlideFrame
 
@@ -299,7 +299,7 @@ def test_d11_a_slide_without_um_per_px_is_explained_in_the_viewers_words(six_lev
 
 @pytest.mark.parametrize("colormap", ["metastasis", "inferno", "viridis", "turbo", "magma"])
 def test_d12_outlines_never_take_the_comparisons_colours(colormap):
-    from napari_metastasis.widgets import overlay
+    from napari_metastasis._napari import colormaps as overlay
     from napari_metastasis.widgets.comparison import STATUS_COLORS
 
     for threshold in (0.3, 0.5, 0.65, 0.735):

@@ -13,7 +13,7 @@ from widget_helpers import (
 )
 
 from napari_metastasis.models.transforms import resize_patch
-from napari_metastasis.slide import Slide
+from napari_metastasis.slides.slide import Slide
 from napari_metastasis.widgets import selection
 from napari_metastasis.widgets.detection import CLICK, VISIBLE, WHOLE, MetastasisWidget
 from napari_metastasis.widgets.frame import SlideFrame
@@ -277,7 +277,7 @@ def test_contours_finishing_after_the_widget_is_gone_touch_nothing(env, qtbot, m
 
     from qtpy import sip
 
-    from napari_metastasis.engine import answer
+    from napari_metastasis.pipeline import answer
 
     viewer, widget, _layer = env
     widget.set_mode(VISIBLE)

@@ -25,13 +25,13 @@ from widget_helpers import (
     write_test_model,
 )
 
-from napari_metastasis.clinical import CATEGORY_TINTS
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.probability import ProbabilityMap
-from napari_metastasis.slide import Slide
+from napari_metastasis.clinical.staging import CATEGORY_TINTS
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
+from napari_metastasis.slides.slide import Slide
 from napari_metastasis.widgets.detection import WHOLE
-from napari_metastasis.widgets.measure import format_length, line_length
 from napari_metastasis.widgets.navigator import RegionNavigator
+from napari_metastasis.widgets.ruler import format_length, line_length
 
 pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 60_000
@@ -129,7 +129,7 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
     cells at 0.9) is confirmed; the 2 x 3 block at 0.6 (no seed) and the single 0.95 cell (one
     patch) are candidates, shown in grey, thinner, labelled apart, with the reason."""
     from napari_metastasis.annotations.model import BELOW_SEED_CLASS, CANDIDATE_CLASS, TUMOUR_CLASS
-    from napari_metastasis.deposit_decision import stamp_rule
+    from napari_metastasis.clinical.decision import stamp_rule
     from napari_metastasis.widgets.navigator import CANDIDATE_TEXT_COLOR
     from napari_metastasis.widgets.regions_layer import CANDIDATE_DISPLAY_COLOR
 

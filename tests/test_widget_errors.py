@@ -20,9 +20,9 @@ from widget_helpers import (
     write_test_model,
 )
 
-from napari_metastasis import engine
-from napari_metastasis._sample_data import SAMPLE_SLIDE
-from napari_metastasis.slide import Slide
+from napari_metastasis import pipeline as engine
+from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
+from napari_metastasis.slides.slide import Slide
 from napari_metastasis.widgets.detection import SHAPES, VISIBLE, WHOLE
 
 pytestmark = pytest.mark.gui

@@ -22,11 +22,11 @@ from widget_helpers import (
 )
 
 from napari_metastasis.annotations.layers import layer_to_annotations
-from napari_metastasis.contours import REGION_MEASUREMENTS
 from napari_metastasis.errors import MetastasisError
-from napari_metastasis.grid import PatchGrid
-from napari_metastasis.probability import ProbabilityMap
-from napari_metastasis.slide import Slide
+from napari_metastasis.maps.contours import REGION_MEASUREMENTS
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
+from napari_metastasis.slides.slide import Slide
 from napari_metastasis.widgets import selection
 from napari_metastasis.widgets.detection import MetastasisWidget
 from napari_metastasis.widgets.session import remembered_for
@@ -375,7 +375,7 @@ def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
     each time; a small map's are still computed at once."""
     import threading
 
-    from napari_metastasis.engine import answer
+    from napari_metastasis.pipeline import answer
 
     _viewer, widget, layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
     with Slide(layer.metadata["slide_path"]) as slide:

@@ -16,9 +16,9 @@ from engine_helpers import DarknessModel, darkness_config
 from napari_metastasis.errors import ModelError
 from napari_metastasis.models import BUNDLED_DIR, load_model
 from napari_metastasis.models.exported import export_program
-from napari_metastasis.slide import Slide
+from napari_metastasis.models.networks import SmallCNN
+from napari_metastasis.slides.slide import Slide
 from napari_metastasis.training.export import export_model
-from napari_metastasis.training.networks import SmallCNN
 
 
 def level0_patches(path, side: int, n: int = 6) -> list[np.ndarray]:

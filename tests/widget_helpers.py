@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from engine_helpers import CONFIRM_EVERY_CANDIDATE, write_darkness_model
 
-from napari_metastasis._reader import slide_layer_data
-from napari_metastasis._sample_data import SAMPLE_SLIDE
-from napari_metastasis.slide import Slide
+from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
+from napari_metastasis._napari.slide_reader import slide_layer_data
+from napari_metastasis.slides.slide import Slide
 
 #: 64 px at 2 µm/px: 128 µm patches, a 9 × 12 grid on the sample slide.
 PATCH_PX = 64
@@ -80,7 +80,7 @@ def add_sample_slide(viewer, path: Path = SAMPLE_SLIDE):
 def confirm_every_candidate(prob_map):
     """Stamp ``prob_map`` with the test models' deposit rule (every candidate region confirmed), for
     tests of regions, sizes and files rather than of the decision itself."""
-    from napari_metastasis.deposit_decision import stamp_rule
+    from napari_metastasis.clinical.decision import stamp_rule
 
     stamp_rule(prob_map, {"napari_metastasis_decision": CONFIRM_EVERY_CANDIDATE})
     return prob_map

@@ -1,6 +1,6 @@
 """The napari helpers every piece of glue needs, written once.
 
-* **Slide layers**: an Image layer whose metadata has ``"slide"`` (as :mod:`napari_metastasis._reader`
+* **Slide layers**: an Image layer whose metadata has ``"slide"`` (as :mod:`napari_metastasis._napari.slide_reader`
   makes); finding the one in use, or the one of a given file.
 * **Calibration and the µm/px rule**: a slide layer's scale is its level-0 µm per pixel (y, x) when
   the slide states a plausible one; otherwise it is 1 (world = pixels) until the user gives a µm/px
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..slide import MICRONS_PER_PIXEL_TIMES_POWER, is_plausible_mpp
+from napari_metastasis.slides.slide import MICRONS_PER_PIXEL_TIMES_POWER, is_plausible_mpp
 
 logger = logging.getLogger(__name__)
 

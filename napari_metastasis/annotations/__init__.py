@@ -8,10 +8,10 @@ Public API (level-0 pixel geometry everywhere; µm only in :mod:`.layers`):
 - :func:`~.crops.export_region_crops`: one image per region for review.
 """
 
-from ._validate import AnnotationRepairWarning, GeometryRepairWarning
-from .geometry import tumour_geometry
-from .io import read_annotations, summarize, write_annotations
-from .model import EXCLUSION_CLASSES, TUMOUR_CLASSES, Annotation
+from napari_metastasis.annotations._validate import AnnotationRepairWarning, GeometryRepairWarning
+from napari_metastasis.annotations.geometry import tumour_geometry
+from napari_metastasis.annotations.io import read_annotations, summarize, write_annotations
+from napari_metastasis.annotations.model import EXCLUSION_CLASSES, TUMOUR_CLASSES, Annotation
 
 __all__ = [
     "EXCLUSION_CLASSES",

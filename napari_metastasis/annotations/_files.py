@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import AnnotationError
-from ._validate import AnnotationRepairWarning
+from napari_metastasis.annotations._validate import AnnotationRepairWarning
+from napari_metastasis.errors import AnnotationError
 
 #: Larger annotation files than this are refused (Camelyon16's largest XML is a few MB; QuPath
 #: exports of every cell on a slide reach a few hundred MB).

@@ -21,7 +21,7 @@ import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from ..errors import AnnotationError
+from napari_metastasis.errors import AnnotationError
 
 #: Limits that keep a huge or hostile annotation file from taking the machine (a 45 MB GeoJSON with
 #: one 2.6M-vertex self-intersecting polygon once took 4.5 GB and 67 s). Past them the file is

@@ -48,13 +48,10 @@ from shapely.geometry import (
 )
 from shapely.geometry.base import BaseGeometry
 
-from ..atomic import write_bytes_atomic
-from ..error_policy import quoted
-from ..errors import AnnotationError
-from . import _validate as v
-from ._files import read_bytes
-from ._validate import AnnotationRepairWarning
-from .model import (
+from napari_metastasis.annotations import _validate as v
+from napari_metastasis.annotations._files import read_bytes
+from napari_metastasis.annotations._validate import AnnotationRepairWarning
+from napari_metastasis.annotations.model import (
     Annotation,
     class_color,
     color_to_hex,
@@ -62,6 +59,9 @@ from .model import (
     is_exclusion_class,
     is_tumour_class,
 )
+from napari_metastasis.errors import AnnotationError
+from napari_metastasis.errors.policy import quoted
+from napari_metastasis.outputs.atomic import write_bytes_atomic
 
 POLYGON_TYPES = ("Polygon", "Rectangle", "Spline")
 #: Group names Camelyon16's mask recipe labels tumour; other tumour class names are written as _0.

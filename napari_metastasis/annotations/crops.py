@@ -12,12 +12,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from shapely.geometry import LineString, MultiLineString, MultiPolygon, Polygon
 
-from ..atomic import atomic_path
-from ..errors import AnnotationError
-from .model import Annotation
+from napari_metastasis.annotations.model import Annotation
+from napari_metastasis.errors import AnnotationError
+from napari_metastasis.outputs.atomic import atomic_path
 
 if TYPE_CHECKING:
-    from ..slide import Slide
+    from napari_metastasis.slides.slide import Slide
 
 #: Longest side of a crop when the level is chosen automatically.
 DEFAULT_MAX_SIDE = 2048
@@ -37,7 +37,7 @@ def export_region_crops(
 ) -> list[Path]:
     """Write an image of each region's bounding box (plus ``margin_px`` level-0 px) to ``out_dir``.
 
-    ``slide`` is a :class:`~napari_metastasis.slide.Slide`. ``level=None`` picks, per region, the
+    ``slide`` is a :class:`~napari_metastasis.slides.slide.Slide`. ``level=None`` picks, per region, the
     finest level at which the crop's longer side fits in ``max_side`` pixels, so a 5 mm lesion and a
     50 µm one both give a readable picture. ``outline`` draws the annotation on the crop in its
     colour. Points have no extent and are skipped unless ``margin_px`` gives them one. Files are

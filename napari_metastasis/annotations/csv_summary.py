@@ -2,7 +2,7 @@
 
 For spreadsheets and reports, not for geometry (it holds none), so it is written but never read.
 Names, classes and measurement names are written as text a spreadsheet never runs as a formula
-(:mod:`napari_metastasis.csv_cells`).
+(:mod:`napari_metastasis.outputs.csv_cells`).
 Columns: id, class, name, type, area_um2, perimeter_um, centroid_x_px, centroid_y_px,
 bbox_x_min_px, bbox_y_min_px, bbox_x_max_px, bbox_y_max_px, max_prob, mean_prob, then any other
 measurements the annotations carry (sorted by name).
@@ -14,10 +14,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..atomic import write_text_atomic
-from ..csv_cells import neutralise, quote, text_cell
-from .measure import Mpp, measure
-from .model import Annotation
+from napari_metastasis.annotations.model import Annotation
+from napari_metastasis.annotations.sizes import Mpp, measure
+from napari_metastasis.outputs.atomic import write_text_atomic
+from napari_metastasis.outputs.csv_cells import neutralise, quote, text_cell
 
 COLUMNS = (
     "id",

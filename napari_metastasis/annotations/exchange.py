@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from shapely.geometry import box
 
-from ..atomic import write_text_atomic
-from .geojson import write_geojson
-from .model import Annotation, new_id, qupath_class
+from napari_metastasis.annotations.geojson import write_geojson
+from napari_metastasis.annotations.model import Annotation, new_id, qupath_class
+from napari_metastasis.outputs.atomic import write_text_atomic
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -21,12 +21,12 @@ from typing import Any
 from shapely.geometry import MultiLineString, MultiPoint, mapping
 from shapely.geometry.base import BaseGeometry
 
-from ..atomic import write_text_atomic
-from ..error_policy import quoted
-from ..errors import AnnotationError
-from . import _validate as v
-from .measure import Mpp, measure
-from .model import Annotation, class_color, new_id
+from napari_metastasis.annotations import _validate as v
+from napari_metastasis.annotations.model import Annotation, class_color, new_id
+from napari_metastasis.annotations.sizes import Mpp, measure
+from napari_metastasis.errors import AnnotationError
+from napari_metastasis.errors.policy import quoted
+from napari_metastasis.outputs.atomic import write_text_atomic
 
 #: QuPath v0.2 stored the object type in the feature id.
 LEGACY_TYPE_IDS = {
@@ -38,7 +38,7 @@ LEGACY_TYPE_IDS = {
     "PathRootObject": "root",
 }
 #: Measurement names that version 0.1.0's ``predict`` wrote, read under today's names (the names
-#: :data:`napari_metastasis.contours.REGION_MEASUREMENTS` lists, shared by every writer).
+#: :data:`napari_metastasis.maps.contours.REGION_MEASUREMENTS` lists, shared by every writer).
 LEGACY_MEASUREMENTS = {"max_probability": "max_prob", "mean_probability": "mean_prob"}
 GEOMETRY_TYPES = (
     "Point",

@@ -8,8 +8,8 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from ._validate import polygonal_part
-from .model import Annotation
+from napari_metastasis.annotations._validate import polygonal_part
+from napari_metastasis.annotations.model import Annotation
 
 
 def tumour_geometry(annotations: Iterable[Annotation]) -> BaseGeometry:

@@ -12,15 +12,15 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import AnnotationError
-from . import _validate as v
-from ._files import load_json, read_bytes
-from .asap import read_asap, write_asap
-from .csv_summary import write_csv
-from .geojson import looks_like_geojson, parse_geojson, write_geojson
-from .measure import Mpp
-from .model import Annotation
-from .ncrf import looks_like_ncrf, parse_ncrf, write_ncrf
+from napari_metastasis.annotations import _validate as v
+from napari_metastasis.annotations._files import load_json, read_bytes
+from napari_metastasis.annotations.asap import read_asap, write_asap
+from napari_metastasis.annotations.csv_summary import write_csv
+from napari_metastasis.annotations.geojson import looks_like_geojson, parse_geojson, write_geojson
+from napari_metastasis.annotations.model import Annotation
+from napari_metastasis.annotations.ncrf import looks_like_ncrf, parse_ncrf, write_ncrf
+from napari_metastasis.annotations.sizes import Mpp
+from napari_metastasis.errors import AnnotationError
 
 #: Format names and what people call them.
 FORMAT_NAMES = {

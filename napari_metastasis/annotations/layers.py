@@ -69,10 +69,10 @@ from shapely.geometry import (
 )
 from shapely.geometry.base import BaseGeometry
 
-from ..errors import AnnotationError
-from . import _validate as v
-from .measure import Mpp, mpp_yx
-from .model import Annotation, color_to_hex, hex_to_color, new_id
+from napari_metastasis.annotations import _validate as v
+from napari_metastasis.annotations.model import Annotation, color_to_hex, hex_to_color, new_id
+from napari_metastasis.annotations.sizes import Mpp, mpp_yx
+from napari_metastasis.errors import AnnotationError
 
 LayerData = tuple  # (data, kwargs, layer_type), napari's LayerDataTuple
 
@@ -275,7 +275,7 @@ def _defaults(features: pd.DataFrame) -> dict[str, Any]:
 
 
 def _rgba(color_hex: str, classification: str) -> list[float]:
-    from .model import class_color
+    from napari_metastasis.annotations.model import class_color
 
     rgb = hex_to_color(color_hex) or class_color(classification or None)
     return [c / 255 for c in rgb] + [1.0]

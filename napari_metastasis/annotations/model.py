@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from shapely.geometry.base import BaseGeometry
 
-from ..errors import AnnotationError
+from napari_metastasis.errors import AnnotationError
 
 #: Class names that mean "metastasis" in the formats we read (Camelyon16's ASAP groups are _0 and _1,
 #: its XML files of some releases say Tumor or metastases).

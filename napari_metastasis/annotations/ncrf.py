@@ -15,11 +15,11 @@ from typing import Any
 
 from shapely.geometry import MultiPolygon, Polygon
 
-from ..atomic import write_text_atomic
-from ..error_policy import quoted
-from ..errors import AnnotationError
-from . import _validate as v
-from .model import EXCLUSION_CLASS, TUMOUR_CLASS, Annotation
+from napari_metastasis.annotations import _validate as v
+from napari_metastasis.annotations.model import EXCLUSION_CLASS, TUMOUR_CLASS, Annotation
+from napari_metastasis.errors import AnnotationError
+from napari_metastasis.errors.policy import quoted
+from napari_metastasis.outputs.atomic import write_text_atomic
 
 KEYS = ("positive", "negative")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import shapely
 from shapely.geometry import box
 
-from .model import Annotation
+from napari_metastasis.annotations.model import Annotation
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..defaults import ANNOTATION_FORMATS
-from ..errors import AnnotationError
+from napari_metastasis.defaults import ANNOTATION_FORMATS
+from napari_metastasis.errors import AnnotationError
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.input.resolve() == args.output.resolve():
         raise AnnotationError(f"{args.output.name}: output would overwrite the input")
-    from .._map_reader import is_probability_map
-    from ..annotations import AnnotationRepairWarning, GeometryRepairWarning
-    from ..annotations.io import (
+    from napari_metastasis._napari.map_reader import is_probability_map
+    from napari_metastasis.annotations import AnnotationRepairWarning, GeometryRepairWarning
+    from napari_metastasis.annotations.io import (
         FORMAT_NAMES,
         output_format,
         read_annotations_with_format,
         summarize,
         write_annotations,
     )
-    from ..annotations.placement import check_placement, placement_warning, repairs_summary
+    from napari_metastasis.annotations.placement import (
+        check_placement,
+        placement_warning,
+        repairs_summary,
+    )
 
     if is_probability_map(args.input):
         return convert_map(args.input, args.output)
@@ -93,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def convert_map(source: Path, target: Path) -> int:
-    from ..errors import MetastasisError
-    from ..map_store import load_map, save_ome_tiff, save_zarr
+    from napari_metastasis.errors import MetastasisError
+    from napari_metastasis.maps.store import load_map, save_ome_tiff, save_zarr
 
     prob_map = load_map(source)
     name = target.name.lower()
@@ -127,7 +131,7 @@ def _mpp(args: argparse.Namespace) -> tuple[Any, tuple[int, int] | None]:
             raise AnnotationError(f"--mpp must be a positive number, got {args.mpp}")
         return args.mpp, None
     if args.slide is not None:
-        from ..slide import Slide
+        from napari_metastasis.slides.slide import Slide
 
         with Slide(args.slide) as slide:
             return slide.require_resolution(), slide.dimensions

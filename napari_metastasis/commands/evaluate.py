@@ -18,9 +18,9 @@ import io
 import json
 from pathlib import Path
 
-from ..atomic import write_text_atomic
-from ..errors import DatasetError
-from .predict import out_folder
+from napari_metastasis.commands.predict import out_folder
+from napari_metastasis.errors import DatasetError
+from napari_metastasis.outputs.atomic import write_text_atomic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,13 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate_patches(args: argparse.Namespace, results: dict) -> None:
-    from ..csv_cells import neutralise
-    from ..datasets.patchset import PatchSet, load_patchset
-    from ..evaluation.metrics import calibration, patch_metrics, roc_curve
-    from ..evaluation.patches import predict_dataset
-    from ..evaluation.plots import plot_calibration, plot_roc
-    from ..models import load_model, resolve_threshold
-    from ..models.trust import require_trust
+    from napari_metastasis.datasets.patchset import PatchSet, load_patchset
+    from napari_metastasis.evaluation.metrics import calibration, patch_metrics, roc_curve
+    from napari_metastasis.evaluation.patches import predict_dataset
+    from napari_metastasis.evaluation.plots import plot_calibration, plot_roc
+    from napari_metastasis.models import load_model, resolve_threshold
+    from napari_metastasis.models.trust import require_trust
+    from napari_metastasis.outputs.csv_cells import neutralise
 
     trusted = require_trust(args.model, trust=args.trust_model)
     model = load_model(args.model, device=args.device, sha256=trusted.sha256)
@@ -92,20 +92,20 @@ def evaluate_patches(args: argparse.Namespace, results: dict) -> None:
 def evaluate_slides(args: argparse.Namespace, results: dict) -> None:
     import numpy as np
 
-    from ..datasets.annotations_source import load_tumour_geometry
-    from ..evaluation.froc import froc
-    from ..evaluation.metrics import roc_auc
-    from ..evaluation.plots import plot_froc
-    from ..evaluation.slides import overlap, slide_hits
-    from ..models import resolve_threshold
-    from ..probability import ProbabilityMap
+    from napari_metastasis.datasets.annotations_source import load_tumour_geometry
+    from napari_metastasis.evaluation.froc import froc
+    from napari_metastasis.evaluation.metrics import roc_auc
+    from napari_metastasis.evaluation.plots import plot_froc
+    from napari_metastasis.evaluation.slides import overlap, slide_hits
+    from napari_metastasis.maps.probability import ProbabilityMap
+    from napari_metastasis.models import resolve_threshold
 
     if len(args.annotations) != len(args.maps):
         raise DatasetError(
             f"{len(args.maps)} maps but {len(args.annotations)} annotations: give one per map "
             "('none' for a slide without tumour)"
         )
-    from ..output_set import check_saved_map
+    from napari_metastasis.outputs.output_set import check_saved_map
 
     for path in args.maps:  # a map from a broken or half-moved predict set is refused
         check_saved_map(path)
@@ -139,9 +139,9 @@ def evaluate_slides(args: argparse.Namespace, results: dict) -> None:
 
 
 def evaluate_stages(args: argparse.Namespace, results: dict) -> None:
-    from ..clinical import read_stages
-    from ..evaluation.stages import compare_stages
-    from ..summary import check_stages
+    from napari_metastasis.clinical.staging import read_stages
+    from napari_metastasis.clinical.summary import check_stages
+    from napari_metastasis.evaluation.stages import compare_stages
 
     reference, predicted = args.stages
     for path in (reference, predicted):  # predict's stages.csv: only a complete, current set

@@ -7,11 +7,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..defaults import BALANCE_STRATEGIES as STRATEGIES
-from ..errors import DatasetError
+from napari_metastasis.defaults import BALANCE_STRATEGIES as STRATEGIES
+from napari_metastasis.errors import DatasetError
 
 if TYPE_CHECKING:
-    from ..datasets.patchset import PatchSet
+    from napari_metastasis.datasets.patchset import PatchSet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,11 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build(args: argparse.Namespace) -> PatchSet:
-    from ..datasets.annotations_source import geometries_by_slide, load_tumour_geometry
-    from ..datasets.extract import extract_from_slide
-    from ..datasets.ingest import ingest_kaggle_pcam, ingest_labelled_folder, ingest_pcam_hdf5
-    from ..datasets.labels import LabelRule
-    from ..datasets.patchset import PatchSet
+    from napari_metastasis.datasets.annotations_source import (
+        geometries_by_slide,
+        load_tumour_geometry,
+    )
+    from napari_metastasis.datasets.extract import extract_from_slide
+    from napari_metastasis.datasets.ingest import (
+        ingest_kaggle_pcam,
+        ingest_labelled_folder,
+        ingest_pcam_hdf5,
+    )
+    from napari_metastasis.datasets.labels import LabelRule
+    from napari_metastasis.datasets.patchset import PatchSet
 
     rule = LabelRule(args.rule, args.fraction)
     sets = []
@@ -135,8 +142,8 @@ def build(args: argparse.Namespace) -> PatchSet:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..datasets.patchset import save_patchset
-    from ..training.balance import imbalance_report, oversample, undersample
+    from napari_metastasis.datasets.patchset import save_patchset
+    from napari_metastasis.training.balance import imbalance_report, oversample, undersample
 
     patches = build(args)
     report = imbalance_report(patches.labels, patches.slides)

@@ -51,12 +51,12 @@ def _thumbnail_size(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from ..atomic import atomic_path
-    from ..errors import MetastasisError
-    from ..slide import Slide
+    from napari_metastasis.errors import MetastasisError
+    from napari_metastasis.outputs.atomic import atomic_path
+    from napari_metastasis.slides.slide import Slide
 
     if args.sample:
-        from .._sample_data import SAMPLE_SLIDE
+        from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
 
         if args.slide is not None:
             raise MetastasisError("give a SLIDE or --sample, not both")

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "action", None) == "pull":
-        from ..models.zoo import pull_model
+        from napari_metastasis.models.zoo import pull_model
 
         folder = pull_model(args.name, args.dest, force=args.force)
         print(f"{args.name} -> {folder}")
@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_models() -> int:
-    from ..errors import MetastasisError
-    from ..models.contract import load_config
-    from ..models.registry import ENV_VAR, available_models, search_dirs
+    from napari_metastasis.errors import MetastasisError
+    from napari_metastasis.models.contract import load_config
+    from napari_metastasis.models.registry import ENV_VAR, available_models, search_dirs
 
     models = available_models()
     for name, folder in models.items():

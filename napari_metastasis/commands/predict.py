@@ -10,14 +10,14 @@ import re
 import sys
 from pathlib import Path
 
-from ..defaults import (
+from napari_metastasis.commands.report import add_case_arguments
+from napari_metastasis.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MODEL,
     DEFAULT_TISSUE_MIN_FRACTION,
     DEVICE_CHOICES,
 )
-from ..errors import MetastasisError
-from .report import add_case_arguments
+from napari_metastasis.errors import MetastasisError
 
 DESCRIPTION = """\
 Classify whole-slide images with a patch classifier and write, for each slide, into --out:
@@ -174,16 +174,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..clinical import read_cases
-    from ..models import load_model
-    from ..models.trust import require_trust
-    from ..output_set import check_writable
-    from ..predict_files import PredictOptions, predict_many, unique_stems
-    from ..summary import SUMMARY_SUFFIX, stage_run, write_stages
+    from napari_metastasis.clinical.staging import read_cases
+    from napari_metastasis.clinical.summary import SUMMARY_SUFFIX, stage_run, write_stages
+    from napari_metastasis.models import load_model
+    from napari_metastasis.models.trust import require_trust
+    from napari_metastasis.outputs.output_set import check_writable
+    from napari_metastasis.pipeline.slide_outputs import PredictOptions, predict_many, unique_stems
 
     slides = list(args.slides)
     if args.sample:
-        from .._sample_data import SAMPLE_SLIDE
+        from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
 
         slides.append(SAMPLE_SLIDE)
     if not slides:

@@ -43,14 +43,14 @@ def add_case_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _out_folder(text: str) -> Path:
-    from .predict import out_folder
+    from napari_metastasis.commands.predict import out_folder
 
     return out_folder(text)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..clinical import read_cases
-    from ..report import write_reports
+    from napari_metastasis.clinical.report import write_reports
+    from napari_metastasis.clinical.staging import read_cases
 
     cases = read_cases(args.cases) if args.cases else None
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..defaults import BALANCE_STRATEGIES as STRATEGIES
+from napari_metastasis.defaults import BALANCE_STRATEGIES as STRATEGIES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,15 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..datasets.patchset import PatchSet, load_patchset
-    from ..evaluation.metrics import calibration, patch_metrics, youden_threshold
-    from ..training.augment import NO_AUGMENT, AugmentConfig
-    from ..training.balance import imbalance_report
-    from ..training.card import base_card
-    from ..training.export import publish_model
-    from ..training.networks import count_parameters
-    from ..training.split import split_by_slide
-    from ..training.trainer import TrainConfig, predict_probabilities, train_model
+    from napari_metastasis.datasets.patchset import PatchSet, load_patchset
+    from napari_metastasis.evaluation.metrics import calibration, patch_metrics, youden_threshold
+    from napari_metastasis.models.networks import count_parameters
+    from napari_metastasis.training.augment import NO_AUGMENT, AugmentConfig
+    from napari_metastasis.training.balance import imbalance_report
+    from napari_metastasis.training.card import base_card
+    from napari_metastasis.training.export import publish_model
+    from napari_metastasis.training.split import split_by_slide
+    from napari_metastasis.training.trainer import TrainConfig, predict_probabilities, train_model
 
     data = PatchSet.concat([load_patchset(d) for d in args.datasets])
     train_idx, val_idx = split_by_slide(
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         )
         members.append(result.model)
         results.append(result)
-    from ..training.networks import Ensemble
+    from napari_metastasis.models.networks import Ensemble
 
     ensemble = Ensemble(members, tta=args.tta).eval()
     train_p = predict_probabilities(ensemble, train, results[0].config)

@@ -58,9 +58,9 @@ def display_problem(
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._sample_data import SAMPLE_SLIDE
-    from ..errors import MetastasisError
-    from ..slide import Slide
+    from napari_metastasis._napari.sample_data import SAMPLE_SLIDE
+    from napari_metastasis.errors import MetastasisError
+    from napari_metastasis.slides.slide import Slide
 
     path = args.slide or SAMPLE_SLIDE
     with Slide(path) as slide:  # fail fast, with our message, before a window opens

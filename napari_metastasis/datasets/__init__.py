@@ -5,8 +5,8 @@ Training fits networks to these sets and evaluation scores models on them, so th
 here, below both, and neither imports the other for it.
 """
 
-from .labels import LabelRule, geometry_mask, label_from_mask
-from .patchset import PatchSet, load_patchset, save_patchset
+from napari_metastasis.datasets.labels import LabelRule, geometry_mask, label_from_mask
+from napari_metastasis.datasets.patchset import PatchSet, load_patchset, save_patchset
 
 __all__ = [
     "LabelRule",

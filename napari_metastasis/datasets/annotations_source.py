@@ -6,7 +6,7 @@ from pathlib import Path
 
 from shapely.geometry.base import BaseGeometry
 
-from ..annotations import read_annotations, tumour_geometry
+from napari_metastasis.annotations import read_annotations, tumour_geometry
 
 #: Words on the command line meaning "this slide has no tumour annotation".
 NO_ANNOTATION = ("none", "-", "normal")

@@ -1,6 +1,6 @@
 """Build a patch dataset from a slide and its reference annotations.
 
-Steps: the tissue mask of :mod:`napari_metastasis.tissue` (low-resolution level), a :class:`PatchGrid` at the chosen µm/px, the cells
+Steps: the tissue mask of :mod:`napari_metastasis.slides.tissue` (low-resolution level), a :class:`PatchGrid` at the chosen µm/px, the cells
 whose patch holds enough tissue (plus every cell touching tumour), each patch read at the model's
 spacing, its exact tumour mask rasterised from the polygons, and its label by the stated rule.
 A slide with no tumour geometry yields normal patches only, which is how the bundled recipe mines
@@ -17,12 +17,12 @@ from shapely.geometry import box as shapely_box
 from shapely.geometry.base import BaseGeometry
 from tqdm.auto import tqdm
 
-from ..errors import DatasetError
-from ..grid import PatchGrid
-from ..slide import Slide
-from ..tissue import tissue_mask
-from .labels import CENTRE_RULE, LabelRule, geometry_mask, label_from_mask
-from .patchset import PatchSet
+from napari_metastasis.datasets.labels import CENTRE_RULE, LabelRule, geometry_mask, label_from_mask
+from napari_metastasis.datasets.patchset import PatchSet
+from napari_metastasis.errors import DatasetError
+from napari_metastasis.slides.grid import PatchGrid
+from napari_metastasis.slides.slide import Slide
+from napari_metastasis.slides.tissue import tissue_mask
 
 
 def tissue_fraction(rgb: np.ndarray) -> float:

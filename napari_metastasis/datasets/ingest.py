@@ -21,10 +21,10 @@ import numpy as np
 from PIL import Image
 from shapely.geometry.base import BaseGeometry
 
-from ..errors import DatasetError
-from ..extras import require_extra
-from .labels import HALF_RULE, LabelRule, geometry_mask, label_from_mask
-from .patchset import PatchSet, read_rgb
+from napari_metastasis.datasets.labels import HALF_RULE, LabelRule, geometry_mask, label_from_mask
+from napari_metastasis.datasets.patchset import PatchSet, read_rgb
+from napari_metastasis.errors import DatasetError
+from napari_metastasis.errors.extras import require_extra
 
 #: PatchCamelyon patches are 96 px at 10x: 0.972 µm/px (Veeling et al. 2018).
 PCAM_MPP = 0.972

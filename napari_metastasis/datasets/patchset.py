@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..atomic import atomic_path, write_text_atomic
-from ..errors import DatasetError
+from napari_metastasis.errors import DatasetError
+from napari_metastasis.outputs.atomic import atomic_path, write_text_atomic
 
 CSV_COLUMNS = (
     "file",

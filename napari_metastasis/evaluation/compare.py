@@ -17,9 +17,9 @@ import numpy as np
 from shapely.geometry.base import BaseGeometry
 from skimage import measure
 
-from ..probability import ProbabilityMap
-from .froc import lesion_mask, lesion_of_detections, score_detections
-from .slides import overlap
+from napari_metastasis.evaluation.froc import lesion_mask, lesion_of_detections, score_detections
+from napari_metastasis.evaluation.slides import overlap
+from napari_metastasis.maps.probability import ProbabilityMap
 
 HIT, FALSE_POSITIVE, ITC = "hit", "false positive", "isolated tumour cells"
 

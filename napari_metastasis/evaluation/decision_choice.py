@@ -1,6 +1,6 @@
 """Choosing the deposit decision's numbers on validation nodes, with the widest margin.
 
-The decision (:mod:`napari_metastasis.deposit_decision`) confirms a candidate region when it holds
+The decision (:mod:`napari_metastasis.clinical.decision`) confirms a candidate region when it holds
 at least ``min_seed_patches`` patches with p >= ``seed_threshold``. Its numbers are chosen on node
 slides built from the *validation* patches (``datasets/pcam_splits.py``), never on the held-out
 ones, from the evidence each candidate region carries:
@@ -47,8 +47,7 @@ def region_evidence(
 ) -> list[RegionEvidence]:
     """Every candidate region (at ``threshold``, as ``predict`` finds them) of every node map
     (:class:`napari_metastasis.evaluation.node_scores.NodeMap`), with its evidence."""
-    from ..contours import probability_contours
-    from ..deposit_decision import region_cells
+    from napari_metastasis.maps.contours import probability_contours, region_cells
 
     out: list[RegionEvidence] = []
     for node in node_maps:
@@ -171,9 +170,8 @@ class MeasureChoice:
 def measure_at(node_maps: Sequence, threshold: float) -> MeasureChoice:
     """The greatest-dimension errors of the micro/macro deposits at ``threshold``: each node's
     largest region touching its deposit, measured as ``predict`` measures it."""
-    from ..clinical import measure_regions
-    from ..contours import probability_contours
-    from ..deposit_decision import region_cells
+    from napari_metastasis.clinical.staging import measure_regions
+    from napari_metastasis.maps.contours import probability_contours, region_cells
 
     errors: list[float] = []
     within = 0

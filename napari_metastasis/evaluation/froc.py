@@ -29,8 +29,6 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 from skimage import measure
 
-from ..probability import ProbabilityMap
-
 FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 LEVEL5_DOWNSAMPLE = 32.0
 
@@ -103,19 +101,6 @@ def lesion_mask(
         if region.axis_major_length * px_um < itc_um
     }
     return LesionMask(labels, itc, downsample)
-
-
-def detections_from_map(pmap: ProbabilityMap, threshold: float = 0.5) -> np.ndarray:
-    """(K, 3) level-0 (x, y, probability): one point per region of cells >= threshold, at the
-    region's most probable cell.
-
-    The regions are :func:`napari_metastasis.contours.probability_contours`' own, so the
-    Camelyon16 file, the GeoJSON and the summary count the same regions: 4-connected, because
-    cells that touch only at a corner share no edge and their outlines make two polygons.
-    """
-    from ..contours import probability_contours, region_detections
-
-    return region_detections(probability_contours(pmap, threshold), pmap)
 
 
 @dataclass

@@ -31,11 +31,18 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from ..clinical import CATEGORIES, PN_STAGES, StagesFile, is_candidate, pn_stage, read_stages
-from ..probability import ProbabilityMap
-from .node_slides import read_truth
-from .nodes import NodeTruth, truth_stages
-from .stages import compare_stages
+from napari_metastasis.clinical.staging import (
+    CATEGORIES,
+    PN_STAGES,
+    StagesFile,
+    is_candidate,
+    pn_stage,
+    read_stages,
+)
+from napari_metastasis.evaluation.node_slides import read_truth
+from napari_metastasis.evaluation.nodes import NodeTruth, truth_stages
+from napari_metastasis.evaluation.stages import compare_stages
+from napari_metastasis.maps.probability import ProbabilityMap
 
 #: The issue's goals on the node validation (issue 20).
 GOALS = {
@@ -324,7 +331,7 @@ class NodeMap:
 
 
 def _cells_overlapping(prob_map: ProbabilityMap, geometry: BaseGeometry) -> np.ndarray:
-    from ..contours import cell_footprints
+    from napari_metastasis.maps.contours import cell_footprints
 
     rows, cols = prob_map.grid.shape
     cells = np.argwhere(np.ones((rows, cols), bool))
@@ -338,7 +345,7 @@ def _cells_overlapping(prob_map: ProbabilityMap, geometry: BaseGeometry) -> np.n
 def load_node_maps(folder: str | Path) -> list[NodeMap]:
     """Each node of a bench output folder (``predict --out`` with ``nodes_truth.json`` beside it):
     its ``<name>.prob.zarr`` (else ``.prob.tiff``) and truth, for trying a rule without inference."""
-    from ..map_store import load_map
+    from napari_metastasis.maps.store import load_map
 
     folder = Path(folder)
     truths, _ = read_truth(folder)

@@ -7,7 +7,7 @@ per node without replacement while the pool lasts (a 32 x 32 node needs 1,024 of
 held-out split has 1,315 negatives), so across nodes the same patches recur, in other places and
 orientations. Slides are generic tiled TIFFs (256-px JPEG tiles, exact 2x sub-resolution levels down
 to about 500 px, resolution tags in pixels per centimetre), which OpenSlide and
-:class:`napari_metastasis.slide.Slide` read with the right µm/px; at 0.25 µm/px (a 40x scan) the
+:class:`napari_metastasis.slides.slide.Slide` read with the right µm/px; at 0.25 µm/px (a 40x scan) the
 reader must pick the 1 µm/px level for the model. Everything is fixed by the seed.
 """
 
@@ -21,9 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets.ingest import PCAM_MPP
-from ..datasets.pcam_splits import PatchFiles
-from .nodes import CELL_UM, NodeSpec, NodeTruth, node_truth, place_deposit
+from napari_metastasis.datasets.ingest import PCAM_MPP
+from napari_metastasis.datasets.pcam_splits import PatchFiles
+from napari_metastasis.evaluation.nodes import (
+    CELL_UM,
+    NodeSpec,
+    NodeTruth,
+    node_truth,
+    place_deposit,
+)
 
 #: Glass colour (RGB), as the background of the scans the project reads.
 GLASS = 243

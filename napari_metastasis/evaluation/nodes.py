@@ -8,7 +8,7 @@ cells (PCam label 1: tumour in the patch's centre) form one deposit of a known s
 cell is a PCam negative. The truth of a node is therefore geometry, not a pathologist's outline:
 
 * **Deposit**: the union of its tumour cells' 80-µm squares. Its greatest dimension is the maximum
-  Feret diameter of that union (:func:`napari_metastasis.clinical.greatest_dimension_um`, what the
+  Feret diameter of that union (:func:`napari_metastasis.clinical.staging.greatest_dimension_um`, what the
   project measures on predicted regions), so an 8 x 8 block of 0.64 mm side measures its diagonal,
   0.905 mm; a 30 x 10 block (2.4 x 0.8 mm) 2.53 mm; one cell 0.113 mm (ITC), two cells 0.179 mm.
 * **Category** from that size (AJCC: ITC <= 0.2 mm, micro <= 2 mm, macro > 2 mm); negative nodes
@@ -28,7 +28,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from ..clinical import deposit_category, greatest_dimension_um, pn_stage
+from napari_metastasis.clinical.staging import deposit_category, greatest_dimension_um, pn_stage
 
 #: Side of one cell in µm: the bundled model's patch (80 px at 1 µm/px) and grid stride.
 CELL_UM = 80.0

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..datasets.ingest import resample_patch
-from ..datasets.patchset import PatchSet
-from ..errors import DatasetError
+from napari_metastasis.datasets.ingest import resample_patch
+from napari_metastasis.datasets.patchset import PatchSet
+from napari_metastasis.errors import DatasetError
 
 if TYPE_CHECKING:
-    from ..models import LoadedModel
+    from napari_metastasis.models import LoadedModel
 
 
 def model_inputs(patches: PatchSet, patch_px: int, spacing_um: float) -> np.ndarray:

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..atomic import atomic_path
-from .froc import FP_RATES, FrocResult
-from .metrics import Calibration
+from napari_metastasis.evaluation.froc import FP_RATES, FrocResult
+from napari_metastasis.evaluation.metrics import Calibration
+from napari_metastasis.outputs.atomic import atomic_path
 
 
 def _figure(size: tuple[float, float]) -> tuple[Figure, Any]:

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from shapely.geometry.base import BaseGeometry
 
-from ..probability import ProbabilityMap
-from .froc import SlideHits, detections_from_map, lesion_mask, score_detections
+from napari_metastasis.evaluation.froc import SlideHits, lesion_mask, score_detections
+from napari_metastasis.maps.detections import detections_from_map
+from napari_metastasis.maps.probability import ProbabilityMap
 
 
 def reference_on_grid(pmap: ProbabilityMap, geometry: BaseGeometry | None) -> np.ndarray:

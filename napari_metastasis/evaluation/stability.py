@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..models import LoadedModel
+    from napari_metastasis.models import LoadedModel
 
 
 @dataclass
@@ -37,9 +37,9 @@ def compare_encodings(
     model: LoadedModel, path_a: str | Path, path_b: str | Path, threshold: float | None = None
 ) -> EncodingAgreement:
     """Predict both slides with ``model`` on the same grid and compare patch by patch."""
-    from ..contours import probability_contours
-    from ..engine import predict_slide
-    from ..slide import Slide
+    from napari_metastasis.maps.contours import probability_contours
+    from napari_metastasis.pipeline import predict_slide
+    from napari_metastasis.slides.slide import Slide
 
     threshold = threshold if threshold is not None else (model.recommended_threshold or 0.5)
     maps, seconds = [], []

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..clinical import CATEGORIES, PN_STAGES, StagesFile, StagingError
-from .metrics import cohen_kappa, confusion_matrix
+from napari_metastasis.clinical.staging import CATEGORIES, PN_STAGES, StagesFile, StagingError
+from napari_metastasis.evaluation.metrics import cohen_kappa, confusion_matrix
 
 
 @dataclass

@@ -6,8 +6,8 @@ probs = model.predict(uint8_nhwc_batch)  # (N, num_classes) softmax probabilitie
 tumour = probs[:, model.positive_class_index]
 """
 
-from ..defaults import DEFAULT_MODEL
-from .contract import (
+from napari_metastasis.defaults import DEFAULT_MODEL
+from napari_metastasis.models.contract import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     ModelConfig,
@@ -15,9 +15,9 @@ from .contract import (
     load_config,
     parse_config,
 )
-from .loading import DEVICE_CHOICES, LoadedModel, load_model, select_device
-from .registry import BUNDLED_DIR, available_models, resolve_model
-from .threshold import (
+from napari_metastasis.models.loading import DEVICE_CHOICES, LoadedModel, load_model, select_device
+from napari_metastasis.models.registry import BUNDLED_DIR, available_models, resolve_model
+from napari_metastasis.models.threshold import (
     DEFAULT_THRESHOLD,
     MODEL_CARD_FILE,
     Threshold,

@@ -23,7 +23,7 @@ downloaded by the user) work here unchanged, and ours work there. A config looks
 :attr:`ModelConfig.extra` and ignored, except ``positive_class`` (our extension: the class whose
 probability the heatmap shows, when no class is called tumour or metastasis) and
 ``napari_metastasis_decision`` (the deposit decision's rule, plain numbers: see
-:mod:`napari_metastasis.deposit_decision`).
+:mod:`napari_metastasis.clinical.decision`).
 
 A config is validated against ``config.schema.json`` (beside this module): WSInfer's own schema,
 narrowed to the transform arguments torchvision takes (WSInfer would fail on the others at run time),
@@ -43,7 +43,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from napari_metastasis.errors import ModelError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "torchscript_model.pt"
@@ -213,7 +213,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
             config.positive_class_index()
         except ModelError as exc:
             raise ModelError(f"{source}: field 'positive_class': {exc}") from None
-    from ..deposit_decision import CONFIG_KEY, DecisionRule
+    from napari_metastasis.clinical.decision import CONFIG_KEY, DecisionRule
 
     if CONFIG_KEY in extra:  # the deposit decision's numbers: checked now, not at the verdict
         DecisionRule.from_dict(extra[CONFIG_KEY], f"{source}: field '{CONFIG_KEY}'")

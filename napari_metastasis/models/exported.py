@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelError
-from .operator_check import check_operator_names, exported_program_operators
+from napari_metastasis.errors import ModelError
+from napari_metastasis.models.operator_check import check_operator_names, exported_program_operators
 
 EXPORTED_FILE = "model.pt2"
 #: Operator namespaces an exported graph may call: PyTorch's own.
@@ -133,7 +133,7 @@ def export_program(module: torch.nn.Module, example: torch.Tensor, path: str | P
 
     The exported program is checked against ``module`` on ``example`` before it is kept.
     """
-    from ..atomic import write_bytes_atomic
+    from napari_metastasis.outputs.atomic import write_bytes_atomic
 
     path = Path(path)
     module = module.eval()

@@ -25,15 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..defaults import DEVICE_CHOICES
-from ..error_policy import exception_reason as torchscript_reason
-from ..errors import ModelError
-from .contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
-from .exported import EXPORTED_FILE, load_exported
-from .operator_check import check_torchscript_archive, check_torchscript_module
-from .outputs import is_single_output, to_probabilities
-from .threshold import card_threshold
-from .transforms import normalisation_constants, resize_patch, to_model_input
+from napari_metastasis.defaults import DEVICE_CHOICES
+from napari_metastasis.errors import ModelError
+from napari_metastasis.errors.policy import exception_reason as torchscript_reason
+from napari_metastasis.models.contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
+from napari_metastasis.models.exported import EXPORTED_FILE, load_exported
+from napari_metastasis.models.operator_check import (
+    check_torchscript_archive,
+    check_torchscript_module,
+)
+from napari_metastasis.models.outputs import is_single_output, to_probabilities
+from napari_metastasis.models.threshold import card_threshold
+from napari_metastasis.models.transforms import (
+    normalisation_constants,
+    resize_patch,
+    to_model_input,
+)
 
 
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -203,8 +210,8 @@ def load_model(
 
     ``sha256``: the weights file must still have this digest (the one the user trusted).
     """
-    from .registry import resolve_model
-    from .safe_weights import build_safe_module, has_safe_weights
+    from napari_metastasis.models.registry import resolve_model
+    from napari_metastasis.models.safe_weights import build_safe_module, has_safe_weights
 
     folder = resolve_model(path_or_name)
     config = load_config(folder)

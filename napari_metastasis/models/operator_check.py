@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnsafeModelError
+from napari_metastasis.errors import UnsafeModelError
 
 # --- the allowlist ------------------------------------------------------------------------------
 #: TorchScript's interpreter built-ins that only move values, branch and loop.

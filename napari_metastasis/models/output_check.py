@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ModelError
+from napari_metastasis.errors import ModelError
 
 
 def check_probabilities(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import ModelError
-from .contract import CONFIG_FILE
+from napari_metastasis.errors import ModelError
+from napari_metastasis.models.contract import CONFIG_FILE
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 ENV_VAR = "NAPARI_METASTASIS_MODELS"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelError
-from .contract import CONFIG_FILE, ModelConfig
+from napari_metastasis.errors import ModelError
+from napari_metastasis.models.contract import CONFIG_FILE, ModelConfig
 
 SAFETENSORS_FILE = "model.safetensors"
 #: Key in config.json naming the package network the safetensors file fills.
@@ -33,7 +33,7 @@ def build_safe_module(folder: Path, config: ModelConfig) -> torch.nn.Module:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..training.networks import build_from_spec
+    from napari_metastasis.models.networks import build_from_spec
 
     folder = Path(folder)
     spec = config.extra.get(NETWORK_KEY)

@@ -52,8 +52,8 @@ def model_folder(model: Any) -> Path | None:
     folder = getattr(model, "folder", None)
     if folder is not None or hasattr(model, "config"):
         return Path(folder) if folder else None
-    from ..errors import ModelError
-    from .registry import resolve_model
+    from napari_metastasis.errors import ModelError
+    from napari_metastasis.models.registry import resolve_model
 
     try:
         return resolve_model(str(model))

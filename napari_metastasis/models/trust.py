@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MetastasisError, UntrustedModelError
-from .contract import WEIGHTS_FILE
-from .registry import BUNDLED_DIR, resolve_model
+from napari_metastasis.errors import MetastasisError, UntrustedModelError
+from napari_metastasis.models.contract import WEIGHTS_FILE
+from napari_metastasis.models.registry import BUNDLED_DIR, resolve_model
 
 CONFIG_ENV_VAR = "NAPARI_METASTASIS_CONFIG_DIR"
 TRUST_FILE = "trusted_models.json"
@@ -92,7 +92,7 @@ def is_trusted_digest(digest: str) -> bool:
 
 def remember(digest: str, path: str | Path) -> None:
     """Add ``digest`` (the file at ``path``) to the user's trusted models."""
-    from ..atomic import write_text_atomic
+    from napari_metastasis.outputs.atomic import write_text_atomic
 
     with _lock:
         entries = _read_store()
@@ -135,9 +135,9 @@ def check_trust(model: str | Path) -> TrustCheck:
     A folder whose weights are data (``model.safetensors`` for a network defined in the package,
     as ``train`` writes) needs no trust step: the loader runs none of its code.
     """
-    from .contract import load_config
-    from .exported import EXPORTED_FILE
-    from .safe_weights import has_safe_weights
+    from napari_metastasis.models.contract import load_config
+    from napari_metastasis.models.exported import EXPORTED_FILE
+    from napari_metastasis.models.safe_weights import has_safe_weights
 
     folder = resolve_model(model)
     weights = folder / WEIGHTS_FILE

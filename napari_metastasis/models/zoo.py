@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
-from .contract import CONFIG_FILE, WEIGHTS_FILE, load_config
-from .registry import USER_DIR
+from napari_metastasis.errors import ModelError
+from napari_metastasis.models.contract import CONFIG_FILE, WEIGHTS_FILE, load_config
+from napari_metastasis.models.registry import USER_DIR
 
 REGISTRY_REPO = "kaczmarj/wsinfer-model-zoo-json"
 REGISTRY_FILE = "wsinfer-zoo-registry.json"

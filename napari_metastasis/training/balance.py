@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..defaults import BALANCE_STRATEGIES as STRATEGIES
+from napari_metastasis.defaults import BALANCE_STRATEGIES as STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 
-from .. import __version__
+from napari_metastasis import __version__
 
 
 def base_card(
@@ -33,7 +33,7 @@ def base_card(
         "classes": ["normal", "tumor"],
         "weights": (
             "model.safetensors (tensors only) loaded into the network defined in "
-            "napari_metastasis/training/networks.py; torchscript_model.pt beside it is for WSInfer"
+            "napari_metastasis/models/networks.py; torchscript_model.pt beside it is for WSInfer"
         ),
     }
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import write_bytes_atomic, write_text_atomic
-from ..models.safe_weights import NETWORK_KEY, SAFETENSORS_FILE
-from ..models.threshold import MODEL_CARD_FILE
-from .card import render_card
-from .networks import Ensemble, network_spec
+from napari_metastasis.models.networks import Ensemble, network_spec
+from napari_metastasis.models.safe_weights import NETWORK_KEY, SAFETENSORS_FILE
+from napari_metastasis.models.threshold import MODEL_CARD_FILE
+from napari_metastasis.outputs.atomic import write_bytes_atomic, write_text_atomic
+from napari_metastasis.training.card import render_card
 
 CLASS_NAMES = ("normal", "tumor")
 SPEC_VERSION = "1.0"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DatasetError
+from napari_metastasis.errors import DatasetError
 
 
 def split_by_slide(

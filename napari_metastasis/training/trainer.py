@@ -21,15 +21,20 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path
-from ..datasets.labels import centre_window
-from ..datasets.patchset import PatchSet
-from ..errors import CancelledError, DatasetError
-from ..evaluation.metrics import roc_auc
-from .augment import AugmentConfig, centre_crops, colour_jitter, sample_crops
-from .balance import class_weights, sampling_weights
-from .hard_negatives import hard_negative_weights
-from .networks import build_network
+from napari_metastasis.datasets.labels import centre_window
+from napari_metastasis.datasets.patchset import PatchSet
+from napari_metastasis.errors import CancelledError, DatasetError
+from napari_metastasis.evaluation.metrics import roc_auc
+from napari_metastasis.models.networks import build_network
+from napari_metastasis.outputs.atomic import atomic_path
+from napari_metastasis.training.augment import (
+    AugmentConfig,
+    centre_crops,
+    colour_jitter,
+    sample_crops,
+)
+from napari_metastasis.training.balance import class_weights, sampling_weights
+from napari_metastasis.training.hard_negatives import hard_negative_weights
 
 
 @dataclass

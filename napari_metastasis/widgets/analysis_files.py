@@ -16,7 +16,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from .._napari.helpers import (
+from napari_metastasis._napari.helpers import (
     apply_slide_mpp,
     error,
     info,
@@ -25,13 +25,18 @@ from .._napari.helpers import (
     slide_path_of,
     warn,
 )
-from ..errors import MetastasisError
-from ..output_set import check_saved_map
-from ..probability import ProbabilityMap
-from ..slide import is_plausible_mpp
-from .analysis_view import AnalysisView, AnalysisViews
-from .frame import SlideFrame
-from .session import AnalysisStore, check_matches_slide, is_remembered_model, remembered_for
+from napari_metastasis.errors import MetastasisError
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.outputs.output_set import check_saved_map
+from napari_metastasis.slides.slide import is_plausible_mpp
+from napari_metastasis.widgets.analysis_view import AnalysisView, AnalysisViews
+from napari_metastasis.widgets.frame import SlideFrame
+from napari_metastasis.widgets.session import (
+    AnalysisStore,
+    check_matches_slide,
+    is_remembered_model,
+    remembered_for,
+)
 
 NOTHING_TO_SAVE = "Nothing to save: run an analysis of this slide first."
 
@@ -213,7 +218,7 @@ def map_file_of(layer: Any) -> Path | None:
     """The probability-map file an Image layer was read from (File > Open, by our reader or
     another one such as napari-ome-zarr's), or None: not from a file, or the widget's own
     overlay."""
-    from .._map_reader import is_probability_map
+    from napari_metastasis._napari.map_reader import is_probability_map
 
     if type(layer).__name__ != "Image":
         return None

@@ -2,7 +2,7 @@
 
 An :class:`AnalysisView` owns the probability overlay (:mod:`.overlay`), the regions layer
 (:mod:`.regions_layer`) and the pathologist's edits (:class:`.navigator.RegionEdits`) of one
-:class:`ProbabilityMap`; it turns the map into regions at a threshold (:mod:`napari_metastasis.contours`),
+:class:`ProbabilityMap`; it turns the map into regions at a threshold (:mod:`napari_metastasis.maps.contours`),
 highlights and frames a region, and draws itself in a :class:`.controls.DisplayStyle`. It knows
 nothing about the controls or the run. :class:`AnalysisViews` keeps one view per (slide, model).
 """
@@ -16,14 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from .._napari.helpers import centre_camera_on, keep_below, layer_for_slide, slide_key
-from ..engine.answer import SlideAnswer, answer_slide
-from ..probability import ProbabilityMap
-from .controls import DisplayStyle
-from .frame import SlideFrame
-from .navigator import RegionEdits
-from .overlay import ProbabilityOverlay, outline_colors
-from .regions_layer import RegionsLayer
+from napari_metastasis._napari.colormaps import outline_colors
+from napari_metastasis._napari.helpers import (
+    centre_camera_on,
+    keep_below,
+    layer_for_slide,
+    slide_key,
+)
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.pipeline.answer import SlideAnswer, answer_slide
+from napari_metastasis.widgets.controls import DisplayStyle
+from napari_metastasis.widgets.frame import SlideFrame
+from napari_metastasis.widgets.navigator import RegionEdits
+from napari_metastasis.widgets.overlay import ProbabilityOverlay
+from napari_metastasis.widgets.regions_layer import RegionsLayer
 
 ViewKey = tuple[str, str]  # (slide key, model name)
 
@@ -100,7 +106,7 @@ class AnalysisView:
     # --- regions -----------------------------------------------------------------------------
     def update_regions(self, threshold: float, min_area_um2: float) -> None:
         """Candidate regions of the map at ``threshold``, each decided by the map's deposit rule
-        (:func:`~napari_metastasis.engine.answer.answer_slide`, as ``predict`` finds them), minus
+        (:func:`~napari_metastasis.pipeline.answer.answer_slide`, as ``predict`` finds them), minus
         deletions, relabelled, drawn in the layer."""
         self.show_answer(answer_slide(self.prob_map, threshold, min_area_um2), threshold)
 

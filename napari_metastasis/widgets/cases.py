@@ -4,7 +4,7 @@ Add slide files or a folder; *Analyse* runs each slide (open in the viewer or no
 :class:`.runner.AnalysisRunner`, whole slide, with the dock widget's model and settings, while the
 viewer stays free for looking at slides. As each slide finishes the table shows its verdict and
 largest deposit, and the line above it the pN stage of each patient whose slides are all done
-(:mod:`napari_metastasis.clinical`; slides group by ``patient_<id>_node_<n>`` names, or all under
+(:mod:`napari_metastasis.clinical.staging`; slides group by ``patient_<id>_node_<n>`` names, or all under
 the name typed in *Patient*). Clicking a slide opens it with its analysis.
 
 The probability maps go into the dock widget's shared store, so an analysis made here is the one
@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..clinical import (
+from napari_metastasis.clinical.staging import (
     CATEGORY_LABELS,
     CATEGORY_TINTS,
     SlideVerdict,
@@ -47,12 +47,12 @@ from ..clinical import (
     pn_stage,
     slide_verdict,
 )
-from ..engine.answer import answer_slide
-from ..probability import ProbabilityMap
-from ..slide import looks_like_slide
-from .jobs import JobRequest, Planned, Resources
-from .runner import AnalysisRunner, Progress, RunSummary
-from .session import AnalysisStore, slide_key
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.pipeline.answer import answer_slide
+from napari_metastasis.slides.slide import looks_like_slide
+from napari_metastasis.widgets.jobs import JobRequest, Planned, Resources
+from napari_metastasis.widgets.runner import AnalysisRunner, Progress, RunSummary
+from napari_metastasis.widgets.session import AnalysisStore, slide_key
 
 QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "analysing", "done", "failed", "stopped"
 #: File names a folder is searched for (OpenSlide formats and DICOM folders are also accepted).

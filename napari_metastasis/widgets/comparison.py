@@ -26,10 +26,10 @@ from qtpy.QtWidgets import (
 )
 from shapely.geometry import MultiPolygon, Polygon
 
-from ..annotations import tumour_geometry
-from ..annotations.layers import layer_to_annotations
-from ..evaluation.compare import FALSE_POSITIVE, HIT, ITC, Comparison
-from .measure import METADATA_KEY as MEASURE_METADATA_KEY
+from napari_metastasis.annotations import tumour_geometry
+from napari_metastasis.annotations.layers import layer_to_annotations
+from napari_metastasis.evaluation.compare import FALSE_POSITIVE, HIT, ITC, Comparison
+from napari_metastasis.widgets.ruler import METADATA_KEY as MEASURE_METADATA_KEY
 
 #: Outline colours of regions while comparing.
 STATUS_COLORS = {HIT: "#00ffff", FALSE_POSITIVE: "#ff00ff", ITC: "#ffffff"}

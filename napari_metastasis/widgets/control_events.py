@@ -14,15 +14,15 @@ from typing import Any
 
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-from .._napari.helpers import slide_path_of
-from ..models import resolve_threshold
-from . import run_status
-from .analysis_view import AnalysisViews
-from .controls import CLICK, DisplayControls, RunControls, SourceControls
-from .legend import ProbabilityLegend
-from .regions_control import RegionsControl
-from .selected import SelectedSlide
-from .slide_events import SlideEvents
+from napari_metastasis._napari.helpers import slide_path_of
+from napari_metastasis.models import resolve_threshold
+from napari_metastasis.widgets import run_status
+from napari_metastasis.widgets.analysis_view import AnalysisViews
+from napari_metastasis.widgets.controls import CLICK, DisplayControls, RunControls, SourceControls
+from napari_metastasis.widgets.legend import ProbabilityLegend
+from napari_metastasis.widgets.regions_control import RegionsControl
+from napari_metastasis.widgets.selected import SelectedSlide
+from napari_metastasis.widgets.slide_events import SlideEvents
 
 
 class ControlEvents:

@@ -25,11 +25,11 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QDoubleSpinBox, QRadioButton
 
-from .. import engine
-from .._napari.helpers import slide_layers, suggested_mpp
-from ..models import DEFAULT_MODEL, DEVICE_CHOICES, Threshold, available_models
-from ..slide import PLAUSIBLE_MPP_RANGE
-from .overlay import COLORMAPS, DEFAULT_FLOOR, DEFAULT_OPACITY
+from napari_metastasis import pipeline as engine
+from napari_metastasis._napari.colormaps import COLORMAPS, DEFAULT_FLOOR, DEFAULT_OPACITY
+from napari_metastasis._napari.helpers import slide_layers, suggested_mpp
+from napari_metastasis.models import DEFAULT_MODEL, DEVICE_CHOICES, Threshold, available_models
+from napari_metastasis.slides.slide import PLAUSIBLE_MPP_RANGE
 
 MODES = ("Visible region", "Click", "Drawn shapes", "Whole slide")
 VISIBLE, CLICK, SHAPES, WHOLE = MODES

@@ -25,16 +25,16 @@ from typing import Any
 from qtpy.QtGui import QCloseEvent
 from qtpy.QtWidgets import QLabel, QProgressBar, QWidget
 
-from .._napari.helpers import info, show_repeated_notices_once
-from ..models.trust import TrustCheck
-from ..probability import ProbabilityMap
-from .analysis_files import AnalysisFiles
-from .analysis_view import AnalysisView, AnalysisViews
-from .annotation_io import AnnotationIOWidget
-from .cases import CaseList
-from .comparison import ComparisonPanel
-from .control_events import ControlEvents
-from .controls import (
+from napari_metastasis._napari.helpers import info, show_repeated_notices_once
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.models.trust import TrustCheck
+from napari_metastasis.widgets.analysis_files import AnalysisFiles
+from napari_metastasis.widgets.analysis_view import AnalysisView, AnalysisViews
+from napari_metastasis.widgets.annotation_buttons import AnnotationIOWidget
+from napari_metastasis.widgets.cases import CaseList
+from napari_metastasis.widgets.comparison import ComparisonPanel
+from napari_metastasis.widgets.control_events import ControlEvents
+from napari_metastasis.widgets.controls import (
     CLICK,
     MODES,
     SHAPES,
@@ -44,27 +44,27 @@ from .controls import (
     RunControls,
     SourceControls,
 )
-from .dock import SHORTCUTS, lay_out_dock, shortcuts_help
-from .jobs import JobRequest, Resources
-from .legend import ProbabilityLegend
-from .lifetime import single_shot_timer
-from .measure import MeasureTool
-from .navigator import RegionNavigator
-from .panels import SelectedSlideViews
-from .regions_control import RegionsControl
-from .regions_panel import RegionsPanel
-from .reporting import Reporting
-from .requests import ClickAnalyser, RequestMaker, ask_trust
-from .run_follow import RunFollower
-from .run_status import RunStatus
-from .runner import AnalysisRunner
-from .selected import SelectedSlide
-from .session import AnalysisStore
-from .slide_events import SlideEvents
-from .slides import SlideKeeper
-from .state import SlideAnalysis, SlideStates
-from .verdict import VerdictPanel
-from .wiring import connect_parts
+from napari_metastasis.widgets.dock import SHORTCUTS, lay_out_dock, shortcuts_help
+from napari_metastasis.widgets.jobs import JobRequest, Resources
+from napari_metastasis.widgets.legend import ProbabilityLegend
+from napari_metastasis.widgets.lifetime import single_shot_timer
+from napari_metastasis.widgets.navigator import RegionNavigator
+from napari_metastasis.widgets.panels import SelectedSlideViews
+from napari_metastasis.widgets.regions_control import RegionsControl
+from napari_metastasis.widgets.regions_panel import RegionsPanel
+from napari_metastasis.widgets.reporting import Reporting
+from napari_metastasis.widgets.requests import ClickAnalyser, RequestMaker, ask_trust
+from napari_metastasis.widgets.ruler import MeasureTool
+from napari_metastasis.widgets.run_follow import RunFollower
+from napari_metastasis.widgets.run_status import RunStatus
+from napari_metastasis.widgets.runner import AnalysisRunner
+from napari_metastasis.widgets.selected import SelectedSlide
+from napari_metastasis.widgets.session import AnalysisStore
+from napari_metastasis.widgets.slide_events import SlideEvents
+from napari_metastasis.widgets.slides import SlideKeeper
+from napari_metastasis.widgets.state import SlideAnalysis, SlideStates
+from napari_metastasis.widgets.verdict import VerdictPanel
+from napari_metastasis.widgets.wiring import connect_parts
 
 __all__ = ["CLICK", "MODES", "SHAPES", "SHORTCUTS", "VISIBLE", "WHOLE", "MetastasisWidget"]
 

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 if TYPE_CHECKING:
-    from .detection import MetastasisWidget
+    from napari_metastasis.widgets.detection import MetastasisWidget
 
 #: The dock's width on a 1280 × 800 laptop: the canvas keeps at least 900 px (D13).
 DOCK_WIDTH = 360

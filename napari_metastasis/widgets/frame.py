@@ -1,7 +1,7 @@
 """Where the slide layer sits in napari's world: level-0 pixels <-> world coordinates.
 
 The reader gives a slide layer scale = (mpp_y, mpp_x) and no translate, so world units are µm and
-this is exactly :class:`~napari_metastasis.grid.PatchGrid`'s px <-> µm conversion. The widget still
+this is exactly :class:`~napari_metastasis.slides.grid.PatchGrid`'s px <-> µm conversion. The widget still
 converts through the layer's actual transform, so the overlay, the contours and "what is in view"
 stay on the slide when it is not: an uncalibrated slide (scale 1, world = pixels, while the engine
 may fall back on the objective power for its grid), or a layer the user has moved.
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..grid import DisplayRaster, PatchGrid
+from napari_metastasis.slides.grid import DisplayRaster, PatchGrid
 
 
 @dataclass(frozen=True)

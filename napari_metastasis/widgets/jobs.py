@@ -1,5 +1,5 @@
 """One analysis run as a generator for napari's thread worker: load the model, open the slide, and
-drive the one pipeline (:func:`napari_metastasis.engine.run_slide`).
+drive the one pipeline (:func:`napari_metastasis.pipeline.run_slide`).
 
 Everything slow (loading the model, opening the slide, detecting tissue, reading and classifying
 patches) happens here, off the GUI thread. The generator forwards the pipeline's events (its
@@ -18,15 +18,15 @@ from pathlib import Path
 
 from shapely.geometry.base import BaseGeometry
 
-from .. import engine
-from ..engine.run import Batch, Stage
-from ..grid import PatchGrid
-from ..models import LoadedModel, load_model
-from ..models.trust import TrustCheck
-from ..probability import ProbabilityMap
-from ..slide import Slide
-from ..tissue import TissueMask
-from .selection import Rect
+from napari_metastasis import pipeline as engine
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.models import LoadedModel, load_model
+from napari_metastasis.models.trust import TrustCheck
+from napari_metastasis.pipeline.run import Batch, Stage
+from napari_metastasis.slides.grid import PatchGrid
+from napari_metastasis.slides.slide import Slide
+from napari_metastasis.slides.tissue import TissueMask
+from napari_metastasis.widgets.selection import Rect
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,12 @@ from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from .overlay import DEFAULT_FLOOR, DEFAULT_OPACITY, base_colors, fade_alpha
+from napari_metastasis._napari.colormaps import (
+    DEFAULT_FLOOR,
+    DEFAULT_OPACITY,
+    base_colors,
+    fade_alpha,
+)
 
 #: What the bar is composited over: the pink of eosin-stained tissue.
 TISSUE_RGB = np.array([0.93, 0.78, 0.86])

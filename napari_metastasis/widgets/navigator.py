@@ -4,7 +4,7 @@ Deleting or relabelling a region is an edit the pathologist makes before export,
 the next threshold change: edits are remembered by a point inside the region
 (:class:`RegionEdits`) and re-applied to whatever regions the new threshold produces.
 
-Candidate regions the deposit decision did not confirm (:mod:`napari_metastasis.deposit_decision`)
+Candidate regions the deposit decision did not confirm (:mod:`napari_metastasis.clinical.decision`)
 are listed too, in grey, labelled as candidates, with the decision's reason in each cell's tooltip;
 they make no verdict. (No column of its own: the label says it, and the size and category columns
 must stay in view in a narrow dock.)
@@ -32,9 +32,9 @@ from qtpy.QtWidgets import (
 )
 from shapely.geometry import Point
 
-from ..clinical import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
-from ..contours import region_classification
-from .regions_layer import DEFAULT_CLASSIFICATION
+from napari_metastasis.clinical.region_annotations import region_classification
+from napari_metastasis.clinical.staging import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
+from napari_metastasis.widgets.regions_layer import DEFAULT_CLASSIFICATION
 
 #: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
 CANDIDATE_TEXT_COLOR = "#909090"
@@ -225,7 +225,7 @@ class RegionNavigator(QWidget):
         running: bool = False,
     ) -> None:
         """Show ``regions`` with their labels; ``deposits`` (one per region, from
-        :func:`napari_metastasis.clinical.measure_regions`) fill the size and category columns.
+        :func:`napari_metastasis.clinical.staging.measure_regions`) fill the size and category columns.
         ``analysed=False``: nothing was analysed yet, so "no region" would claim too much
         (``running``: a run is under way).
         The same rows as shown already are not built again (contours are recomputed often

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..clinical import measure_regions, slide_verdict
-from ..deposit_decision import DecisionRule, rule_for_map
-from .analysis_view import AnalysisView
-from .regions_panel import RegionsPanel
-from .run_status import RunStatus
-from .state import SlideAnalysis, confirmed_regions
-from .verdict import VerdictPanel
+from napari_metastasis.clinical.decision import DecisionRule, rule_for_map
+from napari_metastasis.clinical.staging import measure_regions, slide_verdict
+from napari_metastasis.widgets.analysis_view import AnalysisView
+from napari_metastasis.widgets.regions_panel import RegionsPanel
+from napari_metastasis.widgets.run_status import RunStatus
+from napari_metastasis.widgets.state import SlideAnalysis, confirmed_regions
+from napari_metastasis.widgets.verdict import VerdictPanel
 
 
 def record_regions(state: SlideAnalysis, view: AnalysisView, threshold: float) -> None:

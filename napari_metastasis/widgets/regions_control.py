@@ -1,7 +1,7 @@
 """The regions of the selected analysis: computed at the threshold, drawn, listed, edited, compared.
 
 :class:`RegionsControl` turns the selected analysis's probability map into regions at the dock's
-threshold and minimum area (:func:`napari_metastasis.engine.answer.answer_slide`, as ``predict``
+threshold and minimum area (:func:`napari_metastasis.pipeline.answer.answer_slide`, as ``predict``
 finds them), draws them (:meth:`.analysis_view.AnalysisView.show_answer`) and records them, their sizes and the
 verdict in the slide's state (:func:`.panels.record_regions`), which the region list and the
 verdict show. Contours of a large map (over :data:`SYNC_CONTOUR_CELLS` cells, a whole node's) are
@@ -16,19 +16,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._napari.helpers import centre_camera_on, error
-from ..engine.answer import SlideAnswer, answer_slide
-from ..errors import MetastasisError
-from ..evaluation.compare import compare_with_reference
-from .analysis_view import AnalysisView
-from .annotation_io import AnnotationIOWidget
-from .comparison import STATUS_COLORS, ComparisonPanel, reference_geometry
-from .controls import DisplayControls
-from .lifetime import one_per_turn, single_shot_timer, while_alive
-from .overlay import outline_colors
-from .panels import SelectedSlideViews, record_regions
-from .selected import SelectedSlide
-from .state import SlideAnalysis
+from napari_metastasis._napari.colormaps import outline_colors
+from napari_metastasis._napari.helpers import centre_camera_on, error
+from napari_metastasis.errors import MetastasisError
+from napari_metastasis.evaluation.compare import compare_with_reference
+from napari_metastasis.pipeline.answer import SlideAnswer, answer_slide
+from napari_metastasis.widgets.analysis_view import AnalysisView
+from napari_metastasis.widgets.annotation_buttons import AnnotationIOWidget
+from napari_metastasis.widgets.comparison import STATUS_COLORS, ComparisonPanel, reference_geometry
+from napari_metastasis.widgets.controls import DisplayControls
+from napari_metastasis.widgets.lifetime import one_per_turn, single_shot_timer, while_alive
+from napari_metastasis.widgets.panels import SelectedSlideViews, record_regions
+from napari_metastasis.widgets.selected import SelectedSlide
+from napari_metastasis.widgets.state import SlideAnalysis
 
 #: Wait this long after the threshold or min-area last moved before recomputing contours (ms).
 CONTOUR_DEBOUNCE_MS = 60

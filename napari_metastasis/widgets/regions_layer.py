@@ -4,7 +4,7 @@ The layer follows :mod:`napari_metastasis.annotations.layers`' convention, so th
 exports it as it is: every ring is a closed ``path`` (edges only, and fast to redraw while the
 threshold slider moves), the features table groups rings by region ``id`` with a ``role``
 (``exterior`` or ``hole``), and carries ``classification`` and the measurements ``predict`` writes
-(:data:`~napari_metastasis.contours.REGION_MEASUREMENTS`: ``area_um2``, ``max_prob``, ``mean_prob``,
+(:data:`~napari_metastasis.maps.contours.REGION_MEASUREMENTS`: ``area_um2``, ``max_prob``, ``mean_prob``,
 ``patches``, ``threshold``) per region; ``id`` is the region's UUID, as in QuPath. The layer is refilled in place when the threshold moves, so the user's
 settings on it survive. Outlines keep a constant width on screen: napari measures edge width in
 world units (µm), which would make them vanish at whole-slide zoom and fatten at cell level.
@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._napari.helpers import LazyLayer, camera
-from ..annotations.layers import EXTERIOR, HOLE, SHAPES_COLUMNS, shapes_layer_data
-from ..annotations.model import TUMOUR_CLASS, Annotation, class_color
-from ..contours import REGION_MEASUREMENTS, region_annotation
-from .frame import SlideFrame
+from napari_metastasis._napari.helpers import LazyLayer, camera
+from napari_metastasis.annotations.layers import EXTERIOR, HOLE, SHAPES_COLUMNS, shapes_layer_data
+from napari_metastasis.annotations.model import TUMOUR_CLASS, Annotation, class_color
+from napari_metastasis.clinical.region_annotations import region_annotation
+from napari_metastasis.maps.contours import REGION_MEASUREMENTS
+from napari_metastasis.widgets.frame import SlideFrame
 
 #: Measurement columns of each region, after the convention's own columns.
 MEASUREMENTS = REGION_MEASUREMENTS
@@ -40,7 +41,7 @@ DEFAULT_CLASSIFICATION = TUMOUR_CLASS
 #: Outline width in screen pixels, whatever the zoom.
 EDGE_SCREEN_PX = 3.0  # 2 px outlines were lost over the tissue at whole-slide zoom
 #: Tumour outlines on screen by default (the widget picks the colour that stands out against the
-#: overlay's colormap, see :func:`.overlay.contour_color`); other classes use their export colour.
+#: overlay's colormap, see :func:`napari_metastasis._napari.colormaps.contour_color`); other classes use their export colour.
 TUMOUR_DISPLAY_COLOR = "#00ff66"
 #: The region selected in the list: drawn this much wider, in a colour unlike the other outlines.
 HIGHLIGHT_WIDTH = 3.0
@@ -62,7 +63,7 @@ def display_color(classification: str, tumour_color: str = TUMOUR_DISPLAY_COLOR)
 def region_annotations(
     regions: Sequence, labels: Sequence[str], threshold: float | None = None
 ) -> list[Annotation]:
-    """Annotations (level-0 px) for regions from :func:`napari_metastasis.contours.probability_contours`."""
+    """Annotations (level-0 px) for regions from :func:`napari_metastasis.maps.contours.probability_contours`."""
     return [
         region_annotation(region, label, threshold)
         for region, label in zip(regions, labels, strict=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from .navigator import RegionNavigator
+from napari_metastasis.widgets.navigator import RegionNavigator
 
 
 class RegionsPanel(QWidget):

@@ -1,7 +1,7 @@
 """The PDF report of the selected slide, or of its patient when the slide is in the case list.
 
 :class:`Reporting` writes, into a folder the user picks, the slide's heatmap and summary (as
-``predict`` does) and the patient's report (:mod:`napari_metastasis.report`): the selected slide
+``predict`` does) and the patient's report (:mod:`napari_metastasis.clinical.report`): the selected slide
 with the pathologist's edits, the other slides of its case as the case list analysed them. A
 patient is reported only when every one of its slides is analysed (a stage from some of the
 nodes could understate it).
@@ -14,14 +14,14 @@ from typing import Any
 
 from qtpy.QtWidgets import QFileDialog
 
-from .._napari.helpers import error, info
-from ..clinical import camelyon_patient, slide_stem
-from ..errors import MetastasisError
-from ..report import write_case_report, write_slide_files
-from .cases import CaseList
-from .controls import DisplayControls
-from .selected import SelectedSlide
-from .session import slide_key
+from napari_metastasis._napari.helpers import error, info
+from napari_metastasis.clinical.report import write_case_report, write_slide_files
+from napari_metastasis.clinical.staging import camelyon_patient, slide_stem
+from napari_metastasis.errors import MetastasisError
+from napari_metastasis.widgets.cases import CaseList
+from napari_metastasis.widgets.controls import DisplayControls
+from napari_metastasis.widgets.selected import SelectedSlide
+from napari_metastasis.widgets.session import slide_key
 
 
 class Reporting:

@@ -12,19 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._napari.helpers import (
+from napari_metastasis._napari.helpers import (
     is_calibrated,
     layer_for_slide,
     slide_path_of,
     user_mpp,
     warn,
 )
-from ..errors import MetastasisError
-from ..models.trust import TrustCheck, check_trust
-from . import selection
-from .controls import CLICK, SHAPES, VISIBLE, RunControls, SourceControls
-from .jobs import JobRequest
-from .selected import SelectedSlide
+from napari_metastasis.errors import MetastasisError
+from napari_metastasis.models.trust import TrustCheck, check_trust
+from napari_metastasis.widgets import selection
+from napari_metastasis.widgets.controls import CLICK, SHAPES, VISIBLE, RunControls, SourceControls
+from napari_metastasis.widgets.jobs import JobRequest
+from napari_metastasis.widgets.selected import SelectedSlide
 
 #: Confirms (True) or refuses (False) to trust a model from outside the package.
 ConfirmTrust = Callable[[TrustCheck], bool]

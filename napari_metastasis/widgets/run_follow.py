@@ -18,18 +18,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._napari.helpers import error, layer_for_slide
-from . import run_status
-from .analysis_files import AnalysisFiles
-from .analysis_view import AnalysisView, AnalysisViews
-from .controls import RunControls
-from .jobs import JobRequest, Planned
-from .lifetime import one_per_turn, single_shot_timer, while_alive
-from .regions_control import RegionsControl
-from .runner import AnalysisRunner, Progress, RunSummary
-from .selected import SelectedSlide
-from .session import slide_key
-from .state import QUEUED, SlideStates
+from napari_metastasis._napari.helpers import error, layer_for_slide
+from napari_metastasis.widgets import run_status
+from napari_metastasis.widgets.analysis_files import AnalysisFiles
+from napari_metastasis.widgets.analysis_view import AnalysisView, AnalysisViews
+from napari_metastasis.widgets.controls import RunControls
+from napari_metastasis.widgets.jobs import JobRequest, Planned
+from napari_metastasis.widgets.lifetime import one_per_turn, single_shot_timer, while_alive
+from napari_metastasis.widgets.regions_control import RegionsControl
+from napari_metastasis.widgets.runner import AnalysisRunner, Progress, RunSummary
+from napari_metastasis.widgets.selected import SelectedSlide
+from napari_metastasis.widgets.session import slide_key
+from napari_metastasis.widgets.state import QUEUED, SlideStates
 
 #: The status line follows a run this often (ms).
 REFRESH_MS = 500

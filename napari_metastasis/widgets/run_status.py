@@ -15,10 +15,19 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
-from .jobs import Planned, format_duration
-from .runner import Progress, RunSummary
-from .state import CANCELLED, DONE, FAILED, IDLE, NO_RUN_YET, QUEUED, READY, RUNNING
-from .state import SlideAnalysis as State
+from napari_metastasis.widgets.jobs import Planned, format_duration
+from napari_metastasis.widgets.runner import Progress, RunSummary
+from napari_metastasis.widgets.state import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    IDLE,
+    NO_RUN_YET,
+    QUEUED,
+    READY,
+    RUNNING,
+)
+from napari_metastasis.widgets.state import SlideAnalysis as State
 
 NO_SLIDE = "Open a slide (File > Open) to start."
 CLICK_HINT = (

@@ -24,12 +24,21 @@ from dataclasses import dataclass
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
-from ..error_policy import user_message
-from ..errors import MetastasisError, ResolutionError
-from ..grid import PatchGrid
-from ..probability import ProbabilityMap
-from .jobs import Batch, Failed, JobRequest, Planned, Resources, RunClock, Stage, run_job
-from .session import AnalysisStore
+from napari_metastasis.errors import MetastasisError, ResolutionError
+from napari_metastasis.errors.policy import user_message
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
+from napari_metastasis.widgets.jobs import (
+    Batch,
+    Failed,
+    JobRequest,
+    Planned,
+    Resources,
+    RunClock,
+    Stage,
+    run_job,
+)
+from napari_metastasis.widgets.session import AnalysisStore
 
 log = logging.getLogger(__name__)
 

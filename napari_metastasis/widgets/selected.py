@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._napari.helpers import slide_path_of
-from .analysis_view import AnalysisView, AnalysisViews
-from .controls import SourceControls
-from .frame import SlideFrame
-from .state import SlideAnalysis, SlideStates
+from napari_metastasis._napari.helpers import slide_path_of
+from napari_metastasis.widgets.analysis_view import AnalysisView, AnalysisViews
+from napari_metastasis.widgets.controls import SourceControls
+from napari_metastasis.widgets.frame import SlideFrame
+from napari_metastasis.widgets.state import SlideAnalysis, SlideStates
 
 
 class SelectedSlide:

@@ -17,9 +17,9 @@ import shapely
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from .._napari.helpers import canvas_size, visible_world_rect
-from ..annotations.layers import ellipse_outline
-from .frame import SlideFrame
+from napari_metastasis._napari.helpers import canvas_size, visible_world_rect
+from napari_metastasis.annotations.layers import ellipse_outline
+from napari_metastasis.widgets.frame import SlideFrame
 
 __all__ = [
     "AREA_SHAPE_TYPES",

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import platformdirs
 
-from .._napari.helpers import slide_key
-from ..errors import MetastasisError
-from ..grid import PatchGrid
-from ..probability import ProbabilityMap
+from napari_metastasis._napari.helpers import slide_key
+from napari_metastasis.errors import MetastasisError
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.slides.grid import PatchGrid
 
 #: Environment variable that overrides where remembered analyses live (tests point it at tmp).
 ANALYSES_DIR_ENV = "NAPARI_METASTASIS_ANALYSES"

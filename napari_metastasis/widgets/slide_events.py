@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._napari.helpers import (
+from napari_metastasis._napari.helpers import (
     apply_slide_mpp,
     error,
     is_calibrated,
@@ -26,16 +26,16 @@ from .._napari.helpers import (
     slide_path_of,
     warn,
 )
-from ..errors import MetastasisError
-from ..probability import ProbabilityMap
-from .analysis_files import AnalysisFiles, map_file_of
-from .analysis_view import AnalysisView, AnalysisViews
-from .controls import SourceControls
-from .frame import SlideFrame
-from .lifetime import single_shot_timer
-from .regions_control import RegionsControl
-from .selected import SelectedSlide
-from .slides import SlideKeeper
+from napari_metastasis.errors import MetastasisError
+from napari_metastasis.maps.probability import ProbabilityMap
+from napari_metastasis.widgets.analysis_files import AnalysisFiles, map_file_of
+from napari_metastasis.widgets.analysis_view import AnalysisView, AnalysisViews
+from napari_metastasis.widgets.controls import SourceControls
+from napari_metastasis.widgets.frame import SlideFrame
+from napari_metastasis.widgets.lifetime import single_shot_timer
+from napari_metastasis.widgets.regions_control import RegionsControl
+from napari_metastasis.widgets.selected import SelectedSlide
+from napari_metastasis.widgets.slides import SlideKeeper
 
 
 def update_scale_bar(viewer: Any) -> None:

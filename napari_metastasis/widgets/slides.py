@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from .._napari.helpers import (
+from napari_metastasis._napari.helpers import (
     apply_slide_mpp,
     is_calibrated,
     slide_layers,
@@ -24,9 +24,9 @@ from .._napari.helpers import (
     suggested_mpp,
     user_mpp,
 )
-from .analysis_view import AnalysisViews
-from .frame import SlideFrame
-from .state import SlideAnalysis, SlideStates
+from napari_metastasis.widgets.analysis_view import AnalysisViews
+from napari_metastasis.widgets.frame import SlideFrame
+from napari_metastasis.widgets.state import SlideAnalysis, SlideStates
 
 #: Space left between slides placed side by side, as a fraction of the widest slide.
 GAP_FRACTION = 0.05

@@ -32,7 +32,7 @@ from psygnal import evented
 if TYPE_CHECKING:
     from psygnal import SignalGroup
 
-from .._napari.helpers import slide_key
+from napari_metastasis._napari.helpers import slide_key
 
 #: Run states of a slide.
 IDLE, QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
@@ -75,10 +75,10 @@ class SlideAnalysis:
     #: deposits (confirmed); until a deposit decision exists every candidate counts
     candidates: list = field(default_factory=list)
     confirmed: list = field(default_factory=list)
-    #: the slide verdict (:class:`napari_metastasis.clinical.SlideVerdict`) or None
+    #: the slide verdict (:class:`napari_metastasis.clinical.staging.SlideVerdict`) or None
     verdict: Any = None
     #: what the region list shows of the candidates: each one's label (after the pathologist's
-    #: relabels) and measured deposit (:class:`napari_metastasis.clinical.Deposit`), whether
+    #: relabels) and measured deposit (:class:`napari_metastasis.clinical.staging.Deposit`), whether
     #: regions were deleted or relabelled, the grid stride (µm) the sizes are measured to, the
     #: deposit rule in words, and whether the regions are on screen at all (False: the dock
     #: shows no analysis of this slide, e.g. none was run with the selected model)

@@ -2,7 +2,7 @@
 
 "Macrometastasis — largest deposit 3.1 mm": the category of the slide's largest *confirmed* deposit
 at the current threshold (after the pathologist's deletions; candidates the deposit decision did not
-confirm are only counted), from :mod:`napari_metastasis.clinical`,
+confirm are only counted), from :mod:`napari_metastasis.clinical.staging`,
 coloured like the categories in the region list and the report. The tooltip states how fine the
 measure is (about one grid stride). The panel only shows what it is given; the dock widget
 measures the regions and writes the report.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..clinical import CATEGORY_COLOURS, SlideVerdict
+from napari_metastasis.clinical.staging import CATEGORY_COLOURS, SlideVerdict
 
 NO_ANALYSIS = "No analysis of this slide yet."
 RUNNING = "No verdict yet: the analysis is running."

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .dock import SHORTCUTS
+from napari_metastasis.widgets.dock import SHORTCUTS
 
 if TYPE_CHECKING:
-    from .detection import MetastasisWidget
+    from napari_metastasis.widgets.detection import MetastasisWidget
 
 
 def connect_parts(dock: MetastasisWidget) -> None:
@@ -78,8 +78,8 @@ def connect_parts(dock: MetastasisWidget) -> None:
 
 def _remember_map(dock: MetastasisWidget, prob_map: Any) -> None:
     """A slide of the case list was analysed: remember its map, if analyses are remembered."""
-    from .._napari.helpers import warn
-    from ..errors import MetastasisError
+    from napari_metastasis._napari.helpers import warn
+    from napari_metastasis.errors import MetastasisError
 
     if dock.files.remember_enabled:
         try:

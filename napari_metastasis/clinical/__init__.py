@@ -1,0 +1,1 @@
+"""The clinical answer: deposit decision, sizes, verdict, pN stage, summary and report."""

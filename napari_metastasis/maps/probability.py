@@ -1,0 +1,163 @@
+"""ProbabilityMap: one value per grid cell (NaN where nothing was analysed), with its geometry.
+
+It is what the engine fills, the viewer shows as an overlay and thresholds into contours, the CLI
+saves beside its CSV, and evaluation compares with reference annotations. Saved as a float32 TIFF
+whose description holds the grid geometry as JSON, so any TIFF viewer can open it and we can reload
+it without re-running the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from napari_metastasis.errors import MetastasisError
+from napari_metastasis.outputs.atomic import atomic_path
+from napari_metastasis.slides.grid import PatchGrid
+
+FORMAT_TAG = "napari-metastasis probability map v1"
+
+
+def _rational(value: float) -> tuple[int, int]:
+    """A TIFF RATIONAL (numerator, denominator) for a non-negative value, to 1e-9."""
+    denominator = 1_000_000_000
+    return round(value * denominator), denominator
+
+
+@dataclass
+class ProbabilityMap:
+    """Per-cell probability of the positive class on a :class:`PatchGrid`."""
+
+    grid: PatchGrid
+    values: np.ndarray  # (rows, cols) float32, NaN = not analysed
+    class_name: str = "tumor"
+    model_name: str = ""
+    slide_path: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, grid: PatchGrid, **kwargs: Any) -> ProbabilityMap:
+        return cls(grid, np.full(grid.shape, np.nan, np.float32), **kwargs)
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float32)
+        if self.values.shape != self.grid.shape:
+            raise ValueError(f"values shape {self.values.shape} != grid shape {self.grid.shape}")
+
+    # --- filling ----------------------------------------------------------------------------
+    def update(self, cells: np.ndarray, probabilities: np.ndarray) -> None:
+        """Write probabilities for (N, 2) (row, col) cells."""
+        cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+        self.values[cells[:, 0], cells[:, 1]] = np.asarray(probabilities, np.float32).ravel()
+
+    def merge(self, other: ProbabilityMap) -> None:
+        """Take every analysed cell of ``other`` (same grid) into this map."""
+        if other.grid != self.grid:
+            raise ValueError("cannot merge probability maps on different grids")
+        known = ~np.isnan(other.values)
+        self.values[known] = other.values[known]
+
+    def missing(self, cells: np.ndarray) -> np.ndarray:
+        """The subset of ``cells`` not analysed yet (so overlapping analyses reuse old results)."""
+        cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+        if len(cells) == 0:
+            return cells
+        return cells[np.isnan(self.values[cells[:, 0], cells[:, 1]])]
+
+    # --- reading ----------------------------------------------------------------------------
+    @property
+    def analysed(self) -> np.ndarray:
+        return ~np.isnan(self.values)
+
+    @property
+    def n_analysed(self) -> int:
+        return int(self.analysed.sum())
+
+    def max_probability(self) -> float:
+        """Slide score: the highest probability of any analysed cell (NaN if none)."""
+        return float(np.nanmax(self.values)) if self.n_analysed else float("nan")
+
+    def layer_kwargs(self) -> dict:
+        """Scale and translate (µm) that put the map exactly over the slide layer in napari."""
+        return {"scale": self.grid.layer_scale, "translate": self.grid.layer_translate}
+
+    # --- persistence ------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        return {
+            "format": FORMAT_TAG,
+            "grid": self.grid.to_dict(),
+            "class_name": self.class_name,
+            "model_name": self.model_name,
+            "slide_path": self.slide_path,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: object, values: np.ndarray, where: str) -> ProbabilityMap:
+        """The inverse of :meth:`metadata`: the map ``meta`` describes, holding ``values``.
+
+        Whatever the file format (TIFF description, OME-Zarr attributes), metadata that is not
+        this program's is one sentence naming ``where`` it came from.
+        """
+        try:
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT_TAG:
+                raise ValueError("not written by napari-metastasis")
+            grid = PatchGrid.from_dict(meta["grid"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MetastasisError(f"{where}: not a probability map ({exc})") from exc
+        return cls(
+            grid,
+            values,
+            class_name=meta.get("class_name", "tumor"),
+            model_name=meta.get("model_name", ""),
+            slide_path=meta.get("slide_path", ""),
+            extra=meta.get("extra", {}),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write a float32 TIFF (NaN kept) with the geometry as JSON in its description.
+
+        The TIFF's own resolution tags say how big a pixel (one grid step) is, in centimetres as
+        TIFF allows (10,000 / step µm pixels per cm), and XPosition/YPosition where the first
+        pixel's square starts (half a step before the first patch's centre), so QuPath, Fiji and
+        OpenSlide-style readers size and place the map in µm rather than in pixels.
+        """
+        path = Path(path)
+        grid = self.grid
+        per_cm = 1e4 / grid.step_um
+        offset_cm = (grid.patch_um - grid.step_um) / 2 / 1e4
+        position = _rational(max(offset_cm, 0.0))
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(
+                tmp,
+                self.values,
+                description=json.dumps(self.metadata()),
+                metadata=None,
+                photometric="minisblack",
+                resolution=(per_cm, per_cm),
+                resolutionunit="CENTIMETER",
+                extratags=[(286, 5, 1, position, True), (287, 5, 1, position, True)],
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProbabilityMap:
+        """A map saved by :meth:`save` (``.prob.tiff``) or as OME-Zarr (a ``.prob.zarr`` folder)."""
+        path = Path(path)
+        if path.is_dir():
+            from napari_metastasis.maps.store import load_zarr
+
+            return load_zarr(path)
+        try:
+            with tifffile.TiffFile(path) as tif:
+                description = tif.pages[0].description  # type: ignore[union-attr]
+                values = tif.pages[0].asarray()
+            meta = json.loads(description)
+        except (OSError, ValueError, TypeError, tifffile.TiffFileError) as exc:
+            raise MetastasisError(f"{path.name}: not a probability map ({exc})") from exc
+        return cls.from_metadata(meta, values, path.name)

@@ -1,0 +1,1 @@
+"""Writing a slide's outputs safely: atomic files, output sets, CSV cells."""

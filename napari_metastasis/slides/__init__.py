@@ -1,0 +1,1 @@
+"""Slides in: reading any WSI format, its pyramid, tissue and the patch grid."""
