@@ -9,6 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 XVFB := xvfb-run -a -s "-screen 0 1600x1200x24"
+# pytest workers (pytest-xdist) for `make test`: 2 halves its time on two cores; 0 runs in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup system-deps demo test test-fast conformance lint typecheck docs wheel-check format bench validate model clean
 
@@ -50,7 +52,7 @@ wheel-check: setup
 
 # The whole suite, the conformance tests (below) included.
 test: system-deps setup lint typecheck docs
-	$(XVFB) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(XVFB) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 	$(MAKE) wheel-check
 
 # The edit loop: every test but the slow ones (marked `slow`: a whole prediction, a training run)
