@@ -150,7 +150,7 @@ def file_is_whole(path: Path) -> bool:
                 and lines[0].startswith("minx,")
                 and all(line.count(",") == lines[0].count(",") for line in lines)
             )
-        if name.endswith(".json") or name.endswith(".geojson"):
+        if name.endswith((".json", ".geojson")):
             json.loads(path.read_text(encoding="utf-8"))
             return True
         if name.endswith(".png"):
@@ -164,7 +164,7 @@ def file_is_whole(path: Path) -> bool:
 
             tifffile.imread(path)
             return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to read it back is the finding
         return False
     return True
 

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"napari-metastasis {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # the catch-all: one sentence, never a traceback unless asked
+    except Exception as exc:  # noqa: BLE001 - the catch-all: one sentence, never a traceback unless asked
         if debug:
             traceback.print_exc()
         message = user_message(exc)

@@ -22,7 +22,7 @@ from napari_metastasis.slides.grid import PatchGrid
 from napari_metastasis.training.augment import AugmentConfig
 from napari_metastasis.training.trainer import TrainConfig, predict_probabilities, train_model
 
-TINY = dict(epochs=1, steps_per_epoch=2, batch_size=8, width=4)
+TINY = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8, "width": 4}
 
 
 @pytest.mark.slow

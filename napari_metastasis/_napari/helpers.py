@@ -77,7 +77,7 @@ def current_viewer() -> Any | None:
         import napari
 
         return napari.current_viewer()
-    except Exception:  # no Qt app / no viewer: callers carry on in pixels
+    except Exception:  # noqa: BLE001 - no Qt app / no viewer: callers carry on in pixels
         return None
 
 

@@ -52,7 +52,7 @@ def is_probability_map(path: str | Path) -> bool:
 
         with tifffile.TiffFile(path) as tif:
             description = getattr(tif.pages[0], "description", "") or ""
-    except Exception:
+    except Exception:  # noqa: BLE001 - not a readable TIFF: not ours to claim
         return False
     return FORMAT_TAG in description[:200]
 

@@ -114,7 +114,7 @@ def _choice_at(
     count = _middle(low, true_min)
     # the size a deposit needs: seeded false regions are small, deposits are not
     false_cells = max((e.patches for e in evidence if not e.true and e.seeds[i] > 0), default=0)
-    true_cells: dict[str, int] = {n: 0 for n in best_true}
+    true_cells: dict[str, int] = dict.fromkeys(best_true, 0)
     for e in evidence:
         if e.true and e.node in true_cells and e.seeds[i] >= count:
             true_cells[e.node] = max(true_cells[e.node], e.patches)

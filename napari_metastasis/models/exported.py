@@ -59,7 +59,7 @@ def check_archive(path: str | Path, raw: bytes | None = None) -> None:
                 continue
             if inner.startswith("models/") and inner.endswith(".json"):
                 continue
-            if inner.startswith("data/weights/") or inner.startswith("data/constants/"):
+            if inner.startswith(("data/weights/", "data/constants/")):
                 if inner.endswith("_config.json"):
                     configs[inner] = archive.read(name)
                 elif inner.endswith(".pt"):

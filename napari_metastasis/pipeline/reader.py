@@ -222,7 +222,7 @@ class RegionReader:
                 if not put(batch):
                     return
             put(None)
-        except BaseException as exc:  # delivered to the consumer, raised there
+        except BaseException as exc:  # noqa: BLE001 - delivered to the consumer, raised there
             put(exc)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -354,7 +354,7 @@ def _predict_distributed(
             path = futures[future]
             try:
                 ok, message = future.result()
-            except Exception as exc:  # a worker died, or the task could not be shipped
+            except Exception as exc:  # noqa: BLE001 - a worker died, or the task could not be shipped
                 ok, message = False, f"{path}: {user_message(exc)}"
             yield SlideOutcome(path, ok, message)
     finally:
@@ -429,7 +429,7 @@ def _guarded(path: Path, work: Callable[[], str]) -> SlideOutcome:
         return SlideOutcome(Path(path), True, work())
     except MetastasisError as exc:
         return SlideOutcome(Path(path), False, str(exc))
-    except Exception as exc:  # a bad file must not stop the other slides
+    except Exception as exc:  # noqa: BLE001 - a bad file must not stop the other slides
         return SlideOutcome(Path(path), False, f"{path}: {user_message(exc)}")
 
 

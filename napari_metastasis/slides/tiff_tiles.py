@@ -95,7 +95,7 @@ class TiffTiles:
                     ]
                     if len(found) == 1 and _decodable(found[0]):
                         levels[level] = _level_of(found[0])
-        except Exception:  # anything tifffile cannot parse stays with OpenSlide
+        except Exception:  # noqa: BLE001 - anything tifffile cannot parse stays with OpenSlide
             return None
         return cls(path, levels) if levels else None
 

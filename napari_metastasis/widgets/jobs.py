@@ -145,7 +145,7 @@ def run_job(
     """
     try:
         yield from _run_job(request, map_for, resources, cancel)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as Failed, never raised (see above)
         yield Failed(exc)
 
 

@@ -200,7 +200,7 @@ class SlideEvents:
         if layer is None:
             try:
                 self.viewer.open(path, plugin="napari-metastasis")
-            except Exception as exc:  # napari wraps reader errors in its own types
+            except Exception as exc:  # noqa: BLE001 - napari wraps reader errors in its own types
                 error(f"Could not open {Path(path).name}: {exc}")
                 return None
             layer = layer_for_slide(self.viewer, path)
