@@ -7,7 +7,8 @@ and can be cancelled) and headless runs (the ``predict`` command). One module pe
   analysed, tissue);
 * :mod:`.reader`: the patches' pixels, cut from tile-aligned regions decoded once, in batches
   ahead of the model, memory bounded;
-* :mod:`.inference`: :func:`run_inference`, batches through the model on its device, streamed;
+* :mod:`.inference`: :func:`run_inference`, batches through the model on its device, streamed
+  (on the CPU, each batch split over as many threads as a :class:`ThreadTuner` measures fastest);
 * :mod:`.predict`: :func:`predict_slide`, a whole run collected into a map and a patch table;
 * :mod:`.cancel`: :class:`CancelToken`, checked before every batch.
 
@@ -57,6 +58,7 @@ from .reader import (
     DEFAULT_PREFETCH_BATCHES,
     PatchReader,
     RegionReader,
+    ThreadTuner,
     default_num_workers,
     read_level,
 )
@@ -74,6 +76,7 @@ __all__ = [
     "Progress",
     "Region",
     "RegionReader",
+    "ThreadTuner",
     "check_analysable",
     "cpu_forward_threads",
     "default_num_workers",

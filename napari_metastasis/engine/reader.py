@@ -23,9 +23,11 @@ decoded once, and cuts the patches out of them:
   consumer's thread, one call per crop size.
 * **Concurrency.** A pool of threads decodes regions ahead (imagecodecs and OpenSlide release the
   GIL; threads measured faster than processes, which must ship every decoded pixel back), while one
-  producer thread cuts batches ahead of the model. On the CPU, torch (the batched resize, and the
-  forward pass in :func:`run_inference`) gets only the cores the readers leave
-  (:func:`cpu_forward_threads`).
+  producer thread cuts batches ahead of the model. They sleep once ``prefetch_batches`` batches
+  wait (the producer on the full queue, the decoders on an empty pool), so a forward-bound run
+  leaves them idle. On the CPU the resize runs on one torch thread and the forward pass in
+  :func:`run_inference` on as many threads as :class:`ThreadTuner` measures fastest, each with
+  its own part of the batch.
 * **Memory.** Regions decoded ahead of the patch being cut hold at most ``REGION_BUDGET_BYTES``
   (64 MB; at least one region per reader thread), each region at most ``tile height x (CHUNK_PX +
   tile width + patch width)`` RGB pixels (3.4 MB for 256-px tiles, 7 MB for 512-px ones), plus the
@@ -74,16 +76,148 @@ def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-_THREADS_LOCK = threading.Lock()
-_THREADS_HELD: list[int] = []  # torch's own count, saved while runs on the CPU hold it changed
+#: Environment variable choosing torch's threads for CPU runs: ``auto`` (default: measured,
+#: :class:`ThreadTuner`), ``readers`` (the cores the reader threads leave, the old fixed split) or
+#: a whole number.
+THREADS_ENV_VAR = "NAPARI_METASTASIS_TORCH_THREADS"
 
 
 def cpu_forward_threads(num_workers: int | None = None) -> int:
-    """torch's intra-op threads for a run (and the reader's resize) on the CPU: the cores the reader threads leave, at least
-    one. OpenMP's thread teams stall whenever one of their threads waits for a core (every
-    parallel op waits for the slowest), so sharing cores with the readers costs far more than it
-    gains: 3-10x slower forward passes were measured on 2 shared cores."""
+    """The cores the reader threads leave, at least one: the fixed split runs used before
+    :class:`ThreadTuner` (``NAPARI_METASTASIS_TORCH_THREADS=readers`` restores it).
+
+    It starves a forward-bound run: readers 500x faster than the model sleep nearly all the time,
+    yet hold half of a two-core machine away from torch."""
     return max(1, (os.cpu_count() or 1) - (num_workers or default_num_workers()))
+
+
+def thread_policy(value: str | None = None) -> str | int:
+    """``auto``, ``readers`` or a whole number of threads, from ``value`` or the environment
+    variable :data:`THREADS_ENV_VAR` (unset or empty: ``auto``)."""
+    text = (os.environ.get(THREADS_ENV_VAR, "") if value is None else value).strip().lower()
+    if text in ("", "auto"):
+        return "auto"
+    if text == "readers":
+        return "readers"
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError(
+        f"{THREADS_ENV_VAR} must be 'auto', 'readers' or a whole number of threads, got {text!r}"
+    )
+
+
+def thread_candidates(cores: int) -> list[int]:
+    """The thread counts :class:`ThreadTuner` tries on ``cores`` cores: all of them, half, and one
+    (each once, most first)."""
+    cores = max(1, cores)
+    return sorted({cores, max(1, cores // 2), 1}, reverse=True)
+
+
+class ThreadTuner:
+    """How many threads run the forward pass of a CPU run, chosen by measuring the run's rate.
+
+    No fixed split of the cores is right everywhere: the bundled model is ~500x slower than the
+    reader and wants every core, a cheap model leaves the cores to the decoders (where splitting
+    its tiny batches only adds hand-offs), and a machine's other programs take cores too. So the
+    tuner measures instead of guessing. It tries each of :func:`thread_candidates` for a *probe*
+    (at least ``probe_batches`` batches and ``probe_seconds`` seconds of the run: patches per
+    second from asking the reader for a batch to the model's answer), keeps the fastest, and
+    holds it for ``hold_batches`` batches before probing again, since the load of the machine
+    changes. Each round that confirms the choice doubles the hold (up to ``max_hold_batches``); a
+    challenger must be ``margin`` times faster to replace the held count. The first batch of
+    every run (:meth:`start_run`) is not measured: the readers start then.
+
+    :func:`~napari_metastasis.engine.inference.run_inference` uses the count as the number of
+    parts a batch is split into, each run by its own thread with one torch thread
+    (:class:`~napari_metastasis.models.loading.ForwardPool`). One tuner serves one model through
+    consecutive runs (slides), so a run starts with what the last one found. Pure bookkeeping:
+    :meth:`record` is told what happened; the tests feed it.
+    """
+
+    def __init__(
+        self,
+        cores: int | None = None,
+        *,
+        probe_batches: int = 2,
+        probe_seconds: float = 0.5,
+        hold_batches: int = 24,
+        max_hold_batches: int = 384,
+        margin: float = 1.05,
+    ):
+        self.candidates = thread_candidates(cores or os.cpu_count() or 1)
+        self.probe_batches = probe_batches
+        self.probe_seconds = probe_seconds
+        self.base_hold = hold_batches
+        self.max_hold = max_hold_batches
+        self.margin = margin
+        self.chosen: int | None = None  # the held count (None: the first round is under way)
+        self.rates: dict[int, float] = {}  # patches/s of each count's last probe
+        self.rounds = 0  # probe rounds finished
+        self._hold = hold_batches
+        self._queue = list(self.candidates)  # counts left to probe in this round
+        self._held = 0  # batches run at the chosen count since the last round
+        self._skip = 1
+        self._window = [0, 0.0, 0]  # patches, seconds, batches of the current probe
+
+    @property
+    def threads(self) -> int:
+        """The count to run the next batch with."""
+        return self._queue[0] if self._queue else self.chosen  # type: ignore[return-value]
+
+    @property
+    def probing(self) -> bool:
+        return bool(self._queue)
+
+    def start_run(self) -> None:
+        """A run begins: its first batch is not measured."""
+        self._skip = 1
+
+    def record(self, patches: int, seconds: float) -> None:
+        """One batch of ``patches`` took ``seconds`` at :attr:`threads`."""
+        if self._skip:
+            self._skip -= 1
+            return
+        if not self._queue:
+            self._held += 1
+            if self._held >= self._hold:  # probe again: the challengers first, the held count last
+                self._queue = [c for c in self.candidates if c != self.chosen] + [self.chosen]  # type: ignore[list-item]
+                self._held = 0
+            return
+        window = self._window
+        window[0] += patches
+        window[1] += seconds
+        window[2] += 1
+        if window[2] < self.probe_batches or window[1] < self.probe_seconds:
+            return
+        self.rates[self._queue.pop(0)] = window[0] / window[1] if window[1] > 0 else float("inf")
+        self._window = [0, 0.0, 0]
+        if not self._queue:
+            self._decide()
+
+    def _decide(self) -> None:
+        best = max(self.rates, key=lambda c: (self.rates[c], c))
+        held = self.chosen
+        if held is not None and self.rates[best] < self.margin * self.rates.get(held, 0.0):
+            best = held
+        if best == held:
+            self._hold = min(self.max_hold, 2 * self._hold)
+        else:
+            self._hold = self.base_hold
+        self.chosen = best
+        self.rounds += 1
+
+    def summary(self) -> dict:
+        """What was measured and chosen (for benchmarks' JSON)."""
+        return {
+            "candidates": self.candidates,
+            "chosen": self.chosen,
+            "rounds": self.rounds,
+            "patches_per_s": {str(c): round(r, 1) for c, r in sorted(self.rates.items())},
+        }
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_HELD: list[int] = []  # torch's own count, saved while runs on the CPU hold it changed
 
 
 @contextlib.contextmanager
