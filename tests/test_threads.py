@@ -87,6 +87,16 @@ def test_a_confirmed_choice_is_held_longer_and_a_small_gain_does_not_switch():
     assert used == [2] * 8 and tuner.probing
 
 
+def test_a_clear_winner_is_held_four_times_longer():
+    tuner = ThreadTuner(2, probe_batches=1, probe_seconds=0, hold_batches=4, max_hold_batches=64)
+    rates = {2: 270.0, 1: 90.0}.__getitem__
+    feed(tuner, rates, 1 + 2)  # the first round sets the hold to its base
+    used = feed(tuner, rates, 4 + 2)  # confirmed, 3x faster: held 16 batches next
+    assert used[4:] == [1, 2]
+    used = feed(tuner, rates, 16 + 2)
+    assert used[:16] == [2] * 16 and used[16:] == [1, 2]
+
+
 def test_a_probe_lasts_long_enough_to_measure():
     """Fast batches (a read-bound model) are pooled until ``probe_seconds`` have passed."""
     tuner = ThreadTuner(2, probe_batches=2, probe_seconds=0.5)
@@ -106,6 +116,26 @@ def test_each_run_starts_unmeasured():
     assert tuner.probing and tuner.threads == 1
     tuner.record(64, 2.0)
     assert tuner.chosen == 2
+
+
+def test_a_cheap_model_is_not_split():
+    """A forward pass of under ``min_split_seconds`` a batch (a read-bound model): one thread
+    from then on, without probes, however the batches' rates would compare."""
+    tuner = ThreadTuner(2, probe_batches=1, probe_seconds=0, hold_batches=2)
+    tuner.record(64, 0.02, forward_seconds=0.010)  # the first batch: warm-up, slow
+    assert tuner.threads == 2 and not tuner.cheap
+    tuner.record(64, 0.01, forward_seconds=0.002)  # 2 threads x 2 ms: 4 ms of one thread
+    assert tuner.cheap and tuner.threads == 1
+    for _ in range(20):
+        tuner.record(64, 0.0001, forward_seconds=0.001)
+        assert tuner.threads == 1 and not tuner.probing
+
+
+def test_a_short_last_batch_does_not_make_a_model_cheap():
+    tuner = ThreadTuner(2, probe_batches=1, probe_seconds=0)
+    tuner.record(64, 0.5, forward_seconds=0.4)
+    tuner.record(3, 0.02, forward_seconds=0.002)  # three patches: a run's last batch
+    assert not tuner.cheap
 
 
 def test_one_core_has_nothing_to_choose():
@@ -157,12 +187,13 @@ def test_a_cpu_run_follows_its_models_tuner(darkness, monkeypatch):
     """By default each batch is split into as many parts as the model's tuner names, and the
     tuner carries over from one run to the next."""
     monkeypatch.delenv(THREADS_ENV_VAR, raising=False)
-    tuner = ThreadTuner(4, probe_batches=1, probe_seconds=0, hold_batches=100)
+    # (the darkness model is cheap enough to run unsplit; here the tuner is told to split it)
+    tuner = ThreadTuner(4, probe_batches=1, probe_seconds=0, hold_batches=100, min_split_seconds=0)
     named: list[int] = []
     record = tuner.record
 
-    def recording(patches, seconds):
-        record(patches, seconds)
+    def recording(*args):
+        record(*args)
         named.append(tuner.threads)
 
     monkeypatch.setattr(tuner, "record", recording)
@@ -177,6 +208,17 @@ def test_a_cpu_run_follows_its_models_tuner(darkness, monkeypatch):
     again = _threads_per_batch(darkness, monkeypatch)[1:]  # the same tuner: no new probe round
     assert set(again) == {tuner.chosen}
     assert inference_module.thread_tuner(darkness) is tuner
+
+
+def test_a_cheap_model_runs_unsplit(darkness, monkeypatch):
+    """The darkness model's forward pass takes well under 5 ms a batch: once a batch has shown
+    it (the first is slowed by warm-up), every batch runs whole, on one thread."""
+    monkeypatch.delenv(THREADS_ENV_VAR, raising=False)
+    tuner = inference_module.thread_tuner(darkness, fresh=True)
+    seen = _threads_per_batch(darkness, monkeypatch)
+    assert seen[0] == max(tuner.candidates)
+    assert seen[2:] == [1] * (len(seen) - 2)
+    assert inference_module.thread_tuner(darkness).cheap
 
 
 def test_the_old_split_and_a_fixed_count_can_be_asked_for(darkness, monkeypatch):

@@ -41,10 +41,11 @@ Progress = Callable[[int, int], None]
 _TUNERS: weakref.WeakKeyDictionary[LoadedModel, ThreadTuner] = weakref.WeakKeyDictionary()
 
 
-def thread_tuner(model: LoadedModel) -> ThreadTuner:
-    """The tuner that chooses torch's threads for ``model``'s CPU runs (made on first use)."""
+def thread_tuner(model: LoadedModel, *, fresh: bool = False) -> ThreadTuner:
+    """The tuner that chooses the forward threads of ``model``'s CPU runs (made on first use;
+    ``fresh``: a new one, as a new process would start with)."""
     tuner = _TUNERS.get(model)
-    if tuner is None:
+    if tuner is None or fresh:
         tuner = _TUNERS[model] = ThreadTuner()
     return tuner
 
@@ -164,12 +165,14 @@ def run_inference(
                 if item is None or is_cancelled(cancel):
                     break
                 part, pixels = item
+                got = time.perf_counter()
                 x = model.prepare(pixels)
                 in_flight.append(
                     (part, model.forward(x) if pool is None else model.forward(x, pool))
                 )
                 if tuner is not None and pool is not None:  # the CPU's pass is done on return
-                    tuner.record(len(part), time.perf_counter() - started)
+                    done_at = time.perf_counter()
+                    tuner.record(len(part), done_at - started, done_at - got)
                     pool.width = tuner.threads
                 while len(in_flight) > lag:
                     yield collect()

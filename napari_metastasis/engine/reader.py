@@ -72,6 +72,13 @@ UNTILED_BLOCK = 512
 ReadBatch = tuple[np.ndarray, torch.Tensor]
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -123,9 +130,15 @@ class ThreadTuner:
     (at least ``probe_batches`` batches and ``probe_seconds`` seconds of the run: patches per
     second from asking the reader for a batch to the model's answer), keeps the fastest, and
     holds it for ``hold_batches`` batches before probing again, since the load of the machine
-    changes. Each round that confirms the choice doubles the hold (up to ``max_hold_batches``); a
-    challenger must be ``margin`` times faster to replace the held count. The first batch of
-    every run (:meth:`start_run`) is not measured: the readers start then.
+    changes. Each round that confirms the choice doubles the hold (quadruples it where the choice
+    was ``clear_lead`` times faster than every other count; up to ``max_hold_batches``), so a
+    15,000-patch slide probes about five times; a challenger must be ``margin`` times faster to
+    replace the held count. The first batch of
+    every run (:meth:`start_run`) is not measured: the readers start then. A model whose forward
+    pass takes under ``min_split_seconds`` a batch runs on one thread without probing: splitting
+    could save at most that much per batch, while the hand-offs cost about as much and the
+    readers, its bottleneck, want the cores (a read-bound model ran at 0.73x the reader's rate
+    split in two on two cores).
 
     :func:`~napari_metastasis.engine.inference.run_inference` uses the count as the number of
     parts a batch is split into, each run by its own thread with one torch thread
@@ -138,18 +151,24 @@ class ThreadTuner:
         self,
         cores: int | None = None,
         *,
-        probe_batches: int = 2,
-        probe_seconds: float = 0.5,
-        hold_batches: int = 24,
-        max_hold_batches: int = 384,
+        probe_batches: int = 1,
+        probe_seconds: float = 0.25,
+        hold_batches: int = 32,
+        max_hold_batches: int = 1024,
         margin: float = 1.05,
+        clear_lead: float = 1.5,
+        min_split_seconds: float = 0.005,
     ):
-        self.candidates = thread_candidates(cores or os.cpu_count() or 1)
+        self.candidates = thread_candidates(cores or available_cores())
         self.probe_batches = probe_batches
         self.probe_seconds = probe_seconds
         self.base_hold = hold_batches
         self.max_hold = max_hold_batches
         self.margin = margin
+        self.clear_lead = clear_lead
+        self.min_split_seconds = min_split_seconds
+        self.cheap = False  # the forward pass is too short to split: one thread, no probes
+        self._largest = 0  # the most patches a batch has held
         self.chosen: int | None = None  # the held count (None: the first round is under way)
         self.rates: dict[int, float] = {}  # patches/s of each count's last probe
         self.rounds = 0  # probe rounds finished
@@ -172,14 +191,24 @@ class ThreadTuner:
         """A run begins: its first batch is not measured."""
         self._skip = 1
 
-    def record(self, patches: int, seconds: float) -> None:
-        """One batch of ``patches`` took ``seconds`` at :attr:`threads`."""
+    def record(self, patches: int, seconds: float, forward_seconds: float | None = None) -> None:
+        """One batch of ``patches`` took ``seconds`` at :attr:`threads`, ``forward_seconds`` of
+        them in the forward pass."""
+        self._largest = max(self._largest, patches)
+        if forward_seconds is not None and not self.cheap and patches == self._largest:
+            # (judged on full batches: a run's last, short batch says little)
+            self.cheap = forward_seconds * self.threads < self.min_split_seconds
+            if self.cheap:
+                self.chosen, self._queue, self._window = 1, [], [0, 0.0, 0]
+                return
         if self._skip:
             self._skip -= 1
             return
         if not self._queue:
             self._held += 1
-            if self._held >= self._hold:  # probe again: the challengers first, the held count last
+            if (
+                self._held >= self._hold and not self.cheap
+            ):  # probe again: the challengers first, the held count last
                 self._queue = [c for c in self.candidates if c != self.chosen] + [self.chosen]  # type: ignore[list-item]
                 self._held = 0
             return
@@ -199,8 +228,10 @@ class ThreadTuner:
         held = self.chosen
         if held is not None and self.rates[best] < self.margin * self.rates.get(held, 0.0):
             best = held
-        if best == held:
-            self._hold = min(self.max_hold, 2 * self._hold)
+        others = [r for c, r in self.rates.items() if c != best]
+        lead = self.rates[best] / max(others) if others and max(others) > 0 else 1.0
+        if best == held:  # confirmed: held longer, much longer where it leads clearly
+            self._hold = min(self.max_hold, (4 if lead >= self.clear_lead else 2) * self._hold)
         else:
             self._hold = self.base_hold
         self.chosen = best
@@ -211,6 +242,8 @@ class ThreadTuner:
         return {
             "candidates": self.candidates,
             "chosen": self.chosen,
+            "threads_now": self.threads,
+            "too_cheap_to_split": self.cheap,
             "rounds": self.rounds,
             "patches_per_s": {str(c): round(r, 1) for c, r in sorted(self.rates.items())},
         }
