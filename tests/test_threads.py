@@ -3,11 +3,14 @@ and the policy a run follows (measured, the old fixed split, or a number)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 from conftest import SVS
-from engine_helpers import write_darkness_model
+from engine_helpers import heldout_cells, write_darkness_model
 
 from napari_metastasis.engine import inference as inference_module
 from napari_metastasis.engine import make_grid, run_inference
@@ -17,6 +20,7 @@ from napari_metastasis.engine.reader import (
     cpu_forward_threads,
     thread_candidates,
     thread_policy,
+    torch_threads,
 )
 from napari_metastasis.errors import ModelError
 from napari_metastasis.models import load_model
@@ -232,20 +236,42 @@ def test_the_old_split_and_a_fixed_count_can_be_asked_for(darkness, monkeypatch)
 
 
 def test_a_batch_split_over_threads_gives_the_same_probabilities():
-    """The bundled model on real tissue: a batch run in 1, 2, 3 or 4 parts (one torch thread
-    each) gives every patch the same probability as the whole batch in one call."""
+    """The bundled model on held-out patches: a batch run in 1, 2, 3 or 4 parts (one torch
+    thread each) gives every patch the same probability as the whole batch in one call."""
     model = load_model("default", device="cpu")
-    with Slide(SVS) as slide:
-        pixels = slide.read_region(0, 0, 0, 800, 800)
-    patches = pixels.reshape(10, 80, 10, 80, 3).swapaxes(1, 2).reshape(100, 80, 80, 3)
+    patches = heldout_cells(100)
     x = model.prepare(patches)
     whole = model.forward(x).numpy()
-    assert whole[:, 1].min() < 0.2 and whole[:, 1].max() > 0.01  # tissue and glass, not constant
+    assert whole[:, 1].min() < 0.2 and whole[:, 1].max() > 0.9  # tumour and normal tissue
     for width in (1, 2, 3, 4):
         with ForwardPool(4) as pool:
             pool.width = width
-            assert len(pool.parts(x)) == width
             np.testing.assert_allclose(model.forward(x, pool).numpy(), whole, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("n", "width", "parts"), [(64, 2, 4), (100, 3, 7), (5, 4, 4), (1, 2, 1)])
+def test_a_batch_is_cut_into_small_parts_run_by_width_threads(n, width, parts):
+    """Parts of at most ``part_size`` patches (and at least one per thread), in order; no more
+    than ``width`` threads run them, each on one torch thread."""
+    x = torch.arange(n, dtype=torch.float32).view(n, 1)
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def run(part):
+        with lock:
+            seen.add(threading.current_thread().name)
+        assert torch.get_num_threads() == 1
+        time.sleep(0.01)  # long enough for every idle thread to take a part if it could
+        return part * 2
+
+    with ForwardPool(4, part_size=16) as pool:
+        pool.width = width
+        cut = pool.parts(x)
+        assert len(cut) == parts and max(len(c) for c in cut) <= 16
+        with torch_threads(1):
+            out = torch.cat(pool.map(run, cut))
+    assert torch.equal(out, x * 2)
+    assert len(seen) <= width
 
 
 def test_a_network_that_answers_wrongly_is_refused_in_parts_too(tmp_path):

@@ -167,8 +167,9 @@ def run_inference(
                 part, pixels = item
                 got = time.perf_counter()
                 x = model.prepare(pixels)
+                split = pool if tuner is not None and not tuner.cheap else None
                 in_flight.append(
-                    (part, model.forward(x) if pool is None else model.forward(x, pool))
+                    (part, model.forward(x) if split is None else model.forward(x, split))
                 )
                 if tuner is not None and pool is not None:  # the CPU's pass is done on return
                     done_at = time.perf_counter()
