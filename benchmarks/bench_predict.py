@@ -241,12 +241,20 @@ def time_reader(slide, grid, model, cells, batch_size, workers) -> float:
 def time_forward(
     model, n_patches: int, batch_size: int, threads: int | None = None, split: int = 0
 ) -> float:
-    """Seconds for the forward pass alone over ``n_patches`` ready patches: on ``threads`` torch
+    """Seconds for the model alone over ``n_patches`` ready patches: on ``threads`` torch
     threads (None: as they are), or with each batch split over ``split`` threads of one torch
-    thread each (a run's :class:`ForwardPool`)."""
+    thread each (a run's :class:`ForwardPool`). On the CPU each batch starts from uint8 pixels,
+    as in a run (``prepare``, the conversion to floats, is part of the model's work there); on a
+    GPU from the prepared batch on the device."""
     h, w = model.input_size
     rng = np.random.default_rng(0)
-    x = model.prepare(rng.integers(0, 256, (batch_size, h, w, 3), dtype=np.uint8))
+    pixels = torch.from_numpy(rng.integers(0, 256, (batch_size, h, w, 3), dtype=np.uint8))
+    x = model.prepare(pixels)
+    cpu = model.device.type == "cpu"
+
+    def batch(k: int) -> torch.Tensor:
+        return model.prepare(pixels[:k]) if cpu else x[:k]
+
     with torch_threads(1 if split else threads), ForwardPool(max(1, split)) as pool:
         use = pool if split else None
         model.forward(x, use)  # warm-up (cuDNN autotuning, lazy init, the pool's threads)
@@ -254,9 +262,9 @@ def time_forward(
         full, rest = divmod(n_patches, batch_size)
         start = time.perf_counter()
         for _ in range(full):
-            model.forward(x, use).cpu()
+            model.forward(batch(batch_size), use).cpu()
         if rest:
-            model.forward(x[:rest], use).cpu()
+            model.forward(batch(rest), use).cpu()
         _sync(model.device)
         return time.perf_counter() - start
 
@@ -436,18 +444,18 @@ def two_core_limits(runs: list[dict], cores: int) -> dict:
         if run["bottleneck"] != "read":
             continue
         rates = run["patches_per_s"]
-        b, c = rates["b_reader"], rates["c_forward_best"]
-        cap = 1 / (1 / b + 1 / c) / b
+        b, c1 = rates["b_reader"], rates["c_forward_one_thread"]
+        cap = 1 / (1 + b / (cores * c1))
         out[f"{run['slide']} / {run['model']}"] = {
             "goal": "d >= 0.9 b (read-bound)",
-            "serial_bound_over_reader": round(cap, 3),
+            "bound_over_reader": round(cap, 3),
             "why": (
-                f"the reader alone keeps all {cores} cores busy (decoding, cutting, resizing: "
-                f"{1e6 / b:.0f} µs of the machine per patch), and the pipeline adds the model's "
-                f"{1e6 / c:.1f} µs per patch (uint8 to float, forward) on the same cores; with no "
-                f"core left for the model the pipeline can reach at most the serial bound, "
-                f"1 / (1/b + 1/c) = {cap:.2f} b, before any hand-off between threads. On a "
-                "machine with a core to spare for the model the bound is b itself."
+                f"the reader alone keeps all {cores} cores busy ({cores} x {1e6 / b:.1f} µs = "
+                f"{cores * 1e6 / b:.0f} µs of core time per patch: decoding, cutting, resizing), "
+                f"and the pipeline adds the model's own {1e6 / c1:.1f} µs per patch on one core "
+                "(uint8 to float, forward) on the same cores, so it can reach at most "
+                f"1 / (1 + b / ({cores} c1)) = {cap:.2f} b before any hand-off between its "
+                "threads; on a machine with a core to spare for the model the bound is b itself"
             ),
         }
     return out
