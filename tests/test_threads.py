@@ -49,7 +49,7 @@ def test_candidates_are_all_cores_half_and_one():
 
 def test_a_forward_bound_run_gets_every_core():
     """Two threads twice as fast as one: after one probe of each, two are held."""
-    tuner = ThreadTuner(2, probe_batches=2, probe_seconds=0)
+    tuner = ThreadTuner(2, probe_batches=2, probe_seconds=0, hold_batches=50)
     used = feed(tuner, {2: 140.0, 1: 70.0}.__getitem__, 1 + 4 + 20)
     assert used[:5] == [2, 2, 2, 1, 1]  # the run's first batch is not measured
     assert tuner.chosen == 2 and set(used[5:]) == {2}
@@ -58,7 +58,7 @@ def test_a_forward_bound_run_gets_every_core():
 
 def test_a_loaded_machine_gets_one_thread():
     """Two threads collapse when other programs hold a core: one thread is kept."""
-    tuner = ThreadTuner(2, probe_batches=2, probe_seconds=0)
+    tuner = ThreadTuner(2, probe_batches=2, probe_seconds=0, hold_batches=50)
     used = feed(tuner, {2: 25.0, 1: 60.0}.__getitem__, 1 + 4 + 20)
     assert tuner.chosen == 1 and set(used[5:]) == {1}
 

@@ -132,7 +132,7 @@ class ThreadTuner:
     holds it for ``hold_batches`` batches before probing again, since the load of the machine
     changes. Each round that confirms the choice doubles the hold (quadruples it where the choice
     was ``clear_lead`` times faster than every other count; up to ``max_hold_batches``), so a
-    15,000-patch slide probes about five times; a challenger must be ``margin`` times faster to
+    15,000-patch slide probes four to six times; a challenger must be ``margin`` times faster to
     replace the held count. The first batch of
     every run (:meth:`start_run`) is not measured: the readers start then. A model whose forward
     pass takes under ``min_split_seconds`` a batch runs on one thread without probing: splitting
@@ -153,7 +153,7 @@ class ThreadTuner:
         *,
         probe_batches: int = 1,
         probe_seconds: float = 0.25,
-        hold_batches: int = 32,
+        hold_batches: int = 8,
         max_hold_batches: int = 1024,
         margin: float = 1.05,
         clear_lead: float = 1.5,
