@@ -9,7 +9,7 @@ only notes when things happen, into the JSON file named by ``ANSWER_TIMELINE``:
 * every line the command writes to stdout or stderr, with its time (a slide's summary line
   when its files are written, ``pN stages ... -> stages.csv``, the model's line when it is
   loaded);
-* the process's peak resident memory at the end.
+* the process's peak resident memory at the end (:func:`peak_rss_mb`).
 
 Times are seconds from this shim's start (``time.perf_counter``); the caller measures the whole
 process from outside and gives the interpreter's start-up as the difference.
@@ -51,6 +51,21 @@ class Lines:
         return getattr(self._stream, name)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: Linux's VmHWM (the peak of this program's own memory
+    since its exec), else getrusage's ru_maxrss (which on Linux also keeps the peak of the
+    process it was forked from, before the exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    per_kib = 1024 if sys.platform == "darwin" else 1  # macOS counts bytes, Linux KiB
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / per_kib / 1024, 1)
+
+
 def main() -> int:
     timeline: dict = {"started": 0.0, "runs": [], "lines": []}
     sys.stdout = Lines(sys.stdout, "stdout", timeline["lines"])
@@ -88,9 +103,7 @@ def main() -> int:
     finally:
         timeline["exited"] = now()
         timeline["exit_code"] = code
-        timeline["peak_rss_mb"] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-        )
+        timeline["peak_rss_mb"] = peak_rss_mb()
         path = os.environ.get("ANSWER_TIMELINE")
         if path:
             with open(path, "w") as f:
