@@ -60,6 +60,36 @@ from napari_metastasis.training.networks import Ensemble  # noqa: E402
 
 KEEP_SPEEDUP = 1.05
 KEEP_MAX_DP = 1e-5
+#: What the engine does with each option, and why (``kept`` above only says measured faster and
+#: within the tolerance, on one thread; a run splits each batch over every core).
+DECISIONS = {
+    "split_in_parts_of_16": "adopted: the engine's CPU runs (ForwardPool, ThreadTuner)",
+    "channels_last_inference_mode": "adopted before: the shipped pass (NCHW is ~2x slower)",
+    "onnxruntime": (
+        "not adopted yet: the fastest exact option (same answers to 2e-7), but a new optional "
+        "dependency whose export goes through torch's deprecated TorchScript-based ONNX exporter "
+        "(rot90 written as flip + transpose; ~6 s a model unless the file is cached); the next step "
+        "as an optional extra"
+    ),
+    "torch_compile": (
+        "not adopted: ~5 s of compiling in every new process, a C++ compiler needed at run time "
+        "(rare on pathologists' laptops), each batch shape compiled again"
+    ),
+    "jit_freeze": "not adopted: TorchScript is deprecated in torch 2.13 (warnings at every load)",
+    "conv_bn_folded": (
+        "not adopted: faster on one thread, not in the split a run uses (median below 1x there)"
+    ),
+    "bf16_autocast": (
+        "not adopted: probabilities move by up to 3e-3 (tolerance 1e-5), and CPUs without "
+        "AVX512-BF16 or AMX run it slower"
+    ),
+    "int8_fx": "not adopted: probabilities move by up to 0.02-0.05 and verdicts at 0.5 flip",
+    "views_batched": "not adopted: slower (the stacked views leave the cache)",
+    "batch_size": (
+        "kept at 64 for reading; the forward pass runs it in parts of 16 (small batches are "
+        "faster here because a part's activations stay in cache)"
+    ),
+}
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # prepared batch -> (N,) tumour probability
@@ -396,6 +426,7 @@ def main() -> None:
         "single_thread_batch_64": single_rates,
         "batch_sizes_single_thread": batch_rates,
         "all_cores_batch_64": core_rates,
+        "decisions": DECISIONS,
         "errors": errors,
     }
     text = json.dumps(report, indent=2, ensure_ascii=False)
