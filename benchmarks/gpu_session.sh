@@ -2,7 +2,7 @@
 # The GPU runs, as one command on the lent GPU machine (the device tool's `run`), from the
 # repository root, with what the machine lacks carried (both made here, once, and ignored by git):
 #   bash benchmarks/gpu_wheels.sh                       # .whl/: ~40 MB of wheels
-#   PYTHONPATH=. python benchmarks/bench_answer.py --export-pool .gpu/heldout.npz   # ~12 MB
+#   PYTHONPATH=. python benchmarks/bench_answer.py --export-pool .gpu/heldout.npz   # 11 MB
 #   run(command="bash benchmarks/gpu_session.sh answer", carry=[".whl", ".gpu"], timeout_s=540)
 # WHAT (first argument):
 #   answer  issue 24: benchmarks/bench_answer.py on CUDA (a CUDA run uses AMP and pinned crop
