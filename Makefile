@@ -69,6 +69,9 @@ conformance: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py --out resources/bench_reader.json
 	$(BIN)/python benchmarks/bench_predict.py --out resources/bench_predict.json
+	$(BIN)/python benchmarks/bench_cpu_options.py --out resources/bench_cpu_options.json
+	$(BIN)/python benchmarks/bench_answer.py --out resources/bench_answer.json
+	$(BIN)/python benchmarks/bench_first_pass.py --out resources/bench_first_pass.json
 	$(BIN)/python benchmarks/bench_model.py --out resources/bench_model.json
 	$(BIN)/python benchmarks/bench_faults.py --out resources/bench_faults.json
 	$(XVFB) $(BIN)/python benchmarks/bench_gui.py --out resources/bench_gui.json

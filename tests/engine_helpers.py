@@ -115,3 +115,21 @@ def trust_model_folder(folder: Path) -> None:
 
     weights = folder / "torchscript_model.pt"
     remember(file_sha256(weights), weights)
+
+
+def heldout_cells(n: int = 64, seed: int = 0) -> np.ndarray:
+    """``n`` held-out PCam patches, half of them tumour, as the node slides draw a cell (the
+    central 80 µm at 1 µm/px): (n, 80, 80, 3) uint8, for answers that span the range."""
+    from shared_data import DATA
+
+    from napari_metastasis.datasets.pcam_splits import pcam_part
+    from napari_metastasis.evaluation.node_slides import PatchCache, cell_image
+
+    files = pcam_part(DATA, "test")
+    rng = np.random.default_rng(seed)
+    tumour = rng.choice(np.flatnonzero(files.labels == 1), n // 2, replace=False)
+    normal = rng.choice(np.flatnonzero(files.labels == 0), n - n // 2, replace=False)
+    cache = PatchCache(files)
+    return np.stack(
+        [cell_image(cache[int(i)], 80, 0, False) for i in np.concatenate([tumour, normal])]
+    )

@@ -28,31 +28,33 @@ def write_test_model(folder: Path, name: str = "darkness") -> Path:
 
 
 class Gate:
-    """Makes a loaded model's network wait for a permit per batch, so the test sets the pace.
+    """Makes a loaded model's forward pass wait for a permit per batch, so the test sets the pace.
 
-    It wraps the model's TorchScript module, which every inference path of the engine calls;
-    :meth:`restore` puts the real module back and lets waiting batches through.
+    It wraps the model's ``forward``, which every inference path of the engine calls once a
+    batch (a CPU run splits the batch over threads inside it, so the network itself may run
+    several times a batch); :meth:`restore` puts the real one back and lets waiting batches
+    through.
     """
 
     def __init__(self, model):
         self.model = model
-        self.real_module = model.module
+        self.real_forward = model.forward
         self.permits = threading.Semaphore(0)
         self.calls = 0
-        model.module = self
+        model.forward = self
 
-    def __call__(self, x):
+    def __call__(self, x, *args, **kwargs):
         if not self.permits.acquire(timeout=30):
             raise TimeoutError("test gate never opened")
         self.calls += 1
-        return self.real_module(x)
+        return self.real_forward(x, *args, **kwargs)
 
     def release(self, n: int = 1) -> None:
         for _ in range(n):
             self.permits.release()
 
     def restore(self) -> None:
-        self.model.module = self.real_module
+        self.model.forward = self.real_forward
         self.release(10_000)
 
 

@@ -75,6 +75,7 @@ from napari_metastasis.pipeline.reader import (
     DEFAULT_PREFETCH_BATCHES,
     PatchReader,
     RegionReader,
+    ThreadTuner,
     default_num_workers,
     read_level,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "RegionReader",
     "SlideAnswer",
     "Stage",
+    "ThreadTuner",
     "answer_slide",
     "check_analysable",
     "collect",

@@ -10,6 +10,8 @@ Errors reading the slide surface as :class:`~napari_metastasis.errors.SlideError
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,18 +21,33 @@ import torch
 
 from napari_metastasis.defaults import DEFAULT_BATCH_SIZE
 from napari_metastasis.models import LoadedModel
+from napari_metastasis.models.loading import ForwardPool
 from napari_metastasis.models.output_check import check_probabilities
 from napari_metastasis.pipeline.cancel import Cancel, is_cancelled
 from napari_metastasis.pipeline.reader import (
     DEFAULT_PREFETCH_BATCHES,
     READERS,
+    ThreadTuner,
     cpu_forward_threads,
+    thread_policy,
     torch_threads,
 )
 from napari_metastasis.slides.grid import PatchGrid
 from napari_metastasis.slides.slide import Slide
 
 Progress = Callable[[int, int], None]
+
+#: One :class:`ThreadTuner` per loaded model: a run starts with what the model's last run found.
+_TUNERS: weakref.WeakKeyDictionary[LoadedModel, ThreadTuner] = weakref.WeakKeyDictionary()
+
+
+def thread_tuner(model: LoadedModel, *, fresh: bool = False) -> ThreadTuner:
+    """The tuner that chooses the forward threads of ``model``'s CPU runs (made on first use;
+    ``fresh``: a new one, as a new process would start with)."""
+    tuner = _TUNERS.get(model)
+    if tuner is None or fresh:
+        tuner = _TUNERS[model] = ThreadTuner()
+    return tuner
 
 
 @dataclass
@@ -70,8 +87,12 @@ def run_inference(
     Batches come in the reader's order (``"regions"``: region by region; ``"patches"``, the
     per-patch reference reader: the order of ``cells``); each names its cells. ``device`` moves
     the model first (default: leave it where :func:`load_model` put it). On the CPU the forward
-    pass gets ``forward_threads`` torch threads while the run lasts (default
-    :func:`cpu_forward_threads`).
+    pass gets ``forward_threads`` torch threads while the run lasts; by default (the environment
+    variable ``NAPARI_METASTASIS_TORCH_THREADS`` unset or ``auto``) each batch is split into
+    parts run at once, one torch thread each (:class:`~napari_metastasis.models.loading.ForwardPool`),
+    and the model's :func:`thread_tuner` measures the run batch by batch to choose how many parts
+    (all cores for a forward-bound model; one where the readers are the bottleneck); ``readers``
+    restores the old fixed split (:func:`cpu_forward_threads`), a number fixes torch's count.
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -119,18 +140,46 @@ def run_inference(
             progress(done, total)
         return result
 
-    threads = None
+    threads: int | None = None
+    tuner: ThreadTuner | None = None
+    pool: ForwardPool | None = None
     if model.device.type == "cpu":
-        threads = forward_threads or cpu_forward_threads(source.num_workers)  # type: ignore[attr-defined]
+        policy = forward_threads or thread_policy()
+        if policy == "auto":
+            # torch runs one thread per part of a batch (ForwardPool): as many parts as the
+            # tuner finds fastest; the resize and normalisation here run on one.
+            tuner = thread_tuner(model)
+            tuner.start_run()
+            threads = 1
+            pool = ForwardPool(max(tuner.candidates))
+            pool.width = tuner.threads
+        elif policy == "readers":
+            threads = cpu_forward_threads(source.num_workers)  # type: ignore[attr-defined]
+        else:
+            threads = int(policy)
     try:
         with torch_threads(threads):
-            for part, pixels in batches:
-                if is_cancelled(cancel):
+            while True:
+                started = time.perf_counter()  # asking the reader included: a read-bound run
+                item = next(batches, None)  # waits there, and the tuner must see it
+                if item is None or is_cancelled(cancel):
                     break
-                in_flight.append((part, model.forward(model.prepare(pixels))))
+                part, pixels = item
+                got = time.perf_counter()
+                x = model.prepare(pixels)
+                split = pool if tuner is not None and not tuner.cheap else None
+                in_flight.append(
+                    (part, model.forward(x) if split is None else model.forward(x, split))
+                )
+                if tuner is not None and pool is not None:  # the CPU's pass is done on return
+                    done_at = time.perf_counter()
+                    tuner.record(len(part), done_at - started, done_at - got)
+                    pool.width = tuner.threads
                 while len(in_flight) > lag:
                     yield collect()
             while in_flight:  # launched before a cancel: finished work is kept
                 yield collect()
     finally:
         batches.close()
+        if pool is not None:
+            pool.close()

@@ -23,9 +23,11 @@ decoded once, and cuts the patches out of them:
   consumer's thread, one call per crop size.
 * **Concurrency.** A pool of threads decodes regions ahead (imagecodecs and OpenSlide release the
   GIL; threads measured faster than processes, which must ship every decoded pixel back), while one
-  producer thread cuts batches ahead of the model. On the CPU, torch (the batched resize, and the
-  forward pass in :func:`run_inference`) gets only the cores the readers leave
-  (:func:`cpu_forward_threads`).
+  producer thread cuts batches ahead of the model. They sleep once ``prefetch_batches`` batches
+  wait (the producer on the full queue, the decoders on an empty pool), so a forward-bound run
+  leaves them idle. On the CPU the resize runs on one torch thread and the forward pass in
+  :func:`run_inference` on as many threads as :class:`ThreadTuner` measures fastest, each with
+  its own part of the batch.
 * **Memory.** Regions decoded ahead of the patch being cut hold at most ``REGION_BUDGET_BYTES``
   (64 MB; at least one region per reader thread), each region at most ``tile height x (CHUNK_PX +
   tile width + patch width)`` RGB pixels (3.4 MB for 256-px tiles, 7 MB for 512-px ones), plus the
@@ -70,20 +72,185 @@ UNTILED_BLOCK = 512
 ReadBatch = tuple[np.ndarray, torch.Tensor]
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-_THREADS_LOCK = threading.Lock()
-_THREADS_HELD: list[int] = []  # torch's own count, saved while runs on the CPU hold it changed
+#: Environment variable choosing torch's threads for CPU runs: ``auto`` (default: measured,
+#: :class:`ThreadTuner`), ``readers`` (the cores the reader threads leave, the old fixed split) or
+#: a whole number.
+THREADS_ENV_VAR = "NAPARI_METASTASIS_TORCH_THREADS"
 
 
 def cpu_forward_threads(num_workers: int | None = None) -> int:
-    """torch's intra-op threads for a run (and the reader's resize) on the CPU: the cores the reader threads leave, at least
-    one. OpenMP's thread teams stall whenever one of their threads waits for a core (every
-    parallel op waits for the slowest), so sharing cores with the readers costs far more than it
-    gains: 3-10x slower forward passes were measured on 2 shared cores."""
+    """The cores the reader threads leave, at least one: the fixed split runs used before
+    :class:`ThreadTuner` (``NAPARI_METASTASIS_TORCH_THREADS=readers`` restores it).
+
+    It starves a forward-bound run: readers 500x faster than the model sleep nearly all the time,
+    yet hold half of a two-core machine away from torch."""
     return max(1, (os.cpu_count() or 1) - (num_workers or default_num_workers()))
+
+
+def thread_policy(value: str | None = None) -> str | int:
+    """``auto``, ``readers`` or a whole number of threads, from ``value`` or the environment
+    variable :data:`THREADS_ENV_VAR` (unset or empty: ``auto``)."""
+    text = (os.environ.get(THREADS_ENV_VAR, "") if value is None else value).strip().lower()
+    if text in ("", "auto"):
+        return "auto"
+    if text == "readers":
+        return "readers"
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError(
+        f"{THREADS_ENV_VAR} must be 'auto', 'readers' or a whole number of threads, got {text!r}"
+    )
+
+
+def thread_candidates(cores: int) -> list[int]:
+    """The thread counts :class:`ThreadTuner` tries on ``cores`` cores: all of them, half, and one
+    (each once, most first)."""
+    cores = max(1, cores)
+    return sorted({cores, max(1, cores // 2), 1}, reverse=True)
+
+
+class ThreadTuner:
+    """How many threads run the forward pass of a CPU run, chosen by measuring the run's rate.
+
+    No fixed split of the cores is right everywhere: the bundled model is ~500x slower than the
+    reader and wants every core, a cheap model leaves the cores to the decoders (where splitting
+    its tiny batches only adds hand-offs), and a machine's other programs take cores too. So the
+    tuner measures instead of guessing. It tries each of :func:`thread_candidates` for a *probe*
+    (at least ``probe_batches`` batches and ``probe_seconds`` seconds of the run: patches per
+    second from asking the reader for a batch to the model's answer), keeps the fastest, and
+    holds it for ``hold_batches`` batches before probing again, since the load of the machine
+    changes. Each round that confirms the choice doubles the hold (quadruples it where the choice
+    was ``clear_lead`` times faster than every other count; up to ``max_hold_batches``), so a
+    15,000-patch slide probes four to six times; a challenger must be ``margin`` times faster to
+    replace the held count. The first batch of
+    every run (:meth:`start_run`) is not measured: the readers start then. A model whose forward
+    pass takes under ``min_split_seconds`` a batch runs on one thread without probing: splitting
+    could save at most that much per batch, while the hand-offs cost about as much and the
+    readers, its bottleneck, want the cores (a read-bound model ran at 0.73x the reader's rate
+    split in two on two cores).
+
+    :func:`~napari_metastasis.pipeline.inference.run_inference` uses the count as the number of
+    parts a batch is split into, each run by its own thread with one torch thread
+    (:class:`~napari_metastasis.models.loading.ForwardPool`). One tuner serves one model through
+    consecutive runs (slides), so a run starts with what the last one found. Pure bookkeeping:
+    :meth:`record` is told what happened; the tests feed it.
+    """
+
+    def __init__(
+        self,
+        cores: int | None = None,
+        *,
+        probe_batches: int = 1,
+        probe_seconds: float = 0.25,
+        hold_batches: int = 8,
+        max_hold_batches: int = 1024,
+        margin: float = 1.05,
+        clear_lead: float = 1.5,
+        min_split_seconds: float = 0.005,
+    ):
+        self.candidates = thread_candidates(cores or available_cores())
+        self.probe_batches = probe_batches
+        self.probe_seconds = probe_seconds
+        self.base_hold = hold_batches
+        self.max_hold = max_hold_batches
+        self.margin = margin
+        self.clear_lead = clear_lead
+        self.min_split_seconds = min_split_seconds
+        self.cheap = False  # the forward pass is too short to split: one thread, no probes
+        self._largest = 0  # the most patches a batch has held
+        self.chosen: int | None = None  # the held count (None: the first round is under way)
+        self.rates: dict[int, float] = {}  # patches/s of each count's last probe
+        self.rounds = 0  # probe rounds finished
+        self._hold = hold_batches
+        self._queue = list(self.candidates)  # counts left to probe in this round
+        self._held = 0  # batches run at the chosen count since the last round
+        self._skip = 1
+        self._window = [0, 0.0, 0]  # patches, seconds, batches of the current probe
+
+    @property
+    def threads(self) -> int:
+        """The count to run the next batch with."""
+        return self._queue[0] if self._queue else self.chosen  # type: ignore[return-value]
+
+    @property
+    def probing(self) -> bool:
+        return bool(self._queue)
+
+    def start_run(self) -> None:
+        """A run begins: its first batch is not measured."""
+        self._skip = 1
+
+    def record(self, patches: int, seconds: float, forward_seconds: float | None = None) -> None:
+        """One batch of ``patches`` took ``seconds`` at :attr:`threads`, ``forward_seconds`` of
+        them in the forward pass."""
+        self._largest = max(self._largest, patches)
+        if forward_seconds is not None and not self.cheap and patches == self._largest:
+            # (judged on full batches: a run's last, short batch says little)
+            self.cheap = forward_seconds * self.threads < self.min_split_seconds
+            if self.cheap:
+                self.chosen, self._queue, self._window = 1, [], [0, 0.0, 0]
+                return
+        if self._skip:
+            self._skip -= 1
+            return
+        if not self._queue:
+            self._held += 1
+            if (
+                self._held >= self._hold and not self.cheap
+            ):  # probe again: the challengers first, the held count last
+                self._queue = [c for c in self.candidates if c != self.chosen] + [self.chosen]  # type: ignore[list-item]
+                self._held = 0
+            return
+        window = self._window
+        window[0] += patches
+        window[1] += seconds
+        window[2] += 1
+        if window[2] < self.probe_batches or window[1] < self.probe_seconds:
+            return
+        self.rates[self._queue.pop(0)] = window[0] / window[1] if window[1] > 0 else float("inf")
+        self._window = [0, 0.0, 0]
+        if not self._queue:
+            self._decide()
+
+    def _decide(self) -> None:
+        best = max(self.rates, key=lambda c: (self.rates[c], c))
+        held = self.chosen
+        if held is not None and self.rates[best] < self.margin * self.rates.get(held, 0.0):
+            best = held
+        others = [r for c, r in self.rates.items() if c != best]
+        lead = self.rates[best] / max(others) if others and max(others) > 0 else 1.0
+        if best == held:  # confirmed: held longer, much longer where it leads clearly
+            self._hold = min(self.max_hold, (4 if lead >= self.clear_lead else 2) * self._hold)
+        else:
+            self._hold = self.base_hold
+        self.chosen = best
+        self.rounds += 1
+
+    def summary(self) -> dict:
+        """What was measured and chosen (for benchmarks' JSON)."""
+        return {
+            "candidates": self.candidates,
+            "chosen": self.chosen,
+            "threads_now": self.threads,
+            "too_cheap_to_split": self.cheap,
+            "rounds": self.rounds,
+            "patches_per_s": {str(c): round(r, 1) for c, r in sorted(self.rates.items())},
+        }
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_HELD: list[int] = []  # torch's own count, saved while runs on the CPU hold it changed
 
 
 @contextlib.contextmanager
@@ -206,8 +373,15 @@ class RegionReader:
             yield self._resize(part, pixels, plan.h[part], plan.w[part])
 
     # --- the producer thread ------------------------------------------------------------------
-    def _produce(self, plan, batch_size, out: queue.Queue, stop, cancel) -> None:
-        def put(item) -> bool:
+    def _produce(
+        self,
+        plan: _RegionPlan,
+        batch_size: int,
+        out: queue.Queue,
+        stop: threading.Event,
+        cancel: Cancel,
+    ) -> None:
+        def put(item: ReadBatch | BaseException | None) -> bool:
             while not stop.is_set():
                 try:
                     out.put(item, timeout=0.1)
@@ -227,7 +401,14 @@ class RegionReader:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _cut(self, plan, batch_size, pool, stop, cancel) -> Iterator[ReadBatch]:
+    def _cut(
+        self,
+        plan: _RegionPlan,
+        batch_size: int,
+        pool: ThreadPoolExecutor,
+        stop: threading.Event,
+        cancel: Cancel,
+    ) -> Iterator[ReadBatch]:
         th = self.tile_size[1]
         ch, cw = int(plan.h.max()), int(plan.w.max())
         ahead = self.regions_ahead(cw)
@@ -266,7 +447,14 @@ class RegionReader:
             yield part, crops
 
     @staticmethod
-    def _cut_rows(out: np.ndarray, plan: _RegionPlan, patches: np.ndarray, runs, top, th) -> None:
+    def _cut_rows(
+        out: np.ndarray,
+        plan: _RegionPlan,
+        patches: np.ndarray,
+        runs: list[tuple[int, int, np.ndarray]],
+        top: int,
+        th: int,
+    ) -> None:
         """Copy the rows of one region under a row of patches into ``out``.
 
         Each patch row (``width x 3`` contiguous bytes) is handled as one opaque numpy item, so
