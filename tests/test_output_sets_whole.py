@@ -195,7 +195,7 @@ def test_stages_csv_is_a_set_and_goes_stale_with_its_slides(
     assert main(["evaluate", "--stages", str(truth), str(out / "stages.csv")]) == 0
 
     # Killed after the slide's new set, before the new stages.csv: the old one is stale.
-    from napari_metastasis.clinical.staging import summary
+    from napari_metastasis.clinical import summary
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
