@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 import shapely
-from napari_metastasis.clinical.staging.region_annotations import regions_to_annotations
+from napari_metastasis.clinical.region_annotations import regions_to_annotations
 
 from napari_metastasis.annotations.geojson import parse_geojson, to_geojson
 from napari_metastasis.maps.contours import probability_contours

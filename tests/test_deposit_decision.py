@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import shapely
 from engine_helpers import write_darkness_model, write_pyramid_tiff
-from napari_metastasis.clinical.staging.region_annotations import regions_to_annotations
+from napari_metastasis.clinical.region_annotations import regions_to_annotations
 
 from napari_metastasis.annotations.csv_summary import to_csv
 from napari_metastasis.annotations.geojson import parse_geojson

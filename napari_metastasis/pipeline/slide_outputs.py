@@ -34,7 +34,7 @@ from napari_metastasis.annotations.exchange import (
 )
 from napari_metastasis.annotations.geojson import write_geojson
 from napari_metastasis.annotations.model import TUMOUR_CLASS, TUMOUR_CLASSES
-from napari_metastasis.clinical.staging.region_annotations import regions_to_annotations
+from napari_metastasis.clinical.region_annotations import regions_to_annotations
 from napari_metastasis.clinical.summary import write_summary
 from napari_metastasis.errors import MetastasisError
 from napari_metastasis.errors.extras import require_extra

@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 from shapely.geometry import Point
 
 from napari_metastasis.clinical.staging import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
-from napari_metastasis.clinical.staging.region_annotations import region_classification
+from napari_metastasis.clinical.region_annotations import region_classification
 from napari_metastasis.widgets.regions_layer import DEFAULT_CLASSIFICATION
 
 #: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).

@@ -31,7 +31,7 @@ import pandas as pd
 from napari_metastasis._napari.helpers import LazyLayer, camera
 from napari_metastasis.annotations.layers import EXTERIOR, HOLE, SHAPES_COLUMNS, shapes_layer_data
 from napari_metastasis.annotations.model import TUMOUR_CLASS, Annotation, class_color
-from napari_metastasis.clinical.staging.region_annotations import region_annotation
+from napari_metastasis.clinical.region_annotations import region_annotation
 from napari_metastasis.maps.contours import REGION_MEASUREMENTS
 from napari_metastasis.widgets.frame import SlideFrame
 
