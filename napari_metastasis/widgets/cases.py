@@ -1,6 +1,6 @@
 """The case list: a patient's node slides, analysed one after another in the background.
 
-Add slide files or a folder; *Analyse* runs each slide (open in the viewer or not) through its own
+Add slide files or a folder; *Analyse all slides of the list* runs each slide (open in the viewer or not) through its own
 :class:`.runner.AnalysisRunner`, whole slide, with the dock widget's model and settings, while the
 viewer stays free for looking at slides. As each slide finishes the table shows its verdict and
 largest deposit, and the line above it the pN stage of each patient whose slides are all done
@@ -130,12 +130,15 @@ class CaseList(QWidget):
             "(other slides are a patient each)"
         )
         self.patient_edit.editingFinished.connect(self._refresh_stage)
-        self.analyse_button = QPushButton("Analyse")
+        self.analyse_button = QPushButton("Analyse all slides of the list")
         self.analyse_button.setToolTip(
             "Analyse every slide not done yet, whole slide, one after another in the background"
         )
         self.analyse_button.clicked.connect(self.analyse)  # type: ignore[arg-type]
-        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button = QPushButton("Stop the list")
+        self.cancel_button.setToolTip(
+            "Stop the list's analysis after the current batch; slides not started are not analysed"
+        )
         self.cancel_button.clicked.connect(self.cancel)
         self.stage_label = QLabel("")
         self.stage_label.setWordWrap(True)
