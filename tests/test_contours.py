@@ -8,9 +8,9 @@ import uuid
 import numpy as np
 import pytest
 import shapely
-from napari_metastasis.clinical.region_annotations import regions_to_annotations
 
 from napari_metastasis.annotations.geojson import parse_geojson, to_geojson
+from napari_metastasis.clinical.region_annotations import regions_to_annotations
 from napari_metastasis.maps.contours import probability_contours
 from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.slides.grid import PatchGrid
@@ -91,7 +91,7 @@ def test_regions_become_annotations_that_round_trip_geojson():
 
 def test_cli_and_widget_write_one_measurement_vocabulary_with_uuid_ids():
     from napari_metastasis.maps.contours import REGION_MEASUREMENTS
-    from napari_metastasis.widgets.regions_layer import MEASUREMENTS, region_annotations
+    from napari_metastasis.widgets.region_shapes import MEASUREMENTS, region_annotations
 
     prob = _map()
     prob.values[1:3, 1:4] = 0.9

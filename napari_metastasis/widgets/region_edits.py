@@ -14,7 +14,7 @@ from typing import Any
 from shapely.geometry import Point
 
 from napari_metastasis.clinical.region_annotations import region_classification
-from napari_metastasis.widgets.regions_layer import DEFAULT_CLASSIFICATION
+from napari_metastasis.widgets.region_shapes import DEFAULT_CLASSIFICATION
 
 
 @dataclass
