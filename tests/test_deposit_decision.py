@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import shapely
 from engine_helpers import write_darkness_model, write_pyramid_tiff
-from napari_metastasis.clinical.region_annotations import regions_to_annotations
 
 from napari_metastasis.annotations.csv_summary import to_csv
 from napari_metastasis.annotations.geojson import parse_geojson
@@ -31,6 +30,7 @@ from napari_metastasis.clinical.decision import (
     rule_for_model,
     stamp_rule,
 )
+from napari_metastasis.clinical.region_annotations import regions_to_annotations
 from napari_metastasis.clinical.staging import measure_regions, slide_verdict
 from napari_metastasis.clinical.summary import (
     FORMAT_TAG,

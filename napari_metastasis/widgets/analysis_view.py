@@ -1,7 +1,7 @@
 """What the viewer shows of one analysis (one slide, one model): overlay, regions, edits.
 
-An :class:`AnalysisView` owns the probability overlay (:mod:`.overlay`), the regions layer
-(:mod:`.regions_layer`) and the pathologist's edits (:class:`.region_edits.RegionEdits`) of one
+An :class:`AnalysisView` owns the overlay (:mod:`.overlay`), the regions layer
+(:mod:`.regions_layer`) and the pathologist's edits (:mod:`.region_edits`) of one
 :class:`ProbabilityMap`; it turns the map into regions at a threshold
 (:mod:`napari_metastasis.maps.contours`), highlights and frames a region, and draws itself in a
 :class:`.display_controls.DisplayStyle`. It knows nothing about the controls or the run.
@@ -287,12 +287,7 @@ class AnalysisViews:
             overlay.visible = False
             view.overlay.adopt(overlay, select=False)
 
-        return [
-            adopt_hidden,
-            view.refresh_overlay,
-            slide_below,
-            view.reveal,
-        ]
+        return [adopt_hidden, view.refresh_overlay, slide_below, view.reveal]
 
     def _user_deleted(self, view: AnalysisView, ids: set[str]) -> None:
         view.forget_deleted(ids)

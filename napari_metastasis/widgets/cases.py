@@ -245,7 +245,7 @@ class CaseList(QWidget):
         return self.patient_edit.text().strip() or None
 
     def stages(self) -> dict[str, str | None]:
-        """Each patient's pN stage, None until it can be given (:func:`.case_slides.patient_stages`)."""
+        """Each patient's pN stage, or None (:func:`.case_slides.patient_stages`)."""
         return patient_stages(self.slides, self.case_name)
 
     def patient_of(self, path: str | Path) -> tuple[str, list[CaseSlide]] | None:

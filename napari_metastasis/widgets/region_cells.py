@@ -16,7 +16,8 @@ from qtpy.QtWidgets import QTableWidgetItem
 
 from napari_metastasis.clinical.staging import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
 
-#: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
+#: Text colour of candidates the deposit decision did not confirm (readable on light and dark
+#: themes).
 CANDIDATE_TEXT_COLOR = "#909090"
 #: Category names short enough for a narrow column (the tooltip has the full name).
 SHORT_CATEGORY = {"negative": "—", "itc": "ITC", "micro": "Micro", "macro": "Macro"}

@@ -26,7 +26,8 @@ DEFAULT_CLASSIFICATION = TUMOUR_CLASS
 #: Outline width in screen pixels, whatever the zoom.
 EDGE_SCREEN_PX = 3.0  # 2 px outlines were lost over the tissue at whole-slide zoom
 #: Tumour outlines on screen by default (the widget picks the colour that stands out against the
-#: overlay's colormap, see :func:`napari_metastasis._napari.colormaps.contour_color`); other classes use their export colour.
+#: overlay's colormap, see :func:`napari_metastasis._napari.colormaps.contour_color`); other
+#: classes use their export colour.
 TUMOUR_DISPLAY_COLOR = "#00ff66"
 #: The region selected in the list: drawn this much wider, in a colour unlike the other outlines.
 HIGHLIGHT_WIDTH = 3.0
@@ -48,7 +49,8 @@ def display_color(classification: str, tumour_color: str = TUMOUR_DISPLAY_COLOR)
 def region_annotations(
     regions: Sequence, labels: Sequence[str], threshold: float | None = None
 ) -> list[Annotation]:
-    """Annotations (level-0 px) for regions from :func:`napari_metastasis.maps.contours.probability_contours`."""
+    """Annotations (level-0 px) for regions from
+    :func:`napari_metastasis.maps.contours.probability_contours`."""
     return [
         region_annotation(region, label, threshold)
         for region, label in zip(regions, labels, strict=True)

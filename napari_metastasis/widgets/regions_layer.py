@@ -4,8 +4,9 @@ The layer follows :mod:`napari_metastasis.annotations.layers`' convention, so th
 exports it as it is: every ring is a closed ``path`` (edges only, and fast to redraw while the
 threshold slider moves), the features table groups rings by region ``id`` with a ``role``
 (``exterior`` or ``hole``), and carries ``classification`` and the measurements ``predict`` writes
-(:data:`~napari_metastasis.maps.contours.REGION_MEASUREMENTS`: ``area_um2``, ``max_prob``, ``mean_prob``,
-``patches``, ``threshold``) per region; ``id`` is the region's UUID, as in QuPath. The layer is refilled in place when the threshold moves, so the user's
+(:data:`~napari_metastasis.maps.contours.REGION_MEASUREMENTS`: ``area_um2``, ``max_prob``,
+``mean_prob``, ``patches``, ``threshold``) per region; ``id`` is the region's UUID, as in QuPath.
+The layer is refilled in place when the threshold moves, so the user's
 settings on it survive. Outlines keep a constant width on screen: napari measures edge width in
 world units (µm), which would make them vanish at whole-slide zoom and fatten at cell level.
 Candidates the deposit decision did not confirm are drawn in grey, thinner, whatever their label
