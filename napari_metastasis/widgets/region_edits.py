@@ -1,7 +1,7 @@
 """The pathologist's edits of detected regions, kept across threshold changes.
 
 Deleting or relabelling a region is an edit made before export, so it must outlive the next
-threshold change: each edit is remembered by a point inside the region (slide µm, as the regions'
+threshold change: each edit is remembered by a point inside the region (level-0 px, as the regions'
 polygons are) and re-applied to whatever regions the new threshold produces. No Qt here.
 """
 

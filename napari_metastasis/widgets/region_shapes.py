@@ -5,7 +5,7 @@ from another by its shape type and vertices; the features table starts empty wit
 convention's columns (:mod:`napari_metastasis.annotations.layers`). Outline colours follow the
 classification (tumour in a colour chosen against the overlay's colormap), a comparison's colours,
 the highlight, and the deposit decision (unconfirmed candidates pale grey and thinner); widths are
-in world units (µm) for a constant width on screen.
+in world units (µm on a calibrated slide), for a constant width on screen.
 """
 
 from __future__ import annotations
