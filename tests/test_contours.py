@@ -91,7 +91,7 @@ def test_regions_become_annotations_that_round_trip_geojson():
 
 def test_cli_and_widget_write_one_measurement_vocabulary_with_uuid_ids():
     from napari_metastasis.maps.contours import REGION_MEASUREMENTS
-    from napari_metastasis.widgets.regions_layer import MEASUREMENTS, region_annotations
+    from napari_metastasis.widgets.region_shapes import MEASUREMENTS, region_annotations
 
     prob = _map()
     prob.values[1:3, 1:4] = 0.9

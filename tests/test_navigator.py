@@ -9,10 +9,8 @@ from shapely.geometry import box
 from napari_metastasis._napari.helpers import MIN_VIEW_UM, centre_camera_on
 from napari_metastasis.maps.contours import Region
 from napari_metastasis.widgets import selection
-from napari_metastasis.widgets.navigator import (
-    RegionEdits,
-    RegionNavigator,
-)
+from napari_metastasis.widgets.navigator import RegionNavigator
+from napari_metastasis.widgets.region_edits import RegionEdits
 
 pytestmark = pytest.mark.gui
 

@@ -11,7 +11,8 @@ from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.slides.grid import PatchGrid
 from napari_metastasis.widgets.frame import SlideFrame
 from napari_metastasis.widgets.overlay import ProbabilityOverlay
-from napari_metastasis.widgets.regions_layer import EDGE_SCREEN_PX, RegionsLayer
+from napari_metastasis.widgets.region_shapes import EDGE_SCREEN_PX
+from napari_metastasis.widgets.regions_layer import RegionsLayer
 
 pytestmark = pytest.mark.gui
 

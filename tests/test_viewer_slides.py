@@ -382,6 +382,22 @@ def test_d13_the_dock_fits_a_laptop_with_the_verdict_run_and_progress_on_top(
     assert "No region" not in widget.navigator.summary.text()
 
 
+def test_d13_no_two_buttons_of_the_dock_share_a_label(make_napari_viewer, tmp_path, monkeypatch):
+    """The case list's button said "Analyse" like the run section, and its "Cancel" was the run's:
+    each button says what it does, shown or folded away in a section."""
+    from collections import Counter
+
+    from qtpy.QtWidgets import QPushButton
+
+    _viewer, widget, _layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
+    labels = [b.text().strip() for b in widget.findChildren(QPushButton) if b.text().strip()]
+    assert len(labels) > 15, labels  # every section's buttons, folded or not
+    shared = {label: n for label, n in Counter(labels).items() if n > 1}
+    assert shared == {}, shared
+    assert widget.cases.analyse_button.text() == "Analyse all slides of the list"
+    assert widget.run_controls.run_button.text == "Run"
+
+
 # --- found by using the viewer at 1280 × 800 (issue 21, part 4) ---------------------------------
 def test_every_wrapped_line_of_the_dock_shows_when_its_sections_are_open(
     make_napari_viewer, tmp_path, monkeypatch, qtbot

@@ -130,8 +130,8 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
     patch) are candidates, shown in grey, thinner, labelled apart, with the reason."""
     from napari_metastasis.annotations.model import BELOW_SEED_CLASS, CANDIDATE_CLASS, TUMOUR_CLASS
     from napari_metastasis.clinical.decision import stamp_rule
-    from napari_metastasis.widgets.navigator import CANDIDATE_TEXT_COLOR
-    from napari_metastasis.widgets.regions_layer import CANDIDATE_DISPLAY_COLOR
+    from napari_metastasis.widgets.region_cells import CANDIDATE_TEXT_COLOR
+    from napari_metastasis.widgets.region_shapes import CANDIDATE_DISPLAY_COLOR
 
     _viewer, widget, layer = env
     prob = synthetic_map(layer.metadata["slide_path"])

@@ -1,10 +1,11 @@
 """What the viewer shows of one analysis (one slide, one model): overlay, regions, edits.
 
-An :class:`AnalysisView` owns the probability overlay (:mod:`.overlay`), the regions layer
-(:mod:`.regions_layer`) and the pathologist's edits (:class:`.navigator.RegionEdits`) of one
-:class:`ProbabilityMap`; it turns the map into regions at a threshold (:mod:`napari_metastasis.maps.contours`),
-highlights and frames a region, and draws itself in a :class:`.controls.DisplayStyle`. It knows
-nothing about the controls or the run. :class:`AnalysisViews` keeps one view per (slide, model).
+An :class:`AnalysisView` owns the overlay (:mod:`.overlay`), the regions layer
+(:mod:`.regions_layer`) and the pathologist's edits (:mod:`.region_edits`) of one
+:class:`ProbabilityMap`; it turns the map into regions at a threshold
+(:mod:`napari_metastasis.maps.contours`), highlights and frames a region, and draws itself in a
+:class:`.display_controls.DisplayStyle`. It knows nothing about the controls or the run.
+:class:`AnalysisViews` keeps one view per (slide, model).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from napari_metastasis._napari.helpers import (
 )
 from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.pipeline.answer import SlideAnswer, answer_slide
-from napari_metastasis.widgets.controls import DisplayStyle
+from napari_metastasis.widgets.display_controls import DisplayStyle
 from napari_metastasis.widgets.frame import SlideFrame
-from napari_metastasis.widgets.navigator import RegionEdits
 from napari_metastasis.widgets.overlay import ProbabilityOverlay
+from napari_metastasis.widgets.region_edits import RegionEdits
 from napari_metastasis.widgets.regions_layer import RegionsLayer
 
 ViewKey = tuple[str, str]  # (slide key, model name)
@@ -286,12 +287,7 @@ class AnalysisViews:
             overlay.visible = False
             view.overlay.adopt(overlay, select=False)
 
-        return [
-            adopt_hidden,
-            view.refresh_overlay,
-            slide_below,
-            view.reveal,
-        ]
+        return [adopt_hidden, view.refresh_overlay, slide_below, view.reveal]
 
     def _user_deleted(self, view: AnalysisView, ids: set[str]) -> None:
         view.forget_deleted(ids)

@@ -1,11 +1,13 @@
 """The case list: a patient's node slides, analysed one after another in the background.
 
-Add slide files or a folder; *Analyse* runs each slide (open in the viewer or not) through its own
-:class:`.runner.AnalysisRunner`, whole slide, with the dock widget's model and settings, while the
-viewer stays free for looking at slides. As each slide finishes the table shows its verdict and
-largest deposit, and the line above it the pN stage of each patient whose slides are all done
-(:mod:`napari_metastasis.clinical.staging`; slides group by ``patient_<id>_node_<n>`` names, or all under
-the name typed in *Patient*). Clicking a slide opens it with its analysis.
+Add slide files or a folder; *Analyse all slides of the list* runs each slide (open in the viewer
+or not) through its own :class:`.runner.AnalysisRunner`, whole slide, with the dock widget's model
+and settings, while the viewer stays free for looking at slides. As each slide finishes the table
+shows its verdict and largest deposit, and the line above it the pN stage of each patient whose
+slides are all done (:mod:`napari_metastasis.clinical.staging`; slides group by
+``patient_<id>_node_<n>`` names, or all under the name typed in *Patient*). Clicking a slide opens
+it with its analysis. This is the Qt panel; the list's slides, their verdicts and the patients'
+stages are :mod:`.case_slides`'.
 
 The probability maps go into the dock widget's shared store, so an analysis made here is the one
 the viewer shows, and a later run over part of the slide reuses it. Verdicts follow the dock
@@ -15,8 +17,6 @@ widget's threshold: moving the slider re-measures every finished slide.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 
 from qtpy.QtCore import Qt, Signal
@@ -35,57 +35,27 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_metastasis.clinical.staging import (
-    CATEGORY_LABELS,
-    CATEGORY_TINTS,
-    SlideVerdict,
-    format_mm,
-    group_patients,
-    incomplete_sentence,
-    measure_regions,
-    missing_nodes,
-    pn_stage,
-    slide_verdict,
-)
+from napari_metastasis.clinical.staging import CATEGORY_TINTS
 from napari_metastasis.maps.probability import ProbabilityMap
-from napari_metastasis.pipeline.answer import answer_slide
 from napari_metastasis.slides.slide import looks_like_slide
+from napari_metastasis.widgets.case_slides import (
+    DONE,
+    QUEUED,
+    RUNNING,
+    STOPPED,
+    CaseSlide,
+    measure_slide,
+    patient_of,
+    patient_stages,
+    record_run,
+    row_texts,
+    slide_for,
+    slides_in_folder,
+    stage_lines,
+)
 from napari_metastasis.widgets.jobs import JobRequest, Planned, Resources
 from napari_metastasis.widgets.runner import AnalysisRunner, Progress, RunSummary
 from napari_metastasis.widgets.session import AnalysisStore, slide_key
-
-QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "analysing", "done", "failed", "stopped"
-#: File names a folder is searched for (OpenSlide formats and DICOM folders are also accepted).
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif")
-
-
-@dataclass
-class CaseSlide:
-    """One slide of the case list and what its analysis gave."""
-
-    path: str
-    status: str = QUEUED
-    message: str = ""
-    prob_map: ProbabilityMap | None = None
-    verdict: SlideVerdict | None = None
-    progress: float = 0.0
-    regions: list = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).name
-
-
-def slides_in_folder(folder: str | Path) -> list[Path]:
-    """The slides directly in ``folder`` (by extension), and DICOM sub-folders, by name."""
-    folder = Path(folder)
-    found = []
-    for path in sorted(folder.iterdir()):
-        if (path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES) or (
-            path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir())
-        ):
-            found.append(path)
-    return found
 
 
 class CaseList(QWidget):
@@ -130,12 +100,15 @@ class CaseList(QWidget):
             "(other slides are a patient each)"
         )
         self.patient_edit.editingFinished.connect(self._refresh_stage)
-        self.analyse_button = QPushButton("Analyse")
+        self.analyse_button = QPushButton("Analyse all slides of the list")
         self.analyse_button.setToolTip(
             "Analyse every slide not done yet, whole slide, one after another in the background"
         )
         self.analyse_button.clicked.connect(self.analyse)  # type: ignore[arg-type]
-        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button = QPushButton("Stop the list")
+        self.cancel_button.setToolTip(
+            "Stop the list's analysis after the current batch; slides not started are not analysed"
+        )
         self.cancel_button.clicked.connect(self.cancel)
         self.stage_label = QLabel("")
         self.stage_label.setWordWrap(True)
@@ -199,8 +172,7 @@ class CaseList(QWidget):
         self._refresh()
 
     def slide_for(self, path: str | Path) -> CaseSlide | None:
-        key = slide_key(path)
-        return next((s for s in self.slides if slide_key(s.path) == key), None)
+        return slide_for(self.slides, path)
 
     def _existing_map(self, path: str) -> ProbabilityMap | None:
         """A whole-slide analysis of the case list already in the store."""
@@ -230,8 +202,7 @@ class CaseList(QWidget):
     def cancel(self) -> None:
         if self.runner.cancel():
             for slide in self.slides:
-                if slide.status == QUEUED:
-                    slide.status = STOPPED
+                slide.status = STOPPED if slide.status == QUEUED else slide.status
         self._refresh()
 
     def _on_planned(self, event: Planned) -> None:
@@ -251,30 +222,15 @@ class CaseList(QWidget):
         slide = self.slide_for(summary.request.slide_path)
         if slide is None:
             return
-        if summary.error is not None:
-            slide.status, slide.message = FAILED, summary.error
-        elif summary.cancelled:
-            slide.status = STOPPED
-        elif summary.prob_map is None or not summary.prob_map.n_analysed:
-            slide.status = FAILED
-            slide.message = "No patch was analysed (no tissue found): no verdict."
-        else:
-            slide.status, slide.progress = DONE, 1.0
-            slide.prob_map = summary.prob_map
+        if record_run(slide, summary.error, summary.cancelled, summary.prob_map):
             if slide.prob_map is not None:
-                slide.prob_map.extra["whole_slide"] = True
                 self.on_analysed(slide.prob_map)
             self._measure(slide)
         self._refresh()
 
     # --- verdicts ----------------------------------------------------------------------------
     def _measure(self, slide: CaseSlide) -> None:
-        if slide.prob_map is None:
-            slide.verdict, slide.regions = None, []
-            return
-        # the regions predict finds; only confirmed deposits make the verdict
-        slide.regions = answer_slide(slide.prob_map, self.threshold(), self.min_area_um2()).regions
-        slide.verdict = slide_verdict(measure_regions(slide.regions, slide.prob_map.grid))
+        measure_slide(slide, self.threshold(), self.min_area_um2())
 
     def remeasure(self) -> None:
         """Measure every finished slide again (the threshold or minimum area moved)."""
@@ -283,37 +239,18 @@ class CaseList(QWidget):
                 self._measure(slide)
         self._refresh()
 
-    def patients(self) -> dict[str, list[CaseSlide]]:
-        """The slides of each patient in the list."""
-        name = self.patient_edit.text().strip() or None
-        groups = group_patients([s.path for s in self.slides], case=name)
-        by_path = {s.path: s for s in self.slides}
-        return {patient: [by_path[str(p)] for p in paths] for patient, paths in groups.items()}
+    @property
+    def case_name(self) -> str | None:
+        """The patient typed in the dock (all slides are this patient's), else None."""
+        return self.patient_edit.text().strip() or None
 
     def stages(self) -> dict[str, str | None]:
-        """Each patient's pN stage; None until all its slides are done, and None for a Camelyon17
-        patient lacking node slides: a stage from some of its nodes could understate it (the
-        ``predict`` command and the report leave such a patient unstaged too)."""
-        out: dict[str, str | None] = {}
-        for patient, slides in self.patients().items():
-            verdicts = [s.verdict for s in slides if s.status == DONE and s.verdict is not None]
-            complete = len(verdicts) == len(slides) and not self.missing_nodes(patient, slides)
-            out[patient] = pn_stage(v.category for v in verdicts) if complete else None
-        return out
-
-    def missing_nodes(self, patient: str, slides: list[CaseSlide]) -> tuple[str, ...]:
-        """The Camelyon17 node slides a patient grouped by its slides' names lacks (a patient
-        named in the dock's patient field has the slides its pathologist gave)."""
-        if self.patient_edit.text().strip():
-            return ()
-        return missing_nodes(patient, [s.path for s in slides])
+        """Each patient's pN stage, or None (:func:`.case_slides.patient_stages`)."""
+        return patient_stages(self.slides, self.case_name)
 
     def patient_of(self, path: str | Path) -> tuple[str, list[CaseSlide]] | None:
-        key = slide_key(path)
-        for patient, slides in self.patients().items():
-            if any(slide_key(s.path) == key for s in slides):
-                return patient, slides
-        return None
+        """The patient of the list the slide at ``path`` belongs to, and its slides."""
+        return patient_of(self.slides, self.case_name, path)
 
     # --- drawing -----------------------------------------------------------------------------
     def _refresh(self) -> None:
@@ -328,19 +265,8 @@ class CaseList(QWidget):
 
     def _refresh_row(self, row: int) -> None:
         slide = self.slides[row]
-        status = slide.status
-        if status == RUNNING:
-            status = f"{slide.progress:.0%}"
-        elif status == FAILED:
-            status = "failed"
         verdict = slide.verdict
-        cells = [
-            slide.name,
-            status,
-            CATEGORY_LABELS[verdict.category] if verdict else "",
-            format_mm(verdict.greatest_dimension_mm) if verdict and verdict.largest else "",
-        ]
-        for col, text in enumerate(cells):
+        for col, text in enumerate(row_texts(slide)):
             item = QTableWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, slide.path)
             if col == 1 and slide.message:
@@ -354,18 +280,7 @@ class CaseList(QWidget):
         if not self.slides:
             self.stage_label.setText("Add a patient's node slides (files or a folder).")
             return
-        lines = []
-        for patient, slides in self.patients().items():
-            stage = self.stages()[patient]
-            done = sum(s.status == DONE for s in slides)
-            missing = self.missing_nodes(patient, slides)
-            if stage is not None:
-                lines.append(f"<b>{patient}: {stage}</b> ({len(slides)} slides)")
-            elif missing and done == len(slides):
-                lines.append(escape(incomplete_sentence(patient, missing)))
-            else:
-                lines.append(f"{patient}: {done} of {len(slides)} slides analysed")
-        self.stage_label.setText("<br>".join(lines))
+        self.stage_label.setText("<br>".join(stage_lines(self.slides, self.case_name)))
 
     # --- user actions ------------------------------------------------------------------------
     def _on_clicked(self, item: QTableWidgetItem) -> None:

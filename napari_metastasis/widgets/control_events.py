@@ -18,7 +18,8 @@ from napari_metastasis._napari.helpers import slide_path_of
 from napari_metastasis.models import resolve_threshold
 from napari_metastasis.widgets import run_status
 from napari_metastasis.widgets.analysis_view import AnalysisViews
-from napari_metastasis.widgets.controls import CLICK, DisplayControls, RunControls, SourceControls
+from napari_metastasis.widgets.controls import CLICK, RunControls, SourceControls
+from napari_metastasis.widgets.display_controls import DisplayControls
 from napari_metastasis.widgets.legend import ProbabilityLegend
 from napari_metastasis.widgets.regions_control import RegionsControl
 from napari_metastasis.widgets.selected import SelectedSlide

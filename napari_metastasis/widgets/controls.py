@@ -1,34 +1,30 @@
-"""The dock widget's controls, built with magicgui: what to analyse, how, and how to show it.
+"""The dock widget's controls of what to analyse and how, built with magicgui.
 
-Three containers, each a plain set of values with change signals and no knowledge of layers beyond
-the choices it lists: :class:`SourceControls` (slide, µm/px, model, device, batch size, tissue),
-:class:`RunControls` (the mode and its options, Run and Cancel) and :class:`DisplayControls`
-(overlay, contours, threshold, minimum area). The dock widget reads them and listens to them.
+Two containers, each a plain set of values with change signals and no knowledge of layers beyond
+the choices it lists: :class:`SourceControls` (slide, µm/px, model, device, batch size, tissue) and
+:class:`RunControls` (the mode and its options, Run and Cancel). How analyses are shown is
+:mod:`.display_controls`'. The dock widget reads them and listens to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FloatSlider,
     FloatSpinBox,
     Label,
     PushButton,
     RadioButtons,
     SpinBox,
 )
-from qtpy.QtWidgets import QDoubleSpinBox, QRadioButton
+from qtpy.QtWidgets import QRadioButton
 
 from napari_metastasis import pipeline as engine
-from napari_metastasis._napari.colormaps import COLORMAPS, DEFAULT_FLOOR, DEFAULT_OPACITY
 from napari_metastasis._napari.helpers import slide_layers, suggested_mpp
-from napari_metastasis.models import DEFAULT_MODEL, DEVICE_CHOICES, Threshold, available_models
+from napari_metastasis.models import DEFAULT_MODEL, DEVICE_CHOICES, available_models
 from napari_metastasis.slides.slide import PLAUSIBLE_MPP_RANGE
 
 MODES = ("Visible region", "Click", "Drawn shapes", "Whole slide")
@@ -52,7 +48,8 @@ MPP_SOURCES = {
 }
 
 
-def _row(*widgets: Any, label: str = "") -> Container:
+def row(*widgets: Any, label: str = "") -> Container:
+    """Widgets side by side, under one label."""
     return Container(widgets=list(widgets), layout="horizontal", labels=False, label=label)
 
 
@@ -115,8 +112,8 @@ class SourceControls(Container):
         super().__init__(
             widgets=[
                 self.slide,
-                _row(self.mpp, self.mpp_source, label="µm/px"),
-                _row(self.model, self.browse, label="Model"),
+                row(self.mpp, self.mpp_source, label="µm/px"),
+                row(self.model, self.browse, label="Model"),
                 self.device,
                 self.batch_size,
                 self.tissue_min,
@@ -208,7 +205,7 @@ class RunControls(Container):
             text="Cancel", tooltip="Stop after the current batch (Shift-X)"
         )
         self.cancel_button.enabled = False
-        self.shapes_row = _row(self.shapes_layer, self.new_shapes, label="Shapes layer")
+        self.shapes_row = row(self.shapes_layer, self.new_shapes, label="Shapes layer")
         self.mode_options = {
             CLICK: [self.field_size],
             SHAPES: [self.shapes_row, self.selected_only],
@@ -219,7 +216,7 @@ class RunControls(Container):
                 self.field_size,
                 self.shapes_row,
                 self.selected_only,
-                _row(self.run_button, self.cancel_button),
+                row(self.run_button, self.cancel_button),
             ]
         )
         self.mode.changed.connect(self._show_options)
@@ -251,124 +248,3 @@ class RunControls(Container):
     @property
     def shapes_names(self) -> list[str]:
         return [n for n, _ in self._shapes_choices()]
-
-
-@dataclass(frozen=True)
-class DisplayStyle:
-    """How every analysis is drawn (the display controls' values)."""
-
-    show_overlay: bool = True
-    show_contours: bool = True
-    opacity: float = DEFAULT_OPACITY
-    colormap: str = COLORMAPS[0]
-    floor: float = DEFAULT_FLOOR
-    threshold: float = 0.5
-
-
-class DisplayControls(Container):
-    """Overlay and contours: visibility, opacity, colormap, floor, threshold, minimum area."""
-
-    def __init__(self) -> None:
-        self.show_overlay = CheckBox(
-            text="Overlay", value=True, tooltip="Show or hide the probability map (Shift-O)"
-        )
-        self.show_contours = CheckBox(
-            text="Contours", value=True, tooltip="Show or hide the contours (Shift-C)"
-        )
-        self.opacity = FloatSlider(label="Opacity", value=DEFAULT_OPACITY, min=0.0, max=1.0)
-        self.colormap = ComboBox(label="Colormap", choices=list(COLORMAPS))
-        self.floor = FloatSlider(
-            label="Hide below",
-            value=DEFAULT_FLOOR,
-            min=0.0,
-            max=1.0,
-            step=0.01,
-            tooltip="Probabilities below this are not drawn, so the H&E stays readable "
-            "(0 tints every analysed patch)",
-        )
-        self.threshold = FloatSlider(
-            label="Threshold",
-            value=0.5,
-            min=0.0,
-            max=1.0,
-            step=0.005,
-            tooltip="Regions are drawn where the probability is at least this",
-        )
-        for readout in self.threshold.native.findChildren(QDoubleSpinBox):
-            readout.setDecimals(3)  # 0.735, not 0.73
-        self.threshold_source = Label(value="")
-        self.reset_threshold = PushButton(
-            text="Reset", tooltip="Back to the model's threshold (its card's, else 0.5)"
-        )
-        self.min_area = FloatSpinBox(
-            label="Min area",
-            value=0.0,
-            min=0.0,
-            max=1e9,
-            step=10000.0,
-            tooltip="Regions smaller than this are not drawn (µm²)",
-        )
-        self.min_area.native.setDecimals(0)
-        self.min_area.native.setSuffix(" µm²")
-        self._model_threshold: Threshold | None = None
-        super().__init__(
-            widgets=[
-                _row(self.show_overlay, self.show_contours, label="Show"),
-                self.opacity,
-                self.colormap,
-                self.floor,
-                self.threshold,
-                _row(self.threshold_source, self.reset_threshold, label=""),
-                self.min_area,
-            ]
-        )
-        self.threshold.changed.connect(self._describe_threshold)
-        self.reset_threshold.changed.connect(self._reset_threshold)
-
-    def style(self) -> DisplayStyle:
-        return DisplayStyle(
-            bool(self.show_overlay.value),
-            bool(self.show_contours.value),
-            float(self.opacity.value),
-            str(self.colormap.value),
-            float(self.floor.value),
-            float(self.threshold.value),
-        )
-
-    def on_style_changed(self, callback: Callable[[], None]) -> None:
-        for widget in (self.show_overlay, self.show_contours, self.opacity, self.colormap):
-            widget.changed.connect(lambda *_: callback())
-        self.floor.changed.connect(lambda *_: callback())
-
-    def on_regions_changed(self, callback: Callable[[], None]) -> None:
-        for widget in (self.threshold, self.min_area):
-            widget.changed.connect(lambda *_: callback())
-
-    # --- the threshold ---------------------------------------------------------------------
-    def set_model_threshold(self, threshold: Threshold) -> None:
-        """The selected model's threshold: the slider moves there and says where it comes from."""
-        self._model_threshold = threshold
-        self.threshold.value = threshold.value
-        self._describe_threshold()
-
-    def _reset_threshold(self, *_: Any) -> None:
-        if self._model_threshold is not None:
-            self.threshold.value = self._model_threshold.value
-
-    def _describe_threshold(self, *_: Any) -> None:
-        model = self._model_threshold
-        if model is None:
-            self.threshold_source.value = ""
-            return
-        text = f"model's: {model.value:.3g} ({model.source})"
-        if abs(self.threshold.value - model.value) > 5e-4:
-            text += f"; now {self.threshold.value:.3g}"
-        self.threshold_source.value = text
-
-    @property
-    def threshold_value(self) -> float:
-        return float(self.threshold.value)
-
-    @property
-    def min_area_um2(self) -> float:
-        return float(self.min_area.value)

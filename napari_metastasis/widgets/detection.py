@@ -40,10 +40,10 @@ from napari_metastasis.widgets.controls import (
     SHAPES,
     VISIBLE,
     WHOLE,
-    DisplayControls,
     RunControls,
     SourceControls,
 )
+from napari_metastasis.widgets.display_controls import DisplayControls
 from napari_metastasis.widgets.dock import SHORTCUTS, lay_out_dock, shortcuts_help
 from napari_metastasis.widgets.jobs import JobRequest, Resources
 from napari_metastasis.widgets.legend import ProbabilityLegend

@@ -1,8 +1,9 @@
 """The region navigator: detected regions in a sortable table; a click takes the camera there.
 
 Deleting or relabelling a region is an edit the pathologist makes before export, so it must outlive
-the next threshold change: edits are remembered by a point inside the region
-(:class:`RegionEdits`) and re-applied to whatever regions the new threshold produces.
+the next threshold change: the navigator only asks for it; :class:`.region_edits.RegionEdits`
+remembers it and re-applies it to whatever regions the new threshold produces. The cells of a row
+are :mod:`.region_cells`'.
 
 Candidate regions the deposit decision did not confirm (:mod:`napari_metastasis.clinical.decision`)
 are listed too, in grey, labelled as candidates, with the decision's reason in each cell's tooltip;
@@ -13,7 +14,6 @@ must stay in view in a narrow dock.)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from qtpy.QtCore import Qt, Signal
@@ -30,60 +30,21 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from shapely.geometry import Point
 
-from napari_metastasis.clinical.region_annotations import region_classification
-from napari_metastasis.clinical.staging import CATEGORIES, CATEGORY_LABELS, CATEGORY_TINTS, Deposit
-from napari_metastasis.widgets.regions_layer import DEFAULT_CLASSIFICATION
+from napari_metastasis.clinical.staging import Deposit
+from napari_metastasis.widgets.region_cells import (
+    CANDIDATE_TEXT_COLOR,
+    region_cells,
+    region_tip,
+    rows_signature,
+)
 
-#: Text colour of candidates the deposit decision did not confirm (readable on light and dark themes).
-CANDIDATE_TEXT_COLOR = "#909090"
 #: The region list before anything was analysed (not "no region": nothing was looked at).
 NOT_ANALYSED = "No analysis of this slide yet: choose what to analyse and press Run."
 #: ... and while its first run has not drawn any region yet.
 RUNNING = "The analysis is running: its regions are listed as they are found."
 #: Labels offered for relabelling (the combo box is editable for anything else).
 LABELS = ("Tumor", "Suspicious", "Other")
-
-
-@dataclass
-class RegionEdits:
-    """Deletions and relabels keyed by a point inside each edited region."""
-
-    deleted: list[Point] = field(default_factory=list)
-    labelled: list[tuple[Point, str]] = field(default_factory=list)
-
-    def delete(self, region: Any) -> None:
-        self.deleted.append(region.polygon.representative_point())
-
-    def relabel(self, region: Any, label: str) -> None:
-        self.labelled.append((region.polygon.representative_point(), label))
-
-    def clear(self) -> None:
-        self.deleted.clear()
-        self.labelled.clear()
-
-    def __bool__(self) -> bool:
-        return bool(self.deleted or self.labelled)
-
-    def apply(self, regions: Sequence) -> tuple[list, list[str]]:
-        """The regions not deleted, and each one's label (the latest relabel inside it wins)."""
-        kept, labels = [], []
-        for region in regions:
-            polygon = region.polygon
-            if any(polygon.intersects(p) for p in self.deleted):
-                continue
-            label = (
-                region_classification(region, DEFAULT_CLASSIFICATION)
-                if hasattr(region, "decision")
-                else DEFAULT_CLASSIFICATION
-            )
-            for point, new_label in self.labelled:
-                if polygon.intersects(point):
-                    label = new_label
-            kept.append(region)
-            labels.append(label)
-        return kept, labels
 
 
 T = TypeVar("T")
@@ -93,27 +54,6 @@ def _present(value: T | None) -> T:
     """A Qt getter's result that cannot be None here (the stubs allow None)."""
     assert value is not None
     return value
-
-
-#: Category names short enough for a narrow column (the tooltip has the full name).
-SHORT_CATEGORY = {"negative": "—", "itc": "ITC", "micro": "Micro", "macro": "Macro"}
-
-
-def _mm(deposit: Deposit) -> str:
-    return f"{deposit.greatest_dimension_mm:.3f}"
-
-
-class _NumericItem(QTableWidgetItem):
-    """A table cell that shows formatted text and sorts by its number."""
-
-    def __init__(self, value: float, text: str):
-        super().__init__(text)
-        self.value = float(value)
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:  # Qt calls this when sorting
-        if isinstance(other, _NumericItem):
-            return self.value < other.value
-        return super().__lt__(other)
 
 
 class RegionNavigator(QWidget):
@@ -230,38 +170,16 @@ class RegionNavigator(QWidget):
         (``running``: a run is under way).
         The same rows as shown already are not built again (contours are recomputed often
         while a run lasts, and mostly come back unchanged)."""
-        shown = (self._rows_signature(regions, labels, edited, deposits, analysed), running)
+        shown = (rows_signature(regions, labels, edited, deposits, analysed), running)
         if shown == self._shown:
             return
         self._shown = shown
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
-            items: list[QTableWidgetItem] = [
-                _NumericItem(region.id, str(region.id)),
-                QTableWidgetItem(label),
-            ]
-            if deposits is not None:
-                deposit = deposits[row]
-                severity = CATEGORIES.index(deposit.category)
-                size = _NumericItem(deposit.greatest_dimension_mm, _mm(deposit))
-                category = _NumericItem(severity, SHORT_CATEGORY[deposit.category])
-                category.setToolTip(CATEGORY_LABELS[deposit.category])
-                for tinted in (size, category):
-                    tinted.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
-                    tinted.setForeground(QBrush(QColor("black")))
-                items += [size, category]
-            else:
-                items += [_NumericItem(0, ""), _NumericItem(0, "")]
-            items += [
-                _NumericItem(region.max_prob, f"{region.max_prob:.3f}"),
-                _NumericItem(region.mean_prob, f"{region.mean_prob:.3f}"),
-                _NumericItem(region.area_um2, f"{region.area_um2 / 1e6:.4f}"),
-            ]
+            items = region_cells(region, label, None if deposits is None else deposits[row])
             confirmed = getattr(region, "confirmed", True)
-            decision = getattr(region, "decision", None)
-            reason = decision.reason if decision is not None else "not decided: counts as a deposit"
-            tip = f"Confirmed deposit: {reason}" if confirmed else f"Not confirmed: {reason}"
+            tip = region_tip(region)
             for col, item in enumerate(items):
                 item.setData(Qt.ItemDataRole.UserRole, row)
                 if col != self.CATEGORY_COLUMN:
@@ -288,34 +206,6 @@ class RegionNavigator(QWidget):
             self.summary.setText("No region above the threshold.")
         else:
             self.summary.setText(RUNNING if running else NOT_ANALYSED)
-
-    @staticmethod
-    def _rows_signature(
-        regions: Sequence,
-        labels: Sequence[str],
-        edited: bool,
-        deposits: Sequence[Deposit] | None,
-        analysed: bool,
-    ) -> tuple:
-        """Everything the table and the summary line show of these regions."""
-        rows = tuple(
-            (
-                r.id,
-                label,
-                r.max_prob,
-                r.mean_prob,
-                r.area_um2,
-                bool(getattr(r, "confirmed", True)),
-                getattr(getattr(r, "decision", None), "reason", None),
-            )
-            for r, label in zip(regions, labels, strict=True)
-        )
-        sizes = (
-            None
-            if deposits is None
-            else tuple((d.category, d.greatest_dimension_mm) for d in deposits)
-        )
-        return rows, sizes, edited, analysed
 
     def index_at_row(self, row: int) -> int:
         return int(_present(self.table.item(row, 0)).data(Qt.ItemDataRole.UserRole))

@@ -24,7 +24,7 @@ from napari_metastasis.pipeline.answer import SlideAnswer, answer_slide
 from napari_metastasis.widgets.analysis_view import AnalysisView
 from napari_metastasis.widgets.annotation_buttons import AnnotationIOWidget
 from napari_metastasis.widgets.comparison import STATUS_COLORS, ComparisonPanel, reference_geometry
-from napari_metastasis.widgets.controls import DisplayControls
+from napari_metastasis.widgets.display_controls import DisplayControls
 from napari_metastasis.widgets.lifetime import one_per_turn, single_shot_timer, while_alive
 from napari_metastasis.widgets.panels import SelectedSlideViews, record_regions
 from napari_metastasis.widgets.selected import SelectedSlide

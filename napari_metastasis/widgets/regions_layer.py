@@ -4,8 +4,9 @@ The layer follows :mod:`napari_metastasis.annotations.layers`' convention, so th
 exports it as it is: every ring is a closed ``path`` (edges only, and fast to redraw while the
 threshold slider moves), the features table groups rings by region ``id`` with a ``role``
 (``exterior`` or ``hole``), and carries ``classification`` and the measurements ``predict`` writes
-(:data:`~napari_metastasis.maps.contours.REGION_MEASUREMENTS`: ``area_um2``, ``max_prob``, ``mean_prob``,
-``patches``, ``threshold``) per region; ``id`` is the region's UUID, as in QuPath. The layer is refilled in place when the threshold moves, so the user's
+(:data:`~napari_metastasis.maps.contours.REGION_MEASUREMENTS`: ``area_um2``, ``max_prob``,
+``mean_prob``, ``patches``, ``threshold``) per region; ``id`` is the region's UUID, as in QuPath.
+The layer is refilled in place when the threshold moves, so the user's
 settings on it survive. Outlines keep a constant width on screen: napari measures edge width in
 world units (µm), which would make them vanish at whole-slide zoom and fatten at cell level.
 Candidates the deposit decision did not confirm are drawn in grey, thinner, whatever their label
@@ -16,7 +17,8 @@ as they were. :meth:`RegionsLayer.show` therefore changes only the rings that ch
 the rings no region has any more, adds the new ones, rewrites the features table) and restyles
 only outlines whose colour or width changed: napari rebuilds its meshes, thumbnail and canvas for
 every change of a Shapes layer, which on a busy laptop took a fifth of a second per update
-(issue 21, D7).
+(issue 21, D7). What the rings, features, colours and widths are is :mod:`.region_shapes`' (no
+napari); this module keeps the layer in step with them.
 """
 
 from __future__ import annotations
@@ -29,58 +31,20 @@ import numpy as np
 import pandas as pd
 
 from napari_metastasis._napari.helpers import LazyLayer, camera
-from napari_metastasis.annotations.layers import EXTERIOR, HOLE, SHAPES_COLUMNS, shapes_layer_data
-from napari_metastasis.annotations.model import TUMOUR_CLASS, Annotation, class_color
-from napari_metastasis.clinical.region_annotations import region_annotation
-from napari_metastasis.maps.contours import REGION_MEASUREMENTS
+from napari_metastasis.annotations.layers import EXTERIOR, HOLE, shapes_layer_data
 from napari_metastasis.widgets.frame import SlideFrame
-
-#: Measurement columns of each region, after the convention's own columns.
-MEASUREMENTS = REGION_MEASUREMENTS
-DEFAULT_CLASSIFICATION = TUMOUR_CLASS
-#: Outline width in screen pixels, whatever the zoom.
-EDGE_SCREEN_PX = 3.0  # 2 px outlines were lost over the tissue at whole-slide zoom
-#: Tumour outlines on screen by default (the widget picks the colour that stands out against the
-#: overlay's colormap, see :func:`napari_metastasis._napari.colormaps.contour_color`); other classes use their export colour.
-TUMOUR_DISPLAY_COLOR = "#00ff66"
-#: The region selected in the list: drawn this much wider, in a colour unlike the other outlines.
-HIGHLIGHT_WIDTH = 3.0
-HIGHLIGHT_COLOR = "#ffff00"
-#: Outline of candidates the deposit decision did not confirm: a pale grey, unlike any colormap's
-#: outline colour, visible over the overlay's colours.
-CANDIDATE_DISPLAY_COLOR = "#d8d8d8"
-#: Their outline width, relative to a deposit's.
-CANDIDATE_WIDTH = 0.75
-
-
-def display_color(classification: str, tumour_color: str = TUMOUR_DISPLAY_COLOR) -> str:
-    key = (classification or "").strip().lower()
-    if key == TUMOUR_CLASS.lower():
-        return tumour_color
-    return "#{:02x}{:02x}{:02x}".format(*class_color(classification or None))
-
-
-def region_annotations(
-    regions: Sequence, labels: Sequence[str], threshold: float | None = None
-) -> list[Annotation]:
-    """Annotations (level-0 px) for regions from :func:`napari_metastasis.maps.contours.probability_contours`."""
-    return [
-        region_annotation(region, label, threshold)
-        for region, label in zip(regions, labels, strict=True)
-    ]
-
-
-def ring_key(vertices: np.ndarray, shape_type: str) -> bytes:
-    """What tells one ring from another: its shape type and its vertices as napari holds them."""
-    return shape_type.encode() + np.ascontiguousarray(vertices, dtype=np.float32).tobytes()
-
-
-def empty_features() -> pd.DataFrame:
-    table = pd.DataFrame({c: pd.Series(dtype=object) for c in SHAPES_COLUMNS})
-    table["part"] = table["part"].astype(int)
-    for column in MEASUREMENTS:
-        table[column] = pd.Series(dtype=float)
-    return table
+from napari_metastasis.widgets.region_shapes import (
+    DEFAULT_CLASSIFICATION,
+    EDGE_SCREEN_PX,
+    HIGHLIGHT_COLOR,
+    TUMOUR_DISPLAY_COLOR,
+    display_color,
+    empty_features,
+    outline_colors,
+    outline_widths,
+    region_annotations,
+    ring_key,
+)
 
 
 class RegionsLayer(LazyLayer):
@@ -216,31 +180,19 @@ class RegionsLayer(LazyLayer):
     # --- colours and widths ------------------------------------------------------------------
 
     def _colors(self, features: pd.DataFrame) -> list[str]:
-        colors = []
-        for region_id, classification in zip(
-            features["id"].astype(str), features["classification"], strict=True
-        ):
-            if region_id == self.highlighted:
-                colors.append(self.highlight_color)
-            elif region_id in self.region_colors:
-                colors.append(self.region_colors[region_id])
-            elif region_id in self.unconfirmed:
-                colors.append(CANDIDATE_DISPLAY_COLOR)
-            else:
-                colors.append(display_color(classification, self.tumour_color))
-        return colors
+        return outline_colors(
+            features["id"].astype(str),
+            features["classification"],
+            highlighted=self.highlighted,
+            region_colors=self.region_colors,
+            unconfirmed=self.unconfirmed,
+            tumour_color=self.tumour_color,
+            highlight_color=self.highlight_color,
+        )
 
     def _widths(self, features: pd.DataFrame | None = None) -> list[float]:
-        width = self._edge_width()
         ids = (self._layer.features if features is None else features)["id"].astype(str)
-        return [
-            width * HIGHLIGHT_WIDTH
-            if i == self.highlighted
-            else width * CANDIDATE_WIDTH
-            if i in self.unconfirmed
-            else width
-            for i in ids
-        ]
+        return outline_widths(ids, self._edge_width(), self.highlighted, self.unconfirmed)
 
     def restyle(self) -> None:
         """Redraw the outlines' colours and widths where they changed (after a colour or

@@ -19,7 +19,7 @@ from napari_metastasis.clinical.report import write_case_report, write_slide_fil
 from napari_metastasis.clinical.staging import camelyon_patient, slide_stem
 from napari_metastasis.errors import MetastasisError
 from napari_metastasis.widgets.cases import CaseList
-from napari_metastasis.widgets.controls import DisplayControls
+from napari_metastasis.widgets.display_controls import DisplayControls
 from napari_metastasis.widgets.selected import SelectedSlide
 from napari_metastasis.widgets.session import slide_key
 
