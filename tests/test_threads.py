@@ -216,10 +216,13 @@ def test_a_cpu_run_follows_its_models_tuner(darkness, monkeypatch, svs_file):
 
 
 def test_a_cheap_model_runs_unsplit(darkness, monkeypatch, svs_file):
-    """The darkness model's forward pass takes well under 5 ms a batch: once a batch has shown
-    it (the first is slowed by warm-up), every batch runs whole, on one thread."""
+    """A forward pass shorter than the tuner's split limit: once a batch has shown it (the first
+    is slowed by warm-up), every batch runs whole, on one thread. The limit is raised here so that
+    a busy machine (the darkness model takes ~1 ms a batch on a quiet one, 5+ ms with the cores
+    taken) cannot make it look expensive; the tuner's own timings are tested above."""
     monkeypatch.delenv(THREADS_ENV_VAR, raising=False)
     tuner = inference_module.thread_tuner(darkness, fresh=True)
+    tuner.min_split_seconds = 10.0
     seen = _threads_per_batch(darkness, monkeypatch, svs_file)
     assert seen[0] == max(tuner.candidates)
     assert seen[2:] == [1] * (len(seen) - 2)
