@@ -76,16 +76,31 @@ def main() -> int:
     original = inference.run_inference
 
     def timed(slide, model, cells, grid, *args, **kwargs):
-        record = {"slide": slide.path.name, "called": now(), "patches": len(cells)}
-        timeline["runs"].append(record)
+        first_pass = bool(kwargs.get("first_pass", False))
+        last = timeline["runs"][-1] if timeline["runs"] else None
+        if last and last["slide"] == slide.path.name and last["first_pass"] and not first_pass:
+            record = last  # the full model checking what the slide's first pass left
+        else:
+            record = {"slide": slide.path.name, "called": now(), "patches": len(cells)}
+            record.update(first_pass=first_pass, passes=[])
+            timeline["runs"].append(record)
+        started = now()
         for batch in original(slide, model, cells, grid, *args, **kwargs):
             record.setdefault("first_batch", now())
             record["last_batch"] = now()
             yield batch
         record["ended"] = now()
-        tuner = getattr(inference, "_TUNERS", {}).get(model)
+        record["passes"].append(
+            {
+                "pass": "first" if first_pass else "full model",
+                "patches": len(cells),
+                "seconds": round(record["ended"] - started, 2),
+            }
+        )
+        tuners = inference._FIRST_PASS_TUNERS if first_pass else inference._TUNERS
+        tuner = tuners.get(model)
         if tuner is not None:
-            record["tuner"] = tuner.summary()
+            record["tuner" if not first_pass else "first_pass_tuner"] = tuner.summary()
 
     inference.run_inference = timed
     for name, module in list(sys.modules.items()):  # modules that imported it by name

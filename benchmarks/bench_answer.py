@@ -286,6 +286,8 @@ def run_cli(slides: list[Path], out: Path, mode: str, args) -> dict:
     env["ANSWER_TIMELINE"] = str(timeline_path)
     command = [sys.executable, str(RUNNER), "predict", *map(str, slides), "--out", str(out)]
     command += ["--device", args.device, "--model", args.model]
+    if mode == "exhaustive":
+        command.append("--exhaustive")
     started = time.perf_counter()
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(code_root)
@@ -357,8 +359,9 @@ def stages(timeline: dict, wall: float) -> dict:
         row["classify_patches_per_s"] = (
             round(run["patches"] / row["classify_s"], 1) if row["classify_s"] > 0 else None
         )
-        if "tuner" in run:
-            row["tuner"] = run["tuner"]
+        for key in ("passes", "first_pass_tuner", "tuner"):
+            if key in run:
+                row[key] = run[key]
         out["slides"].append(row)
         planned += row["open_tissue_plan_s"]
         classified += row["classify_s"]
@@ -397,6 +400,7 @@ def answer(out: Path) -> dict:
             "confirmed_deposits": len(confirmed),
             "stride_mm": summary.stride_um / 1000,
             "patches": summary.patches,
+            "patches_first_pass_only": summary.patches_first_pass_only,
         }
     stages_file = out / "stages.csv"
     return {
@@ -418,6 +422,33 @@ def patch_probabilities(out: Path) -> dict[str, dict[tuple[int, int], float]]:
     return result
 
 
+def deposit_patches(out: Path) -> dict[str, set[tuple[int, int]]]:
+    """Each slide's patches (by minx, miny) whose centre lies in a confirmed deposit of its
+    GeoJSON (QuPath class Tumor)."""
+    from shapely.geometry import Point, shape
+
+    inside: dict[str, set[tuple[int, int]]] = {}
+    for stem in patch_probabilities(out):
+        data = json.loads((out / f"{stem}.geojson").read_text())
+        features = data["features"] if isinstance(data, dict) else data
+        polygons = [
+            shape(f["geometry"])
+            for f in features
+            if (f.get("properties", {}).get("classification") or {}).get("name") == "Tumor"
+        ]
+        with (out / f"{stem}.csv").open(newline="") as f:
+            boxes = {
+                (int(r["minx"]), int(r["miny"])): (int(r["width"]), int(r["height"]))
+                for r in csv.DictReader(f)
+            }
+        inside[stem] = {
+            (x, y)
+            for (x, y), (w, h) in boxes.items()
+            if any(poly.contains(Point(x + w / 2, y + h / 2)) for poly in polygons)
+        }
+    return inside
+
+
 def compare(a: Path, b: Path) -> dict:
     """Two runs' answers: same verdicts, stages and confirmed deposits; the greatest dimension's
     difference; max |Δp| over all patches."""
@@ -431,6 +462,11 @@ def compare(a: Path, b: Path) -> dict:
             return {"same_patches": False}
         if common:
             dp = max(dp, max(abs(probs[k] - other[k]) for k in common))
+    in_deposits = deposit_patches(a)
+    dp_deposits = max(
+        (abs(pa[stem][k] - pb[stem][k]) for stem, keys in in_deposits.items() for k in keys),
+        default=0.0,
+    )
     dims = [
         abs(sa["greatest_dimension_mm"] - ans_b["slides"][stem]["greatest_dimension_mm"])
         for stem, sa in ans_a["slides"].items()
@@ -448,6 +484,8 @@ def compare(a: Path, b: Path) -> dict:
         "same_stages_csv": ans_a["stages_csv"] == ans_b["stages_csv"],
         "max_greatest_dimension_difference_mm": round(max(dims, default=0.0), 4),
         "max_abs_dp": dp,
+        "max_abs_dp_in_confirmed_deposits": dp_deposits,
+        "patches_in_confirmed_deposits": sum(map(len, in_deposits.values())),
     }
 
 
@@ -508,7 +546,7 @@ def main() -> int:
         "--quick", action="store_true", help=f"(b) of {QUICK_CELLS} x {QUICK_CELLS} cells"
     )
     parser.add_argument("--only", choices=("nodes", "camelyon_size"), help="run one workload")
-    parser.add_argument("--modes", default="current,old_split", help="comma-separated")
+    parser.add_argument("--modes", default="current,exhaustive", help="comma-separated")
     parser.add_argument(
         "--before-tree", type=Path, help="a checkout of the code before: mode 'before'"
     )
@@ -534,6 +572,7 @@ def main() -> int:
         "modes": {
             "current": "this checkout",
             "old_split": f"{THREADS_ENV_VAR}=readers: torch gets the cores the reader threads leave",
+            "exhaustive": "--exhaustive: every patch through the full model (no first pass)",
             "before": str(args.before_tree) if args.before_tree else None,
         },
         "goals": GOALS,

@@ -25,10 +25,11 @@ from napari_metastasis.maps.contours import probability_contours
 from napari_metastasis.maps.detections import detections_from_map
 from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.maps.store import load_zarr
-from napari_metastasis.models import load_model
+from napari_metastasis.models import load_model, resolve_threshold
 from napari_metastasis.pipeline import (
     Batch,
     CancelToken,
+    FirstPass,
     Planned,
     Stage,
     answer_slide,
@@ -83,8 +84,10 @@ def test_predict_command_predict_slide_and_viewer_job_give_the_same_probabilitie
     command_csv = pd.read_csv(out / "CMU-1-Small-Region.csv")
 
     model = load_model("default", device="cpu")
+    # the command and the viewer take the first-pass shortcut at the model's threshold by default
+    shortcut = FirstPass.for_model(model.config.extra, resolve_threshold(None, model).value)
     with Slide(svs_file) as slide:
-        library = predict_slide(slide, model, region=REGION)
+        library = predict_slide(slide, model, region=REGION, shortcut=shortcut)
 
     runner = AnalysisRunner(AnalysisStore(), Resources())
     ended = []
@@ -109,6 +112,10 @@ def test_predict_command_predict_slide_and_viewer_job_give_the_same_probabilitie
     assert command.grid == library.grid == viewer.grid
     np.testing.assert_array_equal(command.values, library.prob_map.values)
     np.testing.assert_array_equal(viewer.values, library.prob_map.values)
+    # the same patches settled by the first pass (and marked so), whoever ran it
+    assert library.prob_map.n_first_pass > 0
+    np.testing.assert_array_equal(command.first_pass_mask, library.prob_map.first_pass_mask)
+    np.testing.assert_array_equal(viewer.first_pass_mask, library.prob_map.first_pass_mask)
     # the patch CSV is the table predict_slide returns (WSInfer's columns, 6 decimals)
     key = ["minx", "miny"]
     pd.testing.assert_frame_equal(

@@ -66,6 +66,8 @@ class SlideSummary:
     mpp: tuple[float, float]  # level-0 (x, y) µm per pixel
     dimensions_px: tuple[int, int]  # level-0 (width, height)
     patches: int = -1  # patches analysed (0: no verdict can be given); -1 unknown
+    #: of those, patches the cheap first pass settled as normal (the full model classified the rest)
+    patches_first_pass_only: int = 0
     slide_path: str = ""
     #: The deposit decision's rule (DecisionRule.to_dict()); None in summaries written before it.
     decision: dict | None = None
@@ -100,6 +102,7 @@ class SlideSummary:
             "mpp": list(self.mpp),
             "dimensions_px": list(self.dimensions_px),
             "patches": self.patches,
+            "patches_first_pass_only": self.patches_first_pass_only,
             "decision": self.decision,
             "regions_above_threshold": len(self.deposits),
             "candidates": sum(d.is_candidate for d in self.deposits),
@@ -122,6 +125,7 @@ class SlideSummary:
             mpp=(float(data["mpp"][0]), float(data["mpp"][1])),
             dimensions_px=(int(data["dimensions_px"][0]), int(data["dimensions_px"][1])),
             patches=int(data.get("patches", -1)),
+            patches_first_pass_only=int(data.get("patches_first_pass_only", 0)),
             slide_path=str(data.get("slide_path", "")),
             created=str(data.get("created", "")),
             decision=dict(data["decision"]) if data.get("decision") else None,
@@ -185,6 +189,7 @@ def summarise_regions(
         mpp=(float(grid.mpp_x), float(grid.mpp_y)),
         dimensions_px=(int(grid.width), int(grid.height)),
         patches=int(prob_map.n_analysed),
+        patches_first_pass_only=prob_map.n_first_pass,
         slide_path=slide_path,
         decision=None if rule is None else rule.to_dict(),
     )

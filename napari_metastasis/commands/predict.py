@@ -158,6 +158,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "classify only the missing ones.",
     )
     parser.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="Run every patch through the full model. Default: a cheap first pass (two of the "
+        "bundled model's eight views) settles the plainly normal patches, and the full model "
+        "classifies the rest and every neighbour of a positive patch; regions, deposits and "
+        "verdicts are the full model's. Models without a first pass always run exhaustively.",
+    )
+    parser.add_argument(
         "--workers",
         type=_positive_int,
         metavar="N",
@@ -202,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         reader_threads=args.workers,
         tiles=args.tiles,
         resume=args.resume,
+        exhaustive=args.exhaustive,
     )
     # A file, a read-only folder or a full disk: found now, not later; nothing is made yet, so a
     # run refused below (an untrusted model, a bad list of cases) leaves no empty --out behind.

@@ -8,6 +8,7 @@ it without re-running the model.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ class ProbabilityMap:
     model_name: str = ""
     slide_path: str = ""
     extra: dict = field(default_factory=dict)
+    #: (rows, cols) bool: cells holding only the run's cheap first pass, not the full model's
+    #: answer (:mod:`napari_metastasis.pipeline.first_pass`); None: none
+    first_pass: np.ndarray | None = None
 
     @classmethod
     def empty(cls, grid: PatchGrid, **kwargs: Any) -> ProbabilityMap:
@@ -48,12 +52,21 @@ class ProbabilityMap:
         self.values = np.asarray(self.values, dtype=np.float32)
         if self.values.shape != self.grid.shape:
             raise ValueError(f"values shape {self.values.shape} != grid shape {self.grid.shape}")
+        if self.first_pass is None:
+            self.first_pass = np.zeros(self.grid.shape, bool)
+        self.first_pass = np.asarray(self.first_pass, dtype=bool)
+        if self.first_pass.shape != self.grid.shape:
+            raise ValueError(f"first-pass mask shape {self.first_pass.shape} != {self.grid.shape}")
 
     # --- filling ----------------------------------------------------------------------------
-    def update(self, cells: np.ndarray, probabilities: np.ndarray) -> None:
-        """Write probabilities for (N, 2) (row, col) cells."""
+    def update(
+        self, cells: np.ndarray, probabilities: np.ndarray, *, first_pass: bool = False
+    ) -> None:
+        """Write probabilities for (N, 2) (row, col) cells: the full model's answer, or with
+        ``first_pass`` only the cheap first pass's (the cells are marked so)."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
         self.values[cells[:, 0], cells[:, 1]] = np.asarray(probabilities, np.float32).ravel()
+        self.first_pass_mask[cells[:, 0], cells[:, 1]] = first_pass
 
     def merge(self, other: ProbabilityMap) -> None:
         """Take every analysed cell of ``other`` (same grid) into this map."""
@@ -61,6 +74,18 @@ class ProbabilityMap:
             raise ValueError("cannot merge probability maps on different grids")
         known = ~np.isnan(other.values)
         self.values[known] = other.values[known]
+        self.first_pass_mask[known] = other.first_pass_mask[known]
+
+    @property
+    def first_pass_mask(self) -> np.ndarray:
+        """(rows, cols) bool: the cells holding only the first pass's probability."""
+        assert self.first_pass is not None  # set in __post_init__
+        return self.first_pass
+
+    @property
+    def n_first_pass(self) -> int:
+        """Analysed cells that hold only the first pass's probability."""
+        return int((self.first_pass_mask & self.analysed).sum())
 
     def missing(self, cells: np.ndarray) -> np.ndarray:
         """The subset of ``cells`` not analysed yet (so overlapping analyses reuse old results)."""
@@ -95,6 +120,7 @@ class ProbabilityMap:
             "model_name": self.model_name,
             "slide_path": self.slide_path,
             "extra": self.extra,
+            **({"first_pass": pack_mask(self.first_pass_mask)} if self.n_first_pass else {}),
         }
 
     @classmethod
@@ -117,6 +143,7 @@ class ProbabilityMap:
             model_name=meta.get("model_name", ""),
             slide_path=meta.get("slide_path", ""),
             extra=meta.get("extra", {}),
+            first_pass=unpack_mask(meta.get("first_pass"), grid.shape, where),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -161,3 +188,19 @@ class ProbabilityMap:
         except (OSError, ValueError, TypeError, tifffile.TiffFileError) as exc:
             raise MetastasisError(f"{path.name}: not a probability map ({exc})") from exc
         return cls.from_metadata(meta, values, path.name)
+
+
+def pack_mask(mask: np.ndarray) -> str:
+    """A bool grid as text for JSON metadata: its bits packed, in base64 (2 KB for 128 x 128)."""
+    return base64.b64encode(np.packbits(np.asarray(mask, bool).ravel()).tobytes()).decode("ascii")
+
+
+def unpack_mask(text: object, shape: tuple[int, int], where: str) -> np.ndarray:
+    """The inverse of :func:`pack_mask` (all False for None)."""
+    if text is None:
+        return np.zeros(shape, bool)
+    try:
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(str(text)), np.uint8))
+        return bits[: shape[0] * shape[1]].reshape(shape).astype(bool)
+    except ValueError as exc:
+        raise MetastasisError(f"{where}: the first-pass mask is broken ({exc})") from exc

@@ -34,6 +34,8 @@ ZARR_SUFFIX = ".prob.zarr"
 METADATA_KEY = "napari-metastasis"
 IMAGE = "0"
 CLASSES = "class_probabilities"
+#: 1 where a cell holds only the first pass's probability (see ProbabilityMap.first_pass)
+FIRST_PASS = "first_pass"
 CHUNK = 256
 
 
@@ -56,22 +58,29 @@ def _open_group(path: Path, mode: str) -> Any:
         raise MetastasisError(f"{path.name}: not a probability map ({exc})") from exc
 
 
-def _create(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...]) -> Any:
+def _create(
+    group: Any,
+    name: str,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: str = "float32",
+    fill_value: float = np.nan,
+) -> Any:
     if _zarr_v3():
         return group.create_array(
             name,
             shape=shape,
             chunks=chunks,
-            dtype="float32",
-            fill_value=np.nan,
+            dtype=dtype,
+            fill_value=fill_value,
             chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4: "/" between indices
         )
     return group.create_dataset(  # pragma: no cover - zarr-python 2
         name,
         shape=shape,
         chunks=chunks,
-        dtype="float32",
-        fill_value=np.nan,
+        dtype=dtype,
+        fill_value=fill_value,
         dimension_separator="/",
     )
 
@@ -134,9 +143,12 @@ class ZarrMapWriter:
         chunk = (min(rows, CHUNK), min(cols, CHUNK))
         image = _create(group, IMAGE, (rows, cols), chunk)
         _create(group, CLASSES, (rows, cols, len(class_names)), (*chunk, len(class_names)))
+        marks = _create(group, FIRST_PASS, (rows, cols), chunk, dtype="uint8", fill_value=0)
         group.attrs.update(_attributes(prob_map, class_names, complete=False))
         if prob_map.n_analysed:
             image[:] = prob_map.values
+        if prob_map.n_first_pass:
+            marks[:] = prob_map.first_pass_mask.astype(np.uint8)
         return cls(path, group, prob_map, class_names)
 
     @classmethod
@@ -147,16 +159,31 @@ class ZarrMapWriter:
         prob_map, class_names = _read(path, group)
         return cls(path, group, prob_map, class_names)
 
-    def write(self, cells: np.ndarray, probabilities: np.ndarray) -> None:
-        """Store one batch: (N, 2) (row, col) cells and their (N, classes) probabilities."""
+    def write(
+        self, cells: np.ndarray, probabilities: np.ndarray, *, first_pass: bool = False
+    ) -> None:
+        """Store one batch: (N, 2) (row, col) cells and their (N, classes) probabilities (with
+        ``first_pass``: only the cheap first pass's, so a resumed run checks them again)."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
         if not len(cells):
             return
         probabilities = np.asarray(probabilities, dtype=np.float32).reshape(len(cells), -1)
         rows, cols = cells[:, 0], cells[:, 1]
         n_classes = probabilities.shape[1]
-        # the classes first: a cell shows as analysed (array 0 not NaN) only once both are written;
+        # the mark first (a cell is never taken for the full model's answer when it is not), then
+        # the classes: a cell shows as analysed (array 0 not NaN) only once all are written;
         # every class in one call (each zarr call costs milliseconds, whatever its size)
+        if first_pass or FIRST_PASS in self.group:  # maps written before the mark have none
+            if FIRST_PASS not in self.group:
+                _create(
+                    self.group,
+                    FIRST_PASS,
+                    self.prob_map.grid.shape,
+                    self.group[IMAGE].chunks,
+                    dtype="uint8",
+                    fill_value=0,
+                )
+            self.group[FIRST_PASS].vindex[rows, cols] = np.uint8(first_pass)
         self.group[CLASSES].vindex[
             np.repeat(rows, n_classes),
             np.repeat(cols, n_classes),
@@ -184,6 +211,8 @@ def _read(path: Path, group: Any) -> tuple[ProbabilityMap, list[str]]:
     except KeyError as exc:
         raise MetastasisError(f"{path.name}: not a probability map ({exc})") from exc
     prob_map = ProbabilityMap.from_metadata(meta, values, path.name)  # meta: a dict from here
+    if FIRST_PASS in group:  # written batch by batch: right even if the run was killed
+        prob_map.first_pass = np.asarray(group[FIRST_PASS][:]).astype(bool)
     return prob_map, list(meta.get("class_names") or [prob_map.class_name])  # type: ignore[union-attr]
 
 

@@ -32,6 +32,7 @@ from napari_metastasis.errors import ModelError
 from napari_metastasis.errors.policy import exception_reason as torchscript_reason
 from napari_metastasis.models.contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
 from napari_metastasis.models.exported import EXPORTED_FILE, load_exported
+from napari_metastasis.models.networks import first_pass_module
 from napari_metastasis.models.operator_check import (
     check_torchscript_archive,
     check_torchscript_module,
@@ -164,6 +165,8 @@ class LoadedModel:
         amp: bool = True,
     ):
         self.module = module
+        #: the network's cheap first pass (two of the bundled ensemble's eight views), or None
+        self.first_pass = first_pass_module(module)
         self.config = config
         self.folder = folder
         self.name = name or (folder.name if folder else config.architecture)
@@ -221,20 +224,26 @@ class LoadedModel:
         batch = batch.to(self.device, non_blocking=True)
         return to_model_input(batch, self._scale, self._shift, channels_last=self.channels_last)
 
-    def forward(self, x: torch.Tensor, pool: ForwardPool | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, pool: ForwardPool | None = None, *, first_pass: bool = False
+    ) -> torch.Tensor:
         """Prepared float input -> probabilities on the device (float32).
 
         With a :class:`ForwardPool` (CPU only) the batch is split into ``pool.width`` parts run
-        at once, one torch thread each. The network must return one row of ``num_classes`` logits
-        per patch; anything else, or a failure inside the network, is a :class:`ModelError`
-        naming the model and the real reason.
+        at once, one torch thread each. ``first_pass``: the network's cheap first pass
+        (:attr:`first_pass`) instead of the whole network. The network must return one row of
+        ``num_classes`` logits per patch; anything else, or a failure inside the network, is a
+        :class:`ModelError` naming the model and the real reason.
         """
+        network = self.first_pass if first_pass else self.module
+        if network is None:
+            raise ValueError(f"model {self.name} has no first pass")
         try:
             with self._lock, torch.inference_mode(), self._autocast():
                 if pool is None or self.device.type != "cpu":
-                    logits = self.module(x)
+                    logits = network(x)
                 else:
-                    parts = pool.map(self.module, pool.parts(x))
+                    parts = pool.map(network, pool.parts(x))
                     tensors = all(isinstance(t, torch.Tensor) and t.ndim for t in parts)
                     logits = torch.cat(parts) if tensors else parts[0]  # else: refused below
         except torch.OutOfMemoryError:

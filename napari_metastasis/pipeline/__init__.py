@@ -17,6 +17,8 @@ its dask workers, :func:`predict_slide`). One module per job:
   (:func:`collect`, which the ``predict`` command shares);
 * :mod:`.answer`: :func:`answer_slide`, the finish step: a map's regions at a threshold, their
   deposit decision and the slide summary, from one region list (the files and the viewer alike);
+* :mod:`.first_pass`: :class:`FirstPass`, the shortcut that runs the full model only where a
+  cheap first pass is not plainly normal (the default of ``predict`` and the viewer);
 * :mod:`.cancel`: :class:`CancelToken`, checked before every batch.
 
 A run, event by event::
@@ -46,6 +48,7 @@ after the other.
 
 from napari_metastasis.pipeline.answer import SlideAnswer, answer_slide
 from napari_metastasis.pipeline.cancel import CancelToken
+from napari_metastasis.pipeline.first_pass import FirstPass, cells_for_full_model
 from napari_metastasis.pipeline.inference import (
     DEFAULT_BATCH_SIZE,
     BatchResult,
@@ -90,6 +93,7 @@ __all__ = [
     "BatchResult",
     "CancelToken",
     "Event",
+    "FirstPass",
     "PatchReader",
     "PlanCounts",
     "Planned",
@@ -101,6 +105,7 @@ __all__ = [
     "Stage",
     "ThreadTuner",
     "answer_slide",
+    "cells_for_full_model",
     "check_analysable",
     "collect",
     "cpu_forward_threads",

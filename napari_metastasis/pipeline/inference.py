@@ -39,14 +39,22 @@ Progress = Callable[[int, int], None]
 
 #: One :class:`ThreadTuner` per loaded model: a run starts with what the model's last run found.
 _TUNERS: weakref.WeakKeyDictionary[LoadedModel, ThreadTuner] = weakref.WeakKeyDictionary()
+#: ... and one for its first pass, whose batches cost a quarter as much (a probe must compare like
+#: with like)
+_FIRST_PASS_TUNERS: weakref.WeakKeyDictionary[LoadedModel, ThreadTuner] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def thread_tuner(model: LoadedModel, *, fresh: bool = False) -> ThreadTuner:
+def thread_tuner(
+    model: LoadedModel, *, fresh: bool = False, first_pass: bool = False
+) -> ThreadTuner:
     """The tuner that chooses the forward threads of ``model``'s CPU runs (made on first use;
-    ``fresh``: a new one, as a new process would start with)."""
-    tuner = _TUNERS.get(model)
+    ``fresh``: a new one, as a new process would start with; ``first_pass``: its first pass's)."""
+    tuners = _FIRST_PASS_TUNERS if first_pass else _TUNERS
+    tuner = tuners.get(model)
     if tuner is None or fresh:
-        tuner = _TUNERS[model] = ThreadTuner()
+        tuner = tuners[model] = ThreadTuner()
     return tuner
 
 
@@ -81,6 +89,7 @@ def run_inference(
     cancel: Cancel = None,
     reader: str = "regions",
     forward_threads: int | None = None,
+    first_pass: bool = False,
 ) -> Iterator[BatchResult]:
     """Classify ``cells`` of ``grid`` and yield a :class:`BatchResult` per batch.
 
@@ -93,6 +102,7 @@ def run_inference(
     and the model's :func:`thread_tuner` measures the run batch by batch to choose how many parts
     (all cores for a forward-bound model; one where the readers are the bottleneck); ``readers``
     restores the old fixed split (:func:`cpu_forward_threads`), a number fixes torch's count.
+    ``first_pass``: the model's cheap first pass (:attr:`.LoadedModel.first_pass`) classifies.
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -148,7 +158,7 @@ def run_inference(
         if policy == "auto":
             # torch runs one thread per part of a batch (ForwardPool): as many parts as the
             # tuner finds fastest; the resize and normalisation here run on one.
-            tuner = thread_tuner(model)
+            tuner = thread_tuner(model, first_pass=first_pass)
             tuner.start_run()
             threads = 1
             pool = ForwardPool(max(tuner.candidates))
@@ -168,9 +178,7 @@ def run_inference(
                 got = time.perf_counter()
                 x = model.prepare(pixels)
                 split = pool if tuner is not None and not tuner.cheap else None
-                in_flight.append(
-                    (part, model.forward(x) if split is None else model.forward(x, split))
-                )
+                in_flight.append((part, model.forward(x, split, first_pass=first_pass)))
                 if tuner is not None and pool is not None:  # the CPU's pass is done on return
                     done_at = time.perf_counter()
                     tuner.record(len(part), done_at - started, done_at - got)

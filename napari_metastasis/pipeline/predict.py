@@ -18,6 +18,7 @@ import pandas as pd
 from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.models import LoadedModel
 from napari_metastasis.pipeline.cancel import Cancel
+from napari_metastasis.pipeline.first_pass import FirstPass, cells_for_full_model
 from napari_metastasis.pipeline.inference import DEFAULT_BATCH_SIZE, Progress
 from napari_metastasis.pipeline.plan import DEFAULT_TISSUE_MIN_FRACTION, Region, Tissue
 from napari_metastasis.pipeline.run import Batch, Event, Planned, Store, run_slide
@@ -68,6 +69,7 @@ def predict_slide(
     progress: Progress | None = None,
     cancel: Cancel = None,
     on_batch: Store | None = None,
+    shortcut: FirstPass | None = None,
 ) -> PredictionResult:
     """Plan, classify and collect in one call: :func:`.run_slide`'s events through :func:`collect`.
 
@@ -75,6 +77,8 @@ def predict_slide(
     the map is updated in place; the table then lists only the newly classified patches.
     ``stride_um`` sets the grid step of a new map (None: patches side by side). ``on_batch`` is
     called with each :class:`.Batch` as it is classified (the ``predict`` command's store).
+    ``shortcut``: the first-pass shortcut (:mod:`.first_pass`); None classifies every patch with
+    the full model.
     """
     started = time.perf_counter()
     events = run_slide(
@@ -92,6 +96,7 @@ def predict_slide(
         cancel=cancel,
         store=on_batch,
         progress=progress,
+        shortcut=shortcut,
     )
     return collect(events, model, started)
 
@@ -100,7 +105,8 @@ def collect(
     events: Iterable[Event], model: LoadedModel, started: float | None = None
 ) -> PredictionResult:
     """Apply a run's events to its map (on this thread) and gather its batches into a
-    :class:`PredictionResult` (the patch table row by row, whatever order reading took)."""
+    :class:`PredictionResult` (the patch table row by row, whatever order reading took; a patch
+    the first pass classified and the full model then checked holds the full model's answer)."""
     started = time.perf_counter() if started is None else started
     planned: Planned | None = None
     parts: list[Batch] = []
@@ -119,12 +125,18 @@ def collect(
         if parts
         else np.empty((0, model.config.num_classes), np.float32),
         model.class_names,
-    ).sort_values(["row", "col"], ignore_index=True)
+    )
+    table = table.drop_duplicates(["row", "col"], keep="last")  # the full model's, if both
+    table = table.sort_values(["row", "col"], ignore_index=True)
+    prob_map = planned.prob_map
+    unchecked = planned.shortcut is not None and len(
+        cells_for_full_model(prob_map.values, prob_map.first_pass_mask, planned.shortcut)
+    )
     return PredictionResult(
         planned.prob_map,
         table,
         n_planned=planned.total,
-        cancelled=len(table) < planned.total,
+        cancelled=len(table) < planned.total or bool(unchecked),
         seconds=time.perf_counter() - started,
         tissue=planned.tissue,
     )

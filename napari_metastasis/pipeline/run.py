@@ -42,7 +42,8 @@ from napari_metastasis.clinical.decision import stamp_rule
 from napari_metastasis.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TISSUE_MIN_FRACTION
 from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.models import LoadedModel
-from napari_metastasis.pipeline.cancel import Cancel
+from napari_metastasis.pipeline.cancel import Cancel, is_cancelled
+from napari_metastasis.pipeline.first_pass import MAX_ROUNDS, FirstPass, cells_for_full_model
 from napari_metastasis.pipeline.inference import Progress, run_inference
 from napari_metastasis.pipeline.plan import Region, Tissue, detect_tissue, make_grid, plan_cells
 from napari_metastasis.slides.grid import PatchGrid
@@ -51,6 +52,11 @@ from napari_metastasis.slides.tissue import TissueMask
 
 #: The status message while the tissue mask is found (before any patch is classified).
 FINDING_TISSUE = "Finding tissue…"
+
+
+def checking_message(count: int) -> str:
+    """The status message when the full model starts on the patches the first pass left."""
+    return f"Checking {count:,} patch{'es' if count != 1 else ''} with the full model…"
 
 
 class Event:
@@ -78,6 +84,8 @@ class Planned(Event):
     tissue: TissueMask | None = None  # the mask planning used (None: not needed, or none asked)
     #: the config.json ``extra`` of the model filling the map: its deposit rule is stamped on apply
     model_extra: Mapping = field(default_factory=dict, repr=False)
+    #: the first-pass shortcut this run takes (None: every patch through the full model)
+    shortcut: FirstPass | None = None
 
     @property
     def grid(self) -> PatchGrid:
@@ -85,8 +93,10 @@ class Planned(Event):
 
     def apply(self) -> None:
         """Stamp the model's deposit rule into the map: its regions are decided by that rule,
-        wherever the map goes (saved, reloaded, in the viewer)."""
+        wherever the map goes (saved, reloaded, in the viewer); and the shortcut taken, if any."""
         stamp_rule(self.prob_map, self.model_extra)
+        if self.shortcut is not None:
+            self.prob_map.extra["first_pass"] = self.shortcut.to_dict()
 
 
 @dataclass
@@ -98,8 +108,10 @@ class Batch(Event):
     boxes: np.ndarray  # (N, 4) level-0 x, y, width, height (clipped to the slide)
     probabilities: np.ndarray  # (N, num_classes) softmax
     positive_index: int
-    done: int  # patches classified so far in this run, this batch included
-    total: int  # patches planned for this run
+    done: int  # patches classified so far in this pass of the run, this batch included
+    total: int  # patches planned for this pass
+    #: the cheap first pass's probabilities (the cells are marked so in the map), not the model's
+    first_pass: bool = False
 
     @property
     def positive(self) -> np.ndarray:
@@ -107,7 +119,7 @@ class Batch(Event):
         return self.probabilities[:, self.positive_index]
 
     def apply(self) -> None:
-        self.prob_map.update(self.cells, self.positive)
+        self.prob_map.update(self.cells, self.positive, first_pass=self.first_pass)
 
 
 #: Where each batch is stored as it is classified (called before the batch is yielded).
@@ -130,6 +142,7 @@ def run_slide(
     cancel: Cancel = None,
     store: Store | None = None,
     progress: Progress | None = None,
+    shortcut: FirstPass | None = None,
 ) -> Iterator[Stage | Planned | Batch]:
     """Plan, read and classify ``slide`` with ``model``, yielding a :class:`Planned` and then one
     :class:`Batch` per classified batch (after a :class:`Stage` if tissue is to be found).
@@ -146,7 +159,12 @@ def run_slide(
     store:
         Called with each :class:`Batch` before it is yielded (on the thread running the generator).
     progress:
-        ``progress(done, total)``: once planned (0 done), then after every batch.
+        ``progress(done, total)``: once planned (0 done), then after every batch; from 0 again
+        when the full model starts on what the first pass left.
+    shortcut:
+        Classify with the model's cheap first pass and run the full model only where it is needed
+        (:mod:`.first_pass`; ignored for a model without one). None: every patch through the full
+        model, and cells an earlier shortcut run settled are classified again.
 
     The map is never written here: apply each event (``event.apply()``), see the module's doc.
     """
@@ -168,6 +186,13 @@ def run_slide(
             mask.append(tissue() if callable(tissue) else detect_tissue(slide, grid))
         return mask[0]
 
+    if shortcut is not None and model.first_pass is None:
+        shortcut = None  # no cheaper pass than the model itself
+    # what the map holds now (read here, never written): the shortcut's choices build on it
+    values, marks = prob_map.values.copy(), prob_map.first_pass_mask.copy()
+    skip = prob_map
+    if shortcut is None and marks.any():  # exhaustive: what an earlier shortcut settled, again
+        skip = ProbabilityMap(grid, np.where(marks, np.nan, values).astype(np.float32))
     if finds_tissue:
         yield Stage(FINDING_TISSUE)
     cells, counts = plan_cells(
@@ -177,7 +202,7 @@ def run_slide(
         region_units=region_units,
         tissue=tissue_of_slide if finds_tissue else False,
         tissue_min_fraction=tissue_min_fraction,
-        skip=prob_map,
+        skip=skip,
         return_counts=True,
     )
     yield Planned(
@@ -187,23 +212,46 @@ def run_slide(
         counts.background,
         tissue=mask[0] if mask else None,
         model_extra=model.config.extra,
+        shortcut=shortcut,
     )
-    if progress is not None:
-        progress(0, counts.planned)
-    for result in run_inference(
-        slide, model, cells, grid, batch_size=batch_size, num_workers=num_workers, cancel=cancel
-    ):
-        batch = Batch(
-            prob_map,
-            result.cells,
-            result.boxes,
-            result.probabilities,
-            result.positive_index,
-            result.done,
-            result.total,
-        )
-        if store is not None:
-            store(batch)
+
+    def classify(cells: np.ndarray, first_pass: bool) -> Iterator[Batch]:
         if progress is not None:
-            progress(batch.done, batch.total)
-        yield batch
+            progress(0, len(cells))
+        for result in run_inference(
+            slide,
+            model,
+            cells,
+            grid,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            cancel=cancel,
+            first_pass=first_pass,
+        ):
+            batch = Batch(
+                prob_map,
+                result.cells,
+                result.boxes,
+                result.probabilities,
+                result.positive_index,
+                result.done,
+                result.total,
+                first_pass=first_pass,
+            )
+            values[batch.cells[:, 0], batch.cells[:, 1]] = batch.positive
+            marks[batch.cells[:, 0], batch.cells[:, 1]] = first_pass
+            if store is not None:
+                store(batch)
+            if progress is not None:
+                progress(batch.done, batch.total)
+            yield batch
+
+    yield from classify(cells, first_pass=shortcut is not None)
+    if shortcut is None:
+        return
+    for _ in range(MAX_ROUNDS):  # the full model where the first pass is not enough
+        todo = cells_for_full_model(values, marks, shortcut)
+        if not len(todo) or is_cancelled(cancel):
+            return
+        yield Stage(checking_message(len(todo)))
+        yield from classify(todo, first_pass=False)

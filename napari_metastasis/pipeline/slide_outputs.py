@@ -49,6 +49,7 @@ from napari_metastasis.pipeline import (
     BOX_COLUMNS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_TISSUE_MIN_FRACTION,
+    FirstPass,
     answer_slide,
     check_analysable,
     collect,
@@ -87,6 +88,7 @@ class PredictOptions:
     progress: bool = True
     tiles: bool = False  # also write <stem>.tiles.geojson (QuPath tiles, one per patch)
     resume: bool = False  # continue from the map an interrupted run left: classify what it lacks
+    exhaustive: bool = False  # every patch through the full model (no first-pass shortcut)
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,14 @@ def predict_to_files(
         ) as bar:
 
             def progress(done: int, total: int) -> None:
+                if done < bar.n:  # the full model starts on what the first pass left
+                    bar.set_description(f"{slide.name} (full model)", refresh=False)
+                    bar.reset(total=total)
                 bar.total = total
                 bar.update(done - bar.n)
 
             store = _open_store(out, stem, slide, grid, model, options)
+            threshold = resolve_threshold(options.threshold, model).value
             result = collect(
                 run_slide(  # the map grows on disk batch by batch: a killed run can be resumed
                     slide,
@@ -149,14 +155,18 @@ def predict_to_files(
                     prob_map=store.prob_map,
                     batch_size=options.batch_size,
                     num_workers=options.reader_threads,
-                    store=lambda batch: store.write(batch.cells, batch.probabilities),
+                    store=lambda batch: store.write(
+                        batch.cells, batch.probabilities, first_pass=batch.first_pass
+                    ),
                     progress=progress,
+                    shortcut=None
+                    if options.exhaustive
+                    else FirstPass.for_model(model.config.extra, threshold),
                 ),
                 model,
             )
         if options.resume:  # the CSV lists every patch, those of the earlier run too
             result.table = table_from_store(store, model.class_names)
-        threshold = resolve_threshold(options.threshold, model).value
         # candidates at the threshold; only those the decision confirms make the verdict
         answer = answer_slide(result.prob_map, threshold, options.min_area_um2)
         regions, rule = answer.regions, answer.rule

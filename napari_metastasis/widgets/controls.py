@@ -109,6 +109,14 @@ class SourceControls(Container):
             tooltip="Neighbouring patches side by side, or overlapping by half a patch: four "
             "times the patches, and deposit sizes measured to half a patch instead of a whole one",
         )
+        self.exhaustive = CheckBox(
+            text="Exhaustive",
+            value=False,
+            tooltip="Every patch through the full model. Unticked: a cheap first pass settles the "
+            "plainly normal patches and the full model classifies the rest and the neighbours of "
+            "positive patches (regions and deposits are the full model's; about twice as fast). "
+            "Tick it to explore thresholds well below the model's",
+        )
         super().__init__(
             widgets=[
                 self.slide,
@@ -118,6 +126,7 @@ class SourceControls(Container):
                 self.batch_size,
                 self.tissue_min,
                 self.overlap,
+                self.exhaustive,
             ]
         )
 

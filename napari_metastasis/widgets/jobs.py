@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 
 from napari_metastasis import pipeline as engine
 from napari_metastasis.maps.probability import ProbabilityMap
-from napari_metastasis.models import LoadedModel, load_model
+from napari_metastasis.models import LoadedModel, load_model, resolve_threshold
 from napari_metastasis.models.trust import TrustCheck
 from napari_metastasis.pipeline.run import Batch, Stage
 from napari_metastasis.slides.grid import PatchGrid
@@ -43,6 +43,8 @@ class JobRequest:
     tissue_min_fraction: float = engine.DEFAULT_TISSUE_MIN_FRACTION
     overlap: float = 0.0  # of neighbouring patches: 0 side by side, 0.5 a step of half a patch
     mpp: float | None = None  # µm/px given for a slide whose file states none
+    #: every patch through the full model (False: the first-pass shortcut at the model's threshold)
+    exhaustive: bool = False
     #: the model's trust state when the user asked to run it: the loader checks the file still has
     #: the digest the user trusted, and a newly trusted file is remembered only once it has loaded
     trust: TrustCheck | None = None
@@ -172,6 +174,11 @@ def _run_job(
             prob_map=map_for(request.slide_path, model.name, grid, model.positive_class),
             batch_size=request.batch_size,
             cancel=cancel,
+            shortcut=None
+            if request.exhaustive
+            else engine.FirstPass.for_model(
+                model.config.extra, resolve_threshold(None, model).value
+            ),
         ):
             yield Planned(request, event) if isinstance(event, engine.Planned) else event
 

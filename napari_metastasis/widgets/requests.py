@@ -137,6 +137,7 @@ class RequestMaker:
             batch_size=int(self.source.batch_size.value),
             tissue_min_fraction=float(self.source.tissue_min.value),
             overlap=self.source.overlap_fraction,
+            exhaustive=bool(self.source.exhaustive.value),
             mpp=user_mpp(layer),
             trust=trust if isinstance(trust, TrustCheck) else None,
         )

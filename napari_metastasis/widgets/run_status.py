@@ -91,7 +91,8 @@ def planned(state: State, event: Planned) -> None:
 def progressed(state: State, p: Progress) -> None:
     queued_text = f" (+{p.queued} queued)" if p.queued else ""
     state.set_status(
-        f"{p.request.description}: {p.done} / {p.total} patches, {p.rate:.1f} patches/s, "
+        f"{p.request.description}: {'full model on ' if p.checking else ''}"
+        f"{p.done} / {p.total} patches, {p.rate:.1f} patches/s, "
         f"{format_duration(p.remaining_s)} left{queued_text}",
         progress=(p.done, p.total),
         progress_format=PATCHES,

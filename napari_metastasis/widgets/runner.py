@@ -60,6 +60,8 @@ class Progress:
     rate: float  # patches per second
     remaining_s: float | None
     queued: int
+    #: the full model is checking what the run's first pass left (done and total count those)
+    checking: bool = False
 
 
 @dataclass
@@ -140,6 +142,7 @@ class AnalysisRunner(QObject):
         self._clock: RunClock | None = None
         self._started = 0.0
         self._done = 0
+        self._first_pass_seen = False
         self._cancelled = False
         self._error: str | None = None
 
@@ -176,6 +179,7 @@ class AnalysisRunner(QObject):
         self._clock = None
         self._started = time.perf_counter()
         self._done = 0
+        self._first_pass_seen = False
         self._cancelled = False
         self._error = None
         self._cancel = threading.Event()
@@ -198,7 +202,14 @@ class AnalysisRunner(QObject):
     def _on_yielded(self, event: Stage | Planned | Batch | Failed) -> None:
         event.apply()  # the map is written here, on the GUI thread only (see engine.run)
         if isinstance(event, Batch):
-            self._done = event.done
+            checking = self._first_pass_seen and not event.first_pass
+            if event.first_pass:
+                self._first_pass_seen = True
+            elif checking and (self._clock is None or self._clock.total != event.total):
+                self._clock = RunClock(event.total)  # the full model's pass: its own rate
+                self._clock.start()
+            # the first pass classified every planned patch before the full model checks some
+            self._done = self._planned.total if checking and self._planned else event.done
             clock = self._clock
             self.progressed.emit(
                 Progress(
@@ -209,6 +220,7 @@ class AnalysisRunner(QObject):
                     clock.rate(event.done) if clock else 0.0,
                     clock.remaining_s(event.done) if clock else None,
                     len(self.queue),
+                    checking,
                 )
             )
         elif isinstance(event, Planned):
