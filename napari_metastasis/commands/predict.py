@@ -162,8 +162,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="Run every patch through the full model. Default: a cheap first pass (two of the "
         "bundled model's eight views) settles the plainly normal patches, and the full model "
-        "classifies the rest and every neighbour of a positive patch; regions, deposits and "
-        "verdicts are the full model's. Models without a first pass always run exhaustively.",
+        "classifies the rest and the patches around every candidate region, so candidates, "
+        "deposits and verdicts are the full model's. Models without a first pass always run "
+        "exhaustively.",
     )
     parser.add_argument(
         "--workers",

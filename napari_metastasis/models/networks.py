@@ -97,9 +97,9 @@ class Ensemble(nn.Module):
 
 
 #: The views of the first pass (:class:`FirstViews`): the first two of :data:`DIHEDRAL_VIEWS`, one
-#: each by the first two members. Chosen on the validation patches (``benchmarks/bench_first_pass.py``):
-#: one view settled as many normal patches but also one the full model calls 0.61; two views
-#: follow the eight closely (correlation 0.993) for a quarter of the cost.
+#: each by the first two members; chosen on the validation patches (``benchmarks/bench_first_pass.py``:
+#: one view cannot settle as many normal patches without settling one the full model puts near the
+#: threshold; two follow the eight closely, correlation 0.993, for a quarter of the cost).
 FIRST_PASS_VIEWS = (0, 1)
 
 

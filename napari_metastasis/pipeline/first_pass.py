@@ -6,7 +6,7 @@ patch with two of the eight views (a quarter of the cost; :data:`~napari_metasta
 networks.FIRST_PASS_VIEWS`), then runs the full model on every patch the first pass did not settle:
 
 * a patch is **settled** when its first-pass probability is under the *cut* (``CUT_RATIO`` x the
-  run's threshold: 0.3 at the usual 0.5) **and** it does not touch (8-connected) a *candidate*:
+  run's threshold: 0.25 at the usual 0.5) **and** it does not touch (8-connected) a *candidate*:
   a region at the threshold holding a patch at the deposit rule's seed threshold (0.9);
 * everything else (uncertain or positive patches, and the ring around every candidate) gets the
   full model; when that grows a candidate or makes a new one, the settled patches around it get
@@ -17,9 +17,12 @@ ring of patches around it hold nothing else: its extent, its seeds and the depos
 full model's, and so are the verdict and the deposits' sizes. A region without a seed (the exploring
 view's) changes only where a settled patch would reach the threshold with the full model, which no
 settled validation patch did. A settled patch keeps its first-pass probability in the map, marked as
-such (``ProbabilityMap.first_pass``), and counts as analysed. The cut was chosen on the validation patches (``benchmarks/bench_first_pass.py``): the
-highest cut under which no settled patch reaches 0.4 with the full model (at 0.3, 80 % of normal
-patches settle and the highest full-model probability among them is 0.41). ``--exhaustive`` (CLI)
+such (``ProbabilityMap.first_pass``), and counts as analysed. The views and the cut were chosen
+on the validation patches (``benchmarks/bench_first_pass.py``, ``resources/bench_first_pass.json``):
+among first passes and cuts that settle no patch the full model puts at 0.4 or more, the cheapest for
+a normal node. Two views at 0.25 settle 71 % of the normal patches (the highest full-model
+probability among them 0.33) for a quarter of the cost; on the held-out test patches, the same
+72 % and 0.33. ``--exhaustive`` (CLI)``--exhaustive`` (CLI)
 and the viewer's *Exhaustive* choice run every patch through the full model; a model without a
 first pass (any network but the package's own ensembles) always runs exhaustively.
 """
@@ -35,8 +38,8 @@ from scipy import ndimage
 from napari_metastasis.clinical.decision import rule_for_model
 from napari_metastasis.maps.probability import ProbabilityMap
 
-#: The cut as a share of the run's threshold (0.3 at 0.5).
-CUT_RATIO = 0.6
+#: The cut as a share of the run's threshold (0.25 at 0.5).
+CUT_RATIO = 0.5
 #: Rounds of "positive patches' settled neighbours get the full model" before the run stops
 #: widening (each round is a few patches at a region's edge; a region grows a patch per round).
 MAX_ROUNDS = 50
