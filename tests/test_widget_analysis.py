@@ -302,3 +302,39 @@ def test_contours_finishing_after_the_widget_is_gone_touch_nothing(env, qtbot, m
     release.set()
     qtbot.waitUntil(lambda: bool(finished), timeout=RUN_TIMEOUT_MS)
     qtbot.wait(50)  # the returned/finished slots have run (an exception in them fails the test)
+
+
+def test_the_bundled_model_takes_the_first_pass_unless_exhaustive_is_ticked(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """The viewer's run takes the first-pass shortcut as ``predict`` does, says when the full model
+    checks, and marks the settled patches; *Exhaustive* classifies them again with the full model."""
+    _viewer, widget, _layer = docked_widget(make_napari_viewer, tmp_path, monkeypatch)
+    widget.source.device.value = "cpu"  # the bundled model, the default choice
+    assert widget.source.exhaustive.value is False
+    stages: list[str] = []
+    widget.runner.stage.connect(stages.append)
+    widget.set_mode(WHOLE)
+    prob = run_and_wait(qtbot, widget).prob_map
+    settled = int(prob.n_first_pass)
+    assert 0 < settled < prob.n_analysed
+    assert any(s.startswith("Checking") and "with the full model" in s for s in stages)
+    assert prob.extra["first_pass"]["cut"] == pytest.approx(0.25)
+
+    widget.source.exhaustive.value = True
+    again = run_and_wait(qtbot, widget)
+    assert again.prob_map is prob  # the same map: only the settled patches were classified again
+    assert prob.n_first_pass == 0
+    status = widget.status.text().replace(",", "")
+    assert "Done" in status and f"{settled} patches classified" in status
+
+
+def test_a_runs_progress_counts_the_first_pass_as_its_first_half():
+    from napari_metastasis.widgets.runner import Progress
+
+    def progress(**kind) -> float:
+        return Progress(None, None, 5, 10, 1.0, None, 0, **kind).fraction  # type: ignore[arg-type]
+
+    assert progress(first_pass=True) == 0.25
+    assert progress(checking=True) == 0.75
+    assert progress() == 0.5  # an exhaustive run, or a model without a first pass

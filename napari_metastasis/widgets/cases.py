@@ -215,7 +215,7 @@ class CaseList(QWidget):
     def _on_progress(self, p: Progress) -> None:
         slide = self.slide_for(p.request.slide_path)
         if slide is not None:
-            slide.progress = p.done / p.total if p.total else 1.0
+            slide.progress = p.fraction
             self._refresh_row(self.slides.index(slide))
 
     def _on_finished(self, summary: RunSummary) -> None:

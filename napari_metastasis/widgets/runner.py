@@ -62,6 +62,16 @@ class Progress:
     queued: int
     #: the full model is checking what the run's first pass left (done and total count those)
     checking: bool = False
+    #: the batch came from the run's cheap first pass (the full model's check may follow)
+    first_pass: bool = False
+
+    @property
+    def fraction(self) -> float:
+        """How far the run is, 0-1: a run with a first pass counts it as the first half."""
+        part = self.done / self.total if self.total else 1.0
+        if self.first_pass:
+            return part / 2
+        return 0.5 + part / 2 if self.checking else part
 
 
 @dataclass
@@ -221,6 +231,7 @@ class AnalysisRunner(QObject):
                     clock.remaining_s(event.done) if clock else None,
                     len(self.queue),
                     checking,
+                    event.first_pass,
                 )
             )
         elif isinstance(event, Planned):
