@@ -202,8 +202,11 @@ def test_the_sample_in_the_viewers_way_and_an_exhaustive_run_over_it(bundled, sh
     np.testing.assert_allclose(again.prob_map.values, exhaustive.prob_map.values, atol=1e-6)
 
 
-def test_a_run_cancelled_while_the_full_model_checks_is_not_finished(bundled, shortcut, svs_file):
+def test_a_run_cancelled_while_the_full_model_checks_is_not_finished(bundled, micro_node):
+    """The micrometastasis is a candidate: after the first pass, the full model checks the settled
+    patches around it; a run cancelled then has not finished."""
     token = CancelToken()
+    shortcut = FirstPass.for_model(bundled.config.extra, 0.5)
 
     def cancel_at_the_check(events):
         for event in events:
@@ -211,24 +214,43 @@ def test_a_run_cancelled_while_the_full_model_checks_is_not_finished(bundled, sh
                 token.cancel()
             yield event
 
-    with Slide(svs_file) as slide:
+    with Slide(micro_node) as slide:
         events = list(
-            cancel_at_the_check(
-                run_slide(slide, bundled, region=REGION, cancel=token, shortcut=shortcut)
-            )
+            cancel_at_the_check(run_slide(slide, bundled, cancel=token, shortcut=shortcut))
         )
         result = collect(iter(events), bundled)
     batches = [e for e in events if isinstance(e, Batch)]
     (planned,) = [e for e in events if isinstance(e, Planned)]
-    assert batches and all(b.first_pass for b in batches)  # the check never started
+    assert any(isinstance(e, Stage) and e.message.startswith("Checking") for e in events)
+    assert batches and not any(b.checking for b in batches)  # the check never started
+    # the first pass classified every patch; the uncertain ones got the full model at once
     assert sum(len(b.cells) for b in batches) == planned.total
+    assert any(b.first_pass for b in batches) and any(not b.first_pass for b in batches)
     assert result.cancelled
 
 
-def test_the_package_takes_the_first_pass_its_benchmark_chose(project_root):
-    """The views and cut in the code are the ones bench_first_pass chose on the validation patches."""
-    report = json.loads((project_root / "resources" / "bench_first_pass.json").read_text())
-    chosen = report["chosen_on_val"]
-    assert chosen["views"] == len(FIRST_PASS_VIEWS)
-    assert chosen["cut"] == pytest.approx(CUT_RATIO * 0.5)
-    assert report["held_out_test_check"]["settled_full_p_at_least_0.5"] == 0
+def test_uncertain_patches_get_the_full_model_in_their_own_batch(bundled, shortcut, svs_file):
+    """A first-pass batch comes back as two results: the settled patches (first pass) and the
+    uncertain ones, with the rest of the views combined into the full model's answer."""
+    from napari_metastasis.pipeline import make_grid, run_inference
+
+    with Slide(svs_file) as slide:
+        grid = make_grid(slide, bundled)
+        cells = np.argwhere(np.ones(grid.shape, bool))[:64]
+        results = list(
+            run_inference(
+                slide, bundled, cells, grid, first_pass=True, check=lambda p: p >= shortcut.cut
+            )
+        )
+        full = {
+            tuple(c): p
+            for r in run_inference(slide, bundled, cells, grid)
+            for c, p in zip(r.cells, r.positive, strict=True)
+        }
+    settled = [r for r in results if r.first_pass]
+    checked = [r for r in results if not r.first_pass]
+    assert settled and checked and results[-1].done == 64
+    assert all((r.positive < shortcut.cut).all() for r in settled)
+    for r in checked:
+        got = dict(zip(map(tuple, r.cells), r.positive, strict=True))
+        assert all(got[c] == pytest.approx(full[c], abs=1e-6) for c in got)

@@ -318,7 +318,7 @@ def test_the_bundled_model_takes_the_first_pass_unless_exhaustive_is_ticked(
     prob = run_and_wait(qtbot, widget).prob_map
     settled = int(prob.n_first_pass)
     assert 0 < settled < prob.n_analysed
-    assert any(s.startswith("Checking") and "with the full model" in s for s in stages)
+    assert not any(s.startswith("Checking") for s in stages)  # no candidate: nothing to check
     assert prob.extra["first_pass"]["cut"] == pytest.approx(0.25)
 
     widget.source.exhaustive.value = True
@@ -329,12 +329,11 @@ def test_the_bundled_model_takes_the_first_pass_unless_exhaustive_is_ticked(
     assert "Done" in status and f"{settled} patches classified" in status
 
 
-def test_a_runs_progress_counts_the_first_pass_as_its_first_half():
+def test_a_runs_progress_is_full_while_the_full_model_checks_around_candidates():
     from napari_metastasis.widgets.runner import Progress
 
     def progress(**kind) -> float:
         return Progress(None, None, 5, 10, 1.0, None, 0, **kind).fraction  # type: ignore[arg-type]
 
-    assert progress(first_pass=True) == 0.25
-    assert progress(checking=True) == 0.75
-    assert progress() == 0.5  # an exhaustive run, or a model without a first pass
+    assert progress() == 0.5
+    assert progress(checking=True) == 1.0  # every patch was classified before the check

@@ -32,7 +32,7 @@ from napari_metastasis.errors import ModelError
 from napari_metastasis.errors.policy import exception_reason as torchscript_reason
 from napari_metastasis.models.contract import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_config
 from napari_metastasis.models.exported import EXPORTED_FILE, load_exported
-from napari_metastasis.models.networks import first_pass_module
+from napari_metastasis.models.networks import first_pass_module, rest_pass_module
 from napari_metastasis.models.operator_check import (
     check_torchscript_archive,
     check_torchscript_module,
@@ -165,8 +165,10 @@ class LoadedModel:
         amp: bool = True,
     ):
         self.module = module
-        #: the network's cheap first pass (two of the bundled ensemble's eight views), or None
+        #: the network's cheap first pass (two of the bundled ensemble's eight views), or None,
+        #: and the rest of the network's views (with the first pass's: the full model)
         self.first_pass = first_pass_module(module)
+        self.rest_pass = rest_pass_module(self.first_pass) if self.first_pass else None
         self.config = config
         self.folder = folder
         self.name = name or (folder.name if folder else config.architecture)
@@ -225,17 +227,24 @@ class LoadedModel:
         return to_model_input(batch, self._scale, self._shift, channels_last=self.channels_last)
 
     def forward(
-        self, x: torch.Tensor, pool: ForwardPool | None = None, *, first_pass: bool = False
+        self,
+        x: torch.Tensor,
+        pool: ForwardPool | None = None,
+        *,
+        first_pass: bool = False,
+        rest_pass: bool = False,
     ) -> torch.Tensor:
         """Prepared float input -> probabilities on the device (float32).
 
         With a :class:`ForwardPool` (CPU only) the batch is split into ``pool.width`` parts run
         at once, one torch thread each. ``first_pass``: the network's cheap first pass
-        (:attr:`first_pass`) instead of the whole network. The network must return one row of
-        ``num_classes`` logits per patch; anything else, or a failure inside the network, is a
-        :class:`ModelError` naming the model and the real reason.
+        (:attr:`first_pass`) instead of the whole network; ``rest_pass``: the rest of its views
+        (:attr:`rest_pass`; :func:`~.networks.combine_passes` makes the full model's answer of
+        both). The network must return one row of ``num_classes`` logits per patch; anything
+        else, or a failure inside the network, is a :class:`ModelError` naming the model and the
+        real reason.
         """
-        network = self.first_pass if first_pass else self.module
+        network = self.first_pass if first_pass else self.rest_pass if rest_pass else self.module
         if network is None:
             raise ValueError(f"model {self.name} has no first pass")
         try:

@@ -96,22 +96,23 @@ class Ensemble(nn.Module):
         return _probability_logits(total / views)
 
 
-#: The views of the first pass (:class:`FirstViews`): the first two of :data:`DIHEDRAL_VIEWS`, one
+#: The views of the first pass (:class:`EnsembleViews`): the first two of :data:`DIHEDRAL_VIEWS`, one
 #: each by the first two members; chosen on the validation patches (``benchmarks/bench_first_pass.py``:
 #: one view cannot settle as many normal patches without settling one the full model puts near the
 #: threshold; two follow the eight closely, correlation 0.993, for a quarter of the cost).
 FIRST_PASS_VIEWS = (0, 1)
 
 
-class FirstViews(nn.Module):
-    """A few of an :class:`Ensemble`'s views, averaged as the ensemble averages all eight: the
-    cheap first pass of a run (:mod:`napari_metastasis.pipeline.first_pass`). View ``i`` is seen by
-    member ``i % members``, as in the full model, so each view's probability is one of the eight
-    the full model averages. Returns logits ``[0, logit(mean p)]`` like the ensemble."""
+class EnsembleViews(nn.Module):
+    """Some of an :class:`Ensemble`'s views, averaged as the ensemble averages all eight: the
+    cheap first pass of a run (:mod:`napari_metastasis.pipeline.first_pass`), or the views it left
+    out. View ``i`` is seen by member ``i % members``, as in the full model, so each view's
+    probability is one of the eight the full model averages. Returns logits ``[0, logit(mean p)]``
+    like the ensemble."""
 
-    def __init__(self, ensemble: Ensemble, views: tuple[int, ...] = FIRST_PASS_VIEWS):
+    def __init__(self, members: nn.ModuleList, views: tuple[int, ...]):
         super().__init__()
-        self.members = ensemble.members
+        self.members = members
         self.views = tuple(views)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,12 +123,28 @@ class FirstViews(nn.Module):
         return _probability_logits(total / len(self.views))
 
 
-def first_pass_module(module: nn.Module) -> FirstViews | None:
-    """The cheap first pass of ``module``: two of its eight views, for the package's own ensembles
-    with test-time augmentation; None for any other network (it has no cheaper pass)."""
+def first_pass_module(module: nn.Module) -> EnsembleViews | None:
+    """The cheap first pass of ``module``: two of its eight views (:data:`FIRST_PASS_VIEWS`), for
+    the package's own ensembles with test-time augmentation; None for any other network (it has
+    no cheaper pass)."""
     if isinstance(module, Ensemble) and module.tta and len(module.members) >= 2:
-        return FirstViews(module)
+        return EnsembleViews(module.members, FIRST_PASS_VIEWS)
     return None
+
+
+def rest_pass_module(first: EnsembleViews) -> EnsembleViews:
+    """The views of the ensemble that ``first`` leaves out: with the first pass's, the full model
+    (see :func:`combine_passes`)."""
+    rest = tuple(i for i in range(len(DIHEDRAL_VIEWS)) if i not in first.views)
+    return EnsembleViews(first.members, rest)
+
+
+def combine_passes(
+    first: torch.Tensor, rest: torch.Tensor, first_views: int, rest_views: int
+) -> torch.Tensor:
+    """The full model's probabilities from a first pass's and the rest's, each the mean over its
+    views: the mean over all of them (equal to the ensemble's to float rounding, ~1e-7)."""
+    return (first * first_views + rest * rest_views) / (first_views + rest_views)
 
 
 def _view(x: torch.Tensor, i: int) -> torch.Tensor:

@@ -1,9 +1,11 @@
 """The first-pass shortcut: the full model only where a cheap first pass is not plainly normal.
 
 Most of a lymph node is plainly normal, and the bundled model spends eight forward passes on every
-patch (three networks, eight flips and turns). A run with the shortcut first classifies every
-patch with two of the eight views (a quarter of the cost; :data:`~napari_metastasis.models.
-networks.FIRST_PASS_VIEWS`), then runs the full model on every patch the first pass did not settle:
+patch (three networks, eight flips and turns). A run with the shortcut classifies every patch with
+two of the eight views (a quarter of the cost; :data:`~napari_metastasis.models.networks.
+FIRST_PASS_VIEWS`); the patches of a batch that the first pass leaves uncertain get the other six
+views at once, while their pixels are in memory (the eight views' mean is the full model's answer),
+and after the first pass the full model classifies the settled patches around candidate regions:
 
 * a patch is **settled** when its first-pass probability is under the *cut* (``CUT_RATIO`` x the
   run's threshold: 0.25 at the usual 0.5) **and** it does not touch (8-connected) a *candidate*:

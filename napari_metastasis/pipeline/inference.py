@@ -22,6 +22,7 @@ import torch
 from napari_metastasis.defaults import DEFAULT_BATCH_SIZE
 from napari_metastasis.models import LoadedModel
 from napari_metastasis.models.loading import ForwardPool
+from napari_metastasis.models.networks import combine_passes
 from napari_metastasis.models.output_check import check_probabilities
 from napari_metastasis.pipeline.cancel import Cancel, is_cancelled
 from napari_metastasis.pipeline.reader import (
@@ -68,11 +69,18 @@ class BatchResult:
     positive_index: int
     done: int  # patches finished so far in this run, this batch included
     total: int  # patches planned for this run
+    #: the probabilities are the model's cheap first pass's, not the full model's
+    first_pass: bool = False
 
     @property
     def positive(self) -> np.ndarray:
         """(N,) probability of the positive (tumour) class."""
         return self.probabilities[:, self.positive_index]
+
+
+#: Which patches of a first-pass batch the full model must classify now, from their (N,)
+#: first-pass probabilities of the positive class: a (N,) bool mask.
+Check = Callable[[np.ndarray], np.ndarray]
 
 
 def run_inference(
@@ -90,6 +98,7 @@ def run_inference(
     reader: str = "regions",
     forward_threads: int | None = None,
     first_pass: bool = False,
+    check: Check | None = None,
 ) -> Iterator[BatchResult]:
     """Classify ``cells`` of ``grid`` and yield a :class:`BatchResult` per batch.
 
@@ -102,7 +111,10 @@ def run_inference(
     and the model's :func:`thread_tuner` measures the run batch by batch to choose how many parts
     (all cores for a forward-bound model; one where the readers are the bottleneck); ``readers``
     restores the old fixed split (:func:`cpu_forward_threads`), a number fixes torch's count.
-    ``first_pass``: the model's cheap first pass (:attr:`.LoadedModel.first_pass`) classifies.
+    ``first_pass``: the model's cheap first pass (:attr:`.LoadedModel.first_pass`) classifies;
+    with ``check``, the patches of each batch it picks get the rest of the model's views at once,
+    while their pixels are at hand (no second read), and come back with the full model's answer
+    in a result of their own (``first_pass`` False), after the batch's others.
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -129,12 +141,12 @@ def run_inference(
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
     # the GPU busy while the reader assembles and copies the next batch.
     lag = 1 if model.device.type == "cuda" else 0
-    in_flight: deque[tuple[np.ndarray, torch.Tensor]] = deque()
+    in_flight: deque[tuple[np.ndarray, torch.Tensor, bool]] = deque()
     done = 0
 
     def collect() -> BatchResult:
         nonlocal done
-        part, probs = in_flight.popleft()
+        part, probs, is_first_pass = in_flight.popleft()
         probabilities = probs.cpu().numpy()
         check_probabilities(probabilities, boxes[part], model.name, slide.path.name)
         done += len(part)
@@ -145,6 +157,7 @@ def run_inference(
             model.positive_class_index,
             done,
             total,
+            is_first_pass,
         )
         if progress:
             progress(done, total)
@@ -178,7 +191,11 @@ def run_inference(
                 got = time.perf_counter()
                 x = model.prepare(pixels)
                 split = pool if tuner is not None and not tuner.cheap else None
-                in_flight.append((part, model.forward(x, split, first_pass=first_pass)))
+                probs = model.forward(x, split, first_pass=first_pass)
+                if first_pass and check is not None:
+                    in_flight.extend(_checked(model, x, part, probs, split, check))
+                else:
+                    in_flight.append((part, probs, first_pass))
                 if tuner is not None and pool is not None:  # the CPU's pass is done on return
                     done_at = time.perf_counter()
                     tuner.record(len(part), done_at - started, done_at - got)
@@ -191,3 +208,25 @@ def run_inference(
         batches.close()
         if pool is not None:
             pool.close()
+
+
+def _checked(
+    model: LoadedModel,
+    x: torch.Tensor,
+    part: np.ndarray,
+    first: torch.Tensor,
+    pool: ForwardPool | None,
+    check: Check,
+) -> list[tuple[np.ndarray, torch.Tensor, bool]]:
+    """A first-pass batch split by ``check``: the patches it leaves keep the first pass's
+    probabilities; those it picks get the rest of the views, combined into the full model's."""
+    picked = np.asarray(check(first[:, model.positive_class_index].cpu().numpy()), bool)
+    out: list[tuple[np.ndarray, torch.Tensor, bool]] = []
+    if not picked.all():
+        out.append((part[~picked], first[torch.from_numpy(~picked).to(first.device)], True))
+    if picked.any():
+        index = torch.from_numpy(picked).to(x.device)
+        rest = model.forward(x[index], pool, rest_pass=True)
+        views = len(model.first_pass.views), len(model.rest_pass.views)  # type: ignore[union-attr]
+        out.append((part[picked], combine_passes(first[index], rest, *views), False))
+    return out

@@ -112,6 +112,9 @@ class Batch(Event):
     total: int  # patches planned for this pass
     #: the cheap first pass's probabilities (the cells are marked so in the map), not the model's
     first_pass: bool = False
+    #: the full model checking, after the first pass, the patches around candidate regions
+    #: (``done``/``total`` count those)
+    checking: bool = False
 
     @property
     def positive(self) -> np.ndarray:
@@ -215,7 +218,7 @@ def run_slide(
         shortcut=shortcut,
     )
 
-    def classify(cells: np.ndarray, first_pass: bool) -> Iterator[Batch]:
+    def classify(cells: np.ndarray, first_pass: bool, checking: bool = False) -> Iterator[Batch]:
         if progress is not None:
             progress(0, len(cells))
         for result in run_inference(
@@ -227,7 +230,10 @@ def run_slide(
             num_workers=num_workers,
             cancel=cancel,
             first_pass=first_pass,
+            # uncertain patches get the full model while their pixels are at hand
+            check=(lambda p: p >= shortcut.cut) if first_pass and shortcut else None,
         ):
+            first_pass_only = result.first_pass
             batch = Batch(
                 prob_map,
                 result.cells,
@@ -236,10 +242,11 @@ def run_slide(
                 result.positive_index,
                 result.done,
                 result.total,
-                first_pass=first_pass,
+                first_pass=first_pass_only,
+                checking=checking,
             )
             values[batch.cells[:, 0], batch.cells[:, 1]] = batch.positive
-            marks[batch.cells[:, 0], batch.cells[:, 1]] = first_pass
+            marks[batch.cells[:, 0], batch.cells[:, 1]] = first_pass_only
             if store is not None:
                 store(batch)
             if progress is not None:
@@ -254,4 +261,4 @@ def run_slide(
         if not len(todo) or is_cancelled(cancel):
             return
         yield Stage(checking_message(len(todo)))
-        yield from classify(todo, first_pass=False)
+        yield from classify(todo, first_pass=False, checking=True)

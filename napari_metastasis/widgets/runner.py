@@ -60,18 +60,16 @@ class Progress:
     rate: float  # patches per second
     remaining_s: float | None
     queued: int
-    #: the full model is checking what the run's first pass left (done and total count those)
+    #: the full model is checking the patches around candidates after the run's first pass
+    #: (done and total count those)
     checking: bool = False
-    #: the batch came from the run's cheap first pass (the full model's check may follow)
-    first_pass: bool = False
 
     @property
     def fraction(self) -> float:
-        """How far the run is, 0-1: a run with a first pass counts it as the first half."""
-        part = self.done / self.total if self.total else 1.0
-        if self.first_pass:
-            return part / 2
-        return 0.5 + part / 2 if self.checking else part
+        """How far the run is, 0-1 (every patch is classified once the check starts)."""
+        if self.checking:
+            return 1.0
+        return self.done / self.total if self.total else 1.0
 
 
 @dataclass
@@ -152,7 +150,6 @@ class AnalysisRunner(QObject):
         self._clock: RunClock | None = None
         self._started = 0.0
         self._done = 0
-        self._first_pass_seen = False
         self._cancelled = False
         self._error: str | None = None
 
@@ -189,7 +186,6 @@ class AnalysisRunner(QObject):
         self._clock = None
         self._started = time.perf_counter()
         self._done = 0
-        self._first_pass_seen = False
         self._cancelled = False
         self._error = None
         self._cancel = threading.Event()
@@ -212,13 +208,11 @@ class AnalysisRunner(QObject):
     def _on_yielded(self, event: Stage | Planned | Batch | Failed) -> None:
         event.apply()  # the map is written here, on the GUI thread only (see engine.run)
         if isinstance(event, Batch):
-            checking = self._first_pass_seen and not event.first_pass
-            if event.first_pass:
-                self._first_pass_seen = True
-            elif checking and (self._clock is None or self._clock.total != event.total):
-                self._clock = RunClock(event.total)  # the full model's pass: its own rate
+            checking = event.checking
+            if checking and (self._clock is None or self._clock.total != event.total):
+                self._clock = RunClock(event.total)  # the check: its own count and rate
                 self._clock.start()
-            # the first pass classified every planned patch before the full model checks some
+            # every planned patch was classified before the full model checks some again
             self._done = self._planned.total if checking and self._planned else event.done
             clock = self._clock
             self.progressed.emit(
@@ -231,7 +225,6 @@ class AnalysisRunner(QObject):
                     clock.remaining_s(event.done) if clock else None,
                     len(self.queue),
                     checking,
-                    event.first_pass,
                 )
             )
         elif isinstance(event, Planned):
