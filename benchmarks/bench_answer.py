@@ -489,6 +489,21 @@ def compare(a: Path, b: Path) -> dict:
     }
 
 
+def wsinfer_side_by_side(slide: Path, args) -> dict:
+    """``napari-metastasis predict`` and ``wsinfer run`` as whole processes on ``slide`` with the
+    bundled model's folder (WSInfer reads its TorchScript file), batch 64, one reader per core,
+    each tool's own thread defaults (:func:`bench_predict.run_peer`)."""
+    from bench_predict import run_peer
+
+    from napari_metastasis.models.registry import resolve_model
+
+    folder = resolve_model(args.model)
+    work = args.work / "out" / "wsinfer"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return run_peer(args.wsinfer_venv, [slide], folder, work, os.cpu_count() or 1, 3600.0)
+
+
 # --- main ------------------------------------------------------------------------------------------
 def workload(name: str, slides: list[Path], modes: list[str], args) -> dict:
     runs: dict[str, list[dict]] = {m: [] for m in modes}
@@ -551,6 +566,12 @@ def main() -> int:
         "--before-tree", type=Path, help="a checkout of the code before: mode 'before'"
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs of each mode, alternating")
+    parser.add_argument(
+        "--wsinfer-venv",
+        type=Path,
+        help="(b) also side by side with WSInfer 0.6.1 from this venv "
+        "(benchmarks/setup_wsinfer_venv.sh), on the same slide and model folder",
+    )
     parser.add_argument("--note", default="", help="conditions of the run, kept in the JSON")
     parser.add_argument("--out", type=Path, help="write the JSON here (also printed)")
     args = parser.parse_args()
@@ -601,6 +622,8 @@ def main() -> int:
         )
         result["truth"] = {k: truth[k] for k in ("category", "greatest_dimension_mm", "shape")}
         result["build_seconds"] = round(build_s, 1)
+        if args.wsinfer_venv:
+            result["wsinfer_side_by_side"] = wsinfer_side_by_side(path, args)
         report["workloads"]["camelyon_size"] = result
     report["goals_met"] = goals_met(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -628,6 +651,9 @@ def goals_met(report: dict) -> dict:
     rss = max((w["peak_rss_mb_max"] or 0 for w in work.values()), default=None)
     if rss is not None:
         met["peak RSS < 2 GB"] = rss < GOALS["peak_rss_mb"]
+    peer = (big or {}).get("wsinfer_side_by_side", {})
+    if peer.get("ran") and peer["runs"] and "speedup" in peer["runs"][0]:
+        met[">= 3x WSInfer (patches/s, whole processes)"] = peer["runs"][0]["speedup"] >= 3.0
     nodes = work.get("nodes", {})
     if "before" in nodes.get("speedup_over", {}):
         met["nodes >= 4x faster than before"] = (
