@@ -19,6 +19,10 @@ from napari_metastasis.defaults import (
 )
 from napari_metastasis.errors import MetastasisError
 
+#: ``--backend`` (napari_metastasis.models.onnx_runtime.BACKENDS; not imported here: torch is slow
+#: to import and --help must be quick)
+BACKENDS = ("torch", "onnxruntime")
+
 DESCRIPTION = """\
 Classify whole-slide images with a patch classifier and write, for each slide, into --out:
 
@@ -167,6 +171,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "exhaustively.",
     )
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="What runs the network: torch, or onnxruntime (the package's own models on the CPU, "
+        "about 1.35x faster on two cores, the same answers to float rounding; needs "
+        "pip install 'napari-metastasis[onnx]'). Default: %(default)s.",
+    )
+    parser.add_argument(
         "--workers",
         type=_positive_int,
         metavar="N",
@@ -212,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         tiles=args.tiles,
         resume=args.resume,
         exhaustive=args.exhaustive,
+        backend=args.backend,
     )
     # A file, a read-only folder or a full disk: found now, not later; nothing is made yet, so a
     # run refused below (an untrusted model, a bad list of cases) leaves no empty --out behind.
@@ -225,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             positive_class=args.positive_class,
             sha256=trusted.sha256,
+            backend=args.backend,
         )
         trusted.confirm()
         print(

@@ -13,7 +13,7 @@ from types import ModuleType
 from napari_metastasis.errors import MetastasisError
 
 #: module -> the extra of napari-metastasis that installs it
-EXTRAS = {"distributed": "distributed", "h5py": "pcam-h5"}
+EXTRAS = {"distributed": "distributed", "h5py": "pcam-h5", "onnxruntime": "onnx"}
 
 
 class MissingExtraError(MetastasisError):

@@ -169,6 +169,7 @@ class LoadedModel:
         #: and the rest of the network's views (with the first pass's: the full model)
         self.first_pass = first_pass_module(module)
         self.rest_pass = rest_pass_module(self.first_pass) if self.first_pass else None
+        self.backend = "torch"  # or "onnxruntime" (:meth:`use_onnxruntime`)
         self.config = config
         self.folder = folder
         self.name = name or (folder.name if folder else config.architecture)
@@ -282,9 +283,34 @@ class LoadedModel:
             x = self.prepare(batch)
         return self.forward(x).cpu().numpy()
 
+    def use_onnxruntime(self) -> LoadedModel:
+        """Run the network (and its first pass and rest) through ONNX Runtime on the CPU
+        (:mod:`.onnx_runtime`; the package's own models only). Returns self."""
+        from napari_metastasis.models.onnx_runtime import onnx_network
+        from napari_metastasis.models.safe_weights import SAFETENSORS_FILE
+
+        weights = self.folder / SAFETENSORS_FILE if self.folder else None
+        if self.device.type != "cpu" or weights is None or not weights.is_file():
+            raise ModelError(
+                f"model {self.name}: ONNX Runtime runs only the package's own models "
+                "(model.safetensors) on the CPU; use --backend torch"
+            )
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        size = self.input_size
+        self.module = onnx_network(self.module, digest, size)  # type: ignore[assignment]
+        if self.first_pass is not None and self.rest_pass is not None:
+            self.first_pass = onnx_network(self.first_pass, digest, size)  # type: ignore[assignment]
+            self.rest_pass = onnx_network(self.rest_pass, digest, size)  # type: ignore[assignment]
+        self.backend = "onnxruntime"
+        return self
+
     def to(self, device: str | torch.device) -> LoadedModel:
         """Move to another device (returns self)."""
         target = select_device(device)
+        if self.backend != "torch":
+            if target.type != "cpu":
+                raise ModelError(f"model {self.name}: ONNX Runtime runs on the CPU only")
+            return self
         self.module = self.module.to(target)
         self._set_device(target)
         return self
@@ -302,10 +328,12 @@ def load_model(
     positive_class: str | int | None = None,
     amp: bool = True,
     sha256: str | None = None,
+    backend: str = "torch",
 ) -> LoadedModel:
     """Load a model folder (or a registered model's name, see :func:`available_models`).
 
     ``sha256``: the weights file must still have this digest (the one the user trusted).
+    ``backend``: ``torch``, or ``onnxruntime`` (:meth:`LoadedModel.use_onnxruntime`).
     """
     from napari_metastasis.models.registry import resolve_model
     from napari_metastasis.models.safe_weights import build_safe_module, has_safe_weights
@@ -337,6 +365,11 @@ def load_model(
         amp=amp,
     )
     check_output_shape(model)
+    if backend == "onnxruntime":
+        model.use_onnxruntime()
+        check_output_shape(model)
+    elif backend != "torch":
+        raise ModelError(f"unknown backend {backend!r}; use torch or onnxruntime")
     return model
 
 

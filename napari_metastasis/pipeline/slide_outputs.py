@@ -89,6 +89,7 @@ class PredictOptions:
     tiles: bool = False  # also write <stem>.tiles.geojson (QuPath tiles, one per patch)
     resume: bool = False  # continue from the map an interrupted run left: classify what it lacks
     exhaustive: bool = False  # every patch through the full model (no first-pass shortcut)
+    backend: str = "torch"  # or "onnxruntime" (the [onnx] extra; the package's models, CPU)
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,10 @@ def predict_many(
         (warn or _stderr_warning)(f"{out}: {line}")
     if scheduler is None:
         model = model or load_model(
-            options.model, device=options.device, positive_class=options.positive_class
+            options.model,
+            device=options.device,
+            positive_class=options.positive_class,
+            backend=options.backend,
         )
         loaded: LoadedModel = model
         for path, stem in zip(paths, stems, strict=True):
@@ -335,7 +339,9 @@ def _predict_distributed(
     from distributed import Client, LocalCluster, as_completed
 
     # a bad model (or --positive-class) fails here, once, not on every worker
-    load_model(options.model, device="cpu", positive_class=options.positive_class)
+    load_model(
+        options.model, device="cpu", positive_class=options.positive_class, backend=options.backend
+    )
     worker_options = replace(options, progress=False)
     cluster = None
     if scheduler == "local" or scheduler.startswith("local:"):
@@ -423,14 +429,16 @@ def _not_a_scheduler(address: str, wait_s: float = GREETING_SECONDS) -> str:
 
 def _predict_on_worker(path: str, options: PredictOptions, out: str, stem: str) -> tuple[bool, str]:
     """Runs inside a dask worker: one model per worker process, reused for all its slides."""
-    model = _worker_model(options.model, options.device, options.positive_class)
+    model = _worker_model(options.model, options.device, options.positive_class, options.backend)
     outcome = _guarded(Path(path), lambda: predict_to_files(path, model, options, Path(out), stem))
     return outcome.ok, outcome.message
 
 
 @lru_cache(maxsize=2)
-def _worker_model(model: str, device: str, positive_class: str | None) -> LoadedModel:
-    return load_model(model, device=device, positive_class=positive_class)
+def _worker_model(
+    model: str, device: str, positive_class: str | None, backend: str = "torch"
+) -> LoadedModel:
+    return load_model(model, device=device, positive_class=positive_class, backend=backend)
 
 
 def _guarded(path: Path, work: Callable[[], str]) -> SlideOutcome:

@@ -1,0 +1,95 @@
+"""ONNX Runtime as the network's backend (``predict --backend onnxruntime``, the ``[onnx]`` extra):
+the package's own networks exported with the folder's weights, cached, checked, and the same
+answers as torch to float rounding; one sentence where it cannot run."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from engine_helpers import write_darkness_model
+
+from napari_metastasis.cli import main
+from napari_metastasis.commands.predict import BACKENDS as CLI_BACKENDS
+from napari_metastasis.errors import ModelError
+from napari_metastasis.errors.extras import MissingExtraError
+from napari_metastasis.models import load_model
+from napari_metastasis.models.onnx_runtime import BACKENDS, cache_dir
+from napari_metastasis.pipeline import predict_slide
+from napari_metastasis.slides.slide import Slide
+
+REGION = (300, 500, 1300, 1500)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_the_backends_are_named_alike_in_the_cli_and_the_library():
+    assert CLI_BACKENDS == BACKENDS == ("torch", "onnxruntime")
+
+
+def test_onnxruntime_gives_torchs_answers_on_the_sample(cache, svs_file):
+    torch_model = load_model("default", device="cpu")
+    onnx_model = load_model("default", device="cpu", backend="onnxruntime")
+    assert onnx_model.backend == "onnxruntime" and len(list(cache_dir().glob("*.onnx"))) == 3
+    with Slide(svs_file) as slide:
+        ours = predict_slide(slide, onnx_model, region=REGION)
+        theirs = predict_slide(slide, torch_model, region=REGION)
+    assert ours.n_done == theirs.n_done > 40
+    np.testing.assert_allclose(ours.prob_map.values, theirs.prob_map.values, atol=1e-6)
+    # the first pass and the rest of the views too
+    x = torch_model.prepare(np.random.default_rng(3).integers(0, 256, (8, 80, 80, 3), np.uint8))
+    for which in ({"first_pass": True}, {"rest_pass": True}):
+        np.testing.assert_allclose(
+            onnx_model.forward(x, **which).numpy(),
+            torch_model.forward(x, **which).numpy(),
+            atol=1e-6,
+        )
+
+
+def test_a_cached_graph_that_answers_otherwise_is_exported_again(cache):
+    load_model("default", device="cpu", backend="onnxruntime")
+    graphs = sorted(cache_dir().glob("*.onnx"))
+    stamps = [g.stat().st_mtime_ns for g in graphs]
+    first, second = graphs[0], graphs[1]
+    first.write_bytes(second.read_bytes())  # a graph of other views: other answers
+    graphs[2].write_bytes(b"not an ONNX graph")
+    model = load_model("default", device="cpu", backend="onnxruntime")
+    reference = load_model("default", device="cpu")
+    x = reference.prepare(np.full((2, 80, 80, 3), 200, np.uint8))
+    np.testing.assert_allclose(model.predict(x), reference.predict(x), atol=1e-6)
+    assert first.read_bytes() != second.read_bytes()  # both replaced by their own graphs
+    assert [g.stat().st_mtime_ns for g in graphs][1] == stamps[1]  # the good one was kept
+
+
+def test_where_onnxruntime_cannot_run_one_sentence_says_so(cache, tmp_path, monkeypatch, capsys):
+    darkness = write_darkness_model(tmp_path / "dark", 32, spacing=1.0)
+    with pytest.raises(ModelError, match="only the package's own models"):
+        load_model(darkness, device="cpu", backend="onnxruntime")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime: ImportError
+    with pytest.raises(MissingExtraError, match=r"pip install 'napari-metastasis\[onnx\]'"):
+        load_model("default", device="cpu", backend="onnxruntime")
+    code = main(["predict", "--sample", "--backend", "onnxruntime", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code != 0 and "napari-metastasis[onnx]" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_predict_with_onnxruntime_gives_the_same_answer(cache, tmp_path):
+    answers = {}
+    for backend in BACKENDS:
+        out = tmp_path / backend
+        assert main(["predict", "--sample", "--backend", backend, "--out", str(out)]) == 0
+        summary = json.loads((out / "CMU-1-Small-Region.summary.json").read_text())
+        answers[backend] = (
+            summary["verdict"],
+            summary["patches"],
+            summary["patches_first_pass_only"],
+            [(r["confirmed"], r["greatest_dimension_mm"]) for r in summary["regions"]],
+        )
+    assert answers["onnxruntime"] == answers["torch"]
