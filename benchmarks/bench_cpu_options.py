@@ -66,10 +66,10 @@ DECISIONS = {
     "split_in_parts_of_16": "adopted: the engine's CPU runs (ForwardPool, ThreadTuner)",
     "channels_last_inference_mode": "adopted before: the shipped pass (NCHW is ~2x slower)",
     "onnxruntime": (
-        "not adopted yet: the fastest exact option (same answers to 2e-7), but a new optional "
-        "dependency whose export goes through torch's deprecated TorchScript-based ONNX exporter "
-        "(rot90 written as flip + transpose; ~6 s a model unless the file is cached); the next step "
-        "as an optional extra"
+        "adopted as an opt-in backend: predict --backend onnxruntime (the [onnx] extra, "
+        "models/onnx_runtime.py): the fastest exact option (same answers to 2e-7); exported "
+        "through torch's TorchScript-based ONNX exporter (rot90 written as flip + transpose), "
+        "cached under the weights' digest and checked against torch at every load"
     ),
     "torch_compile": (
         "not adopted: ~5 s of compiling in every new process, a C++ compiler needed at run time "

@@ -136,8 +136,8 @@ def test_an_interrupted_predict_resumes_where_it_stopped(
     write = ZarrMapWriter.write
     calls = []
 
-    def crash_after_three_batches(self, cells, probabilities):
-        write(self, cells, probabilities)
+    def crash_after_three_batches(self, cells, probabilities, **marks):
+        write(self, cells, probabilities, **marks)
         calls.append(len(cells))
         if len(calls) == 3:
             raise KeyboardInterrupt  # the machine goes down mid-run
@@ -154,7 +154,9 @@ def test_an_interrupted_predict_resumes_where_it_stopped(
 
     resumed = []
     monkeypatch.setattr(
-        ZarrMapWriter, "write", lambda self, c, p: (resumed.append(len(c)), write(self, c, p))
+        ZarrMapWriter,
+        "write",
+        lambda self, c, p, **marks: (resumed.append(len(c)), write(self, c, p, **marks)),
     )
     assert _predict(slide, model, out, "--resume") == 0
     assert sum(resumed) == reference.n_analysed - 3 * 16  # only the missing patches

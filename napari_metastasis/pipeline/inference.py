@@ -191,7 +191,10 @@ def run_inference(
                 got = time.perf_counter()
                 x = model.prepare(pixels)
                 split = pool if tuner is not None and not tuner.cheap else None
-                probs = model.forward(x, split, first_pass=first_pass)
+                if first_pass:
+                    probs = model.forward(x, split, first_pass=True)
+                else:
+                    probs = model.forward(x) if split is None else model.forward(x, split)
                 if first_pass and check is not None:
                     in_flight.extend(_checked(model, x, part, probs, split, check))
                 else:
