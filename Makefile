@@ -66,15 +66,20 @@ test-fast: setup
 conformance: setup
 	$(XVFB) $(BIN)/python -m pytest -m conformance $(PYTEST_ARGS)
 
+# WSINFER_VENV=DIR (benchmarks/setup_wsinfer_venv.sh) adds WSInfer side by side to bench_answer.
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py --out resources/bench_reader.json
 	$(BIN)/python benchmarks/bench_predict.py --out resources/bench_predict.json
 	$(BIN)/python benchmarks/bench_cpu_options.py --out resources/bench_cpu_options.json
-	$(BIN)/python benchmarks/bench_answer.py --out resources/bench_answer.json
+	$(BIN)/python benchmarks/bench_answer.py --nodes 40 --repeats 2 \
+		$(if $(WSINFER_VENV),--wsinfer-venv $(WSINFER_VENV),) --out resources/bench_answer.json
 	$(BIN)/python benchmarks/bench_first_pass.py --out resources/bench_first_pass.json
 	$(BIN)/python benchmarks/bench_model.py --out resources/bench_model.json
 	$(BIN)/python benchmarks/bench_faults.py --out resources/bench_faults.json
 	$(XVFB) $(BIN)/python benchmarks/bench_gui.py --out resources/bench_gui.json
+	$(XVFB) $(BIN)/python benchmarks/bench_gui.py --rounds 2 --second-slide none \
+		--slide-path $${TMPDIR:-/tmp}/napari-metastasis-answer/slides/shared/camelyon_size_node-c128-s0.tif \
+		--out resources/bench_gui_camelyon_size.json
 
 # Node-level validation on held-out patches (issue 20): 40 node slides built in /tmp (cached), then
 # `predict` with the bundled model (MODEL=DIR for another); about 10-20 min on 2 CPU cores.
