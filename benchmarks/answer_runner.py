@@ -24,6 +24,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 T0 = time.perf_counter()
 
@@ -71,7 +72,15 @@ def main() -> int:
     sys.stdout = Lines(sys.stdout, "stdout", timeline["lines"])
     sys.stderr = Lines(sys.stderr, "stderr", timeline["lines"])
 
-    import napari_metastasis.pipeline.inference as inference
+    import importlib
+
+    import napari_metastasis
+
+    # the code under test may be an older checkout (--before-tree), from before the pipeline/
+    # layout: its inference module was napari_metastasis.engine.inference
+    package = Path(napari_metastasis.__file__).parent
+    layout = "pipeline" if (package / "pipeline").is_dir() else "engine"
+    inference = importlib.import_module(f"napari_metastasis.{layout}.inference")
 
     original = inference.run_inference
 
@@ -97,7 +106,7 @@ def main() -> int:
                 "seconds": round(record["ended"] - started, 2),
             }
         )
-        tuners = inference._FIRST_PASS_TUNERS if first_pass else inference._TUNERS
+        tuners = getattr(inference, "_FIRST_PASS_TUNERS" if first_pass else "_TUNERS", {})
         tuner = tuners.get(model)
         if tuner is not None:
             record["tuner" if not first_pass else "first_pass_tuner"] = tuner.summary()
