@@ -254,3 +254,17 @@ def test_uncertain_patches_get_the_full_model_in_their_own_batch(bundled, shortc
     for r in checked:
         got = dict(zip(map(tuple, r.cells), r.positive, strict=True))
         assert all(got[c] == pytest.approx(full[c], abs=1e-6) for c in got)
+
+
+def test_regions_below_the_shortcuts_threshold_come_with_a_caution():
+    from napari_metastasis.pipeline.first_pass import first_pass_caution
+
+    prob = ProbabilityMap.empty(_grid())
+    prob.update(np.array([[0, 0], [0, 1]]), np.array([0.1, 0.2]), first_pass=True)
+    prob.update(np.array([[1, 1]]), np.array([0.7]))
+    assert first_pass_caution(prob, 0.3) == ""  # no record of the run's threshold: no claim
+    prob.extra["first_pass"] = FirstPass(0.5, 0.9).to_dict()
+    assert first_pass_caution(prob, 0.5) == first_pass_caution(prob, 0.7) == ""
+    assert first_pass_caution(prob, 0.3).startswith("Below 0.50, 2 patches hold the first pass")
+    prob.update(np.array([[0, 0], [0, 1]]), np.array([0.12, 0.22]))  # an exhaustive run since
+    assert first_pass_caution(prob, 0.3) == ""

@@ -320,6 +320,15 @@ def test_the_bundled_model_takes_the_first_pass_unless_exhaustive_is_ticked(
     assert 0 < settled < prob.n_analysed
     assert not any(s.startswith("Checking") for s in stages)  # no candidate: nothing to check
     assert prob.extra["first_pass"]["cut"] == pytest.approx(0.25)
+    # regions below the threshold the shortcut ran at may miss settled patches: the list says so
+    caution = "hold the first pass's estimate: tick Exhaustive"
+    summary = widget.navigator.summary
+    assert caution not in summary.text()
+    widget.display.threshold.value = 0.4
+    qtbot.waitUntil(lambda: caution in summary.text(), timeout=RUN_TIMEOUT_MS)
+    assert f"{settled} patches hold" in summary.text().replace(",", "")
+    widget.display.threshold.value = 0.5
+    qtbot.waitUntil(lambda: caution not in summary.text(), timeout=RUN_TIMEOUT_MS)
 
     widget.source.exhaustive.value = True
     again = run_and_wait(qtbot, widget)
@@ -327,6 +336,10 @@ def test_the_bundled_model_takes_the_first_pass_unless_exhaustive_is_ticked(
     assert prob.n_first_pass == 0
     status = widget.status.text().replace(",", "")
     assert "Done" in status and f"{settled} patches classified" in status
+    at_half = summary.text()
+    widget.display.threshold.value = 0.4  # every patch is the full model's now: no caution
+    qtbot.waitUntil(lambda: summary.text() != at_half, timeout=RUN_TIMEOUT_MS)
+    assert caution not in summary.text()
 
 
 def test_a_runs_progress_is_full_while_the_full_model_checks_around_candidates():

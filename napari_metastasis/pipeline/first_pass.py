@@ -94,6 +94,22 @@ def cells_for_full_model(
     return np.argwhere(first_pass & known & (uncertain | near_candidate)).astype(np.int64)
 
 
+def first_pass_caution(prob_map: ProbabilityMap, threshold: float) -> str:
+    """One sentence when regions are drawn at ``threshold`` below the one the map's shortcut
+    ran at: there, patches it settled hold only the first pass's estimate ("" otherwise)."""
+    run = prob_map.extra.get("first_pass") if isinstance(prob_map.extra, dict) else None
+    settled = prob_map.n_first_pass
+    if not settled or not isinstance(run, dict):
+        return ""
+    ran_at = run.get("threshold")
+    if not isinstance(ran_at, (int, float)) or threshold >= float(ran_at) - 1e-9:
+        return ""
+    return (
+        f"Below {float(ran_at):.2f}, {settled:,} patch{'es' * (settled != 1)} hold the first "
+        "pass's estimate: tick Exhaustive and run again for exact regions."
+    )
+
+
 def first_pass_note(prob_map: ProbabilityMap) -> str:
     """One line for a summary or status: how many patches the first pass settled."""
     settled = prob_map.n_first_pass

@@ -163,14 +163,15 @@ class RegionNavigator(QWidget):
         deposits: Sequence[Deposit] | None = None,
         analysed: bool = True,
         running: bool = False,
+        caution: str = "",
     ) -> None:
-        """Show ``regions`` with their labels; ``deposits`` (one per region, from
+        """Show ``regions`` with their labels (``caution``: a sentence after the summary line); ``deposits`` (one per region, from
         :func:`napari_metastasis.clinical.staging.measure_regions`) fill the size and category columns.
         ``analysed=False``: nothing was analysed yet, so "no region" would claim too much
         (``running``: a run is under way).
         The same rows as shown already are not built again (contours are recomputed often
         while a run lasts, and mostly come back unchanged)."""
-        shown = (rows_signature(regions, labels, edited, deposits, analysed), running)
+        shown = (rows_signature(regions, labels, edited, deposits, analysed), running, caution)
         if shown == self._shown:
             return
         self._shown = shown
@@ -200,10 +201,12 @@ class RegionNavigator(QWidget):
             self.summary.setText(
                 f"{len(regions)} region{'s' * (len(regions) != 1)}, {total:.3f} mm² in all, "
                 f"highest probability {top:.3f}; {confirmed} confirmed as "
-                f"deposit{'s' * (confirmed != 1)}."
+                f"deposit{'s' * (confirmed != 1)}." + (f" {caution}" if caution else "")
             )
         elif analysed:
-            self.summary.setText("No region above the threshold.")
+            self.summary.setText(
+                "No region above the threshold." + (f" {caution}" if caution else "")
+            )
         else:
             self.summary.setText(RUNNING if running else NOT_ANALYSED)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from napari_metastasis.clinical.decision import DecisionRule, rule_for_map
 from napari_metastasis.clinical.staging import measure_regions, slide_verdict
+from napari_metastasis.pipeline.first_pass import first_pass_caution
 from napari_metastasis.widgets.analysis_view import AnalysisView
 from napari_metastasis.widgets.regions_panel import RegionsPanel
 from napari_metastasis.widgets.run_status import RunStatus
@@ -37,6 +38,7 @@ def record_regions(state: SlideAnalysis, view: AnalysisView, threshold: float) -
         stride_um=float(grid.step_um),
         rule_text=rule_of(view, threshold).describe(),
         shown=view.regions_layer.is_shown(),
+        caution=first_pass_caution(view.prob_map, threshold),
     )
 
 
@@ -80,6 +82,10 @@ class SelectedSlideViews:
             self.verdict.set_verdict(None, running=running)
             return
         self.regions.set_regions(
-            state.candidates, state.labels, edited=state.edited, deposits=state.deposits
+            state.candidates,
+            state.labels,
+            edited=state.edited,
+            deposits=state.deposits,
+            caution=state.caution,
         )
         self.verdict.set_verdict(state.verdict, state.stride_um, state.rule_text)

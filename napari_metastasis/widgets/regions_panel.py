@@ -53,9 +53,16 @@ class RegionsPanel(QWidget):
         deposits: Sequence | None = None,
         analysed: bool = True,
         running: bool = False,
+        caution: str = "",
     ) -> None:
         self.navigator.set_regions(
-            regions, labels, edited=edited, deposits=deposits, analysed=analysed, running=running
+            regions,
+            labels,
+            edited=edited,
+            deposits=deposits,
+            analysed=analysed,
+            running=running,
+            caution=caution,
         )
         has = len(regions) > 0
         self.previous_button.setEnabled(has)

@@ -88,6 +88,9 @@ class SlideAnalysis:
     stride_um: float | None = None
     rule_text: str = ""
     shown: bool = False
+    #: a sentence under the region list, e.g. that regions below the threshold the first-pass
+    #: shortcut ran at may miss settled patches ("" for none)
+    caution: str = ""
     #: counts the changes of the regions fields above, each made in one go: the region list and
     #: the verdict redraw once per change (not once per field)
     revision: int = 0
@@ -138,6 +141,7 @@ class SlideAnalysis:
         stride_um: float | None = None,
         rule_text: str = "",
         shown: bool = True,
+        caution: str = "",
     ) -> None:
         """The regions at the current threshold and the verdict measured from them, and what
         the region list shows of them; one :attr:`revision` for the whole change."""
@@ -150,6 +154,7 @@ class SlideAnalysis:
         self.stride_um = stride_um
         self.rule_text = rule_text
         self.shown = bool(shown)
+        self.caution = caution
         self.revision += 1
 
     def clear_regions(self) -> None:
