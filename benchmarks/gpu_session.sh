@@ -28,7 +28,7 @@ if [[ "$what" == answer || "$what" == all ]]; then
         echo "no .gpu/heldout.npz: make it here with bench_answer.py --export-pool" >&2
         exit 2
     fi
-    python3 benchmarks/bench_answer.py --device cuda --modes current --pool .gpu/heldout.npz \
+    python3 benchmarks/bench_answer.py --device cuda --modes current,exhaustive --pool .gpu/heldout.npz \
         --work /tmp/answer --note "GPU session: $(head -2 "$out/gpu.txt" | tail -1)" \
         --out "$out/bench_answer_gpu.json" "$@" 2>&1 | tee "$out/bench_answer_gpu.log"
 fi
