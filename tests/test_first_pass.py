@@ -225,13 +225,14 @@ def test_a_run_cancelled_while_the_full_model_checks_is_not_finished(bundled, mi
     assert batches and not any(b.checking for b in batches)  # the check never started
     # the first pass classified every patch; the uncertain ones got the full model at once
     assert sum(len(b.cells) for b in batches) == planned.total
-    assert any(b.first_pass for b in batches) and any(not b.first_pass for b in batches)
+    marks = np.concatenate([np.broadcast_to(b.first_pass, len(b.cells)) for b in batches])
+    assert marks.any() and not marks.all()
     assert result.cancelled
 
 
-def test_uncertain_patches_get_the_full_model_in_their_own_batch(bundled, shortcut, svs_file):
-    """A first-pass batch comes back as two results: the settled patches (first pass) and the
-    uncertain ones, with the rest of the views combined into the full model's answer."""
+def test_uncertain_patches_get_the_full_model_in_their_batch(bundled, shortcut, svs_file):
+    """A first-pass batch comes back with a per-patch mark: the settled patches hold the first
+    pass's probability, the uncertain ones the rest of the views combined into the full model's."""
     from napari_metastasis.pipeline import make_grid, run_inference
 
     with Slide(svs_file) as slide:
@@ -247,13 +248,15 @@ def test_uncertain_patches_get_the_full_model_in_their_own_batch(bundled, shortc
             for r in run_inference(slide, bundled, cells, grid)
             for c, p in zip(r.cells, r.positive, strict=True)
         }
-    settled = [r for r in results if r.first_pass]
-    checked = [r for r in results if not r.first_pass]
-    assert settled and checked and results[-1].done == 64
-    assert all((r.positive < shortcut.cut).all() for r in settled)
-    for r in checked:
-        got = dict(zip(map(tuple, r.cells), r.positive, strict=True))
-        assert all(got[c] == pytest.approx(full[c], abs=1e-6) for c in got)
+    assert results[-1].done == 64
+    settled = checked = 0
+    for r in results:
+        marks = np.broadcast_to(r.first_pass, len(r.cells))
+        assert (r.positive[marks] < shortcut.cut).all()
+        for c, p in zip(map(tuple, r.cells[~marks]), r.positive[~marks], strict=True):
+            assert p == pytest.approx(full[c], abs=1e-6)
+        settled, checked = settled + int(marks.sum()), checked + int((~marks).sum())
+    assert settled and checked
 
 
 def test_regions_below_the_shortcuts_threshold_come_with_a_caution():

@@ -60,10 +60,10 @@ class ProbabilityMap:
 
     # --- filling ----------------------------------------------------------------------------
     def update(
-        self, cells: np.ndarray, probabilities: np.ndarray, *, first_pass: bool = False
+        self, cells: np.ndarray, probabilities: np.ndarray, *, first_pass: bool | np.ndarray = False
     ) -> None:
         """Write probabilities for (N, 2) (row, col) cells: the full model's answer, or with
-        ``first_pass`` only the cheap first pass's (the cells are marked so)."""
+        ``first_pass`` (all, or a per-cell mask) only the cheap first pass's (marked so)."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
         self.values[cells[:, 0], cells[:, 1]] = np.asarray(probabilities, np.float32).ravel()
         self.first_pass_mask[cells[:, 0], cells[:, 1]] = first_pass

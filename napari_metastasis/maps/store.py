@@ -160,10 +160,15 @@ class ZarrMapWriter:
         return cls(path, group, prob_map, class_names)
 
     def write(
-        self, cells: np.ndarray, probabilities: np.ndarray, *, first_pass: bool = False
+        self,
+        cells: np.ndarray,
+        probabilities: np.ndarray,
+        *,
+        first_pass: bool | np.ndarray = False,
     ) -> None:
         """Store one batch: (N, 2) (row, col) cells and their (N, classes) probabilities (with
-        ``first_pass``: only the cheap first pass's, so a resumed run checks them again)."""
+        ``first_pass``, all or a per-cell mask: only the cheap first pass's, so a resumed run
+        checks them again)."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
         if not len(cells):
             return
@@ -173,7 +178,7 @@ class ZarrMapWriter:
         # the mark first (a cell is never taken for the full model's answer when it is not), then
         # the classes: a cell shows as analysed (array 0 not NaN) only once all are written;
         # every class in one call (each zarr call costs milliseconds, whatever its size)
-        if first_pass or FIRST_PASS in self.group:  # maps written before the mark have none
+        if np.any(first_pass) or FIRST_PASS in self.group:  # older maps have no marks
             if FIRST_PASS not in self.group:
                 _create(
                     self.group,
@@ -183,7 +188,8 @@ class ZarrMapWriter:
                     dtype="uint8",
                     fill_value=0,
                 )
-            self.group[FIRST_PASS].vindex[rows, cols] = np.uint8(first_pass)
+            marks = np.broadcast_to(np.asarray(first_pass, np.uint8), rows.shape)
+            self.group[FIRST_PASS].vindex[rows, cols] = marks
         self.group[CLASSES].vindex[
             np.repeat(rows, n_classes),
             np.repeat(cols, n_classes),

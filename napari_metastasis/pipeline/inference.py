@@ -69,8 +69,9 @@ class BatchResult:
     positive_index: int
     done: int  # patches finished so far in this run, this batch included
     total: int  # patches planned for this run
-    #: the probabilities are the model's cheap first pass's, not the full model's
-    first_pass: bool = False
+    #: the probabilities are the model's cheap first pass's, not the full model's: for the whole
+    #: batch, or (N,) per patch (a first-pass batch whose uncertain patches the full model took)
+    first_pass: bool | np.ndarray = False
 
     @property
     def positive(self) -> np.ndarray:
@@ -114,7 +115,7 @@ def run_inference(
     ``first_pass``: the model's cheap first pass (:attr:`.LoadedModel.first_pass`) classifies;
     with ``check``, the patches of each batch it picks get the rest of the model's views at once,
     while their pixels are at hand (no second read), and come back with the full model's answer
-    in a result of their own (``first_pass`` False), after the batch's others.
+    (the result's ``first_pass`` is then a per-patch mask: False for those).
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -141,7 +142,7 @@ def run_inference(
     # On CUDA the forward pass is asynchronous: launching batch k+1 before collecting batch k keeps
     # the GPU busy while the reader assembles and copies the next batch.
     lag = 1 if model.device.type == "cuda" else 0
-    in_flight: deque[tuple[np.ndarray, torch.Tensor, bool]] = deque()
+    in_flight: deque[tuple[np.ndarray, torch.Tensor, bool | np.ndarray]] = deque()
     done = 0
 
     def collect() -> BatchResult:
@@ -196,7 +197,7 @@ def run_inference(
                 else:
                     probs = model.forward(x) if split is None else model.forward(x, split)
                 if first_pass and check is not None:
-                    in_flight.extend(_checked(model, x, part, probs, split, check))
+                    in_flight.append(_checked(model, x, part, probs, split, check))
                 else:
                     in_flight.append((part, probs, first_pass))
                 if tuner is not None and pool is not None:  # the CPU's pass is done on return
@@ -220,16 +221,16 @@ def _checked(
     first: torch.Tensor,
     pool: ForwardPool | None,
     check: Check,
-) -> list[tuple[np.ndarray, torch.Tensor, bool]]:
-    """A first-pass batch split by ``check``: the patches it leaves keep the first pass's
-    probabilities; those it picks get the rest of the views, combined into the full model's."""
+) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """A first-pass batch after ``check``: the patches it leaves keep the first pass's
+    probabilities; those it picks get the rest of the views, combined into the full model's.
+    Returns the batch's cells, probabilities and per-patch first-pass mask."""
     picked = np.asarray(check(first[:, model.positive_class_index].cpu().numpy()), bool)
-    out: list[tuple[np.ndarray, torch.Tensor, bool]] = []
-    if not picked.all():
-        out.append((part[~picked], first[torch.from_numpy(~picked).to(first.device)], True))
+    probs = first
     if picked.any():
         index = torch.from_numpy(picked).to(x.device)
         rest = model.forward(x[index], pool, rest_pass=True)
         views = len(model.first_pass.views), len(model.rest_pass.views)  # type: ignore[union-attr]
-        out.append((part[picked], combine_passes(first[index], rest, *views), False))
-    return out
+        probs = first.clone()
+        probs[index] = combine_passes(first[index], rest, *views)
+    return part, probs, ~picked

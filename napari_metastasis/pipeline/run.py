@@ -110,8 +110,9 @@ class Batch(Event):
     positive_index: int
     done: int  # patches classified so far in this pass of the run, this batch included
     total: int  # patches planned for this pass
-    #: the cheap first pass's probabilities (the cells are marked so in the map), not the model's
-    first_pass: bool = False
+    #: the cheap first pass's probabilities (the cells are marked so in the map), not the model's:
+    #: for the whole batch, or (N,) per cell
+    first_pass: bool | np.ndarray = False
     #: the full model checking, after the first pass, the patches around candidate regions
     #: (``done``/``total`` count those)
     checking: bool = False
