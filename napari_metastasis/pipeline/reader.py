@@ -49,6 +49,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -277,8 +278,9 @@ def read_level(slide: Slide, grid: PatchGrid) -> int:
     return slide.best_level_for_downsample(grid.read_downsample)
 
 
-class RegionReader:
-    """Reads planned patches by tile-aligned regions of the read level (see the module notes)."""
+class _Reader:
+    """What both readers are given: the slide, the grid and its read level, the model's input
+    size and resampling, the reading threads and how far ahead they read, and the device."""
 
     def __init__(
         self,
@@ -302,6 +304,13 @@ class RegionReader:
         self.pin_memory = pin_memory
         self.level = read_level(slide, grid)
         self.level_downsample = slide.level_downsamples[self.level]
+
+
+class RegionReader(_Reader):
+    """Reads planned patches by tile-aligned regions of the read level (see the module notes)."""
+
+    def __init__(self, slide: Slide, grid: PatchGrid, input_size: tuple[int, int], **kwargs: Any):
+        super().__init__(slide, grid, input_size, **kwargs)
         tile = slide.tile_size(self.level)
         if tile is None or min(tile) <= 0 or max(tile) > 8 * UNTILED_BLOCK:
             tile = (UNTILED_BLOCK, UNTILED_BLOCK)
@@ -506,35 +515,12 @@ class RegionReader:
         return part[order], out
 
 
-class PatchReader:
+class PatchReader(_Reader):
     """Reads each patch with its own ``read_region`` call, resized with PIL, ahead in threads.
 
     The reader :class:`RegionReader` replaced; the tests check the two give the same answers.
     Batches come in the order of the boxes given.
     """
-
-    def __init__(
-        self,
-        slide: Slide,
-        grid: PatchGrid,
-        input_size: tuple[int, int],
-        *,
-        num_workers: int | None = None,
-        prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
-        device: str | torch.device = "cpu",
-        pin_memory: bool = False,
-        resample: int = 2,
-    ):
-        self.slide = slide
-        self.resample = resample  # Pillow filter code of the config's Resize (2: bilinear)
-        self.grid = grid
-        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
-        self.num_workers = num_workers or default_num_workers()
-        self.prefetch_batches = max(1, prefetch_batches)
-        self.device = torch.device(device)
-        self.pin_memory = pin_memory
-        self.level = read_level(slide, grid)
-        self.level_downsample = slide.level_downsamples[self.level]
 
     def read_patch(self, box: np.ndarray) -> np.ndarray:
         """RGB uint8 patch of ``input_size`` for a level-0 box (x, y, width, height)."""
