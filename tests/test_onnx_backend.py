@@ -93,3 +93,21 @@ def test_predict_with_onnxruntime_gives_the_same_answer(cache, tmp_path):
             [(r["confirmed"], r["greatest_dimension_mm"]) for r in summary["regions"]],
         )
     assert answers["onnxruntime"] == answers["torch"]
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_every_member_of_an_ensemble_is_exported(cache, tta):
+    """With or without test-time augmentation, the graph averages the members as torch does
+    (a graph of the first member only would answer otherwise and be refused)."""
+    import torch
+
+    from napari_metastasis.models.networks import Ensemble, SmallCNN
+    from napari_metastasis.models.onnx_runtime import onnx_network
+
+    torch.manual_seed(1)
+    ensemble = Ensemble([SmallCNN(width=4) for _ in range(3)], tta=tta).eval()
+    graph = onnx_network(ensemble, f"test-{tta}", (32, 32))
+    x = torch.rand(4, 3, 32, 32)
+    with torch.inference_mode():
+        expected = torch.softmax(ensemble(x), 1)
+    np.testing.assert_allclose(torch.softmax(graph(x), 1).numpy(), expected.numpy(), atol=1e-6)

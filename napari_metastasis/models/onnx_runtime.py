@@ -38,35 +38,38 @@ PROBE_TOLERANCE = 1e-5
 
 
 class _Exportable(nn.Module):
-    """Some views of an ensemble's members, averaged, with each quarter turn written as flip +
-    transpose (the same permutation of pixels as ``torch.rot90``, which ONNX's exporter lacks)."""
+    """Member ``j`` on view ``i`` for each ``(j, i)`` of ``passes``, probabilities averaged in that
+    order, with each quarter turn written as flip + transpose (the same permutation of pixels as
+    ``torch.rot90``, which ONNX's exporter lacks)."""
 
-    def __init__(self, members: nn.ModuleList, views: tuple[int, ...]):
+    def __init__(self, members: nn.ModuleList, passes: tuple[tuple[int, int], ...]):
         super().__init__()
         self.members = members
-        self.views = views
+        self.passes = passes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(x[:, 0, 0, 0])
-        for i in self.views:
+        for j, i in self.passes:
             xv = torch.flip(x, dims=[3]) if i >= 4 else x
             for _ in range(i % 4):
                 xv = torch.flip(xv, dims=[3]).transpose(2, 3)
-            member: Any = self.members[i % len(self.members)]
+            member: Any = self.members[j]
             total = total + torch.sigmoid(member.logit(xv))
-        p = (total / len(self.views)).clamp(1e-6, 1 - 1e-6)
+        p = (total / len(self.passes)).clamp(1e-6, 1 - 1e-6)
         z = torch.log(p) - torch.log1p(-p)
         return torch.stack([torch.zeros_like(z), z], dim=1)
 
 
-def _views_of(network: nn.Module) -> tuple[nn.ModuleList, tuple[int, ...]]:
+def _passes_of(network: nn.Module) -> tuple[nn.ModuleList, tuple[tuple[int, int], ...]]:
+    """The (member, view) passes ``network`` averages, in its own order."""
     if isinstance(network, EnsembleViews):
-        return network.members, network.views
-    if isinstance(network, Ensemble) and network.tta:
         n = len(network.members)
-        return network.members, tuple(i for j in range(n) for i in range(j, 8, n))
+        return network.members, tuple((i % n, i) for i in network.views)
     if isinstance(network, Ensemble):
-        return network.members, tuple(0 for _ in network.members)
+        n = len(network.members)
+        if network.tta:
+            return network.members, tuple((j, i) for j in range(n) for i in range(j, 8, n))
+        return network.members, tuple((j, 0) for j in range(n))
     raise ModelError("ONNX Runtime runs only the package's own networks (model.safetensors)")
 
 
@@ -95,17 +98,18 @@ def onnx_network(
     """``network`` (the package's ensemble, or some of its views) as an :class:`OnnxNetwork`,
     from the cache when a graph of these weights and views is there and answers as torch does."""
     ort = require_extra("onnxruntime", "the ONNX Runtime backend")
-    members, views = _views_of(network)
-    key = hashlib.sha256(f"{weights_sha256}:{views}:{torch.__version__}".encode()).hexdigest()
+    members, passes = _passes_of(network)
+    views = tuple(i for _, i in passes)
+    key = hashlib.sha256(f"{weights_sha256}:{passes}:{torch.__version__}".encode()).hexdigest()
     path = cache_dir() / f"{key[:32]}.onnx"
     probe = _probe(input_size)
     with torch.inference_mode():
-        expected = torch.softmax(_Exportable(members, views)(probe), 1).numpy()
+        expected = torch.softmax(network(probe), 1).numpy()  # the torch network's own answer
     if path.is_file():
         cached = _session(ort, path.read_bytes())
         if cached is not None and _answers_like(cached, probe, expected):
             return OnnxNetwork(cached, views)
-    graph = _export(_Exportable(members, views).eval(), probe)
+    graph = _export(_Exportable(members, passes).eval(), probe)
     session = _session(ort, graph)
     if session is None or not _answers_like(session, probe, expected):
         raise ModelError("ONNX Runtime does not give this model's answers; use --backend torch")

@@ -108,14 +108,3 @@ def first_pass_caution(prob_map: ProbabilityMap, threshold: float) -> str:
         f"Below {float(ran_at):.2f}, {settled:,} patch{'es' * (settled != 1)} hold the first "
         "pass's estimate: tick Exhaustive and run again for exact regions."
     )
-
-
-def first_pass_note(prob_map: ProbabilityMap) -> str:
-    """One line for a summary or status: how many patches the first pass settled."""
-    settled = prob_map.n_first_pass
-    if not settled:
-        return "every patch classified by the full model"
-    return (
-        f"{settled:,} of {prob_map.n_analysed:,} patches settled as normal by the first pass "
-        "(the full model checked the rest)"
-    )
