@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -424,13 +425,13 @@ def patch_probabilities(out: Path) -> dict[str, dict[tuple[int, int], float]]:
     return result
 
 
-def deposit_patches(out: Path) -> dict[str, set[tuple[int, int]]]:
+def deposit_patches(out: Path, stems: Iterable[str]) -> dict[str, set[tuple[int, int]]]:
     """Each slide's patches (by minx, miny) whose centre lies in a confirmed deposit of its
     GeoJSON (QuPath class Tumor)."""
     from shapely.geometry import Point, shape
 
     inside: dict[str, set[tuple[int, int]]] = {}
-    for stem in patch_probabilities(out):
+    for stem in stems:
         data = json.loads((out / f"{stem}.geojson").read_text())
         features = data["features"] if isinstance(data, dict) else data
         polygons = [
@@ -464,7 +465,7 @@ def compare(a: Path, b: Path) -> dict:
             return {"same_patches": False}
         if common:
             dp = max(dp, max(abs(probs[k] - other[k]) for k in common))
-    in_deposits = deposit_patches(a)
+    in_deposits = deposit_patches(a, pa)
     dp_deposits = max(
         (abs(pa[stem][k] - pb[stem][k]) for stem, keys in in_deposits.items() for k in keys),
         default=0.0,
