@@ -327,7 +327,12 @@ def test_the_bundled_model_takes_the_first_pass_unless_exhaustive_is_ticked(
     widget.display.threshold.value = 0.4
     qtbot.waitUntil(lambda: caution in summary.text(), timeout=RUN_TIMEOUT_MS)
     assert f"{settled} patches hold" in summary.text().replace(",", "")
-    widget.display.threshold.value = 0.5
+    # run again at the slider's 0.4: the shortcut now runs there (the full model checks the
+    # settled patches that 0.4 needs), and the regions at 0.4 are exact
+    run_and_wait(qtbot, widget)
+    assert prob.extra["first_pass"]["threshold"] == pytest.approx(0.4)
+    still = int(prob.n_first_pass)
+    assert 0 < still < settled
     qtbot.waitUntil(lambda: caution not in summary.text(), timeout=RUN_TIMEOUT_MS)
 
     widget.source.exhaustive.value = True
@@ -335,10 +340,10 @@ def test_the_bundled_model_takes_the_first_pass_unless_exhaustive_is_ticked(
     assert again.prob_map is prob  # the same map: only the settled patches were classified again
     assert prob.n_first_pass == 0
     status = widget.status.text().replace(",", "")
-    assert "Done" in status and f"{settled} patches classified" in status
-    at_half = summary.text()
-    widget.display.threshold.value = 0.4  # every patch is the full model's now: no caution
-    qtbot.waitUntil(lambda: summary.text() != at_half, timeout=RUN_TIMEOUT_MS)
+    assert "Done" in status and f"{still} patches classified" in status
+    at_low = summary.text()
+    widget.display.threshold.value = 0.3  # every patch is the full model's now: no caution
+    qtbot.waitUntil(lambda: summary.text() != at_low, timeout=RUN_TIMEOUT_MS)
     assert caution not in summary.text()
 
 

@@ -43,8 +43,10 @@ class JobRequest:
     tissue_min_fraction: float = engine.DEFAULT_TISSUE_MIN_FRACTION
     overlap: float = 0.0  # of neighbouring patches: 0 side by side, 0.5 a step of half a patch
     mpp: float | None = None  # µm/px given for a slide whose file states none
-    #: every patch through the full model (False: the first-pass shortcut at the model's threshold)
+    #: every patch through the full model (False: the first-pass shortcut at the model's threshold,
+    #: or at ``threshold`` where the slide's slider is lower, so its regions there are exact)
     exhaustive: bool = False
+    threshold: float | None = None
     #: the model's trust state when the user asked to run it: the loader checks the file still has
     #: the digest the user trusted, and a newly trusted file is remembered only once it has loaded
     trust: TrustCheck | None = None
@@ -174,13 +176,18 @@ def _run_job(
             prob_map=map_for(request.slide_path, model.name, grid, model.positive_class),
             batch_size=request.batch_size,
             cancel=cancel,
-            shortcut=None
-            if request.exhaustive
-            else engine.FirstPass.for_model(
-                model.config.extra, resolve_threshold(None, model).value
-            ),
+            shortcut=None if request.exhaustive else shortcut_for(model, request.threshold),
         ):
             yield Planned(request, event) if isinstance(event, engine.Planned) else event
+
+
+def shortcut_for(model: LoadedModel, slider: float | None) -> engine.FirstPass:
+    """The first-pass shortcut of a viewer run: at the model's threshold, or at the slide's
+    slider where that is lower (the regions the pathologist looks at are then exact)."""
+    threshold = resolve_threshold(None, model).value
+    if slider is not None:
+        threshold = min(threshold, float(slider))
+    return engine.FirstPass.for_model(model.config.extra, threshold)
 
 
 def stride_for(model: LoadedModel, overlap: float) -> float | None:

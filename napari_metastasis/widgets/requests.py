@@ -127,8 +127,9 @@ class RequestMaker:
                 self.selected.state_of(path).set_status(message)  # its own status
                 return None
             self.set_slide_mpp(layer, mpp)
+        target = slide_path or self.selected.slide_path
         return JobRequest(
-            slide_path=slide_path or self.selected.slide_path,  # type: ignore[arg-type]
+            slide_path=target,  # type: ignore[arg-type]
             model_ref=model_ref,
             model_name=self.selected.model_name,
             description=description,
@@ -138,6 +139,7 @@ class RequestMaker:
             tissue_min_fraction=float(self.source.tissue_min.value),
             overlap=self.source.overlap_fraction,
             exhaustive=bool(self.source.exhaustive.value),
+            threshold=self.selected.state_of(target).threshold if target else None,
             mpp=user_mpp(layer),
             trust=trust if isinstance(trust, TrustCheck) else None,
         )
