@@ -179,6 +179,17 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
     assert label.foreground().color().name() == CANDIDATE_TEXT_COLOR
     deposit = table.item(by_id[confirmed[0].id], 1)
     assert deposit.text() == TUMOUR_CLASS and deposit.toolTip().startswith("Confirmed deposit: 35")
+    # only the confirmed deposit's size and category are tinted; a candidate's category is what
+    # its size would make it, bracketed, grey and untinted (issue 21: it looked like a deposit)
+    size_col, cat_col = RegionNavigator.SIZE_COLUMN, RegionNavigator.CATEGORY_COLUMN
+    cat, size = table.item(by_id[single.id], cat_col), table.item(by_id[single.id], size_col)
+    assert cat.text() == "(ITC)" and "Not a confirmed deposit" in cat.toolTip()
+    for item in (cat, size):
+        assert item.background().style() == Qt.BrushStyle.NoBrush
+        assert item.foreground().color().name() == CANDIDATE_TEXT_COLOR
+    tinted = table.item(by_id[confirmed[0].id], cat_col)
+    assert tinted.text() == "Micro"
+    assert tinted.background().color().name() == CATEGORY_TINTS["micro"]
     assert "1 confirmed as deposit." in widget.navigator.summary.text()
 
     # without the deposit, the candidates alone make no verdict

@@ -178,14 +178,16 @@ class RegionNavigator(QWidget):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
-            items = region_cells(region, label, None if deposits is None else deposits[row])
             confirmed = getattr(region, "confirmed", True)
+            items = region_cells(
+                region, label, None if deposits is None else deposits[row], confirmed
+            )
             tip = region_tip(region)
             for col, item in enumerate(items):
                 item.setData(Qt.ItemDataRole.UserRole, row)
                 if col != self.CATEGORY_COLUMN:
                     item.setToolTip(tip)
-                if not confirmed and col not in (self.SIZE_COLUMN, self.CATEGORY_COLUMN):
+                if not confirmed:
                     item.setForeground(QBrush(QColor(CANDIDATE_TEXT_COLOR)))
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)

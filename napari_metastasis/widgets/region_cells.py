@@ -3,7 +3,9 @@
 Sizes are the greatest dimension in mm and the area in mm² (regions carry µm²); probabilities are
 0–1 with three decimals. A candidate the deposit decision did not confirm
 (:mod:`napari_metastasis.clinical.decision`) is written in grey, with the decision's reason in each
-cell's tooltip; its size and category keep their tint, as a confirmed deposit's do.
+cell's tooltip. Only a confirmed deposit's size and category are tinted by the category: a
+candidate's category is what its size would make it, in brackets and untinted, so that no
+"Micro" in the list looks like a deposit the verdict does not count.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ class NumericItem(QTableWidgetItem):
         return super().__lt__(other)
 
 
-def region_cells(region: Any, label: str, deposit: Deposit | None) -> list[QTableWidgetItem]:
+def region_cells(
+    region: Any, label: str, deposit: Deposit | None, confirmed: bool = True
+) -> list[QTableWidgetItem]:
     """The row's cells, in the navigator's column order: id, label, size, category (tinted by
-    the category; empty without ``deposit``), max and mean probability, area."""
+    the category when ``confirmed``; empty without ``deposit``), max and mean probability, area."""
     items: list[QTableWidgetItem] = [
         NumericItem(region.id, str(region.id)),
         QTableWidgetItem(label),
@@ -50,11 +54,20 @@ def region_cells(region: Any, label: str, deposit: Deposit | None) -> list[QTabl
     if deposit is not None:
         severity = CATEGORIES.index(deposit.category)
         size = NumericItem(deposit.greatest_dimension_mm, _mm(deposit))
-        category = NumericItem(severity, SHORT_CATEGORY[deposit.category])
-        category.setToolTip(CATEGORY_LABELS[deposit.category])
-        for tinted in (size, category):
-            tinted.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
-            tinted.setForeground(QBrush(QColor("black")))
+        if confirmed:
+            category = NumericItem(severity, SHORT_CATEGORY[deposit.category])
+            category.setToolTip(CATEGORY_LABELS[deposit.category])
+            for tinted in (size, category):
+                tinted.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
+                tinted.setForeground(QBrush(QColor("black")))
+        else:  # sorts below every confirmed deposit of its category
+            category = NumericItem(severity - 0.5, f"({SHORT_CATEGORY[deposit.category]})")
+            category.setToolTip(
+                f"Not a confirmed deposit; by its size it would be "
+                f"{CATEGORY_LABELS[deposit.category].lower()}"
+            )
+            for grey in (size, category):
+                grey.setForeground(QBrush(QColor(CANDIDATE_TEXT_COLOR)))
         items += [size, category]
     else:
         items += [NumericItem(0, ""), NumericItem(0, "")]
