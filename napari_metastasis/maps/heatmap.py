@@ -47,12 +47,19 @@ def render_heatmap(
     pw, ph = grid.patch_level0
     cols = np.floor((xs - (pw - sx) / 2) / sx).astype(int).clip(0, grid.shape[1] - 1)
     rows = np.floor((ys - (ph - sy) / 2) / sy).astype(int).clip(0, grid.shape[0] - 1)
-    values = prob_map.values[rows[:, None], cols[None, :]]
-    known = ~np.isnan(values)
-    colours = colormaps[colormap](np.nan_to_num(values))[..., :3] * 255.0
+    # Colour and opacity per cell, then per pixel: the colormap's own table, indexed as it indexes
+    # itself, so the colours are matplotlib's without calling it on every pixel.
+    cmap = colormaps[colormap]
+    cell_values = prob_map.values
+    known = ~np.isnan(cell_values)
+    levels = (np.nan_to_num(cell_values) * cmap.N).astype(np.int64).clip(0, cmap.N - 1)
+    table = (cmap(np.arange(cmap.N))[:, :3] * 255.0).astype(np.float32)
     # Opacity grows with the probability, so tissue stays readable where the model saw nothing.
-    weight = np.where(known, alpha * (0.35 + 0.65 * np.nan_to_num(values)), 0.0)[..., None]
-    blend = (1 - weight) * thumb + weight * colours
+    cell_weight = np.where(known, alpha * (0.35 + 0.65 * np.nan_to_num(cell_values)), 0.0)
+    cell_weight = cell_weight.astype(np.float32)
+    pick = (rows[:, None], cols[None, :])
+    weight = cell_weight[pick][..., None]
+    blend = thumb + weight * (table[levels[pick]] - thumb)
     image = Image.fromarray(np.rint(blend).astype(np.uint8))
     if regions:
         draw = ImageDraw.Draw(image)
@@ -70,7 +77,8 @@ def render_heatmap(
 def save_heatmap(path: str | Path, image: np.ndarray) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        # zlib's fastest level: half the time of the default, and about as small on thumbnails
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)
     return path
 
 
