@@ -187,7 +187,7 @@ def test_resume_classifies_only_what_the_map_lacks(darkness, shapes_slide):
             tissue=False,
             batch_size=8,
             cancel=token,
-            on_batch=lambda b: b.done >= 24 and token.cancel(),
+            store=lambda b: b.done >= 24 and token.cancel(),
         )
         assert first.cancelled and first.n_done == 24
         kept = first.prob_map.values.copy()

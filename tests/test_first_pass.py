@@ -218,7 +218,7 @@ def test_a_run_cancelled_while_the_full_model_checks_is_not_finished(bundled, mi
         events = list(
             cancel_at_the_check(run_slide(slide, bundled, cancel=token, shortcut=shortcut))
         )
-        result = collect(iter(events), bundled)
+        result = collect(iter(events))
     batches = [e for e in events if isinstance(e, Batch)]
     (planned,) = [e for e in events if isinstance(e, Planned)]
     assert any(isinstance(e, Stage) and e.message.startswith("Checking") for e in events)

@@ -159,7 +159,7 @@ def test_out_is_checked_before_any_slide_is_classified(tmp_path, slide, model, m
     def never(*args, **kwargs):
         raise AssertionError("classified before --out was checked")
 
-    monkeypatch.setattr(predict_files, "run_slide", never)
+    monkeypatch.setattr(predict_files, "predict_slide", never)
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     for out, reason in (

@@ -9,22 +9,21 @@ the patch table (WSInfer's columns plus row and col) and what was left undone if
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import wraps
+from typing import ParamSpec
 
 import numpy as np
 import pandas as pd
 
 from napari_metastasis.maps.probability import ProbabilityMap
-from napari_metastasis.models import LoadedModel
-from napari_metastasis.pipeline.cancel import Cancel
-from napari_metastasis.pipeline.first_pass import FirstPass, cells_for_full_model
-from napari_metastasis.pipeline.inference import DEFAULT_BATCH_SIZE, Progress
-from napari_metastasis.pipeline.plan import DEFAULT_TISSUE_MIN_FRACTION, Region, Tissue
-from napari_metastasis.pipeline.run import Batch, Event, Planned, Store, run_slide
+from napari_metastasis.pipeline.first_pass import cells_for_full_model
+from napari_metastasis.pipeline.run import Batch, Event, Planned, run_slide
 from napari_metastasis.slides.grid import PatchGrid
-from napari_metastasis.slides.slide import Resolution, Slide
 from napari_metastasis.slides.tissue import TissueMask
+
+P = ParamSpec("P")
 
 #: WSInfer's patch columns (level-0 px), before one ``prob_<class>`` column per class.
 BOX_COLUMNS = ("minx", "miny", "width", "height")
@@ -53,57 +52,33 @@ class PredictionResult:
         return len(self.table)
 
 
-def predict_slide(
-    slide: Slide,
-    model: LoadedModel,
-    *,
-    region: Region = None,
-    region_units: str = "px",
-    tissue: Tissue = True,
-    tissue_min_fraction: float = DEFAULT_TISSUE_MIN_FRACTION,
-    prob_map: ProbabilityMap | None = None,
-    resolution: Resolution | None = None,
-    stride_um: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    num_workers: int | None = None,
-    progress: Progress | None = None,
-    cancel: Cancel = None,
-    on_batch: Store | None = None,
-    shortcut: FirstPass | None = None,
-) -> PredictionResult:
-    """Plan, classify and collect in one call: :func:`.run_slide`'s events through :func:`collect`.
+def _collected(run: Callable[P, Iterator[Event]]) -> Callable[P, PredictionResult]:
+    """``run``'s signature, its events collected (:func:`collect`): one list of keywords, kept by
+    :func:`.run_slide` alone, so an option added there reaches every in-memory run."""
 
-    With ``prob_map`` (an earlier result on the same grid) only cells it lacks are classified and
-    the map is updated in place; the table then lists only the newly classified patches.
-    ``stride_um`` sets the grid step of a new map (None: patches side by side). ``on_batch`` is
-    called with each :class:`.Batch` as it is classified (the ``predict`` command's store).
-    ``shortcut``: the first-pass shortcut (:mod:`.first_pass`); None classifies every patch with
-    the full model.
-    """
-    started = time.perf_counter()
-    events = run_slide(
-        slide,
-        model,
-        region=region,
-        region_units=region_units,
-        tissue=tissue,
-        tissue_min_fraction=tissue_min_fraction,
-        prob_map=prob_map,
-        resolution=resolution,
-        stride_um=stride_um,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        cancel=cancel,
-        store=on_batch,
-        progress=progress,
-        shortcut=shortcut,
-    )
-    return collect(events, model, started)
+    @wraps(run)
+    def collected(*args: P.args, **kwargs: P.kwargs) -> PredictionResult:
+        started = time.perf_counter()
+        return collect(run(*args, **kwargs), started)
+
+    collected.__doc__ = _PREDICT_DOC
+    return collected
 
 
-def collect(
-    events: Iterable[Event], model: LoadedModel, started: float | None = None
-) -> PredictionResult:
+_PREDICT_DOC = """Plan, classify and collect in one call: :func:`.run_slide`'s events through
+:func:`collect`, with :func:`.run_slide`'s arguments.
+
+With ``prob_map`` (an earlier result on the same grid) only cells it lacks are classified and the
+map is updated in place; the table then lists only the newly classified patches. ``store`` is called
+with each :class:`.Batch` as it is classified (the ``predict`` command's OME-Zarr map).
+``shortcut``: the first-pass shortcut (:mod:`.first_pass`); None classifies every patch with the
+full model.
+"""
+
+predict_slide = _collected(run_slide)
+
+
+def collect(events: Iterable[Event], started: float | None = None) -> PredictionResult:
     """Apply a run's events to its map (on this thread) and gather its batches into a
     :class:`PredictionResult` (the patch table row by row, whatever order reading took; a patch
     the first pass classified and the full model then checked holds the full model's answer)."""
@@ -123,8 +98,8 @@ def collect(
         np.concatenate([p.boxes for p in parts]) if parts else np.empty((0, 4), np.int64),
         np.concatenate([p.probabilities for p in parts])
         if parts
-        else np.empty((0, model.config.num_classes), np.float32),
-        model.class_names,
+        else np.empty((0, len(planned.class_names)), np.float32),
+        planned.class_names,
     )
     table = table.drop_duplicates(["row", "col"], keep="last")  # the full model's, if both
     table = table.sort_values(["row", "col"], ignore_index=True)

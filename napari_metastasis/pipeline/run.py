@@ -86,6 +86,8 @@ class Planned(Event):
     model_extra: Mapping = field(default_factory=dict, repr=False)
     #: the first-pass shortcut this run takes (None: every patch through the full model)
     shortcut: FirstPass | None = None
+    #: the model's classes, in the order of each batch's probabilities
+    class_names: tuple[str, ...] = ()
 
     @property
     def grid(self) -> PatchGrid:
@@ -217,6 +219,7 @@ def run_slide(
         tissue=mask[0] if mask else None,
         model_extra=model.config.extra,
         shortcut=shortcut,
+        class_names=tuple(model.class_names),
     )
 
     def classify(cells: np.ndarray, first_pass: bool, checking: bool = False) -> Iterator[Batch]:

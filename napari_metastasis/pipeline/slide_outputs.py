@@ -52,10 +52,9 @@ from napari_metastasis.pipeline import (
     FirstPass,
     answer_slide,
     check_analysable,
-    collect,
     make_grid,
     patch_table,
-    run_slide,
+    predict_slide,
 )
 from napari_metastasis.slides.grid import PatchGrid
 from napari_metastasis.slides.slide import Slide
@@ -147,24 +146,21 @@ def predict_to_files(
 
             store = _open_store(out, stem, slide, grid, model, options)
             threshold = resolve_threshold(options.threshold, model).value
-            result = collect(
-                run_slide(  # the map grows on disk batch by batch: a killed run can be resumed
-                    slide,
-                    model,
-                    region=options.region,
-                    tissue_min_fraction=options.tissue_min_fraction,
-                    prob_map=store.prob_map,
-                    batch_size=options.batch_size,
-                    num_workers=options.reader_threads,
-                    store=lambda batch: store.write(
-                        batch.cells, batch.probabilities, first_pass=batch.first_pass
-                    ),
-                    progress=progress,
-                    shortcut=None
-                    if options.exhaustive
-                    else FirstPass.for_model(model.config.extra, threshold),
-                ),
+            result = predict_slide(  # the map grows on disk batch by batch: a killed run resumes
+                slide,
                 model,
+                region=options.region,
+                tissue_min_fraction=options.tissue_min_fraction,
+                prob_map=store.prob_map,
+                batch_size=options.batch_size,
+                num_workers=options.reader_threads,
+                store=lambda batch: store.write(
+                    batch.cells, batch.probabilities, first_pass=batch.first_pass
+                ),
+                progress=progress,
+                shortcut=None
+                if options.exhaustive
+                else FirstPass.for_model(model.config.extra, threshold),
             )
         if options.resume:  # the CSV lists every patch, those of the earlier run too
             result.table = table_from_store(store, model.class_names)
