@@ -93,3 +93,30 @@ def test_centre_camera_on_a_box_and_never_closer_than_the_minimum(make_napari_vi
     centre_camera_on(viewer, (10.0, 10.0, 11.0, 11.0))  # one µm: clamp the zoom
     y0, x0, y1, x1 = selection.visible_world_rect(viewer)
     assert min(y1 - y0, x1 - x0) == pytest.approx(MIN_VIEW_UM, rel=1e-6)
+
+
+def test_new_regions_fill_an_emptied_table_so_a_live_threshold_never_freezes_it(qtbot):
+    """Each move of the threshold lists new regions. Qt replaces an item set over another by a
+    linear search of the whole table, so refilling rows in place costs the square of the rows:
+    800 regions (a Camelyon-size slide's exploring view) froze the viewer for 100 s. Every cell
+    must be set into an empty table (what the square cost hangs on, checked without a clock)."""
+    navigator = RegionNavigator()
+    qtbot.addWidget(navigator)
+    table = navigator.table
+    many = [region(i + 1, 200 * i, 0, 200 * i + 100, 100, 0.6 + 1e-4 * i) for i in range(40)]
+    navigator.set_regions(many, ["Tumor"] * 40)
+    set_item = table.setItem
+    replaced: list[tuple[int, int]] = []
+
+    def checked_set_item(row, col, item):
+        if table.item(row, col) is not None:
+            replaced.append((row, col))
+        set_item(row, col, item)
+
+    table.setItem = checked_set_item
+    moved = [
+        region(r.id, *r.polygon.buffer(5).bounds, r.max_prob + 0.01) for r in many[:30]
+    ]  # the threshold moved: fewer, larger regions
+    navigator.set_regions(moved, ["Tumor"] * 30)
+    assert table.rowCount() == 30 and not replaced
+    assert sorted(int(table.item(r, 0).text()) for r in range(30)) == list(range(1, 31))

@@ -176,6 +176,9 @@ class RegionNavigator(QWidget):
             return
         self._shown = shown
         self.table.setSortingEnabled(False)
+        # Emptied first: an item set over another costs time in proportion to the table's size
+        # (Qt finds the old one by a linear search), so refilling 800 rows in place took 100 s.
+        self.table.setRowCount(0)
         self.table.setRowCount(len(regions))
         for row, (region, label) in enumerate(zip(regions, labels, strict=True)):
             confirmed = getattr(region, "confirmed", True)
