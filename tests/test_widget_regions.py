@@ -367,6 +367,13 @@ def test_every_region_table_cell_shows_its_whole_text_in_the_narrowest_dock(env,
     assert header.length() <= table.viewport().width(), (header.length(), table.viewport().width())
 
 
+def analysis_of(prob_map):
+    """What :func:`regions_control.in_background` reads of an analysis: its map."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(prob_map=prob_map)
+
+
 def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
     make_napari_viewer, tmp_path, monkeypatch, qtbot
 ):
@@ -407,7 +414,12 @@ def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
     qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 0, timeout=10_000)
     assert threads and all(t is not threading.main_thread() for t in threads)
 
+    # a Camelyon-size node's map (134 x 134 cells of 80 µm, ~800 regions at its threshold) too
+    node = PatchGrid(134 * 320, 134 * 320, 0.25, 0.25, 80, 1.0)
+    assert node.shape == (134, 134)
+    assert regions_control.in_background(analysis_of(ProbabilityMap.empty(node)))
     small = synthetic_map(layer.metadata["slide_path"])  # 13 × 18 cells: at once
+    assert not regions_control.in_background(analysis_of(small))
     widget.load_analysis(small.save(tmp_path / "small.probability.tif"))
     threads.clear()
     widget.display.threshold.value = 0.5

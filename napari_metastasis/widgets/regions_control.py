@@ -35,10 +35,11 @@ CONTOUR_DEBOUNCE_MS = 60
 #: While a run streams in, contours are computed at most this often (s), or five times as
 #: rarely as they take.
 CONTOUR_RUN_S = 6.0
-#: Maps of at most this many cells have their contours computed on the GUI thread at once (a few
-#: milliseconds to a few tens); larger ones on a worker thread (a whole node's map has ~100,000
-#: cells and takes a few tenths of a second).
-SYNC_CONTOUR_CELLS = 20_000
+#: Maps of at most this many cells (64 x 64 patches, 26 mm² at 80 µm) have their contours computed
+#: on the GUI thread at once (a few milliseconds); larger ones on a worker thread. The cost follows
+#: the regions more than the cells: a Camelyon-size node (134 x 134 patches) with ~800 regions at
+#: its threshold took 0.4 s of the GUI thread's time at each move of the slider.
+SYNC_CONTOUR_CELLS = 4_096
 
 
 def in_background(view: AnalysisView) -> bool:
