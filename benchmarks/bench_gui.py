@@ -355,6 +355,41 @@ def gui_round(app, viewer, widget, meter, slots=None) -> tuple[int, float, float
     return done["summary"].done, seconds, stall
 
 
+def _triangulation() -> dict:
+    """napari's setting for drawing shapes, and whether bermuda (compiled, which napari takes
+    when the setting is "Fastest available") is installed."""
+    import importlib.util
+
+    from napari.utils.triangulation_backend import get_backend
+
+    return {
+        "setting": str(get_backend()),
+        "bermuda_installed": importlib.util.find_spec("bermuda") is not None,
+    }
+
+
+def threshold_moves(app, widget, meter, values) -> list[dict]:
+    """The pathologist moves the threshold slider over the analysed slide's map: for each value,
+    the longest stall of the event loop until 1 s after the move (the contours are computed on a
+    worker thread; the regions layer, the region list and the verdict are redrawn on the GUI
+    thread)."""
+    moves = []
+    for value in values:
+        meter.start()
+        widget.display.threshold.value = float(value)
+        settle = time.perf_counter() + 1.0
+        wait_until(app, lambda settle=settle: time.perf_counter() > settle)
+        moves.append(
+            {
+                "threshold": float(value),
+                "regions": len(widget.current_analysis.regions),
+                "longest_stall_s": meter.stop(),
+            }
+        )
+        print(json.dumps(moves[-1]), flush=True)
+    return moves
+
+
 def slide_description(args, path: Path) -> str:
     size = f"{path.stat().st_size / 1e6:.0f} MB TIFF"
     if args.slide_path:
@@ -474,6 +509,8 @@ def main(argv=None) -> int:
             }
         )
         print(json.dumps(rounds[-1]), flush=True)
+    threshold = widget.display.threshold.value
+    moves = threshold_moves(app, widget, meter, (0.3, threshold, 0.2, 0.7, threshold))
     ratio = statistics.median(r["ratio"] for r in rounds)
     stall = statistics.median(r["longest_stall_s"] for r in rounds)
     report = {
@@ -507,6 +544,9 @@ def main(argv=None) -> int:
         "longest_plugin_call_s": statistics.median(r["longest_plugin_call_s"] for r in rounds),
         "load_average_1min_at_end": os.getloadavg()[0],
         "stalls_sampled": sampler.top(),
+        "threshold_moves": moves,
+        "threshold_move_longest_stall_s": max(m["longest_stall_s"] for m in moves),
+        "triangulation": _triangulation(),
         "rounds": rounds,
     }
     sampler.stop()
