@@ -2,7 +2,7 @@
 # Installs what a real napari viewer needs on a headless Debian/Ubuntu machine: Xvfb and the
 # xcb/GL libraries Qt loads. Does nothing when they are already there.
 set -euo pipefail
-needed=(xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-render-util0
+needed=(xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-render-util0
         libxcb-shape0 libxcb-randr0 libxcb-xfixes0 libxcb-xkb1 libxkbcommon-x11-0 libdbus-1-3
         libgl1 libegl1 libfontconfig1 libglib2.0-0)
 missing=()

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
         pump(0.5)
         for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-            toast.close()  # e.g. napari's PyQt5 deprecation notice, over the canvas
+            toast.close()  # e.g. a napari notice, over the canvas
         pump(0.5)
         path.parent.mkdir(parents=True, exist_ok=True)
         viewer.screenshot(str(path), canvas_only=False, flash=False)
