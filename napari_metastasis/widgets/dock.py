@@ -63,7 +63,7 @@ class SidewaysScroll(QScrollArea):
         self.setWidgetResizable(True)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # type: ignore[attr-defined]
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)  # type: ignore[attr-defined]
-        self.setFrameShape(QFrame.NoFrame)
+        self.setFrameShape(QFrame.Shape.NoFrame)
 
     def _height(self, hint: QSize) -> int:
         return hint.height() + self.horizontalScrollBar().sizeHint().height()  # type: ignore[union-attr]
@@ -163,7 +163,7 @@ def lay_out(
     outer.addWidget(top_box)
     outer.addWidget(scroll, 1)
     for combo in dock.findChildren(QComboBox):  # long layer names must not widen the dock
-        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(8)
     for edit in inner.findChildren((QComboBox, QAbstractSpinBox, QLineEdit, QAbstractSlider)):
         edit.setMinimumWidth(FIELD_MIN_WIDTH)  # a field shrinks; the dock never clips it

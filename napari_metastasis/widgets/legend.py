@@ -37,7 +37,7 @@ class ProbabilityLegend(QWidget):
         self.opacity = DEFAULT_OPACITY
         self.threshold = 0.5
         self.setMinimumHeight(48)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip(
             "Probability of tumour, as the overlay draws it on tissue; the line marks the "
             "threshold (regions are outlined at and above it)"
@@ -70,17 +70,17 @@ class ProbabilityLegend(QWidget):
 
     def paintEvent(self, event: Any) -> None:
         painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         rect = self.bar_rect()
         n = max(2, int(rect.width()))
         colors = np.ascontiguousarray(np.repeat(self.bar_colors(n)[None], 1, axis=0))
-        image = QImage(colors.data, n, 1, 3 * n, QImage.Format_RGB888)  # type: ignore[call-overload]
+        image = QImage(colors.data, n, 1, 3 * n, QImage.Format.Format_RGB888)  # type: ignore[call-overload]
         painter.drawImage(rect, image)
         if self.floor > 0:  # not drawn below the floor
             hidden = QRectF(
                 rect.left(), rect.top(), self.x_of(self.floor) - rect.left(), rect.height()
             )
-            painter.fillRect(hidden, QBrush(QColor(120, 120, 120), Qt.BDiagPattern))  # type: ignore[attr-defined]
+            painter.fillRect(hidden, QBrush(QColor(120, 120, 120), Qt.BrushStyle.BDiagPattern))
         painter.setPen(QPen(self.palette().windowText().color(), 1))
         painter.drawRect(rect)
         font = painter.font()

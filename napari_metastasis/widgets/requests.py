@@ -176,10 +176,10 @@ def ask_trust(parent: Any, state: TrustCheck) -> bool:
         " be before it runs, and a model that reads or writes files is refused, but that check "
         "is not a sandbox.\n\nRun it only if you know where it comes from. Your answer is "
         f"remembered for this exact file (sha256 {str(state.sha256)[:12]}…).\n\nTrust it?",
-        QMessageBox.Yes | QMessageBox.No,
-        QMessageBox.No,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
     )
-    return bool(answer == QMessageBox.Yes)
+    return bool(answer == QMessageBox.StandardButton.Yes)
 
 
 class ClickAnalyser:
