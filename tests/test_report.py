@@ -216,3 +216,36 @@ def test_d10_every_line_of_the_report_lies_inside_the_page(predict_folder, tmp_p
     text = " ".join(_page_text(out / "patient_007.report.pdf", 0).split())
     # the long line is all there, wrapped
     assert "Grid stride: 112 µm. Measuring error" in text and "follow the grid cells)." in text
+
+
+def test_the_line_on_unconfirmed_candidates_lies_inside_a_slide_page_with_deposits(tmp_path):
+    """A slide with a confirmed deposit and candidates the decision did not confirm: the line
+    that counts the candidates (three lines with the bundled model's rule) was set from just
+    above the page's bottom edge downwards, and its last line was cut off (seen on the
+    Camelyon-size node's report)."""
+    import json
+
+    import napari_metastasis
+    from napari_metastasis.clinical.decision import stamp_rule
+    from napari_metastasis.pipeline.answer import answer_slide
+
+    bundled = Path(napari_metastasis.__file__).parent / "models/bundled/default/config.json"
+    grid = PatchGrid(20000, 16000, 0.5, 0.5, patch_px=160, spacing_um=0.5)  # 80 µm cells
+    prob = ProbabilityMap.empty(grid)
+    stamp_rule(prob, json.loads(bundled.read_text()))  # 2 seeds >= 0.9 and 6 patches
+    prob.values[:] = 0.1
+    prob.values[10:14, 10:14] = 0.95  # a confirmed deposit
+    for row in range(30, 80, 10):
+        prob.values[row, 40] = 0.95  # single seed patches: candidates, not confirmed
+    answer = answer_slide(prob, 0.5)
+    assert len(answer.confirmed) == 1 and len(answer.regions) == 6
+    summary = answer.summary(slide="node.tif", stem="node", model="default")
+    folder = tmp_path / "predict"
+    with OutputSet(folder, summary.stem) as outputs:
+        write_summary(outputs.folder, summary)
+    written = write_reports(folder, tmp_path / "reports")
+    (pdf_path,) = written
+    text = " ".join(_page_text(pdf_path, 1).split())
+    assert "5 candidate regions (with a seed patch) not confirmed" in text
+    assert "not in the verdict, all in node.summary.json." in text
+    assert _text_outside_the_page(pdf_path) == []

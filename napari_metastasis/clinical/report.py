@@ -61,6 +61,14 @@ SUMMARY_MARGINS = (0.08, 0.92)
 SLIDE_MARGINS = (0.06, 0.94)
 #: A wrapped line goes on after this indent.
 CONTINUATION = "   "
+#: Where a slide page's deposit table starts (its top) and its foot line ends (its bottom), as
+#: page fractions: the foot at least 18 pt above the page's edge, which a printer may not print.
+TABLE_TOP = 0.40
+FOOT_Y = 0.035
+#: A row of the deposit table, and the line under it that counts the deposits not listed (page
+#: fractions: 14 pt and 17 pt, for 8 pt text)
+ROW_HEIGHT = 0.0166
+NOTE_HEIGHT = 0.02
 #: Regions listed on a slide page; the rest are counted (all are in the summary JSON).
 MAX_TABLE_ROWS = 22
 REPORT_SUFFIX = ".report.pdf"
@@ -315,17 +323,31 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
         ax.text(0.5, 0.5, f"no heatmap ({heatmap.name} missing)", ha="center", va="center")
 
     deposits = sorted(summary.confirmed_deposits, key=lambda d: d.id)
-    tax = fig.add_axes((0.06, 0.05, 0.88, 0.35))
-    tax.set_axis_off()
     candidates = _candidates_line(summary)
     if not deposits:
+        tax = fig.add_axes((0.06, 0.05, 0.88, 0.35))
+        tax.set_axis_off()
         tax.text(0, 0.95, _table_text(summary.deposits), fontsize=10, va="top")
         if candidates:
             tax.text(0, 0.87, _fit(candidates, 8, _column_pt(SLIDE_MARGINS)), fontsize=8, va="top")
         return fig
+    # the line on the candidates at the foot of the page, set upwards from the bottom margin
+    # (set downwards from under the table, its last lines fell off the page); the table above it
+    bottom = FOOT_Y
     if candidates:
-        tax.text(0, -0.06, _fit(candidates, 8, _column_pt(SLIDE_MARGINS)), fontsize=8, va="top")
-    shown = sorted(deposits, key=lambda d: -d.greatest_dimension_mm)[:MAX_TABLE_ROWS]
+        lines = _fit_lines(candidates, 8, _column_pt(SLIDE_MARGINS))
+        fig.text(SLIDE_MARGINS[0], FOOT_Y, "\n".join(lines), fontsize=8, va="bottom")
+        bottom += len(lines) * 8 * 1.35 / (A4_PORTRAIT[1] * POINTS_PER_INCH) + 0.01
+    space = TABLE_TOP - bottom
+    # as many of the largest deposits as the space holds (a row and the header each ROW_HEIGHT),
+    # leaving a line for the count of those not listed
+    fits = int(space / ROW_HEIGHT) - 1
+    n_rows = min(len(deposits), MAX_TABLE_ROWS, fits)
+    if n_rows < len(deposits):
+        n_rows = min(n_rows, int((space - NOTE_HEIGHT) / ROW_HEIGHT) - 1)
+    tax = fig.add_axes((0.06, bottom, 0.88, space))
+    tax.set_axis_off()
+    shown = sorted(deposits, key=lambda d: -d.greatest_dimension_mm)[:n_rows]
     shown.sort(key=lambda d: d.id)
     rows = [
         [
@@ -338,11 +360,12 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
         ]
         for d in shown
     ]
+    height = (len(rows) + 1) * ROW_HEIGHT / space  # of the axes: the rows never reach the foot
     table = tax.table(
         cellText=rows,
         colLabels=["region", "area (mm²)", "greatest dim. (mm)", "category", "max p", "mean p"],
         colWidths=[0.09, 0.15, 0.2, 0.28, 0.12, 0.12],
-        loc="upper center",
+        bbox=(0.0, 1.0 - height, 1.0, height),
         cellLoc="right",
     )
     table.auto_set_font_size(False)
@@ -352,11 +375,11 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     if len(deposits) > len(shown):
         tax.text(
             0,
-            0.0,
+            1.0 - height - 0.3 * NOTE_HEIGHT / space,
             f"{len(deposits) - len(shown)} smaller deposits not listed "
             f"(all are in {summary.stem}.summary.json).",
             fontsize=8,
-            va="bottom",
+            va="top",
         )
     return fig
 
