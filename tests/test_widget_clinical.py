@@ -383,3 +383,37 @@ def test_the_size_and_category_of_each_region_show_without_scrolling_sideways(en
         right = header.sectionPosition(column) + header.sectionSize(column)
         assert right <= seen, (RegionNavigator.COLUMNS[column], right, seen)
     assert header.length() > seen  # the probabilities and the area scroll sideways
+
+
+def test_report_button_writes_on_a_worker_thread_and_says_where(env, tmp_path, qtbot, monkeypatch):
+    """Report… drew every page on the GUI thread (about a second a slide: the viewer froze); it
+    writes on a worker now, from copies of the maps, and says where the report went."""
+    import threading
+
+    from napari.utils.notifications import notification_manager
+
+    from napari_metastasis.widgets import reporting
+
+    _viewer, widget, layer = env
+    _load_synthetic(widget, layer, tmp_path)
+    monkeypatch.setattr(
+        reporting.QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "out")
+    )
+    threads = []
+    real = reporting.write_case_report
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reporting, "write_case_report", recorded)
+    seen = len(notification_manager.records)
+    widget.reporting.ask_and_write()
+    qtbot.waitUntil(
+        lambda: any(
+            "Report written to" in str(n.message) for n in notification_manager.records[seen:]
+        ),
+        timeout=30_000,
+    )
+    assert threads and threads[0] is not threading.main_thread()
+    assert (tmp_path / "out" / "CMU-1-Small-Region.report.pdf").is_file()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -365,7 +366,7 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
         cellText=rows,
         colLabels=["region", "area (mm²)", "greatest dim. (mm)", "category", "max p", "mean p"],
         colWidths=[0.09, 0.15, 0.2, 0.28, 0.12, 0.12],
-        bbox=(0.0, 1.0 - height, 1.0, height),
+        bbox=Bbox.from_bounds(0.0, 1.0 - height, 1.0, height),
         cellLoc="right",
     )
     table.auto_set_font_size(False)

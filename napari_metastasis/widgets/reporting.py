@@ -4,11 +4,14 @@
 ``predict`` does) and the patient's report (:mod:`napari_metastasis.clinical.report`): the selected slide
 with the pathologist's edits, the other slides of its case as the case list analysed them. A
 patient is reported only when every one of its slides is analysed (a stage from some of the
-nodes could understate it).
+nodes could understate it). *Report…* writes on a worker thread: each slide's heatmap is read
+from the slide and every page drawn, about a second a slide, which held the viewer still.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from napari_metastasis.clinical.staging import camelyon_patient, slide_stem
 from napari_metastasis.errors import MetastasisError
 from napari_metastasis.widgets.cases import CaseList
 from napari_metastasis.widgets.display_controls import DisplayControls
+from napari_metastasis.widgets.lifetime import while_alive
 from napari_metastasis.widgets.selected import SelectedSlide
 from napari_metastasis.widgets.session import slide_key
 
@@ -34,10 +38,17 @@ class Reporting:
         self.selected = selected
         self.cases = cases
         self.display = display
+        self.worker: Any = None  # the last report's worker
 
     def write(self, folder: str | Path) -> Path:
         """The PDF report of the selected slide, or of its patient when it is in the case list
         (every slide of the patient must be analysed); its files go into ``folder``."""
+        return self.prepare(folder)()
+
+    def prepare(self, folder: str | Path) -> Callable[[], Path]:
+        """What :meth:`write` writes, checked now (a :class:`MetastasisError` says why not) and
+        written by the returned call, which may run on another thread: it works on copies of the
+        maps, which a run may go on filling meanwhile."""
         view = self.selected.analysis
         if view is None or not view.prob_map.n_analysed:
             raise MetastasisError("Nothing to report: run an analysis of this slide first.")
@@ -62,20 +73,40 @@ class Reporting:
                 for s in slides
             ]
         threshold = self.display.threshold_value
-        summaries = [
-            write_slide_files(folder, path, prob_map, regions, threshold=threshold)
-            for path, prob_map, regions in items
+        copies = [
+            (path, copy.deepcopy(prob_map), list(regions)) for path, prob_map, regions in items
         ]
-        return write_case_report(folder, patient, summaries)
+
+        def write() -> Path:
+            summaries = [
+                write_slide_files(folder, path, prob_map, regions, threshold=threshold)
+                for path, prob_map, regions in copies
+            ]
+            return write_case_report(folder, patient, summaries)
+
+        return write
 
     def ask_and_write(self) -> None:
-        """Ask for a folder, write the report there, say where (or why not)."""
+        """Ask for a folder, write the report there on a worker thread, say where (or why not)."""
         folder = QFileDialog.getExistingDirectory(self.parent, "Folder for the report")
         if not folder:
             return
         try:
-            path = self.write(folder)
-        except (MetastasisError, OSError) as exc:
+            write = self.prepare(folder)
+        except MetastasisError as exc:
             error(f"Could not write the report: {exc}")
             return
-        info(f"Report written to {path}.")
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(write, _start_thread=False)
+
+        def written(path: Path) -> None:
+            info(f"Report written to {path}.")
+
+        def failed(exc: Exception) -> None:
+            error(f"Could not write the report: {exc}")
+
+        worker.returned.connect(while_alive(self.parent, written))
+        worker.errored.connect(while_alive(self.parent, failed))
+        self.worker = worker  # kept: a test (or a second click) can wait for it
+        worker.start()
