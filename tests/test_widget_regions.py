@@ -405,6 +405,17 @@ def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
 
     monkeypatch.setattr(analysis_view, "answer_slide", recorded)
     monkeypatch.setattr(regions_control, "answer_slide", recorded)
+    measured = []  # and the regions are measured there too, not on the GUI thread
+    from napari_metastasis.clinical.staging import measure_regions as real_measure
+
+    def measuring(*args, **kwargs):
+        measured.append(threading.current_thread())
+        return real_measure(*args, **kwargs)
+
+    from napari_metastasis.widgets import panels
+
+    monkeypatch.setattr(answer, "measure_regions", measuring, raising=False)
+    monkeypatch.setattr(panels, "measure_regions", measuring)
     widget.load_analysis(prob.save(tmp_path / "node.probability.tif"))
     qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 1, timeout=10_000)
     threads.clear()
@@ -413,6 +424,12 @@ def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
     assert widget.navigator.table.rowCount() == 1  # not yet: the worker computes them
     qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 0, timeout=10_000)
     assert threads and all(t is not threading.main_thread() for t in threads)
+    measured.clear()
+    widget.display.threshold.value = 0.5  # the region again: measured on the worker
+    widget.update_contours()
+    qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 1, timeout=10_000)
+    assert not widget.verdict_panel.text.startswith("Negative")  # the list and the verdict
+    assert measured and all(t is not threading.main_thread() for t in measured)
 
     # a Camelyon-size node's map (134 x 134 cells of 80 µm, ~800 regions at its threshold) too
     node = PatchGrid(134 * 320, 134 * 320, 0.25, 0.25, 80, 1.0)

@@ -16,10 +16,12 @@ submission ranks candidates rather than filters them.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
 from napari_metastasis.clinical.decision import DecisionRule, confirm_regions, rule_for_map
+from napari_metastasis.clinical.staging import Deposit, measure_regions
 from napari_metastasis.clinical.summary import SlideSummary, summarise_regions
 from napari_metastasis.maps.contours import Region, probability_contours, region_detections
 from napari_metastasis.maps.probability import ProbabilityMap
@@ -41,6 +43,24 @@ class SlideAnswer:
     def confirmed(self) -> list[Region]:
         """The regions the decision confirms as deposits (those that make the verdict)."""
         return [r for r in self.regions if r.confirmed]
+
+    @cached_property
+    def deposits_by_region(self) -> dict[int, Deposit]:
+        """Each of :attr:`regions` measured (size, category, decision), by the region object's
+        ``id()`` (the answer holds its regions, so no other object has it meanwhile). Measured
+        once, on the thread that first asks: the viewer's contour worker, not the GUI thread."""
+        return {
+            id(region): deposit
+            for region, deposit in zip(
+                self.regions, measure_regions(self.regions, self.prob_map.grid), strict=True
+            )
+        }
+
+    def measure(self, regions: list) -> list[Deposit]:
+        """``regions`` (this answer's, perhaps some deleted) measured: what was measured already
+        is looked up, anything else (a region edited since) is measured now."""
+        known = self.deposits_by_region
+        return [known.get(id(r)) or measure_regions([r], self.prob_map.grid)[0] for r in regions]
 
     def detections(self) -> np.ndarray:
         """(K, 3) level-0 (x, y, probability), one per candidate: Camelyon16's detection rows."""

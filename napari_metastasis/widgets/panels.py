@@ -26,7 +26,10 @@ def record_regions(state: SlideAnalysis, view: AnalysisView, threshold: float) -
     """The regions ``view`` draws (after the pathologist's edits), their sizes and the slide
     verdict, in the state of the view's slide."""
     grid = view.prob_map.grid
-    deposits = measure_regions(view.regions, grid)
+    answer = view.answer  # its regions measured already (on the contour worker, if it ran)
+    deposits = (
+        answer.measure(view.regions) if answer is not None else measure_regions(view.regions, grid)
+    )
     state.model_name, state.prob_map = view.model_name, view.prob_map
     state.set_regions(
         view.regions,

@@ -20,6 +20,7 @@ from napari_metastasis._napari.colormaps import outline_colors
 from napari_metastasis._napari.helpers import centre_camera_on, error
 from napari_metastasis.errors import MetastasisError
 from napari_metastasis.evaluation.compare import compare_with_reference
+from napari_metastasis.maps.probability import ProbabilityMap
 from napari_metastasis.pipeline.answer import SlideAnswer, answer_slide
 from napari_metastasis.widgets.analysis_view import AnalysisView
 from napari_metastasis.widgets.annotation_buttons import AnnotationIOWidget
@@ -40,6 +41,14 @@ CONTOUR_RUN_S = 6.0
 #: the regions more than the cells: a Camelyon-size node (134 x 134 patches) with ~800 regions at
 #: its threshold took 0.4 s of the GUI thread's time at each move of the slider.
 SYNC_CONTOUR_CELLS = 4_096
+
+
+def measured_answer(prob_map: ProbabilityMap, threshold: float, min_area: float) -> SlideAnswer:
+    """The regions of ``prob_map`` and their sizes, computed together on a worker thread: the GUI
+    thread then only draws them (measuring ~800 regions took it 0.1 s more)."""
+    answer = answer_slide(prob_map, threshold, min_area)
+    answer.deposits_by_region  # noqa: B018 - measured here, on this thread
+    return answer
 
 
 def in_background(view: AnalysisView) -> bool:
@@ -113,7 +122,7 @@ class RegionsControl:
         snapshot = view.regions_snapshot()
         threshold, min_area = self.threshold, self.display.min_area_um2
         started = time.perf_counter()
-        worker = create_worker(answer_slide, snapshot, threshold, min_area, _start_thread=False)
+        worker = create_worker(measured_answer, snapshot, threshold, min_area, _start_thread=False)
 
         def done(answer: SlideAnswer) -> None:
             computed = time.perf_counter() - started
@@ -188,7 +197,7 @@ class RegionsControl:
         from napari.qt.threading import create_worker
 
         worker = create_worker(
-            answer_slide, view.regions_snapshot(), threshold, min_area, _start_thread=False
+            measured_answer, view.regions_snapshot(), threshold, min_area, _start_thread=False
         )
 
         def done(answer: SlideAnswer) -> None:
