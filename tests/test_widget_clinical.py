@@ -22,6 +22,7 @@ from widget_helpers import (
     SPACING_UM,
     confirm_every_candidate,
     docked_widget,
+    threads_calling,
     write_test_model,
 )
 
@@ -399,14 +400,9 @@ def test_report_button_writes_on_a_worker_thread_and_says_where(env, tmp_path, q
     monkeypatch.setattr(
         reporting.QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "out")
     )
-    threads = []
-    real = reporting.write_case_report
-
-    def recorded(*args, **kwargs):
-        threads.append(threading.current_thread())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(reporting, "write_case_report", recorded)
+    threads = threads_calling(
+        monkeypatch, reporting.write_case_report, (reporting, "write_case_report")
+    )
     seen = len(notification_manager.records)
     widget.reporting.ask_and_write()
     qtbot.waitUntil(

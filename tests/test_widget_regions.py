@@ -18,6 +18,7 @@ from widget_helpers import (
     add_sample_slide,
     confirm_every_candidate,
     docked_widget,
+    threads_calling,
     write_test_model,
 )
 
@@ -394,28 +395,19 @@ def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
     prob.values[:] = 0.05
     prob.values[40:60, 40:70] = 0.9
     confirm_every_candidate(prob)
-    threads = []
-    real = answer.answer_slide
+    from napari_metastasis.clinical.staging import measure_regions
+    from napari_metastasis.widgets import analysis_view, panels, regions_control
 
-    def recorded(*args, **kwargs):
-        threads.append(threading.current_thread())
-        return real(*args, **kwargs)
-
-    from napari_metastasis.widgets import analysis_view, regions_control
-
-    monkeypatch.setattr(analysis_view, "answer_slide", recorded)
-    monkeypatch.setattr(regions_control, "answer_slide", recorded)
-    measured = []  # and the regions are measured there too, not on the GUI thread
-    from napari_metastasis.clinical.staging import measure_regions as real_measure
-
-    def measuring(*args, **kwargs):
-        measured.append(threading.current_thread())
-        return real_measure(*args, **kwargs)
-
-    from napari_metastasis.widgets import panels
-
-    monkeypatch.setattr(answer, "measure_regions", measuring, raising=False)
-    monkeypatch.setattr(panels, "measure_regions", measuring)
+    threads = threads_calling(
+        monkeypatch,
+        answer.answer_slide,
+        (analysis_view, "answer_slide"),
+        (regions_control, "answer_slide"),
+    )
+    # and the regions are measured there too, not on the GUI thread
+    measured = threads_calling(
+        monkeypatch, measure_regions, (answer, "measure_regions"), (panels, "measure_regions")
+    )
     widget.load_analysis(prob.save(tmp_path / "node.probability.tif"))
     qtbot.waitUntil(lambda: widget.navigator.table.rowCount() == 1, timeout=10_000)
     threads.clear()

@@ -107,3 +107,19 @@ def docked_widget(make_napari_viewer, tmp_path, monkeypatch, *, sample: bool = T
 def analysed_cells(prob_map) -> set[tuple[int, int]]:
     rows, cols = np.nonzero(~np.isnan(prob_map.values))
     return set(zip(rows.tolist(), cols.tolist(), strict=True))
+
+
+def threads_calling(monkeypatch, real, *places) -> list:
+    """Put a recorder of ``real`` at each ``(module, name)`` of ``places``; returns the list of the
+    threads it was called on (to check that work is done off the GUI thread)."""
+    import threading
+
+    threads: list = []
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    for module, name in places:
+        monkeypatch.setattr(module, name, recorded, raising=False)
+    return threads
