@@ -316,6 +316,18 @@ def test_case_list_analyses_closed_slides_and_stages_the_patient(env, qtbot, tmp
     ]
     assert table.item(1, 3).text() == "0.36 mm"  # 2 cells: 256 µm side, 362 µm diagonal
     assert "patient_001: pN1mi" in cases.stage_label.text()
+    # the list drawn again (after a run, a threshold move...) fills an emptied table: Qt's
+    # replacement of an item searches the whole table (the square of the rows in all)
+    set_item, replaced = table.setItem, []
+
+    def checked_set_item(row, col, item):
+        replaced.append(table.item(row, col) is not None)
+        set_item(row, col, item)
+
+    table.setItem = checked_set_item
+    cases.remeasure()
+    assert replaced and not any(replaced)
+    del table.setItem
 
     # click a slide: it opens with its analysis
     cases.table.itemClicked.emit(cases.table.item(1, 0))

@@ -254,6 +254,9 @@ class CaseList(QWidget):
 
     # --- drawing -----------------------------------------------------------------------------
     def _refresh(self) -> None:
+        # emptied first: Qt replaces an item set over another by a linear search of the table,
+        # so refilling every row in place costs the square of the rows (see the region list)
+        self.table.setRowCount(0)
         self.table.setRowCount(len(self.slides))
         for row in range(len(self.slides)):
             self._refresh_row(row)
