@@ -338,7 +338,7 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
     if candidates:
         lines = _fit_lines(candidates, 8, _column_pt(SLIDE_MARGINS))
         fig.text(SLIDE_MARGINS[0], FOOT_Y, "\n".join(lines), fontsize=8, va="bottom")
-        bottom += len(lines) * 8 * 1.35 / (A4_PORTRAIT[1] * POINTS_PER_INCH) + 0.01
+        bottom += len(lines) * _line_step(8) + 0.01
     space = TABLE_TOP - bottom
     # as many of the largest deposits as the space holds (a row and the header each ROW_HEIGHT),
     # leaving a line for the count of those not listed
@@ -383,6 +383,11 @@ def _slide_page(patient: PatientStage, summary: SlideSummary, folder: Path) -> F
             va="top",
         )
     return fig
+
+
+def _line_step(fontsize: float) -> float:
+    """The distance between two lines of ``fontsize`` text, as a fraction of the page's height."""
+    return fontsize * 1.35 / (A4_PORTRAIT[1] * POINTS_PER_INCH)
 
 
 def _column_pt(margins: tuple[float, float]) -> float:
@@ -438,7 +443,7 @@ def _text_lines(
     """Set ``text`` (one string or several lines) from ``y`` (page fraction, top) down, each line
     wrapped to fit between ``margins``; returns the page fraction below the last line."""
     width = _column_pt(margins)
-    step = spacing or fontsize * 1.35 / (A4_PORTRAIT[1] * POINTS_PER_INCH)
+    step = spacing or _line_step(fontsize)
     for line in [text] if isinstance(text, str) else text:
         for part in _fit_lines(line, fontsize, width, weight):
             fig.text(margins[0], y, part, fontsize=fontsize, weight=weight, va="top", **style)

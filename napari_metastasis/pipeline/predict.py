@@ -61,12 +61,12 @@ def _collected(run: Callable[P, Iterator[Event]]) -> Callable[P, PredictionResul
         started = time.perf_counter()
         return collect(run(*args, **kwargs), started)
 
-    collected.__doc__ = _PREDICT_DOC
     return collected
 
 
-_PREDICT_DOC = """Plan, classify and collect in one call: :func:`.run_slide`'s events through
-:func:`collect`, with :func:`.run_slide`'s arguments.
+predict_slide = _collected(run_slide)
+predict_slide.__doc__ = """Plan, classify and collect in one call: :func:`.run_slide`'s events
+through :func:`collect`, with :func:`.run_slide`'s arguments.
 
 With ``prob_map`` (an earlier result on the same grid) only cells it lacks are classified and the
 map is updated in place; the table then lists only the newly classified patches. ``store`` is called
@@ -74,8 +74,6 @@ with each :class:`.Batch` as it is classified (the ``predict`` command's OME-Zar
 ``shortcut``: the first-pass shortcut (:mod:`.first_pass`); None classifies every patch with the
 full model.
 """
-
-predict_slide = _collected(run_slide)
 
 
 def collect(events: Iterable[Event], started: float | None = None) -> PredictionResult:

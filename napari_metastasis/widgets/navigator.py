@@ -165,8 +165,9 @@ class RegionNavigator(QWidget):
         running: bool = False,
         caution: str = "",
     ) -> None:
-        """Show ``regions`` with their labels (``caution``: a sentence after the summary line); ``deposits`` (one per region, from
-        :func:`napari_metastasis.clinical.staging.measure_regions`) fill the size and category columns.
+        """Show ``regions`` with their labels; ``caution`` is a sentence after the summary line.
+        ``deposits`` (one per region, from :func:`napari_metastasis.clinical.staging.measure_regions`)
+        fill the size and category columns; a candidate's whole row is grey.
         ``analysed=False``: nothing was analysed yet, so "no region" would claim too much
         (``running``: a run is under way).
         The same rows as shown already are not built again (contours are recomputed often

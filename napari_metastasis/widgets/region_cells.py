@@ -60,14 +60,12 @@ def region_cells(
             for tinted in (size, category):
                 tinted.setBackground(QBrush(QColor(CATEGORY_TINTS[deposit.category])))
                 tinted.setForeground(QBrush(QColor("black")))
-        else:  # sorts below every confirmed deposit of its category
+        else:  # sorts below every confirmed deposit of its category; the row is greyed
             category = NumericItem(severity - 0.5, f"({SHORT_CATEGORY[deposit.category]})")
             category.setToolTip(
                 f"Not a confirmed deposit; by its size it would be "
                 f"{CATEGORY_LABELS[deposit.category].lower()}"
             )
-            for grey in (size, category):
-                grey.setForeground(QBrush(QColor(CANDIDATE_TEXT_COLOR)))
         items += [size, category]
     else:
         items += [NumericItem(0, ""), NumericItem(0, "")]

@@ -38,7 +38,6 @@ class Reporting:
         self.selected = selected
         self.cases = cases
         self.display = display
-        self.worker: Any = None  # the last report's worker
 
     def write(self, folder: str | Path) -> Path:
         """The PDF report of the selected slide, or of its patient when it is in the case list
@@ -108,5 +107,5 @@ class Reporting:
 
         worker.returned.connect(while_alive(self.parent, written))
         worker.errored.connect(while_alive(self.parent, failed))
-        self.worker = worker  # kept: a test (or a second click) can wait for it
+        info(f"Writing the report into {folder}…")  # a patient's takes seconds: say it started
         worker.start()
