@@ -13,7 +13,7 @@ from napari_metastasis.slides.grid import PatchGrid
 
 pytestmark = pytest.mark.conformance
 
-# cells of 80 µm (the bundled model's patch) on a 0.25 µm/px slide: the first centre at 40 µm
+# cells of 80 µm (the bundled model's patch) on a 0.25 µm/px slide: centred on multiples of 80 µm
 GRID = PatchGrid(4000, 3000, 0.25, 0.25, patch_px=160, spacing_um=0.5)
 CELLS = np.array([[0, 0], [3, 7], [9, 12]])
 
@@ -44,12 +44,6 @@ def test_f5_ome_zarr_py_reader_places_the_map_on_its_slide(zarr_map):
     assert node.data[0].shape == GRID.shape
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="napari-ome-zarr 0.10.0 applies only the first transform of datasets[0] (the scale) "
-    "and drops the NGFF 0.4 translation (ome_zarr_reader.py, Multiscales.data); a grid anchored "
-    "so that no translation is needed is not done yet (issue 23, F5)",
-)
 def test_f5_napari_ome_zarr_places_the_map_on_its_slide(zarr_map):
     from napari_ome_zarr import napari_get_reader
 

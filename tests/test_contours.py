@@ -36,7 +36,8 @@ def test_ring_keeps_its_hole_and_measures_exactly():
     assert ring.polygon.geom_type == "Polygon" and len(ring.polygon.interiors) == 1
     assert ring.area_um2 == pytest.approx(24 * 32 * 32)
     step = 32 / 0.3
-    assert ring.polygon.bounds == pytest.approx((step, step, 6 * step, 6 * step))
+    # step squares centred on (1 ... 5) x step
+    assert ring.polygon.bounds == pytest.approx((0.5 * step, 0.5 * step, 5.5 * step, 5.5 * step))
     hole = shapely.Polygon(ring.polygon.interiors[0])
     assert hole.area == pytest.approx(step * step)
     # The hole cell's centre is outside the region; its neighbours' centres inside.
@@ -53,9 +54,14 @@ def test_regions_are_clipped_to_the_slide_and_filtered_by_area():
     assert len(regions) == 1
     assert regions[0].polygon.within(shapely.box(0, 0, 1000, 800))
     step = 32 / 0.3
-    x0, y0 = (cols - 1) * step, (rows - 1) * step
+    x0, y0 = (cols - 1.5) * step, (rows - 1.5) * step
+    assert x0 < 1000 <= x0 + step and y0 < 800 <= y0 + step
     assert regions[0].area_um2 == pytest.approx((1000 - x0) * (800 - y0) * 0.09)
     assert probability_contours(prob, 0.5, min_area_um2=regions[0].area_um2 + 1) == []
+    prob.values[:] = 0.1
+    prob.values[0, 0] = 0.95  # the first cell is centred on the slide's corner
+    (first,) = probability_contours(prob, 0.5)
+    assert first.polygon.bounds == pytest.approx((0, 0, step / 2, step / 2))
 
 
 def test_unanalysed_cells_never_count_and_diagonals_do_not_join():

@@ -294,7 +294,9 @@ CELL_PX = 32
 
 
 def _cells(image, row, col, rows=1, cols=1, value=0):
-    image[row * CELL_PX : (row + rows) * CELL_PX, col * CELL_PX : (col + cols) * CELL_PX] = value
+    """Paint grid cells (row, col) ...: the model's cells are centred on multiples of CELL_PX."""
+    y0, x0 = row * CELL_PX - CELL_PX // 2, col * CELL_PX - CELL_PX // 2
+    image[y0 : y0 + rows * CELL_PX, x0 : x0 + cols * CELL_PX] = value
 
 
 @pytest.fixture(scope="module")

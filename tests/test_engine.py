@@ -109,10 +109,11 @@ def test_regions_rectangle_polygon_and_microns(tmp_path, darkness, shapes):
     path = write_pyramid_tiff(tmp_path / "shapes.tiff", shapes, mpp=0.25)
     with Slide(path) as slide:
         grid = make_grid(slide, darkness)  # patches of 128 level-0 px
-        rect = plan_cells(slide, grid, (130, 130, 200, 100), tissue=False)
-        # x 130-330 overlaps columns 1-2; y 130-230 overlaps rows 1.
-        assert rect.tolist() == [[1, 1], [1, 2]]
-        same_in_um = plan_cells(slide, grid, (32.5, 32.5, 50, 25), region_units="um", tissue=False)
+        rect = plan_cells(slide, grid, (200, 200, 200, 100), tissue=False)
+        # Cells centred on multiples of 128 px: x 200-400 overlaps columns 2 (192-320) and 3
+        # (320-448); y 200-300 lies in row 2.
+        assert rect.tolist() == [[2, 2], [2, 3]]
+        same_in_um = plan_cells(slide, grid, (50, 50, 50, 25), region_units="um", tissue=False)
         assert same_in_um.tolist() == rect.tolist()
         triangle = shapely.Polygon([(0, 0), (640, 0), (0, 640)])
         tri = plan_cells(slide, grid, triangle, tissue=False)
@@ -126,7 +127,7 @@ def test_regions_rectangle_polygon_and_microns(tmp_path, darkness, shapes):
 def test_tissue_filter_skips_glass(tmp_path, darkness):
     image = np.full((1000, 1300, 3), 245, np.uint8)
     rng = np.random.default_rng(1)
-    image[256:768, 256:640] = rng.normal((190, 110, 170), 12, (512, 384, 3)).clip(0, 255)
+    image[224:736, 224:608] = rng.normal((190, 110, 170), 12, (512, 384, 3)).clip(0, 255)
     # At 0.5 µm/px the block is 256 x 192 µm, above the smallest tissue piece kept.
     path = write_pyramid_tiff(tmp_path / "tissue.tiff", image, mpp=0.5)
     with Slide(path) as slide:
@@ -137,10 +138,11 @@ def test_tissue_filter_skips_glass(tmp_path, darkness):
             cells.tolist()
         )
     boxes = grid.cell_boxes(cells)
-    # Exactly the 6 x 8 cells of the tissue block (it is aligned on the 64-px grid).
+    # Exactly the 6 x 8 cells of the tissue block (it is aligned on the 64-px grid, whose cells
+    # are centred on multiples of 64 px).
     assert len(cells) == 48
-    assert boxes[:, 0].min() == 256 and (boxes[:, 0] + boxes[:, 2]).max() == 640
-    assert boxes[:, 1].min() == 256 and (boxes[:, 1] + boxes[:, 3]).max() == 768
+    assert boxes[:, 0].min() == 224 and (boxes[:, 0] + boxes[:, 2]).max() == 608
+    assert boxes[:, 1].min() == 224 and (boxes[:, 1] + boxes[:, 3]).max() == 736
 
 
 def test_cancel_keeps_finished_batches_and_resume_fills_the_rest(tmp_path, darkness, shapes):
@@ -157,14 +159,14 @@ def test_cancel_keeps_finished_batches_and_resume_fills_the_rest(tmp_path, darkn
         first = predict_slide(
             slide, darkness, tissue=False, batch_size=8, progress=progress, cancel=token
         )
-        assert first.cancelled and first.n_done == 16 and first.n_planned == 88
+        assert first.cancelled and first.n_done == 16 and first.n_planned == 99
         assert first.prob_map.n_analysed == 16
-        assert calls[0] == (0, 88) and calls[-1] == (16, 88)
+        assert calls[0] == (0, 99) and calls[-1] == (16, 99)
         kept = first.prob_map.values.copy()
         # Resuming on the same map classifies only what is missing.
         second = predict_slide(slide, darkness, tissue=False, prob_map=first.prob_map)
-    assert not second.cancelled and second.n_done == 88 - 16
-    assert second.prob_map.n_analysed == 88
+    assert not second.cancelled and second.n_done == 99 - 16
+    assert second.prob_map.n_analysed == 99
     analysed_first = ~np.isnan(kept)
     np.testing.assert_array_equal(second.prob_map.values[analysed_first], kept[analysed_first])
     boxes = second.grid.cell_boxes(second.grid.all_cells())
@@ -182,7 +184,8 @@ def test_threading_event_cancels_before_any_batch(tmp_path, darkness, shapes):
 
 
 def test_streaming_reads_ahead_boundedly_and_stops_readers(tmp_path, darkness):
-    # 8192 px square at 1 µm/px, 256-px tiles: 32 x 32 tiles, regions of 16 tiles, 65536 patches.
+    # 8192 px square at 1 µm/px, 256-px tiles: 32 x 32 tiles, regions of 16 tiles, 257 x 257
+    # patches (centred on multiples of 32 px, so the first and last rows and columns are halves).
     path = write_tiled_tiff(tmp_path / "big.tif", [(8192, 8192), (4096, 4096)], mpp=1.0)
     with Slide(path) as slide:
         grid = make_grid(slide, darkness)
@@ -193,12 +196,14 @@ def test_streaming_reads_ahead_boundedly_and_stops_readers(tmp_path, darkness):
             slide, darkness, grid.all_cells(), grid, batch_size=4, prefetch_batches=2, num_workers=2
         )
         first = next(stream)
-        assert first.done == 4 and first.total == 65536 and len(first.cells) == 4
+        assert first.done == 4 and first.total == 257 * 257 and len(first.cells) == 4
         threading.Event().wait(0.3)  # give the readers time to run ahead if they were unbounded
         ahead = RegionReader(slide, grid, darkness.input_size).regions_ahead(32)
         assert ahead == 64 * 2**20 // (256 * (4096 + 256 + 32) * 3) == 19
         assert len(reads) <= ahead + 2  # of 64 regions
-        assert {(a[3], a[4]) for a in reads} == {(4096, 256)}  # one tile row of 16 tiles
+        # one tile row of 16 tiles, and the next chunk's first tile column: the patches are
+        # centred on multiples of 32 px, so one straddles each chunk's edge
+        assert {(a[3], a[4]) for a in reads} == {(4096 + 256, 256)}
         stream.close()
         assert not any(t.name.startswith("region-") for t in threading.enumerate())
 
@@ -260,7 +265,7 @@ def test_region_reader_gives_the_per_patch_answers(tmp_path, bundled, slide_path
         grid = make_grid(slide, bundled)
         reader = RegionReader(slide, grid, bundled.input_size)
         assert reader.level == level
-        crop = reader.crops(grid.cell_boxes(np.array([[0, 0]])))[0, 3]
+        crop = reader.crops(grid.cell_boxes(np.array([[1, 1]])))[0, 3]  # a whole patch
         assert abs(crop - zoom * bundled.input_size[0]) <= 1
         regions = _probabilities(slide, bundled, "regions", every=3)
         patches = _probabilities(slide, bundled, "patches", every=3)
@@ -360,7 +365,7 @@ def test_empty_plan_yields_nothing(svs_file, darkness):
 def test_plan_counts_reused_and_background_and_calls_tissue_only_when_needed(tmp_path, darkness):
     image = np.full((1000, 1300, 3), 245, np.uint8)
     rng = np.random.default_rng(1)
-    image[256:768, 256:640] = rng.normal((190, 110, 170), 12, (512, 384, 3)).clip(0, 255)
+    image[224:736, 224:608] = rng.normal((190, 110, 170), 12, (512, 384, 3)).clip(0, 255)
     path = write_pyramid_tiff(tmp_path / "tissue.tiff", image, mpp=0.5)
     with Slide(path) as slide:
         grid = make_grid(slide, darkness)  # patches of 64 level-0 px
@@ -372,7 +377,7 @@ def test_plan_counts_reused_and_background_and_calls_tissue_only_when_needed(tmp
             return mask
 
         prob = ProbabilityMap.empty(grid, class_name="tumor")
-        rect = (256, 256, 128, 128)  # 2 x 2 cells, all tissue
+        rect = (288, 288, 128, 128)  # 2 x 2 cells (centred on 320 and 384 px), all tissue
         cells, counts = plan_cells(slide, grid, rect, tissue=tissue, skip=prob, return_counts=True)
         assert counts == (4, 0, 0, 4) and len(cells) == 4 and len(calls) == 1
         prob.update(cells, np.zeros(len(cells)))

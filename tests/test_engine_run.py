@@ -155,7 +155,7 @@ def test_cancel_stops_before_the_next_batch_and_keeps_what_was_yielded(darkness,
             else:
                 event.apply()
     planned = seen[0]
-    assert isinstance(planned, Planned) and planned.total == 88
+    assert isinstance(planned, Planned) and planned.total == 99
     batches = [e for e in seen if isinstance(e, Batch)]
     assert [b.done for b in batches] == [8, 16] and stored == [8, 16]
     prob_map = planned.prob_map
@@ -172,7 +172,7 @@ def test_a_run_cancelled_before_it_starts_classifies_nothing(darkness, shapes_sl
     with Slide(shapes_slide) as slide:
         events = list(run_slide(slide, darkness, tissue=False, cancel=event))
     (planned,) = events  # planned, and not one batch
-    assert isinstance(planned, Planned) and planned.total == 88
+    assert isinstance(planned, Planned) and planned.total == 99
     planned.apply()
     assert planned.prob_map.n_analysed == 0
 
@@ -195,15 +195,15 @@ def test_resume_classifies_only_what_the_map_lacks(darkness, shapes_slide):
         events = list(run_slide(slide, darkness, tissue=False, prob_map=first.prob_map))
         planned = events[0]
         assert isinstance(planned, Planned) and planned.prob_map is first.prob_map
-        assert (planned.reused, planned.total, planned.background) == (24, 88 - 24, 0)
+        assert (planned.reused, planned.total, planned.background) == (24, 99 - 24, 0)
         again = np.concatenate([e.cells for e in events if isinstance(e, Batch)])
-        assert len(again) == 64 and not first.prob_map.analysed[again[:, 0], again[:, 1]].any()
+        assert len(again) == 99 - 24 and not first.prob_map.analysed[again[:, 0], again[:, 1]].any()
         for event in events:
             event.apply()
 
         fresh = predict_slide(slide, darkness, tissue=False)
     resumed = first.prob_map
-    assert resumed.n_analysed == 88
+    assert resumed.n_analysed == 99
     done_first = ~np.isnan(kept)
     np.testing.assert_array_equal(resumed.values[done_first], kept[done_first])
     np.testing.assert_array_equal(resumed.values, fresh.prob_map.values)  # as if never stopped
@@ -227,7 +227,7 @@ def test_a_finished_map_resumes_without_finding_tissue(darkness, shapes_slide):
         )
     stage, planned = events  # the status line, then nothing to classify
     assert isinstance(stage, Stage) and isinstance(planned, Planned)
-    assert planned.total == 0 and planned.reused == 88
+    assert planned.total == 0 and planned.reused == 99
     assert planned.tissue is None and not asked
 
 

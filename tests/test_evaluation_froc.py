@@ -111,18 +111,18 @@ def test_detections_from_map_one_per_region_at_its_maximum():
     det = detections_from_map(_toy_map(), 0.5)
     assert len(det) == 2
     best = det[np.argmax(det[:, 2])]
-    np.testing.assert_allclose(best, [250, 250, 0.95])
+    np.testing.assert_allclose(best, [200, 200, 0.95])  # cell (2, 2) is centred on 200 px
 
 
 def test_overlap_dice_iou_on_grid():
     pmap = _toy_map()
-    reference = box(100, 100, 400, 300)  # cells rows 1-2, cols 1-3 (6 cells)
+    reference = box(50, 50, 350, 250)  # cells (centred on 100, 200, ...) rows 1-2, cols 1-3
     ov = overlap(pmap, reference, threshold=0.5)
     # predicted: 4 cells (rows 1-2, cols 1-2) + (7,7) = 5; reference 6; intersection 4
     assert (ov.predicted_cells, ov.reference_cells, ov.true_positive_cells) == (5, 6, 4)
     assert ov.dice == pytest.approx(8 / 11)
     assert ov.iou == pytest.approx(4 / 7)
-    assert ov.analysed_cells == 99
+    assert ov.analysed_cells == 11 * 11 - 1
     normal = overlap(ProbabilityMap(pmap.grid, np.zeros(pmap.grid.shape)), None)
     assert normal.dice == 1.0 and normal.iou == 1.0
 

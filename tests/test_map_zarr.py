@@ -38,21 +38,33 @@ def test_ome_zarr_round_trip_with_its_ngff_transforms(tmp_path):
         ("x", "space", "micrometer"),
     ]
     (dataset,) = multiscale["datasets"]
-    scale, translation = dataset["coordinateTransformations"]
-    assert scale == {"type": "scale", "scale": [32.0, 32.0]}  # one 32 µm step per map pixel
-    assert translation == {"type": "translation", "translation": [16.0, 16.0]}  # cell centres
+    # one 32 µm step per map pixel, and no translation: cell (0, 0) is centred on the corner
+    (scale,) = dataset["coordinateTransformations"]
+    assert scale == {"type": "scale", "scale": [32.0, 32.0]}
     zarray = json.loads((path / dataset["path"] / ".zarray").read_text())
     assert zarray["zarr_format"] == 2 and zarray["dimension_separator"] == "/"
     # cell (r, c)'s patch centre on the slide, in µm, is where the transforms put pixel (r, c)
     cell = np.array([[2, 3]])
     centre_px = prob.grid.cell_centres_level0(cell)[0]
     centre_um = (centre_px[1] * 0.3, centre_px[0] * 0.25)
-    placed = np.array(scale["scale"]) * cell[0] + np.array(translation["translation"])
+    placed = np.array(scale["scale"]) * cell[0]
     np.testing.assert_allclose(placed, centre_um)
     back = load_zarr(path)
     assert back.grid == prob.grid and back.model_name == "m" and back.extra == prob.extra
     np.testing.assert_array_equal(back.values, prob.values)  # NaN where not analysed
     assert ProbabilityMap.load(path).n_analysed == 9  # the widget's loader reads it too
+
+
+def test_a_map_on_an_older_corner_grid_keeps_its_translation(tmp_path):
+    prob = _map()
+    old = ProbabilityMap(
+        PatchGrid.from_dict({**prob.grid.to_dict(), "anchor": "corner"}), prob.values[:-1, :-1]
+    )
+    path = save_zarr(old, tmp_path / "old.prob.zarr", ["normal", "tumor"])
+    (multiscale,) = json.loads((path / ".zattrs").read_text())["multiscales"]
+    scale, translation = multiscale["datasets"][0]["coordinateTransformations"]
+    assert translation == {"type": "translation", "translation": [16.0, 16.0]}  # cell centres
+    assert load_zarr(path).grid.anchor == "corner"
 
 
 def test_batches_are_on_disk_as_soon_as_written(tmp_path):
@@ -87,7 +99,7 @@ def test_ome_tiff_export_has_the_physical_pixel_size(tmp_path):
 def test_convert_writes_a_map_as_ome_tiff_and_zarr(tmp_path, capsys):
     source = _map().save(tmp_path / "s.prob.tiff")
     assert main(["convert", str(source), str(tmp_path / "s.ome.tiff")]) == 0
-    assert "(OME-TIFF): 7 x 8 cells of 32 µm, 9 analysed" in capsys.readouterr().out
+    assert "(OME-TIFF): 8 x 9 cells of 32 µm, 9 analysed" in capsys.readouterr().out
     assert main(["convert", str(source), str(tmp_path / "copy.prob.zarr")]) == 0
     assert load_zarr(tmp_path / "copy.prob.zarr").n_analysed == 9
 
@@ -105,7 +117,7 @@ def test_reader_claims_maps_and_declines_other_files(svs_file, tmp_path):
     (layer_data,) = get_map_reader(str(zarr_path))(str(zarr_path))
     _data, kwargs, kind = layer_data
     assert kind == "image" and kwargs["scale"] == (32.0, 32.0)
-    assert kwargs["translate"] == (16.0, 16.0) and kwargs["contrast_limits"] == (0.0, 1.0)
+    assert kwargs["translate"] == (0.0, 0.0) and kwargs["contrast_limits"] == (0.0, 1.0)
 
 
 # --- predict: the map on disk grows batch by batch; --resume continues ------------------------------

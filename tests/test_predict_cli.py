@@ -61,8 +61,9 @@ def test_sample_end_to_end_with_the_bundled_model(project_env, tmp_path):
     assert 50 < len(table) < 0.8 * prob.grid.shape[0] * prob.grid.shape[1]
     assert prob.n_analysed == len(table)
     sx, sy = prob.grid.step_level0
-    rows = np.rint(table["miny"] / sy).astype(int)
-    cols = np.rint(table["minx"] / sx).astype(int)
+    # cells are centred on multiples of the step (the edge ones clipped to the slide)
+    rows = np.rint((table["miny"] + table["height"] / 2) / sy).astype(int)
+    cols = np.rint((table["minx"] + table["width"] / 2) / sx).astype(int)
     np.testing.assert_array_equal(
         prob.grid.cell_boxes(np.column_stack([rows, cols])),
         table[["minx", "miny", "width", "height"]].to_numpy(),
@@ -141,12 +142,15 @@ def test_region_limits_the_patches(tmp_path, capsys, darkness_dir, shapes_slide)
     args = ["predict", str(shapes_slide), "--out", str(out), "--model", str(darkness_dir)]
     assert main([*args, "--region", "0,0,200,150", "--tissue-min-fraction", "0"]) == 0
     table = pd.read_csv(out / "shapes.csv")
-    # Cells of 106.7 px: the rectangle overlaps columns 0-1 and rows 0-1.
+    # Cells of 106.7 px centred on its multiples: the rectangle overlaps columns 0-2 (the first
+    # clipped at the slide's edge: -53 to 53, 53 to 160, 160 to 267) and rows 0-1.
     assert sorted(zip(table.minx, table.miny, strict=True)) == [
         (0, 0),
-        (0, 107),
-        (107, 0),
-        (107, 107),
+        (0, 53),
+        (53, 0),
+        (53, 53),
+        (160, 0),
+        (160, 53),
     ]
 
 

@@ -63,24 +63,29 @@ def test_loading_a_foreign_tiff_is_a_clear_error(tmp_path):
 def test_f4_prob_tiff_carries_its_pixel_size_and_origin(tmp_path):
     """F4: the .prob.tiff said resolution 1/1, unit NONE, so QuPath, Fiji and OpenSlide-style
     readers placed it in pixels. Read back with tifffile (2026.3; TIFF 6.0 tags XResolution,
-    YResolution, ResolutionUnit, XPosition, YPosition): one pixel is one grid step in µm, and the
-    first pixel's square starts half a step before the first patch's centre. (OpenSlide 4.0 does
-    not open an untiled TIFF, so it has nothing to misplace.)"""
+    YResolution, ResolutionUnit, XPosition, YPosition): one pixel is one grid step in µm. A map on
+    an older corner grid says where its first pixel's square starts (half a step before the first
+    patch's centre); a centred grid's first square starts before the slide's edge, which TIFF's
+    unsigned XPosition cannot say, so it is left out rather than written wrong. (OpenSlide 4.0
+    does not open an untiled TIFF, so it has nothing to misplace.)"""
     import tifffile
 
-    grid = PatchGrid(
-        width=5000, height=4000, mpp_x=0.25, mpp_y=0.25, patch_px=224, spacing_um=0.5, stride_um=56
-    )
-    path = ProbabilityMap(grid, np.random.default_rng(0).random(grid.shape)).save(
-        tmp_path / "m.tif"
-    )
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
-        px_per_um = page.get_resolution(tifffile.RESUNIT.MICROMETER)
-        x_cm = page.tags["XPosition"].value
-        y_cm = page.tags["YPosition"].value
-    assert px_per_um == pytest.approx((1 / 56, 1 / 56))
-    assert x_cm[0] / x_cm[1] * 1e4 == pytest.approx(28.0) == y_cm[0] / y_cm[1] * 1e4
-    # the first pixel's centre, in µm, is the first patch's centre (what napari's layer uses)
-    assert x_cm[0] / x_cm[1] * 1e4 + 56 / 2 == pytest.approx(grid.layer_translate[1])
+    for anchor in ("centre", "corner"):
+        grid = PatchGrid(5000, 4000, 0.25, 0.25, 224, 0.5, stride_um=56, anchor=anchor)
+        path = ProbabilityMap(grid, np.random.default_rng(0).random(grid.shape)).save(
+            tmp_path / f"{anchor}.tif"
+        )
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+            px_per_um = page.get_resolution(tifffile.RESUNIT.MICROMETER)
+            x_cm = page.tags.valueof("XPosition")
+            y_cm = page.tags.valueof("YPosition")
+        assert px_per_um == pytest.approx((1 / 56, 1 / 56))
+        if anchor == "centre":
+            assert x_cm is None and y_cm is None
+            assert grid.layer_translate == (0.0, 0.0)
+            continue
+        assert x_cm[0] / x_cm[1] * 1e4 == pytest.approx(28.0) == y_cm[0] / y_cm[1] * 1e4
+        # the first pixel's centre, in µm, is the first patch's centre (what napari's layer uses)
+        assert x_cm[0] / x_cm[1] * 1e4 + 56 / 2 == pytest.approx(grid.layer_translate[1])

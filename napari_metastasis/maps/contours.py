@@ -86,8 +86,7 @@ def cell_footprints(prob_map: ProbabilityMap, cells: np.ndarray) -> np.ndarray:
     grid = prob_map.grid
     cells = np.asarray(cells, dtype=np.float64).reshape(-1, 2)
     sx, sy = grid.step_level0
-    pw, ph = grid.patch_level0
-    ox, oy = (pw - sx) / 2, (ph - sy) / 2
+    ox, oy = grid.footprint_origin_level0
     rows, cols = cells[:, 0], cells[:, 1]
     return np.column_stack(
         [cols * sx + ox, rows * sy + oy, (cols + 1) * sx + ox, (rows + 1) * sy + oy]

@@ -44,9 +44,9 @@ def render_heatmap(
     xs = (np.arange(tw) + 0.5) * grid.width / tw
     ys = (np.arange(th) + 0.5) * grid.height / th
     sx, sy = grid.step_level0
-    pw, ph = grid.patch_level0
-    cols = np.floor((xs - (pw - sx) / 2) / sx).astype(int).clip(0, grid.shape[1] - 1)
-    rows = np.floor((ys - (ph - sy) / 2) / sy).astype(int).clip(0, grid.shape[0] - 1)
+    ox, oy = grid.footprint_origin_level0
+    cols = np.floor((xs - ox) / sx).astype(int).clip(0, grid.shape[1] - 1)
+    rows = np.floor((ys - oy) / sy).astype(int).clip(0, grid.shape[0] - 1)
     # Colour and opacity per cell, then per pixel: the colormap's own table, indexed as it indexes
     # itself, so the colours are matplotlib's without calling it on every pixel.
     cmap = colormaps[colormap]

@@ -150,15 +150,21 @@ class ProbabilityMap:
         """Write a float32 TIFF (NaN kept) with the geometry as JSON in its description.
 
         The TIFF's own resolution tags say how big a pixel (one grid step) is, in centimetres as
-        TIFF allows (10,000 / step µm pixels per cm), and XPosition/YPosition where the first
-        pixel's square starts (half a step before the first patch's centre), so QuPath, Fiji and
-        OpenSlide-style readers size and place the map in µm rather than in pixels.
+        TIFF allows (10,000 / step µm pixels per cm), so QuPath, Fiji and OpenSlide-style readers
+        size the map in µm rather than in pixels. XPosition/YPosition say where the first pixel's
+        square starts (half a step before the first patch's centre) when that is on the slide; a
+        centred grid's first square begins half a step before the slide's edge, which TIFF's
+        unsigned positions cannot say (the grid in the description and the OME-Zarr map can).
         """
         path = Path(path)
         grid = self.grid
         per_cm = 1e4 / grid.step_um
-        offset_cm = (grid.patch_um - grid.step_um) / 2 / 1e4
-        position = _rational(max(offset_cm, 0.0))
+        fx, fy = grid.level0_to_um(np.array([grid.footprint_origin_level0]))[0] / 1e4
+        extratags = [
+            (tag, 5, 1, _rational(cm), True)
+            for tag, cm in ((286, fx), (287, fy))
+            if cm >= 0.0
+        ]
         with atomic_path(path) as tmp:
             tifffile.imwrite(
                 tmp,
@@ -168,7 +174,7 @@ class ProbabilityMap:
                 photometric="minisblack",
                 resolution=(per_cm, per_cm),
                 resolutionunit="CENTIMETER",
-                extratags=[(286, 5, 1, position, True), (287, 5, 1, position, True)],
+                extratags=extratags,
             )
         return path
 

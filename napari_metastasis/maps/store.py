@@ -2,10 +2,11 @@
 
 ``<stem>.prob.zarr`` is an NGFF 0.4 image: a zarr (format 2) group whose ``multiscales`` metadata
 has ``y``/``x`` axes in micrometres and, for its one resolution ``0``, the coordinate
-transformations ``scale`` (µm per map pixel, the grid's step) and ``translation`` (µm of the centre
-of cell (0, 0)), which put every map pixel at the centre of its patch on the slide: readers that
-apply both (ome-zarr-py, this package's npe2 reader) overlay it on the slide shown in µm;
-napari-ome-zarr 0.10 applies only the scale and draws it half a patch up and left. Array ``0`` holds the
+transformation ``scale`` (µm per map pixel, the grid's step). The grid centres cell (0, 0) on the
+slide's corner (:mod:`napari_metastasis.slides.grid`), so the scale alone puts every map pixel at
+the centre of its patch on the slide shown in µm, in every NGFF reader: ome-zarr-py, this package's
+npe2 reader, and napari-ome-zarr 0.10, which applies only the first transformation. A map made on
+an older corner grid also carries ``translation`` (µm of the centre of cell (0, 0)). Array ``0`` holds the
 positive class's probability (float32, NaN = not analysed); ``class_probabilities`` holds every
 class's (rows, cols, classes), so a run can be resumed and its patch CSV rebuilt; the grid, classes
 and model are under the group's ``napari-metastasis`` attribute.
@@ -89,6 +90,9 @@ def ngff_multiscales(prob_map: ProbabilityMap, name: str = "") -> list[dict]:
     """The ``multiscales`` attribute: one level, µm axes, the map placed on its slide."""
     sy, sx = prob_map.grid.layer_scale
     ty, tx = prob_map.grid.layer_translate
+    transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [float(sy), float(sx)]}]
+    if (ty, tx) != (0.0, 0.0):
+        transforms.append({"type": "translation", "translation": [float(ty), float(tx)]})
     return [
         {
             "version": NGFF_VERSION,
@@ -100,10 +104,7 @@ def ngff_multiscales(prob_map: ProbabilityMap, name: str = "") -> list[dict]:
             "datasets": [
                 {
                     "path": IMAGE,
-                    "coordinateTransformations": [
-                        {"type": "scale", "scale": [float(sy), float(sx)]},
-                        {"type": "translation", "translation": [float(ty), float(tx)]},
-                    ],
+                    "coordinateTransformations": transforms,
                 }
             ],
             "type": "mean",

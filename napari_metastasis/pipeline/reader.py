@@ -339,8 +339,12 @@ class RegionReader(_Reader):
         """One region: its runs of neighbouring tiles as (level x of the run, pixels)."""
         tw, th = self.tile_size
         row, runs = plan.regions[index]
+        sx, sy = plan.shift
         return [
-            (c0 * tw, self.slide.read_level_region(self.level, c0 * tw, row * th, n * tw, th))
+            (
+                c0 * tw,
+                self.slide.read_level_region(self.level, c0 * tw - sx, row * th - sy, n * tw, th),
+            )
             for c0, n in runs
         ]
 
@@ -588,10 +592,18 @@ class _RegionPlan:
     ``x``, ``y``, ``w``, ``h``: the patches at the read level; ``order``: the patch indices in cutting order
     (chunk, then row, then column); ``regions``: (tile row, [(first column, count), ...]) in
     reading order; ``first_region``/``last_region``: per patch, its consecutive span of regions.
+    Patches of the grid's first row and column start before the slide's edge: positions here are
+    shifted by ``shift`` (x, y; whole tiles) so that none is negative, and the tiles before the
+    edge read as white.
     """
 
     def __init__(self, crops: np.ndarray, tile_size: tuple[int, int], chunk_columns: int):
         tw, th = tile_size
+        crops = np.array(crops, dtype=np.int64).reshape(-1, 4)
+        lowest = crops[:, :2].min(axis=0) if len(crops) else np.zeros(2, np.int64)
+        self.shift = (-(min(0, int(lowest[0])) // tw) * tw, -(min(0, int(lowest[1])) // th) * th)
+        crops[:, 0] += self.shift[0]
+        crops[:, 1] += self.shift[1]
         self.x, self.y, self.w, self.h = x, y, w, h = crops.T
         col0, col1 = x // tw, (x + w - 1) // tw
         row0, row1 = y // th, (y + h - 1) // th

@@ -68,17 +68,17 @@ class SlideFrame:
     def overlay_kwargs(self, grid: PatchGrid) -> dict:
         """Scale and translate that put a map on ``grid`` over this slide layer.
 
-        Cell (r, c)'s patch starts at level-0 (c, r) * step and spans one patch, so its centre (where
-        napari puts the pixel) is at step * (c, r) + patch / 2 in level-0 px. With the reader's
-        frame this is exactly ``grid.layer_scale`` / ``grid.layer_translate``.
+        Cell (r, c)'s centre (where napari puts the pixel) is at level-0 (c, r) * step (a centred
+        grid; a corner grid's is half a patch further). With the reader's frame this is exactly
+        ``grid.layer_scale`` / ``grid.layer_translate``.
         """
         step_x, step_y = grid.step_level0
-        patch_x, patch_y = grid.patch_level0
+        cx, cy = grid.cell_centres_level0(np.zeros((1, 2)))[0]
         sy, sx = self.scale_yx
         ty, tx = self.translate_yx
         return {
             "scale": (step_y * sy, step_x * sx),
-            "translate": (patch_y / 2 * sy + ty, patch_x / 2 * sx + tx),
+            "translate": (cy * sy + ty, cx * sx + tx),
         }
 
     def raster_kwargs(self, raster: DisplayRaster) -> dict:
