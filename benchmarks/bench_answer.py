@@ -65,7 +65,7 @@ from napari_metastasis.evaluation.node_slides import (  # noqa: E402
     cell_image,
     draw_node,
 )
-from napari_metastasis.evaluation.nodes import NodeSpec, plan_nodes  # noqa: E402
+from napari_metastasis.evaluation.nodes import ON_GRID_UM, NodeSpec, plan_nodes  # noqa: E402
 
 DEFAULT_WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "napari-metastasis-answer"
 NODES_WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "napari-metastasis-nodes"
@@ -137,7 +137,7 @@ def big_node_spec(cells: int) -> NodeSpec:
         category="macro",
         shape="disc30",
         mpp=BIG_MPP,
-        offset_um=0.0,
+        offset_um=ON_GRID_UM,
         node_cells=cells,
         index=0,
     )

@@ -721,13 +721,19 @@ def node_validation(bench_file: Path) -> dict | None:
     }
 
 
-def recard(results_file: Path, out: Path, readme: Path) -> int:
-    """Rebuild the card from the results file (e.g. after a change of the card's layout)."""
+def recard(results_file: Path, out: Path, readme: Path, data: Path, heatmaps: Path | None) -> int:
+    """Rebuild the card from the results file and the weights in ``out`` (e.g. after a change of
+    the card's layout), with what the pipeline measures again without training: the node
+    validation's file, and the whole metastasis-free slides run with the shipped folder (their
+    regions depend on the pipeline too, e.g. on where the patch grid puts its cells)."""
     from napari_metastasis.models import load_config
     from napari_metastasis.models.safe_weights import build_safe_module
 
     results = json.loads(results_file.read_text())
     results["node_validation"] = node_validation(NODE_VALIDATION_FILE)
+    results["whole_slide_false_positives"] = whole_slide_false_positives(
+        out, data, results["summary"]["threshold"], heatmaps
+    )
     results_file.write_text(json.dumps(results, indent=1, default=float) + "\n")
     ensemble = build_safe_module(out, load_config(out))
     card = build_card(results)
@@ -768,11 +774,11 @@ def main(argv: list[str] | None = None) -> int:
         "--recard",
         action="store_true",
         help="no training: rebuild the card, the model folder's files and the card page's section from "
-        "--results and the weights already in --out",
+        "--results and the weights already in --out, measuring the whole slides again",
     )
     args = parser.parse_args(argv)
     if args.recard:
-        return recard(args.results, args.out, args.readme)
+        return recard(args.results, args.out, args.readme, args.data, args.heatmaps)
     start = time.time()
     load_at_start = os.getloadavg()[0]  # other work on the machine stretches the wall clock
     config = recipe_config(args.quick)

@@ -71,12 +71,13 @@ def _disc_um(image, cx, cy, diameter):
 
 
 def _slides(folder):
-    """{file name: image}; deposits on cell boundaries (multiples of 64 µm) unless discs."""
+    """{file name: image}; deposits on cell boundaries unless discs (cells are centred on
+    multiples of 128 µm, so their edges lie at 64 µm + multiples of 128 µm)."""
     itc = _tissue()
-    _rect_um(itc, 640, 640, 768, 768)  # one cell: 181 µm diagonal
+    _rect_um(itc, 576, 576, 704, 704)  # one cell: 181 µm diagonal
     micro_rect = _tissue()
-    _rect_um(micro_rect, 640, 640, 1280, 1280)  # 640 µm square: 905.1 µm diagonal
-    _rect_um(micro_rect, 2560, 1920, 2688, 2048)  # and an ITC elsewhere
+    _rect_um(micro_rect, 576, 576, 1216, 1216)  # 640 µm square: 905.1 µm diagonal
+    _rect_um(micro_rect, 2496, 1856, 2624, 1984)  # and an ITC elsewhere
     macro_disc = _tissue()
     _disc_um(macro_disc, 1600, 1280, 2400)  # 2.4 mm disc
     micro_disc = _tissue()

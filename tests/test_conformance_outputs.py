@@ -101,7 +101,7 @@ def test_prob_tiff_and_zarr_are_placed_in_micrometres(predicted):
     (node,) = list(Reader(parse_url(str(predicted / f"{STEM}.prob.zarr")))())
     transforms = {t["type"]: t[t["type"]] for t in node.metadata["coordinateTransformations"][0]}
     cell = np.array([3, 5])
-    placed = cell * np.array(transforms["scale"]) + np.array(transforms["translation"])
+    placed = cell * np.array(transforms["scale"]) + np.array(transforms.get("translation", 0.0))
     x, y = prob.grid.cell_centres_level0(cell[None])[0]
     assert placed == pytest.approx([y * prob.grid.mpp_y, x * prob.grid.mpp_x])
 

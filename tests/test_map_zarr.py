@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,7 @@ def test_a_map_on_an_older_corner_grid_keeps_its_translation(tmp_path):
     path = save_zarr(old, tmp_path / "old.prob.zarr", ["normal", "tumor"])
     (multiscale,) = json.loads((path / ".zattrs").read_text())["multiscales"]
     scale, translation = multiscale["datasets"][0]["coordinateTransformations"]
+    assert scale == {"type": "scale", "scale": [32.0, 32.0]}
     assert translation == {"type": "translation", "translation": [16.0, 16.0]}  # cell centres
     assert load_zarr(path).grid.anchor == "corner"
 
@@ -196,6 +198,26 @@ def test_resume_refuses_a_map_from_another_model(tmp_path, slide_and_model):
     assert _predict(slide, model, out) == 0
     other = write_darkness_model(tmp_path / "other", 16, spacing=2.0)
     assert _predict(slide, other, out, "--resume") == 1
+
+
+def test_resume_refuses_a_map_on_an_earlier_builds_corner_grid(tmp_path, slide_and_model, capsys):
+    """A map from before grids were centred keeps its geometry (it opens and shows as made), but
+    the run's cells are not its cells: one sentence, no traceback, and the map is left alone."""
+    slide, model = slide_and_model
+    out = tmp_path / "out"
+    assert _predict(slide, model, out) == 0
+    made = load_zarr(out / "resumable.prob.zarr")
+    stored = {k: v for k, v in made.grid.to_dict().items() if k != "anchor"}  # an earlier build's
+    old = ProbabilityMap.empty(PatchGrid.from_dict(stored), class_name="tumor", model_name="m")
+    shutil.rmtree(out / "resumable.prob.zarr")
+    save_zarr(old, out / "resumable.prob.zarr", ["normal", "tumor"])
+    assert load_zarr(out / "resumable.prob.zarr").grid.anchor == "corner"
+    capsys.readouterr()
+    assert _predict(slide, model, out, "--resume") == 1
+    err = capsys.readouterr().err
+    assert "earlier build whose patches started at the slide's corner" in err
+    assert "Traceback" not in err
+    assert load_zarr(out / "resumable.prob.zarr").grid.anchor == "corner"
 
 
 def test_map_store_module_documents_zarr_version():

@@ -35,6 +35,7 @@ from napari_metastasis.evaluation.node_slides import (
 from napari_metastasis.evaluation.nodes import (
     CELL_UM,
     OFF_GRID_UM,
+    ON_GRID_UM,
     SCAN_40X_MPP,
     NodeSpec,
     plan_nodes,
@@ -45,7 +46,13 @@ from napari_metastasis.slides.slide import Slide
 SPECS = [
     NodeSpec("patient_000_node_0", "patient_000", "negative", None, node_cells=10, index=0),
     NodeSpec(
-        "patient_000_node_1", "patient_000", "itc", "cell2", offset_um=37.0, node_cells=10, index=1
+        "patient_000_node_1",
+        "patient_000",
+        "itc",
+        "cell2",
+        offset_um=OFF_GRID_UM,
+        node_cells=10,
+        index=1,
     ),
     NodeSpec(
         "patient_000_node_2", "patient_000", "micro", "block8x8", mpp=0.25, node_cells=10, index=2
@@ -55,7 +62,7 @@ SPECS = [
         "patient_000",
         "micro",
         "ell10",
-        offset_um=37.0,
+        offset_um=OFF_GRID_UM,
         node_cells=10,
         index=3,
     ),
@@ -116,8 +123,8 @@ def test_tissue_sits_on_and_off_the_model_grid(node_set):
     _, truths = node_set
     for t in truths:
         assert t.tissue_origin_um == 3 * CELL_UM + t.offset_um
-        assert t.on_grid == (t.offset_um == 0)
-    assert {t.offset_um for t in truths} == {0.0, OFF_GRID_UM}
+        assert t.on_grid == (t.offset_um == ON_GRID_UM)
+    assert {t.offset_um for t in truths} == {ON_GRID_UM, OFF_GRID_UM}
 
 
 @pytest.mark.slow
@@ -166,7 +173,7 @@ def test_the_default_set_covers_every_stage_and_both_scans():
         stages.add(pn_stage(cats))
     assert stages == {"pN0", "pN0(i+)", "pN1mi", "pN1", "pN2"}
     assert {s.mpp for s in specs} == {1.0, 0.25}
-    assert {s.offset_um for s in specs} == {0.0, OFF_GRID_UM}
+    assert {s.offset_um for s in specs} == {ON_GRID_UM, OFF_GRID_UM}
     assert len({s.shape for s in specs if s.category == "micro"}) >= 4
     assert len({s.shape for s in specs if s.category == "macro"}) >= 3
 

@@ -103,7 +103,8 @@ def test_region_outlines_keep_their_screen_width_when_zooming(make_napari_viewer
     camera.zoom = 0.01
     assert layer.edge_width[0] == pytest.approx(EDGE_SCREEN_PX / 0.01)
     # data in µm (world), features per ring
-    np.testing.assert_allclose(layer.data[0].min(axis=0), [100.0, 100.0])  # 200 px * 0.5 µm/px
+    # cell 2's square starts 150 px from the corner (cells are centred on multiples of 100 px)
+    np.testing.assert_allclose(layer.data[0].min(axis=0), [75.0, 75.0])  # 150 px * 0.5 µm/px
     assert list(layer.features["role"]) == ["exterior"]
     assert layer.features["area_um2"][0] == pytest.approx(9 * 2500.0)
     regions_layer.show([], [])
@@ -118,10 +119,14 @@ def test_a_map_on_a_new_grid_reuses_the_layer(make_napari_viewer):
     layer = overlay.layer
     overlay.set_map(ProbabilityMap.empty(fine))
     assert overlay.layer is layer and overlay.cell_values().shape == fine.shape
-    f = overlay.raster.factor  # each cell drawn as f × f pixels
+    raster = overlay.raster
+    f = raster.factor  # each cell drawn as f × f pixels
     np.testing.assert_allclose(np.array(layer.scale) * f, fine.layer_scale)
+    # the middle of cell (1, 1)'s pixels is the cell's centre
+    middle = np.array([sum(raster.pixel_range(axis, 1, 2)[:2]) / 2 - 0.5 for axis in (0, 1)])
     np.testing.assert_allclose(
-        np.array(layer.translate) + (f - 1) * np.array(layer.scale) / 2, fine.layer_translate
+        np.array(layer.translate) + middle * np.array(layer.scale),
+        np.array(fine.layer_translate) + np.array(fine.layer_scale),
     )
 
 
@@ -140,9 +145,13 @@ def test_d7_a_refresh_renders_only_the_chunks_a_batch_changed(make_napari_viewer
     prob.values[:] = 0.2
     overlay.refresh()
     data = overlay.layer.data
-    f = overlay.raster.factor
+    raster = overlay.raster
     far = (150, 200)  # a cell in another chunk than the batch below
-    data[far[0] * f, far[1] * f] = 0.77  # a mark that a render of the whole map overwrites
+
+    def pixel(cell: tuple[int, int]) -> tuple[int, int]:
+        return tuple(int(raster.cell_pixels(axis, cell[axis] + 1)[-1]) for axis in (0, 1))
+
+    data[pixel(far)] = 0.77  # a mark that a render of the whole map overwrites
     redraws = []
     overlay.layer.events.set_data.connect(redraws.append)
 
@@ -153,13 +162,17 @@ def test_d7_a_refresh_renders_only_the_chunks_a_batch_changed(make_napari_viewer
     overlay.refresh()
     assert len(redraws) == 1
     assert overlay.layer.data is data  # drawn into the same array, not a new one
-    assert data[3 * f, 4 * f] == pytest.approx(0.9)
-    assert data[far[0] * f, far[1] * f] == pytest.approx(0.77)  # its chunk was not rendered
+    assert data[pixel((3, 4))] == pytest.approx(0.9)
+    assert data[pixel(far)] == pytest.approx(0.77)  # its chunk was not rendered
 
     prob.values[far] = 0.5  # a batch in that chunk redraws it
     overlay.refresh()
-    assert data[far[0] * f, far[1] * f] == pytest.approx(0.5)
+    assert data[pixel(far)] == pytest.approx(0.5)
     np.testing.assert_array_equal(overlay.cell_values(), prob.values)
+    # chunk by chunk, cut at the slide's edges, it is what a render of the whole map draws
+    prob.values[0, :5] = prob.values[-1, -5:] = 0.6  # chunks on the first and last cells
+    overlay.refresh()
+    np.testing.assert_array_equal(data, raster.render(prob.values))
 
 
 def test_d7_regions_computed_again_change_only_the_rings_that_changed(make_napari_viewer):

@@ -259,8 +259,9 @@ def test_d6_file_open_of_a_map_shows_it_placed_as_a_run_with_regions_and_verdict
     np.testing.assert_allclose(view.overlay.layer.translate, expected["translate"])
     np.testing.assert_allclose(view.overlay.layer.scale, expected["scale"])
     # cell (1, 1) is drawn centred on its patch's centre on the slide
-    f = view.overlay.raster.factor
-    centre = view.overlay.layer.data_to_world((1 * f + (f - 1) / 2, 1 * f + (f - 1) / 2))
+    raster = view.overlay.raster
+    middle = [sum(raster.pixel_range(axis, 1, 2)[:2]) / 2 - 0.5 for axis in (0, 1)]
+    centre = view.overlay.layer.data_to_world(middle)
     ((x, y),) = prob.grid.cell_centres_level0(np.array([[1, 1]]))
     np.testing.assert_allclose(centre, sample.data_to_world((y, x)), atol=1e-6)
     assert widget.navigator.table.rowCount() > 0

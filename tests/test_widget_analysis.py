@@ -128,12 +128,19 @@ def test_whole_slide_fills_the_map_and_the_overlay_is_aligned(env, qtbot):
     assert np.all((prob_map.values >= 0) & (prob_map.values <= 1))
     # the overlay shows the map, aligned exactly as the grid says
     overlay = analysis.overlay.layer
-    # each cell is drawn as f × f pixels, cut at the slide's edge
-    f = analysis.overlay.raster.factor
-    np.testing.assert_array_equal(overlay.data[::f, ::f], prob_map.values)
+    # each cell is drawn as f × f pixels, cut at the slide's edges
+    raster = analysis.overlay.raster
+    f = raster.factor
+    np.testing.assert_array_equal(overlay.data, raster.render(prob_map.values))
+    np.testing.assert_array_equal(analysis.overlay.cell_values(), prob_map.values)
     scale, translate = np.array(overlay.scale), np.array(overlay.translate)
     np.testing.assert_allclose(scale * f, prob_map.grid.layer_scale)
-    np.testing.assert_allclose(translate + (f - 1) * scale / 2, prob_map.grid.layer_translate)
+    # the middle of cell (1, 1)'s pixels is its patch's centre
+    middle = np.array([sum(raster.pixel_range(axis, 1, 2)[:2]) / 2 - 0.5 for axis in (0, 1)])
+    np.testing.assert_allclose(
+        translate + middle * scale,
+        np.array(prob_map.grid.layer_translate) + prob_map.grid.layer_scale,
+    )
     assert tuple(overlay.contrast_limits) == (0.0, 1.0)
     # each value is the model's known answer: the darkness of that cell's patch
     grid = prob_map.grid

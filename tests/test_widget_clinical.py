@@ -278,11 +278,12 @@ def test_overlap_half_a_patch_halves_the_grid_step(env, qtbot):
 
 
 def _node_slide(folder, name, deposit_um):
-    """A 2 µm/px slide, white, with a black square deposit of ``deposit_um`` on the grid."""
+    """A 2 µm/px slide, white, with a black square deposit of ``deposit_um`` on the grid (whose
+    cells are centred on multiples of 128 µm: an edge at 320 µm = 160 px)."""
     image = np.full((800, 800, 3), 255, np.uint8)
     if deposit_um:
         side = round(deposit_um / 2)
-        image[128 : 128 + side, 128 : 128 + side] = 0
+        image[160 : 160 + side, 160 : 160 + side] = 0
     return write_pyramid_tiff(folder / name, image, mpp=2.0)
 
 

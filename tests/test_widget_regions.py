@@ -49,7 +49,7 @@ def synthetic_map(slide_path) -> ProbabilityMap:
     values[3, 3] = 0.2  # ... one of them low: a hole
     values[9:11, 5:8] = 0.6  # 6 cells just above 0.5
     values[10, 1] = 0.95  # two single cells
-    values[8, 0] = 0.95
+    values[8, 3] = 0.95
     return confirm_every_candidate(prob)
 
 
@@ -73,12 +73,17 @@ def test_loading_a_map_shows_the_overlay_aligned_and_nan_transparent(env):
     viewer, widget, _layer, prob, saved = env
     analysis = widget.load_analysis(saved)
     overlay = analysis.overlay.layer
-    # each cell is drawn as f × f pixels, cut at the slide's edge
-    f = analysis.overlay.raster.factor
-    np.testing.assert_array_equal(overlay.data[::f, ::f], prob.values)
+    # each cell is drawn as f × f pixels, cut at the slide's edges
+    raster = analysis.overlay.raster
+    f = raster.factor
+    np.testing.assert_array_equal(overlay.data, raster.render(prob.values))
     scale, translate = np.array(overlay.scale), np.array(overlay.translate)
     np.testing.assert_allclose(scale * f, prob.grid.layer_scale)
-    np.testing.assert_allclose(translate + (f - 1) * scale / 2, prob.grid.layer_translate)
+    # the middle of cell (1, 1)'s pixels is its patch's centre
+    middle = np.array([sum(raster.pixel_range(axis, 1, 2)[:2]) / 2 - 0.5 for axis in (0, 1)])
+    np.testing.assert_allclose(
+        translate + middle * scale, np.array(prob.grid.layer_translate) + prob.grid.layer_scale
+    )
     # napari draws NaN cells transparent: the unanalysed top row shows the slide unchanged
     viewer.reset_view()
     with_overlay = viewer.screenshot(canvas_only=True, flash=False)
@@ -133,8 +138,9 @@ def test_threshold_changes_number_and_area_of_contours(env, qtbot):
     rows = exterior_rows(regions_layer(widget))
     grid = prob.grid
     analysed = ~np.isnan(prob.values)
-    # the bottom row and right column of cells stick out of the slide and are clipped to it
-    rows_in = grid.height / grid.step_level0[1] - 1  # rows 1.. inside the slide
+    # the edge cells stick out of the slide and are clipped to it; row 0 (centred on the top
+    # edge) is not analysed, so the region starts half a step below it
+    rows_in = grid.height / grid.step_level0[1] - 0.5
     cols_in = grid.width / grid.step_level0[0]
     assert rows["area_um2"].iloc[0] == pytest.approx(rows_in * cols_in * cell_um2, rel=1e-6)
     assert analysed.sum() > rows_in * cols_in
@@ -156,7 +162,8 @@ def test_holes_survive_into_the_layer_and_its_export(env):
     assert len(polygon.interiors) == 1
     hole = polygon.interiors[0]
     step_x, step_y = prob.grid.step_level0
-    assert hole.bounds == pytest.approx((3 * step_x, 3 * step_y, 4 * step_x, 4 * step_y))
+    # cell (3, 3)'s square, centred on 3 steps
+    assert hole.bounds == pytest.approx((2.5 * step_x, 2.5 * step_y, 3.5 * step_x, 3.5 * step_y))
     assert polygon.area * prob.grid.mpp_x * prob.grid.mpp_y == pytest.approx(big["area_um2"])
 
 
@@ -190,13 +197,13 @@ def test_clicking_a_region_in_the_navigator_moves_the_camera_there(env, qtbot):
     )
     zoom_before = viewer.scene.camera.zoom
     table.itemClicked.emit(table.item(target_row, 0))
-    # the 0.6 block is cells rows 9-10, cols 5-7: its centre in µm
+    # the 0.6 block is cells rows 9-10, cols 5-7 (centred on multiples of the step): its centre
     step = prob.grid.step_um
-    expected = ((9 + 11) / 2 * step, (5 + 8) / 2 * step)
+    expected = ((9 + 10) / 2 * step, (5 + 7) / 2 * step)
     np.testing.assert_allclose(viewer.scene.camera.center[-2:], expected, atol=1.0)
     assert viewer.scene.camera.zoom > zoom_before
     y0, x0, y1, x1 = selection.visible_world_rect(viewer)
-    assert y0 <= 9 * step and y1 >= 11 * step and x0 <= 5 * step and x1 >= 8 * step
+    assert y0 <= 8.5 * step and y1 >= 10.5 * step and x0 <= 4.5 * step and x1 >= 7.5 * step
     # its shape is selected in the layer
     shapes = regions_layer(widget)
     index = widget.navigator.index_at_row(target_row)
@@ -425,7 +432,7 @@ def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
 
     # a Camelyon-size node's map (134 x 134 cells of 80 µm, ~800 regions at its threshold) too
     node = PatchGrid(134 * 320, 134 * 320, 0.25, 0.25, 80, 1.0)
-    assert node.shape == (134, 134)
+    assert node.shape == (135, 135)  # cells centred on multiples of 80 µm: half ones at the edges
     assert regions_control.in_background(analysis_of(ProbabilityMap.empty(node)))
     small = synthetic_map(layer.metadata["slide_path"])  # 13 × 18 cells: at once
     assert not regions_control.in_background(analysis_of(small))

@@ -14,7 +14,8 @@ cell is a PCam negative. The truth of a node is therefore geometry, not a pathol
 * **Category** from that size (AJCC: ITC <= 0.2 mm, micro <= 2 mm, macro > 2 mm); negative nodes
   hold no tumour cell. **pN stage** per patient of five nodes, by Camelyon17's rules.
 * **Placement**: the tissue starts ``MARGIN_CELLS`` cells from the slide's corner, plus ``offset_um``
-  (0: cells lie exactly on the model's 80-µm grid; 37 µm: every patch straddles four cells).
+  (``ON_GRID_UM``, 40 µm: cells lie exactly on the model's 80-µm grid, whose cells are centred on
+  multiples of 80 µm; ``OFF_GRID_UM``, 77 µm: every patch straddles four cells).
 
 Units: cells (row, col) inside the tissue square; µm from the slide's top-left corner; level-0 px
 only where a scan resolution is given (``mpp``).
@@ -34,8 +35,11 @@ from napari_metastasis.clinical.staging import deposit_category, greatest_dimens
 CELL_UM = 80.0
 #: Glass around the tissue, in cells (so on-grid tissue starts on a grid line).
 MARGIN_CELLS = 3
-#: The off-grid shift: not a multiple of any stride in use (µm).
-OFF_GRID_UM = 37.0
+#: The on-grid shift: the model's cells are centred on multiples of its step, so their edges lie
+#: half a cell past them (µm).
+ON_GRID_UM = CELL_UM / 2
+#: The off-grid shift: 37 µm from the grid's edges, not a multiple of any stride in use (µm).
+OFF_GRID_UM = ON_GRID_UM + 37.0
 #: Scan resolutions of the set: 1 µm/px (the model's), and a 40x scan the reader must pick a level of.
 SCAN_MPP = 1.0
 SCAN_40X_MPP = 0.25
@@ -100,7 +104,7 @@ class NodeSpec:
     category: str  # the planned category: negative, itc, micro, macro
     shape: str | None  # a key of SHAPES; None for a negative node
     mpp: float = SCAN_MPP
-    offset_um: float = 0.0
+    offset_um: float = ON_GRID_UM
     node_cells: int = 32
     index: int = 0  # the node's number in the set (its random stream)
 
@@ -130,7 +134,7 @@ def plan_nodes(n_nodes: int = 40, seed: int = 0, node_cells: int = 32) -> list[N
                     category=category,
                     shape=shape or None,
                     mpp=SCAN_40X_MPP if scan_40x else SCAN_MPP,
-                    offset_um=OFF_GRID_UM if index % 2 else 0.0,
+                    offset_um=OFF_GRID_UM if index % 2 else ON_GRID_UM,
                     node_cells=node_cells,
                     index=index,
                 )
@@ -166,7 +170,8 @@ class NodeTruth:
 
     @property
     def on_grid(self) -> bool:
-        return self.offset_um % CELL_UM == 0
+        """Whether the tissue's cells are the model's cells (edges half a cell past multiples)."""
+        return (self.offset_um - ON_GRID_UM) % CELL_UM == 0
 
     def deposit_um(self) -> BaseGeometry:
         """The deposit as one geometry in µm from the slide's corner (empty for a negative node)."""

@@ -161,9 +161,7 @@ class ProbabilityMap:
         per_cm = 1e4 / grid.step_um
         fx, fy = grid.level0_to_um(np.array([grid.footprint_origin_level0]))[0] / 1e4
         extratags = [
-            (tag, 5, 1, _rational(cm), True)
-            for tag, cm in ((286, fx), (287, fy))
-            if cm >= 0.0
+            (tag, 5, 1, _rational(cm), True) for tag, cm in ((286, fx), (287, fy)) if cm >= 0.0
         ]
         with atomic_path(path) as tmp:
             tifffile.imwrite(

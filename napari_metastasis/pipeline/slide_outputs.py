@@ -241,6 +241,12 @@ def _open_store(
                 shutil.rmtree(live, ignore_errors=True)
                 shutil.copytree(previous, live)
             store = ZarrMapWriter.resume(live)
+            if store.prob_map.grid.anchor != grid.anchor:
+                raise MetastasisError(
+                    f"{previous.name}: made by an earlier build whose patches started at the "
+                    "slide's corner, not centred on the grid; cannot resume it (run without "
+                    "--resume to start again)"
+                )
             if store.prob_map.grid != grid or store.class_names != list(model.class_names):
                 raise MetastasisError(
                     f"{previous.name}: made with another model, grid or slide resolution than "

@@ -43,6 +43,17 @@ class DisplayRaster:
         (y0, x0), (h, w) = self.skip, self.shape
         return np.ascontiguousarray(image[y0 : y0 + h, x0 : x0 + w])
 
+    def pixel_range(self, axis: int, start: int, stop: int) -> tuple[int, int, int]:
+        """The image pixels [a, b) along ``axis`` (0: y, 1: x) that show cells [start, stop), and
+        how many pixels of cell ``start`` were cut before ``a`` (by the slide's edge)."""
+        first = start * self.factor - self.skip[axis]
+        a, b = max(first, 0), min(stop * self.factor - self.skip[axis], self.shape[axis])
+        return a, b, a - first
+
+    def cell_pixels(self, axis: int, cells: int) -> np.ndarray:
+        """One image pixel of each of ``cells`` cells along ``axis``: its first one shown."""
+        return np.maximum(np.arange(cells) * self.factor - self.skip[axis], 0)
+
 
 @dataclass(frozen=True)
 class PatchGrid:

@@ -94,8 +94,9 @@ class ProbabilityOverlay(LazyLayer):
 
     def cell_values(self) -> np.ndarray:
         """The (rows, cols) values the layer shows, one per cell (for checks)."""
-        f = self.raster.factor
-        return np.asarray(self.layer.data)[::f, ::f]
+        raster, (rows, cols) = self.raster, self.prob_map.grid.shape
+        pick = np.ix_(raster.cell_pixels(0, rows), raster.cell_pixels(1, cols))
+        return np.asarray(self.layer.data)[pick]
 
     def build(self) -> Any:
         from napari.layers import Image
@@ -140,11 +141,12 @@ class ProbabilityOverlay(LazyLayer):
                 return False
             f = raster.factor
             for rows, cols in chunks:
-                target = data[rows.start * f : rows.stop * f, cols.start * f : cols.stop * f]
+                ya, yb, y_cut = raster.pixel_range(0, rows.start, rows.stop)
+                xa, xb, x_cut = raster.pixel_range(1, cols.start, cols.stop)
                 block = values[rows, cols]
                 if f > 1:
                     block = np.repeat(np.repeat(block, f, axis=0), f, axis=1)
-                target[...] = block[: target.shape[0], : target.shape[1]]
+                data[ya:yb, xa:xb] = block[y_cut : y_cut + yb - ya, x_cut : x_cut + xb - xa]
                 shown[rows, cols] = values[rows, cols]
             try:  # the layer's extent is unchanged: napari need not work out the dims again
                 layer.refresh(extent=False)
