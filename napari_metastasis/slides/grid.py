@@ -188,10 +188,8 @@ class PatchGrid:
         indexes past its mask and crashes. Every point returned lies on the slide and floors to a
         pixel of it (0 <= x < width).
         """
-        centres = self.cell_centres_level0(cells)
         boxes = self.cell_boxes(cells).astype(np.float64)
-        lo, hi = boxes[:, :2], boxes[:, :2] + boxes[:, 2:]
-        points = np.where((centres >= lo) & (centres < hi), centres, lo + boxes[:, 2:] / 2)
+        points = boxes[:, :2] + boxes[:, 2:] / 2
         limit = np.array([self.width, self.height], dtype=np.float64)
         return np.clip(points, 0.0, np.nextafter(limit, 0.0))
 
