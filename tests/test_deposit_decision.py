@@ -31,7 +31,7 @@ from napari_metastasis.clinical.decision import (
     stamp_rule,
 )
 from napari_metastasis.clinical.region_annotations import regions_to_annotations
-from napari_metastasis.clinical.staging import measure_regions, slide_verdict
+from napari_metastasis.clinical.staging import greatest_dimension_um, measure_regions, slide_verdict
 from napari_metastasis.clinical.summary import (
     FORMAT_TAG,
     SlideSummary,
@@ -398,3 +398,24 @@ def test_a_drawn_region_without_decision_counts():
     drawn = Region(1, shapely.box(0, 0, 300, 300), 9e4, 0.0, 0.0, 9)
     summary = summarise_regions([drawn], prob, slide="s", stem="s", threshold=0.5, model="m")
     assert summary.verdict.category == "micro" and summary.decision is None
+
+
+def test_the_smallest_deposit_a_rule_can_confirm_decides_whether_it_sees_itc():
+    """Isodiametric bound: n step squares are at least as wide as the disc of their area. The
+    bundled rule (6 patches of 80 µm: 0.22 mm at least) never confirms a deposit of 0.2 mm or
+    less; a rule of 4 such patches (0.18 mm) can."""
+    import math
+
+    from napari_metastasis.clinical.decision import DecisionRule
+
+    bundled = DecisionRule(0.9, 2, 6)
+    assert bundled.smallest_confirmable_mm(80) == pytest.approx(0.16 * math.sqrt(6 / math.pi))
+    assert bundled.smallest_confirmable_mm(80) > 0.2
+    note = bundled.itc_note(80)
+    assert note.startswith("Isolated tumour cells are not assessed")
+    assert "at least 6 patches of 80 µm" in note and "0.22 mm" in note
+    assert DecisionRule(0.9, 2, 4).itc_note(80) == ""
+    assert DecisionRule(0.9, 7, 1).itc_note(80) != ""  # seeds count as patches too
+    # every shape of 6 cells measures more than 0.2 mm, as the bound says: a 2 x 3 block
+    block = shapely.box(0, 0, 160, 240)
+    assert greatest_dimension_um(block, 1.0) / 1000 > bundled.smallest_confirmable_mm(80)

@@ -52,6 +52,8 @@ def test_sample_end_to_end_with_the_bundled_model(project_env, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "CMU-1-Small-Region" in proc.stdout
     assert "patch" in proc.stderr  # the tqdm bar went to stderr
+    # pN0 from the bundled rule (6 patches of 80 µm) does not exclude isolated tumour cells
+    assert "pN0" in proc.stdout and "Note: Isolated tumour cells are not assessed" in proc.stdout
     stem = out / "CMU-1-Small-Region"
     table = pd.read_csv(f"{stem}.csv")
     assert list(table.columns) == ["minx", "miny", "width", "height", "prob_normal", "prob_tumor"]

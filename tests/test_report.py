@@ -249,3 +249,53 @@ def test_the_line_on_unconfirmed_candidates_lies_inside_a_slide_page_with_deposi
     assert "5 candidate regions (with a seed patch) not confirmed" in text
     assert "not in the verdict, all in node.summary.json." in text
     assert _text_outside_the_page(pdf_path) == []
+
+
+def _negative_patient(folder, rule) -> Path:
+    """Five negative nodes of one patient whose summaries name ``rule`` (a DecisionRule)."""
+    from napari_metastasis.clinical.decision import DecisionRule
+
+    assert isinstance(rule, DecisionRule)
+    summaries = []
+    for node in range(5):
+        s = _summary(f"patient_009_node_{node}.tif", [])
+        s.decision = rule.to_dict()
+        summaries.append(s)
+        with OutputSet(folder, s.stem) as outputs:
+            write_summary(outputs.folder, s)
+            _heatmap(outputs.folder, s.stem, node)
+    write_stages(folder, patient_stages(summaries), [f"{s.stem}.summary.json" for s in summaries])
+    return folder
+
+
+def test_a_rule_that_cannot_confirm_itc_says_so_and_pn0_does_not_claim_none_were_found(tmp_path):
+    """A negative verdict from a rule that needs 6 patches of 112 µm cannot exclude isolated
+    tumour cells: the summary, and the report's pN0 line, say so (the report used to read "no
+    metastasis or isolated tumour cells found"); a rule of one patch can see them and says
+    nothing."""
+    import json
+
+    from napari_metastasis.clinical.decision import DecisionRule
+
+    blind = DecisionRule(0.9, 2, 6, source="test")
+    folder = _negative_patient(tmp_path / "blind", blind)
+    data = json.loads((folder / "patient_009_node_0.summary.json").read_text())
+    assert data["itc_assessed"] is False
+    assert "Isolated tumour cells are not assessed" in data["limitation"]
+    assert "at least 6 patches of 112 µm" in data["limitation"]
+    write_reports(folder, tmp_path / "blind-reports", date=dt.date(2026, 12, 7))
+    text = " ".join(_page_text(tmp_path / "blind-reports" / "patient_009.report.pdf", 0).split())
+    assert "pN0" in text
+    assert "no metastasis or isolated tumour cells found" not in text
+    assert "isolated tumour cells not assessed" in text
+    assert "pN0 does not exclude pN0(i+)" in text
+    # the note takes lines of its own: every line still lies inside the page
+    assert _text_outside_the_page(tmp_path / "blind-reports" / "patient_009.report.pdf") == []
+
+    seeing = DecisionRule(0.9, 1, 1, source="test")
+    folder = _negative_patient(tmp_path / "seeing", seeing)
+    data = json.loads((folder / "patient_009_node_0.summary.json").read_text())
+    assert data["itc_assessed"] is True and data["limitation"] == ""
+    write_reports(folder, tmp_path / "seeing-reports", date=dt.date(2026, 12, 7))
+    text = " ".join(_page_text(tmp_path / "seeing-reports" / "patient_009.report.pdf", 0).split())
+    assert "no metastasis or isolated tumour cells found" in text

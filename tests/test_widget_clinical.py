@@ -195,14 +195,20 @@ def test_verdict_counts_only_confirmed_deposits_and_candidates_are_styled_apart(
 
     # without the deposit, the candidates alone make no verdict
     widget.delete_regions([view.regions.index(confirmed[0])])
-    assert verdict.text == "Negative — no confirmed deposit (1 candidate region not confirmed)"
+    # (2 patches of 128 µm measure at least 0.2 mm: the rule cannot confirm an ITC, and says so)
+    assert verdict.text == (
+        "Negative — no confirmed deposit (1 candidate region not confirmed)\n"
+        "Isolated tumour cells are not assessed."
+    )
     assert verdict.report_button.isEnabled()  # a report can still be written
     widget.restore_regions()
     # the live threshold changes the candidates; the decision is made again on the new ones
     widget.display.threshold.value = 0.92
     widget.update_contours()
     assert [(r.n_cells, r.confirmed) for r in view.regions] == [(1, False)]
-    assert verdict.text == "Negative — no confirmed deposit (1 candidate region not confirmed)"
+    assert verdict.text.startswith(
+        "Negative — no confirmed deposit (1 candidate region not confirmed)\n"
+    )
     widget.display.threshold.value = 0.7
     widget.update_contours()
     assert [(r.n_cells, r.confirmed) for r in view.regions] == [(1, False), (35, True)]
@@ -426,3 +432,32 @@ def test_report_button_writes_on_a_worker_thread_and_says_where(env, tmp_path, q
     )
     assert threads and threads[0] is not threading.main_thread()
     assert (tmp_path / "out" / "CMU-1-Small-Region.report.pdf").is_file()
+
+
+@pytest.mark.parametrize("min_patches, blind", [(6, True), (1, False)])
+def test_a_negative_verdict_says_when_the_rule_cannot_see_isolated_tumour_cells(
+    env, tmp_path, min_patches, blind
+):
+    """A rule that needs 6 patches of 128 µm cannot confirm a deposit of 0.2 mm or less: under a
+    negative verdict the panel says that isolated tumour cells were not assessed (the full reason
+    in the tooltip); under a rule of one patch it says nothing more."""
+    from napari_metastasis.clinical.decision import stamp_rule
+
+    _viewer, widget, layer = env
+    prob = synthetic_map(layer.metadata["slide_path"])
+    prob.values[prob.values > 0.5] = 0.05
+    prob.values[10, 1] = 0.95  # one seeded cell: a candidate at most
+    rule = {"seed_threshold": 0.99, "min_seed_patches": 1, "min_patches": min_patches}
+    stamp_rule(prob, {"napari_metastasis_decision": {**rule, "source": "test"}})
+    widget.load_analysis(prob.save(tmp_path / f"rule{min_patches}.tif"), quiet=True)
+    widget.display.threshold.value = 0.5
+    widget.update_contours()
+    verdict = widget.verdict_panel
+    first, *rest = verdict.text.split("\n")
+    assert first.startswith("Negative")
+    if blind:
+        assert rest == ["Isolated tumour cells are not assessed."]
+        assert "at least 6 patches of 128 µm" in verdict.label.toolTip()
+        assert "pN0 does not exclude pN0(i+)" in verdict.label.toolTip()
+    else:
+        assert rest == [] and "not assessed" not in verdict.label.toolTip()

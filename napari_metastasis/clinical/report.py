@@ -69,6 +69,9 @@ FOOT_Y = 0.035
 #: A row of the deposit table, and the line under it that counts the deposits not listed (page
 #: fractions: 14 pt and 17 pt, for 8 pt text)
 ROW_HEIGHT = 0.0166
+#: The patient page's table of slides: its top and the height of a row (page fractions).
+SUMMARY_TABLE_TOP = 0.78
+SUMMARY_ROW_HEIGHT = 0.025
 NOTE_HEIGHT = 0.02
 #: Regions listed on a slide page; the rest are counted (all are in the summary JSON).
 MAX_TABLE_ROWS = 22
@@ -83,6 +86,8 @@ STAGE_MEANINGS = {
     "pN1": "metastases in 1 to 3 nodes, at least one macrometastasis (larger than 2 mm)",
     "pN2": "metastases in 4 to 9 nodes, at least one macrometastasis (larger than 2 mm)",
 }
+#: pN0's meaning when the deposit rule cannot confirm isolated tumour cells (its itc_note).
+PN0_ITC_NOT_ASSESSED = "no micro- or macrometastasis found; isolated tumour cells not assessed"
 
 
 def write_patient_report(
@@ -217,6 +222,7 @@ def _summary_page(
     patient: PatientStage, summaries: Sequence[SlideSummary], date: dt.date
 ) -> Figure:
     fig = _page()
+    itc_notes = sorted({note for s in summaries if (note := s.itc_note())})
     fig.text(0.08, 0.95, f"Patient {patient.patient}", fontsize=18, weight="bold", va="top")
     fig.text(0.08, 0.915, "Lymph-node metastases: size and pN stage", fontsize=11, va="top")
     if patient.missing:  # never a stage from some of the nodes without saying so
@@ -232,7 +238,10 @@ def _summary_page(
         )
     else:
         fig.text(0.08, 0.87, patient.stage, fontsize=34, weight="bold", va="top", color="#222222")
-        fig.text(0.08, 0.815, STAGE_MEANINGS[patient.stage], fontsize=11, va="top")
+        meaning = STAGE_MEANINGS[patient.stage]
+        if patient.stage == "pN0" and itc_notes:  # the rule could not have seen them
+            meaning = PN0_ITC_NOT_ASSESSED
+        fig.text(0.08, 0.815, meaning, fontsize=11, va="top")
 
     rows = []
     for summary in summaries:
@@ -246,19 +255,21 @@ def _summary_page(
                 str(len(summary.unconfirmed)),
             ]
         )
-    ax = fig.add_axes((0.08, 0.45, 0.84, 0.33))
+    # the table as tall as its rows, and the notes right under it (a fixed table box left the
+    # notes too little room when a rule needed three lines and a limitation two more)
+    table_height = (len(rows) + 1) * SUMMARY_ROW_HEIGHT
+    ax = fig.add_axes((0.08, SUMMARY_TABLE_TOP - table_height, 0.84, table_height))
     ax.axis("off")
     if rows:
         table = ax.table(
             cellText=rows,
             colLabels=["slide", "verdict", "largest deposit", "deposits", "not confirmed"],
             colWidths=[0.33, 0.23, 0.18, 0.1, 0.16],
-            loc="upper center",
+            bbox=Bbox.from_bounds(0.0, 0.0, 1.0, 1.0),
             cellLoc="left",
         )
         table.auto_set_font_size(False)
         table.set_fontsize(9)
-        table.scale(1, 1.4)
         for i, summary in enumerate(summaries, start=1):
             table[i, 1].set_facecolor(CATEGORY_TINTS[summary.verdict.category])
 
@@ -281,11 +292,13 @@ def _summary_page(
         "pN stage by the Camelyon17 rules (one slide per lymph node; ITC do not count as involved).",
         "Deposit decision: only confirmed deposits count (candidates are listed apart). Rule:",
         *(f"   {part}" for rule in rules for part in _split_source(rule)),
+        *itc_notes,
         f"Report date: {date.isoformat()}",
     ]
     # every line fits between the margins (a long one wraps), and the disclaimer stays below
     # the last of them however many there are
-    bottom = _text_lines(fig, SUMMARY_MARGINS, 0.40, lines, fontsize=9, spacing=0.025)
+    top = SUMMARY_TABLE_TOP - table_height - 0.03
+    bottom = _text_lines(fig, SUMMARY_MARGINS, top, lines, fontsize=9, spacing=0.025)
     _text_lines(
         fig,
         SUMMARY_MARGINS,

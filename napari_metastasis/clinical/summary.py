@@ -104,6 +104,8 @@ class SlideSummary:
             "patches": self.patches,
             "patches_first_pass_only": self.patches_first_pass_only,
             "decision": self.decision,
+            "itc_assessed": not self.itc_note(),
+            "limitation": self.itc_note(),
             "regions_above_threshold": len(self.deposits),
             "candidates": sum(d.is_candidate for d in self.deposits),
             "confirmed": sum(d.confirmed for d in self.deposits),
@@ -140,17 +142,30 @@ class SlideSummary:
         """Candidate regions (holding a seed patch) the decision did not confirm."""
         return [d for d in self.deposits if d.is_candidate and not d.confirmed]
 
-    def rule_text(self) -> str:
-        """The decision rule in one line ("" for a summary written before the decision)."""
+    def rule(self) -> DecisionRule | None:
+        """The deposit decision's rule (None for a summary written before it, or unreadable)."""
         if not self.decision:
-            return ""
+            return None
         from napari_metastasis.clinical.decision import DecisionRule
         from napari_metastasis.errors import ModelError
 
         try:
-            return DecisionRule.from_dict(self.decision, "summary").describe()
+            return DecisionRule.from_dict(self.decision, "summary")
         except ModelError:
-            return str(self.decision)
+            return None
+
+    def itc_note(self) -> str:
+        """The rule's :meth:`~napari_metastasis.clinical.decision.DecisionRule.itc_note` on this
+        slide's grid ("" when isolated tumour cells can be confirmed, or no rule is recorded)."""
+        rule = self.rule()
+        return rule.itc_note(self.stride_um) if rule is not None else ""
+
+    def rule_text(self) -> str:
+        """The decision rule in one line ("" for a summary written before the decision)."""
+        if not self.decision:
+            return ""
+        rule = self.rule()
+        return rule.describe() if rule is not None else str(self.decision)
 
 
 def summarise_regions(

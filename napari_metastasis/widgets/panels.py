@@ -40,6 +40,7 @@ def record_regions(state: SlideAnalysis, view: AnalysisView, threshold: float) -
         edited=bool(view.edits),
         stride_um=float(grid.step_um),
         rule_text=rule_of(view, threshold).describe(),
+        limitation=rule_of(view, threshold).itc_note(grid.step_um),
         shown=view.regions_layer.is_shown(),
         caution=first_pass_caution(view.prob_map, threshold),
     )
@@ -91,4 +92,6 @@ class SelectedSlideViews:
             deposits=state.deposits,
             caution=state.caution,
         )
-        self.verdict.set_verdict(state.verdict, state.stride_um, state.rule_text)
+        self.verdict.set_verdict(
+            state.verdict, state.stride_um, state.rule_text, limitation=state.limitation
+        )

@@ -87,6 +87,8 @@ class SlideAnalysis:
     edited: bool = False
     stride_um: float | None = None
     rule_text: str = ""
+    #: what the rule cannot see (DecisionRule.itc_note), shown under a negative verdict
+    limitation: str = ""
     shown: bool = False
     #: a sentence under the region list, e.g. that regions below the threshold the first-pass
     #: shortcut ran at may miss settled patches ("" for none)
@@ -142,6 +144,7 @@ class SlideAnalysis:
         rule_text: str = "",
         shown: bool = True,
         caution: str = "",
+        limitation: str = "",
     ) -> None:
         """The regions at the current threshold and the verdict measured from them, and what
         the region list shows of them; one :attr:`revision` for the whole change."""
@@ -153,6 +156,7 @@ class SlideAnalysis:
         self.edited = bool(edited)
         self.stride_um = stride_um
         self.rule_text = rule_text
+        self.limitation = limitation
         self.shown = bool(shown)
         self.caution = caution
         self.revision += 1

@@ -52,10 +52,11 @@ class VerdictPanel(QWidget):
         stride_um: float | None = None,
         rule: str = "",
         running: bool = False,
+        limitation: str = "",
     ) -> None:
         """Show ``verdict`` (None: nothing analysed; ``running``: a run is under way);
         ``stride_um`` is the grid step it was measured on, ``rule`` the deposit decision's rule
-        in words."""
+        in words, ``limitation`` what the rule cannot see (shown under a negative verdict)."""
         self.verdict = verdict
         self.report_button.setEnabled(verdict is not None)
         if verdict is None:
@@ -63,7 +64,11 @@ class VerdictPanel(QWidget):
             self.label.setStyleSheet("")
             self.label.setToolTip("")
             return
-        self.label.setText(verdict.sentence())
+        negative = verdict.category == "negative"
+        short = limitation.split(":")[0].rstrip(".") + "." if limitation else ""
+        self.label.setText(
+            f"{verdict.sentence()}\n{short}" if negative and short else verdict.sentence()
+        )
         self.label.setStyleSheet(
             f"font-weight: bold; color: {CATEGORY_COLOURS[verdict.category]};"
             if verdict.category != "negative"
@@ -77,6 +82,8 @@ class VerdictPanel(QWidget):
             tip += f". {n} candidate region{'s' * (n != 1)} not confirmed (not counted)"
         if rule:
             tip += f". Deposit rule: {rule}"
+        if limitation:
+            tip += f". {limitation.rstrip('.')}"
         self.label.setToolTip(tip + ". Research use, not a diagnosis.")
 
     @property
