@@ -721,18 +721,27 @@ def node_validation(bench_file: Path) -> dict | None:
     }
 
 
-def recard(results_file: Path, out: Path, readme: Path, data: Path, heatmaps: Path | None) -> int:
+def recard(
+    results_file: Path,
+    out: Path,
+    readme: Path,
+    data: Path = DEFAULT_DATA,
+    heatmaps: Path | None = PROJECT_ROOT / "resources",
+) -> int:
     """Rebuild the card from the results file and the weights in ``out`` (e.g. after a change of
     the card's layout), with what the pipeline measures again without training: the node
-    validation's file, and the whole metastasis-free slides run with the shipped folder (their
-    regions depend on the pipeline too, e.g. on where the patch grid puts its cells)."""
+    validation's file, and the whole metastasis-free slides run with the shipped folder at the
+    card's threshold (the decision's region threshold once one is chosen): their regions depend
+    on the pipeline too, e.g. on where the patch grid puts its cells."""
     from napari_metastasis.models import load_config
     from napari_metastasis.models.safe_weights import build_safe_module
 
     results = json.loads(results_file.read_text())
     results["node_validation"] = node_validation(NODE_VALIDATION_FILE)
+    decision = results.get("decision") or {}
+    threshold = decision.get("region_threshold", results["summary"]["threshold"])
     results["whole_slide_false_positives"] = whole_slide_false_positives(
-        out, data, results["summary"]["threshold"], heatmaps
+        out, data, threshold, heatmaps
     )
     results_file.write_text(json.dumps(results, indent=1, default=float) + "\n")
     ensemble = build_safe_module(out, load_config(out))

@@ -88,6 +88,14 @@ def test_sample_end_to_end_with_the_bundled_model(project_env, tmp_path):
     assert summary["regions_above_threshold"] == len(collection["features"]) > 0
     assert summary["candidates"] <= summary["regions_above_threshold"]
     assert "CMU-1-Small-Region pN0" in proc.stdout
+    # the model card's whole-slide check is this very run: the same regions at its threshold
+    from napari_metastasis.models.registry import BUNDLED_DIR
+
+    card = json.loads((BUNDLED_DIR / "default" / "model_card.json").read_text())
+    assert summary["threshold"] == card["threshold"]
+    checked = card["whole_slide_false_positives"]["CMU-1-Small-Region"]
+    assert checked["regions at the threshold"] == summary["regions_above_threshold"]
+    assert checked["patches"] == summary["patches"]
     heatmap = Image.open(f"{stem}.heatmap.png")
     assert max(heatmap.size) == 1024 and heatmap.mode == "RGB"
     assert _no_partial_files(out)
