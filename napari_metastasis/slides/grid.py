@@ -1,8 +1,9 @@
 """The patch grid: the one place that converts between level-0 pixels, µm and patch cells.
 
 A grid depends only on the slide's size and resolution and on the model's patch size and spacing.
-Cell (row, col) is centred on level-0 µm (row, col) x step (``anchor="centre"``): the first row and
-column reach half a patch past the slide's top and left edges, where the slide is read as white.
+Cell (row, col) is centred on (row, col) x step µm from the slide's top-left corner
+(``anchor="centre"``): the first row and column reach half a patch past the slide's top and left
+edges, where the slide is read as white.
 That is the pixel convention of OME-NGFF and napari (pixel i's centre at i x scale), so a map needs
 no translation, and readers that drop one (napari-ome-zarr 0.10) still place it right. Maps written
 before had their patches start at the slide's corner (``anchor="corner"``); their stored grid says
