@@ -59,7 +59,12 @@ def predict_folder(tmp_path):
         _summary("patient_007_node_2.tif", []),
         _summary("other.svs", [(100, 100, 250, 200)]),
     ]
-    for i, s in enumerate(summaries):  # each slide's files as one set, as predict writes them
+    return _write_run(folder, summaries)
+
+
+def _write_run(folder: Path, summaries: list[SlideSummary]) -> Path:
+    """Each slide's summary and heatmap as one set, as predict writes them, then stages.csv."""
+    for i, s in enumerate(summaries):
         with OutputSet(folder, s.stem) as outputs:
             write_summary(outputs.folder, s)
             _heatmap(outputs.folder, s.stem, i)
@@ -256,16 +261,11 @@ def _negative_patient(folder, rule) -> Path:
     from napari_metastasis.clinical.decision import DecisionRule
 
     assert isinstance(rule, DecisionRule)
-    summaries = []
-    for node in range(5):
-        s = _summary(f"patient_009_node_{node}.tif", [])
+    summaries = [_summary(f"patient_009_node_{node}.tif", []) for node in range(5)]
+    for s in summaries:
         s.decision = rule.to_dict()
-        summaries.append(s)
-        with OutputSet(folder, s.stem) as outputs:
-            write_summary(outputs.folder, s)
-            _heatmap(outputs.folder, s.stem, node)
-    write_stages(folder, patient_stages(summaries), [f"{s.stem}.summary.json" for s in summaries])
-    return folder
+    folder.mkdir(parents=True)
+    return _write_run(folder, summaries)
 
 
 def test_a_rule_that_cannot_confirm_itc_says_so_and_pn0_does_not_claim_none_were_found(tmp_path):
