@@ -461,3 +461,31 @@ def test_a_negative_verdict_says_when_the_rule_cannot_see_isolated_tumour_cells(
         assert "pN0 does not exclude pN0(i+)" in verdict.label.toolTip()
     else:
         assert rest == [] and "not assessed" not in verdict.label.toolTip()
+
+
+def test_a_run_that_replaces_an_earlier_builds_analysis_says_so(env, qtbot, tmp_path):
+    """An analysis saved by an earlier build (patches from the slide's corner) opens as it was
+    made; a run of the same model then starts a map on today's grid. The earlier map leaves the
+    screen, which a notification says, naming why; the file on disk is not touched."""
+    from napari.utils.notifications import notification_manager
+
+    _viewer, widget, layer = env
+    current = synthetic_map(layer.metadata["slide_path"])
+    stored = {k: v for k, v in current.grid.to_dict().items() if k != "anchor"}
+    old = ProbabilityMap.empty(
+        PatchGrid.from_dict(stored), model_name="darkness", slide_path=current.slide_path
+    )
+    old.values[:] = 0.05
+    saved = old.save(tmp_path / "earlier.tif")
+    before = saved.read_bytes()
+    widget.load_analysis(saved, quiet=True)
+    assert widget.current_analysis.prob_map.grid.anchor == "corner"
+    start = len(notification_manager.records)
+    widget.set_mode(WHOLE)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
+    assert widget.current_analysis.prob_map.grid.anchor == "centre"
+    said = [str(n.message) for n in notification_manager.records[start:]]
+    assert any("earlier build, whose patches started at the slide's corner" in m for m in said)
+    assert "replaced_grid" not in widget.current_analysis.prob_map.extra  # not saved with it
+    assert saved.read_bytes() == before

@@ -16,9 +16,10 @@ thread for long (D7):
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
-from napari_metastasis._napari.helpers import error, layer_for_slide
+from napari_metastasis._napari.helpers import error, layer_for_slide, notify
 from napari_metastasis.widgets import run_status
 from napari_metastasis.widgets.analysis_files import AnalysisFiles
 from napari_metastasis.widgets.analysis_view import AnalysisView, AnalysisViews
@@ -28,7 +29,7 @@ from napari_metastasis.widgets.lifetime import one_per_turn, single_shot_timer, 
 from napari_metastasis.widgets.regions_control import RegionsControl
 from napari_metastasis.widgets.runner import AnalysisRunner, Progress, RunSummary
 from napari_metastasis.widgets.selected import SelectedSlide
-from napari_metastasis.widgets.session import slide_key
+from napari_metastasis.widgets.session import REPLACED_GRID, replaced_grid_message, slide_key
 from napari_metastasis.widgets.state import QUEUED, SlideStates
 
 #: The status line follows a run this often (ms).
@@ -116,6 +117,9 @@ class RunFollower:
         thread (napari needs a good fraction of a second per layer) and put in the viewer when
         ready, one step per turn of the event loop, so the viewer never freezes for them."""
         path = event.request.slide_path
+        replaced = event.prob_map.extra.pop(REPLACED_GRID, None)
+        if replaced is not None:  # never silently: the earlier analysis leaves the screen
+            notify("info", replaced_grid_message(Path(path).name, replaced, event.prob_map.grid))
         view, new = self.views.prepare(path, event.prob_map, layer_for_slide(self.viewer, path))
         self.view = view
         run_status.planned(self.selected.state_of(path), event)

@@ -70,6 +70,27 @@ def check_matches_slide(prob_map: ProbabilityMap, width: int, height: int, sourc
         )
 
 
+#: Where a new map on another grid keeps the grid of the analysis it replaces, until the run says so.
+REPLACED_GRID = "replaced_grid"
+
+
+def replaced_grid_message(slide: str, replaced: dict, grid: PatchGrid) -> str:
+    """One sentence for a run that starts a new map because the slide's analysis with the same
+    model was made on another grid: why, and that nothing on disk changed."""
+    old = PatchGrid.from_dict(replaced)
+    if old.anchor != grid.anchor:
+        why = "by an earlier build, whose patches started at the slide's corner"
+    elif old.step_um != grid.step_um:
+        why = f"with patches every {old.step_um:g} µm, not {grid.step_um:g} µm (another overlap)"
+    else:
+        why = "on another patch grid"
+    return (
+        f"{slide}: its earlier analysis with this model was made {why}, so this run starts a new "
+        "map and the earlier one is no longer shown (a saved file of it is unchanged: File > "
+        "Open shows it again)."
+    )
+
+
 class AnalysisStore:
     """Thread-safe registry of probability maps by (slide key, model name).
 
@@ -97,8 +118,8 @@ class AnalysisStore:
             prob_map = ProbabilityMap.empty(
                 grid, class_name=class_name, model_name=model_name, slide_path=key[0]
             )
-            if existing is not None:
-                prob_map.extra["replaced_grid"] = existing.grid.to_dict()
+            if existing is not None:  # the run says so when it starts (run_follow)
+                prob_map.extra[REPLACED_GRID] = existing.grid.to_dict()
             self._maps[key] = prob_map
             return prob_map
 
