@@ -39,6 +39,9 @@ HYSTERESIS = "hysteresis"
 _FIELDS = ("name", "seed_threshold", "min_seed_patches", "min_patches", "source")
 #: The seed threshold of the default rule is never below this (nor below the candidate threshold).
 DEFAULT_SEED_FLOOR = 0.9
+#: What a negative answer says when its rule cannot confirm isolated tumour cells (the start of
+#: :meth:`DecisionRule.itc_note`; the viewer shows it under the verdict).
+ITC_NOT_ASSESSED = "Isolated tumour cells are not assessed"
 
 
 @dataclass(frozen=True)
@@ -95,27 +98,31 @@ class DecisionRule:
             raise ModelError(f"{where}: field 'source' must be text, got {source!r}")
         return cls(float(seed), counts["min_seed_patches"], counts["min_patches"], name, source)
 
+    @property
+    def min_cells(self) -> int:
+        """The fewest patches a confirmed deposit covers (its seeds are patches too)."""
+        return max(self.min_patches, self.min_seed_patches)
+
     def smallest_confirmable_mm(self, step_um: float) -> float:
         """How small a deposit this rule can confirm on a grid of ``step_um`` (mm), at least.
 
-        A confirmed region covers at least max(``min_patches``, ``min_seed_patches``) step
-        squares, and no shape of that area is narrower than the disc of the same area (the
-        isodiametric inequality), so its greatest dimension is at least that disc's diameter.
-        (Cells cut by the slide's edge are smaller: a region on the very edge may measure less.)
+        A confirmed region covers at least :attr:`min_cells` step squares, and no shape of that
+        area is narrower than the disc of the same area (the isodiametric inequality), so its
+        greatest dimension is at least that disc's diameter. (Cells cut by the slide's edge are
+        smaller: a region on the very edge may measure less.)
         """
-        cells = max(self.min_patches, self.min_seed_patches)
-        return 2.0 * step_um * math.sqrt(cells / math.pi) / 1000.0
+        return 2.0 * step_um * math.sqrt(self.min_cells / math.pi) / 1000.0
 
     def itc_note(self, step_um: float) -> str:
         """What a pathologist must know when the rule cannot confirm isolated tumour cells: a
-        sentence, or "" when it can. A negative verdict then does not exclude them."""
+        sentence starting with :data:`ITC_NOT_ASSESSED`, or "" when it can. A negative verdict
+        then does not exclude them."""
         smallest = self.smallest_confirmable_mm(step_um)
         if smallest <= ITC_MAX_MM:
             return ""
-        cells = max(self.min_patches, self.min_seed_patches)
         return (
-            f"Isolated tumour cells are not assessed: the deposit rule confirms only regions of at "
-            f"least {cells} patches of {step_um:g} µm, which measure at least {smallest:.2f} mm, "
+            f"{ITC_NOT_ASSESSED}: the deposit rule confirms only regions of at "
+            f"least {self.min_cells} patches of {step_um:g} µm, which measure at least {smallest:.2f} mm, "
             f"so no deposit of {ITC_MAX_MM:g} mm or less is ever reported and a negative slide "
             "may still hold isolated tumour cells (pN0 does not exclude pN0(i+))."
         )

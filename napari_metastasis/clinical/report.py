@@ -69,10 +69,10 @@ FOOT_Y = 0.035
 #: A row of the deposit table, and the line under it that counts the deposits not listed (page
 #: fractions: 14 pt and 17 pt, for 8 pt text)
 ROW_HEIGHT = 0.0166
+NOTE_HEIGHT = 0.02
 #: The patient page's table of slides: its top and the height of a row (page fractions).
 SUMMARY_TABLE_TOP = 0.78
 SUMMARY_ROW_HEIGHT = 0.025
-NOTE_HEIGHT = 0.02
 #: Regions listed on a slide page; the rest are counted (all are in the summary JSON).
 MAX_TABLE_ROWS = 22
 REPORT_SUFFIX = ".report.pdf"

@@ -85,6 +85,7 @@ class SlideSummary:
 
     def to_dict(self) -> dict:
         verdict = self.verdict
+        limitation = self.itc_note()
         return {
             "format": FORMAT_TAG,
             "slide": self.slide,
@@ -104,8 +105,8 @@ class SlideSummary:
             "patches": self.patches,
             "patches_first_pass_only": self.patches_first_pass_only,
             "decision": self.decision,
-            "itc_assessed": not self.itc_note(),
-            "limitation": self.itc_note(),
+            "itc_assessed": not limitation,
+            "limitation": limitation,
             "regions_above_threshold": len(self.deposits),
             "candidates": sum(d.is_candidate for d in self.deposits),
             "confirmed": sum(d.confirmed for d in self.deposits),

@@ -33,7 +33,7 @@ from napari_metastasis.clinical.staging import deposit_category, greatest_dimens
 
 #: Side of one cell in µm: the bundled model's patch (80 px at 1 µm/px) and grid stride.
 CELL_UM = 80.0
-#: Glass around the tissue, in cells (so on-grid tissue starts on a grid line).
+#: Glass around the tissue, in cells (with ON_GRID_UM, on-grid tissue starts on a cell edge).
 MARGIN_CELLS = 3
 #: The on-grid shift: the model's cells are centred on multiples of its step, so their edges lie
 #: half a cell past them (µm).

@@ -30,6 +30,7 @@ def record_regions(state: SlideAnalysis, view: AnalysisView, threshold: float) -
     deposits = (
         answer.measure(view.regions) if answer is not None else measure_regions(view.regions, grid)
     )
+    rule = rule_of(view, threshold)
     state.model_name, state.prob_map = view.model_name, view.prob_map
     state.set_regions(
         view.regions,
@@ -39,8 +40,8 @@ def record_regions(state: SlideAnalysis, view: AnalysisView, threshold: float) -
         deposits=deposits,
         edited=bool(view.edits),
         stride_um=float(grid.step_um),
-        rule_text=rule_of(view, threshold).describe(),
-        limitation=rule_of(view, threshold).itc_note(grid.step_um),
+        rule_text=rule.describe(),
+        limitation=rule.itc_note(grid.step_um),
         shown=view.regions_layer.is_shown(),
         caution=first_pass_caution(view.prob_map, threshold),
     )

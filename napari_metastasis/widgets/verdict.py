@@ -13,6 +13,7 @@ from __future__ import annotations
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_metastasis.clinical.decision import ITC_NOT_ASSESSED
 from napari_metastasis.clinical.staging import CATEGORY_COLOURS, SlideVerdict
 
 NO_ANALYSIS = "No analysis of this slide yet."
@@ -65,9 +66,10 @@ class VerdictPanel(QWidget):
             self.label.setToolTip("")
             return
         negative = verdict.category == "negative"
-        short = limitation.split(":")[0].rstrip(".") + "." if limitation else ""
-        self.label.setText(
-            f"{verdict.sentence()}\n{short}" if negative and short else verdict.sentence()
+        self.label.setText(  # the reason is in the tooltip
+            f"{verdict.sentence()}\n{ITC_NOT_ASSESSED}."
+            if negative and limitation
+            else verdict.sentence()
         )
         self.label.setStyleSheet(
             f"font-weight: bold; color: {CATEGORY_COLOURS[verdict.category]};"
