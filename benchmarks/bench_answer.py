@@ -289,8 +289,8 @@ def run_cli(slides: list[Path], out: Path, mode: str, args) -> dict:
     command += ["--device", args.device, "--model", args.model]
     if mode == "exhaustive":
         command.append("--exhaustive")
-    if mode == "onnxruntime":
-        command += ["--backend", "onnxruntime"]
+    if mode == "torch":
+        command += ["--backend", "torch"]
     started = time.perf_counter()
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(code_root)
@@ -597,7 +597,8 @@ def main() -> int:
             "current": "this checkout",
             "old_split": f"{THREADS_ENV_VAR}=readers: torch gets the cores the reader threads leave",
             "exhaustive": "--exhaustive: every patch through the full model (no first pass)",
-            "onnxruntime": "--backend onnxruntime: the opt-in ONNX Runtime backend ([onnx] extra)",
+            "torch": "--backend torch: torch runs the network (the default, auto, runs the "
+            "package's own models through ONNX Runtime on the CPU)",
             "before": str(args.before_tree) if args.before_tree else None,
         },
         "goals": GOALS,

@@ -1,6 +1,7 @@
-"""ONNX Runtime as the network's backend (``predict --backend onnxruntime``, the ``[onnx]`` extra):
-the package's own networks exported with the folder's weights, cached, checked, and the same
-answers as torch to float rounding; one sentence where it cannot run."""
+"""ONNX Runtime as the network's backend (by default, ``--backend auto``, where it can run the
+model; ``predict --backend onnxruntime`` to insist): the package's own networks exported with the
+folder's weights, cached, checked, and the same answers as torch to float rounding; torch where
+it cannot run, and one sentence where it was asked for and cannot run."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from engine_helpers import write_darkness_model
 from napari_metastasis.cli import main
 from napari_metastasis.commands.predict import BACKENDS as CLI_BACKENDS
 from napari_metastasis.errors import ModelError
-from napari_metastasis.errors.extras import MissingExtraError
 from napari_metastasis.models import load_model
-from napari_metastasis.models.onnx_runtime import BACKENDS, cache_dir
+from napari_metastasis.models.onnx_runtime import BACKENDS, OnnxNetwork, cache_dir
 from napari_metastasis.pipeline import predict_slide
 from napari_metastasis.slides.slide import Slide
 
@@ -30,11 +30,11 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_the_backends_are_named_alike_in_the_cli_and_the_library():
-    assert CLI_BACKENDS == BACKENDS == ("torch", "onnxruntime")
+    assert CLI_BACKENDS == BACKENDS == ("auto", "torch", "onnxruntime")
 
 
 def test_onnxruntime_gives_torchs_answers_on_the_sample(cache, svs_file):
-    torch_model = load_model("default", device="cpu")
+    torch_model = load_model("default", device="cpu", backend="torch")
     onnx_model = load_model("default", device="cpu", backend="onnxruntime")
     assert onnx_model.backend == "onnxruntime" and len(list(cache_dir().glob("*.onnx"))) == 3
     with Slide(svs_file) as slide:
@@ -60,7 +60,7 @@ def test_a_cached_graph_that_answers_otherwise_is_exported_again(cache):
     first.write_bytes(second.read_bytes())  # a graph of other views: other answers
     graphs[2].write_bytes(b"not an ONNX graph")
     model = load_model("default", device="cpu", backend="onnxruntime")
-    reference = load_model("default", device="cpu")
+    reference = load_model("default", device="cpu", backend="torch")
     x = reference.prepare(np.full((2, 80, 80, 3), 200, np.uint8))
     np.testing.assert_allclose(model.predict(x), reference.predict(x), atol=1e-6)
     assert first.read_bytes() != second.read_bytes()  # both replaced by their own graphs
@@ -72,17 +72,45 @@ def test_where_onnxruntime_cannot_run_one_sentence_says_so(cache, tmp_path, monk
     with pytest.raises(ModelError, match="only the package's own models"):
         load_model(darkness, device="cpu", backend="onnxruntime")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime: ImportError
-    with pytest.raises(MissingExtraError, match=r"pip install 'napari-metastasis\[onnx\]'"):
+    with pytest.raises(ModelError, match=r"pip install onnxruntime"):
         load_model("default", device="cpu", backend="onnxruntime")
     code = main(["predict", "--sample", "--backend", "onnxruntime", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code != 0 and "napari-metastasis[onnx]" in err and "Traceback" not in err
+    assert code != 0 and "pip install onnxruntime" in err and "Traceback" not in err
+
+
+def test_by_default_onnxruntime_runs_the_packages_own_models_on_the_cpu(cache):
+    """``--backend auto`` (the default of predict, the viewer and load_model)."""
+    model = load_model("default", device="cpu")
+    assert model.backend == "onnxruntime"
+    assert isinstance(model.first_pass, OnnxNetwork) and isinstance(model.rest_pass, OnnxNetwork)
+
+
+def test_by_default_torch_runs_what_onnxruntime_cannot(cache, tmp_path, monkeypatch, capsys):
+    """A TorchScript model from elsewhere, no onnxruntime, or a graph that fails: torch, as
+    before, and the run goes on (only ``--backend onnxruntime`` insists)."""
+    darkness = write_darkness_model(tmp_path / "dark", 32, spacing=1.0)
+    assert load_model(darkness, device="cpu").backend == "torch"
+    import napari_metastasis.models.onnx_runtime as onnx_runtime
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the exporter failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx_runtime, "onnx_network", broken)
+        model = load_model("default", device="cpu")
+        assert model.backend == "torch" and not isinstance(model.first_pass, OnnxNetwork)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert load_model("default", device="cpu").backend == "torch"
+    assert main(["predict", "--sample", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "µm/px on cpu\n" in err and "(ONNX Runtime)" not in err
 
 
 @pytest.mark.slow
 def test_predict_with_onnxruntime_gives_the_same_answer(cache, tmp_path):
     answers = {}
-    for backend in BACKENDS:
+    for backend in ("torch", "onnxruntime"):
         out = tmp_path / backend
         assert main(["predict", "--sample", "--backend", backend, "--out", str(out)]) == 0
         summary = json.loads((out / "CMU-1-Small-Region.summary.json").read_text())

@@ -13,7 +13,7 @@ from types import ModuleType
 from napari_metastasis.errors import MetastasisError
 
 #: module -> the extra of napari-metastasis that installs it
-EXTRAS = {"distributed": "distributed", "h5py": "pcam-h5", "onnxruntime": "onnx"}
+EXTRAS = {"distributed": "distributed", "h5py": "pcam-h5"}
 
 
 class MissingExtraError(MetastasisError):

@@ -2,9 +2,10 @@
 
 ``bench_cpu_options`` measured the bundled model under ONNX Runtime at 1.35x torch's pass split
 over two cores (353 against 262 patches/s), with probabilities within 2e-7 of torch's: the fastest
-option that keeps the answers. It is optional (``pip install 'napari-metastasis[onnx]'``) and
-asked for (``predict --backend onnxruntime``): a second backend, whose answers differ from torch's by
-float rounding.
+option that keeps the answers, so it runs by default (``predict --backend auto``, the viewer,
+:func:`~.loading.load_model`) wherever it can run the model: the package's own networks on the
+CPU. Elsewhere (a GPU, a TorchScript model from another project, ``onnxruntime`` not installed, a
+graph that does not answer as torch does) torch runs them, as ``--backend torch`` always does.
 
 The networks are the package's own (:class:`~.networks.Ensemble` and the views of its first pass),
 exported with the weights the folder's ``model.safetensors`` gave them, never a graph from the
@@ -28,11 +29,11 @@ import torch
 from torch import nn
 
 from napari_metastasis.errors import ModelError
-from napari_metastasis.errors.extras import require_extra
 from napari_metastasis.models.networks import Ensemble, EnsembleViews
 
-#: ``predict --backend``: torch (the default) or ONNX Runtime (the ``[onnx]`` extra).
-BACKENDS = ("torch", "onnxruntime")
+#: ``predict --backend``: auto (the default: ONNX Runtime where it can run the model, else torch),
+#: torch, or ONNX Runtime (an error where it cannot run).
+BACKENDS = ("auto", "torch", "onnxruntime")
 #: Largest |Δp| a cached graph may show against torch on the probe patches.
 PROBE_TOLERANCE = 1e-5
 
@@ -97,7 +98,12 @@ def onnx_network(
 ) -> OnnxNetwork:
     """``network`` (the package's ensemble, or some of its views) as an :class:`OnnxNetwork`,
     from the cache when a graph of these weights and views is there and answers as torch does."""
-    ort = require_extra("onnxruntime", "the ONNX Runtime backend")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError(
+            "ONNX Runtime is not installed (pip install onnxruntime); use --backend torch"
+        ) from None
     members, passes = _passes_of(network)
     views = tuple(i for _, i in passes)
     key = hashlib.sha256(f"{weights_sha256}:{passes}:{torch.__version__}".encode()).hexdigest()

@@ -88,7 +88,7 @@ class PredictOptions:
     tiles: bool = False  # also write <stem>.tiles.geojson (QuPath tiles, one per patch)
     resume: bool = False  # continue from the map an interrupted run left: classify what it lacks
     exhaustive: bool = False  # every patch through the full model (no first-pass shortcut)
-    backend: str = "torch"  # or "onnxruntime" (the [onnx] extra; the package's models, CPU)
+    backend: str = "auto"  # ONNX Runtime where it runs the model (models.loading), else torch
 
 
 @dataclass(frozen=True)
@@ -438,7 +438,7 @@ def _predict_on_worker(path: str, options: PredictOptions, out: str, stem: str) 
 
 @lru_cache(maxsize=2)
 def _worker_model(
-    model: str, device: str, positive_class: str | None, backend: str = "torch"
+    model: str, device: str, positive_class: str | None, backend: str = "auto"
 ) -> LoadedModel:
     return load_model(model, device=device, positive_class=positive_class, backend=backend)
 
