@@ -219,3 +219,29 @@ def test_d7_regions_computed_again_change_only_the_rings_that_changed(make_napar
 
     assert rings(regions_layer) == rings(fresh)
     assert list(layer.edge_width) == pytest.approx(list(fresh.layer.edge_width))
+
+
+def test_a_regions_update_draws_the_layer_thumbnail_once(make_napari_viewer):
+    """napari drew a Shapes layer's thumbnail after every change of one update (rings removed,
+    rings added, colours): 20-30 ms each with hundreds of outlines, on the GUI thread when a run
+    ends (bench_gui's end-of-run stall). Now once per update, and it shows the new outlines."""
+    viewer = make_napari_viewer()
+    grid = _whole_slide_grid()
+    prob = ProbabilityMap.empty(grid)
+    prob.values[:] = 0.0
+    prob.values[10:14, 10:15] = 0.9
+    prob.values[60:64, 100:110] = 0.9
+    regions_layer = RegionsLayer(viewer, SlideFrame.from_grid(grid), "regions")
+    first = probability_contours(prob, 0.5)
+    regions_layer.show(first, ["Tumor"] * len(first))
+    layer = regions_layer.layer
+    before = layer.thumbnail.copy()
+    drawn = []
+    layer.events.thumbnail.connect(lambda event: drawn.append(layer.thumbnail.copy()))
+    prob.values[10:14, 10:15] = 0.0  # one region goes, one stays, one comes
+    prob.values[150:156, 30:35] = 0.9
+    again = probability_contours(prob, 0.5)
+    regions_layer.show(again, ["Tumor"] * len(again))
+    assert layer.nshapes == 2
+    assert len(drawn) == 1
+    assert not np.array_equal(drawn[0], before)  # the new outlines are in it
