@@ -454,28 +454,15 @@ def deposit_patches(out: Path, stems: Iterable[str]) -> dict[str, set[tuple[int,
 
 def compare(a: Path, b: Path) -> dict:
     """Two runs' answers: same verdicts, stages and confirmed deposits; the greatest dimension's
-    difference; max |Δp| over all patches."""
+    difference; max |Δp| over all patches, where both runs classified the same patches (a run on
+    another patch grid, e.g. code from before the centred grid of issue 23 F5, is compared by its
+    answers only)."""
     ans_a, ans_b = answer(a), answer(b)
-    pa, pb = patch_probabilities(a), patch_probabilities(b)
-    dp = 0.0
-    for stem, probs in pa.items():
-        other = pb.get(stem, {})
-        common = probs.keys() & other.keys()
-        if len(common) != len(probs) or len(common) != len(other):
-            return {"same_patches": False}
-        if common:
-            dp = max(dp, max(abs(probs[k] - other[k]) for k in common))
-    in_deposits = deposit_patches(a, pa)
-    dp_deposits = max(
-        (abs(pa[stem][k] - pb[stem][k]) for stem, keys in in_deposits.items() for k in keys),
-        default=0.0,
-    )
     dims = [
         abs(sa["greatest_dimension_mm"] - ans_b["slides"][stem]["greatest_dimension_mm"])
         for stem, sa in ans_a["slides"].items()
     ]
-    return {
-        "same_patches": True,
+    answers = {
         "same_verdicts": all(
             sa["verdict"] == ans_b["slides"][stem]["verdict"]
             for stem, sa in ans_a["slides"].items()
@@ -486,6 +473,24 @@ def compare(a: Path, b: Path) -> dict:
         ),
         "same_stages_csv": ans_a["stages_csv"] == ans_b["stages_csv"],
         "max_greatest_dimension_difference_mm": round(max(dims, default=0.0), 4),
+    }
+    pa, pb = patch_probabilities(a), patch_probabilities(b)
+    dp = 0.0
+    for stem, probs in pa.items():
+        other = pb.get(stem, {})
+        common = probs.keys() & other.keys()
+        if len(common) != len(probs) or len(common) != len(other):
+            return {"same_patches": False, **answers}
+        if common:
+            dp = max(dp, max(abs(probs[k] - other[k]) for k in common))
+    in_deposits = deposit_patches(a, pa)
+    dp_deposits = max(
+        (abs(pa[stem][k] - pb[stem][k]) for stem, keys in in_deposits.items() for k in keys),
+        default=0.0,
+    )
+    return {
+        "same_patches": True,
+        **answers,
         "max_abs_dp": dp,
         "max_abs_dp_in_confirmed_deposits": dp_deposits,
         "patches_in_confirmed_deposits": sum(map(len, in_deposits.values())),
