@@ -66,10 +66,11 @@ DECISIONS = {
     "split_in_parts_of_16": "adopted: the engine's CPU runs (ForwardPool, ThreadTuner)",
     "channels_last_inference_mode": "adopted before: the shipped pass (NCHW is ~2x slower)",
     "onnxruntime": (
-        "adopted as an opt-in backend: predict --backend onnxruntime (the [onnx] extra, "
-        "models/onnx_runtime.py): the fastest exact option (same answers to 2e-7); exported "
-        "through torch's TorchScript-based ONNX exporter (rot90 written as flip + transpose), "
-        "cached under the weights' digest and checked against torch at every load"
+        "adopted as the default wherever it runs (predict --backend auto, the viewer, "
+        "load_model; models/onnx_runtime.py): the fastest exact option (same answers to 2e-7); "
+        "exported through torch's TorchScript-based ONNX exporter (rot90 written as flip + "
+        "transpose), cached under the weights' digest and checked against torch at every load; "
+        "torch where it cannot run (GPUs, models from elsewhere)"
     ),
     "torch_compile": (
         "not adopted: ~5 s of compiling in every new process, a C++ compiler needed at run time "
