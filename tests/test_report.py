@@ -299,3 +299,32 @@ def test_a_rule_that_cannot_confirm_itc_says_so_and_pn0_does_not_claim_none_were
     write_reports(folder, tmp_path / "seeing-reports", date=dt.date(2026, 12, 7))
     text = " ".join(_page_text(tmp_path / "seeing-reports" / "patient_009.report.pdf", 0).split())
     assert "no metastasis or isolated tumour cells found" in text
+
+
+def test_a_staged_pn0_patient_carries_its_rules_itc_note_and_others_none(tmp_path):
+    """``stage_run`` gives each pN0 patient the note of its slides' rule once (what ``predict``
+    prints), from the summaries it staged (not read again); a patient with a deposit, or a rule
+    that can see isolated tumour cells, has none."""
+    from napari_metastasis.clinical.decision import DecisionRule
+    from napari_metastasis.clinical.summary import stage_run
+
+    def staged(name, rule, boxes_um):
+        summaries = [
+            _summary(f"{name}_node_{node}.tif", boxes_um if node == 0 else []) for node in range(5)
+        ]
+        for s in summaries:
+            s.decision, s.patches = rule.to_dict(), 1000
+        (tmp_path / name).mkdir()
+        _write_run(tmp_path / name, summaries)
+        slides = [f"{s.slide}" for s in summaries]
+        patients, unstaged = stage_run(slides, [s.stem for s in summaries], [], tmp_path / name)
+        assert unstaged == [] and len(patients) == 1
+        return patients[0]
+
+    blind = DecisionRule(0.9, 2, 6, source="test")
+    negative = staged("patient_009", blind, [])
+    assert negative.stage == "pN0" and negative.notes == (blind.itc_note(112.0),)
+    assert negative.notes[0].startswith("Isolated tumour cells are not assessed")
+    assert staged("patient_010", DecisionRule(0.9, 1, 1, source="test"), []).notes == ()
+    macro = staged("patient_011", blind, [(2000, 2000, 5000, 4000)])
+    assert macro.stage == "pN1" and macro.notes == ()

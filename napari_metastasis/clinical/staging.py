@@ -440,6 +440,9 @@ class PatientStage:
     stage: str  # the stage its slides give; not the patient's when ``missing`` is not empty
     slides: tuple[tuple[str, str], ...]  # (slide file name, category)
     missing: tuple[str, ...] = ()  # Camelyon17 node slides the patient lacks (see missing_nodes)
+    #: what the stage cannot say, once each: for a pN0 patient, that the deposit rule of its
+    #: slides cannot see isolated tumour cells (pN0 may then hide pN0(i+)), where that holds
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def from_slides(

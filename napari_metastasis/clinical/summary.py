@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -302,6 +302,9 @@ def stage_run(
         if stage.missing:  # left out of stages.csv: its format has no way to say "incomplete"
             unstaged.append(incomplete_sentence(patient, stage.missing))
             continue
+        if stage.stage == "pN0":  # may hide pN0(i+) where the rule cannot see ITCs
+            notes = {s.itc_note() for s in summaries} - {""}
+            stage = replace(stage, notes=tuple(sorted(notes)))
         staged.append(stage)
     return staged, unstaged
 

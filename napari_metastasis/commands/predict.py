@@ -6,7 +6,6 @@ What is written is listed in :data:`DESCRIPTION` (the command's ``--help``) and 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import sys
 from pathlib import Path
@@ -272,26 +271,14 @@ def run(args: argparse.Namespace) -> int:
         path = write_stages(args.out, patients, sources)
         staged = ", ".join(f"{p.patient} {p.stage}" for p in patients)
         print(f"pN stages ({staged}) -> {path}")
-        if any(p.stage == "pN0" for p in patients):  # pN0 may then hide pN0(i+)
-            for note in _itc_notes(args.out, sources):
-                print(f"Note: {note}")
+        for note in sorted({note for p in patients for note in p.notes}):
+            print(f"Note: {note}")
     failures = len(failed)
     if failures:
         print(
             f"napari-metastasis predict: {failures} of {len(slides)} slides failed", file=sys.stderr
         )
     return 1 if failures else 0
-
-
-def _itc_notes(out: Path, summaries: list[str]) -> list[str]:
-    """What the deposit rules of these summaries cannot see (isolated tumour cells), once each."""
-    from napari_metastasis.clinical.summary import read_summary
-
-    notes = set()
-    for name in summaries:
-        with contextlib.suppress(MetastasisError, OSError):
-            notes.add(read_summary(out / name).itc_note())
-    return sorted(note for note in notes if note)
 
 
 # --- argument types ---------------------------------------------------------------------------
