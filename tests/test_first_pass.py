@@ -52,7 +52,9 @@ REGION = (300, 500, 1300, 1500)
 
 @pytest.fixture(scope="module")
 def bundled():
-    return load_model("default", device="cpu")
+    """The bundled model as torch runs it: these tests look inside its ensemble (ONNX Runtime,
+    the default on the CPU, runs the same views: tests/test_onnx_backend.py)."""
+    return load_model("default", device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="module")

@@ -120,3 +120,21 @@ def test_new_regions_fill_an_emptied_table_so_a_live_threshold_never_freezes_it(
     navigator.set_regions(moved, ["Tumor"] * 30)
     assert table.rowCount() == 30 and not replaced
     assert sorted(int(table.item(r, 0).text()) for r in range(30)) == list(range(1, 31))
+
+
+def test_new_regions_are_sorted_once_in_the_users_order(qtbot):
+    """The rows were sorted twice per update (switching sorting on sorts, then sortItems sorted
+    again): a Python comparison per pair of cells, on the GUI thread when a run ends with hundreds
+    of regions. Once now, and still in the order the user chose by a header click."""
+    navigator = RegionNavigator()
+    qtbot.addWidget(navigator)
+    table = navigator.table
+    area = RegionNavigator.COLUMNS.index("mm²")
+    table.sortItems(area, Qt.SortOrder.AscendingOrder)
+    sorts: list[int] = []
+    table.model().layoutChanged.connect(lambda *args: sorts.append(1))
+    many = [region(i + 1, 0, 0, 100 + 37 * ((i * 7) % 40), 100, 0.6 + 1e-3 * i) for i in range(40)]
+    navigator.set_regions(many, ["Tumor"] * 40)
+    assert len(sorts) == 1
+    areas = [float(table.item(r, area).text()) for r in range(40)]
+    assert areas == sorted(areas) and len(set(areas)) > 1
