@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The package as a user gets it: build the wheel, install it in a clean virtual environment
 # (torch first, as the README says), then check that napari lists the plugin and that
-# `napari-metastasis predict --sample` runs from the installed wheel, outside the checkout.
+# `napari-metastasis predict --sample` runs from the installed wheel, outside the checkout (the
+# bundled model through ONNX Runtime, the default on the CPU).
 # Usage: scripts/check_wheel.sh [PYTHON_WITH_BUILD] (default: .venv/bin/python); TORCH_SPEC as in
 # the Makefile. pip's cache (and any local wheel folders pip is configured with) keeps it quick.
 set -euo pipefail
@@ -32,6 +33,8 @@ grep -q "napari-metastasis" plugins.txt || { cat plugins.txt; echo "wheel check:
 "$work/venv/bin/python" -m npe2 validate napari-metastasis >/dev/null
 "$work/venv/bin/napari-metastasis" predict --sample --out "$work/out" >"$work/predict.log" 2>&1 \
     || { cat "$work/predict.log"; exit 1; }
+grep -q "on cpu (ONNX Runtime)" "$work/predict.log" \
+    || { cat "$work/predict.log"; echo "wheel check: the bundled model did not run through ONNX Runtime"; exit 1; }
 test -s "$work/out/CMU-1-Small-Region.geojson"
 test -d "$work/out/CMU-1-Small-Region.prob.zarr"
 echo "wheel check: OK (napari lists napari-metastasis; predict --sample ran from the wheel)"
