@@ -441,3 +441,35 @@ def test_d7_the_contours_of_a_whole_nodes_map_are_computed_off_the_gui_thread(
     widget.display.threshold.value = 0.5
     widget.update_contours()
     assert threads == [threading.main_thread()]
+
+
+def test_live_contours_take_at_most_a_tenth_of_a_run(monkeypatch):
+    """During a run the contours were recomputed every 6 s whatever they cost: on a
+    Camelyon-size node an update took 0.2-1.4 s to compute and 0.2-0.6 s to draw and list as its
+    regions grew, most of what a viewer's run cost beyond predict_slide's. Now the next update
+    waits until this one has cost at most a tenth of the time between (and at least 6 s)."""
+    from napari_metastasis.widgets import regions_control
+    from napari_metastasis.widgets.regions_control import (
+        CONTOUR_RUN_S,
+        CONTOUR_RUN_SHARE,
+        RegionsControl,
+    )
+
+    clock = [100.0]
+    monkeypatch.setattr(regions_control.time, "perf_counter", lambda: clock[0])
+    control = RegionsControl.__new__(RegionsControl)  # only its pace is tried here
+
+    clock[0] = 100.05  # a small map: computed and drawn in 50 ms
+    control.pace(started=100.0)
+    assert control.next_at == pytest.approx(100.0 + CONTOUR_RUN_S)
+
+    clock[0] = 101.2  # a large one: 1.2 s to compute and draw ...
+    control.pace(started=100.0)
+    assert control.next_at == pytest.approx(100.0 + 1.2 / CONTOUR_RUN_SHARE)
+
+    def listing():  # ... and 0.3 s to list at the next turn
+        clock[0] += 0.3
+
+    control.paced(listing)
+    assert control.next_at == pytest.approx(100.0 + 1.5 / CONTOUR_RUN_SHARE)
+    assert CONTOUR_RUN_SHARE <= 0.1

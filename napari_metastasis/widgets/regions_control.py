@@ -14,6 +14,7 @@ reference lesion, and applies the pathologist's deletions and relabels.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from napari_metastasis._napari.colormaps import outline_colors
@@ -33,9 +34,15 @@ from napari_metastasis.widgets.state import SlideAnalysis
 
 #: Wait this long after the threshold or min-area last moved before recomputing contours (ms).
 CONTOUR_DEBOUNCE_MS = 60
-#: While a run streams in, contours are computed at most this often (s), or five times as
-#: rarely as they take.
+#: While a run streams in, contours are computed at most this often (s), or, for a large map,
+#: as rarely as keeps them to a tenth of the run (:data:`CONTOUR_RUN_SHARE`).
 CONTOUR_RUN_S = 6.0
+#: The share of a run's time its live contours may take: their computing (on a worker thread,
+#: whose core the classifying threads share) and their drawing and listing (on the GUI thread).
+#: On a Camelyon-size node each update took 0.2-1.4 s to compute and 0.2-0.6 s to draw and list
+#: as its regions grew to ~800, and came every 6 s: most of what the viewer's run cost beyond
+#: ``predict_slide``'s (benchmarks/bench_gui.py).
+CONTOUR_RUN_SHARE = 0.1
 #: Maps of at most this many cells (64 x 64 patches, 26 mm² at 80 µm) have their contours computed
 #: on the GUI thread at once (a few milliseconds); larger ones on a worker thread. The cost follows
 #: the regions more than the cells: a Camelyon-size node (134 x 134 patches) with ~800 regions at
@@ -125,15 +132,14 @@ class RegionsControl:
         worker = create_worker(measured_answer, snapshot, threshold, min_area, _start_thread=False)
 
         def done(answer: SlideAnswer) -> None:
-            computed = time.perf_counter() - started
             current = (threshold, min_area) == (self.threshold, self.display.min_area_um2)
             wanted = recreate or not view.regions_layer.was_removed
             if view is self.selected.analysis and wanted and current:
                 self.style_outlines(view)
                 view.show_answer(answer, threshold)
                 # the list, verdict and comparison at the next turn: the viewer draws between
-                one_per_turn(self.owner, [lambda: self.after_shown(view)])
-            self.next_at = time.perf_counter() + max(CONTOUR_RUN_S, 5 * computed)
+                one_per_turn(self.owner, [lambda: self.paced(lambda: self.after_shown(view))])
+            self.pace(started)
 
         def finished() -> None:
             self.worker = None
@@ -145,6 +151,19 @@ class RegionsControl:
         worker.finished.connect(while_alive(self.owner, finished))
         self.worker = worker
         worker.start()
+
+    def pace(self, started: float) -> None:
+        """During a run, the next contours start no sooner than :data:`CONTOUR_RUN_S` after
+        these started, nor before these have cost at most :data:`CONTOUR_RUN_SHARE` of the time
+        between (their computing and drawing so far: :meth:`paced` adds their listing)."""
+        cost = time.perf_counter() - started
+        self.next_at = started + max(CONTOUR_RUN_S, cost / CONTOUR_RUN_SHARE)
+
+    def paced(self, step: Callable[[], None]) -> None:
+        """Run ``step`` (listing the contours drawn) and count its time in the run's pace."""
+        began = time.perf_counter()
+        step()
+        self.next_at += (time.perf_counter() - began) / CONTOUR_RUN_SHARE
 
     def style_outlines(self, view: AnalysisView) -> None:
         tumour, highlight = outline_colors(self.display.colormap.value, self.threshold)

@@ -10,7 +10,8 @@ thread for long (D7):
 * the status line follows a run every :data:`REFRESH_MS`; the overlay is refreshed (only the
   chunks the batches changed, :meth:`.overlay.ProbabilityOverlay.refresh`) at most every
   :data:`OVERLAY_RUN_S`, or ten times as rarely as it takes; the contours are computed on a
-  worker thread at most every :data:`.regions_control.CONTOUR_RUN_S`.
+  worker thread at most every :data:`.regions_control.CONTOUR_RUN_S`, and on a large map as
+  rarely as keeps them (computing, drawing, listing) to a tenth of the run's time.
 """
 
 from __future__ import annotations
