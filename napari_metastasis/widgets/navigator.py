@@ -197,7 +197,7 @@ class RegionNavigator(QWidget):
         # The user's sort survives new regions. Sorting is switched on with the user's column as
         # the header's indicator, so the rows are sorted once (sortItems after it sorted twice: a
         # Python comparison per pair, ~11,000 of them for 800 regions, on the GUI thread).
-        header = self.table.horizontalHeader()
+        header = _present(self.table.horizontalHeader())
         header.blockSignals(True)  # not a click of the user's
         header.setSortIndicator(*self._sort)
         header.blockSignals(False)
