@@ -139,3 +139,32 @@ def test_every_member_of_an_ensemble_is_exported(cache, tta):
     with torch.inference_mode():
         expected = torch.softmax(ensemble(x), 1)
     np.testing.assert_allclose(torch.softmax(graph(x), 1).numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_export(tmp_path, monkeypatch):
+    """A read-only home (or a file where the cache folder should be) used to stop the load with
+    an OSError; the graph is only a cache, so ONNX Runtime runs the model all the same."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    model = load_model("default", device="cpu", backend="onnxruntime")
+    assert model.backend == "onnxruntime"
+    reference = load_model("default", device="cpu", backend="torch")
+    x = reference.prepare(np.full((2, 80, 80, 3), 180, np.uint8))
+    np.testing.assert_allclose(model.predict(x), reference.predict(x), atol=1e-6)
+
+
+def test_a_failed_export_asked_for_is_one_sentence(cache, tmp_path, monkeypatch, capsys):
+    """``--backend onnxruntime`` where torch's exporter fails: a sentence and exit 1, no
+    traceback (with the default, torch runs it: the test above)."""
+    import napari_metastasis.models.onnx_runtime as onnx_runtime
+
+    def broken(*_args):
+        raise RuntimeError("Exporting the operator 'aten::weird' to ONNX is not supported")
+
+    monkeypatch.setattr(onnx_runtime, "_export", broken)
+    with pytest.raises(ModelError, match="its export failed"):
+        load_model("default", device="cpu", backend="onnxruntime")
+    code = main(["predict", "--sample", "--backend", "onnxruntime", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code != 0 and "use --backend torch" in err and "Traceback" not in err

@@ -115,14 +115,22 @@ def onnx_network(
         cached = _session(ort, path.read_bytes())
         if cached is not None and _answers_like(cached, probe, expected):
             return OnnxNetwork(cached, views)
-    graph = _export(_Exportable(members, passes).eval(), probe)
+    try:
+        graph = _export(_Exportable(members, passes).eval(), probe)
+    except Exception as exc:  # noqa: BLE001 - the exporter's errors are many: one sentence
+        raise ModelError(
+            f"ONNX Runtime cannot take this model (its export failed: {exc}); use --backend torch"
+        ) from None
     session = _session(ort, graph)
     if session is None or not _answers_like(session, probe, expected):
         raise ModelError("ONNX Runtime does not give this model's answers; use --backend torch")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(graph)
-    tmp.replace(path)
+    try:  # the cache only saves the next load a few seconds: a read-only home still runs
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(graph)
+        tmp.replace(path)
+    except OSError:
+        pass
     return OnnxNetwork(session, views)
 
 
