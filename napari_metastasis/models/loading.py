@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import logging
 import threading
@@ -318,11 +317,7 @@ class LoadedModel:
         and is 1.35x torch's pass on two cores (``resources/bench_cpu_options.json``); where it
         cannot run, or its graph does not answer as torch does, torch runs, as before. Returns
         self."""
-        if self.device.type != "cpu" or self._own_weights() is None:
-            return self
-        if importlib.util.find_spec("onnxruntime") is None:
-            return self
-        try:
+        try:  # use_onnxruntime checks the device, the weights and the package itself
             self.use_onnxruntime()
         except Exception as exc:  # noqa: BLE001 - any failure of an optional speed-up: torch runs
             logger.info("model %s: ONNX Runtime not used (%s); torch runs it", self.name, exc)
